@@ -1,1 +1,7 @@
-fn main() {}
+use clap::Parser;
+
+fn main() {
+    let cli = media_converter::cli::Cli::parse();
+    let code = media_converter::run(cli);
+    std::process::exit(code.code());
+}

@@ -1,0 +1,412 @@
+//! `media-converter --dir DIR` / `--file FILE`: scan, decide, claim, transcode, verify,
+//! swap, record, release.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, bail};
+
+use crate::config::{ConvertConfig, Target};
+use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
+use crate::encoder::Encoder;
+use crate::exit_codes::ExitCode;
+use crate::names;
+use crate::output::{Event, PlannedAction, Reporter, Summary};
+use crate::probe::{self, MediaInfo};
+use crate::process::{Tools, display_command};
+use crate::scan::{self, MediaFile};
+use crate::signal;
+use crate::swap::{self, Swap};
+use crate::transcode::{self, Job, Outcome, StopReason};
+use crate::verify;
+
+/// Runs a conversion (or, with `--dry-run`, a plan) over the configured target.
+pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let tools = Tools::locate()?;
+    let files = find_files(config, reporter)?;
+    let rules = Rules {
+        min_age: config.min_age,
+        min_savings_pct: config.min_savings_pct,
+        allow_dv_loss: config.allow_dv_loss,
+        now: SystemTime::now(),
+    };
+
+    let mut summary = Summary::default();
+    let mut candidates = Vec::new();
+    let mut to_probe = Vec::new();
+    for file in files {
+        match decide::too_new(&file, &rules) {
+            Some(Decision::Skip { reason, detail }) => {
+                skipped(reporter, &mut summary, config, &file, "?", reason, detail)
+            }
+            _ => to_probe.push(file),
+        }
+    }
+    let probes = probe::probe_many(
+        &tools.ffprobe,
+        &paths(&to_probe),
+        config.probe_jobs,
+        &|_| {},
+    );
+    for (file, probed) in to_probe.into_iter().zip(probes) {
+        let info = match probed {
+            Ok(info) => info,
+            Err(err) => {
+                failed(reporter, &mut summary, &file.path, err.to_string());
+                continue;
+            }
+        };
+        let codec = main_codec(&info);
+        match decide::decide(&file, &info, &rules) {
+            Decision::Skip { reason, detail } => skipped(
+                reporter,
+                &mut summary,
+                config,
+                &file,
+                &codec,
+                reason,
+                detail,
+            ),
+            Decision::Convert(plan) => candidates.push((file, info, plan)),
+        }
+    }
+
+    if config.dry_run {
+        let mut estimate = 0;
+        for (file, info, plan) in &candidates {
+            summary.converted += 1;
+            estimate += file.size.saturating_sub(plan.estimated_bytes);
+            reporter.emit(Event::Planned {
+                file: shown(&file.path),
+                codec: main_codec(info),
+                action: PlannedAction::Convert,
+                reason: None,
+                detail: format!("to HEVC in {}", plan.container.muxer()),
+                size_bytes: file.size,
+                estimated_bytes: plan.estimated_bytes,
+            });
+        }
+        summary.estimated_saving_bytes = Some(estimate);
+        return Ok(finish(reporter, summary, started));
+    }
+
+    let total_bytes = candidates.iter().map(|(f, _, _)| f.size).sum();
+    reporter.start_overall(candidates.len() as u64, total_bytes);
+    let count = candidates.len() as u64;
+    for (done, (file, info, plan)) in candidates.into_iter().enumerate() {
+        if signal::interrupted() {
+            break;
+        }
+        let outcome = convert_one(&tools, config, reporter, &file, &info, &plan);
+        match outcome {
+            FileOutcome::Converted { after_bytes } => {
+                summary.converted += 1;
+                summary.before_bytes += file.size;
+                summary.after_bytes += after_bytes;
+                summary.saved_bytes += file.size.saturating_sub(after_bytes);
+            }
+            FileOutcome::Skipped(reason, detail) => skipped(
+                reporter,
+                &mut summary,
+                config,
+                &file,
+                &main_codec(&info),
+                reason,
+                detail,
+            ),
+            FileOutcome::Failed(error) => failed(reporter, &mut summary, &file.path, error),
+            FileOutcome::Interrupted => break,
+        }
+        reporter.file_done(done as u64 + 1, count, file.size);
+    }
+    Ok(finish(reporter, summary, started))
+}
+
+/// The files the run looks at, of the requested type.
+fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec<MediaFile>> {
+    let files = match &config.target {
+        Target::Dir(dir) => {
+            let meta = fs::metadata(dir)
+                .with_context(|| format!("cannot read --dir {}", dir.display()))?;
+            if !meta.is_dir() {
+                bail!(
+                    "--dir {} is not a directory (use --file for one file)",
+                    dir.display()
+                );
+            }
+            let (files, warnings) = scan::scan_dir(dir, config.follow_links);
+            for warning in warnings {
+                reporter.emit(Event::Warning {
+                    file: Some(shown(&warning.path)),
+                    message: warning.message,
+                });
+            }
+            files
+        }
+        Target::File(file) => vec![
+            scan::scan_file(file).map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?,
+        ],
+    };
+    Ok(files
+        .into_iter()
+        .filter(|f| config.media_type.includes(f.kind))
+        .collect())
+}
+
+/// How one file ended.
+enum FileOutcome {
+    Converted { after_bytes: u64 },
+    Skipped(SkipReason, String),
+    Failed(String),
+    Interrupted,
+}
+
+/// A temp output that is removed unless it was moved into place.
+struct TempOutput(PathBuf);
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        // It may already have been renamed over the original; then there is nothing here.
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn convert_one(
+    tools: &Tools,
+    config: &ConvertConfig,
+    reporter: &Reporter,
+    file: &MediaFile,
+    info: &MediaInfo,
+    plan: &Plan,
+) -> FileOutcome {
+    let started = Instant::now();
+    let encoder = Encoder::Libx265;
+    let lock_id = new_lock_id();
+    let ext = match plan.container {
+        Container::Matroska => "mkv",
+        Container::Mp4 => "mp4",
+        Container::Mov => "mov",
+        Container::Flac => "flac",
+    };
+    let temp = TempOutput(names::temp_output_path(&file.path, &lock_id, ext));
+
+    let hdr = match info.main_video().filter(|v| v.is_hdr()) {
+        Some(video) => match probe::hdr_metadata(&tools.ffprobe, &file.path, video.index) {
+            Ok(meta) => Some(meta),
+            Err(err) => return FileOutcome::Failed(format!("reading HDR metadata: {err}")),
+        },
+        None => None,
+    };
+    let built = transcode::ffmpeg_args(&Job {
+        input: &file.path,
+        output: &temp.0,
+        info,
+        plan,
+        encoder,
+        settings: &config.encode,
+        hdr: hdr.as_ref(),
+    });
+    reporter.debug(&format!(
+        "running: {}",
+        display_command(&tools.ffmpeg, &built.args)
+    ));
+    reporter.emit(Event::Converting {
+        file: shown(&file.path),
+        codec: main_codec(info),
+        encoder: encoder.name().into(),
+        size_bytes: file.size,
+        duration_secs: info.duration_secs,
+    });
+
+    let name = shown(&file.path);
+    let outcome = transcode::run(&tools.ffmpeg, &built.args, |update| {
+        if signal::interrupted() {
+            return Some(StopReason::Interrupted);
+        }
+        let update = update?;
+        if let Some(fraction) = update.fraction(info.duration_secs) {
+            reporter.emit(Event::Progress {
+                file: name.clone(),
+                percent: fraction * 100.0,
+                fps: update.fps,
+                speed: update.speed,
+                eta_secs: update.eta_secs(info.duration_secs),
+            });
+        }
+        transcode::will_not_shrink(update, info.duration_secs, file.size)
+            .then_some(StopReason::WouldNotShrink)
+    });
+    match outcome {
+        Ok(Outcome::Finished) => {}
+        Ok(Outcome::Stopped(StopReason::Interrupted)) => return FileOutcome::Interrupted,
+        Ok(Outcome::Stopped(StopReason::WouldNotShrink)) => {
+            return FileOutcome::Skipped(
+                SkipReason::NotSmaller,
+                format!(
+                    "stopped after {:.0}% of the duration: the new file was heading past the original's {} bytes",
+                    transcode::EARLY_ABORT_FRACTION * 100.0,
+                    file.size
+                ),
+            );
+        }
+        Ok(Outcome::Stopped(StopReason::LockLost)) => {
+            return FileOutcome::Failed(
+                "lost the claim on the file; another host owns it now".into(),
+            );
+        }
+        Err(err) => return FileOutcome::Failed(format!("ffmpeg failed: {err}")),
+    }
+
+    if let Err(err) = File::open(&temp.0).and_then(|f| f.sync_all()) {
+        return FileOutcome::Failed(format!("flushing {} to disk: {err}", temp.0.display()));
+    }
+    if let Err(err) = verify::verify(
+        &tools.ffmpeg,
+        &tools.ffprobe,
+        info,
+        &temp.0,
+        plan.container,
+        config.verify,
+    ) {
+        return FileOutcome::Failed(format!("verification failed: {err}"));
+    }
+    let after_bytes = match fs::metadata(&temp.0) {
+        Ok(meta) => meta.len(),
+        Err(err) => return FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())),
+    };
+    let limit = file.size as f64 * (1.0 - plan.min_savings_pct / 100.0);
+    if after_bytes as f64 > limit {
+        return FileOutcome::Skipped(
+            SkipReason::NotSmaller,
+            format!(
+                "the new file ({after_bytes} bytes) is not {}% smaller than the original ({} bytes)",
+                plan.min_savings_pct, file.size
+            ),
+        );
+    }
+    if signal::interrupted() {
+        return FileOutcome::Interrupted;
+    }
+
+    // Self-fence: the original must be exactly what was probed, or someone changed it while
+    // we worked and our output describes a file that no longer exists.
+    let original_meta = match fs::metadata(&file.path) {
+        Ok(meta) => meta,
+        Err(err) => {
+            return FileOutcome::Failed(format!("the original vanished during conversion: {err}"));
+        }
+    };
+    if original_meta.len() != file.size || original_meta.modified().ok() != Some(file.modified) {
+        return FileOutcome::Failed(
+            "the original changed during conversion; the new file was discarded".into(),
+        );
+    }
+    if let Err(err) = swap::carry_over_metadata(&original_meta, &temp.0) {
+        return FileOutcome::Failed(format!("copying mtime and permissions: {err}"));
+    }
+    let backup = names::backup_path(&file.path, &lock_id);
+    let swapped = swap::swap(
+        &Swap {
+            original: &file.path,
+            new_file: &temp.0,
+            destination: &plan.output_path,
+            backup: &backup,
+            keep_original: config.keep_original,
+        },
+        &mut |_phase| {},
+    );
+    if let Err(err) = swapped {
+        return FileOutcome::Failed(format!("replacing the original: {err}"));
+    }
+    reporter.emit(Event::Converted {
+        file: shown(&file.path),
+        output: shown(&plan.output_path),
+        before_bytes: file.size,
+        after_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        encoder: encoder.name().into(),
+        dropped: built.dropped,
+    });
+    FileOutcome::Converted { after_bytes }
+}
+
+fn new_lock_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: time and pid still make a name no other process uses.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
+        bytes[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn main_codec(info: &MediaInfo) -> String {
+    info.main_video()
+        .or_else(|| info.main_audio())
+        .map_or_else(|| "none".into(), |s| s.codec.clone())
+}
+
+fn paths(files: &[MediaFile]) -> Vec<&Path> {
+    files.iter().map(|f| f.path.as_path()).collect()
+}
+
+fn shown(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn skipped(
+    reporter: &Reporter,
+    summary: &mut Summary,
+    config: &ConvertConfig,
+    file: &MediaFile,
+    codec: &str,
+    reason: SkipReason,
+    detail: String,
+) {
+    summary.skipped += 1;
+    if config.dry_run {
+        reporter.emit(Event::Planned {
+            file: shown(&file.path),
+            codec: codec.into(),
+            action: PlannedAction::Skip,
+            reason: Some(reason),
+            detail,
+            size_bytes: file.size,
+            estimated_bytes: file.size,
+        });
+    } else {
+        reporter.emit(Event::Skipped {
+            file: shown(&file.path),
+            reason,
+            detail,
+            host: None,
+        });
+    }
+}
+
+fn failed(reporter: &Reporter, summary: &mut Summary, path: &Path, error: String) {
+    summary.failed += 1;
+    reporter.emit(Event::Failed {
+        file: shown(path),
+        error,
+    });
+}
+
+fn finish(reporter: &Reporter, mut summary: Summary, started: Instant) -> ExitCode {
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.interrupted = signal::interrupted();
+    let code = if summary.interrupted {
+        ExitCode::Interrupted
+    } else if summary.failed > 0 {
+        ExitCode::SomeFailed
+    } else {
+        ExitCode::Success
+    };
+    reporter.emit(Event::Summary(summary));
+    code
+}

@@ -1,0 +1,88 @@
+//! Plain run configuration, built from the command line before any I/O.
+//!
+//! Nothing below `cli.rs` sees clap: modules take these structs.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which kinds of media a run converts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    Video,
+    Audio,
+    Both,
+}
+
+impl MediaType {
+    /// Whether files of `kind` are in scope for this run.
+    pub fn includes(self, kind: MediaKind) -> bool {
+        matches!(
+            (self, kind),
+            (MediaType::Both, _)
+                | (MediaType::Video, MediaKind::Video)
+                | (MediaType::Audio, MediaKind::Audio)
+        )
+    }
+}
+
+/// What a single file is, judged by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Video,
+    Audio,
+}
+
+/// How thoroughly a new file is decoded before it replaces the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Decode short windows at the start, middle and end.
+    Quick,
+    /// Decode every frame of every stream.
+    Full,
+}
+
+/// Where a run takes its files from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Dir(PathBuf),
+    File(PathBuf),
+}
+
+/// How the encoder is driven: the knobs shared by every encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSettings {
+    /// CRF-like quality: lower is better and bigger.
+    pub quality: u8,
+    /// Encoder speed preset (libx265 names: ultrafast … placebo).
+    pub preset: String,
+}
+
+/// Everything a conversion run needs to know.
+#[derive(Debug, Clone)]
+pub struct ConvertConfig {
+    pub target: Target,
+    pub media_type: MediaType,
+    pub dry_run: bool,
+    pub encode: EncodeSettings,
+    /// The new file must be at least this many percent smaller, or the original stays.
+    pub min_savings_pct: f64,
+    /// Files modified more recently than this are skipped (a download in progress).
+    pub min_age: Duration,
+    pub verify: VerifyMode,
+    pub keep_original: bool,
+    pub follow_links: bool,
+    pub allow_dv_loss: bool,
+    /// How many ffprobe processes run at once.
+    pub probe_jobs: usize,
+}
+
+/// How output is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputConfig {
+    /// One JSON object per line on stdout.
+    pub json: bool,
+    pub quiet: bool,
+    pub verbose: bool,
+    /// Whether stderr is a terminal (progress bars) or a log (plain lines).
+    pub stderr_is_tty: bool,
+}

@@ -1,0 +1,382 @@
+//! Whether a file needs work, and what the work is: the output container and name.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::MediaKind;
+use crate::probe::{MediaInfo, StreamKind};
+use crate::scan::MediaFile;
+
+/// Video codecs that are already efficient: re-encoding them would lose quality for little gain.
+pub const EFFICIENT_VIDEO_CODECS: &[&str] = &["hevc", "av1", "vp9"];
+
+/// Why a file is left alone. The names are part of the JSON contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Video already HEVC, AV1 or VP9; audio already FLAC.
+    AlreadyEfficient,
+    /// Dolby Vision would be lost; `--allow-dv-loss` converts anyway.
+    DolbyVision,
+    /// Modified within `--min-age`: maybe still being written.
+    TooNew,
+    /// Lossy audio: re-encoding it to FLAC would only grow it.
+    Lossy,
+    /// No video stream to convert (an audio-only mp4, say).
+    NoVideo,
+    /// Another process holds the file's lock.
+    Locked,
+    /// The new file was not enough smaller; the original stays.
+    NotSmaller,
+}
+
+/// The outcome of looking at one file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Convert(Plan),
+    Skip { reason: SkipReason, detail: String },
+}
+
+/// What converting a file will produce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub container: Container,
+    /// Where the converted file ends up: the original's path, or a new extension beside it.
+    pub output_path: PathBuf,
+    /// A rough guess of the size after conversion, for `--dry-run` and ordering.
+    pub estimated_bytes: u64,
+    /// The least saving, in percent, that makes the new file worth keeping.
+    pub min_savings_pct: f64,
+}
+
+/// The containers this tool writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Matroska,
+    Mp4,
+    Mov,
+    Flac,
+}
+
+impl Container {
+    /// ffmpeg's muxer name.
+    pub fn muxer(self) -> &'static str {
+        match self {
+            Container::Matroska => "matroska",
+            Container::Mp4 => "mp4",
+            Container::Mov => "mov",
+            Container::Flac => "flac",
+        }
+    }
+
+    /// Apple players need HEVC tagged `hvc1` in the ISO family.
+    pub fn is_iso_family(self) -> bool {
+        matches!(self, Container::Mp4 | Container::Mov)
+    }
+}
+
+/// Inputs to the decision other than the file itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub min_age: Duration,
+    pub min_savings_pct: f64,
+    pub allow_dv_loss: bool,
+    pub now: SystemTime,
+}
+
+/// Whether a file is too new to touch; checked before probing, so a download in progress
+/// is not even read.
+pub fn too_new(file: &MediaFile, rules: &Rules) -> Option<Decision> {
+    let age = rules
+        .now
+        .duration_since(file.modified)
+        .unwrap_or(Duration::ZERO);
+    (age < rules.min_age).then(|| Decision::Skip {
+        reason: SkipReason::TooNew,
+        detail: format!(
+            "modified {}s ago, less than --min-age {}s",
+            age.as_secs(),
+            rules.min_age.as_secs()
+        ),
+    })
+}
+
+/// Decides what to do with a probed file.
+pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
+    if let Some(skip) = too_new(file, rules) {
+        return skip;
+    }
+    match file.kind {
+        MediaKind::Video => decide_video(file, info, rules),
+        MediaKind::Audio => decide_audio(file, info, rules),
+    }
+}
+
+fn skip(reason: SkipReason, detail: impl Into<String>) -> Decision {
+    Decision::Skip {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+fn decide_video(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
+    let Some(video) = info.main_video() else {
+        return skip(SkipReason::NoVideo, "no video stream other than cover art");
+    };
+    if EFFICIENT_VIDEO_CODECS.contains(&video.codec.as_str()) {
+        return skip(
+            SkipReason::AlreadyEfficient,
+            format!("video is already {}", video.codec),
+        );
+    }
+    if video.dolby_vision && !rules.allow_dv_loss {
+        return skip(
+            SkipReason::DolbyVision,
+            "Dolby Vision would be lost; pass --allow-dv-loss to convert anyway",
+        );
+    }
+    let container = video_container(&file.path);
+    Decision::Convert(Plan {
+        container,
+        output_path: output_path(&file.path, container),
+        estimated_bytes: estimate_video_bytes(file.size, info, &video.codec),
+        min_savings_pct: rules.min_savings_pct,
+    })
+}
+
+fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
+    let Some(audio) = info.main_audio() else {
+        return skip(SkipReason::NoVideo, "no audio stream");
+    };
+    let codec = audio.codec.as_str();
+    if codec == "flac" {
+        return skip(SkipReason::AlreadyEfficient, "audio is already FLAC");
+    }
+    let pcm = codec.starts_with("pcm_");
+    let compressed_lossless = matches!(codec, "ape" | "wavpack" | "alac" | "tta");
+    if !pcm && !compressed_lossless {
+        return skip(
+            SkipReason::Lossy,
+            format!("{codec} is lossy; re-encoding it would only lose quality"),
+        );
+    }
+    Decision::Convert(Plan {
+        container: Container::Flac,
+        output_path: output_path(&file.path, Container::Flac),
+        // PCM typically halves; the other lossless codecs compress about as well as FLAC.
+        estimated_bytes: if pcm { file.size * 55 / 100 } else { file.size },
+        // A compressed lossless source becomes FLAC for compatibility, as long as it does
+        // not grow; PCM must save what the user asked.
+        min_savings_pct: if pcm { rules.min_savings_pct } else { 0.0 },
+    })
+}
+
+/// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can
+/// carry any stream those old containers hold.
+fn video_container(path: &Path) -> Container {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "mp4" | "m4v" => Container::Mp4,
+        "mov" => Container::Mov,
+        _ => Container::Matroska,
+    }
+}
+
+/// The converted file's path: the same name when the container keeps its extension.
+pub fn output_path(original: &Path, container: Container) -> PathBuf {
+    let keeps_name = match container {
+        Container::Matroska => has_extension(original, &["mkv"]),
+        Container::Mp4 => has_extension(original, &["mp4", "m4v"]),
+        Container::Mov => has_extension(original, &["mov"]),
+        Container::Flac => has_extension(original, &["flac"]),
+    };
+    if keeps_name {
+        original.to_path_buf()
+    } else {
+        let ext = match container {
+            Container::Matroska => "mkv",
+            Container::Flac => "flac",
+            Container::Mp4 => "mp4",
+            Container::Mov => "mov",
+        };
+        original.with_extension(ext)
+    }
+}
+
+fn has_extension(path: &Path, exts: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| exts.iter().any(|x| e.eq_ignore_ascii_case(x)))
+}
+
+/// A rough size after conversion: HEVC needs about half of H.264's bits for the same
+/// quality and a third of MPEG-2/MPEG-4 Part 2's; audio and subtitles are copied as they are.
+fn estimate_video_bytes(size: u64, info: &MediaInfo, codec: &str) -> u64 {
+    let factor = match codec {
+        "h264" => 0.5,
+        "mpeg2video" | "mpeg1video" | "mpeg4" | "msmpeg4v3" | "msmpeg4v2" | "wmv1" | "wmv2"
+        | "wmv3" | "vc1" | "flv1" | "h263" | "mjpeg" => 0.35,
+        _ => 0.6,
+    };
+    // Streams copied as they are keep their size; without per-stream bit rates (ffprobe
+    // rarely has them for mkv) assume video is nine tenths of the file.
+    let other = if info.streams_of(StreamKind::Audio).next().is_some() {
+        0.1
+    } else {
+        0.0
+    };
+    ((size as f64) * (other + (1.0 - other) * factor)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Stream, StreamKind};
+
+    fn stream(kind: StreamKind, codec: &str) -> Stream {
+        Stream {
+            index: 0,
+            kind,
+            codec: codec.into(),
+            profile: None,
+            pix_fmt: None,
+            bit_depth: None,
+            width: None,
+            height: None,
+            language: None,
+            attached_pic: false,
+            color: None,
+            dolby_vision: false,
+        }
+    }
+
+    fn info(streams: Vec<Stream>) -> MediaInfo {
+        MediaInfo {
+            container: "matroska,webm".into(),
+            duration_secs: Some(60.0),
+            bit_rate: None,
+            streams,
+        }
+    }
+
+    fn file(name: &str, kind: MediaKind, age_secs: u64) -> (MediaFile, Rules) {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let file = MediaFile {
+            path: PathBuf::from("/lib").join(name),
+            kind,
+            size: 1_000_000,
+            modified: now - Duration::from_secs(age_secs),
+        };
+        let rules = Rules {
+            min_age: Duration::from_secs(300),
+            min_savings_pct: 10.0,
+            allow_dv_loss: false,
+            now,
+        };
+        (file, rules)
+    }
+
+    fn reason(decision: Decision) -> SkipReason {
+        match decision {
+            Decision::Skip { reason, .. } => reason,
+            Decision::Convert(plan) => panic!("expected a skip, got {plan:?}"),
+        }
+    }
+
+    #[test]
+    fn efficient_codecs_are_skipped_and_h264_converts() {
+        let (f, rules) = file("a.mkv", MediaKind::Video, 3600);
+        for codec in ["hevc", "av1", "vp9"] {
+            let i = info(vec![stream(StreamKind::Video, codec)]);
+            assert_eq!(reason(decide(&f, &i, &rules)), SkipReason::AlreadyEfficient);
+        }
+        let i = info(vec![
+            stream(StreamKind::Video, "h264"),
+            stream(StreamKind::Audio, "aac"),
+        ]);
+        let Decision::Convert(plan) = decide(&f, &i, &rules) else {
+            panic!("h264 should convert")
+        };
+        assert_eq!(plan.container, Container::Matroska);
+        assert_eq!(plan.output_path, PathBuf::from("/lib/a.mkv"));
+        assert!(plan.estimated_bytes < f.size && plan.estimated_bytes > f.size / 3);
+    }
+
+    #[test]
+    fn cover_art_does_not_count_as_main_video() {
+        let (f, rules) = file("a.mp4", MediaKind::Video, 3600);
+        let mut cover = stream(StreamKind::Video, "hevc");
+        cover.attached_pic = true;
+        let i = info(vec![cover, stream(StreamKind::Video, "h264")]);
+        assert!(matches!(decide(&f, &i, &rules), Decision::Convert(_)));
+    }
+
+    #[test]
+    fn dolby_vision_needs_explicit_consent() {
+        let (f, mut rules) = file("a.mkv", MediaKind::Video, 3600);
+        let mut dv = stream(StreamKind::Video, "h264");
+        dv.dolby_vision = true;
+        let i = info(vec![dv]);
+        assert_eq!(reason(decide(&f, &i, &rules)), SkipReason::DolbyVision);
+        rules.allow_dv_loss = true;
+        assert!(matches!(decide(&f, &i, &rules), Decision::Convert(_)));
+    }
+
+    #[test]
+    fn recent_files_are_too_new() {
+        let (f, rules) = file("a.mkv", MediaKind::Video, 10);
+        assert_eq!(reason(too_new(&f, &rules).unwrap()), SkipReason::TooNew);
+        let (f, rules) = file("a.mkv", MediaKind::Video, 301);
+        assert!(too_new(&f, &rules).is_none());
+    }
+
+    #[test]
+    fn old_containers_become_matroska_and_iso_stays_iso() {
+        assert_eq!(video_container(Path::new("x.AVI")), Container::Matroska);
+        assert_eq!(video_container(Path::new("x.m4v")), Container::Mp4);
+        assert_eq!(video_container(Path::new("x.mov")), Container::Mov);
+        assert_eq!(
+            output_path(Path::new("/l/x.avi"), Container::Matroska),
+            PathBuf::from("/l/x.mkv")
+        );
+        assert_eq!(
+            output_path(Path::new("/l/x.M4V"), Container::Mp4),
+            PathBuf::from("/l/x.M4V")
+        );
+        assert_eq!(
+            output_path(Path::new("/l/song.wav"), Container::Flac),
+            PathBuf::from("/l/song.flac")
+        );
+    }
+
+    #[test]
+    fn audio_lossless_converts_and_lossy_is_skipped() {
+        let (f, rules) = file("a.wav", MediaKind::Audio, 3600);
+        let pcm = info(vec![stream(StreamKind::Audio, "pcm_s16le")]);
+        let Decision::Convert(plan) = decide(&f, &pcm, &rules) else {
+            panic!()
+        };
+        assert_eq!(
+            (plan.container, plan.min_savings_pct),
+            (Container::Flac, 10.0)
+        );
+        let ape = info(vec![stream(StreamKind::Audio, "ape")]);
+        let Decision::Convert(plan) = decide(&f, &ape, &rules) else {
+            panic!()
+        };
+        assert_eq!(plan.min_savings_pct, 0.0);
+        let mp3 = info(vec![stream(StreamKind::Audio, "mp3")]);
+        assert_eq!(reason(decide(&f, &mp3, &rules)), SkipReason::Lossy);
+        let flac = info(vec![stream(StreamKind::Audio, "flac")]);
+        assert_eq!(
+            reason(decide(&f, &flac, &rules)),
+            SkipReason::AlreadyEfficient
+        );
+    }
+}

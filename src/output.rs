@@ -1,0 +1,515 @@
+//! Everything the user sees. Core code emits [`Event`]s; this module alone decides how they
+//! look: JSON lines on stdout, progress bars on a terminal, or sparse timestamped lines in a
+//! log.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use crate::config::OutputConfig;
+use crate::decide::SkipReason;
+use crate::duration::format_secs;
+
+/// Something that happened during a run. Serialized as one JSON object per line with an
+/// `event` field; the README documents every field.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A file the scan or a setup step could not use; the run goes on.
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        message: String,
+    },
+    /// `--dry-run`: what would happen to one file.
+    Planned {
+        file: String,
+        codec: String,
+        action: PlannedAction,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<SkipReason>,
+        detail: String,
+        size_bytes: u64,
+        estimated_bytes: u64,
+    },
+    /// A conversion starts.
+    Converting {
+        file: String,
+        codec: String,
+        encoder: String,
+        size_bytes: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        duration_secs: Option<f64>,
+    },
+    /// How far a conversion is.
+    Progress {
+        file: String,
+        percent: f64,
+        fps: f64,
+        speed: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        eta_secs: Option<f64>,
+    },
+    /// A file was replaced by its verified HEVC (or FLAC) version.
+    Converted {
+        file: String,
+        output: String,
+        before_bytes: u64,
+        after_bytes: u64,
+        seconds: f64,
+        encoder: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        dropped: Vec<String>,
+    },
+    /// A file was left as it is, and why.
+    Skipped {
+        file: String,
+        reason: SkipReason,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// A file could not be converted; its original is untouched.
+    Failed { file: String, error: String },
+    /// The last event of every run.
+    Summary(Summary),
+}
+
+/// What `--dry-run` would do with a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannedAction {
+    Convert,
+    Skip,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub converted: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub before_bytes: u64,
+    pub after_bytes: u64,
+    pub saved_bytes: u64,
+    /// `--dry-run`: what converting every candidate would save, roughly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_saving_bytes: Option<u64>,
+    pub seconds: f64,
+    pub interrupted: bool,
+}
+
+/// File names as shown on a terminal: control characters escaped, so a name with a newline
+/// or an escape sequence cannot garble the screen.
+pub fn display_name(name: &str) -> String {
+    let mut shown = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// Receives every event and shows it in the way the output configuration asks for.
+pub struct Reporter {
+    config: OutputConfig,
+    state: Mutex<State>,
+    multi: Option<MultiProgress>,
+}
+
+#[derive(Default)]
+struct State {
+    files: HashMap<String, FileProgress>,
+    overall: Option<ProgressBar>,
+}
+
+struct FileProgress {
+    bar: Option<ProgressBar>,
+    last_percent: f64,
+    last_logged: Instant,
+}
+
+/// Plain logs get a progress line every this many percent...
+const LOG_EVERY_PERCENT: f64 = 10.0;
+/// ...or after this long, whichever comes first.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Reporter {
+    /// A reporter for this run's output settings.
+    pub fn new(config: OutputConfig) -> Reporter {
+        let bars = !config.json && !config.quiet && config.stderr_is_tty;
+        Reporter {
+            config,
+            state: Mutex::new(State::default()),
+            multi: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+        }
+    }
+
+    /// Shows the overall bar (files and bytes to convert), on a terminal only.
+    pub fn start_overall(&self, files: u64, bytes: u64) {
+        let Some(multi) = &self.multi else { return };
+        let bar = multi.add(ProgressBar::new(bytes));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes}  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix("overall");
+        bar.set_message(format!("0/{files} files"));
+        if let Ok(mut state) = self.state.lock() {
+            state.overall = Some(bar);
+        }
+    }
+
+    /// Advances the overall bar after a file is done (whatever its outcome).
+    pub fn file_done(&self, done: u64, total: u64, bytes: u64) {
+        if let Ok(state) = self.state.lock() {
+            if let Some(bar) = &state.overall {
+                bar.inc(bytes);
+                bar.set_message(format!("{done}/{total} files"));
+            }
+        }
+    }
+
+    /// Reports one event.
+    pub fn emit(&self, event: Event) {
+        if self.config.json {
+            self.emit_json(&event);
+            return;
+        }
+        match &event {
+            Event::Progress { .. } => self.show_progress(&event),
+            Event::Converting { file, .. } => {
+                self.start_file_bar(file);
+                self.line(&event, false);
+            }
+            Event::Converted { file, .. } | Event::Failed { file, .. } => {
+                self.finish_file_bar(file);
+                self.line(&event, matches!(event, Event::Failed { .. }));
+            }
+            Event::Skipped { .. } => self.line(&event, false),
+            Event::Warning { .. } => self.line(&event, true),
+            Event::Planned { .. } => self.plan_line(&event),
+            Event::Summary(_) => {
+                if let Ok(mut state) = self.state.lock() {
+                    if let Some(bar) = state.overall.take() {
+                        bar.finish_and_clear();
+                    }
+                }
+                self.line(&event, true);
+            }
+        }
+    }
+
+    fn emit_json(&self, event: &Event) {
+        if let Event::Progress { file, percent, .. } = event {
+            // At most one progress object per whole percent and second, per file.
+            let Ok(mut state) = self.state.lock() else {
+                return;
+            };
+            let entry = state
+                .files
+                .entry(file.clone())
+                .or_insert_with(|| FileProgress {
+                    bar: None,
+                    last_percent: -1.0,
+                    last_logged: Instant::now() - LOG_EVERY,
+                });
+            if percent.floor() <= entry.last_percent.floor()
+                || entry.last_logged.elapsed() < Duration::from_secs(1)
+            {
+                return;
+            }
+            entry.last_percent = *percent;
+            entry.last_logged = Instant::now();
+        }
+        if let Event::Converted { file, .. } | Event::Failed { file, .. } = event {
+            if let Ok(mut state) = self.state.lock() {
+                state.files.remove(file);
+            }
+        }
+        if let Ok(line) = serde_json::to_string(event) {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
+    }
+
+    fn start_file_bar(&self, file: &str) {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.insert_from_back(1, ProgressBar::new(1000));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>10} [{bar:30}] {percent:>3}%  {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix("encoding");
+            bar.set_message(display_name(file));
+            bar
+        });
+        if let Ok(mut state) = self.state.lock() {
+            state.files.insert(
+                file.to_string(),
+                FileProgress {
+                    bar,
+                    last_percent: 0.0,
+                    last_logged: Instant::now(),
+                },
+            );
+        }
+    }
+
+    fn finish_file_bar(&self, file: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(FileProgress { bar: Some(bar), .. }) = state.files.remove(file) {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    fn show_progress(&self, event: &Event) {
+        let Event::Progress {
+            file,
+            percent,
+            fps,
+            speed,
+            eta_secs,
+        } = event
+        else {
+            return;
+        };
+        let eta = eta_secs.map_or_else(|| "?".into(), format_secs);
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let Some(entry) = state.files.get_mut(file) else {
+            return;
+        };
+        if let Some(bar) = &entry.bar {
+            bar.set_position((percent * 10.0) as u64);
+            bar.set_message(format!(
+                "{fps:.0} fps {speed:.2}x ETA {eta}  {}",
+                display_name(file)
+            ));
+            return;
+        }
+        if self.config.quiet || self.config.stderr_is_tty {
+            return;
+        }
+        let step = percent - entry.last_percent >= LOG_EVERY_PERCENT;
+        if step || entry.last_logged.elapsed() >= LOG_EVERY {
+            entry.last_percent = *percent;
+            entry.last_logged = Instant::now();
+            drop(state);
+            self.print_stderr(&format!(
+                "progress {percent:.0}% {fps:.0} fps {speed:.2}x ETA {eta}: {}",
+                display_name(file)
+            ));
+        }
+    }
+
+    fn plan_line(&self, event: &Event) {
+        let Event::Planned {
+            file,
+            codec,
+            action,
+            detail,
+            size_bytes,
+            estimated_bytes,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let line = match action {
+            PlannedAction::Convert => format!(
+                "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+                HumanBytes(*size_bytes).to_string(),
+                HumanBytes(*estimated_bytes).to_string(),
+                display_name(file)
+            ),
+            PlannedAction::Skip => format!(
+                "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
+                HumanBytes(*size_bytes).to_string(),
+                "",
+                display_name(file)
+            ),
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+    }
+
+    /// A human line for an event, on stderr; `important` lines survive `--quiet`.
+    fn line(&self, event: &Event, important: bool) {
+        if self.config.quiet && !important {
+            return;
+        }
+        let text = match event {
+            Event::Warning {
+                file: Some(file),
+                message,
+            } => {
+                format!("warning: {}: {message}", display_name(file))
+            }
+            Event::Warning {
+                file: None,
+                message,
+            } => format!("warning: {message}"),
+            Event::Converting {
+                file,
+                codec,
+                encoder,
+                size_bytes,
+                ..
+            } => format!(
+                "converting {} ({codec}, {}) with {encoder}",
+                display_name(file),
+                HumanBytes(*size_bytes)
+            ),
+            Event::Converted {
+                file,
+                before_bytes,
+                after_bytes,
+                seconds,
+                dropped,
+                ..
+            } => {
+                let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
+                let mut text = format!(
+                    "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
+                    display_name(file),
+                    HumanBytes(*before_bytes),
+                    HumanBytes(*after_bytes),
+                    format_secs(*seconds)
+                );
+                if !dropped.is_empty() {
+                    text.push_str(&format!("; dropped {}", dropped.join(", ")));
+                }
+                text
+            }
+            Event::Skipped {
+                file,
+                reason,
+                detail,
+                ..
+            } => {
+                if !self.config.verbose && matches!(reason, SkipReason::AlreadyEfficient) {
+                    return;
+                }
+                format!("skipped {}: {detail}", display_name(file))
+            }
+            Event::Failed { file, error } => {
+                format!(
+                    "FAILED {}: {error} (the original is untouched)",
+                    display_name(file)
+                )
+            }
+            Event::Summary(s) => summary_text(s),
+            Event::Progress { .. } | Event::Planned { .. } => return,
+        };
+        self.print_stderr(&text);
+    }
+
+    fn print_stderr(&self, text: &str) {
+        match &self.multi {
+            Some(multi) => {
+                let _ = multi.println(text);
+            }
+            None => {
+                let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
+                let prefix = if self.config.stderr_is_tty {
+                    String::new()
+                } else {
+                    format!("{stamp} ")
+                };
+                let mut stderr = std::io::stderr().lock();
+                let _ = writeln!(stderr, "{prefix}{text}");
+            }
+        }
+    }
+
+    /// Verbose detail (command lines, reasons); shown only with `-v`.
+    pub fn debug(&self, text: &str) {
+        if self.config.verbose && !self.config.json {
+            self.print_stderr(text);
+        }
+    }
+}
+
+fn summary_text(s: &Summary) -> String {
+    let mut text = format!(
+        "{} converted, {} skipped, {} failed; saved {} ({} -> {}) in {}",
+        s.converted,
+        s.skipped,
+        s.failed,
+        HumanBytes(s.saved_bytes),
+        HumanBytes(s.before_bytes),
+        HumanBytes(s.after_bytes),
+        format_secs(s.seconds)
+    );
+    if let Some(estimate) = s.estimated_saving_bytes {
+        text = format!(
+            "dry run: {} to convert, {} skipped, {} unreadable; estimated saving {}",
+            s.converted,
+            s.skipped,
+            s.failed,
+            HumanBytes(estimate)
+        );
+    }
+    if s.interrupted {
+        text.push_str(" (interrupted)");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        assert_eq!(display_name("a\nb\x1b[31m.mkv"), "a\\nb\\u{1b}[31m.mkv");
+        assert_eq!(display_name("Amélie (2001).mkv"), "Amélie (2001).mkv");
+    }
+
+    #[test]
+    fn events_serialize_with_an_event_field() {
+        let json = serde_json::to_value(Event::Skipped {
+            file: "a.mkv".into(),
+            reason: SkipReason::AlreadyEfficient,
+            detail: "video is already hevc".into(),
+            host: None,
+        })
+        .unwrap();
+        assert_eq!(json["event"], "skipped");
+        assert_eq!(json["reason"], "already_efficient");
+        assert!(json.get("host").is_none());
+
+        let json = serde_json::to_value(Event::Summary(Summary {
+            converted: 2,
+            ..Summary::default()
+        }))
+        .unwrap();
+        assert_eq!(json["event"], "summary");
+        assert_eq!(json["converted"], 2);
+    }
+
+    #[test]
+    fn summary_text_names_the_dry_run() {
+        let s = Summary {
+            converted: 3,
+            estimated_saving_bytes: Some(1 << 30),
+            ..Summary::default()
+        };
+        assert!(summary_text(&s).starts_with("dry run: 3 to convert"));
+    }
+}

@@ -1,0 +1,518 @@
+//! What a media file contains, as ffprobe reports it, reduced to the facts decisions need.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::process::{CommandFailed, media_arg, run_captured};
+
+/// The facts about one file that decide whether and how it is converted.
+///
+/// Serializable, because the shared cache stores exactly this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MediaInfo {
+    /// ffprobe's `format_name`, e.g. `matroska,webm` or `mov,mp4,m4a,3gp,3g2,mj2`.
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_secs: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_rate: Option<u64>,
+    pub streams: Vec<Stream>,
+}
+
+/// One stream of a media file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stream {
+    pub index: u32,
+    pub kind: StreamKind,
+    pub codec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pix_fmt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_depth: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Cover art stored as a video stream: never the main video.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached_pic: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<Color>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dolby_vision: bool,
+}
+
+/// The colour description of a video stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Color {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primaries: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<String>,
+}
+
+/// What kind of data a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Video,
+    Audio,
+    Subtitle,
+    Attachment,
+    Data,
+    Other,
+}
+
+impl MediaInfo {
+    /// The stream that is re-encoded: the first video stream that is not cover art.
+    pub fn main_video(&self) -> Option<&Stream> {
+        self.streams
+            .iter()
+            .find(|s| s.kind == StreamKind::Video && !s.attached_pic)
+    }
+
+    /// The first audio stream.
+    pub fn main_audio(&self) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.kind == StreamKind::Audio)
+    }
+
+    /// Streams of one kind, in file order.
+    pub fn streams_of(&self, kind: StreamKind) -> impl Iterator<Item = &Stream> {
+        self.streams.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// The languages of the streams of one kind, in order (`und` where untagged).
+    pub fn languages(&self, kind: StreamKind) -> Vec<String> {
+        self.streams_of(kind)
+            .map(|s| s.language.clone().unwrap_or_else(|| "und".into()))
+            .collect()
+    }
+}
+
+impl Stream {
+    /// Whether this video stream is HDR10/HLG (PQ or HLG transfer), whose colour must survive.
+    pub fn is_hdr(&self) -> bool {
+        self.color
+            .as_ref()
+            .and_then(|c| c.transfer.as_deref())
+            .is_some_and(|t| t == "smpte2084" || t == "arib-std-b67")
+    }
+
+    /// More than 8 bits per sample.
+    pub fn is_high_bit_depth(&self) -> bool {
+        self.bit_depth.is_some_and(|d| d > 8)
+    }
+}
+
+/// ffprobe could not read the file: it is damaged, truncated, empty or not media.
+#[derive(Debug)]
+pub struct ProbeError(pub CommandFailed);
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reason = self
+            .0
+            .stderr_tail
+            .last()
+            .map_or("no reason given", String::as_str);
+        write!(
+            f,
+            "ffprobe cannot read it ({reason}): it is damaged, incomplete or not media"
+        )
+    }
+}
+
+impl std::error::Error for ProbeError {}
+
+/// Runs ffprobe on one file.
+pub fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError> {
+    let args: Vec<OsString> = [
+        "-v",
+        "error",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
+    ]
+    .iter()
+    .map(OsString::from)
+    .chain([media_arg(path)])
+    .collect();
+    let stdout = run_captured(ffprobe, &args).map_err(ProbeError)?.stdout;
+    parse_ffprobe_json(&stdout).map_err(|err| {
+        ProbeError(CommandFailed {
+            command: crate::process::display_command(ffprobe, &args),
+            status: None,
+            stderr_tail: vec![format!("unexpected ffprobe output: {err}")],
+        })
+    })
+}
+
+/// Probes many files with up to `jobs` ffprobe processes at once, results in input order.
+pub fn probe_many<P: AsRef<Path> + Sync>(
+    ffprobe: &Path,
+    paths: &[P],
+    jobs: usize,
+    on_done: &(dyn Fn(usize) + Sync),
+) -> Vec<Result<MediaInfo, ProbeError>> {
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Result<MediaInfo, ProbeError>>> =
+        (0..paths.len()).map(|_| None).collect();
+    let slots = std::sync::Mutex::new(&mut results);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, paths.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    let result = probe(ffprobe, path.as_ref());
+                    if let Ok(mut slots) = slots.lock() {
+                        slots[i] = Some(result);
+                    }
+                    on_done(i);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(ProbeError(CommandFailed {
+                    command: "ffprobe".into(),
+                    status: None,
+                    stderr_tail: vec!["probe worker stopped".into()],
+                }))
+            })
+        })
+        .collect()
+}
+
+/// ffprobe's JSON, only the fields we use.
+#[derive(Deserialize)]
+struct RawProbe {
+    #[serde(default)]
+    streams: Vec<RawStream>,
+    format: Option<RawFormat>,
+}
+
+#[derive(Deserialize)]
+struct RawFormat {
+    format_name: Option<String>,
+    duration: Option<String>,
+    bit_rate: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStream {
+    index: u32,
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    profile: Option<String>,
+    pix_fmt: Option<String>,
+    bits_per_raw_sample: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    color_primaries: Option<String>,
+    color_transfer: Option<String>,
+    color_space: Option<String>,
+    color_range: Option<String>,
+    #[serde(default)]
+    disposition: std::collections::HashMap<String, i64>,
+    #[serde(default)]
+    tags: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    side_data_list: Vec<serde_json::Value>,
+}
+
+/// Parses `ffprobe -show_format -show_streams -print_format json` output.
+pub fn parse_ffprobe_json(bytes: &[u8]) -> Result<MediaInfo, serde_json::Error> {
+    let raw: RawProbe = serde_json::from_slice(bytes)?;
+    let format = raw.format;
+    let streams = raw.streams.into_iter().map(Stream::from_raw).collect();
+    Ok(MediaInfo {
+        container: format
+            .as_ref()
+            .and_then(|f| f.format_name.clone())
+            .unwrap_or_default(),
+        duration_secs: format
+            .as_ref()
+            .and_then(|f| f.duration.as_deref())
+            .and_then(|d| d.parse().ok()),
+        bit_rate: format
+            .as_ref()
+            .and_then(|f| f.bit_rate.as_deref())
+            .and_then(|b| b.parse().ok()),
+        streams,
+    })
+}
+
+impl Stream {
+    fn from_raw(raw: RawStream) -> Stream {
+        let kind = match raw.codec_type.as_deref() {
+            Some("video") => StreamKind::Video,
+            Some("audio") => StreamKind::Audio,
+            Some("subtitle") => StreamKind::Subtitle,
+            Some("attachment") => StreamKind::Attachment,
+            Some("data") => StreamKind::Data,
+            _ => StreamKind::Other,
+        };
+        let bit_depth = raw
+            .pix_fmt
+            .as_deref()
+            .and_then(bit_depth_of_pix_fmt)
+            .or_else(|| raw.bits_per_raw_sample.as_deref()?.parse().ok());
+        let color = (kind == StreamKind::Video)
+            .then(|| Color {
+                primaries: raw.color_primaries.filter(|v| v != "unknown"),
+                transfer: raw.color_transfer.filter(|v| v != "unknown"),
+                space: raw.color_space.filter(|v| v != "unknown"),
+                range: raw.color_range.filter(|v| v != "unknown"),
+            })
+            .filter(|c| c != &Color::default());
+        let dolby_vision = raw.side_data_list.iter().any(|sd| {
+            sd.get("side_data_type")
+                .and_then(|t| t.as_str())
+                .is_some_and(|t| t.contains("DOVI"))
+        });
+        let language = raw
+            .tags
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("language"))
+            .map(|(_, v)| v.clone());
+        Stream {
+            index: raw.index,
+            kind,
+            codec: raw.codec_name.unwrap_or_else(|| "unknown".into()),
+            profile: raw.profile,
+            pix_fmt: raw.pix_fmt,
+            bit_depth,
+            width: raw.width,
+            height: raw.height,
+            language,
+            attached_pic: raw.disposition.get("attached_pic").is_some_and(|&v| v != 0),
+            color,
+            dolby_vision,
+        }
+    }
+}
+
+/// Bits per sample implied by a pixel format name: `yuv420p10le` -> 10, `yuv420p` -> 8.
+pub fn bit_depth_of_pix_fmt(pix_fmt: &str) -> Option<u8> {
+    if pix_fmt.contains("p010") {
+        return Some(10);
+    }
+    let trimmed = pix_fmt.trim_end_matches("le").trim_end_matches("be");
+    let digits: String = trimmed
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    match digits.parse::<u8>() {
+        Ok(d @ 9..=16) if trimmed.len() > digits.len() && trimmed.starts_with("yuv") => Some(d),
+        _ if pix_fmt.starts_with("yuv") || pix_fmt.starts_with("nv12") => Some(8),
+        _ => None,
+    }
+}
+
+/// HDR10 static metadata of a video stream, as x265 wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HdrMetadata {
+    /// `G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)` in x265's units.
+    pub master_display: Option<String>,
+    /// `max_content,max_average` in cd/m².
+    pub max_cll: Option<String>,
+}
+
+/// Reads the mastering-display and content-light metadata from the first frame of a stream.
+///
+/// Only HDR sources pay for this second ffprobe call.
+pub fn hdr_metadata(
+    ffprobe: &Path,
+    path: &Path,
+    stream_index: u32,
+) -> Result<HdrMetadata, ProbeError> {
+    let args: Vec<OsString> = vec![
+        "-v".into(),
+        "error".into(),
+        "-select_streams".into(),
+        stream_index.to_string().into(),
+        "-read_intervals".into(),
+        "%+#1".into(),
+        "-show_entries".into(),
+        "frame=side_data_list".into(),
+        "-print_format".into(),
+        "json".into(),
+        media_arg(path),
+    ];
+    let stdout = run_captured(ffprobe, &args).map_err(ProbeError)?.stdout;
+    Ok(parse_hdr_side_data(&stdout))
+}
+
+/// Parses the frame side data that [`hdr_metadata`] asks for.
+pub fn parse_hdr_side_data(bytes: &[u8]) -> HdrMetadata {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return HdrMetadata::default();
+    };
+    let side_data = value["frames"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|frame| frame["side_data_list"].as_array())
+        .flatten();
+    let mut meta = HdrMetadata::default();
+    for item in side_data {
+        match item["side_data_type"].as_str() {
+            Some("Mastering display metadata") => {
+                let chroma =
+                    |key: &str| rational(&item[key]).map(|v| (v * 50_000.0).round() as u64);
+                let luma = |key: &str| rational(&item[key]).map(|v| (v * 10_000.0).round() as u64);
+                let parts = (
+                    chroma("green_x"),
+                    chroma("green_y"),
+                    chroma("blue_x"),
+                    chroma("blue_y"),
+                    chroma("red_x"),
+                    chroma("red_y"),
+                    chroma("white_point_x"),
+                    chroma("white_point_y"),
+                    luma("max_luminance"),
+                    luma("min_luminance"),
+                );
+                if let (
+                    Some(gx),
+                    Some(gy),
+                    Some(bx),
+                    Some(by),
+                    Some(rx),
+                    Some(ry),
+                    Some(wx),
+                    Some(wy),
+                    Some(lmax),
+                    Some(lmin),
+                ) = parts
+                {
+                    meta.master_display = Some(format!(
+                        "G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
+                    ));
+                }
+            }
+            Some("Content light level metadata") => {
+                if let (Some(max), Some(avg)) =
+                    (item["max_content"].as_u64(), item["max_average"].as_u64())
+                {
+                    meta.max_cll = Some(format!("{max},{avg}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    meta
+}
+
+/// `"34000/50000"` -> 0.68.
+fn rational(value: &serde_json::Value) -> Option<f64> {
+    let text = value.as_str()?;
+    let (num, den) = text.split_once('/').unwrap_or((text, "1"));
+    let (num, den): (f64, f64) = (num.parse().ok()?, den.parse().ok()?);
+    (den != 0.0).then(|| num / den)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_depth_from_pixel_formats() {
+        assert_eq!(bit_depth_of_pix_fmt("yuv420p"), Some(8));
+        assert_eq!(bit_depth_of_pix_fmt("yuv420p10le"), Some(10));
+        assert_eq!(bit_depth_of_pix_fmt("yuv422p12be"), Some(12));
+        assert_eq!(bit_depth_of_pix_fmt("yuvj420p"), Some(8));
+        assert_eq!(bit_depth_of_pix_fmt("p010le"), Some(10));
+        assert_eq!(bit_depth_of_pix_fmt("rgb24"), None);
+    }
+
+    /// Trimmed from real `ffprobe -show_format -show_streams` output of an mkv with cover art.
+    const SAMPLE: &str = r#"{
+      "streams": [
+        {"index": 0, "codec_name": "h264", "profile": "High 10", "codec_type": "video",
+         "width": 160, "height": 90, "pix_fmt": "yuv420p10le", "color_transfer": "smpte2084",
+         "color_primaries": "bt2020", "color_space": "bt2020nc", "color_range": "tv",
+         "disposition": {"default": 1, "attached_pic": 0}, "tags": {"DURATION": "00:00:01"}},
+        {"index": 1, "codec_name": "aac", "codec_type": "audio", "tags": {"language": "fra"}},
+        {"index": 2, "codec_name": "subrip", "codec_type": "subtitle", "tags": {"LANGUAGE": "eng"}},
+        {"index": 3, "codec_name": "mjpeg", "codec_type": "video", "pix_fmt": "yuvj420p",
+         "disposition": {"attached_pic": 1}}
+      ],
+      "format": {"format_name": "matroska,webm", "duration": "1.023000", "bit_rate": "141231"}
+    }"#;
+
+    #[test]
+    fn parses_streams_languages_and_colour() {
+        let info = parse_ffprobe_json(SAMPLE.as_bytes()).unwrap();
+        assert_eq!(info.container, "matroska,webm");
+        assert_eq!(info.duration_secs, Some(1.023));
+        assert_eq!(info.bit_rate, Some(141_231));
+        let video = info.main_video().unwrap();
+        assert_eq!((video.index, video.codec.as_str()), (0, "h264"));
+        assert_eq!(video.bit_depth, Some(10));
+        assert!(video.is_hdr() && video.is_high_bit_depth());
+        assert_eq!(info.languages(StreamKind::Audio), ["fra"]);
+        assert_eq!(info.languages(StreamKind::Subtitle), ["eng"]);
+        assert!(info.streams[3].attached_pic);
+    }
+
+    #[test]
+    fn cover_art_is_never_the_main_video() {
+        let mut info = parse_ffprobe_json(SAMPLE.as_bytes()).unwrap();
+        info.streams.remove(0);
+        assert!(info.main_video().is_none());
+    }
+
+    #[test]
+    fn dolby_vision_is_detected_from_side_data() {
+        let json = r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"hevc",
+            "side_data_list":[{"side_data_type":"DOVI configuration record","dv_profile":8}]}],
+            "format":{"format_name":"matroska,webm"}}"#;
+        let info = parse_ffprobe_json(json.as_bytes()).unwrap();
+        assert!(info.main_video().unwrap().dolby_vision);
+    }
+
+    #[test]
+    fn hdr_side_data_becomes_x265_parameters() {
+        // Real ffprobe output for a clip encoded with master-display and max-cll.
+        let json = r#"{"frames":[{"side_data_list":[
+            {"side_data_type":"Mastering display metadata","red_x":"34000/50000",
+             "red_y":"16000/50000","green_x":"13250/50000","green_y":"34500/50000",
+             "blue_x":"7500/50000","blue_y":"3000/50000","white_point_x":"15635/50000",
+             "white_point_y":"16450/50000","min_luminance":"50/10000",
+             "max_luminance":"10000000/10000"},
+            {"side_data_type":"Content light level metadata","max_content":1000,"max_average":400}
+        ]}]}"#;
+        let meta = parse_hdr_side_data(json.as_bytes());
+        assert_eq!(
+            meta.master_display.as_deref(),
+            Some("G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,50)")
+        );
+        assert_eq!(meta.max_cll.as_deref(), Some("1000,400"));
+    }
+
+    #[test]
+    fn garbage_side_data_gives_no_metadata() {
+        assert_eq!(parse_hdr_side_data(b"not json"), HdrMetadata::default());
+    }
+}

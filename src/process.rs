@@ -1,0 +1,296 @@
+//! Running ffmpeg and ffprobe: command lines shown in errors, stderr always drained into a
+//! bounded tail, and children that never outlive us.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+
+/// How many of a child's last stderr lines are kept for error messages.
+pub const STDERR_TAIL_LINES: usize = 20;
+
+/// The external programs a run uses, found once at start-up.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+}
+
+impl Tools {
+    /// Finds ffmpeg and ffprobe on `PATH`, or says how to install them.
+    pub fn locate() -> Result<Tools, ToolsMissing> {
+        let find = |name: &'static str| which::which(name).map_err(|_| ToolsMissing { name });
+        Ok(Tools {
+            ffmpeg: find("ffmpeg")?,
+            ffprobe: find("ffprobe")?,
+        })
+    }
+}
+
+/// ffmpeg or ffprobe is not installed.
+#[derive(Debug)]
+pub struct ToolsMissing {
+    pub name: &'static str,
+}
+
+impl fmt::Display for ToolsMissing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} not found on PATH; install ffmpeg (Debian/Ubuntu: `sudo apt-get install ffmpeg`, \
+             Fedora: `sudo dnf install ffmpeg`, macOS: `brew install ffmpeg`, \
+             Windows: `winget install ffmpeg`) or run installers/install.sh",
+            self.name
+        )
+    }
+}
+
+impl std::error::Error for ToolsMissing {}
+
+/// A child process that failed, with what is needed to understand why.
+#[derive(Debug)]
+pub struct CommandFailed {
+    /// The full command line, quoted for a shell.
+    pub command: String,
+    pub status: Option<ExitStatus>,
+    pub stderr_tail: Vec<String>,
+}
+
+impl fmt::Display for CommandFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.status {
+            Some(status) => write!(f, "{} ({status})", self.program())?,
+            None => write!(f, "{} could not be started", self.program())?,
+        }
+        if !self.stderr_tail.is_empty() {
+            write!(f, ": {}", self.stderr_tail.join(" | "))?;
+        }
+        write!(f, "\n  command: {}", self.command)
+    }
+}
+
+impl CommandFailed {
+    fn program(&self) -> &str {
+        let first = self.command.split(' ').next().unwrap_or("command");
+        Path::new(first.trim_matches('\''))
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(first)
+    }
+}
+
+impl std::error::Error for CommandFailed {}
+
+/// Renders a command line for logs and errors, quoting what a shell would need quoted.
+pub fn display_command(program: &Path, args: &[OsString]) -> String {
+    std::iter::once(program.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|arg| shell_quote(&arg.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+%@#".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// A path as an ffmpeg/ffprobe input or output argument.
+///
+/// The `file:` prefix stops ffmpeg from reading a leading `-` as an option or a `name:` prefix
+/// as a protocol.
+pub fn media_arg(path: &Path) -> OsString {
+    let mut arg = OsString::from("file:");
+    arg.push(path.as_os_str());
+    arg
+}
+
+/// Builds a `Command` for a media tool: no stdin, and, on Linux, killed when we die.
+pub fn media_command(program: &Path, args: &[OsString]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null());
+    die_with_parent(&mut command);
+    command
+}
+
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl and setpgid are async-signal-safe and touch only the child.
+    unsafe {
+        command.pre_exec(|| {
+            // The child dies with the thread that spawned it, so a SIGKILLed converter never
+            // leaves an ffmpeg writing to the share.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Its own process group: a terminal's Ctrl-C reaches only us, and we stop the
+            // child ourselves after deciding what to clean up.
+            libc::setpgid(0, 0);
+            Ok(())
+        });
+    }
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+}
+
+#[cfg(not(unix))]
+fn die_with_parent(_command: &mut Command) {}
+
+/// Reads a child's stderr to the end on a thread, keeping only the last lines.
+pub struct StderrTail {
+    handle: JoinHandle<Vec<String>>,
+}
+
+impl StderrTail {
+    /// Starts draining `stderr`: a child whose pipe fills up would block forever.
+    pub fn drain(stderr: ChildStderr) -> StderrTail {
+        let handle = std::thread::spawn(move || {
+            let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+                        if text.is_empty() {
+                            continue;
+                        }
+                        if tail.len() == STDERR_TAIL_LINES {
+                            tail.pop_front();
+                        }
+                        tail.push_back(text);
+                    }
+                }
+            }
+            tail.into()
+        });
+        StderrTail { handle }
+    }
+
+    /// Waits for the end of the stream and returns the kept lines.
+    pub fn finish(self) -> Vec<String> {
+        self.handle.join().unwrap_or_default()
+    }
+}
+
+/// What a successful child printed.
+#[derive(Debug, Clone, Default)]
+pub struct Captured {
+    pub stdout: Vec<u8>,
+    pub stderr_tail: Vec<String>,
+}
+
+/// Runs a command to completion, returning what it printed; a failure carries stderr's tail.
+pub fn run_captured(program: &Path, args: &[OsString]) -> Result<Captured, CommandFailed> {
+    let command_line = || display_command(program, args);
+    let mut child = media_command(program, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| CommandFailed {
+            command: command_line(),
+            status: None,
+            stderr_tail: vec![err.to_string()],
+        })?;
+    let tail = child.stderr.take().map(StderrTail::drain);
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        let _ = out.read_to_end(&mut stdout);
+    }
+    let status = child.wait();
+    let stderr_tail = tail.map(StderrTail::finish).unwrap_or_default();
+    match status {
+        Ok(status) if status.success() => Ok(Captured {
+            stdout,
+            stderr_tail,
+        }),
+        Ok(status) => Err(CommandFailed {
+            command: command_line(),
+            status: Some(status),
+            stderr_tail,
+        }),
+        Err(err) => Err(CommandFailed {
+            command: command_line(),
+            status: None,
+            stderr_tail: vec![err.to_string()],
+        }),
+    }
+}
+
+/// Stops a child and reaps it; used on every early exit path.
+pub fn kill_and_reap(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_what_needs_quoting() {
+        let args: Vec<OsString> = ["-i", "file:my movie's.mkv", "-c:v", "libx265"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            display_command(Path::new("/usr/bin/ffmpeg"), &args),
+            r"/usr/bin/ffmpeg -i 'file:my movie'\''s.mkv' -c:v libx265"
+        );
+    }
+
+    #[test]
+    fn media_arg_protects_leading_dash_and_colons() {
+        assert_eq!(
+            media_arg(Path::new("-x.mkv")),
+            OsString::from("file:-x.mkv")
+        );
+        assert_eq!(
+            media_arg(Path::new("Alien: Director's Cut.mkv")),
+            OsString::from("file:Alien: Director's Cut.mkv")
+        );
+    }
+
+    #[test]
+    fn failed_command_names_program_status_and_stderr() {
+        let err = run_captured(
+            Path::new("sh"),
+            &["-c".into(), "echo boom >&2; exit 3".into()],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("sh (exit status: 3): boom"), "{text}");
+        assert!(text.contains("command: sh -c"), "{text}");
+    }
+
+    #[test]
+    fn stderr_tail_is_bounded() {
+        let err = run_captured(
+            Path::new("sh"),
+            &[
+                "-c".into(),
+                "for i in $(seq 1 500); do echo line$i >&2; done; exit 1".into(),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.stderr_tail.len(), STDERR_TAIL_LINES);
+        assert_eq!(err.stderr_tail.last().unwrap(), "line500");
+    }
+}

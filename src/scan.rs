@@ -1,0 +1,217 @@
+//! Finding the media files of a library: extensions, hidden and own files, links, age.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use walkdir::WalkDir;
+
+use crate::config::MediaKind;
+
+/// Video file extensions, lower case.
+pub const VIDEO_EXTENSIONS: &[&str] = &[
+    "mkv", "mp4", "m4v", "avi", "mov", "wmv", "flv", "ts", "m2ts", "mpg", "mpeg", "vob",
+];
+
+/// Audio file extensions, lower case.
+pub const AUDIO_EXTENSIONS: &[&str] = &[
+    "wav", "aiff", "aif", "ape", "wv", "flac", "m4a", "mp3", "ogg", "opus", "wma",
+];
+
+/// The marker every file this tool writes beside media carries in its name.
+pub const OWN_FILE_MARKER: &str = ".mediabox";
+
+/// A media file found by the scan, with the metadata read while walking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaFile {
+    pub path: PathBuf,
+    pub kind: MediaKind,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+/// Something the scan could not read; reported, never fatal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanWarning {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// The kind of media a file name denotes, if any (case-insensitive extension).
+pub fn media_kind(path: &Path) -> Option<MediaKind> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    if VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+        Some(MediaKind::Video)
+    } else if AUDIO_EXTENSIONS.contains(&ext.as_str()) {
+        Some(MediaKind::Audio)
+    } else {
+        None
+    }
+}
+
+/// Whether a name is hidden (dot file) or one of this tool's own lock, temp or cache files.
+pub fn is_hidden_or_own(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with('.') || name.contains(OWN_FILE_MARKER)
+}
+
+/// Walks `root` and returns its media files sorted by path, plus what could not be read.
+pub fn scan_dir(root: &Path, follow_links: bool) -> (Vec<MediaFile>, Vec<ScanWarning>) {
+    let mut files = Vec::new();
+    let mut warnings = Vec::new();
+    let walker = WalkDir::new(root)
+        .follow_links(follow_links)
+        .sort_by_file_name()
+        .into_iter()
+        // The root itself may be a dot directory the user asked for explicitly.
+        .filter_entry(|entry| entry.depth() == 0 || !is_hidden_or_own(entry.file_name()));
+    for entry in walker {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(err) => {
+                let path = err.path().unwrap_or(root).to_path_buf();
+                let message = match err.io_error() {
+                    Some(io) => format!("cannot read: {io}; check its permissions"),
+                    None => err.to_string(),
+                };
+                warnings.push(ScanWarning { path, message });
+                continue;
+            }
+        };
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Some(kind) = media_kind(entry.path()) else {
+            continue;
+        };
+        match entry.metadata() {
+            Ok(meta) => files.push(MediaFile {
+                path: entry.into_path(),
+                kind,
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            }),
+            Err(err) => warnings.push(ScanWarning {
+                path: entry.into_path(),
+                message: format!("cannot read its metadata: {err}"),
+            }),
+        }
+    }
+    (files, warnings)
+}
+
+/// Reads one file named on the command line.
+pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
+    let meta = std::fs::metadata(path).map_err(|err| format!("cannot read it: {err}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let kind = media_kind(path).ok_or_else(|| {
+        "not a media file by its extension (video: mkv, mp4, m4v, avi, mov, wmv, flv, ts, \
+         m2ts, mpg, mpeg, vob; audio: wav, aiff, aif, ape, wv, flac, m4a, mp3, ogg, opus, wma)"
+            .to_string()
+    })?;
+    Ok(MediaFile {
+        path: path.to_path_buf(),
+        kind,
+        size: meta.len(),
+        modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn kinds_by_extension_ignore_case() {
+        assert_eq!(media_kind(Path::new("a/Movie.MKV")), Some(MediaKind::Video));
+        assert_eq!(media_kind(Path::new("x.M2ts")), Some(MediaKind::Video));
+        assert_eq!(media_kind(Path::new("song.flac")), Some(MediaKind::Audio));
+        assert_eq!(media_kind(Path::new("notes.txt")), None);
+        assert_eq!(media_kind(Path::new("mkv")), None);
+    }
+
+    #[test]
+    fn skips_hidden_own_and_non_media_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for name in [
+            "a.mkv",
+            "b.MP4",
+            ".hidden.mkv",
+            "a.mkv.mediabox.lock",
+            ".a.mkv.mediabox-0123.partial.mkv",
+            "notes.txt",
+            "-dash.avi",
+            "new\nline.mkv",
+        ] {
+            fs::write(root.join(name), b"x").unwrap();
+        }
+        fs::create_dir(root.join(".git")).unwrap();
+        fs::write(root.join(".git/c.mkv"), b"x").unwrap();
+        fs::create_dir(root.join("sub")).unwrap();
+        fs::write(root.join("sub/c.wav"), b"xx").unwrap();
+
+        let (files, warnings) = scan_dir(root, false);
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| {
+                f.path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            ["-dash.avi", "a.mkv", "b.MP4", "new\nline.mkv", "sub/c.wav"]
+        );
+        assert_eq!(files[4].kind, MediaKind::Audio);
+        assert_eq!(files[4].size, 2);
+        assert!(warnings.is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_only_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("real.mkv"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("real.mkv"), dir.path().join("link.mkv"))
+            .unwrap();
+        assert!(scan_dir(dir.path(), false).0.is_empty());
+        assert_eq!(scan_dir(dir.path(), true).0.len(), 1);
+    }
+
+    #[test]
+    fn a_missing_root_is_a_warning_not_a_panic() {
+        let (files, warnings) = scan_dir(Path::new("/nonexistent/library"), false);
+        assert!(files.is_empty());
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].message.contains("cannot read"),
+            "{:?}",
+            warnings[0]
+        );
+    }
+
+    #[test]
+    fn scan_file_explains_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("x.txt");
+        fs::write(&txt, b"x").unwrap();
+        assert!(scan_file(&txt).unwrap_err().contains("not a media file"));
+        assert!(
+            scan_file(&dir.path().join("gone.mkv"))
+                .unwrap_err()
+                .contains("cannot read")
+        );
+        assert!(
+            scan_file(dir.path())
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! Running ffmpeg for one file: the declarative command line, progress, and stopping early.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::config::EncodeSettings;
+use crate::decide::{Container, Plan};
+use crate::encoder::Encoder;
+use crate::probe::{HdrMetadata, MediaInfo, StreamKind};
+use crate::process::{
+    CommandFailed, StderrTail, display_command, kill_and_reap, media_arg, media_command,
+};
+use crate::progress::{FfmpegProgress, ProgressParser};
+
+/// The fraction of the duration after which a growing output is given up on.
+pub const EARLY_ABORT_FRACTION: f64 = 0.2;
+
+/// An ffmpeg command line, with what it leaves out and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FfmpegArgs {
+    pub args: Vec<OsString>,
+    /// Streams the target container cannot hold, dropped on purpose, said in the events.
+    pub dropped: Vec<String>,
+}
+
+/// What to encode and how.
+#[derive(Debug)]
+pub struct Job<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub info: &'a MediaInfo,
+    pub plan: &'a Plan,
+    pub encoder: Encoder,
+    pub settings: &'a EncodeSettings,
+    pub hdr: Option<&'a HdrMetadata>,
+}
+
+/// Builds the ffmpeg arguments for a job; pure, so every flag is unit-tested.
+pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
+    let mut args: Vec<OsString> = [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        // Progress goes to stdout as key=value blocks; the stats line would only be noise.
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-y",
+        "-i",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    args.push(media_arg(job.input));
+
+    let mut dropped = Vec::new();
+    // Every stream, in order, so output indices match input indices among each kind.
+    push(&mut args, &["-map", "0"]);
+    for stream in &job.info.streams {
+        if matches!(stream.kind, StreamKind::Data | StreamKind::Other) {
+            // Timecode and similar data tracks: Matroska and FLAC cannot store them, and
+            // no player shows them. Dropped, and said so.
+            push(&mut args, &["-map", &format!("-0:{}", stream.index)]);
+            dropped.push(format!("stream #{} ({} data)", stream.index, stream.codec));
+        }
+    }
+    push(&mut args, &["-c", "copy"]);
+
+    match job.plan.container {
+        Container::Flac => push(&mut args, &["-c:a", "flac"]),
+        container => {
+            if let Some(main) = job.info.main_video() {
+                let out_index = job
+                    .info
+                    .streams_of(StreamKind::Video)
+                    .take_while(|s| s.index != main.index)
+                    .count();
+                args.extend(
+                    job.encoder
+                        .video_args(out_index, main, job.settings, job.hdr),
+                );
+                if container.is_iso_family() {
+                    // Apple players only play HEVC tagged hvc1, not ffmpeg's default hev1.
+                    push(&mut args, &[&format!("-tag:v:{out_index}"), "hvc1"]);
+                }
+            }
+            if container == Container::Matroska {
+                for (i, sub) in job.info.streams_of(StreamKind::Subtitle).enumerate() {
+                    if sub.codec == "mov_text" {
+                        // Matroska has no mov_text; SubRip carries the same text losslessly.
+                        push(&mut args, &[&format!("-c:s:{i}"), "srt"]);
+                    }
+                }
+            }
+        }
+    }
+
+    push(&mut args, &["-map_metadata", "0", "-map_chapters", "0"]);
+    // Sparse subtitle streams can otherwise overflow the default muxing queue.
+    push(&mut args, &["-max_muxing_queue_size", "4096"]);
+    if job.plan.container == Container::Mp4 {
+        // The index up front lets players start streaming before the whole file is read.
+        push(&mut args, &["-movflags", "+faststart"]);
+    }
+    push(&mut args, &["-f", job.plan.container.muxer()]);
+    args.push(media_arg(job.output));
+    FfmpegArgs { args, dropped }
+}
+
+fn push(args: &mut Vec<OsString>, items: &[&str]) {
+    args.extend(items.iter().map(OsString::from));
+}
+
+/// Why an encode was stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The output is on course to be larger than the original.
+    WouldNotShrink,
+    /// Our lock was lost or taken over: someone else owns this file now.
+    LockLost,
+}
+
+/// How an encode ended when ffmpeg did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Finished,
+    Stopped(StopReason),
+}
+
+/// Whether an encode 20% or more through is heading for an output larger than `source_size`.
+pub fn will_not_shrink(progress: &FfmpegProgress, duration: Option<f64>, source_size: u64) -> bool {
+    let far_enough = progress
+        .fraction(duration)
+        .is_some_and(|f| (EARLY_ABORT_FRACTION..1.0).contains(&f));
+    far_enough
+        && progress
+            .projected_size(duration)
+            .is_some_and(|projected| projected > source_size)
+}
+
+/// Runs ffmpeg, calling `watch` on every progress update and at least every 200 ms (with
+/// `None`), so it can stop the encode for any reason.
+pub fn run(
+    ffmpeg: &Path,
+    args: &[OsString],
+    mut watch: impl FnMut(Option<&FfmpegProgress>) -> Option<StopReason>,
+) -> Result<Outcome, CommandFailed> {
+    let failed = |status, stderr_tail| CommandFailed {
+        command: display_command(ffmpeg, args),
+        status,
+        stderr_tail,
+    };
+    let mut child = media_command(ffmpeg, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| failed(None, vec![err.to_string()]))?;
+    let tail = child.stderr.take().map(StderrTail::drain);
+    let (tx, rx) = mpsc::channel();
+    let reader = child.stdout.take().map(|stdout| {
+        std::thread::spawn(move || {
+            let mut parser = ProgressParser::default();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(update) = parser.feed(&line) {
+                    if tx.send(update).is_err() {
+                        break;
+                    }
+                }
+            }
+        })
+    });
+
+    let stop = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(update) => {
+                if let Some(reason) = watch(Some(&update)) {
+                    break Some(reason);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(reason) = watch(None) {
+                    break Some(reason);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+        }
+    };
+
+    if let Some(reason) = stop {
+        kill_and_reap(&mut child);
+        if let Some(reader) = reader {
+            let _ = reader.join();
+        }
+        let _ = tail.map(StderrTail::finish);
+        return Ok(Outcome::Stopped(reason));
+    }
+    let status = child.wait();
+    if let Some(reader) = reader {
+        let _ = reader.join();
+    }
+    let stderr_tail = tail.map(StderrTail::finish).unwrap_or_default();
+    match status {
+        Ok(status) if status.success() => Ok(Outcome::Finished),
+        Ok(status) => Err(failed(Some(status), stderr_tail)),
+        Err(err) => Err(failed(None, vec![err.to_string()])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::parse_ffprobe_json;
+    use std::path::PathBuf;
+
+    fn plan(container: Container) -> Plan {
+        Plan {
+            container,
+            output_path: PathBuf::from("out"),
+            estimated_bytes: 0,
+            min_savings_pct: 10.0,
+        }
+    }
+
+    fn args_for(json: &str, container: Container) -> (String, Vec<String>) {
+        let info = parse_ffprobe_json(json.as_bytes()).unwrap();
+        let plan = plan(container);
+        let settings = EncodeSettings {
+            quality: 22,
+            preset: "medium".into(),
+        };
+        let job = Job {
+            input: Path::new("-in put.avi"),
+            output: Path::new(".tmp.mkv"),
+            info: &info,
+            plan: &plan,
+            encoder: Encoder::Libx265,
+            settings: &settings,
+            hdr: None,
+        };
+        let built = ffmpeg_args(&job);
+        let text: Vec<String> = built
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        (text.join(" "), built.dropped)
+    }
+
+    const MP4_WITH_COVER_AND_TEXT: &str = r#"{"streams":[
+        {"index":0,"codec_type":"video","codec_name":"mjpeg","disposition":{"attached_pic":1}},
+        {"index":1,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p"},
+        {"index":2,"codec_type":"audio","codec_name":"aac"},
+        {"index":3,"codec_type":"subtitle","codec_name":"mov_text"},
+        {"index":4,"codec_type":"data","codec_name":"bin_data"}],
+        "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2","duration":"1.0"}}"#;
+
+    #[test]
+    fn encodes_only_the_main_video_and_copies_the_rest() {
+        let (args, dropped) = args_for(MP4_WITH_COVER_AND_TEXT, Container::Mp4);
+        assert!(
+            args.contains("-i file:-in put.avi -map 0 -map -0:4 -c copy -c:v:1 libx265"),
+            "{args}"
+        );
+        assert!(args.contains("-tag:v:1 hvc1"), "{args}");
+        assert!(args.contains("-map_metadata 0 -map_chapters 0"), "{args}");
+        assert!(
+            args.ends_with("-movflags +faststart -f mp4 file:.tmp.mkv"),
+            "{args}"
+        );
+        assert!(!args.contains("-c:s:0 srt"), "mp4 keeps mov_text: {args}");
+        assert_eq!(dropped, ["stream #4 (bin_data data)"]);
+    }
+
+    #[test]
+    fn matroska_turns_mov_text_into_srt_and_needs_no_hvc1() {
+        let (args, _) = args_for(MP4_WITH_COVER_AND_TEXT, Container::Matroska);
+        assert!(args.contains("-c:s:0 srt"), "{args}");
+        assert!(!args.contains("hvc1"), "{args}");
+        assert!(args.ends_with("-f matroska file:.tmp.mkv"), "{args}");
+    }
+
+    #[test]
+    fn audio_becomes_flac_keeping_cover_art_and_tags() {
+        let json = r#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"alac"},
+            {"index":1,"codec_type":"video","codec_name":"png","disposition":{"attached_pic":1}}],
+            "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2"}}"#;
+        let (args, dropped) = args_for(json, Container::Flac);
+        assert!(
+            args.contains("-map 0 -c copy -c:a flac -map_metadata 0"),
+            "{args}"
+        );
+        assert!(!args.contains("libx265"), "{args}");
+        assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn early_abort_only_after_a_fifth_and_only_when_growing() {
+        let at = |secs: f64, size: u64| FfmpegProgress {
+            out_time_secs: secs,
+            total_size: size,
+            ..Default::default()
+        };
+        // 10% in and already as large as the source: too early to judge.
+        assert!(!will_not_shrink(&at(10.0, 1_000), Some(100.0), 1_000));
+        // 25% in, projected 4x 300 = 1200 > 1000.
+        assert!(will_not_shrink(&at(25.0, 300), Some(100.0), 1_000));
+        // 25% in, projected 800 < 1000.
+        assert!(!will_not_shrink(&at(25.0, 200), Some(100.0), 1_000));
+        // Unknown duration: never guess.
+        assert!(!will_not_shrink(&at(25.0, 300), None, 1_000));
+    }
+}

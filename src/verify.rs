@@ -1,0 +1,275 @@
+//! Checking a new file before it may replace the original.
+//!
+//! ffmpeg and ffprobe both exit 0 on truncated files, so the exit code proves nothing: the
+//! output is probed, compared with the source stream by stream, and decoded.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::Path;
+
+use crate::config::VerifyMode;
+use crate::decide::Container;
+use crate::probe::{MediaInfo, ProbeError, StreamKind, probe};
+use crate::process::{CommandFailed, media_arg, run_captured};
+
+/// Length of each window decoded by a quick verification, seconds.
+const QUICK_WINDOW_SECS: f64 = 2.0;
+
+/// Why a new file is not trusted.
+#[derive(Debug)]
+pub enum VerifyError {
+    Unreadable(ProbeError),
+    WrongCodec {
+        expected: &'static str,
+        found: String,
+    },
+    Duration {
+        source: f64,
+        output: f64,
+    },
+    StreamCount {
+        kind: StreamKind,
+        source: usize,
+        output: usize,
+    },
+    Languages {
+        kind: StreamKind,
+        source: Vec<String>,
+        output: Vec<String>,
+    },
+    Decode(CommandFailed),
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Unreadable(err) => write!(f, "the new file does not probe: {err}"),
+            VerifyError::WrongCodec { expected, found } => {
+                write!(f, "the new file's codec is {found}, not {expected}")
+            }
+            VerifyError::Duration { source, output } => write!(
+                f,
+                "the new file lasts {output:.2}s but the original {source:.2}s \
+                 (the original may be truncated or damaged)"
+            ),
+            VerifyError::StreamCount {
+                kind,
+                source,
+                output,
+            } => write!(
+                f,
+                "the new file has {output} {kind:?} streams, the original {source}"
+            ),
+            VerifyError::Languages {
+                kind,
+                source,
+                output,
+            } => write!(
+                f,
+                "{kind:?} languages differ: original {source:?}, new {output:?}"
+            ),
+            VerifyError::Decode(err) => write!(f, "the new file does not decode cleanly: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// The duration tolerance: max(1 s, 0.5%).
+pub fn duration_tolerance(source_secs: f64) -> f64 {
+    (source_secs * 0.005).max(1.0)
+}
+
+/// Verifies `output` against the source's probe; returns the output's probe on success.
+pub fn verify(
+    ffmpeg: &Path,
+    ffprobe: &Path,
+    source: &MediaInfo,
+    output: &Path,
+    container: Container,
+    mode: VerifyMode,
+) -> Result<MediaInfo, VerifyError> {
+    let new = probe(ffprobe, output).map_err(VerifyError::Unreadable)?;
+    compare(source, &new, container)?;
+    decode_check(ffmpeg, output, new.duration_secs, mode).map_err(VerifyError::Decode)?;
+    Ok(new)
+}
+
+/// The structural comparison: codec, duration, stream counts and languages.
+pub fn compare(
+    source: &MediaInfo,
+    new: &MediaInfo,
+    container: Container,
+) -> Result<(), VerifyError> {
+    let (expected, kind) = match container {
+        Container::Flac => ("flac", StreamKind::Audio),
+        _ => ("hevc", StreamKind::Video),
+    };
+    let found = match kind {
+        StreamKind::Audio => new.main_audio(),
+        _ => new.main_video(),
+    }
+    .map(|s| s.codec.clone())
+    .unwrap_or_else(|| "missing".into());
+    if found != expected {
+        return Err(VerifyError::WrongCodec { expected, found });
+    }
+    if let Some(source_secs) = source.duration_secs {
+        let output = new.duration_secs.unwrap_or(0.0);
+        if (output - source_secs).abs() > duration_tolerance(source_secs) {
+            return Err(VerifyError::Duration {
+                source: source_secs,
+                output,
+            });
+        }
+    }
+    for kind in [
+        StreamKind::Audio,
+        StreamKind::Subtitle,
+        StreamKind::Attachment,
+    ] {
+        let (a, b) = (source.languages(kind), new.languages(kind));
+        if a.len() != b.len() {
+            return Err(VerifyError::StreamCount {
+                kind,
+                source: a.len(),
+                output: b.len(),
+            });
+        }
+        if kind != StreamKind::Attachment && a != b {
+            return Err(VerifyError::Languages {
+                kind,
+                source: a,
+                output: b,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the new file: windows at start, middle and end (quick) or everything (full).
+///
+/// One ffmpeg process opens the file once per window, so quick costs one start-up.
+fn decode_check(
+    ffmpeg: &Path,
+    output: &Path,
+    duration: Option<f64>,
+    mode: VerifyMode,
+) -> Result<(), CommandFailed> {
+    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let windows = match (mode, duration) {
+        (VerifyMode::Quick, Some(d)) if d > 4.0 * QUICK_WINDOW_SECS => {
+            vec![
+                0.0,
+                d / 2.0 - QUICK_WINDOW_SECS / 2.0,
+                d - QUICK_WINDOW_SECS - 0.5,
+            ]
+        }
+        _ => vec![],
+    };
+    if windows.is_empty() {
+        args.extend(["-i".into(), media_arg(output)]);
+        args.extend(["-map", "0:v?", "-map", "0:a?"].map(OsString::from));
+    } else {
+        for start in &windows {
+            args.extend(
+                [
+                    "-ss",
+                    &format!("{start:.3}"),
+                    "-t",
+                    &QUICK_WINDOW_SECS.to_string(),
+                    "-i",
+                ]
+                .map(OsString::from),
+            );
+            args.push(media_arg(output));
+        }
+        for i in 0..windows.len() {
+            args.extend(["-map".into(), format!("{i}:v?").into()]);
+            args.extend(["-map".into(), format!("{i}:a?").into()]);
+        }
+    }
+    args.extend(["-f", "null", "-"].map(OsString::from));
+    let captured = run_captured(ffmpeg, &args)?;
+    // A decoder that conceals damage still exits 0, but says so on stderr.
+    if captured.stderr_tail.is_empty() {
+        Ok(())
+    } else {
+        Err(CommandFailed {
+            command: crate::process::display_command(ffmpeg, &args),
+            status: None,
+            stderr_tail: captured.stderr_tail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::parse_ffprobe_json;
+
+    fn info(video: &str, duration: f64, audio_langs: &[&str]) -> MediaInfo {
+        let mut streams = vec![format!(
+            r#"{{"index":0,"codec_type":"video","codec_name":"{video}"}}"#
+        )];
+        for (i, lang) in audio_langs.iter().enumerate() {
+            streams.push(format!(
+                r#"{{"index":{},"codec_type":"audio","codec_name":"aac","tags":{{"language":"{lang}"}}}}"#,
+                i + 1
+            ));
+        }
+        let json = format!(
+            r#"{{"streams":[{}],"format":{{"format_name":"matroska,webm","duration":"{duration}"}}}}"#,
+            streams.join(",")
+        );
+        parse_ffprobe_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn accepts_a_faithful_output() {
+        let source = info("h264", 100.0, &["eng", "fra"]);
+        let new = info("hevc", 100.4, &["eng", "fra"]);
+        assert!(compare(&source, &new, Container::Matroska).is_ok());
+    }
+
+    #[test]
+    fn rejects_wrong_codec_short_output_and_lost_streams() {
+        let source = info("h264", 100.0, &["eng", "fra"]);
+        let err = compare(
+            &source,
+            &info("h264", 100.0, &["eng", "fra"]),
+            Container::Matroska,
+        );
+        assert!(matches!(err, Err(VerifyError::WrongCodec { .. })));
+        let err = compare(
+            &source,
+            &info("hevc", 98.5, &["eng", "fra"]),
+            Container::Matroska,
+        );
+        assert!(matches!(err, Err(VerifyError::Duration { .. })), "{err:?}");
+        let err = compare(&source, &info("hevc", 100.0, &["eng"]), Container::Matroska);
+        assert!(matches!(
+            err,
+            Err(VerifyError::StreamCount {
+                source: 2,
+                output: 1,
+                ..
+            })
+        ));
+        let err = compare(
+            &source,
+            &info("hevc", 100.0, &["fra", "eng"]),
+            Container::Matroska,
+        );
+        assert!(matches!(err, Err(VerifyError::Languages { .. })));
+    }
+
+    #[test]
+    fn tolerance_is_a_second_or_half_a_percent() {
+        assert_eq!(duration_tolerance(10.0), 1.0);
+        assert_eq!(duration_tolerance(7200.0), 36.0);
+    }
+}
