@@ -19,6 +19,10 @@ use crate::progress::{FfmpegProgress, ProgressParser};
 /// The fraction of the duration after which a growing output is given up on.
 pub const EARLY_ABORT_FRACTION: f64 = 0.2;
 
+/// The least output, in seconds, before a projection is trusted: the first keyframe and the
+/// headers make the start of any file look expensive.
+pub const EARLY_ABORT_MIN_SECS: f64 = 5.0;
+
 /// An ffmpeg command line, with what it leaves out and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FfmpegArgs {
@@ -134,11 +138,13 @@ pub enum Outcome {
     Stopped(StopReason),
 }
 
-/// Whether an encode 20% or more through is heading for an output larger than `source_size`.
+/// Whether an encode 20% (and at least 5 s) through is heading for an output larger than
+/// `source_size`.
 pub fn will_not_shrink(progress: &FfmpegProgress, duration: Option<f64>, source_size: u64) -> bool {
-    let far_enough = progress
-        .fraction(duration)
-        .is_some_and(|f| (EARLY_ABORT_FRACTION..1.0).contains(&f));
+    let far_enough = progress.out_time_secs >= EARLY_ABORT_MIN_SECS
+        && progress
+            .fraction(duration)
+            .is_some_and(|f| (EARLY_ABORT_FRACTION..1.0).contains(&f));
     far_enough
         && progress
             .projected_size(duration)
@@ -310,6 +316,8 @@ mod tests {
         };
         // 10% in and already as large as the source: too early to judge.
         assert!(!will_not_shrink(&at(10.0, 1_000), Some(100.0), 1_000));
+        // 30% of a 10 s clip is 3 s: too little output to project from.
+        assert!(!will_not_shrink(&at(3.0, 1_000), Some(10.0), 1_000));
         // 25% in, projected 4x 300 = 1200 > 1000.
         assert!(will_not_shrink(&at(25.0, 300), Some(100.0), 1_000));
         // 25% in, projected 800 < 1000.

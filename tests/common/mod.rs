@@ -1,0 +1,337 @@
+//! Shared test fixtures: real media made by the real ffmpeg, and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_media-converter"))
+}
+
+/// A command for the binary with a clean, deterministic environment.
+pub fn cmd() -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.env_remove("MEDIA_CONVERTER_HOSTNAME")
+        .env_remove("MEDIA_CONVERTER_HOST_ID")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs ffmpeg with the given arguments, panicking with its stderr when it fails.
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg must be installed for the tests (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// ffprobe's JSON for a file.
+pub fn ffprobe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(path)
+        .output()
+        .expect("ffprobe must be installed");
+    assert!(out.status.success(), "ffprobe {} failed", path.display());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The video input every fixture uses: a moving test pattern, 1 s at 160x90.
+const VIDEO: &[&str] = &["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1"];
+const TONE: &[&str] = &["-f", "lavfi", "-i", "sine=f=440:d=1"];
+const TONE2: &[&str] = &["-f", "lavfi", "-i", "sine=f=880:d=1"];
+
+/// x264 at a high quality, so that HEVC at the default quality is clearly smaller, as it is
+/// for real libraries.
+const H264_SOURCE: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"];
+
+fn run_fixture(parts: &[&[&str]], out: &Path) {
+    let mut args: Vec<&str> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+    let out = out.to_str().expect("fixture paths are UTF-8");
+    args.push(out);
+    ffmpeg(&args);
+}
+
+/// H.264 + AAC + an English SRT subtitle in Matroska.
+pub fn h264_aac_srt_mkv(out: &Path) {
+    let srt = out.with_extension("fixture.srt");
+    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
+    let srt_s = srt.to_str().unwrap().to_string();
+    run_fixture(
+        &[
+            VIDEO,
+            TONE,
+            &["-i", &srt_s],
+            &["-map", "0", "-map", "1", "-map", "2"],
+            H264_SOURCE,
+            &[
+                "-c:a",
+                "aac",
+                "-c:s",
+                "srt",
+                "-metadata:s:s:0",
+                "language=eng",
+            ],
+        ],
+        out,
+    );
+    std::fs::remove_file(srt).unwrap();
+}
+
+/// Two audio tracks (eng, fra) and two subtitle tracks (eng, spa) in Matroska.
+pub fn multi_track_mkv(out: &Path) {
+    let srt = out.with_extension("fixture.srt");
+    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
+    let srt_s = srt.to_str().unwrap().to_string();
+    run_fixture(
+        &[
+            VIDEO,
+            TONE,
+            TONE2,
+            &["-i", &srt_s, "-i", &srt_s],
+            &[
+                "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-map", "4",
+            ],
+            H264_SOURCE,
+            &["-c:a", "aac", "-c:s", "srt"],
+            &[
+                "-metadata:s:a:0",
+                "language=eng",
+                "-metadata:s:a:1",
+                "language=fra",
+            ],
+            &[
+                "-metadata:s:s:0",
+                "language=eng",
+                "-metadata:s:s:1",
+                "language=spa",
+            ],
+        ],
+        out,
+    );
+    std::fs::remove_file(srt).unwrap();
+}
+
+/// MP4 with a mov_text subtitle.
+pub fn mp4_mov_text(out: &Path) {
+    let srt = out.with_extension("fixture.srt");
+    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
+    let srt_s = srt.to_str().unwrap().to_string();
+    run_fixture(
+        &[
+            VIDEO,
+            TONE,
+            &["-i", &srt_s],
+            &["-map", "0", "-map", "1", "-map", "2"],
+            H264_SOURCE,
+            &[
+                "-c:a",
+                "aac",
+                "-c:s",
+                "mov_text",
+                "-metadata:s:s:0",
+                "language=eng",
+            ],
+        ],
+        out,
+    );
+    std::fs::remove_file(srt).unwrap();
+}
+
+/// 10-bit H.264 (High 10).
+pub fn h264_10bit_mkv(out: &Path) {
+    run_fixture(&[VIDEO, H264_SOURCE, &["-pix_fmt", "yuv420p10le"]], out);
+}
+
+/// 10-bit H.264 tagged HDR10 (BT.2020 primaries, PQ transfer).
+pub fn hdr10_mkv(out: &Path) {
+    run_fixture(
+        &[
+            VIDEO,
+            H264_SOURCE,
+            &["-pix_fmt", "yuv420p10le"],
+            &[
+                "-color_primaries",
+                "bt2020",
+                "-color_trc",
+                "smpte2084",
+                "-colorspace",
+                "bt2020nc",
+            ],
+        ],
+        out,
+    );
+}
+
+/// HEVC with AAC: already efficient.
+pub fn hevc_mkv(out: &Path) {
+    run_fixture(
+        &[
+            VIDEO,
+            TONE,
+            &[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error",
+            ],
+            &["-c:a", "aac"],
+        ],
+        out,
+    );
+}
+
+/// MPEG-4 Part 2 with MP3 in AVI.
+pub fn avi(out: &Path) {
+    run_fixture(
+        &[
+            VIDEO,
+            TONE,
+            &["-c:v", "mpeg4", "-q:v", "2", "-c:a", "libmp3lame"],
+        ],
+        out,
+    );
+}
+
+/// A longer clip (`secs` seconds) for tests that need to catch a transcode mid-way.
+pub fn long_h264_mkv(out: &Path, secs: u32, size: &str) {
+    let src = format!("testsrc2=s={size}:r=24:d={secs}");
+    run_fixture(&[&["-f", "lavfi", "-i", &src], H264_SOURCE], out);
+}
+
+/// PCM WAV with a title tag.
+pub fn wav(out: &Path) {
+    run_fixture(
+        &[TONE, &["-c:a", "pcm_s16le", "-metadata", "title=Tone"]],
+        out,
+    );
+}
+
+/// An MP3: lossy, left alone.
+pub fn mp3(out: &Path) {
+    run_fixture(&[TONE, &["-c:a", "libmp3lame"]], out);
+}
+
+/// A valid H.264 Matroska file cut to its first third.
+pub fn truncated_mkv(out: &Path) {
+    let full = out.with_extension("full.mkv");
+    long_h264_mkv(&full, 3, "160x90");
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(out, &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::remove_file(full).unwrap();
+}
+
+/// Sets a file's mtime into the past, so `--min-age` does not skip it.
+pub fn age(path: &Path) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+}
+
+/// Ages every file under a directory.
+pub fn age_all(dir: &Path) {
+    for entry in walk(dir) {
+        age(&entry);
+    }
+}
+
+/// Every regular file under `dir`, sorted.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let ft = entry.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(entry.path());
+            } else if ft.is_file() {
+                files.push(entry.path());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The JSON events of a run's stdout.
+pub fn events(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// The events of one kind.
+pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// The main video codec of a file.
+pub fn video_codec(path: &Path) -> String {
+    let probe = ffprobe(path);
+    probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["codec_type"] == "video" && s["disposition"]["attached_pic"] != 1)
+        .map(|s| s["codec_name"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+/// Stream (type, language) pairs of a file, video excluded.
+pub fn stream_languages(path: &Path) -> Vec<(String, String)> {
+    ffprobe(path)["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["codec_type"] != "video")
+        .map(|s| {
+            (
+                s["codec_type"].as_str().unwrap().to_string(),
+                s["tags"]["language"].as_str().unwrap_or("und").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The container duration of a file in seconds.
+pub fn duration(path: &Path) -> f64 {
+    ffprobe(path)["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Whether any ffmpeg process is running whose command line mentions `needle`.
+pub fn ffmpeg_running_on(needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        (text.starts_with("ffmpeg\0") || text.contains("/ffmpeg\0")) && text.contains(needle)
+    })
+}
