@@ -28,6 +28,7 @@ use output::Reporter;
 pub fn run(cli: Cli) -> ExitCode {
     let (command, output) = cli.into_command();
     let reporter = Reporter::new(output);
+    process::trace_commands(output.verbose && !output.json);
     if let Err(err) = signal::install() {
         eprintln!("media-converter: cannot install the Ctrl-C handler: {err}");
         return ExitCode::UsageOrSetup;

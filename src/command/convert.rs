@@ -14,7 +14,7 @@ use crate::exit_codes::ExitCode;
 use crate::names;
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
-use crate::process::{Tools, display_command};
+use crate::process::Tools;
 use crate::scan::{self, MediaFile};
 use crate::signal;
 use crate::swap::{self, Swap};
@@ -208,10 +208,6 @@ fn convert_one(
         settings: &config.encode,
         hdr: hdr.as_ref(),
     });
-    reporter.debug(&format!(
-        "running: {}",
-        display_command(&tools.ffmpeg, &built.args)
-    ));
     reporter.emit(Event::Converting {
         file: shown(&file.path),
         codec: main_codec(info),
