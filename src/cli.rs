@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConvertConfig, EncodeSettings, MediaType, OutputConfig, Target, VerifyMode};
 use crate::duration::parse_duration;
+use crate::unattended::{Limits, parse_time_of_day};
 
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
@@ -25,7 +26,21 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Stop every host from starting new files in a library (running ones finish).
+    Pause {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Why, shown by `status` and in every host's log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let hosts start new files in a paused library again.
+    Resume {
+        /// The library's root directory.
+        dir: PathBuf,
+    },
+}
 
 #[derive(Debug, Args)]
 struct ConvertArgs {
@@ -86,6 +101,26 @@ struct ConvertArgs {
     /// How many ffprobe processes run at once [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     probe_jobs: Option<u16>,
+
+    /// Conversions at once on this host (for GPUs with several encode sessions).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+
+    /// Start at most N conversions in this run.
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+
+    /// Start no new file after this local time (HH:MM, the next occurrence).
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    until: Option<chrono::NaiveTime>,
+
+    /// Start no new file after the run has lasted this long (e.g. 4h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_runtime: Option<Duration>,
+
+    /// At the deadline, also stop the conversion in progress (it is left for a later run).
+    #[arg(long)]
+    stop_at_deadline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +136,10 @@ struct OutputArgs {
     /// More detail: the ffmpeg command lines, each decision's reason.
     #[arg(short, long, global = true)]
     verbose: bool,
+
+    /// Also append plain timestamped log lines to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -120,6 +159,13 @@ enum VerifyArg {
 #[derive(Debug)]
 pub enum RunCommand {
     Convert(ConvertConfig),
+    Pause {
+        dir: PathBuf,
+        reason: Option<String>,
+    },
+    Resume {
+        dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -130,9 +176,12 @@ impl Cli {
             quiet: self.output.quiet,
             verbose: self.output.verbose,
             stderr_is_tty: std::io::stderr().is_terminal(),
+            log_file: self.output.log_file,
         };
         let command = match self.command {
             None => RunCommand::Convert(self.convert.into_config()),
+            Some(Command::Pause { dir, reason }) => RunCommand::Pause { dir, reason },
+            Some(Command::Resume { dir }) => RunCommand::Resume { dir },
         };
         (command, output)
     }
@@ -171,6 +220,13 @@ impl ConvertArgs {
                 .probe_jobs
                 .map(usize::from)
                 .unwrap_or_else(default_parallelism),
+            jobs: usize::from(self.jobs),
+            limits: Limits {
+                max_files: self.max_files,
+                until: self.until,
+                max_runtime: self.max_runtime,
+                stop_at_deadline: self.stop_at_deadline,
+            },
         }
     }
 }
@@ -197,7 +253,9 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documented_contract() {
-        let RunCommand::Convert(config) = parse(&["--dir", "/lib"]).unwrap();
+        let RunCommand::Convert(config) = parse(&["--dir", "/lib"]).unwrap() else {
+            panic!("expected a conversion")
+        };
         assert_eq!(config.target, Target::Dir("/lib".into()));
         assert_eq!(config.media_type, MediaType::Video);
         assert_eq!(config.encode.quality, 22);
@@ -212,8 +270,51 @@ mod tests {
     fn dir_and_file_are_exclusive_and_one_is_required() {
         assert!(parse(&["--dir", "a", "--file", "b"]).is_err());
         assert!(parse(&["--type", "audio"]).is_err());
-        let RunCommand::Convert(config) = parse(&["--file", "-x.mkv"]).unwrap();
+        let RunCommand::Convert(config) = parse(&["--file", "-x.mkv"]).unwrap() else {
+            panic!("expected a conversion")
+        };
         assert_eq!(config.target, Target::File("-x.mkv".into()));
+    }
+
+    #[test]
+    fn unattended_limits_parse() {
+        let RunCommand::Convert(config) = parse(&[
+            "--dir",
+            "l",
+            "--max-files",
+            "3",
+            "--until",
+            "06:30",
+            "--max-runtime",
+            "2h",
+            "--stop-at-deadline",
+            "--jobs",
+            "2",
+        ])
+        .unwrap() else {
+            panic!("expected a conversion")
+        };
+        assert_eq!(config.limits.max_files, Some(3));
+        assert_eq!(config.limits.max_runtime, Some(Duration::from_secs(7200)));
+        assert!(config.limits.stop_at_deadline);
+        assert_eq!(config.jobs, 2);
+        assert!(parse(&["--dir", "l", "--until", "6pm"]).is_err());
+        assert!(parse(&["--dir", "l", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume_are_subcommands() {
+        assert!(matches!(
+            parse(&["pause", "/lib", "--reason", "backup"]).unwrap(),
+            RunCommand::Pause {
+                reason: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["resume", "/lib"]).unwrap(),
+            RunCommand::Resume { .. }
+        ));
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum SkipReason {
     Locked,
     /// The new file was not enough smaller; the original stays.
     NotSmaller,
+    /// Stopped at the run's deadline (`--stop-at-deadline`); a later run does it.
+    Deadline,
 }
 
 /// The outcome of looking at one file.
