@@ -3,3 +3,4 @@
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
 pub mod identity;
+pub mod lock;
