@@ -611,3 +611,83 @@ fn holder_reads_well() {
          (live: last heartbeat 12s ago (stale after 30m00s))"
     );
 }
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    done()
+}
+
+fn phase_on_disk(path: &Path) -> Option<String> {
+    LockRecord::parse(&fs::read(path).ok()?).ok()?.phase
+}
+
+#[test]
+fn heartbeat_thread_writes_phases_promptly_and_stops_at_once() -> TestResult {
+    let library = Library::new()?;
+    let guard = Arc::new(acquired(
+        locker("nas-a").try_acquire(&library.media("Movie1.mkv"))?,
+    )?);
+    let lock = guard.path().to_owned();
+    // An interval far longer than the test: only a phase change makes it write.
+    let heartbeat = Heartbeat::start(Arc::clone(&guard), Duration::from_secs(60))?;
+    heartbeat.set_phase("verifying");
+    assert!(wait_until(Duration::from_secs(2), || {
+        phase_on_disk(&lock).as_deref() == Some("verifying")
+    }));
+
+    let progress = Progress {
+        percent: 99.0,
+        ..Progress::default()
+    };
+    heartbeat.set_progress(Some(progress));
+    heartbeat.set_phase("swapping");
+    heartbeat.beat_now()?;
+    let record = LockRecord::parse(&fs::read(&lock)?)?;
+    assert_eq!(record.phase.as_deref(), Some("swapping"));
+    assert_eq!(record.progress, Some(progress));
+
+    let stopping = std::time::Instant::now();
+    heartbeat.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        stopping.elapsed()
+    );
+    guard.verify_owned()?;
+    Arc::try_unwrap(guard)
+        .map_err(|_| "the heartbeat kept its guard")?
+        .release()?;
+    Ok(())
+}
+
+#[test]
+fn heartbeat_thread_keeps_the_mtime_fresh_and_notices_a_lost_claim() -> TestResult {
+    let library = Library::new()?;
+    let guard = Arc::new(acquired(
+        locker("nas-a").try_acquire(&library.media("Movie1.mkv"))?,
+    )?);
+    let lock = guard.path().to_owned();
+    set_mtime(&lock, SystemTime::now() - HOUR)?;
+    let heartbeat = Heartbeat::start(Arc::clone(&guard), Duration::from_millis(100))?;
+    assert!(wait_until(Duration::from_secs(2), || {
+        fs::metadata(&lock)
+            .and_then(|meta| meta.modified())
+            .is_ok_and(|mtime| mtime > SystemTime::now() - Duration::from_secs(5))
+    }));
+    assert!(!heartbeat.lost());
+
+    let theirs = record_json(&foreign_record("nas-b", &"b".repeat(32)));
+    fs::write(&lock, &theirs)?;
+    assert!(wait_until(Duration::from_secs(2), || heartbeat.lost()));
+    let reason = heartbeat.lost_reason().unwrap_or_default();
+    assert!(reason.contains("nas-b"), "{reason}");
+    assert_eq!(fs::read(&lock)?, theirs, "a lost claim writes nothing");
+    heartbeat.stop();
+    Ok(())
+}
