@@ -71,7 +71,7 @@ const ACQUIRE_ROUNDS: usize = 4;
 
 /// Where record timestamps come from; injectable so tests can play a host whose
 /// clock is hours off.
-pub type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 /// Takes, inspects and breaks locks for one run of this host.
 ///
@@ -377,16 +377,28 @@ impl Locker {
             if let Some(owned) = self.create_owned(&guard, &media_name, PHASE_BREAKING)? {
                 return Ok(Some(owned));
             }
-            let Some(snapshot) = read_snapshot(&guard).map_err(LockError::io(&guard))? else {
-                continue;
-            };
-            if self.age(&guard, &snapshot)? < self.settings.guard_timeout {
+            if self.retire_abandoned_guard(&guard)?.is_none() {
+                // Someone else's guard, and young: they are breaking the lock.
                 return Ok(None);
             }
-            let seen = snapshot.bytes;
-            retire(&guard, |bytes| bytes == seen.as_slice()).map_err(LockError::io(&guard))?;
         }
         Ok(None)
+    }
+
+    /// Retires the guard at `guard` if it is older than `guard_timeout` (and still
+    /// the guard we saw); `None` when it is young. A guard that vanished meanwhile
+    /// counts as retired.
+    fn retire_abandoned_guard(&self, guard: &Path) -> Result<Option<Retired>, LockError> {
+        let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
+            return Ok(Some(Retired::Vanished));
+        };
+        if self.age(guard, &snapshot)? < self.settings.guard_timeout {
+            return Ok(None);
+        }
+        let seen = snapshot.bytes;
+        let retired =
+            retire(guard, |bytes| bytes == seen.as_slice()).map_err(LockError::io(guard))?;
+        Ok(Some(retired))
     }
 
     /// Reads and judges the lock at `lock`; `None` when there is none.
@@ -461,7 +473,8 @@ impl Locker {
                 return Ok(clock.now());
             }
         }
-        // Probe without holding the mutex: other threads' other directories wait not.
+        // Probe without holding the mutex: threads working in other directories
+        // need not wait for this one's I/O.
         let clock = probe_server_clock(dir)?;
         lock_ignoring_poison(&self.clocks).insert(dir.to_owned(), clock);
         Ok(clock.now())

@@ -10,9 +10,7 @@ use std::time::SystemTime;
 
 use walkdir::WalkDir;
 
-use super::files::{
-    Retired, parent_dir, read_snapshot, remove_if_present, rename_noreplace, retire,
-};
+use super::files::{Retired, parent_dir, read_snapshot, remove_if_present, rename_noreplace};
 use super::names::{Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify};
 use super::{BreakOutcome, Holder, LockError, Locker};
 
@@ -166,7 +164,7 @@ pub struct CleanReport {
     pub dry_run: bool,
     /// What was done, in order.
     pub actions: Vec<CleanAction>,
-    /// Locks left alone because they are live.
+    /// Locks left alone because they are live (or another host is breaking them).
     pub live_locks: usize,
     /// What could not be done; a directory that cannot be written is reported once.
     pub errors: Vec<LockError>,
@@ -300,22 +298,19 @@ impl Cleaner<'_> {
     }
 
     fn guard(&mut self, guard: &Path) -> Result<(), LockError> {
-        let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
-            return Ok(());
-        };
-        if self.locker.age(guard, &snapshot)? < self.locker.settings.guard_timeout {
-            return Ok(());
-        }
-        if !self.report.dry_run {
-            let seen = snapshot.bytes;
-            let retired = retire(guard, |bytes| bytes == seen.as_slice());
-            if retired.map_err(LockError::io(guard))? != Retired::Done {
+        let abandoned = if self.report.dry_run {
+            let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
                 return Ok(());
-            }
+            };
+            self.locker.age(guard, &snapshot)? >= self.locker.settings.guard_timeout
+        } else {
+            self.locker.retire_abandoned_guard(guard)? == Some(Retired::Done)
+        };
+        if abandoned {
+            self.act(CleanAction::BrokeStaleGuard {
+                guard: guard.to_owned(),
+            });
         }
-        self.act(CleanAction::BrokeStaleGuard {
-            guard: guard.to_owned(),
-        });
         Ok(())
     }
 
