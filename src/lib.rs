@@ -9,6 +9,8 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
+pub mod identity;
+pub mod lock;
 pub mod names;
 pub mod output;
 pub mod probe;
