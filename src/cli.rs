@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{ConvertConfig, EncodeSettings, MediaType, OutputConfig, Target, VerifyMode};
 use crate::duration::parse_duration;
+use crate::lock::LockSettings;
 use crate::unattended::{Limits, parse_time_of_day};
 
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
@@ -39,6 +40,37 @@ enum Command {
     Resume {
         /// The library's root directory.
         dir: PathBuf,
+    },
+    /// Show or repair the claims hosts hold on a library's files.
+    Locks {
+        #[command(subcommand)]
+        command: LocksCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocksCommand {
+    /// Every lock under DIR: host, pid, age since the last heartbeat, phase, progress, and
+    /// whether it is live or stale and why.
+    List {
+        /// The library (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Break stale locks by the protocol and remove debris no live lock owns (abandoned temp
+    /// outputs, tombstones, guards); restore an original a crashed swap left aside. Live locks
+    /// are never touched.
+    Clean {
+        /// The library (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Say what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        lock: LockArgs,
     },
 }
 
@@ -121,6 +153,31 @@ struct ConvertArgs {
     /// At the deadline, also stop the conversion in progress (it is left for a later run).
     #[arg(long)]
     stop_at_deadline: bool,
+
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// The lock protocol's thresholds; every host of a library should use the same.
+#[derive(Debug, Args)]
+struct LockArgs {
+    /// A lock whose heartbeat is older than this (on the file server's clock) is stale.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    lock_timeout: Duration,
+
+    /// How often a working host renews its locks.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    heartbeat: Duration,
+}
+
+impl LockArgs {
+    fn settings(&self) -> LockSettings {
+        LockSettings {
+            heartbeat: self.heartbeat,
+            stale_after: self.lock_timeout,
+            ..LockSettings::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +223,15 @@ pub enum RunCommand {
     Resume {
         dir: PathBuf,
     },
+    LocksList {
+        dir: PathBuf,
+        lock: LockSettings,
+    },
+    LocksClean {
+        dir: PathBuf,
+        lock: LockSettings,
+        dry_run: bool,
+    },
 }
 
 impl Cli {
@@ -182,6 +248,17 @@ impl Cli {
             None => RunCommand::Convert(self.convert.into_config()),
             Some(Command::Pause { dir, reason }) => RunCommand::Pause { dir, reason },
             Some(Command::Resume { dir }) => RunCommand::Resume { dir },
+            Some(Command::Locks { command }) => match command {
+                LocksCommand::List { dir, lock } => RunCommand::LocksList {
+                    dir,
+                    lock: lock.settings(),
+                },
+                LocksCommand::Clean { dir, dry_run, lock } => RunCommand::LocksClean {
+                    dir,
+                    lock: lock.settings(),
+                    dry_run,
+                },
+            },
         };
         (command, output)
     }
@@ -227,6 +304,7 @@ impl ConvertArgs {
                 max_runtime: self.max_runtime,
                 stop_at_deadline: self.stop_at_deadline,
             },
+            lock: self.lock.settings(),
         }
     }
 }

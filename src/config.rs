@@ -77,6 +77,8 @@ pub struct ConvertConfig {
     /// How many conversions run at once on this host.
     pub jobs: usize,
     pub limits: crate::unattended::Limits,
+    /// Heartbeat interval and staleness threshold of the lock protocol.
+    pub lock: crate::lock::LockSettings,
 }
 
 /// How output is shown.

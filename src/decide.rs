@@ -32,6 +32,10 @@ pub enum SkipReason {
     NotSmaller,
     /// Stopped at the run's deadline (`--stop-at-deadline`); a later run does it.
     Deadline,
+    /// Its directory does not let us create lock files (read-only share, permissions).
+    NotWritable,
+    /// It changed between the scan and the claim (another host converted it, say).
+    Changed,
 }
 
 /// The outcome of looking at one file.
@@ -67,6 +71,16 @@ impl Container {
     pub fn muxer(self) -> &'static str {
         match self {
             Container::Matroska => "matroska",
+            Container::Mp4 => "mp4",
+            Container::Mov => "mov",
+            Container::Flac => "flac",
+        }
+    }
+
+    /// The extension of files in this container, for temp names.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Matroska => "mkv",
             Container::Mp4 => "mp4",
             Container::Mov => "mov",
             Container::Flac => "flac",
@@ -201,13 +215,7 @@ pub fn output_path(original: &Path, container: Container) -> PathBuf {
     if keeps_name {
         original.to_path_buf()
     } else {
-        let ext = match container {
-            Container::Matroska => "mkv",
-            Container::Flac => "flac",
-            Container::Mp4 => "mp4",
-            Container::Mov => "mov",
-        };
-        original.with_extension(ext)
+        original.with_extension(container.extension())
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod claim;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -11,7 +12,6 @@ pub mod encoder;
 pub mod exit_codes;
 pub mod identity;
 pub mod lock;
-pub mod names;
 pub mod output;
 pub mod probe;
 pub mod process;
@@ -42,10 +42,15 @@ pub fn run(cli: Cli) -> ExitCode {
         eprintln!("media-converter: cannot install the Ctrl-C handler: {err}");
         return ExitCode::UsageOrSetup;
     }
+    let json = reporter.json();
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
         RunCommand::Pause { dir, reason } => command::pause::pause(&dir, reason, &reporter),
         RunCommand::Resume { dir } => command::pause::resume(&dir, &reporter),
+        RunCommand::LocksList { dir, lock } => command::locks::list(&dir, lock, json),
+        RunCommand::LocksClean { dir, lock, dry_run } => {
+            command::locks::clean(&dir, lock, dry_run, &reporter, json)
+        }
     };
     match result {
         Ok(code) => code,

@@ -226,6 +226,11 @@ impl Reporter {
         }
     }
 
+    /// Whether output is JSON lines (`--json`).
+    pub fn json(&self) -> bool {
+        self.config.json
+    }
+
     /// A message for people that is not about one file (pause, resume, setup notes).
     pub fn note(&self, message: &str) {
         if self.config.json {

@@ -17,9 +17,6 @@ pub const AUDIO_EXTENSIONS: &[&str] = &[
     "wav", "aiff", "aif", "ape", "wv", "flac", "m4a", "mp3", "ogg", "opus", "wma",
 ];
 
-/// The marker every file this tool writes beside media carries in its name.
-pub const OWN_FILE_MARKER: &str = ".mediabox";
-
 /// A media file found by the scan, with the metadata read while walking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaFile {
@@ -50,8 +47,7 @@ pub fn media_kind(path: &Path) -> Option<MediaKind> {
 
 /// Whether a name is hidden (dot file) or one of this tool's own lock, temp or cache files.
 pub fn is_hidden_or_own(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.') || name.contains(OWN_FILE_MARKER)
+    name.as_encoded_bytes().starts_with(b".") || crate::lock::is_lock_artifact(name)
 }
 
 /// Walks `root` and returns its media files sorted by path, plus what could not be read.
@@ -141,6 +137,8 @@ mod tests {
             "b.MP4",
             ".hidden.mkv",
             "a.mkv.mediabox.lock",
+            "a.mkv.mediabox.lock.break",
+            "My.mediabox.Home.mkv",
             ".a.mkv.mediabox-0123.partial.mkv",
             "notes.txt",
             "-dash.avi",
@@ -166,10 +164,17 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["-dash.avi", "a.mkv", "b.MP4", "new\nline.mkv", "sub/c.wav"]
+            [
+                "-dash.avi",
+                "My.mediabox.Home.mkv",
+                "a.mkv",
+                "b.MP4",
+                "new\nline.mkv",
+                "sub/c.wav"
+            ]
         );
-        assert_eq!(files[4].kind, MediaKind::Audio);
-        assert_eq!(files[4].size, 2);
+        assert_eq!(files[5].kind, MediaKind::Audio);
+        assert_eq!(files[5].size, 2);
         assert!(warnings.is_empty());
     }
 

@@ -41,7 +41,8 @@ pub struct Swap<'a> {
     /// Where the new file ends up: the original's path, or a new extension beside it.
     pub destination: &'a Path,
     pub backup: &'a Path,
-    pub keep_original: bool,
+    /// With `--keep-original`: where the original stays once the new file is in place.
+    pub keep_as: Option<&'a Path>,
 }
 
 /// A swap that could not be completed. The original is in place unless `original_at` says
@@ -151,10 +152,10 @@ fn replace_in_place(
         });
     }
     on_phase(SwapPhase::Done);
-    if !s.keep_original {
-        fs::remove_file(s.backup).map_err(|e| err("removing the backup", s.backup, e))?;
+    match s.keep_as {
+        Some(keep) => keep_aside(s.backup, keep),
+        None => fs::remove_file(s.backup).map_err(|e| err("removing the backup", s.backup, e)),
     }
-    Ok(())
 }
 
 fn place_beside(
@@ -197,11 +198,31 @@ fn place_beside(
         ));
     }
     on_phase(SwapPhase::Done);
-    if s.keep_original {
-        fs::rename(s.original, s.backup).map_err(|e| err("keeping the original as", s.backup, e))
-    } else {
-        fs::remove_file(s.original).map_err(|e| err("removing the original", s.original, e))
+    match s.keep_as {
+        Some(keep) => keep_aside(s.original, keep),
+        None => {
+            fs::remove_file(s.original).map_err(|e| err("removing the original", s.original, e))
+        }
     }
+}
+
+/// Moves the original to its kept name; if that name is taken, it stays where it is, which is
+/// just as safe and said in the error.
+fn keep_aside(from: &Path, keep: &Path) -> Result<(), SwapError> {
+    if fs::symlink_metadata(keep).is_ok() {
+        return Err(SwapError {
+            original_at: Some(from.to_path_buf()),
+            ..err(
+                "keeping the original: a file already exists at",
+                keep,
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            )
+        });
+    }
+    fs::rename(from, keep).map_err(|e| SwapError {
+        original_at: Some(from.to_path_buf()),
+        ..err("keeping the original as", keep, e)
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +264,7 @@ mod tests {
                 new_file: &new,
                 destination: &orig,
                 backup: &backup,
-                keep_original: false,
+                keep_as: None,
             },
             &mut |p| phases.push(p),
         )
@@ -256,16 +277,17 @@ mod tests {
     #[test]
     fn keep_original_leaves_the_backup() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let (orig, new, backup, kept) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"), f.p(".kept"));
         let s = Swap {
             original: &orig,
             new_file: &new,
             destination: &orig,
             backup: &backup,
-            keep_original: true,
+            keep_as: Some(&kept),
         };
         swap(&s, &mut |_| {}).unwrap();
-        assert_eq!(fs::read(&backup).unwrap(), b"original bytes");
+        assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
+        assert!(!backup.exists());
         assert_eq!(fs::read(&orig).unwrap(), b"new");
     }
 
@@ -280,7 +302,7 @@ mod tests {
             new_file: &new,
             destination: &dest,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         let e = swap(&s, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
@@ -300,7 +322,7 @@ mod tests {
             new_file: &new,
             destination: &dest,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         swap(&s, &mut |_| {}).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");

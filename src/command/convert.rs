@@ -10,11 +10,13 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
+use crate::claim::{ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, Target};
-use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
+use crate::decide::{self, Decision, Plan, Rules, SkipReason};
 use crate::encoder::Encoder;
 use crate::exit_codes::ExitCode;
-use crate::names;
+use crate::identity::HostIdentity;
+use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
@@ -96,7 +98,9 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         return Ok(finish(reporter, summary, started));
     }
 
+    let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
     let ctx = Context {
+        claimer: &claimer,
         tools: &tools,
         config,
         reporter,
@@ -116,6 +120,7 @@ struct Context<'a> {
     reporter: &'a Reporter,
     /// No new file starts after this (`--until`, `--max-runtime`).
     deadline: Option<Instant>,
+    claimer: &'a Claimer,
 }
 
 /// Converts the candidates, `--jobs` at a time, until done or a limit says stop.
@@ -184,6 +189,15 @@ fn record(
             reason,
             detail,
         ),
+        FileOutcome::Locked { host, detail } => {
+            summary.skipped += 1;
+            ctx.reporter.emit(Event::Skipped {
+                file: shown(&file.path),
+                reason: SkipReason::Locked,
+                detail,
+                host: Some(host),
+            });
+        }
         FileOutcome::Failed(error) => failed(ctx.reporter, summary, &file.path, error),
         FileOutcome::Interrupted => {}
     }
@@ -286,7 +300,14 @@ fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec
 
 /// How one file ended.
 enum FileOutcome {
-    Converted { after_bytes: u64 },
+    Converted {
+        after_bytes: u64,
+    },
+    /// Another host holds it.
+    Locked {
+        host: String,
+        detail: String,
+    },
     Skipped(SkipReason, String),
     Failed(String),
     Interrupted,
@@ -308,17 +329,56 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         config,
         reporter,
         deadline,
+        claimer,
     } = *ctx;
     let started = Instant::now();
     let encoder = Encoder::Libx265;
-    let lock_id = new_lock_id();
-    let ext = match plan.container {
-        Container::Matroska => "mkv",
-        Container::Mp4 => "mp4",
-        Container::Mov => "mov",
-        Container::Flac => "flac",
+
+    let claim = match claimer.claim(&file.path) {
+        Ok(claim) => claim,
+        Err(ClaimRefused::Held(holder)) => {
+            return FileOutcome::Locked {
+                host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
+                detail: format!("locked by {holder}"),
+            };
+        }
+        Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
+            if first_time {
+                reporter.emit(Event::Warning {
+                    file: Some(shown(&dir)),
+                    message: "cannot create lock files here (read-only share or no write \
+                              permission), so its files are skipped; grant write access to \
+                              convert them"
+                        .into(),
+                });
+            }
+            return FileOutcome::Skipped(
+                SkipReason::NotWritable,
+                format!("{} is not writable", dir.display()),
+            );
+        }
+        Err(ClaimRefused::Failed(error)) => return FileOutcome::Failed(error),
     };
-    let temp = TempOutput(names::temp_output_path(&file.path, &lock_id, ext));
+    // Another host may have converted the file between our scan and our claim: the swap
+    // keeps the mtime, but never the size.
+    match fs::metadata(&file.path) {
+        Ok(meta) if meta.len() == file.size => {}
+        Ok(_) => {
+            return FileOutcome::Skipped(
+                SkipReason::Changed,
+                "changed since the scan (converted by another host?); the next run looks again"
+                    .into(),
+            );
+        }
+        Err(err) => return FileOutcome::Failed(format!("gone since the scan: {err}")),
+    }
+
+    let file_name = file.path.file_name().unwrap_or_default();
+    let temp = TempOutput(file.path.with_file_name(lock::temp_output_name(
+        file_name,
+        claim.lock_id(),
+        plan.container.extension(),
+    )));
 
     let hdr = match info.main_video().filter(|v| v.is_hdr()) {
         Some(video) => match probe::hdr_metadata(&tools.ffprobe, &file.path, video.index) {
@@ -344,22 +404,32 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         duration_secs: info.duration_secs,
     });
 
+    claim.set_phase("transcoding");
     let name = shown(&file.path);
     let outcome = transcode::run(&tools.ffmpeg, &built.args, |update| {
         if signal::interrupted() {
             return Some(StopReason::Interrupted);
+        }
+        if claim.lost() {
+            return Some(StopReason::LockLost);
         }
         if config.limits.stop_at_deadline && deadline.is_some_and(|d| Instant::now() >= d) {
             return Some(StopReason::Deadline);
         }
         let update = update?;
         if let Some(fraction) = update.fraction(info.duration_secs) {
+            let eta_secs = update.eta_secs(info.duration_secs);
+            claim.set_progress(lock::Progress {
+                percent: fraction * 100.0,
+                fps: Some(update.fps),
+                eta_secs,
+            });
             reporter.emit(Event::Progress {
                 file: name.clone(),
                 percent: fraction * 100.0,
                 fps: update.fps,
                 speed: update.speed,
-                eta_secs: update.eta_secs(info.duration_secs),
+                eta_secs,
             });
         }
         transcode::will_not_shrink(update, info.duration_secs, file.size)
@@ -378,7 +448,8 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             return FileOutcome::Skipped(
                 SkipReason::NotSmaller,
                 format!(
-                    "stopped after {:.0}% of the duration: the new file was heading past the original's {} bytes",
+                    "stopped after {:.0}% of the duration: the new file was heading past the \
+                     original's {} bytes",
                     transcode::EARLY_ABORT_FRACTION * 100.0,
                     file.size
                 ),
@@ -386,12 +457,15 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         }
         Ok(Outcome::Stopped(StopReason::LockLost)) => {
             return FileOutcome::Failed(
-                "lost the claim on the file; another host owns it now".into(),
+                "lost the claim while transcoding (another host took the file over); the new \
+                 file was discarded and the original left to it"
+                    .into(),
             );
         }
         Err(err) => return FileOutcome::Failed(format!("ffmpeg failed: {err}")),
     }
 
+    claim.set_phase("verifying");
     if let Err(err) = File::open(&temp.0).and_then(|f| f.sync_all()) {
         return FileOutcome::Failed(format!("flushing {} to disk: {err}", temp.0.display()));
     }
@@ -423,8 +497,14 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         return FileOutcome::Interrupted;
     }
 
-    // Self-fence: the original must be exactly what was probed, or someone changed it while
-    // we worked and our output describes a file that no longer exists.
+    // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
+    // the original exactly what was probed; otherwise someone else owns this file now, or
+    // changed it while we worked, and our output must not replace anything.
+    if let Err(lost) = claim.confirm() {
+        return FileOutcome::Failed(format!(
+            "lost the claim before the swap ({lost}); the new file was discarded"
+        ));
+    }
     let original_meta = match fs::metadata(&file.path) {
         Ok(meta) => meta,
         Err(err) => {
@@ -439,19 +519,38 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     if let Err(err) = swap::carry_over_metadata(&original_meta, &temp.0) {
         return FileOutcome::Failed(format!("copying mtime and permissions: {err}"));
     }
-    let backup = names::backup_path(&file.path, &lock_id);
+    let original_ext = file
+        .path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let backup =
+        file.path
+            .with_file_name(lock::backup_name(file_name, claim.lock_id(), &original_ext));
+    let kept = file
+        .path
+        .with_file_name(lock::kept_original_name(file_name, &original_ext));
     let swapped = swap::swap(
         &Swap {
             original: &file.path,
             new_file: &temp.0,
             destination: &plan.output_path,
             backup: &backup,
-            keep_original: config.keep_original,
+            keep_as: config.keep_original.then_some(kept.as_path()),
         },
-        &mut |_phase| {},
+        &mut |phase| claim.set_phase(phase.as_str()),
     );
     if let Err(err) = swapped {
         return FileOutcome::Failed(format!("replacing the original: {err}"));
+    }
+    if let Err(err) = claim.release() {
+        reporter.emit(Event::Warning {
+            file: Some(shown(&file.path)),
+            message: format!(
+                "converted, but its lock could not be released ({err}); \
+                 `media-converter locks clean` removes it"
+            ),
+        });
     }
     reporter.emit(Event::Converted {
         file: shown(&file.path),
@@ -463,19 +562,6 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         dropped: built.dropped,
     });
     FileOutcome::Converted { after_bytes }
-}
-
-fn new_lock_id() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: time and pid still make a name no other process uses.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
-        bytes[12..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn main_codec(info: &MediaInfo) -> String {

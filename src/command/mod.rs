@@ -2,4 +2,5 @@
 //! per-file problems are events, and the run goes on.
 
 pub mod convert;
+pub mod locks;
 pub mod pause;

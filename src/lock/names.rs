@@ -56,6 +56,20 @@ fn work_file_name(media_file_name: &OsStr, lock_id: &str, kind: &str, ext: &str)
     name
 }
 
+/// Where `--keep-original` keeps the original once the new file is in place:
+/// `.<name>.mediabox-kept.<ext>`. Not a work file: `locks clean` never touches it.
+pub fn kept_original_name(media_file_name: &OsStr, ext: &str) -> OsString {
+    let mut name = OsString::from(".");
+    name.push(media_file_name);
+    name.push(".mediabox-kept");
+    let ext = ext.trim_start_matches('.');
+    if !ext.is_empty() {
+        name.push(".");
+        name.push(ext);
+    }
+    name
+}
+
 /// Which work file a name denotes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkFileKind {
@@ -268,6 +282,13 @@ mod tests {
             backup_name(os("README"), ID, ""),
             format!(".README.mediabox-{ID}.orig").as_str()
         );
+    }
+
+    #[test]
+    fn a_kept_original_is_not_debris() {
+        let kept = kept_original_name(os("Movie1.avi"), "avi");
+        assert_eq!(kept, ".Movie1.avi.mediabox-kept.avi");
+        assert!(parse_work_file_name(&kept).is_none());
     }
 
     #[test]
