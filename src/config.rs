@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::encoder::Encoder;
+
 /// Which kinds of media a run converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
@@ -57,6 +59,16 @@ pub struct EncodeSettings {
     pub preset: String,
 }
 
+/// Which encoder a run uses: `--encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderRequest {
+    /// The best encoder that passes a trial encode on this machine, libx265 at worst.
+    Auto,
+    /// This one encoder; files it cannot do are retried with libx265 (unless
+    /// `--no-fallback`) or skipped (HDR on hardware).
+    Forced(Encoder),
+}
+
 /// Everything a conversion run needs to know.
 #[derive(Debug, Clone)]
 pub struct ConvertConfig {
@@ -74,6 +86,16 @@ pub struct ConvertConfig {
     pub allow_dv_loss: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
+    pub encoder: EncoderRequest,
+    /// Whether a failed hardware encode is redone with libx265 (false: `--no-fallback`).
+    pub fallback: bool,
+}
+
+/// What `media-converter doctor` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorConfig {
+    /// A directory on the share to test: exclusive create, rename, hard links, space, clock.
+    pub dir: Option<PathBuf>,
 }
 
 /// How output is shown.

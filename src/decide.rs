@@ -30,6 +30,10 @@ pub enum SkipReason {
     Locked,
     /// The new file was not enough smaller; the original stays.
     NotSmaller,
+    /// HDR10, and `--encoder` forces a hardware encoder that would lose its metadata.
+    HdrOnHardware,
+    /// The share lacks room for the new file.
+    NoSpace,
 }
 
 /// The outcome of looking at one file.

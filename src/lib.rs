@@ -9,13 +9,16 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
+pub mod gpu;
 pub mod names;
 pub mod output;
 pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod scan;
+pub mod share;
 pub mod signal;
+pub mod space;
 pub mod swap;
 pub mod transcode;
 pub mod verify;
@@ -34,6 +37,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
+        RunCommand::Doctor(config) => Ok(command::doctor::run(&config, output.json)),
     };
     match result {
         Ok(code) => code,

@@ -61,9 +61,29 @@ pub enum Event {
         before_bytes: u64,
         after_bytes: u64,
         seconds: f64,
+        /// The encoder that produced the file: libx265 after a fallback.
         encoder: String,
+        /// Set when a hardware encode failed and libx265 redid it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<Fallback>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dropped: Vec<String>,
+    },
+    /// The encoder this run uses, chosen once, and why the others were not.
+    EncoderChosen {
+        encoder: String,
+        /// The device, where the encoder runs on a particular one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        detail: String,
+        rejected: Vec<RejectedEncoder>,
+    },
+    /// A hardware encode failed; the file is being redone with libx265.
+    Fallback {
+        file: String,
+        from: String,
+        to: String,
+        error: String,
     },
     /// A file was left as it is, and why.
     Skipped {
@@ -77,6 +97,23 @@ pub enum Event {
     Failed { file: String, error: String },
     /// The last event of every run.
     Summary(Summary),
+}
+
+/// A hardware encode that failed before software produced the file; recorded with the
+/// outcome so that the cache can say which encoder really made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// The hardware encoder that failed.
+    pub from: String,
+    /// Its error: ffmpeg's message or the failed verification.
+    pub error: String,
+}
+
+/// An encoder the run did not choose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedEncoder {
+    pub encoder: String,
+    pub reason: String,
 }
 
 /// What `--dry-run` would do with a file.
@@ -196,6 +233,12 @@ impl Reporter {
                 self.finish_file_bar(file);
                 self.line(&event, matches!(event, Event::Failed { .. }));
             }
+            Event::Fallback { file, .. } => {
+                // The failed attempt's bar goes; the retry's `converting` starts a new one.
+                self.finish_file_bar(file);
+                self.line(&event, true);
+            }
+            Event::EncoderChosen { .. } => self.encoder_lines(&event),
             Event::Skipped { .. } => self.line(&event, false),
             Event::Warning { .. } => self.line(&event, true),
             Event::Planned { .. } => self.plan_line(&event),
@@ -232,7 +275,10 @@ impl Reporter {
             entry.last_percent = *percent;
             entry.last_logged = Instant::now();
         }
-        if let Event::Converted { file, .. } | Event::Failed { file, .. } = event {
+        if let Event::Converted { file, .. }
+        | Event::Failed { file, .. }
+        | Event::Fallback { file, .. } = event
+        {
             if let Ok(mut state) = self.state.lock() {
                 state.files.remove(file);
             }
@@ -413,10 +459,42 @@ impl Reporter {
                     display_name(file)
                 )
             }
+            Event::Fallback {
+                file,
+                from,
+                to,
+                error,
+            } => format!(
+                "{from} failed on {}, redoing it with {to}: {error}",
+                display_name(file)
+            ),
             Event::Summary(s) => summary_text(s),
-            Event::Progress { .. } | Event::Planned { .. } => return,
+            Event::Progress { .. } | Event::Planned { .. } | Event::EncoderChosen { .. } => {
+                return;
+            }
         };
         self.print_stderr(&text);
+    }
+
+    /// The encoder choice is detail: shown with `-v`, one line per rejected encoder.
+    fn encoder_lines(&self, event: &Event) {
+        let Event::EncoderChosen {
+            encoder,
+            device,
+            detail,
+            rejected,
+        } = event
+        else {
+            return;
+        };
+        let on = device
+            .as_ref()
+            .map(|d| format!(" on {d}"))
+            .unwrap_or_default();
+        self.debug(&format!("encoder: {encoder}{on} ({detail})"));
+        for r in rejected {
+            self.debug(&format!("  not {}: {}", r.encoder, r.reason));
+        }
     }
 
     fn print_stderr(&self, text: &str) {

@@ -1,7 +1,9 @@
 //! `media-converter --dir DIR` / `--file FILE`: scan, decide, claim, transcode, verify,
 //! swap, record, release.
 
-use std::fs::{self, File};
+mod encode;
+
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -9,17 +11,17 @@ use anyhow::{Context, bail};
 
 use crate::config::{ConvertConfig, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
-use crate::encoder::Encoder;
+use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
 use crate::names;
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
-use crate::process::{Tools, display_command};
+use crate::process::Tools;
 use crate::scan::{self, MediaFile};
 use crate::signal;
+use crate::space;
 use crate::swap::{self, Swap};
-use crate::transcode::{self, Job, Outcome, StopReason};
-use crate::verify;
+use crate::transcode::StopReason;
 
 /// Runs a conversion (or, with `--dry-run`, a plan) over the configured target.
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
@@ -95,11 +97,12 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let total_bytes = candidates.iter().map(|(f, _, _)| f.size).sum();
     reporter.start_overall(candidates.len() as u64, total_bytes);
     let count = candidates.len() as u64;
+    let encoders = encode::Encoders::new(&tools, config);
     for (done, (file, info, plan)) in candidates.into_iter().enumerate() {
         if signal::interrupted() {
             break;
         }
-        let outcome = convert_one(&tools, config, reporter, &file, &info, &plan);
+        let outcome = convert_one(&tools, &encoders, config, reporter, &file, &info, &plan);
         match outcome {
             FileOutcome::Converted { after_bytes } => {
                 summary.converted += 1;
@@ -175,6 +178,7 @@ impl Drop for TempOutput {
 
 fn convert_one(
     tools: &Tools,
+    encoders: &encode::Encoders<'_>,
     config: &ConvertConfig,
     reporter: &Reporter,
     file: &MediaFile,
@@ -182,7 +186,6 @@ fn convert_one(
     plan: &Plan,
 ) -> FileOutcome {
     let started = Instant::now();
-    let encoder = Encoder::Libx265;
     let lock_id = new_lock_id();
     let ext = match plan.container {
         Container::Matroska => "mkv",
@@ -199,79 +202,34 @@ fn convert_one(
         },
         None => None,
     };
-    let built = transcode::ffmpeg_args(&Job {
-        input: &file.path,
-        output: &temp.0,
+    let setup = if plan.container == Container::Flac {
+        // FLAC needs no video encoder, and no detection of one.
+        EncoderSetup::software()
+    } else {
+        match encoders.for_video(reporter, info) {
+            Ok(setup) => setup,
+            Err(outcome) => return outcome,
+        }
+    };
+    let room = temp.0.parent().unwrap_or(Path::new("."));
+    if let Err(no_room) = space::check(room, file.size) {
+        return FileOutcome::Skipped(SkipReason::NoSpace, no_room.to_string());
+    }
+    let attempt = encode::Attempt {
+        tools,
+        config,
+        reporter,
+        file,
         info,
         plan,
-        encoder,
-        settings: &config.encode,
+        temp: &temp.0,
         hdr: hdr.as_ref(),
-    });
-    reporter.debug(&format!(
-        "running: {}",
-        display_command(&tools.ffmpeg, &built.args)
-    ));
-    reporter.emit(Event::Converting {
-        file: shown(&file.path),
-        codec: main_codec(info),
-        encoder: encoder.name().into(),
-        size_bytes: file.size,
-        duration_secs: info.duration_secs,
-    });
-
-    let name = shown(&file.path);
-    let outcome = transcode::run(&tools.ffmpeg, &built.args, |update| {
-        if signal::interrupted() {
-            return Some(StopReason::Interrupted);
-        }
-        let update = update?;
-        if let Some(fraction) = update.fraction(info.duration_secs) {
-            reporter.emit(Event::Progress {
-                file: name.clone(),
-                percent: fraction * 100.0,
-                fps: update.fps,
-                speed: update.speed,
-                eta_secs: update.eta_secs(info.duration_secs),
-            });
-        }
-        transcode::will_not_shrink(update, info.duration_secs, file.size)
-            .then_some(StopReason::WouldNotShrink)
-    });
-    match outcome {
-        Ok(Outcome::Finished) => {}
-        Ok(Outcome::Stopped(StopReason::Interrupted)) => return FileOutcome::Interrupted,
-        Ok(Outcome::Stopped(StopReason::WouldNotShrink)) => {
-            return FileOutcome::Skipped(
-                SkipReason::NotSmaller,
-                format!(
-                    "stopped after {:.0}% of the duration: the new file was heading past the original's {} bytes",
-                    transcode::EARLY_ABORT_FRACTION * 100.0,
-                    file.size
-                ),
-            );
-        }
-        Ok(Outcome::Stopped(StopReason::LockLost)) => {
-            return FileOutcome::Failed(
-                "lost the claim on the file; another host owns it now".into(),
-            );
-        }
-        Err(err) => return FileOutcome::Failed(format!("ffmpeg failed: {err}")),
-    }
-
-    if let Err(err) = File::open(&temp.0).and_then(|f| f.sync_all()) {
-        return FileOutcome::Failed(format!("flushing {} to disk: {err}", temp.0.display()));
-    }
-    if let Err(err) = verify::verify(
-        &tools.ffmpeg,
-        &tools.ffprobe,
-        info,
-        &temp.0,
-        plan.container,
-        config.verify,
-    ) {
-        return FileOutcome::Failed(format!("verification failed: {err}"));
-    }
+        should_stop: &|| signal::interrupted().then_some(StopReason::Interrupted),
+    };
+    let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
+        Ok(encoded) => encoded,
+        Err(outcome) => return outcome,
+    };
     let after_bytes = match fs::metadata(&temp.0) {
         Ok(meta) => meta.len(),
         Err(err) => return FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())),
@@ -326,8 +284,9 @@ fn convert_one(
         before_bytes: file.size,
         after_bytes,
         seconds: started.elapsed().as_secs_f64(),
-        encoder: encoder.name().into(),
-        dropped: built.dropped,
+        encoder: encoded.encoder,
+        fallback: encoded.fallback,
+        dropped: encoded.dropped,
     });
     FileOutcome::Converted { after_bytes }
 }
