@@ -273,6 +273,7 @@ mod tests {
         assert_eq!(config.media_type, MediaType::Video);
         assert_eq!(config.encode.quality, 22);
         assert_eq!(config.encode.preset, "medium");
+        assert_eq!(config.encode, EncodeSettings::default());
         assert_eq!(config.min_savings_pct, 10.0);
         assert_eq!(config.min_age, Duration::from_secs(300));
         assert_eq!(config.verify, VerifyMode::Quick);

@@ -59,6 +59,16 @@ pub struct EncodeSettings {
     pub preset: String,
 }
 
+impl Default for EncodeSettings {
+    /// The command line's defaults (`--quality 22 --preset medium`), for `doctor`'s trials.
+    fn default() -> EncodeSettings {
+        EncodeSettings {
+            quality: 22,
+            preset: "medium".into(),
+        }
+    }
+}
+
 /// Which encoder a run uses: `--encoder`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderRequest {
@@ -86,6 +96,7 @@ pub struct ConvertConfig {
     pub allow_dv_loss: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
+    /// `--encoder`: auto-detected, or named.
     pub encoder: EncoderRequest,
     /// Whether a failed hardware encode is redone with libx265 (false: `--no-fallback`).
     pub fallback: bool,

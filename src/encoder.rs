@@ -133,7 +133,9 @@ impl fmt::Display for Device {
 /// An encoder set up on a device: everything needed to build its command-line arguments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EncoderSetup {
+    /// Which encoder.
     pub encoder: Encoder,
+    /// Where it runs.
     pub device: Device,
 }
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::EncoderRequest;
+use crate::config::{EncodeSettings, EncoderRequest};
 use crate::encoder::{Device, Encoder, EncoderSetup};
 use crate::process::run_captured;
 
@@ -27,9 +27,13 @@ pub use trial::{TRIAL_TIMEOUT, run_trial, trial_args};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
+    /// VAAPI and Quick Sync on render nodes, NVENC.
     Linux,
+    /// NVENC, Quick Sync, AMF.
     Windows,
+    /// VideoToolbox.
     MacOs,
+    /// Software only.
     Other,
 }
 
@@ -78,10 +82,12 @@ pub enum Nvenc {
 pub struct NvidiaGpu {
     /// NVML's index, in PCI bus order.
     pub index: u32,
+    /// The marketing name, e.g. `NVIDIA GeForce RTX 3060`.
     pub name: String,
     /// How busy the encoder is, in percent, where NVML knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoder_utilization: Option<u32>,
+    /// Whether it has a hardware encoder at all.
     pub nvenc: Nvenc,
 }
 
@@ -90,11 +96,16 @@ pub struct NvidiaGpu {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Nvidia {
     /// No NVIDIA driver, no NVML library, or NVML failed: the reason.
-    Unavailable { reason: String },
+    Unavailable {
+        /// Why, in words that point at the fix.
+        reason: String,
+    },
     /// NVML answered.
     Available {
+        /// The NVIDIA driver's version, e.g. `550.54.15`.
         #[serde(skip_serializing_if = "Option::is_none")]
         driver_version: Option<String>,
+        /// Every GPU, in NVML's (PCI bus) order.
         gpus: Vec<NvidiaGpu>,
     },
 }
@@ -102,12 +113,14 @@ pub enum Nvidia {
 /// Everything detection knows before any trial encode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {
+    /// Which encoders can exist at all.
     pub platform: Platform,
     /// The HEVC encoders `ffmpeg -encoders` lists; `None` when it could not be asked, and
     /// then every encoder of the platform gets a trial.
     pub listed: Option<BTreeSet<Encoder>>,
     /// Linux DRM render nodes (`/dev/dri/renderD*`), sorted.
     pub render_nodes: Vec<PathBuf>,
+    /// What NVML reports: which GPU NVENC should use, and why its trial may fail.
     pub nvidia: Nvidia,
     /// `CUDA_VISIBLE_DEVICES` is set: CUDA's GPU numbers are no longer NVML's, so no GPU is
     /// picked by number and NVENC uses the first one it sees.
@@ -188,7 +201,9 @@ pub enum Verdict {
 /// One candidate and its verdict: a line of `doctor`, and of the verbose log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assessment {
+    /// The encoder and the device it was tried on.
     pub setup: EncoderSetup,
+    /// How its trial went.
     pub verdict: Verdict,
 }
 
@@ -358,6 +373,7 @@ fn explain_nvenc_failure(reason: &str, nvidia: &Nvidia) -> String {
 /// The encoder a run uses, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Choice {
+    /// The encoder and device every video file starts with.
     pub setup: EncoderSetup,
     /// Whether `--encoder` named it: then HDR sources it cannot carry are skipped, not
     /// redone in software.
@@ -371,7 +387,9 @@ pub struct Choice {
 /// No usable encoder for the request, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoEncoder {
+    /// The encoder asked for (libx265 for `auto`, which always ends there).
     pub encoder: Encoder,
+    /// Its trial results, joined.
     pub reason: String,
 }
 
@@ -450,11 +468,15 @@ pub fn wanted_for(request: EncoderRequest) -> Vec<Encoder> {
 }
 
 /// Runs detection on this machine: the facts, then a trial of each wanted candidate
-/// through `ffmpeg`.
-pub fn detect(ffmpeg: &Path, wanted: &[Encoder]) -> (Facts, Vec<Assessment>) {
+/// through `ffmpeg` with the run's `settings`.
+pub fn detect(
+    ffmpeg: &Path,
+    wanted: &[Encoder],
+    settings: &EncodeSettings,
+) -> (Facts, Vec<Assessment>) {
     let facts = Facts::gather(ffmpeg, wanted);
     let assessments = assess(&facts, wanted, &|setup| {
-        run_trial(ffmpeg, setup, TRIAL_TIMEOUT)
+        run_trial(ffmpeg, setup, settings, TRIAL_TIMEOUT)
     });
     (facts, assessments)
 }
@@ -465,9 +487,15 @@ pub enum ForSource {
     /// Encode with this.
     Use(EncoderSetup),
     /// HDR10 that the chosen (hardware) encoder cannot carry, so software does it.
-    Software { reason: String },
+    Software {
+        /// Why, for the verbose log.
+        reason: String,
+    },
     /// HDR10 that the forced (hardware) encoder cannot carry: leave the file alone.
-    Skip { reason: String },
+    Skip {
+        /// Why, for the `skipped` event.
+        reason: String,
+    },
 }
 
 /// Whether the run's encoder may encode a video stream: HDR10 goes to an encoder that

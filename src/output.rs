@@ -71,18 +71,24 @@ pub enum Event {
     },
     /// The encoder this run uses, chosen once, and why the others were not.
     EncoderChosen {
+        /// ffmpeg's name for it.
         encoder: String,
         /// The device, where the encoder runs on a particular one.
         #[serde(skip_serializing_if = "Option::is_none")]
         device: Option<String>,
+        /// Why this one, in a line.
         detail: String,
+        /// Every other candidate, with its reason.
         rejected: Vec<RejectedEncoder>,
     },
     /// A hardware encode failed; the file is being redone with libx265.
     Fallback {
         file: String,
+        /// The hardware encoder that failed.
         from: String,
+        /// The encoder that redoes the file.
         to: String,
+        /// ffmpeg's error or the failed verification.
         error: String,
     },
     /// A file was left as it is, and why.
@@ -112,7 +118,9 @@ pub struct Fallback {
 /// An encoder the run did not choose, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RejectedEncoder {
+    /// ffmpeg's name, with ` on DEVICE` where it was tried on a particular one.
     pub encoder: String,
+    /// Its trial's failure, or why it was not tried or not preferred.
     pub reason: String,
 }
 

@@ -52,6 +52,7 @@ pub struct ClockOffset {
 /// Everything `doctor --dir` learns about a directory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShareReport {
+    /// The directory checked, as given.
     pub dir: String,
     /// A second exclusive create of the same name fails: the lock primitive.
     pub exclusive_create: Check,
@@ -61,10 +62,12 @@ pub struct ShareReport {
     pub hard_link: Check,
     /// Bytes available to this user, or why it is unknown.
     pub free_space: Check,
+    /// The bytes available, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub free_bytes: Option<u64>,
     /// The offset between the clocks, or why it could not be measured.
     pub clock: Check,
+    /// The measured offset, when it could be measured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock_offset: Option<ClockOffset>,
 }

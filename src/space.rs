@@ -20,7 +20,9 @@ pub fn available(dir: &Path) -> io::Result<u64> {
 /// The share lacks room for a conversion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRoom {
+    /// Bytes available on the share.
     pub available: u64,
+    /// The original's size, which the new file may reach before it is abandoned.
     pub source_size: u64,
 }
 

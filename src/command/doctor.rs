@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{DoctorConfig, EncoderRequest};
+use crate::config::{DoctorConfig, EncodeSettings, EncoderRequest};
 use crate::encoder::{Device, Encoder};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
@@ -22,7 +22,9 @@ use crate::share::{self, Check, ShareReport};
 /// ffmpeg or ffprobe: where it is and which version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ToolReport {
+    /// `ffmpeg` or `ffprobe`.
     pub name: &'static str,
+    /// Where `PATH` finds it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The first line of `-version`, up to the copyright.
@@ -37,8 +39,10 @@ pub struct ToolReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct EncoderReport {
     pub encoder: Encoder,
+    /// The render node or GPU it was tried on, where it matters.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// `status` and `reason` in JSON.
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -50,17 +54,21 @@ pub struct DoctorReport {
     pub event: &'static str,
     /// Whether this host can run conversions (exit 0).
     pub ok: bool,
+    /// This tool's version.
     pub version: &'static str,
     pub platform: Platform,
     pub ffmpeg: ToolReport,
     pub ffprobe: ToolReport,
+    /// The GPUs NVML sees, or why none.
     pub nvidia: Nvidia,
+    /// Linux DRM render nodes, for VAAPI and Quick Sync.
     pub render_nodes: Vec<String>,
     /// Every candidate, hardware first; empty without ffmpeg.
     pub encoders: Vec<EncoderReport>,
     /// What `--encoder auto` would use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto: Option<String>,
+    /// With `--dir`: what the share can do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub share: Option<ShareReport>,
     /// What stops the tool, each with its fix; empty when `ok`.
@@ -100,7 +108,8 @@ pub fn examine(config: &DoctorConfig) -> DoctorReport {
 
     let (facts, assessments) = match ffmpeg.path.as_deref().filter(|_| ffmpeg.error.is_none()) {
         Some(path) => {
-            let (facts, assessments) = gpu::detect(Path::new(path), &Encoder::ALL);
+            let (facts, assessments) =
+                gpu::detect(Path::new(path), &Encoder::ALL, &EncodeSettings::default());
             (facts, assessments)
         }
         None => (

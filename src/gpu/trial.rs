@@ -18,8 +18,9 @@ pub const TRIAL_TIMEOUT: Duration = Duration::from_secs(15);
 const TRIAL_SOURCE: &str = "color=c=black:s=256x256:r=25:d=1";
 
 /// The arguments of a trial: one generated frame through exactly the device options and
-/// encoder options a real encode of an 8-bit source uses, into the null muxer.
-pub fn trial_args(setup: &EncoderSetup) -> Vec<OsString> {
+/// encoder options (with the run's `settings`) a real encode of an 8-bit source uses, into
+/// the null muxer.
+pub fn trial_args(setup: &EncoderSetup, settings: &EncodeSettings) -> Vec<OsString> {
     let source = Stream {
         index: 0,
         kind: StreamKind::Video,
@@ -34,16 +35,12 @@ pub fn trial_args(setup: &EncoderSetup) -> Vec<OsString> {
         color: None,
         dolby_vision: false,
     };
-    let settings = EncodeSettings {
-        quality: 22,
-        preset: "medium".into(),
-    };
     let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         .map(OsString::from)
         .into();
     args.extend(setup.input_args());
     args.extend(["-f", "lavfi", "-i", TRIAL_SOURCE].map(OsString::from));
-    args.extend(setup.video_args(0, &source, &settings, None));
+    args.extend(setup.video_args(0, &source, settings, None));
     args.extend(["-frames:v", "1", "-an", "-f", "null", "-"].map(OsString::from));
     args
 }
@@ -52,8 +49,13 @@ pub fn trial_args(setup: &EncoderSetup) -> Vec<OsString> {
 ///
 /// `Err` carries the reason in ffmpeg's own words, shortened to the lines that say
 /// something.
-pub fn run_trial(ffmpeg: &Path, setup: &EncoderSetup, timeout: Duration) -> Result<(), String> {
-    let args = trial_args(setup);
+pub fn run_trial(
+    ffmpeg: &Path,
+    setup: &EncoderSetup,
+    settings: &EncodeSettings,
+    timeout: Duration,
+) -> Result<(), String> {
+    let args = trial_args(setup, settings);
     let mut child = media_command(ffmpeg, &args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -164,7 +166,7 @@ mod tests {
             encoder: Encoder::HevcVaapi,
             device: Device::RenderNode("/dev/dri/renderD128".into()),
         };
-        let args: Vec<String> = trial_args(&setup)
+        let args: Vec<String> = trial_args(&setup, &EncodeSettings::default())
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
@@ -186,7 +188,12 @@ mod tests {
             panic!("ffmpeg must be installed for the tests (apt-get install ffmpeg)");
         };
         assert_eq!(
-            run_trial(&ffmpeg, &EncoderSetup::software(), TRIAL_TIMEOUT),
+            run_trial(
+                &ffmpeg,
+                &EncoderSetup::software(),
+                &EncodeSettings::default(),
+                TRIAL_TIMEOUT
+            ),
             Ok(())
         );
         // No GPU on the test machines: NVENC's trial must fail, naming why.
@@ -194,7 +201,7 @@ mod tests {
             encoder: Encoder::HevcNvenc,
             device: Device::Default,
         };
-        match run_trial(&ffmpeg, &nvenc, TRIAL_TIMEOUT) {
+        match run_trial(&ffmpeg, &nvenc, &EncodeSettings::default(), TRIAL_TIMEOUT) {
             Err(reason) => assert!(!reason.is_empty() && !reason.contains("0x"), "{reason}"),
             Ok(()) => eprintln!("this machine has a working NVENC; nothing to check"),
         }
@@ -213,8 +220,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let started = Instant::now();
-        let err =
-            run_trial(&fake, &EncoderSetup::software(), Duration::from_millis(300)).unwrap_err();
+        let err = run_trial(
+            &fake,
+            &EncoderSetup::software(),
+            &EncodeSettings::default(),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(10), "{err}");
         assert!(err.contains("did not finish within"), "{err}");
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::config::{ConvertConfig, EncoderRequest};
+use crate::config::{ConvertConfig, EncodeSettings, EncoderRequest};
 use crate::decide::{Container, Plan, SkipReason};
 use crate::encoder::{Device, Encoder, EncoderSetup};
 use crate::gpu::{self, Choice, ForSource};
@@ -24,15 +24,17 @@ pub(super) struct Encoders<'a> {
     ffmpeg: &'a Path,
     request: EncoderRequest,
     fallback: bool,
+    settings: &'a EncodeSettings,
     choice: OnceLock<Result<Choice, String>>,
 }
 
 impl<'a> Encoders<'a> {
-    pub(super) fn new(tools: &'a Tools, config: &ConvertConfig) -> Encoders<'a> {
+    pub(super) fn new(tools: &'a Tools, config: &'a ConvertConfig) -> Encoders<'a> {
         Encoders {
             ffmpeg: &tools.ffmpeg,
             request: config.encoder,
             fallback: config.fallback,
+            settings: &config.encode,
             choice: OnceLock::new(),
         }
     }
@@ -62,7 +64,8 @@ impl<'a> Encoders<'a> {
     }
 
     fn detect(&self, reporter: &Reporter) -> Result<Choice, String> {
-        let (_, assessments) = gpu::detect(self.ffmpeg, &gpu::wanted_for(self.request));
+        let (_, assessments) =
+            gpu::detect(self.ffmpeg, &gpu::wanted_for(self.request), self.settings);
         let choice = match gpu::choose(&assessments, self.request) {
             Ok(choice) => choice,
             // A forced hardware encoder that fails its trial: never turn a run that software
