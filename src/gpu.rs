@@ -194,7 +194,7 @@ pub enum Verdict {
     Works,
     /// The trial encode failed: ffmpeg's reason.
     Failed(String),
-    /// Not tried: not on this platform, not in this ffmpeg, or no device for it.
+    /// Not tried: the encoder does not exist on this platform, or this ffmpeg lacks it.
     Unavailable(String),
 }
 
