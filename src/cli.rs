@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
+use crate::unattended::{Limits, parse_time_of_day};
 
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
@@ -34,6 +35,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Stop every host from starting new files in a library (running ones finish).
+    Pause {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Why, shown by `status` and in every host's log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let hosts start new files in a paused library again.
+    Resume {
+        /// The library's root directory.
+        dir: PathBuf,
+    },
     /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
     /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
     Doctor(DoctorArgs),
@@ -114,6 +128,26 @@ struct ConvertArgs {
     /// How many ffprobe processes run at once [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     probe_jobs: Option<u16>,
+
+    /// Conversions at once on this host (for GPUs with several encode sessions).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+
+    /// Start at most N conversions in this run.
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+
+    /// Start no new file after this local time (HH:MM, the next occurrence).
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    until: Option<chrono::NaiveTime>,
+
+    /// Start no new file after the run has lasted this long (e.g. 4h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_runtime: Option<Duration>,
+
+    /// At the deadline, also stop the conversion in progress (it is left for a later run).
+    #[arg(long)]
+    stop_at_deadline: bool,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +163,10 @@ struct OutputArgs {
     /// More detail: the ffmpeg command lines, each decision's reason.
     #[arg(short, long, global = true)]
     verbose: bool,
+
+    /// Also append plain timestamped log lines to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -181,6 +219,13 @@ enum VerifyArg {
 pub enum RunCommand {
     Convert(ConvertConfig),
     Doctor(DoctorConfig),
+    Pause {
+        dir: PathBuf,
+        reason: Option<String>,
+    },
+    Resume {
+        dir: PathBuf,
+    },
 }
 
 impl Cli {
@@ -191,10 +236,13 @@ impl Cli {
             quiet: self.output.quiet,
             verbose: self.output.verbose,
             stderr_is_tty: std::io::stderr().is_terminal(),
+            log_file: self.output.log_file,
         };
         let command = match self.command {
             None => RunCommand::Convert(self.convert.into_config()),
             Some(Command::Doctor(args)) => RunCommand::Doctor(DoctorConfig { dir: args.dir }),
+            Some(Command::Pause { dir, reason }) => RunCommand::Pause { dir, reason },
+            Some(Command::Resume { dir }) => RunCommand::Resume { dir },
         };
         (command, output)
     }
@@ -235,6 +283,13 @@ impl ConvertArgs {
                 .unwrap_or_else(default_parallelism),
             encoder: self.encoder.request(),
             fallback: !self.no_fallback,
+            jobs: usize::from(self.jobs),
+            limits: Limits {
+                max_files: self.max_files,
+                until: self.until,
+                max_runtime: self.max_runtime,
+                stop_at_deadline: self.stop_at_deadline,
+            },
         }
     }
 }
@@ -314,6 +369,47 @@ mod tests {
         assert!(parse(&["--type", "audio"]).is_err());
         let config = convert(&["--file", "-x.mkv"]);
         assert_eq!(config.target, Target::File("-x.mkv".into()));
+    }
+
+    #[test]
+    fn unattended_limits_parse() {
+        let RunCommand::Convert(config) = parse(&[
+            "--dir",
+            "l",
+            "--max-files",
+            "3",
+            "--until",
+            "06:30",
+            "--max-runtime",
+            "2h",
+            "--stop-at-deadline",
+            "--jobs",
+            "2",
+        ])
+        .unwrap() else {
+            panic!("expected a conversion")
+        };
+        assert_eq!(config.limits.max_files, Some(3));
+        assert_eq!(config.limits.max_runtime, Some(Duration::from_secs(7200)));
+        assert!(config.limits.stop_at_deadline);
+        assert_eq!(config.jobs, 2);
+        assert!(parse(&["--dir", "l", "--until", "6pm"]).is_err());
+        assert!(parse(&["--dir", "l", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume_are_subcommands() {
+        assert!(matches!(
+            parse(&["pause", "/lib", "--reason", "backup"]).unwrap(),
+            RunCommand::Pause {
+                reason: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["resume", "/lib"]).unwrap(),
+            RunCommand::Resume { .. }
+        ));
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct ConvertConfig {
     pub allow_dv_loss: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
+    /// How many conversions run at once on this host.
+    pub jobs: usize,
+    pub limits: crate::unattended::Limits,
     /// `--encoder`: auto-detected, or named.
     pub encoder: EncoderRequest,
     /// Whether a failed hardware encode is redone with libx265 (false: `--no-fallback`).
@@ -110,7 +113,7 @@ pub struct DoctorConfig {
 }
 
 /// How output is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputConfig {
     /// One JSON object per line on stdout.
     pub json: bool,
@@ -118,4 +121,6 @@ pub struct OutputConfig {
     pub verbose: bool,
     /// Whether stderr is a terminal (progress bars) or a log (plain lines).
     pub stderr_is_tty: bool,
+    /// Also append plain timestamped lines to this file.
+    pub log_file: Option<PathBuf>,
 }

@@ -34,6 +34,8 @@ pub enum SkipReason {
     HdrOnHardware,
     /// The share lacks room for the new file.
     NoSpace,
+    /// Stopped at the run's deadline (`--stop-at-deadline`); a later run does it.
+    Deadline,
 }
 
 /// The outcome of looking at one file.

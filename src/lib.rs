@@ -21,6 +21,7 @@ pub mod signal;
 pub mod space;
 pub mod swap;
 pub mod transcode;
+pub mod unattended;
 pub mod verify;
 
 use cli::{Cli, RunCommand};
@@ -30,14 +31,24 @@ use output::Reporter;
 /// Runs a parsed command line and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
     let (command, output) = cli.into_command();
-    let reporter = Reporter::new(output);
+    let json = output.json;
+    process::trace_commands(output.verbose && !output.json);
+    let reporter = match Reporter::new(output) {
+        Ok(reporter) => reporter,
+        Err(err) => {
+            eprintln!("media-converter: {err:#}");
+            return ExitCode::UsageOrSetup;
+        }
+    };
     if let Err(err) = signal::install() {
         eprintln!("media-converter: cannot install the Ctrl-C handler: {err}");
         return ExitCode::UsageOrSetup;
     }
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
-        RunCommand::Doctor(config) => Ok(command::doctor::run(&config, output.json)),
+        RunCommand::Doctor(config) => Ok(command::doctor::run(&config, json)),
+        RunCommand::Pause { dir, reason } => command::pause::pause(&dir, reason, &reporter),
+        RunCommand::Resume { dir } => command::pause::resume(&dir, &reporter),
     };
     match result {
         Ok(code) => code,

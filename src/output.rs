@@ -3,10 +3,12 @@
 //! log.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -101,6 +103,8 @@ pub enum Event {
     },
     /// A file could not be converted; its original is untouched.
     Failed { file: String, error: String },
+    /// A message about the run as a whole (paused, resumed, a deadline reached).
+    Notice { message: String },
     /// The last event of every run.
     Summary(Summary),
 }
@@ -167,6 +171,7 @@ pub struct Reporter {
     config: OutputConfig,
     state: Mutex<State>,
     multi: Option<MultiProgress>,
+    log: Option<Mutex<File>>,
 }
 
 #[derive(Default)]
@@ -177,6 +182,7 @@ struct State {
 
 struct FileProgress {
     bar: Option<ProgressBar>,
+    /// The percent last written as a plain line or JSON object.
     last_percent: f64,
     last_logged: Instant,
 }
@@ -187,14 +193,25 @@ const LOG_EVERY_PERCENT: f64 = 10.0;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Reporter {
-    /// A reporter for this run's output settings.
-    pub fn new(config: OutputConfig) -> Reporter {
+    /// A reporter for this run's output settings; fails only if `--log-file` cannot be opened.
+    pub fn new(config: OutputConfig) -> anyhow::Result<Reporter> {
+        let log = match &config.log_file {
+            Some(path) => Some(Mutex::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open --log-file {}", path.display()))?,
+            )),
+            None => None,
+        };
         let bars = !config.json && !config.quiet && config.stderr_is_tty;
-        Reporter {
+        Ok(Reporter {
             config,
             state: Mutex::new(State::default()),
             multi: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-        }
+            log,
+        })
     }
 
     /// Shows the overall bar (files and bytes to convert), on a terminal only.
@@ -227,70 +244,75 @@ impl Reporter {
 
     /// Reports one event.
     pub fn emit(&self, event: Event) {
-        if self.config.json {
-            self.emit_json(&event);
+        if let Event::Progress { .. } = event {
+            self.progress(&event);
             return;
         }
         match &event {
-            Event::Progress { .. } => self.show_progress(&event),
-            Event::Converting { file, .. } => {
-                self.start_file_bar(file);
-                self.line(&event, false);
+            Event::Converting { file, .. } => self.start_file(file),
+            // After a fallback the failed attempt's bar goes; the retry's `converting` starts
+            // a new one.
+            Event::Converted { file, .. }
+            | Event::Failed { file, .. }
+            | Event::Fallback { file, .. } => self.finish_file(file),
+            Event::Summary(_) => self.finish_overall(),
+            _ => {}
+        }
+        if self.config.json {
+            self.write_json(&event);
+        } else if let Event::Planned { .. } = event {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", plan_text(&event));
+        } else if self.shown_on_stderr(&event) {
+            if let Some(text) = human_text(&event) {
+                // Line by line, so that every line of a log is timestamped (an encoder
+                // choice lists its rejects, an ffmpeg error its command, on lines of their own).
+                text.lines().for_each(|line| self.print_stderr(line));
             }
-            Event::Converted { file, .. } | Event::Failed { file, .. } => {
-                self.finish_file_bar(file);
-                self.line(&event, matches!(event, Event::Failed { .. }));
-            }
-            Event::Fallback { file, .. } => {
-                // The failed attempt's bar goes; the retry's `converting` starts a new one.
-                self.finish_file_bar(file);
-                self.line(&event, true);
-            }
-            Event::EncoderChosen { .. } => self.encoder_lines(&event),
-            Event::Skipped { .. } => self.line(&event, false),
-            Event::Warning { .. } => self.line(&event, true),
-            Event::Planned { .. } => self.plan_line(&event),
-            Event::Summary(_) => {
-                if let Ok(mut state) = self.state.lock() {
-                    if let Some(bar) = state.overall.take() {
-                        bar.finish_and_clear();
-                    }
-                }
-                self.line(&event, true);
+        }
+        if self.log.is_some() && !matches!(event, Event::Planned { .. }) {
+            if let Some(text) = human_text(&event) {
+                text.lines().for_each(|line| self.write_log(line));
             }
         }
     }
 
-    fn emit_json(&self, event: &Event) {
-        if let Event::Progress { file, percent, .. } = event {
-            // At most one progress object per whole percent and second, per file.
-            let Ok(mut state) = self.state.lock() else {
-                return;
-            };
-            let entry = state
-                .files
-                .entry(file.clone())
-                .or_insert_with(|| FileProgress {
-                    bar: None,
-                    last_percent: -1.0,
-                    last_logged: Instant::now() - LOG_EVERY,
-                });
-            if percent.floor() <= entry.last_percent.floor()
-                || entry.last_logged.elapsed() < Duration::from_secs(1)
-            {
-                return;
-            }
-            entry.last_percent = *percent;
-            entry.last_logged = Instant::now();
+    /// A message for people that is not about one file (pause, resume, setup notes).
+    pub fn note(&self, message: &str) {
+        if self.config.json {
+            self.write_json(&Event::Notice {
+                message: message.into(),
+            });
+        } else if !self.config.quiet {
+            self.print_stderr(message);
         }
-        if let Event::Converted { file, .. }
-        | Event::Failed { file, .. }
-        | Event::Fallback { file, .. } = event
-        {
-            if let Ok(mut state) = self.state.lock() {
-                state.files.remove(file);
-            }
+        self.write_log(message);
+    }
+
+    /// Verbose detail (command lines, reasons); shown only with `-v`.
+    pub fn debug(&self, text: &str) {
+        if self.config.verbose && !self.config.json {
+            self.print_stderr(text);
         }
+    }
+
+    fn shown_on_stderr(&self, event: &Event) -> bool {
+        match event {
+            Event::Failed { .. }
+            | Event::Warning { .. }
+            | Event::Fallback { .. }
+            | Event::Summary(_) => true,
+            // The encoder choice is detail, for `-v`.
+            Event::EncoderChosen { .. } => self.config.verbose,
+            _ if self.config.quiet => false,
+            Event::Skipped { reason, .. } => {
+                self.config.verbose || !matches!(reason, SkipReason::AlreadyEfficient)
+            }
+            _ => true,
+        }
+    }
+
+    fn write_json(&self, event: &Event) {
         if let Ok(line) = serde_json::to_string(event) {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{line}");
@@ -298,7 +320,7 @@ impl Reporter {
         }
     }
 
-    fn start_file_bar(&self, file: &str) {
+    fn start_file(&self, file: &str) {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.insert_from_back(1, ProgressBar::new(1000));
             bar.set_style(
@@ -322,7 +344,7 @@ impl Reporter {
         }
     }
 
-    fn finish_file_bar(&self, file: &str) {
+    fn finish_file(&self, file: &str) {
         if let Ok(mut state) = self.state.lock() {
             if let Some(FileProgress { bar: Some(bar), .. }) = state.files.remove(file) {
                 bar.finish_and_clear();
@@ -330,7 +352,17 @@ impl Reporter {
         }
     }
 
-    fn show_progress(&self, event: &Event) {
+    fn finish_overall(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(bar) = state.overall.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    /// Progress: a bar on a terminal; in JSON at most one object per whole percent and
+    /// second; in plain logs a line every 10% or minute.
+    fn progress(&self, event: &Event) {
         let Event::Progress {
             file,
             percent,
@@ -354,181 +386,167 @@ impl Reporter {
                 "{fps:.0} fps {speed:.2}x ETA {eta}  {}",
                 display_name(file)
             ));
+        }
+        let due = if self.config.json {
+            percent.floor() > entry.last_percent.floor()
+                && entry.last_logged.elapsed() >= Duration::from_secs(1)
+        } else {
+            percent - entry.last_percent >= LOG_EVERY_PERCENT
+                || entry.last_logged.elapsed() >= LOG_EVERY
+        };
+        if !due {
             return;
         }
-        if self.config.quiet || self.config.stderr_is_tty {
+        entry.last_percent = *percent;
+        entry.last_logged = Instant::now();
+        drop(state);
+        let text = format!(
+            "progress {percent:.0}% {fps:.0} fps {speed:.2}x ETA {eta}: {}",
+            display_name(file)
+        );
+        if self.config.json {
+            self.write_json(event);
+        } else if self.multi.is_none() && !self.config.quiet && !self.config.stderr_is_tty {
+            self.print_stderr(&text);
+        }
+        self.write_log(&text);
+    }
+
+    fn print_stderr(&self, text: &str) {
+        if let Some(multi) = &self.multi {
+            let _ = multi.println(text);
             return;
         }
-        let step = percent - entry.last_percent >= LOG_EVERY_PERCENT;
-        if step || entry.last_logged.elapsed() >= LOG_EVERY {
-            entry.last_percent = *percent;
-            entry.last_logged = Instant::now();
-            drop(state);
-            self.print_stderr(&format!(
-                "progress {percent:.0}% {fps:.0} fps {speed:.2}x ETA {eta}: {}",
-                display_name(file)
-            ));
+        let mut stderr = std::io::stderr().lock();
+        if self.config.stderr_is_tty {
+            let _ = writeln!(stderr, "{text}");
+        } else {
+            let _ = writeln!(stderr, "{} {text}", timestamp());
         }
     }
 
-    fn plan_line(&self, event: &Event) {
-        let Event::Planned {
+    fn write_log(&self, text: &str) {
+        if let Some(log) = &self.log {
+            if let Ok(mut file) = log.lock() {
+                let _ = writeln!(file, "{} {text}", timestamp());
+            }
+        }
+    }
+}
+
+fn timestamp() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The line `--dry-run` prints on stdout for a planned file.
+fn plan_text(event: &Event) -> String {
+    let Event::Planned {
+        file,
+        codec,
+        action,
+        detail,
+        size_bytes,
+        estimated_bytes,
+        ..
+    } = event
+    else {
+        return String::new();
+    };
+    match action {
+        PlannedAction::Convert => format!(
+            "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+            HumanBytes(*size_bytes).to_string(),
+            HumanBytes(*estimated_bytes).to_string(),
+            display_name(file)
+        ),
+        PlannedAction::Skip => format!(
+            "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
+            HumanBytes(*size_bytes).to_string(),
+            "",
+            display_name(file)
+        ),
+    }
+}
+
+/// The line a person reads for an event; `None` for events with no line of their own.
+fn human_text(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Warning {
+            file: Some(file),
+            message,
+        } => format!("warning: {}: {message}", display_name(file)),
+        Event::Warning {
+            file: None,
+            message,
+        } => format!("warning: {message}"),
+        Event::Notice { message } => message.clone(),
+        Event::Converting {
             file,
             codec,
-            action,
-            detail,
+            encoder,
             size_bytes,
-            estimated_bytes,
             ..
-        } = event
-        else {
-            return;
-        };
-        let line = match action {
-            PlannedAction::Convert => format!(
-                "convert  {codec:<10} {:>10} -> ~{:<10} {}",
-                HumanBytes(*size_bytes).to_string(),
-                HumanBytes(*estimated_bytes).to_string(),
-                display_name(file)
-            ),
-            PlannedAction::Skip => format!(
-                "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
-                HumanBytes(*size_bytes).to_string(),
-                "",
-                display_name(file)
-            ),
-        };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-    }
-
-    /// A human line for an event, on stderr; `important` lines survive `--quiet`.
-    fn line(&self, event: &Event, important: bool) {
-        if self.config.quiet && !important {
-            return;
-        }
-        let text = match event {
-            Event::Warning {
-                file: Some(file),
-                message,
-            } => {
-                format!("warning: {}: {message}", display_name(file))
-            }
-            Event::Warning {
-                file: None,
-                message,
-            } => format!("warning: {message}"),
-            Event::Converting {
-                file,
-                codec,
-                encoder,
-                size_bytes,
-                ..
-            } => format!(
-                "converting {} ({codec}, {}) with {encoder}",
+        } => format!(
+            "converting {} ({codec}, {}) with {encoder}",
+            display_name(file),
+            HumanBytes(*size_bytes)
+        ),
+        Event::Converted {
+            file,
+            before_bytes,
+            after_bytes,
+            seconds,
+            dropped,
+            ..
+        } => {
+            let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
+            let mut text = format!(
+                "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
                 display_name(file),
-                HumanBytes(*size_bytes)
-            ),
-            Event::Converted {
-                file,
-                before_bytes,
-                after_bytes,
-                seconds,
-                dropped,
-                ..
-            } => {
-                let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
-                let mut text = format!(
-                    "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
-                    display_name(file),
-                    HumanBytes(*before_bytes),
-                    HumanBytes(*after_bytes),
-                    format_secs(*seconds)
-                );
-                if !dropped.is_empty() {
-                    text.push_str(&format!("; dropped {}", dropped.join(", ")));
-                }
-                text
+                HumanBytes(*before_bytes),
+                HumanBytes(*after_bytes),
+                format_secs(*seconds)
+            );
+            if !dropped.is_empty() {
+                text.push_str(&format!("; dropped {}", dropped.join(", ")));
             }
-            Event::Skipped {
-                file,
-                reason,
-                detail,
-                ..
-            } => {
-                if !self.config.verbose && matches!(reason, SkipReason::AlreadyEfficient) {
-                    return;
-                }
-                format!("skipped {}: {detail}", display_name(file))
-            }
-            Event::Failed { file, error } => {
-                format!(
-                    "FAILED {}: {error} (the original is untouched)",
-                    display_name(file)
-                )
-            }
-            Event::Fallback {
-                file,
-                from,
-                to,
-                error,
-            } => format!(
-                "{from} failed on {}, redoing it with {to}: {error}",
-                display_name(file)
-            ),
-            Event::Summary(s) => summary_text(s),
-            Event::Progress { .. } | Event::Planned { .. } | Event::EncoderChosen { .. } => {
-                return;
-            }
-        };
-        self.print_stderr(&text);
-    }
-
-    /// The encoder choice is detail: shown with `-v`, one line per rejected encoder.
-    fn encoder_lines(&self, event: &Event) {
-        let Event::EncoderChosen {
+            text
+        }
+        Event::Skipped { file, detail, .. } => {
+            format!("skipped {}: {detail}", display_name(file))
+        }
+        Event::Failed { file, error } => format!(
+            "FAILED {}: {error} (the original is untouched)",
+            display_name(file)
+        ),
+        Event::Fallback {
+            file,
+            from,
+            to,
+            error,
+        } => format!(
+            "{from} failed on {}, redoing it with {to}: {error}",
+            display_name(file)
+        ),
+        Event::EncoderChosen {
             encoder,
             device,
             detail,
             rejected,
-        } = event
-        else {
-            return;
-        };
-        let on = device
-            .as_ref()
-            .map(|d| format!(" on {d}"))
-            .unwrap_or_default();
-        self.debug(&format!("encoder: {encoder}{on} ({detail})"));
-        for r in rejected {
-            self.debug(&format!("  not {}: {}", r.encoder, r.reason));
-        }
-    }
-
-    fn print_stderr(&self, text: &str) {
-        match &self.multi {
-            Some(multi) => {
-                let _ = multi.println(text);
+        } => {
+            let on = device
+                .as_ref()
+                .map(|d| format!(" on {d}"))
+                .unwrap_or_default();
+            let mut text = format!("encoder: {encoder}{on} ({detail})");
+            for r in rejected {
+                text.push_str(&format!("\n  not {}: {}", r.encoder, r.reason));
             }
-            None => {
-                let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-                let prefix = if self.config.stderr_is_tty {
-                    String::new()
-                } else {
-                    format!("{stamp} ")
-                };
-                let mut stderr = std::io::stderr().lock();
-                let _ = writeln!(stderr, "{prefix}{text}");
-            }
+            text
         }
-    }
-
-    /// Verbose detail (command lines, reasons); shown only with `-v`.
-    pub fn debug(&self, text: &str) {
-        if self.config.verbose && !self.config.json {
-            self.print_stderr(text);
-        }
-    }
+        Event::Summary(s) => summary_text(s),
+        Event::Progress { .. } | Event::Planned { .. } => return None,
+    })
 }
 
 fn summary_text(s: &Summary) -> String {

@@ -7,6 +7,7 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 /// How many of a child's last stderr lines are kept for error messages.
@@ -115,9 +116,20 @@ pub fn media_arg(path: &Path) -> OsString {
     arg
 }
 
+static TRACE: AtomicBool = AtomicBool::new(false);
+
+/// Prints every media command line to stderr before it runs (`--verbose`); the benchmark
+/// replays them to compare media-converter with the bare commands.
+pub fn trace_commands(on: bool) {
+    TRACE.store(on, Ordering::Relaxed);
+}
+
 /// Builds a `Command` for a media tool: no stdin, GPUs numbered as NVML numbers them, and, on
 /// Linux, killed when we die.
 pub fn media_command(program: &Path, args: &[OsString]) -> Command {
+    if TRACE.load(Ordering::Relaxed) {
+        eprintln!("running: {}", display_command(program, args));
+    }
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null());
     if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {

@@ -133,6 +133,8 @@ pub enum StopReason {
     WouldNotShrink,
     /// Our lock was lost or taken over: someone else owns this file now.
     LockLost,
+    /// The run's deadline passed and `--stop-at-deadline` was given.
+    Deadline,
 }
 
 /// How an encode ended when ffmpeg did not fail.

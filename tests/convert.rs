@@ -468,3 +468,51 @@ mod libc_sig {
     pub const TERM: &str = "TERM";
     pub const KILL: &str = "KILL";
 }
+
+#[test]
+fn long_files_are_verified_in_windows_and_damage_is_caught() {
+    use media_converter::config::VerifyMode;
+    use media_converter::decide::Container;
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Longer than four windows, so quick verification seeks instead of decoding everything.
+    long_h264_mkv(&d.join("long.mkv"), 12, "160x90");
+    age_all(d);
+    let (out, events) = run_json(d, &["--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(video_codec(&d.join("long.mkv")), "hevc");
+    let (out, events) = run_json(d, &["--verify", "full"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+
+    // A damaged HEVC output (cut short) must not pass verification against its source.
+    let source = media_converter::probe::probe(Path::new("ffprobe"), &d.join("long.mkv")).unwrap();
+    let bytes = fs::read(d.join("long.mkv")).unwrap();
+    fs::write(d.join("cut.mkv"), &bytes[..bytes.len() / 2]).unwrap();
+    for mode in [VerifyMode::Quick, VerifyMode::Full] {
+        let verdict = media_converter::verify::verify(
+            Path::new("ffmpeg"),
+            Path::new("ffprobe"),
+            &source,
+            &d.join("cut.mkv"),
+            Container::Matroska,
+            mode,
+        );
+        assert!(
+            verdict.is_err(),
+            "a file cut in half passed {mode:?} verification"
+        );
+    }
+    // And the intact file passes both.
+    for mode in [VerifyMode::Quick, VerifyMode::Full] {
+        media_converter::verify::verify(
+            Path::new("ffmpeg"),
+            Path::new("ffprobe"),
+            &source,
+            &d.join("long.mkv"),
+            Container::Matroska,
+            mode,
+        )
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+    }
+}

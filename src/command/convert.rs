@@ -3,11 +3,14 @@
 
 mod encode;
 
+use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, mpsc};
 use std::time::{Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 
 use crate::config::{ConvertConfig, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
@@ -22,6 +25,7 @@ use crate::signal;
 use crate::space;
 use crate::swap::{self, Swap};
 use crate::transcode::StopReason;
+use crate::unattended;
 
 /// Runs a conversion (or, with `--dry-run`, a plan) over the configured target.
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
@@ -94,37 +98,165 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         return Ok(finish(reporter, summary, started));
     }
 
-    let total_bytes = candidates.iter().map(|(f, _, _)| f.size).sum();
-    reporter.start_overall(candidates.len() as u64, total_bytes);
-    let count = candidates.len() as u64;
     let encoders = encode::Encoders::new(&tools, config);
-    for (done, (file, info, plan)) in candidates.into_iter().enumerate() {
-        if signal::interrupted() {
-            break;
-        }
-        let outcome = convert_one(&tools, &encoders, config, reporter, &file, &info, &plan);
-        match outcome {
-            FileOutcome::Converted { after_bytes } => {
-                summary.converted += 1;
-                summary.before_bytes += file.size;
-                summary.after_bytes += after_bytes;
-                summary.saved_bytes += file.size.saturating_sub(after_bytes);
-            }
-            FileOutcome::Skipped(reason, detail) => skipped(
-                reporter,
-                &mut summary,
-                config,
-                &file,
-                &main_codec(&info),
-                reason,
-                detail,
-            ),
-            FileOutcome::Failed(error) => failed(reporter, &mut summary, &file.path, error),
-            FileOutcome::Interrupted => break,
-        }
-        reporter.file_done(done as u64 + 1, count, file.size);
-    }
+    let ctx = Context {
+        tools: &tools,
+        encoders: &encoders,
+        config,
+        reporter,
+        deadline: config
+            .limits
+            .deadline_after(&chrono::Local::now())
+            .map(|after| started + after),
+    };
+    convert_all(&ctx, candidates, &mut summary);
     Ok(finish(reporter, summary, started))
+}
+
+/// What every conversion of a run shares.
+struct Context<'a> {
+    tools: &'a Tools,
+    /// The run's video encoder, detected when the first video file needs it.
+    encoders: &'a encode::Encoders<'a>,
+    config: &'a ConvertConfig,
+    reporter: &'a Reporter,
+    /// No new file starts after this (`--until`, `--max-runtime`).
+    deadline: Option<Instant>,
+}
+
+/// Converts the candidates, `--jobs` at a time, until done or a limit says stop.
+fn convert_all(
+    ctx: &Context<'_>,
+    candidates: Vec<(MediaFile, MediaInfo, Plan)>,
+    summary: &mut Summary,
+) {
+    let total = candidates.len() as u64;
+    ctx.reporter
+        .start_overall(total, candidates.iter().map(|(f, _, _)| f.size).sum());
+    let queue = Mutex::new(VecDeque::from(candidates));
+    let gate = StartGate::new(ctx);
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..ctx.config.jobs {
+            let done_tx = done_tx.clone();
+            let (queue, gate) = (&queue, &gate);
+            scope.spawn(move || {
+                while gate.may_start() {
+                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                    let Some((file, info, plan)) = next else {
+                        break;
+                    };
+                    let outcome = convert_one(ctx, &file, &info, &plan);
+                    if done_tx.send((file, info, outcome)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        for (done, (file, info, outcome)) in done_rx.into_iter().enumerate() {
+            record(ctx, summary, &file, &info, outcome);
+            ctx.reporter.file_done(done as u64 + 1, total, file.size);
+        }
+    });
+    let left = queue.lock().map_or(0, |q| q.len());
+    if let Some(reason) = gate.stopped_because() {
+        ctx.reporter
+            .note(&format!("{reason}: {left} file(s) left for a later run"));
+    }
+}
+
+/// Accounts for one finished file.
+fn record(
+    ctx: &Context<'_>,
+    summary: &mut Summary,
+    file: &MediaFile,
+    info: &MediaInfo,
+    outcome: FileOutcome,
+) {
+    match outcome {
+        FileOutcome::Converted { after_bytes } => {
+            summary.converted += 1;
+            summary.before_bytes += file.size;
+            summary.after_bytes += after_bytes;
+            summary.saved_bytes += file.size.saturating_sub(after_bytes);
+        }
+        FileOutcome::Skipped(reason, detail) => skipped(
+            ctx.reporter,
+            summary,
+            ctx.config,
+            file,
+            &main_codec(info),
+            reason,
+            detail,
+        ),
+        FileOutcome::Failed(error) => failed(ctx.reporter, summary, &file.path, error),
+        FileOutcome::Interrupted => {}
+    }
+}
+
+/// Decides, before each new file, whether the run may start it: not interrupted, not
+/// paused, before the deadline, under `--max-files`.
+struct StartGate<'a> {
+    ctx: &'a Context<'a>,
+    pause_root: PathBuf,
+    started: AtomicU64,
+    stopped: Mutex<Option<String>>,
+}
+
+impl<'a> StartGate<'a> {
+    fn new(ctx: &'a Context<'a>) -> StartGate<'a> {
+        let pause_root = match &ctx.config.target {
+            Target::Dir(dir) => dir.clone(),
+            Target::File(file) => file.clone(),
+        };
+        StartGate {
+            ctx,
+            pause_root,
+            started: AtomicU64::new(0),
+            stopped: Mutex::new(None),
+        }
+    }
+
+    /// Whether one more file may start; counts it when it may.
+    fn may_start(&self) -> bool {
+        if signal::interrupted() || self.stopped_because().is_some() {
+            return false;
+        }
+        let reason = if let Some((file, info)) = unattended::find_pause(&self.pause_root) {
+            Some(format!(
+                "paused by {} since {} ({}); `media-converter resume` lifts it",
+                info.host,
+                info.since,
+                file.display()
+            ))
+        } else if self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some("deadline reached".to_string())
+        } else {
+            let limit = self.ctx.config.limits.max_files;
+            let taken = self
+                .started
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (limit.is_none_or(|max| n < max)).then_some(n + 1)
+                });
+            taken
+                .is_err()
+                .then(|| format!("--max-files {} reached", limit.unwrap_or(0)))
+        };
+        match reason {
+            None => true,
+            Some(reason) => {
+                if let Ok(mut stopped) = self.stopped.lock() {
+                    stopped.get_or_insert(reason);
+                }
+                false
+            }
+        }
+    }
+
+    fn stopped_because(&self) -> Option<String> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
+    }
 }
 
 /// The files the run looks at, of the requested type.
@@ -176,15 +308,14 @@ impl Drop for TempOutput {
     }
 }
 
-fn convert_one(
-    tools: &Tools,
-    encoders: &encode::Encoders<'_>,
-    config: &ConvertConfig,
-    reporter: &Reporter,
-    file: &MediaFile,
-    info: &MediaInfo,
-    plan: &Plan,
-) -> FileOutcome {
+fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Plan) -> FileOutcome {
+    let Context {
+        tools,
+        encoders,
+        config,
+        reporter,
+        deadline,
+    } = *ctx;
     let started = Instant::now();
     let lock_id = new_lock_id();
     let ext = match plan.container {
@@ -215,6 +346,15 @@ fn convert_one(
     if let Err(no_room) = space::check(room, file.size) {
         return FileOutcome::Skipped(SkipReason::NoSpace, no_room.to_string());
     }
+    let should_stop = || {
+        if signal::interrupted() {
+            return Some(StopReason::Interrupted);
+        }
+        if config.limits.stop_at_deadline && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(StopReason::Deadline);
+        }
+        None
+    };
     let attempt = encode::Attempt {
         tools,
         config,
@@ -224,7 +364,7 @@ fn convert_one(
         plan,
         temp: &temp.0,
         hdr: hdr.as_ref(),
-        should_stop: &|| signal::interrupted().then_some(StopReason::Interrupted),
+        should_stop: &should_stop,
     };
     let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
         Ok(encoded) => encoded,

@@ -11,7 +11,7 @@ use crate::encoder::{Device, Encoder, EncoderSetup};
 use crate::gpu::{self, Choice, ForSource};
 use crate::output::{Event, Fallback, RejectedEncoder, Reporter};
 use crate::probe::{HdrMetadata, MediaInfo};
-use crate::process::{Tools, display_command};
+use crate::process::Tools;
 use crate::scan::MediaFile;
 use crate::transcode::{self, Job, Outcome, StopReason};
 use crate::verify;
@@ -123,8 +123,8 @@ pub(super) struct Attempt<'a> {
     pub plan: &'a Plan,
     pub temp: &'a Path,
     pub hdr: Option<&'a HdrMetadata>,
-    /// Asked at least every 200 ms during an encode: a reason to stop it now (Ctrl-C, a
-    /// lost claim), or `None` to go on.
+    /// Asked at least every 200 ms during an encode: a reason to stop it now (Ctrl-C, the
+    /// deadline, a lost claim), or `None` to go on.
     pub should_stop: &'a dyn Fn() -> Option<StopReason>,
 }
 
@@ -210,10 +210,6 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
         settings: &a.config.encode,
         hdr: a.hdr,
     });
-    a.reporter.debug(&format!(
-        "running: {}",
-        display_command(&a.tools.ffmpeg, &built.args)
-    ));
     a.reporter.emit(Event::Converting {
         file: shown(&a.file.path),
         codec: main_codec(a.info),
@@ -244,6 +240,12 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
         Ok(Outcome::Finished) => {}
         Ok(Outcome::Stopped(StopReason::Interrupted)) => {
             return Err(Failure::Final(FileOutcome::Interrupted));
+        }
+        Ok(Outcome::Stopped(StopReason::Deadline)) => {
+            return Err(Failure::Final(FileOutcome::Skipped(
+                SkipReason::Deadline,
+                "stopped at the deadline (--stop-at-deadline); left for a later run".into(),
+            )));
         }
         Ok(Outcome::Stopped(StopReason::WouldNotShrink)) => {
             return Err(Failure::Final(FileOutcome::Skipped(
