@@ -152,6 +152,13 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
+/// Writes a command's report (`doctor`) to stdout, which is for data.
+pub fn print_data(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 /// File names as shown on a terminal: control characters escaped, so a name with a newline
 /// or an escape sequence cannot garble the screen.
 pub fn display_name(name: &str) -> String {

@@ -7,7 +7,6 @@
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
@@ -16,6 +15,7 @@ use crate::config::{DoctorConfig, EncodeSettings, EncoderRequest};
 use crate::encoder::{Device, Encoder};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
+use crate::output;
 use crate::process::{ToolsMissing, run_captured};
 use crate::share::{self, Check, ShareReport};
 
@@ -85,9 +85,7 @@ pub fn run(config: &DoctorConfig, json: bool) -> ExitCode {
     } else {
         render(&report)
     };
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.flush();
+    output::print_data(&text);
     if report.ok {
         ExitCode::Success
     } else {
