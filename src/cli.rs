@@ -6,15 +6,23 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ConvertConfig, EncodeSettings, MediaType, OutputConfig, Target, VerifyMode};
+use crate::config::{
+    ConvertConfig, DoctorConfig, EncodeSettings, EncoderRequest, MediaType, OutputConfig, Target,
+    VerifyMode,
+};
 use crate::duration::parse_duration;
+use crate::encoder::Encoder;
 use crate::lock::LockSettings;
 use crate::unattended::{Limits, parse_time_of_day};
 
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
 #[command(name = "media-converter", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,6 +54,9 @@ enum Command {
         #[command(subcommand)]
         command: LocksCommand,
     },
+    /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
+    /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
+    Doctor(DoctorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +83,14 @@ enum LocksCommand {
         #[command(flatten)]
         lock: LockArgs,
     },
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// Also test this directory on the share: exclusive create, rename over, hard links,
+    /// free space, and the offset between this host's clock and the file server's.
+    #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +148,14 @@ struct ConvertArgs {
     /// Convert Dolby Vision sources too, losing the Dolby Vision layer.
     #[arg(long)]
     allow_dv_loss: bool,
+
+    /// HEVC encoder; `auto` picks the fastest one that passes a one-frame trial here.
+    #[arg(long, value_enum, default_value_t = EncoderArg::Auto)]
+    encoder: EncoderArg,
+
+    /// Fail a file whose hardware encode fails instead of redoing it with libx265.
+    #[arg(long)]
+    no_fallback: bool,
 
     /// How many ffprobe processes run at once [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -207,6 +234,38 @@ enum TypeArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum EncoderArg {
+    Auto,
+    #[value(name = "libx265")]
+    Libx265,
+    #[value(name = "hevc_nvenc")]
+    HevcNvenc,
+    #[value(name = "hevc_qsv")]
+    HevcQsv,
+    #[value(name = "hevc_vaapi")]
+    HevcVaapi,
+    #[value(name = "hevc_amf")]
+    HevcAmf,
+    #[value(name = "hevc_videotoolbox")]
+    HevcVideotoolbox,
+}
+
+impl EncoderArg {
+    fn request(self) -> EncoderRequest {
+        let forced = match self {
+            EncoderArg::Auto => return EncoderRequest::Auto,
+            EncoderArg::Libx265 => Encoder::Libx265,
+            EncoderArg::HevcNvenc => Encoder::HevcNvenc,
+            EncoderArg::HevcQsv => Encoder::HevcQsv,
+            EncoderArg::HevcVaapi => Encoder::HevcVaapi,
+            EncoderArg::HevcAmf => Encoder::HevcAmf,
+            EncoderArg::HevcVideotoolbox => Encoder::HevcVideotoolbox,
+        };
+        EncoderRequest::Forced(forced)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum VerifyArg {
     Quick,
     Full,
@@ -216,6 +275,7 @@ enum VerifyArg {
 #[derive(Debug)]
 pub enum RunCommand {
     Convert(ConvertConfig),
+    Doctor(DoctorConfig),
     Pause {
         dir: PathBuf,
         reason: Option<String>,
@@ -246,6 +306,7 @@ impl Cli {
         };
         let command = match self.command {
             None => RunCommand::Convert(self.convert.into_config()),
+            Some(Command::Doctor(args)) => RunCommand::Doctor(DoctorConfig { dir: args.dir }),
             Some(Command::Pause { dir, reason }) => RunCommand::Pause { dir, reason },
             Some(Command::Resume { dir }) => RunCommand::Resume { dir },
             Some(Command::Locks { command }) => match command {
@@ -297,6 +358,8 @@ impl ConvertArgs {
                 .probe_jobs
                 .map(usize::from)
                 .unwrap_or_else(default_parallelism),
+            encoder: self.encoder.request(),
+            fallback: !self.no_fallback,
             jobs: usize::from(self.jobs),
             limits: Limits {
                 max_files: self.max_files,
@@ -324,6 +387,13 @@ mod tests {
         Cli::try_parse_from(full).map(|cli| cli.into_command().0)
     }
 
+    fn convert(args: &[&str]) -> ConvertConfig {
+        match parse(args) {
+            Ok(RunCommand::Convert(config)) => config,
+            other => panic!("{args:?} is not a conversion: {other:?}"),
+        }
+    }
+
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
@@ -331,26 +401,51 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documented_contract() {
-        let RunCommand::Convert(config) = parse(&["--dir", "/lib"]).unwrap() else {
-            panic!("expected a conversion")
-        };
+        let config = convert(&["--dir", "/lib"]);
         assert_eq!(config.target, Target::Dir("/lib".into()));
         assert_eq!(config.media_type, MediaType::Video);
         assert_eq!(config.encode.quality, 22);
         assert_eq!(config.encode.preset, "medium");
+        assert_eq!(config.encode, EncodeSettings::default());
         assert_eq!(config.min_savings_pct, 10.0);
         assert_eq!(config.min_age, Duration::from_secs(300));
         assert_eq!(config.verify, VerifyMode::Quick);
         assert!(!config.dry_run && !config.keep_original && !config.follow_links);
+        assert_eq!(config.encoder, EncoderRequest::Auto);
+        assert!(config.fallback);
+    }
+
+    #[test]
+    fn encoder_names_are_ffmpegs_and_no_fallback_turns_it_off() {
+        for encoder in Encoder::ALL {
+            let config = convert(&["--dir", "a", "--encoder", encoder.name(), "--no-fallback"]);
+            assert_eq!(config.encoder, EncoderRequest::Forced(encoder));
+            assert!(!config.fallback);
+        }
+        assert!(parse(&["--dir", "a", "--encoder", "hevc-nvenc"]).is_err());
+        assert!(parse(&["--dir", "a", "--encoder", "h264_nvenc"]).is_err());
+    }
+
+    #[test]
+    fn doctor_takes_an_optional_dir_and_needs_no_convert_target() {
+        match parse(&["doctor"]) {
+            Ok(RunCommand::Doctor(config)) => assert_eq!(config.dir, None),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["doctor", "--dir", "/mnt/media", "--json"]) {
+            Ok(RunCommand::Doctor(config)) => {
+                assert_eq!(config.dir, Some(PathBuf::from("/mnt/media")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["--dir", "a", "doctor"]).is_err());
     }
 
     #[test]
     fn dir_and_file_are_exclusive_and_one_is_required() {
         assert!(parse(&["--dir", "a", "--file", "b"]).is_err());
         assert!(parse(&["--type", "audio"]).is_err());
-        let RunCommand::Convert(config) = parse(&["--file", "-x.mkv"]).unwrap() else {
-            panic!("expected a conversion")
-        };
+        let config = convert(&["--file", "-x.mkv"]);
         assert_eq!(config.target, Target::File("-x.mkv".into()));
     }
 

@@ -30,6 +30,10 @@ pub enum SkipReason {
     Locked,
     /// The new file was not enough smaller; the original stays.
     NotSmaller,
+    /// HDR10, and `--encoder` forces a hardware encoder that would lose its metadata.
+    HdrOnHardware,
+    /// The share lacks room for the new file.
+    NoSpace,
     /// Stopped at the run's deadline (`--stop-at-deadline`); a later run does it.
     Deadline,
     /// Its directory does not let us create lock files (read-only share, permissions).

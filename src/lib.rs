@@ -10,6 +10,7 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
+pub mod gpu;
 pub mod identity;
 pub mod lock;
 pub mod output;
@@ -17,7 +18,9 @@ pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod scan;
+pub mod share;
 pub mod signal;
+pub mod space;
 pub mod swap;
 pub mod transcode;
 pub mod unattended;
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let json = reporter.json();
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
+        RunCommand::Doctor(config) => Ok(command::doctor::run(&config, json)),
         RunCommand::Pause { dir, reason } => command::pause::pause(&dir, reason, &reporter),
         RunCommand::Resume { dir } => command::pause::resume(&dir, &reporter),
         RunCommand::LocksList { dir, lock } => command::locks::list(&dir, lock, json),

@@ -63,9 +63,35 @@ pub enum Event {
         before_bytes: u64,
         after_bytes: u64,
         seconds: f64,
+        /// The encoder that produced the file: libx265 after a fallback.
         encoder: String,
+        /// Set when a hardware encode failed and libx265 redid it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<Fallback>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dropped: Vec<String>,
+    },
+    /// The encoder this run uses, chosen once, and why the others were not.
+    EncoderChosen {
+        /// ffmpeg's name for it.
+        encoder: String,
+        /// The device, where the encoder runs on a particular one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// Why this one, in a line.
+        detail: String,
+        /// Every other candidate, with its reason.
+        rejected: Vec<RejectedEncoder>,
+    },
+    /// A hardware encode failed; the file is being redone with libx265.
+    Fallback {
+        file: String,
+        /// The hardware encoder that failed.
+        from: String,
+        /// The encoder that redoes the file.
+        to: String,
+        /// ffmpeg's error or the failed verification.
+        error: String,
     },
     /// A file was left as it is, and why.
     Skipped {
@@ -81,6 +107,25 @@ pub enum Event {
     Notice { message: String },
     /// The last event of every run.
     Summary(Summary),
+}
+
+/// A hardware encode that failed before software produced the file; recorded with the
+/// outcome so that the cache can say which encoder really made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// The hardware encoder that failed.
+    pub from: String,
+    /// Its error: ffmpeg's message or the failed verification.
+    pub error: String,
+}
+
+/// An encoder the run did not choose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedEncoder {
+    /// ffmpeg's name, with ` on DEVICE` where it was tried on a particular one.
+    pub encoder: String,
+    /// Its trial's failure, or why it was not tried or not preferred.
+    pub reason: String,
 }
 
 /// What `--dry-run` would do with a file.
@@ -105,6 +150,13 @@ pub struct Summary {
     pub estimated_saving_bytes: Option<u64>,
     pub seconds: f64,
     pub interrupted: bool,
+}
+
+/// Writes a command's report (`doctor`) to stdout, which is for data.
+pub fn print_data(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 /// File names as shown on a terminal: control characters escaped, so a name with a newline
@@ -205,7 +257,11 @@ impl Reporter {
         }
         match &event {
             Event::Converting { file, .. } => self.start_file(file),
-            Event::Converted { file, .. } | Event::Failed { file, .. } => self.finish_file(file),
+            // After a fallback the failed attempt's bar goes; the retry's `converting` starts
+            // a new one.
+            Event::Converted { file, .. }
+            | Event::Failed { file, .. }
+            | Event::Fallback { file, .. } => self.finish_file(file),
             Event::Summary(_) => self.finish_overall(),
             _ => {}
         }
@@ -216,12 +272,14 @@ impl Reporter {
             let _ = writeln!(stdout, "{}", plan_text(&event));
         } else if self.shown_on_stderr(&event) {
             if let Some(text) = human_text(&event) {
-                self.print_stderr(&text);
+                // Line by line, so that every line of a log is timestamped (an encoder
+                // choice lists its rejects, an ffmpeg error its command, on lines of their own).
+                text.lines().for_each(|line| self.print_stderr(line));
             }
         }
         if self.log.is_some() && !matches!(event, Event::Planned { .. }) {
             if let Some(text) = human_text(&event) {
-                self.write_log(&text);
+                text.lines().for_each(|line| self.write_log(line));
             }
         }
     }
@@ -252,7 +310,12 @@ impl Reporter {
 
     fn shown_on_stderr(&self, event: &Event) -> bool {
         match event {
-            Event::Failed { .. } | Event::Warning { .. } | Event::Summary(_) => true,
+            Event::Failed { .. }
+            | Event::Warning { .. }
+            | Event::Fallback { .. }
+            | Event::Summary(_) => true,
+            // The encoder choice is detail, for `-v`.
+            Event::EncoderChosen { .. } => self.config.verbose,
             _ if self.config.quiet => false,
             Event::Skipped { reason, .. } => {
                 self.config.verbose || !matches!(reason, SkipReason::AlreadyEfficient)
@@ -468,6 +531,31 @@ fn human_text(event: &Event) -> Option<String> {
             "FAILED {}: {error} (the original is untouched)",
             display_name(file)
         ),
+        Event::Fallback {
+            file,
+            from,
+            to,
+            error,
+        } => format!(
+            "{from} failed on {}, redoing it with {to}: {error}",
+            display_name(file)
+        ),
+        Event::EncoderChosen {
+            encoder,
+            device,
+            detail,
+            rejected,
+        } => {
+            let on = device
+                .as_ref()
+                .map(|d| format!(" on {d}"))
+                .unwrap_or_default();
+            let mut text = format!("encoder: {encoder}{on} ({detail})");
+            for r in rejected {
+                text.push_str(&format!("\n  not {}: {}", r.encoder, r.reason));
+            }
+            text
+        }
         Event::Summary(s) => summary_text(s),
         Event::Progress { .. } | Event::Planned { .. } => return None,
     })

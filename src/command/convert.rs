@@ -1,8 +1,10 @@
 //! `media-converter --dir DIR` / `--file FILE`: scan, decide, claim, transcode, verify,
 //! swap, record, release.
 
+mod encode;
+
 use std::collections::VecDeque;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, mpsc};
@@ -12,8 +14,8 @@ use anyhow::{Context as _, bail};
 
 use crate::claim::{ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, Target};
-use crate::decide::{self, Decision, Plan, Rules, SkipReason};
-use crate::encoder::Encoder;
+use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
+use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
@@ -22,10 +24,10 @@ use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
 use crate::scan::{self, MediaFile};
 use crate::signal;
+use crate::space;
 use crate::swap::{self, Swap};
-use crate::transcode::{self, Job, Outcome, StopReason};
+use crate::transcode::StopReason;
 use crate::unattended;
-use crate::verify;
 
 /// Runs a conversion (or, with `--dry-run`, a plan) over the configured target.
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
@@ -99,9 +101,11 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     }
 
     let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
+    let encoders = encode::Encoders::new(&tools, config);
     let ctx = Context {
         claimer: &claimer,
         tools: &tools,
+        encoders: &encoders,
         config,
         reporter,
         deadline: config
@@ -116,6 +120,8 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
 /// What every conversion of a run shares.
 struct Context<'a> {
     tools: &'a Tools,
+    /// The run's video encoder, detected when the first video file needs it.
+    encoders: &'a encode::Encoders<'a>,
     config: &'a ConvertConfig,
     reporter: &'a Reporter,
     /// No new file starts after this (`--until`, `--max-runtime`).
@@ -326,13 +332,13 @@ impl Drop for TempOutput {
 fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Plan) -> FileOutcome {
     let Context {
         tools,
+        encoders,
         config,
         reporter,
         deadline,
         claimer,
     } = *ctx;
     let started = Instant::now();
-    let encoder = Encoder::Libx265;
 
     let claim = match claimer.claim(&file.path) {
         Ok(claim) => claim,
@@ -387,26 +393,20 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         },
         None => None,
     };
-    let built = transcode::ffmpeg_args(&Job {
-        input: &file.path,
-        output: &temp.0,
-        info,
-        plan,
-        encoder,
-        settings: &config.encode,
-        hdr: hdr.as_ref(),
-    });
-    reporter.emit(Event::Converting {
-        file: shown(&file.path),
-        codec: main_codec(info),
-        encoder: encoder.name().into(),
-        size_bytes: file.size,
-        duration_secs: info.duration_secs,
-    });
-
-    claim.set_phase("transcoding");
-    let name = shown(&file.path);
-    let outcome = transcode::run(&tools.ffmpeg, &built.args, |update| {
+    let setup = if plan.container == Container::Flac {
+        // FLAC needs no video encoder, and no detection of one.
+        EncoderSetup::software()
+    } else {
+        match encoders.for_video(reporter, info) {
+            Ok(setup) => setup,
+            Err(outcome) => return outcome,
+        }
+    };
+    let room = temp.0.parent().unwrap_or(Path::new("."));
+    if let Err(no_room) = space::check(room, file.size) {
+        return FileOutcome::Skipped(SkipReason::NoSpace, no_room.to_string());
+    }
+    let should_stop = || {
         if signal::interrupted() {
             return Some(StopReason::Interrupted);
         }
@@ -416,69 +416,25 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         if config.limits.stop_at_deadline && deadline.is_some_and(|d| Instant::now() >= d) {
             return Some(StopReason::Deadline);
         }
-        let update = update?;
-        if let Some(fraction) = update.fraction(info.duration_secs) {
-            let eta_secs = update.eta_secs(info.duration_secs);
-            claim.set_progress(lock::Progress {
-                percent: fraction * 100.0,
-                fps: Some(update.fps),
-                eta_secs,
-            });
-            reporter.emit(Event::Progress {
-                file: name.clone(),
-                percent: fraction * 100.0,
-                fps: update.fps,
-                speed: update.speed,
-                eta_secs,
-            });
-        }
-        transcode::will_not_shrink(update, info.duration_secs, file.size)
-            .then_some(StopReason::WouldNotShrink)
-    });
-    match outcome {
-        Ok(Outcome::Finished) => {}
-        Ok(Outcome::Stopped(StopReason::Interrupted)) => return FileOutcome::Interrupted,
-        Ok(Outcome::Stopped(StopReason::Deadline)) => {
-            return FileOutcome::Skipped(
-                SkipReason::Deadline,
-                "stopped at the deadline (--stop-at-deadline); left for a later run".into(),
-            );
-        }
-        Ok(Outcome::Stopped(StopReason::WouldNotShrink)) => {
-            return FileOutcome::Skipped(
-                SkipReason::NotSmaller,
-                format!(
-                    "stopped after {:.0}% of the duration: the new file was heading past the \
-                     original's {} bytes",
-                    transcode::EARLY_ABORT_FRACTION * 100.0,
-                    file.size
-                ),
-            );
-        }
-        Ok(Outcome::Stopped(StopReason::LockLost)) => {
-            return FileOutcome::Failed(
-                "lost the claim while transcoding (another host took the file over); the new \
-                 file was discarded and the original left to it"
-                    .into(),
-            );
-        }
-        Err(err) => return FileOutcome::Failed(format!("ffmpeg failed: {err}")),
-    }
-
-    claim.set_phase("verifying");
-    if let Err(err) = File::open(&temp.0).and_then(|f| f.sync_all()) {
-        return FileOutcome::Failed(format!("flushing {} to disk: {err}", temp.0.display()));
-    }
-    if let Err(err) = verify::verify(
-        &tools.ffmpeg,
-        &tools.ffprobe,
+        None
+    };
+    let attempt = encode::Attempt {
+        tools,
+        config,
+        reporter,
+        file,
         info,
-        &temp.0,
-        plan.container,
-        config.verify,
-    ) {
-        return FileOutcome::Failed(format!("verification failed: {err}"));
-    }
+        plan,
+        temp: &temp.0,
+        hdr: hdr.as_ref(),
+        should_stop: &should_stop,
+        set_phase: &|phase| claim.set_phase(phase),
+        set_progress: &|progress| claim.set_progress(progress),
+    };
+    let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
+        Ok(encoded) => encoded,
+        Err(outcome) => return outcome,
+    };
     let after_bytes = match fs::metadata(&temp.0) {
         Ok(meta) => meta.len(),
         Err(err) => return FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())),
@@ -558,8 +514,9 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         before_bytes: file.size,
         after_bytes,
         seconds: started.elapsed().as_secs_f64(),
-        encoder: encoder.name().into(),
-        dropped: built.dropped,
+        encoder: encoded.encoder,
+        fallback: encoded.fallback,
+        dropped: encoded.dropped,
     });
     FileOutcome::Converted { after_bytes }
 }

@@ -2,5 +2,6 @@
 //! per-file problems are events, and the run goes on.
 
 pub mod convert;
+pub mod doctor;
 pub mod locks;
 pub mod pause;
