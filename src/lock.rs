@@ -18,9 +18,15 @@
 //! Who breaks what: [`Locker::try_acquire`] breaks stale locks on its way to a claim,
 //! [`clean`] breaks them for `locks clean` and removes debris. Both go through
 //! `Locker::break_if_stale`.
+//!
+//! Creating and breaking a lock each happen under a guard directory
+//! (`<lock>.acquire`, `<lock>.break`): `mkdir` is exclusive on every share, where
+//! exclusive create is not (smbnetfs ignores `O_EXCL`). `docs/locking.md` walks
+//! through the interleavings and what each mount was measured to do.
 
 mod error;
 mod files;
+mod guard;
 mod heartbeat;
 mod maintenance;
 mod names;
@@ -30,7 +36,7 @@ mod verdict;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,16 +55,15 @@ pub use verdict::{Content, HumanDuration, LiveReason, StaleReason, Verdict};
 
 use crate::identity::{HostIdentity, process_liveness, process_start_token};
 use files::{
-    Retired, ServerClock, Snapshot, create_exclusive, parent_dir, probe_server_clock, read_bounded,
-    read_path_bounded, read_snapshot, retire, touch_now,
+    Retired, ServerClock, Snapshot, create_exclusive, parent_dir, probe_server_clock, put_back,
+    read_bounded, read_path_bounded, read_snapshot, retire, stamp_server_time,
 };
-use names::guard_path;
+use guard::{Released, restore_lock};
+use names::{acquire_guard_path, guard_path};
 use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
-/// The phase of a break guard's record.
-const PHASE_BREAKING: &str = "breaking";
 
 /// How long a learned server clock is trusted before probing again. Our monotonic
 /// clock and the server's drift apart by parts per million; this only catches a
@@ -68,6 +73,17 @@ const CLOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// How many times [`Locker::try_acquire`] goes round create / read / break before
 /// calling a lock that keeps changing hands "held".
 const ACQUIRE_ROUNDS: usize = 4;
+
+/// What an attempt to create a lock under its acquire guard found.
+#[derive(Debug)]
+enum Created {
+    /// The lock is ours.
+    Owned(Box<OwnedFile>),
+    /// There is a lock (or something we could not tell from one).
+    Exists,
+    /// Another host holds the acquire guard: it is creating the lock right now.
+    Busy,
+}
 
 /// Where record timestamps come from; injectable so tests can play a host whose
 /// clock is hours off.
@@ -250,12 +266,16 @@ impl Locker {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
         for _ in 0..ACQUIRE_ROUNDS {
-            if let Some(owned) = self.create_owned(&lock, &media_name, PHASE_CLAIMED)? {
-                return Ok(Acquire::Acquired(LockGuard {
-                    owned,
-                    stale_after: self.settings.stale_after,
-                    wall_clock: Arc::clone(&self.wall_clock),
-                }));
+            match self.create_guarded(&lock, &media_name)? {
+                Created::Owned(owned) => {
+                    return Ok(Acquire::Acquired(LockGuard {
+                        owned: *owned,
+                        stale_after: self.settings.stale_after,
+                        wall_clock: Arc::clone(&self.wall_clock),
+                    }));
+                }
+                Created::Busy => return Ok(Acquire::Held(self.busy_holder(&lock)?)),
+                Created::Exists => {}
             }
             match self.break_if_stale(&lock)? {
                 BreakOutcome::Live(holder) | BreakOutcome::Busy(holder) => {
@@ -287,19 +307,67 @@ impl Locker {
         }
     }
 
+    /// Creates the lock `lock` under its acquire guard: take the guard, look for a
+    /// lock by opening it (an open is answered by the server on every mount, where
+    /// a stat may be answered from a cache), create it only if absent, write and
+    /// sync the record, read it back, give the guard up.
+    fn create_guarded(&self, lock: &Path, media_name: &str) -> Result<Created, LockError> {
+        let Some(guard) = self.take_guard(&acquire_guard_path(lock))? else {
+            return Ok(Created::Busy);
+        };
+        let created = self.create_under_guard(lock, media_name);
+        let expired = guard.expired();
+        let released = guard.release();
+        let owned = match created? {
+            Created::Owned(owned) => owned,
+            other => {
+                released?;
+                return Ok(other);
+            }
+        };
+        match released {
+            Ok(Released::Removed) if !expired => Ok(Created::Owned(owned)),
+            // We held the guard so long (a stalled process, a hung share) that
+            // another host may have taken it for abandoned and be creating the lock
+            // too: give our claim up rather than trust it.
+            Ok(_) => {
+                let _ = owned.release();
+                Ok(Created::Exists)
+            }
+            Err(err) => {
+                let _ = owned.release();
+                Err(err)
+            }
+        }
+    }
+
+    fn create_under_guard(&self, lock: &Path, media_name: &str) -> Result<Created, LockError> {
+        match File::open(lock) {
+            Ok(_) => return Ok(Created::Exists),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            // Another user's lock we may not read is still a lock.
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                return Ok(Created::Exists);
+            }
+            Err(err) => return Err(LockError::io(lock)(err)),
+        }
+        Ok(match self.create_owned(lock, media_name)? {
+            Some(owned) => Created::Owned(Box::new(owned)),
+            None => Created::Exists,
+        })
+    }
+
     /// Creates `path` exclusively with a new record and confirms it by reading it
     /// back; `None` when the name is held (or our fresh file was displaced at once).
-    fn create_owned(
-        &self,
-        path: &Path,
-        media_name: &str,
-        phase: &str,
-    ) -> Result<Option<OwnedFile>, LockError> {
+    /// The caller holds the acquire guard.
+    fn create_owned(&self, path: &Path, media_name: &str) -> Result<Option<OwnedFile>, LockError> {
         let lock_id = files::random_hex(16).map_err(LockError::io(path))?;
-        let record = self.new_record(&lock_id, media_name, phase);
+        let record = self.new_record(&lock_id, media_name, PHASE_CLAIMED);
         let bytes = record
             .to_json()
             .map_err(|err| LockError::io(path)(io::Error::other(err)))?;
+        // Still exclusive create: it is what excludes hosts running an older
+        // version, which take no acquire guard, on every share but smbnetfs.
         if !create_exclusive(path, &bytes)? {
             return Ok(None);
         }
@@ -307,6 +375,7 @@ impl Locker {
             path: path.to_owned(),
             lock_id,
             record: Mutex::new(record),
+            guard_trust: self.settings.guard_timeout / 2,
         };
         // Re-open and read back: what the server kept is what counts, and a breaker
         // that took our just-created, still-empty file for abandoned shows up here.
@@ -316,11 +385,24 @@ impl Locker {
                 reason: LostReason::Io(source),
                 ..
             }) => {
-                let _ = retire(path, |bytes| has_lock_id(bytes, &owned.lock_id));
+                if let Ok(Retired::Displaced { tomb }) =
+                    retire(path, |bytes| has_lock_id(bytes, &owned.lock_id))
+                {
+                    let _ = put_back(&tomb, path);
+                }
                 Err(LockError::io(path)(source))
             }
             Err(_) => Ok(None),
         }
+    }
+
+    /// Whom to report while another host holds a lock's acquire guard: the lock's
+    /// holder if there is a live one, else "changing hands".
+    fn busy_holder(&self, lock: &Path) -> Result<Holder, LockError> {
+        Ok(match self.inspect(lock)? {
+            Some((_, holder)) if !holder.verdict.is_stale() => holder,
+            _ => Holder::contended(),
+        })
     }
 
     /// Breaks the lock at `lock` if it is stale, by the guarded protocol: take the
@@ -333,10 +415,12 @@ impl Locker {
         if !holder.verdict.is_stale() {
             return Ok(BreakOutcome::Live(holder));
         }
-        let Some(guard) = self.take_guard(lock)? else {
+        let Some(guard) = self.take_guard(&guard_path(lock))? else {
             return Ok(BreakOutcome::Busy(holder));
         };
         let outcome = self.break_under_guard(lock);
+        // A break guard held too long is left for others to retire; the break itself
+        // was safe regardless (the tombstone check).
         let released = guard.release();
         let outcome = outcome?;
         released?;
@@ -355,50 +439,17 @@ impl Locker {
         match retire(lock, |bytes| bytes == judged.as_slice()).map_err(LockError::io(lock))? {
             Retired::Done | Retired::Vanished => Ok(BreakOutcome::Broken(holder)),
             // It changed between our last read and the rename: an owner is alive
-            // after all, and its lock has been put back if the name was free.
-            Retired::Displaced { .. } => Ok(match self.inspect(lock)? {
-                Some((_, now)) if !now.verdict.is_stale() => BreakOutcome::Live(now),
-                Some((_, now)) => BreakOutcome::Busy(now),
-                None => BreakOutcome::Busy(holder),
-            }),
-        }
-    }
-
-    /// Takes the break guard of `lock`; `None` when another breaker holds it. A
-    /// guard older than `guard_timeout` was left by a crashed breaker and is
-    /// retired (only if it is still the guard we saw).
-    fn take_guard(&self, lock: &Path) -> Result<Option<OwnedFile>, LockError> {
-        let guard = guard_path(lock);
-        let media_name = lock
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        for _ in 0..2 {
-            if let Some(owned) = self.create_owned(&guard, &media_name, PHASE_BREAKING)? {
-                return Ok(Some(owned));
-            }
-            if self.retire_abandoned_guard(&guard)?.is_none() {
-                // Someone else's guard, and young: they are breaking the lock.
-                return Ok(None);
+            // after all. Its lock goes back if the name is still free.
+            Retired::Displaced { tomb } => {
+                restore_lock(lock, &tomb, self.settings.guard_timeout / 2)
+                    .map_err(LockError::io(lock))?;
+                Ok(match self.inspect(lock)? {
+                    Some((_, now)) if !now.verdict.is_stale() => BreakOutcome::Live(now),
+                    Some((_, now)) => BreakOutcome::Busy(now),
+                    None => BreakOutcome::Busy(holder),
+                })
             }
         }
-        Ok(None)
-    }
-
-    /// Retires the guard at `guard` if it is older than `guard_timeout` (and still
-    /// the guard we saw); `None` when it is young. A guard that vanished meanwhile
-    /// counts as retired.
-    fn retire_abandoned_guard(&self, guard: &Path) -> Result<Option<Retired>, LockError> {
-        let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
-            return Ok(Some(Retired::Vanished));
-        };
-        if self.age(guard, &snapshot)? < self.settings.guard_timeout {
-            return Ok(None);
-        }
-        let seen = snapshot.bytes;
-        let retired =
-            retire(guard, |bytes| bytes == seen.as_slice()).map_err(LockError::io(guard))?;
-        Ok(Some(retired))
     }
 
     /// Reads and judges the lock at `lock`; `None` when there is none.
@@ -460,12 +511,6 @@ impl Locker {
         entry.last_change.map(|at| now.duration_since(at))
     }
 
-    /// Age of a file on the server's clock.
-    fn age(&self, path: &Path, snapshot: &Snapshot) -> Result<Duration, LockError> {
-        let now = self.server_now(parent_dir(path))?;
-        Ok(now.duration_since(snapshot.mtime).unwrap_or(Duration::ZERO))
-    }
-
     /// The file server's clock for `dir`, probed at most every [`CLOCK_REFRESH`].
     fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
         if let Some(clock) = lock_ignoring_poison(&self.clocks).get(dir) {
@@ -491,7 +536,7 @@ impl fmt::Debug for Locker {
     }
 }
 
-/// A file we created exclusively and hold by its lock id: a lock or a break guard.
+/// A lock we created and hold by its lock id.
 #[derive(Debug)]
 struct OwnedFile {
     path: PathBuf,
@@ -499,6 +544,8 @@ struct OwnedFile {
     /// The record as last written; heartbeats hold this mutex while writing, so
     /// two threads never interleave their rewrites.
     record: Mutex<LockRecord>,
+    /// How long an acquire guard taken to put back a displaced lock is trusted.
+    guard_trust: Duration,
 }
 
 impl OwnedFile {
@@ -546,7 +593,11 @@ impl OwnedFile {
         {
             Retired::Done => Ok(()),
             Retired::Vanished => Err(self.lost(LostReason::Missing).into()),
-            Retired::Displaced { .. } => {
+            // Someone broke our claim and claimed the file between our check and
+            // our rename: theirs goes back.
+            Retired::Displaced { tomb } => {
+                restore_lock(&self.path, &tomb, self.guard_trust)
+                    .map_err(LockError::io(&self.path))?;
                 Err(self.lost(LostReason::Replaced { hostname: None }).into())
             }
         }
@@ -598,9 +649,9 @@ impl LockGuard {
     }
 
     /// Proves we still work: opens the existing lock (never creating it), checks
-    /// our lock id, rewrites the record with `phase` and `progress`, syncs, and has
-    /// the server stamp the mtime. Then reads the lock back by path, which catches
-    /// a break that renamed the file while we wrote to it.
+    /// our lock id, rewrites the record with `phase` and `progress` and syncs; the
+    /// write has the server stamp the mtime with its clock. Then reads the lock back
+    /// by path, which catches a break that renamed the file while we wrote to it.
     pub fn heartbeat(&self, phase: &str, progress: Option<Progress>) -> Result<(), LockLost> {
         let owned = &self.owned;
         let mut record = lock_ignoring_poison(&owned.record);
@@ -626,7 +677,7 @@ impl LockGuard {
             .and_then(|_| file.write_all(&json))
             .and_then(|()| file.set_len(json_len))
             .and_then(|()| file.sync_all())
-            .and_then(|()| touch_now(&file))
+            .and_then(|()| stamp_server_time(&file))
             .map_err(|err| owned.lost_io(err))?;
         drop(file);
         owned.verify()?;

@@ -1,14 +1,17 @@
 //! The few file operations the protocol trusts on a network share, and how their
 //! failures are read.
 //!
-//! Exclusive create is the only primitive every server decides atomically; rename
-//! is atomic but overwrites. Everything else (link, `RENAME_NOREPLACE`, flock) fails
-//! or lies on some share, so nothing here uses it.
+//! `mkdir` is the only create every server decides atomically (smbnetfs ignores
+//! `O_EXCL`); exclusive create is atomic everywhere else; rename is atomic but
+//! overwrites (and on smbnetfs is not even atomic over an existing file). Nothing
+//! here uses link, `RENAME_NOREPLACE` or flock, which fail or lie on some share.
+//! See `docs/locking.md` for what each mount was measured to do.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::error::LockError;
 use super::names::{CLOCK_PROBE_PREFIX, tomb_path};
@@ -69,7 +72,7 @@ fn is_write_protected(_err: &io::Error) -> bool {
 }
 
 /// Whether `path` exists, as far as can be told.
-fn exists(path: &Path) -> Option<bool> {
+pub(super) fn exists(path: &Path) -> Option<bool> {
     match fs::symlink_metadata(path) {
         Ok(_) => Some(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Some(false),
@@ -87,6 +90,9 @@ pub(super) fn parent_dir(path: &Path) -> &Path {
 
 /// Creates `path` exclusively holding `bytes`, durably and stamped by the server:
 /// `Ok(true)` when created, `Ok(false)` when the name may be held by someone else.
+///
+/// Exclusive only where the server honours `O_EXCL` (smbnetfs does not): callers
+/// hold the name's acquire guard, which makes it exclusive everywhere.
 ///
 /// A file we created but could not write completely is retired again, so a failed
 /// create leaves nothing behind.
@@ -109,11 +115,14 @@ pub(super) fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<bool, LockEr
     let written = file
         .write_all(bytes)
         .and_then(|()| file.sync_all())
-        .and_then(|()| touch_now(&file));
+        .and_then(|()| stamp_server_time(&file));
     drop(file);
     if let Err(err) = written {
-        // Only ever a prefix of what we meant to write is ours to remove.
-        let _ = retire(path, |found| bytes.starts_with(found));
+        // Only ever a prefix of what we meant to write is ours to remove; anything
+        // else goes back (the caller holds the acquire guard).
+        if let Ok(Retired::Displaced { tomb }) = retire(path, |found| bytes.starts_with(found)) {
+            let _ = put_back(&tomb, path);
+        }
         return Err(LockError::io(path)(err));
     }
     Ok(true)
@@ -186,12 +195,32 @@ pub(super) fn read_path_bounded(path: &Path) -> io::Result<Vec<u8>> {
     read_bounded(File::open(path)?).map(|(bytes, _)| bytes)
 }
 
-/// Sets the file's mtime to the file server's "now": `UTIME_NOW` travels to an NFS
-/// server as "set to server time", where an explicit `SystemTime::now()` would carry
-/// our clock.
-#[cfg(unix)]
-pub(super) fn touch_now(file: &File) -> io::Result<()> {
+/// Makes sure the file's mtime is the file server's "now" after a write.
+///
+/// The write itself has the server stamp the file, with its own clock and full
+/// precision, on local disks, NFS, SMB and both FUSE mounts measured (sshfs,
+/// smbnetfs). Only NFS gets a `UTIME_NOW` on top, which travels as "set to server
+/// time" and covers clients that may stamp delegated writes themselves. Anywhere
+/// else `UTIME_NOW` would be wrong: sshfs and smbnetfs turn it into the *client's*
+/// clock in whole seconds, overwriting the server's stamp, and a host whose clock
+/// is off would then make its live lock look stale (or a dead one fresh).
+#[cfg(target_os = "linux")]
+pub(super) fn stamp_server_time(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    /// `NFS_SUPER_MAGIC` from `linux/magic.h`.
+    const NFS_SUPER_MAGIC: i64 = 0x6969;
+    // SAFETY: an all-zero statfs is a valid value to be overwritten.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the whole call and `fs` is writable.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // f_type is i64 on some targets and narrower on others.
+    #[allow(clippy::unnecessary_cast)]
+    let f_type = fs.f_type as i64;
+    if f_type != NFS_SUPER_MAGIC {
+        return Ok(());
+    }
     let times = [
         libc::timespec {
             tv_sec: 0,
@@ -211,23 +240,59 @@ pub(super) fn touch_now(file: &File) -> io::Result<()> {
     }
 }
 
-/// Windows has no "server now" for file times; the write that precedes every call
-/// has the SMB server stamp the file already, so there is nothing to add.
-#[cfg(not(unix))]
-pub(super) fn touch_now(_file: &File) -> io::Result<()> {
+/// Elsewhere the write that precedes every call has the server stamp the file
+/// already (Windows has no "server now" for file times at all).
+#[cfg(not(target_os = "linux"))]
+pub(super) fn stamp_server_time(_file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// How long an operation refused with "busy" is retried. smbnetfs refuses to rename
+/// or delete a file another client has open, and closes asynchronously: a reader
+/// that closed the lock a moment ago still blocks it for some milliseconds.
+const BUSY_PATIENCE: Duration = Duration::from_secs(3);
+
+/// Whether `err` says someone else has the file open (EBUSY through smbnetfs, a
+/// sharing violation on Windows).
+fn is_busy(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    let busy = err.raw_os_error() == Some(libc::EBUSY);
+    // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
+    #[cfg(windows)]
+    let busy = matches!(err.raw_os_error(), Some(32 | 33));
+    #[cfg(not(any(unix, windows)))]
+    let busy = false;
+    busy
+}
+
+/// Runs `op`, retrying for up to [`BUSY_PATIENCE`] while the file is busy.
+pub(super) fn retry_busy<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let deadline = Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match op() {
+            Err(err) if is_busy(&err) && Instant::now() < deadline => {
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// How retiring a file went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Retired {
     /// It held what we expected and is gone.
     Done,
     /// It was already gone (or someone removed our tombstone).
     Vanished,
-    /// It held something else, which has been put back (`restored`) or could not
-    /// be because the name was taken again meanwhile.
-    Displaced { restored: bool },
+    /// It held something else, which now lies at `tomb`: the caller puts it back
+    /// (see [`put_back`]) or drops it.
+    Displaced {
+        /// Where the displaced file lies.
+        tomb: PathBuf,
+    },
 }
 
 /// Removes `path` only if it holds what `is_expected` accepts, without the race of
@@ -236,7 +301,7 @@ pub(super) enum Retired {
 /// is what we expected. Never deletes by the original path.
 pub(super) fn retire(path: &Path, is_expected: impl Fn(&[u8]) -> bool) -> io::Result<Retired> {
     let tomb = tomb_path(path, &random_hex(8)?);
-    match fs::rename(path, &tomb) {
+    match retry_busy(|| fs::rename(path, &tomb)) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Retired::Vanished),
         Err(err) => return Err(err),
@@ -246,7 +311,7 @@ pub(super) fn retire(path: &Path, is_expected: impl Fn(&[u8]) -> bool) -> io::Re
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Retired::Vanished),
         Err(err) => {
             // Unverifiable: put it back rather than destroy what may be a live lock.
-            let _ = restore(&tomb, path);
+            let _ = put_back(&tomb, path);
             return Err(err);
         }
     };
@@ -254,19 +319,28 @@ pub(super) fn retire(path: &Path, is_expected: impl Fn(&[u8]) -> bool) -> io::Re
         remove_if_present(&tomb)?;
         return Ok(Retired::Done);
     }
-    let restored = restore(&tomb, path)?;
-    Ok(Retired::Displaced { restored })
+    Ok(Retired::Displaced { tomb })
 }
 
-/// Puts a displaced file back at `path` if the name is still free. If it is taken,
-/// the displaced lock is dropped: its owner finds another claim at its next
-/// heartbeat and stands down.
-fn restore(tomb: &Path, path: &Path) -> io::Result<bool> {
-    let restored = rename_noreplace(tomb, path)?;
-    if !restored {
+/// Puts a displaced file back at `path` if the name is still free; otherwise drops
+/// it, and its owner finds another claim (or none) at its next heartbeat and
+/// stands down. `Ok(true)` when put back.
+///
+/// The name is checked by opening it (an open is answered by the server on every
+/// mount; a stat may come from a cache) and then taken by a plain rename, which is
+/// exclusive only because the caller holds the name's acquire guard.
+pub(super) fn put_back(tomb: &Path, path: &Path) -> io::Result<bool> {
+    let free = match File::open(path) {
+        Ok(_) => false,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => true,
+        Err(_) => false,
+    };
+    if free {
+        retry_busy(|| fs::rename(tomb, path))?;
+    } else {
         remove_if_present(tomb)?;
     }
-    Ok(restored)
+    Ok(free)
 }
 
 /// Renames `from` to `to` unless `to` exists; `Ok(false)` when it does.
@@ -274,12 +348,17 @@ fn restore(tomb: &Path, path: &Path) -> io::Result<bool> {
 /// Rename replaces silently and `RENAME_NOREPLACE` fails on NFS and FUSE, so the
 /// name is first reserved by exclusive create and the empty placeholder then
 /// replaced by the rename. A crash in between leaves an empty file at `to`, which
-/// every reader here treats as "nothing there yet".
+/// every reader here treats as "nothing there yet". smbnetfs does not honour the
+/// exclusive create (it truncates), so `to` is opened first: that narrows, but
+/// cannot close, the window in which a file appearing at `to` could be replaced.
 pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+    if File::open(to).is_ok() {
+        return Ok(false);
+    }
     match OpenOptions::new().write(true).create_new(true).open(to) {
         Ok(placeholder) => {
             drop(placeholder);
-            fs::rename(from, to)?;
+            retry_busy(|| fs::rename(from, to))?;
             Ok(true)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -289,7 +368,7 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
 
 /// Deletes a file whose name only we know (a tombstone or probe).
 pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
+    match retry_busy(|| fs::remove_file(path)) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
     }
@@ -312,7 +391,9 @@ impl ServerClock {
 }
 
 /// Learns the file server's clock by stamping a probe file in `dir` the way
-/// heartbeats stamp locks, reading the stamp back and deleting the probe.
+/// heartbeats stamp locks (by writing it), reading the stamp back and deleting the
+/// probe. On sshfs, whose protocol carries whole seconds, the answer is up to a
+/// second early, like every mtime read there.
 pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
     let probe = dir.join(format!(
         "{CLOCK_PROBE_PREFIX}{}",
@@ -333,7 +414,7 @@ pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
     let stamped = file
         .write_all(b"\n")
         .and_then(|()| file.sync_all())
-        .and_then(|()| touch_now(&file))
+        .and_then(|()| stamp_server_time(&file))
         .and_then(|()| file.metadata()?.modified());
     let after = Instant::now();
     drop(file);
@@ -433,10 +514,12 @@ mod tests {
         assert_eq!(retire(&lock, |_| true)?, Retired::Vanished);
 
         fs::write(&lock, b"theirs")?;
-        assert_eq!(
-            retire(&lock, |b| b == b"mine")?,
-            Retired::Displaced { restored: true }
-        );
+        let Retired::Displaced { tomb } = retire(&lock, |b| b == b"mine")? else {
+            panic!("retired a lock it did not expect");
+        };
+        assert!(!lock.exists());
+        assert_eq!(fs::read(&tomb)?, b"theirs");
+        assert!(put_back(&tomb, &lock)?);
         assert_eq!(fs::read(&lock)?, b"theirs");
         // Nothing but the restored lock is left: no tombstone, no placeholder.
         assert_eq!(fs::read_dir(dir.path())?.count(), 1);
@@ -444,13 +527,13 @@ mod tests {
     }
 
     #[test]
-    fn restore_never_replaces_a_newer_claim() -> io::Result<()> {
+    fn put_back_never_replaces_a_newer_claim() -> io::Result<()> {
         let dir = tempfile::tempdir()?;
         let lock = dir.path().join("a.mkv.mediabox.lock");
         let tomb = tomb_path(&lock, "ab");
         fs::write(&tomb, b"displaced")?;
         fs::write(&lock, b"newer claim")?;
-        assert!(!restore(&tomb, &lock)?);
+        assert!(!put_back(&tomb, &lock)?);
         assert_eq!(fs::read(&lock)?, b"newer claim");
         assert!(!tomb.exists());
         Ok(())

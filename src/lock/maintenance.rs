@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use walkdir::WalkDir;
 
-use super::files::{Retired, parent_dir, read_snapshot, remove_if_present, rename_noreplace};
+use super::files::{parent_dir, remove_if_present, rename_noreplace};
+use super::guard::{Abandoned, remove_guard_entry};
 use super::names::{Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify};
 use super::{BreakOutcome, Holder, LockError, Locker};
 
@@ -84,9 +85,9 @@ pub enum CleanAction {
         /// Whose it was, and why it was stale.
         holder: Holder,
     },
-    /// Retired a break guard left by a crashed breaker.
+    /// Retired a guard (acquire or break) left by a crashed host.
     BrokeStaleGuard {
-        /// The guard file.
+        /// The guard directory (or, from an older version, file).
         guard: PathBuf,
     },
     /// Removed a tombstone left by a crash mid-break or mid-release.
@@ -132,7 +133,7 @@ impl fmt::Display for CleanAction {
                 write!(f, "broke stale lock {} ({holder})", lock.display())
             }
             CleanAction::BrokeStaleGuard { guard } => {
-                write!(f, "broke abandoned break guard {}", guard.display())
+                write!(f, "broke abandoned guard {}", guard.display())
             }
             CleanAction::RemovedTombstone { path } => {
                 write!(f, "removed tombstone {}", path.display())
@@ -171,8 +172,8 @@ pub struct CleanReport {
 }
 
 /// Breaks the stale locks under `dir` (recursively) by the protocol, then removes
-/// the debris no live claim owns: tombstones, abandoned break guards and clock
-/// probes, temp outputs and backups whose lock id is not that of a live lock.
+/// the debris no live claim owns: tombstones, abandoned acquire and break guards,
+/// clock probes, temp outputs and backups whose lock id is not that of a live lock.
 ///
 /// An original is never lost: a backup whose original name is missing (a swap that
 /// died midway) is renamed back instead of deleted, and a temp output whose
@@ -226,7 +227,8 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
     cleaner.report
 }
 
-/// Every artifact of ours under `dir`, in a stable order.
+/// Every artifact of ours under `dir`, in a stable order: files, and the guard
+/// directories and their tombstones.
 fn walk(dir: &Path) -> impl Iterator<Item = Result<(PathBuf, Artifact), LockError>> + '_ {
     WalkDir::new(dir)
         .sort_by_file_name()
@@ -235,6 +237,11 @@ fn walk(dir: &Path) -> impl Iterator<Item = Result<(PathBuf, Artifact), LockErro
             Ok(entry) if entry.file_type().is_file() => {
                 let artifact = classify(entry.file_name())?;
                 Some(Ok((entry.into_path(), artifact)))
+            }
+            Ok(entry) if entry.file_type().is_dir() && entry.depth() > 0 => {
+                let artifact = classify(entry.file_name())?;
+                matches!(artifact, Artifact::Guard | Artifact::Tombstone)
+                    .then(|| Ok((entry.into_path(), artifact)))
             }
             Ok(_) => None,
             Err(err) => {
@@ -299,12 +306,9 @@ impl Cleaner<'_> {
 
     fn guard(&mut self, guard: &Path) -> Result<(), LockError> {
         let abandoned = if self.report.dry_run {
-            let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
-                return Ok(());
-            };
-            self.locker.age(guard, &snapshot)? >= self.locker.settings.guard_timeout
+            self.is_older_than(guard, self.locker.settings.guard_timeout)?
         } else {
-            self.locker.retire_abandoned_guard(guard)? == Some(Retired::Done)
+            self.locker.retire_abandoned_guard(guard)? == Abandoned::Retired
         };
         if abandoned {
             self.act(CleanAction::BrokeStaleGuard {
@@ -321,7 +325,10 @@ impl Cleaner<'_> {
         if !self.is_older_than(path, self.locker.settings.stale_after)? {
             return Ok(());
         }
-        self.remove(path)?;
+        if !self.report.dry_run {
+            let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+            remove_guard_entry(path, is_dir).map_err(LockError::io(path))?;
+        }
         self.act(CleanAction::RemovedTombstone {
             path: path.to_owned(),
         });

@@ -8,8 +8,14 @@ use std::path::{Path, PathBuf};
 
 /// Appended to a media file's name to name its lock: `Movie1.mkv.mediabox.lock`.
 pub const LOCK_SUFFIX: &str = ".mediabox.lock";
-/// Appended to a lock's name to name the guard taken while breaking it.
+/// Appended to a lock's name to name the guard directory taken while breaking it.
 pub(super) const GUARD_SUFFIX: &str = ".break";
+/// Appended to a lock's name to name the guard directory that serializes the hosts
+/// creating it (`mkdir` is exclusive on every share; exclusive create is not on
+/// smbnetfs).
+pub(super) const ACQUIRE_SUFFIX: &str = ".acquire";
+/// Both guard suffixes.
+const GUARD_SUFFIXES: [&str; 2] = [GUARD_SUFFIX, ACQUIRE_SUFFIX];
 /// Appended (with random hex) to a lock or guard being retired.
 pub(super) const TOMB_MARK: &str = ".tomb-";
 /// Start of the name of a probe file that learns the file server's clock.
@@ -147,7 +153,8 @@ pub(super) fn is_lock_id(text: &[u8]) -> bool {
 pub(super) enum Artifact {
     /// `<media>.mediabox.lock`
     Lock { media_name: OsString },
-    /// `<media>.mediabox.lock.break`
+    /// `<media>.mediabox.lock.break` or `<media>.mediabox.lock.acquire`: a
+    /// directory (or, from older versions, a file) held for milliseconds.
     Guard,
     /// A lock or guard renamed aside while being retired.
     Tombstone,
@@ -166,7 +173,10 @@ pub(super) fn classify(file_name: &OsStr) -> Option<Artifact> {
         }
         return os_string_from(media_name).map(|media_name| Artifact::Lock { media_name });
     }
-    if bytes.ends_with(joined_str(LOCK_SUFFIX, GUARD_SUFFIX).as_bytes()) {
+    if GUARD_SUFFIXES
+        .iter()
+        .any(|suffix| bytes.ends_with(joined_str(LOCK_SUFFIX, suffix).as_bytes()))
+    {
         return Some(Artifact::Guard);
     }
     if is_tombstone(bytes) {
@@ -196,7 +206,10 @@ fn is_tombstone(name: &[u8]) -> bool {
         return false;
     };
     let (head, random) = (&name[..at], &name[at + mark.len()..]);
-    let head = head.strip_suffix(GUARD_SUFFIX.as_bytes()).unwrap_or(head);
+    let head = GUARD_SUFFIXES
+        .iter()
+        .find_map(|suffix| head.strip_suffix(suffix.as_bytes()))
+        .unwrap_or(head);
     is_hex(random) && head.ends_with(LOCK_SUFFIX.as_bytes())
 }
 
@@ -204,9 +217,14 @@ fn is_hex(text: &[u8]) -> bool {
     !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit)
 }
 
-/// The guard file taken while breaking `lock`.
+/// The guard directory taken while breaking `lock`.
 pub(super) fn guard_path(lock: &Path) -> PathBuf {
     with_suffix(lock, GUARD_SUFFIX)
+}
+
+/// The guard directory taken while creating `lock`.
+pub(super) fn acquire_guard_path(lock: &Path) -> PathBuf {
+    with_suffix(lock, ACQUIRE_SUFFIX)
 }
 
 /// A unique name beside `path` to retire it to.
@@ -359,11 +377,14 @@ mod tests {
     fn every_protocol_file_is_an_artifact_and_media_is_not() {
         let lock = PathBuf::from("/m/Movie1.mkv.mediabox.lock");
         let guard = guard_path(&lock);
+        let acquire = acquire_guard_path(&lock);
         let names = [
             lock.clone(),
             guard.clone(),
+            acquire.clone(),
             tomb_path(&lock, "00ff"),
             tomb_path(&guard, "00ff"),
+            tomb_path(&acquire, "00ff"),
             PathBuf::from(format!("{CLOCK_PROBE_PREFIX}0a1b")),
             PathBuf::from(temp_output_name(os("Movie1.mkv"), ID, "mkv")),
             PathBuf::from(backup_name(os("Movie1.mkv"), ID, "mkv")),
@@ -384,11 +405,17 @@ mod tests {
             classify(os("Movie1.mkv.mediabox.lock.break")),
             Some(Artifact::Guard)
         );
+        assert_eq!(
+            classify(os("Movie1.mkv.mediabox.lock.acquire")),
+            Some(Artifact::Guard)
+        );
         for media in [
             "Movie1.mkv",
             ".mediabox.lock",
             "Movie1.mkv.mediabox.lock.tomb-",
             "Movie1.mkv.mediabox.lock.tomb-xyz",
+            "Movie1.mkv.acquire",
+            "Movie1.mkv.mediabox.lock.acquire.tomb-",
             "Movie1.mkv.tomb-00ff",
             ".mediabox.clock-",
             ".mediabox_cache.json",

@@ -46,8 +46,10 @@ fn held(acquire: Acquire) -> Result<Holder, String> {
     }
 }
 
+/// Sets the mtime of a file or directory (read-only open: directories cannot be
+/// opened for writing).
 fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
-    File::options().write(true).open(path)?.set_modified(mtime)
+    File::open(path)?.set_modified(mtime)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -420,6 +422,103 @@ fn a_breaker_holding_the_guard_makes_others_wait_unless_it_is_old() -> TestResul
 }
 
 #[test]
+fn a_breaker_holding_a_guard_directory_makes_others_wait_unless_it_is_old() -> TestResult {
+    let library = Library::new()?;
+    let media = library.media("Movie1.mkv");
+    let lock = library.lock("Movie1.mkv");
+    library.foreign_lock(
+        "Movie1.mkv",
+        &foreign_record("nas-a", &"a".repeat(32)),
+        HOUR,
+    )?;
+    let guard_dir = names::guard_path(&lock);
+    fs::create_dir(&guard_dir)?;
+
+    let holder = held(locker("nas-b").try_acquire(&media)?)?;
+    assert!(holder.verdict.is_stale(), "{holder}");
+    assert!(lock.exists() && guard_dir.is_dir());
+
+    set_mtime(&guard_dir, SystemTime::now() - Duration::from_secs(2))?;
+    acquired(locker("nas-b").try_acquire(&media)?)?.release()?;
+    assert_eq!(names_in(&library.root), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn a_claim_waits_for_a_busy_acquire_guard_and_retires_an_abandoned_one() -> TestResult {
+    let library = Library::new()?;
+    let media = library.media("Movie1.mkv");
+    let acquire = names::acquire_guard_path(&library.lock("Movie1.mkv"));
+
+    // Another host is between its "is there a lock?" and its create: wait, then
+    // report the file as changing hands, never create beside it.
+    fs::create_dir(&acquire)?;
+    let started = std::time::Instant::now();
+    let holder = held(locker("nas-b").try_acquire(&media)?)?;
+    assert_eq!(holder.verdict, Verdict::Live(LiveReason::Contended));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(!library.lock("Movie1.mkv").exists());
+
+    // A guard released while we wait is taken.
+    let releaser = std::thread::spawn({
+        let acquire = acquire.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            fs::remove_dir(&acquire)
+        }
+    });
+    let guard = acquired(locker("nas-b").try_acquire(&media)?)?;
+    releaser.join().map_err(|_| "releaser panicked")??;
+    guard.release()?;
+
+    // A guard older than guard_timeout (1 s) was left by a crash: retired at once.
+    fs::create_dir(&acquire)?;
+    set_mtime(&acquire, SystemTime::now() - Duration::from_secs(2))?;
+    let started = std::time::Instant::now();
+    acquired(locker("nas-b").try_acquire(&media)?)?.release()?;
+    assert!(started.elapsed() < Duration::from_millis(250));
+    assert_eq!(names_in(&library.root), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn a_live_holder_is_reported_while_its_acquire_guard_lingers() -> TestResult {
+    let library = Library::new()?;
+    let media = library.media("Movie1.mkv");
+    let guard = acquired(locker("nas-a").try_acquire(&media)?)?;
+    fs::create_dir(names::acquire_guard_path(guard.path()))?;
+    let holder = held(locker("nas-b").try_acquire(&media)?)?;
+    assert_eq!(holder.hostname.as_deref(), Some("nas-a"));
+    assert!(!holder.verdict.is_stale());
+    guard.release()?;
+    Ok(())
+}
+
+#[test]
+fn a_lock_displaced_by_a_release_goes_back_under_the_acquire_guard() -> TestResult {
+    // Our claim was broken and the file claimed again between our release's check
+    // and its rename: the new claim must survive our release.
+    let library = Library::new()?;
+    let lock = library.lock("Movie1.mkv");
+    let (tomb, newer) = (names::tomb_path(&lock, "0a"), b"newer claim".to_vec());
+    fs::write(&tomb, &newer)?;
+    assert!(restore_lock(&lock, &tomb, Duration::from_secs(1))?);
+    assert_eq!(fs::read(&lock)?, newer);
+
+    // With the acquire guard busy (someone is creating a claim right now), the
+    // displaced lock is dropped rather than put back beside it.
+    fs::remove_file(&lock)?;
+    fs::write(&tomb, &newer)?;
+    let acquire = names::acquire_guard_path(&lock);
+    fs::create_dir(&acquire)?;
+    assert!(!restore_lock(&lock, &tomb, Duration::from_secs(1))?);
+    assert!(!lock.exists() && !tomb.exists());
+    fs::remove_dir(&acquire)?;
+    assert_eq!(names_in(&library.root), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
 fn a_media_path_without_a_file_name_is_an_error() {
     let result = locker("nas-a").try_acquire(Path::new("/"));
     assert!(
@@ -508,6 +607,19 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
     let guard = names::guard_path(&library.lock("Movie6.mkv"));
     fs::write(&guard, b"{}")?;
     set_mtime(&guard, SystemTime::now() - HOUR)?;
+    // Guard directories (and a retired one's tombstone) left by crashed hosts; a
+    // young guard is someone at work and stays.
+    let acquire = names::acquire_guard_path(&library.lock("Movie7.mkv"));
+    fs::create_dir(&acquire)?;
+    set_mtime(&acquire, SystemTime::now() - HOUR)?;
+    let breaking = names::guard_path(&library.lock("Movie8.mkv"));
+    fs::create_dir(&breaking)?;
+    set_mtime(&breaking, SystemTime::now() - HOUR)?;
+    let guard_tomb = names::tomb_path(&acquire, "0b");
+    fs::create_dir(&guard_tomb)?;
+    set_mtime(&guard_tomb, SystemTime::now() - HOUR)?;
+    let young = names::acquire_guard_path(&library.lock("Movie9.mkv"));
+    fs::create_dir(&young)?;
     let probe = root.join(".mediabox.clock-0123abcd");
     fs::write(&probe, b"\n")?;
     set_mtime(&probe, SystemTime::now() - HOUR)?;
@@ -545,6 +657,7 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
         temp_output_name(&os("Movie4.mkv"), &old, "mkv")
             .to_string_lossy()
             .into_owned(),
+        "Movie9.mkv.mediabox.lock.acquire".to_owned(),
     ];
     expected.sort();
     assert_eq!(names_in(root), expected);
@@ -566,6 +679,12 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
             .iter()
             .any(|action| matches!(action, CleanAction::BrokeStaleLock { .. }))
     );
+    let guards_broken = report
+        .actions
+        .iter()
+        .filter(|action| matches!(action, CleanAction::BrokeStaleGuard { .. }))
+        .count();
+    assert_eq!(guards_broken, 3, "{:#?}", report.actions);
     live.release()?;
     Ok(())
 }

@@ -1,0 +1,222 @@
+//! Guard directories: the two short critical sections of the protocol, creating a
+//! lock and breaking one, are each serialized by a directory beside the lock
+//! (`<lock>.acquire`, `<lock>.break`).
+//!
+//! `mkdir` is the one create that every share measured decides exclusively at the
+//! server. Exclusive create is not: smbnetfs creates with `smbc_creat`, which
+//! truncates, so two hosts racing through it both "create" the lock and the later
+//! one wipes the first's record. A guard lives for a few round trips to the server;
+//! one older than `guard_timeout` on the server's clock was left by a crash and is
+//! retired: renamed to a unique tombstone, checked to be the guard that was judged
+//! (same mtime), then removed. See `docs/locking.md` for the interleavings.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::Locker;
+use super::error::LockError;
+use super::files::{
+    CreateFailure, classify_create_error, exists, parent_dir, put_back, random_hex,
+    remove_if_present, retry_busy,
+};
+use super::names::{acquire_guard_path, tomb_path};
+
+/// How long a busy guard is waited for before the caller hears "busy". Guards are
+/// held for a few round trips to the server, so this is generous on a LAN; on
+/// sshfs a mount that once saw a guard keeps seeing it for up to 20 s after it is
+/// gone (its attribute cache), and waiting longer would not help.
+const GUARD_PATIENCE: Duration = Duration::from_millis(300);
+/// The longest pause between two tries while waiting.
+const MAX_POLL: Duration = Duration::from_millis(20);
+
+/// A guard directory we created.
+#[derive(Debug)]
+pub(super) struct DirGuard {
+    path: PathBuf,
+    taken: Instant,
+    /// How long it is certainly still ours: half of `guard_timeout`, after which
+    /// another host may take it for abandoned (its clocks, cached mtimes and
+    /// sshfs's whole-second stamps are a little off from ours).
+    trusted_for: Duration,
+}
+
+/// How releasing a guard went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Released {
+    /// Removed.
+    Removed,
+    /// Already gone: someone retired it as abandoned while we held it.
+    Vanished,
+    /// Left in place: we held it so long that it may be someone else's by now, and
+    /// a guard is never removed by path unless it is certainly ours. If it is still
+    /// ours it is retired as abandoned after `guard_timeout`.
+    Expired,
+}
+
+impl DirGuard {
+    /// Whether we held the guard so long that another host may have retired it.
+    pub(super) fn expired(&self) -> bool {
+        self.taken.elapsed() >= self.trusted_for
+    }
+
+    /// Gives the guard up.
+    pub(super) fn release(self) -> Result<Released, LockError> {
+        if self.expired() {
+            return Ok(Released::Expired);
+        }
+        match retry_busy(|| fs::remove_dir(&self.path)) {
+            Ok(()) => Ok(Released::Removed),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Vanished),
+            Err(err) => Err(LockError::io(&self.path)(err)),
+        }
+    }
+}
+
+/// Tries once to create the guard `path`; `None` when it exists.
+pub(super) fn try_take(path: &Path, trusted_for: Duration) -> Result<Option<DirGuard>, LockError> {
+    let taken = Instant::now();
+    match fs::create_dir(path) {
+        Ok(()) => Ok(Some(DirGuard {
+            path: path.to_owned(),
+            taken,
+            trusted_for,
+        })),
+        Err(err) => match classify_create_error(&err, || exists(path)) {
+            CreateFailure::MaybeHeld => Ok(None),
+            CreateFailure::DirectoryNotWritable => Err(LockError::DirectoryNotWritable {
+                dir: parent_dir(path).to_owned(),
+                source: err,
+            }),
+            CreateFailure::Other => Err(LockError::io(path)(err)),
+        },
+    }
+}
+
+/// Tries to create the guard `path` for up to [`GUARD_PATIENCE`]; `None` when it
+/// stayed busy. Never retires an abandoned guard (see [`Locker::take_guard`]).
+pub(super) fn wait_for(path: &Path, trusted_for: Duration) -> Result<Option<DirGuard>, LockError> {
+    let deadline = Instant::now() + GUARD_PATIENCE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(guard) = try_take(path, trusted_for)? {
+            return Ok(Some(guard));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+/// Puts a lock that a retire displaced back at `lock`, under the lock's acquire
+/// guard, so that no creator is between its "is there a lock?" and its create while
+/// the name is briefly free. Dropped when the guard stays busy (someone is creating
+/// a new claim right now) or the name is taken: its owner learns at its next
+/// heartbeat. `Ok(true)` when put back.
+pub(super) fn restore_lock(lock: &Path, tomb: &Path, trusted_for: Duration) -> io::Result<bool> {
+    let guard = match wait_for(&acquire_guard_path(lock), trusted_for) {
+        Ok(guard) => guard,
+        Err(err) => {
+            remove_if_present(tomb)?;
+            return Err(io::Error::other(err));
+        }
+    };
+    let Some(guard) = guard else {
+        remove_if_present(tomb)?;
+        return Ok(false);
+    };
+    let restored = put_back(tomb, lock);
+    let _ = guard.release();
+    restored
+}
+
+/// What [`Locker::retire_abandoned_guard`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Abandoned {
+    /// The guard is younger than `guard_timeout`: its holder is at work.
+    Young,
+    /// It was abandoned and is gone now.
+    Retired,
+    /// There was no guard (any more).
+    Vanished,
+    /// A new guard was taken between our look and our rename; it was put back if
+    /// the name was still free.
+    Displaced,
+}
+
+impl Locker {
+    /// Takes the guard directory `guard`: at once if free, after retiring it if it
+    /// was abandoned, or by waiting a moment for its holder; `None` when it stays
+    /// busy.
+    pub(super) fn take_guard(&self, guard: &Path) -> Result<Option<DirGuard>, LockError> {
+        let trusted_for = self.settings.guard_timeout / 2;
+        if let Some(taken) = try_take(guard, trusted_for)? {
+            return Ok(Some(taken));
+        }
+        if let Abandoned::Retired | Abandoned::Vanished = self.retire_abandoned_guard(guard)? {
+            if let Some(taken) = try_take(guard, trusted_for)? {
+                return Ok(Some(taken));
+            }
+        }
+        wait_for(guard, trusted_for)
+    }
+
+    /// Retires the guard at `guard` if it is older than `guard_timeout` on the
+    /// server's clock, and only if the tombstone it was renamed to is still the
+    /// guard that was judged (same mtime: a guard taken meanwhile is younger). A
+    /// guard file left by an older version is retired the same way.
+    pub(super) fn retire_abandoned_guard(&self, guard: &Path) -> Result<Abandoned, LockError> {
+        let judged = match fs::symlink_metadata(guard) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+            Err(err) => return Err(LockError::io(guard)(err)),
+        };
+        let mtime = judged.modified().map_err(LockError::io(guard))?;
+        let now = self.server_now(parent_dir(guard))?;
+        let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
+        if age < self.settings.guard_timeout {
+            return Ok(Abandoned::Young);
+        }
+        let tomb = tomb_path(guard, &random_hex(8).map_err(LockError::io(guard))?);
+        match retry_busy(|| fs::rename(guard, &tomb)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+            Err(err) => return Err(LockError::io(guard)(err)),
+        }
+        let found = match fs::symlink_metadata(&tomb) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+            Err(err) => return Err(LockError::io(&tomb)(err)),
+        };
+        if found.modified().ok() == Some(mtime) && found.is_dir() == judged.is_dir() {
+            remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
+            return Ok(Abandoned::Retired);
+        }
+        // Someone retired the abandoned guard first and a new holder took the name
+        // before our rename: give it back if nobody took the name since. (Renaming a
+        // directory over an empty one would replace it, so look first.)
+        let restored =
+            exists(guard) == Some(false) && retry_busy(|| fs::rename(&tomb, guard)).is_ok();
+        if !restored {
+            remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
+        }
+        Ok(Abandoned::Displaced)
+    }
+}
+
+/// Removes a guard (a directory, or a file from an older version) or its tombstone.
+pub(super) fn remove_guard_entry(path: &Path, is_dir: bool) -> io::Result<()> {
+    let removed = if is_dir {
+        retry_busy(|| fs::remove_dir(path))
+    } else {
+        retry_busy(|| fs::remove_file(path))
+    };
+    match removed {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
