@@ -62,36 +62,81 @@ impl DirGuard {
         self.taken.elapsed() >= self.trusted_for
     }
 
-    /// Gives the guard up.
+    /// Gives the guard up: renames it to a unique tombstone, then removes that.
+    ///
+    /// Never `rmdir` by the guard's own name: on SMB a directory being removed is
+    /// "delete pending" for a moment, and another host's `mkdir` of the same name
+    /// then gets `STATUS_DELETE_PENDING`, which smbnetfs answers by dropping its
+    /// connection (every call through that mount fails with EIO for a while). A
+    /// rename frees the name at once; the tombstone's name nobody else uses.
     pub(super) fn release(self) -> Result<Released, LockError> {
         if self.expired() {
             return Ok(Released::Expired);
         }
-        match retry_busy(|| fs::remove_dir(&self.path)) {
-            Ok(()) => Ok(Released::Removed),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Released::Vanished),
-            Err(err) => Err(LockError::io(&self.path)(err)),
+        let tomb = tomb_path(
+            &self.path,
+            &random_hex(8).map_err(LockError::io(&self.path))?,
+        );
+        match retry_busy(|| fs::rename(&self.path, &tomb)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Released::Vanished),
+            Err(err) => return Err(LockError::io(&self.path)(err)),
         }
+        // The guard is released; a tombstone we fail to remove is debris that
+        // `locks clean` removes, not a reason to fail the claim.
+        let _ = remove_guard_entry(&tomb, true);
+        Ok(Released::Removed)
     }
 }
 
-/// Tries once to create the guard `path`; `None` when it exists.
-pub(super) fn try_take(path: &Path, trusted_for: Duration) -> Result<Option<DirGuard>, LockError> {
+/// What one try to create a guard found.
+#[derive(Debug)]
+enum Try {
+    Taken(DirGuard),
+    /// The guard exists.
+    Busy,
+    /// An error that is most likely the guard being removed right now: smbnetfs
+    /// answers EIO to a `mkdir` that meets a directory in "delete pending" (another
+    /// host's `rmdir` in flight). Busy if it passes, an error if it persists.
+    Transient(io::Error),
+}
+
+fn try_once(path: &Path, trusted_for: Duration) -> Result<Try, LockError> {
     let taken = Instant::now();
     match fs::create_dir(path) {
-        Ok(()) => Ok(Some(DirGuard {
+        Ok(()) => Ok(Try::Taken(DirGuard {
             path: path.to_owned(),
             taken,
             trusted_for,
         })),
         Err(err) => match classify_create_error(&err, || exists(path)) {
-            CreateFailure::MaybeHeld => Ok(None),
+            CreateFailure::MaybeHeld => Ok(Try::Busy),
             CreateFailure::DirectoryNotWritable => Err(LockError::DirectoryNotWritable {
                 dir: parent_dir(path).to_owned(),
                 source: err,
             }),
+            CreateFailure::Other if is_io_error(&err) => Ok(Try::Transient(err)),
             CreateFailure::Other => Err(LockError::io(path)(err)),
         },
+    }
+}
+
+#[cfg(unix)]
+fn is_io_error(err: &io::Error) -> bool {
+    err.raw_os_error() == Some(libc::EIO)
+}
+
+#[cfg(not(unix))]
+fn is_io_error(_err: &io::Error) -> bool {
+    false
+}
+
+/// Tries once to create the guard `path`; `None` when it exists (or is being
+/// removed).
+pub(super) fn try_take(path: &Path, trusted_for: Duration) -> Result<Option<DirGuard>, LockError> {
+    match try_once(path, trusted_for)? {
+        Try::Taken(guard) => Ok(Some(guard)),
+        Try::Busy | Try::Transient(_) => Ok(None),
     }
 }
 
@@ -101,11 +146,16 @@ pub(super) fn wait_for(path: &Path, trusted_for: Duration) -> Result<Option<DirG
     let deadline = Instant::now() + GUARD_PATIENCE;
     let mut pause = Duration::from_millis(1);
     loop {
-        if let Some(guard) = try_take(path, trusted_for)? {
-            return Ok(Some(guard));
-        }
+        let error = match try_once(path, trusted_for)? {
+            Try::Taken(guard) => return Ok(Some(guard)),
+            Try::Busy => None,
+            Try::Transient(err) => Some(err),
+        };
         if Instant::now() >= deadline {
-            return Ok(None);
+            return match error {
+                Some(err) => Err(LockError::io(path)(err)),
+                None => Ok(None),
+            };
         }
         thread::sleep(pause);
         pause = (pause * 2).min(MAX_POLL);
