@@ -367,7 +367,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     };
     // Another host may have converted the file between our scan and our claim: the swap
     // keeps the mtime, but never the size.
-    match fs::metadata(&file.path) {
+    match crate::claim::fresh_metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => {}
         Ok(_) => {
             return FileOutcome::Skipped(
@@ -461,7 +461,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             "lost the claim before the swap ({lost}); the new file was discarded"
         ));
     }
-    let original_meta = match fs::metadata(&file.path) {
+    let original_meta = match crate::claim::fresh_metadata(&file.path) {
         Ok(meta) => meta,
         Err(err) => {
             return FileOutcome::Failed(format!("the original vanished during conversion: {err}"));
