@@ -71,9 +71,11 @@ pub fn find_pause(path: &Path) -> Option<(PathBuf, PauseInfo)> {
     start.ancestors().find_map(|dir| {
         let file = dir.join(PAUSE_FILE);
         // An unreadable or empty pause file still pauses: its presence is what counts.
+        // A regular file only: smbnetfs shows any name at its server level as a
+        // share, so `exists()` there is true for every name.
         let text = fs::read_to_string(&file)
             .ok()
-            .or_else(|| file.exists().then(String::new))?;
+            .or_else(|| file.is_file().then(String::new))?;
         let info = serde_json::from_str(&text).unwrap_or(PauseInfo {
             host: "unknown".into(),
             since: "unknown".into(),
