@@ -14,6 +14,10 @@ pub const RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 /// The bytes available to this user in the file system holding `dir` (the fs4 crate:
 /// `statvfs` on Unix, `GetDiskFreeSpaceExW` on Windows, so quotas and root reserves count).
 pub fn available(dir: &Path) -> io::Result<u64> {
+    // smbnetfs answers statfs with all zeros: a size of 0 means "cannot say", not "full".
+    if fs4::total_space(dir)? == 0 {
+        return Err(io::Error::other("the file system reports no size"));
+    }
     fs4::available_space(dir)
 }
 
