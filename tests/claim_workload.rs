@@ -25,6 +25,7 @@ fn three_hosts_with_two_processes_each_convert_every_file_exactly_once() {
         logs: &logs,
         args: Launch::DEFAULT_ARGS,
         path_first: None,
+        env: &[],
     };
     let started = Instant::now();
     let mut processes = launch.start_all(&hosts);

@@ -407,6 +407,7 @@ fn claim_workload_across_two_mounts_converts_every_file_exactly_once() -> TestRe
         logs: &logs,
         args: Launch::DEFAULT_ARGS,
         path_first: None,
+        env: &[],
     };
     let started = Instant::now();
     let mut processes = launch.start_all(&hosts);

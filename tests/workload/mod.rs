@@ -143,6 +143,14 @@ impl Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Waits for the process and returns its exit code and events.
+    pub fn finish(mut self, timeout: Duration) -> (Option<i32>, Vec<Value>) {
+        let status = self
+            .wait_until(Instant::now() + timeout)
+            .unwrap_or_else(|err| panic!("{err}"));
+        (status.code(), self.events())
+    }
 }
 
 impl Drop for Process {
@@ -161,6 +169,8 @@ pub struct Launch<'a> {
     pub args: &'a [&'a str],
     /// A directory put first on `PATH` (a fake ffmpeg), if any.
     pub path_first: Option<&'a Path>,
+    /// More environment for every process.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl Launch<'_> {
@@ -181,6 +191,7 @@ impl Launch<'_> {
             .env("MEDIA_CONVERTER_HOSTNAME", host)
             .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("stdout log"))
             .stderr(File::create(&stderr).expect("stderr log"));

@@ -1,0 +1,600 @@
+//! Crashes and pauses of a real converting process, and what every other process
+//! then does: the original (or a verified new file) is always in place, the same
+//! host takes over at once, another host only after `--lock-timeout`, `locks clean`
+//! leaves nothing behind, a paused holder never swaps after a takeover, and a host
+//! whose clock is hours off never breaks a lock that is heartbeating.
+//!
+//! A fake ffmpeg first on `PATH` holds the converter at an exact moment (right after
+//! the claim, right after verification): it runs the real ffmpeg for everything
+//! else. Mid-transcode is the real ffmpeg on a longer clip. The converter's children
+//! die with it (`PR_SET_PDEATHSIG`), which the tests check too.
+#![cfg(target_os = "linux")]
+
+mod workload;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use media_converter::identity::HostIdentity;
+use media_converter::lock::{Acquire, LockRecord, LockSettings, Locker, lock_path};
+use serde_json::Value;
+use workload::{Launch, Process, debris, make_clips, video_codec};
+
+/// The thresholds of every process here: stale after 3 s without a heartbeat.
+const SHORT_LOCKS: &[&str] = &["--lock-timeout", "3s", "--heartbeat", "1s"];
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+const RUN: Duration = Duration::from_secs(60);
+
+/// One scenario at a time: these tests time heartbeats against a 3 s timeout, and
+/// three of them converting at once on two cores would blur that.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where the fake ffmpeg stops the converter.
+#[derive(Debug, Clone, Copy)]
+enum Fake {
+    /// The encode (`...partial...` output) never starts: the process sits right
+    /// after its claim.
+    AfterClaim,
+    /// The encode starts after `secs` seconds of sleep, then runs for real.
+    SlowEncode(u32),
+    /// The decode check (`-f null`) runs for real, then never returns: verified,
+    /// not yet swapped.
+    AfterVerify,
+    /// As `AfterVerify`, but returns once the file `go` appears.
+    AfterVerifyUntilGo,
+}
+
+/// A library with one real clip, a place for logs, and a fake ffmpeg.
+struct Scene {
+    _temp: tempfile::TempDir,
+    library: PathBuf,
+    logs: PathBuf,
+    fakebin: PathBuf,
+    marks: PathBuf,
+    clip: PathBuf,
+    original: Vec<u8>,
+}
+
+impl Scene {
+    /// One 1 s clip, or (for `long`) a clip long enough to catch its transcode
+    /// mid-way.
+    fn new(long: bool) -> Scene {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let library = temp.path().join("lib");
+        let logs = temp.path().join("logs");
+        let fakebin = temp.path().join("fakebin");
+        let marks = temp.path().join("marks");
+        for dir in [&logs, &fakebin, &marks] {
+            fs::create_dir_all(dir).expect("scene dirs");
+        }
+        let clip = if long {
+            fs::create_dir_all(&library).expect("library");
+            let clip = library.join("clip-00.mkv");
+            let status = std::process::Command::new("ffmpeg")
+                .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
+                .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=24:d=40"])
+                .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"])
+                .arg(&clip)
+                .status()
+                .expect("ffmpeg must be installed for the tests");
+            assert!(status.success());
+            clip
+        } else {
+            let names = make_clips(&library, 1);
+            library.join(&names[0])
+        };
+        let original = fs::read(&clip).expect("read the clip");
+        Scene {
+            _temp: temp,
+            library,
+            logs,
+            fakebin,
+            marks,
+            clip,
+            original,
+        }
+    }
+
+    fn lock(&self) -> PathBuf {
+        lock_path(&self.clip).expect("lock path")
+    }
+
+    fn mark(&self, name: &str) -> PathBuf {
+        self.marks.join(name)
+    }
+
+    /// Installs the fake ffmpeg for `fake`.
+    fn fake(&self, fake: Fake) {
+        let real = which::which("ffmpeg").expect("ffmpeg must be installed for the tests");
+        let marks = self.marks.display();
+        let body = match fake {
+            Fake::AfterClaim => format!(
+                r#"if [[ "$*" == *.partial.* ]]; then echo $$ > "{marks}/encode.pid"; exec sleep 1000; fi"#
+            ),
+            Fake::SlowEncode(secs) => {
+                format!(
+                    r#"if [[ "$*" == *.partial.* ]]; then touch "{marks}/encoding"; sleep {secs}; fi"#
+                )
+            }
+            Fake::AfterVerify => format!(
+                r#"if [[ "$*" == *"-enc_time_base:v -1 -f null -"* ]]; then "{real}" "$@" || exit $?; echo $$ > "{marks}/verified.pid"; exec sleep 1000; fi"#,
+                real = real.display()
+            ),
+            Fake::AfterVerifyUntilGo => format!(
+                r#"if [[ "$*" == *"-enc_time_base:v -1 -f null -"* ]]; then "{real}" "$@" || exit $?; echo $$ > "{marks}/verified.pid"; until [[ -e "{marks}/go" ]]; do sleep 0.05; done; exit 0; fi"#,
+                real = real.display()
+            ),
+        };
+        let script = format!(
+            "#!/bin/bash\n# Fake ffmpeg for tests/crash.rs: {fake:?}\n{body}\nexec \"{}\" \"$@\"\n",
+            real.display()
+        );
+        let path = self.fakebin.join("ffmpeg");
+        fs::write(&path, script).expect("write the fake ffmpeg");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// Starts a converter as `host`; with the fake ffmpeg first on PATH if asked.
+    fn start(
+        &self,
+        host: &str,
+        tag: &str,
+        args: &[&str],
+        faked: bool,
+        env: &[(&str, &str)],
+    ) -> Process {
+        let mut all: Vec<&str> = Launch::DEFAULT_ARGS.to_vec();
+        all.extend_from_slice(args);
+        let launch = Launch {
+            logs: &self.logs,
+            args: &all,
+            path_first: faked.then_some(self.fakebin.as_path()),
+            env,
+        };
+        launch.start(host, &self.library, tag)
+    }
+
+    /// Runs a converter to its end.
+    fn run(&self, host: &str, tag: &str, args: &[&str]) -> (Option<i32>, Vec<Value>) {
+        self.start(host, tag, args, false, &[]).finish(RUN)
+    }
+
+    /// Runs `locks clean` as `host` and returns its JSON events.
+    fn clean(&self, host: &str, args: &[&str]) -> Vec<Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .args(["locks", "clean"])
+            .arg(&self.library)
+            .arg("--json")
+            .args(args)
+            .env("MEDIA_CONVERTER_HOSTNAME", host)
+            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
+            .output()
+            .expect("run locks clean");
+        assert!(
+            out.status.success(),
+            "locks clean failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    fn assert_original_intact(&self, when: &str) {
+        let now = fs::read(&self.clip).unwrap_or_default();
+        assert!(now == self.original, "the original changed {when}");
+    }
+
+    /// Waits for a file to appear (the fake's marks, a temp output).
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn() -> bool,
+        process: &mut Process,
+    ) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(
+                process.try_wait().is_none(),
+                "the converter exited before {what}: {}\n{}",
+                process.stderr(),
+                process.notable_events()
+            );
+            assert!(Instant::now() < deadline, "no {what} within {timeout:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lock_mtime(&self) -> SystemTime {
+        fs::metadata(self.lock())
+            .and_then(|meta| meta.modified())
+            .expect("the lock exists")
+    }
+
+    /// Sleeps until the lock has not been stamped for longer than the timeout.
+    fn wait_until_stale(&self) {
+        let stale_at = self.lock_mtime() + LOCK_TIMEOUT + Duration::from_millis(300);
+        if let Ok(left) = stale_at.duration_since(SystemTime::now()) {
+            thread::sleep(left);
+        }
+    }
+
+    /// The temp outputs beside the clip.
+    fn temp_outputs(&self) -> Vec<PathBuf> {
+        fs::read_dir(&self.library)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.to_string_lossy().contains(".partial."))
+            .collect()
+    }
+}
+
+fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+fn skipped_as_locked(events: &[Value]) -> bool {
+    of_kind(events, "skipped")
+        .iter()
+        .any(|e| e["reason"] == "locked")
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // Signal 0 checks existence; a zombie of ours does not count (we never reap
+    // the fake's children, init does).
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+    matches!(state, Some(Some(state)) if state != 'Z')
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits");
+    // SAFETY: plain syscall on a child we spawned and have not reaped.
+    assert_eq!(
+        unsafe { libc::kill(pid, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
+}
+
+/// SIGKILLs `process` and checks that the child the fake left sleeping (its pid in
+/// `mark`) died with it.
+fn kill_and_check_child_died(process: &mut Process, mark: &Path) {
+    let child: i32 = fs::read_to_string(mark)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .expect("the fake recorded its pid");
+    process.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(child) {
+        assert!(
+            Instant::now() < deadline,
+            "ffmpeg (pid {child}) outlived the converter"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The end every scenario must reach: the file converted exactly once overall, by
+/// the runs given, and nothing of the protocol left.
+fn assert_converted_once_and_clean(scene: &Scene, runs: &[&[Value]]) {
+    let converting: usize = runs.iter().map(|r| of_kind(r, "converting").len()).sum();
+    let converted: usize = runs.iter().map(|r| of_kind(r, "converted").len()).sum();
+    assert_eq!((converting, converted), (1, 1), "{runs:#?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+#[test]
+fn killed_right_after_its_claim_the_same_host_takes_over_at_once() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterClaim);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &[]);
+    scene.wait_for(
+        "the encode",
+        RUN,
+        || scene.mark("encode.pid").exists(),
+        &mut holder,
+    );
+    assert!(scene.lock().exists());
+    kill_and_check_child_died(&mut holder, &scene.mark("encode.pid"));
+    scene.assert_original_intact("after the kill");
+
+    // Another host must wait for the timeout; `locks clean` leaves the live lock.
+    let (code, other) = scene.run("host-2", "other", SHORT_LOCKS);
+    assert_eq!(code, Some(0));
+    assert!(skipped_as_locked(&other), "{other:#?}");
+    let cleaned = scene.clean("host-2", SHORT_LOCKS);
+    assert_eq!(
+        cleaned.last().map(|e| &e["live_locks"]),
+        Some(&Value::from(1))
+    );
+    assert!(scene.lock().exists());
+    scene.assert_original_intact("while another host waits");
+
+    // Its own host sees the pid gone: at once, even with the default 30 min timeout
+    // that would keep every other host away.
+    let started = Instant::now();
+    let (code, same) = scene.run("host-1", "same", &[]);
+    assert_eq!(code, Some(0), "{same:#?}");
+    assert!(started.elapsed() < RUN);
+    assert_converted_once_and_clean(&scene, &[&other, &same]);
+}
+
+#[test]
+fn killed_mid_transcode_another_host_takes_over_only_after_the_timeout() {
+    let _serial = serial();
+    let scene = Scene::new(true);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, false, &[]);
+    scene.wait_for(
+        "a growing temp output",
+        RUN,
+        || {
+            scene
+                .temp_outputs()
+                .iter()
+                .any(|path| fs::metadata(path).is_ok_and(|meta| meta.len() > 4096))
+        },
+        &mut holder,
+    );
+    let temp = scene.temp_outputs().remove(0);
+    let needle = temp
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    assert!(ffmpeg_running_on(&needle), "ffmpeg is transcoding");
+    holder.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ffmpeg_running_on(&needle) {
+        assert!(Instant::now() < deadline, "ffmpeg outlived the converter");
+        thread::sleep(Duration::from_millis(20));
+    }
+    scene.assert_original_intact("after the kill");
+
+    let (code, early) = scene.run("host-2", "early", SHORT_LOCKS);
+    assert_eq!(code, Some(0));
+    assert!(skipped_as_locked(&early), "{early:#?}");
+    scene.assert_original_intact("while another host waits");
+
+    scene.wait_until_stale();
+    let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{late:#?}");
+    assert_eq!(of_kind(&late, "converted").len(), 1, "{late:#?}");
+    // The dead run's output is debris only `locks clean` may judge.
+    assert!(temp.exists());
+    let cleaned = scene.clean("host-2", SHORT_LOCKS);
+    assert!(
+        cleaned.iter().any(|e| e["action"] == "removed_temp_output"),
+        "{cleaned:#?}"
+    );
+    assert_converted_once_and_clean(&scene, &[&early, &late]);
+}
+
+#[test]
+fn killed_after_verification_the_original_stays_and_locks_clean_tidies_up() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterVerify);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &[]);
+    scene.wait_for(
+        "verification",
+        RUN,
+        || scene.mark("verified.pid").exists(),
+        &mut holder,
+    );
+    kill_and_check_child_died(&mut holder, &scene.mark("verified.pid"));
+    scene.assert_original_intact("after a kill between verification and swap");
+    assert_eq!(scene.temp_outputs().len(), 1, "the verified output waits");
+
+    let (code, early) = scene.run("host-2", "early", SHORT_LOCKS);
+    assert_eq!(code, Some(0));
+    assert!(skipped_as_locked(&early), "{early:#?}");
+
+    scene.wait_until_stale();
+    let cleaned = scene.clean("host-2", SHORT_LOCKS);
+    let actions: Vec<&str> = cleaned
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"broke_stale_lock"), "{cleaned:#?}");
+    assert!(actions.contains(&"removed_temp_output"), "{cleaned:#?}");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+    scene.assert_original_intact("after locks clean");
+
+    let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{late:#?}");
+    assert_converted_once_and_clean(&scene, &[&early, &late]);
+}
+
+#[test]
+fn a_paused_holder_never_swaps_after_another_host_took_over() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterVerifyUntilGo);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &[]);
+    scene.wait_for(
+        "verification",
+        RUN,
+        || scene.mark("verified.pid").exists(),
+        &mut holder,
+    );
+    // Paused right before its swap, long past the timeout.
+    signal(holder.pid(), libc::SIGSTOP);
+    scene.wait_until_stale();
+    let (code, other) = scene.run("host-2", "other", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{other:#?}");
+    assert_eq!(of_kind(&other, "converted").len(), 1, "{other:#?}");
+    let theirs = fs::read(&scene.clip).expect("the new file");
+    assert_ne!(theirs, scene.original);
+
+    signal(holder.pid(), libc::SIGCONT);
+    fs::write(scene.mark("go"), b"").expect("let the fake return");
+    let (code, held) = holder.finish(RUN);
+    assert_eq!(
+        code,
+        Some(1),
+        "the paused holder must fail its file: {held:#?}"
+    );
+    assert!(of_kind(&held, "converted").is_empty(), "{held:#?}");
+    let failed = of_kind(&held, "failed");
+    assert!(
+        failed.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("lost the claim"))),
+        "{held:#?}"
+    );
+    assert!(
+        fs::read(&scene.clip).expect("the new file") == theirs,
+        "the other host's result stands"
+    );
+    // The paused holder had emitted `converting` too: two encodes, one swap.
+    assert_eq!(of_kind(&held, "converting").len(), 1);
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+/// libfaketime, to give a real converter process a clock hours off.
+fn libfaketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|path| path.exists())
+}
+
+#[test]
+fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    // The encode takes 6 s, twice the lock timeout: only heartbeats keep the claim.
+    scene.fake(Fake::SlowEncode(6));
+    let faketime = libfaketime();
+    let lib = faketime
+        .as_ref()
+        .map(|path| path.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let slow: Vec<(&str, &str)> = match faketime {
+        Some(_) => vec![
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME", "-5h"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+        None => {
+            eprintln!(
+                "\n*** NOTE: libfaketime not installed (apt-get install libfaketime): the \
+                 holder runs on the true clock; the breakers' clocks are still 5 h fast ***\n"
+            );
+            Vec::new()
+        }
+    };
+    let fast: Vec<(&str, &str)> = match faketime {
+        Some(_) => vec![
+            ("LD_PRELOAD", &lib),
+            ("FAKETIME", "+5h"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+        None => Vec::new(),
+    };
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &slow);
+    scene.wait_for(
+        "the encode",
+        RUN,
+        || scene.mark("encoding").exists(),
+        &mut holder,
+    );
+
+    // In-process breaker through the lock module's clock seam: 5 h fast, and
+    // impatient (its own stale_after is 0.1 s; the owner declared 3 s).
+    let breaker = Locker::new(
+        HostIdentity {
+            hostname: "skewed".into(),
+            host_id: "id-skewed".into(),
+        },
+        LockSettings {
+            stale_after: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            ..LockSettings::default()
+        },
+    )
+    .with_wall_clock(|| SystemTime::now() + Duration::from_secs(5 * 3600));
+    let until = Instant::now() + Duration::from_millis(5500);
+    let (mut attempts, mut cli_runs, mut skew_seen) = (0, 0, false);
+    while Instant::now() < until && holder.try_wait().is_none() {
+        match breaker.try_acquire(&scene.clip).expect("try_acquire") {
+            Acquire::Acquired(guard) => {
+                let _ = guard.release();
+                panic!("a host with a skewed clock broke a heartbeating lock");
+            }
+            Acquire::Held(who) => assert!(!who.verdict.is_stale(), "{who}"),
+        }
+        attempts += 1;
+        if attempts % 8 == 0 {
+            // A real converter whose clock is 5 h fast.
+            let (code, events) = scene
+                .start(
+                    "host-3",
+                    &format!("skewed-{attempts}"),
+                    SHORT_LOCKS,
+                    false,
+                    &fast,
+                )
+                .finish(RUN);
+            assert_eq!(code, Some(0));
+            assert!(skipped_as_locked(&events), "{events:#?}");
+            cli_runs += 1;
+        }
+        if faketime.is_some() && !skew_seen {
+            if let Ok(record) = LockRecord::parse(&fs::read(scene.lock()).unwrap_or_default()) {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                skew_seen = record.timestamp < now - 4.0 * 3600.0;
+            }
+        }
+        thread::sleep(Duration::from_millis(150));
+    }
+    assert!(
+        attempts >= 15 && cli_runs >= 1,
+        "{attempts} attempts, {cli_runs} runs"
+    );
+    if faketime.is_some() {
+        assert!(skew_seen, "the holder's record never showed its slow clock");
+    }
+    let (code, held) = holder.finish(RUN);
+    assert_eq!(code, Some(0), "{held:#?}");
+    assert_converted_once_and_clean(&scene, &[&held]);
+}
+
+/// Whether any ffmpeg process is running whose command line mentions `needle`.
+fn ffmpeg_running_on(needle: &str) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let cmdline = fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        text.split('\0')
+            .next()
+            .is_some_and(|arg0| arg0.ends_with("ffmpeg"))
+            && text.contains(needle)
+            && pid_alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
+    })
+}
