@@ -498,7 +498,10 @@ fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
             ("DONT_FAKE_MONOTONIC", "1"),
         ],
         None => {
-            eprintln!(
+            // Past the harness's capture: a weaker check must not pass unseen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n*** NOTE: libfaketime not installed (apt-get install libfaketime): the \
                  holder runs on the true clock; the breakers' clocks are still 5 h fast ***\n"
             );
