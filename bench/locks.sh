@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# bench/locks.sh - what the lock protocol costs: claims per second on each kind of
+# share, and the throughput of 1, 2, 4 and 8 processes converting one library.
+#
+# Usage: bench/locks.sh [--no-net] [--real-ffprobe] [--files N] [--encode-secs S]
+#
+# 1. Claims per second: one lock_hammer process (release build) claiming and
+#    releasing one file, uncontended, then four processes contending for it; on
+#    local disk, and (as root, with FUSE) through scripts/netmounts.sh on sshfs and
+#    smbnetfs (two processes per mount, one mount per "host").
+# 2. Coordination: N processes of the release binary, each its own host, run
+#    `--dir lib --json --min-age 0s` over the same N_FILES real H.264 clips. A fake
+#    ffmpeg first on PATH sleeps ENCODE_SECS per encode and copies a real 1 s HEVC
+#    clip into the output, and skips the decode check; everything else is the real
+#    ffmpeg (examples/bench_fake, compiled: shell fakes cost more CPU than what is
+#    measured). ffprobe answers are real, but by default memoized per identical
+#    file (all sources are copies of one clip, all outputs of one HEVC clip): a
+#    real ffprobe costs ~0.1 s of CPU, every process probes every file at startup,
+#    and on a 2-core machine 8 x 200 probes would measure the CPU, not the
+#    coordination. --real-ffprobe measures with the real one throughout.
+#    Efficiency = throughput / (N x the 1-process throughput); a file converted
+#    (`converting` event) more than once is a failure of the protocol.
+#
+# Prints a markdown table on stdout; progress on stderr. Exit 1 if any file was
+# converted twice or not converted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+NET=1
+REAL_FFPROBE=0
+N_FILES=200
+ENCODE_SECS=0.2
+while (($#)); do
+    case $1 in
+        --no-net) NET=0 ;;
+        --real-ffprobe) REAL_FFPROBE=1 ;;
+        --files) N_FILES=$2; shift ;;
+        --encode-secs) ENCODE_SECS=$2; shift ;;
+        --net-inner) MODE=net-inner ;;
+        *) echo "usage: $0 [--no-net] [--real-ffprobe] [--files N] [--encode-secs S]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+TARGET=${CARGO_TARGET_DIR:-target}
+HAMMER=$TARGET/release/examples/lock_hammer
+BIN=$TARGET/release/media-converter
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+# ------------------------------------------------------------ claims per second
+
+# rate DIR ITERATIONS: one uncontended process; prints claims per second.
+rate() {
+    local out
+    out=$(MEDIA_CONVERTER_HOST_ID=bench-1 "$HAMMER" --dir "$1" --iterations "$2" \
+        --out "$WORK/rate.intervals")
+    sed -n 's/.*cycles_per_second=\([0-9]*\).*/\1/p' <<<"$out"
+}
+
+# contended DIR_A DIR_B ITERATIONS: two processes on each directory (each its own
+# host), all claiming one file; prints total claims per second of wall time.
+contended() {
+    local start end pids=() who dir
+    start=$(date +%s.%N)
+    for who in a1 a2 b1 b2; do
+        dir=$1
+        [[ $who == b* ]] && dir=$2
+        MEDIA_CONVERTER_HOST_ID=bench-$who "$HAMMER" --dir "$dir" --iterations "$3" \
+            --timeout-ms 120000 --out "$WORK/$who.intervals" >"$WORK/$who.log" 2>&1 &
+        pids+=($!)
+    done
+    for who in "${pids[@]}"; do
+        wait "$who" || { cat "$WORK"/*.log >&2; return 1; }
+    done
+    end=$(date +%s.%N)
+    awk -v n="$(( $3 * 4 ))" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f", n / (e - s) }'
+}
+
+if [[ ${MODE:-} == net-inner ]]; then
+    # Inside scripts/netmounts.sh: measure through the mounts and print one line.
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+    mkdir "$MC_NET_A/rate" "$MC_NET_A/race"
+    single=$(rate "$MC_NET_A/rate" 300)
+    # Four processes through one mount (one host's view), then two per mount.
+    one_mount=$(contended "$MC_NET_A/race" "$MC_NET_A/race" 50)
+    mkdir "$MC_NET_A/race2"
+    sleep 1
+    two_mounts=$(contended "$MC_NET_A/race2" "$MC_NET_B/race2" 50)
+    echo "$single $one_mount $two_mounts"
+    exit 0
+fi
+
+say "building the release binary and lock_hammer"
+cargo build --release --locked --bin media-converter --example lock_hammer --example bench_fake >&2
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+declare -A SINGLE ONE_MOUNT TWO_MOUNTS
+mkdir -p "$WORK/local/rate" "$WORK/local/race"
+say "claims per second on local disk"
+SINGLE[local]=$(rate "$WORK/local/rate" 3000)
+ONE_MOUNT[local]=$(contended "$WORK/local/race" "$WORK/local/race" 500)
+TWO_MOUNTS[local]="-"
+
+if ((NET)); then
+    if [[ $EUID -ne 0 || ! -c /dev/fuse ]]; then
+        say "SKIPPED the sshfs and smb rows: they need root and /dev/fuse"
+        NET=0
+    else
+        for kind in sshfs smb; do
+            say "claims per second through $kind (scripts/netmounts.sh)"
+            line=$(scripts/netmounts.sh run "$kind" -- "$0" --net-inner | tail -n 1)
+            read -r SINGLE[$kind] ONE_MOUNT[$kind] TWO_MOUNTS[$kind] <<<"$line"
+        done
+    fi
+fi
+
+# ------------------------------------------------------------- coordination
+
+say "making the clips"
+mkdir -p "$WORK/pristine" "$WORK/fakebin" "$WORK/memo"
+ffmpeg -hide_banner -nostdin -v error -y -f lavfi -i testsrc2=s=160x90:r=24:d=1 \
+    -c:v libx264 -preset ultrafast -crf 8 "$WORK/source.mkv"
+ffmpeg -hide_banner -nostdin -v error -y -f lavfi -i testsrc2=s=160x90:r=24:d=1 \
+    -c:v libx265 -preset ultrafast -x265-params log-level=error "$WORK/hevc.mkv"
+for ((i = 0; i < N_FILES; i++)); do
+    cp "$WORK/source.mkv" "$WORK/pristine/clip-$(printf %03d "$i").mkv"
+done
+
+# The fakes are one compiled example (examples/bench_fake) run as `ffmpeg` and
+# `ffprobe`: forking shell scripts per call would cost more CPU than the
+# coordination being measured.
+FAKE=$(cd "$TARGET/release/examples" && pwd)/bench_fake
+ln -s "$FAKE" "$WORK/fakebin/ffmpeg"
+((REAL_FFPROBE)) || ln -s "$FAKE" "$WORK/fakebin/ffprobe"
+export BENCH_ENCODE_SECS=$ENCODE_SECS BENCH_HEVC=$WORK/hevc.mkv BENCH_LOG=$WORK/encodes.log \
+    BENCH_MEMO=$WORK/memo BENCH_REAL_FFMPEG=$(command -v ffmpeg) \
+    BENCH_REAL_FFPROBE=$(command -v ffprobe)
+
+declare -A WALL PHASE CONVERTED DOUBLES LOCKED
+FAILED=0
+for n in 1 2 4 8; do
+    rm -rf "$WORK/lib" "$WORK"/out.* "$WORK/encodes.log"
+    cp -a "$WORK/pristine" "$WORK/lib"
+    : >"$WORK/encodes.log"
+    say "coordination: $n process(es), $N_FILES files"
+    start=$(date +%s.%N)
+    pids=()
+    for ((p = 1; p <= n; p++)); do
+        PATH="$WORK/fakebin:$PATH" MEDIA_CONVERTER_HOST_ID="bench-$p" \
+            MEDIA_CONVERTER_HOSTNAME="bench-$p" \
+            "$BIN" --dir "$WORK/lib" --json --min-age 0s --preset ultrafast --encoder libx265 \
+            >"$WORK/out.$p" 2>"$WORK/err.$p" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || { say "a process failed:"; cat "$WORK"/err.* >&2; FAILED=1; }
+    done
+    end=$(date +%s.%N)
+    WALL[$n]=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
+    PHASE[$n]=$(awk '$1 == "start" && (!first || $2 < first) { first = $2 }
+                     $1 == "end" && $2 > last { last = $2 }
+                     END { printf "%.2f", last - first }' "$WORK/encodes.log")
+    CONVERTED[$n]=$(cat "$WORK"/out.* | grep -c '"event":"converted"' || true)
+    DOUBLES[$n]=$(cat "$WORK"/out.* | grep '"event":"converting"' |
+        grep -o '"file":"[^"]*"' | sort | uniq -d | wc -l)
+    LOCKED[$n]=$(cat "$WORK"/out.* | grep '"event":"skipped"' | grep -c '"reason":"locked"' || true)
+    if ((CONVERTED[$n] != N_FILES || DOUBLES[$n] != 0)); then
+        say "FAILED: $n process(es) converted ${CONVERTED[$n]} of $N_FILES, ${DOUBLES[$n]} twice"
+        FAILED=1
+    fi
+done
+
+# --------------------------------------------------------------------- report
+
+cpus=$(nproc)
+echo
+echo "Claims per second (acquire + release of one lock; release build; $cpus cores):"
+echo
+echo "| share | 1 process | 4 processes, one mount | 2 + 2 processes, two mounts |"
+echo "|---|---:|---:|---:|"
+for kind in local sshfs smb; do
+    [[ -n ${SINGLE[$kind]:-} ]] || continue
+    echo "| $kind | ${SINGLE[$kind]} | ${ONE_MOUNT[$kind]} | ${TWO_MOUNTS[$kind]} |"
+done
+echo
+probe_note="memoized real ffprobe"
+((REAL_FFPROBE)) && probe_note="real ffprobe"
+echo "Coordination: $N_FILES files on local disk, fake encoder sleeping ${ENCODE_SECS} s, $probe_note, $cpus cores:"
+echo
+echo "| processes | wall s | files/s | vs N x 1 process | encode phase s | vs N x 1 process | converted | twice | skipped as locked |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+for n in 1 2 4 8; do
+    awk -v n="$n" -v w="${WALL[$n]}" -v w1="${WALL[1]}" -v p="${PHASE[$n]}" -v p1="${PHASE[1]}" \
+        -v f="$N_FILES" -v c="${CONVERTED[$n]}" -v d="${DOUBLES[$n]}" -v l="${LOCKED[$n]}" \
+        'BEGIN { printf "| %d | %.1f | %.1f | %.0f %% | %.1f | %.0f %% | %d | %d | %d |\n",
+                 n, w, f / w, 100 * w1 / (n * w), p, 100 * p1 / (n * p), c, d, l }'
+done
+exit "$FAILED"
