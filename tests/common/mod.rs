@@ -62,6 +62,27 @@ const TONE2: &[&str] = &["-f", "lavfi", "-i", "sine=f=880:d=1"];
 /// for real libraries.
 const H264_SOURCE: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"];
 
+/// A one-line SubRip file beside a fixture, removed when dropped.
+struct Subtitle(PathBuf);
+
+impl Subtitle {
+    fn beside(out: &Path) -> Subtitle {
+        let srt = out.with_extension("fixture.srt");
+        std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
+        Subtitle(srt)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Subtitle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn run_fixture(parts: &[&[&str]], out: &Path) {
     let mut args: Vec<&str> = parts.iter().flat_map(|p| p.iter().copied()).collect();
     let out = out.to_str().expect("fixture paths are UTF-8");
@@ -71,9 +92,8 @@ fn run_fixture(parts: &[&[&str]], out: &Path) {
 
 /// H.264 + AAC + an English SRT subtitle in Matroska.
 pub fn h264_aac_srt_mkv(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -92,14 +112,12 @@ pub fn h264_aac_srt_mkv(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// Two audio tracks (eng, fra) and two subtitle tracks (eng, spa) in Matroska.
 pub fn multi_track_mkv(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -126,14 +144,12 @@ pub fn multi_track_mkv(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// MP4 with a mov_text subtitle.
 pub fn mp4_mov_text(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -152,7 +168,6 @@ pub fn mp4_mov_text(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// 10-bit H.264 (High 10).
