@@ -48,6 +48,19 @@ pub enum Target {
     File(PathBuf),
 }
 
+/// The order in which a run converts its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The biggest estimated saving first: the most space back soonest.
+    Largest,
+    /// The most recently modified first.
+    Newest,
+    /// The least recently modified first.
+    Oldest,
+    /// By path.
+    Name,
+}
+
 /// How the encoder is driven: the knobs shared by every encoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodeSettings {
@@ -74,6 +87,30 @@ pub struct ConvertConfig {
     pub allow_dv_loss: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
+    /// The order in which candidates are converted.
+    pub order: Order,
+    /// Try files again that failed `cache::FAILURE_LIMIT` times.
+    pub retry_failed: bool,
+}
+
+/// `cache build`: probe every file whose cache entry is not fresh.
+#[derive(Debug, Clone)]
+pub struct CacheBuildConfig {
+    pub dir: PathBuf,
+    pub media_type: MediaType,
+    /// Files modified more recently than this are left for later (a download in progress).
+    pub min_age: Duration,
+    pub follow_links: bool,
+    /// How many ffprobe processes run at once.
+    pub probe_jobs: usize,
+}
+
+/// `cache stats`: what the caches say about a library.
+#[derive(Debug, Clone)]
+pub struct CacheStatsConfig {
+    pub dir: PathBuf,
+    pub media_type: MediaType,
+    pub follow_links: bool,
 }
 
 /// How output is shown.

@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod cache;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod process;
 pub mod progress;
 pub mod scan;
 pub mod signal;
+pub mod survey;
 pub mod swap;
 pub mod transcode;
 pub mod verify;
@@ -34,6 +36,8 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
+        RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
+        RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
     };
     match result {
         Ok(code) => code,

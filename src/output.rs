@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::cache::stats::{Stats, Tally};
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
@@ -77,6 +78,19 @@ pub enum Event {
     Failed { file: String, error: String },
     /// The last event of every run.
     Summary(Summary),
+    /// `cache build` is done.
+    CacheBuilt {
+        dir: String,
+        files: u64,
+        /// Already known: a fresh cache entry, no ffprobe.
+        from_cache: u64,
+        probed: u64,
+        unreadable: u64,
+        seconds: f64,
+        interrupted: bool,
+    },
+    /// `cache stats`: the figures, on stdout.
+    CacheStats(Stats),
 }
 
 /// What `--dry-run` would do with a file.
@@ -199,6 +213,11 @@ impl Reporter {
             Event::Skipped { .. } => self.line(&event, false),
             Event::Warning { .. } => self.line(&event, true),
             Event::Planned { .. } => self.plan_line(&event),
+            Event::CacheStats(stats) => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = write!(stdout, "{}", stats_text(stats));
+            }
+            Event::CacheBuilt { .. } => self.line(&event, true),
             Event::Summary(_) => {
                 if let Ok(mut state) = self.state.lock() {
                     if let Some(bar) = state.overall.take() {
@@ -414,7 +433,22 @@ impl Reporter {
                 )
             }
             Event::Summary(s) => summary_text(s),
-            Event::Progress { .. } | Event::Planned { .. } => return,
+            Event::CacheBuilt {
+                dir,
+                files,
+                from_cache,
+                probed,
+                unreadable,
+                seconds,
+                interrupted,
+            } => format!(
+                "cache build {}: {files} files, {from_cache} already known, {probed} probed \
+                 ({unreadable} unreadable) in {}{}",
+                display_name(dir),
+                format_secs(*seconds),
+                if *interrupted { " (interrupted)" } else { "" }
+            ),
+            Event::Progress { .. } | Event::Planned { .. } | Event::CacheStats(_) => return,
         };
         self.print_stderr(&text);
     }
@@ -437,12 +471,123 @@ impl Reporter {
         }
     }
 
+    /// A counter of `total` work items: a bar on a terminal, a line every tenth (or minute)
+    /// in a log, nothing with `--json` or `--quiet`.
+    pub fn counter(&self, label: &str, total: u64) -> Counter<'_> {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:30}] {pos}/{len}  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.to_owned());
+            bar
+        });
+        Counter {
+            reporter: self,
+            bar,
+            label: label.to_owned(),
+            total,
+            done: 0,
+            last_logged_percent: 0.0,
+            last_logged: Instant::now(),
+        }
+    }
+
     /// Verbose detail (command lines, reasons); shown only with `-v`.
     pub fn debug(&self, text: &str) {
         if self.config.verbose && !self.config.json {
             self.print_stderr(text);
         }
     }
+}
+
+/// Counts work items done; see [`Reporter::counter`]. The bar goes when it is dropped.
+pub struct Counter<'a> {
+    reporter: &'a Reporter,
+    bar: Option<ProgressBar>,
+    label: String,
+    total: u64,
+    done: u64,
+    last_logged_percent: f64,
+    last_logged: Instant,
+}
+
+impl Counter<'_> {
+    /// One more item done.
+    pub fn inc(&mut self) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            return;
+        }
+        let config = self.reporter.config;
+        if config.json || config.quiet || config.stderr_is_tty {
+            return;
+        }
+        let percent = self.done as f64 * 100.0 / self.total.max(1) as f64;
+        if percent - self.last_logged_percent >= LOG_EVERY_PERCENT
+            || self.last_logged.elapsed() >= LOG_EVERY
+        {
+            self.last_logged_percent = percent;
+            self.last_logged = Instant::now();
+            self.reporter.print_stderr(&format!(
+                "{} {}/{} ({percent:.0}%)",
+                self.label, self.done, self.total
+            ));
+        }
+    }
+}
+
+impl Drop for Counter<'_> {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `cache stats` for people: aligned columns on stdout.
+fn stats_text(s: &Stats) -> String {
+    let row = |label: &str, t: &Tally| {
+        format!(
+            "  {:<24} {:>8} files {:>12}\n",
+            display_name(label),
+            t.files,
+            HumanBytes(t.bytes).to_string()
+        )
+    };
+    let mut text = format!("library {}\n", display_name(&s.dir));
+    text.push_str(&row("media files", &s.files));
+    text.push_str(&row("not in the cache yet", &s.unknown));
+    for (title, map) in [("by codec", &s.by_codec), ("by container", &s.by_container)] {
+        text.push_str(&format!("{title}\n"));
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
+        for (name, tally) in rows {
+            text.push_str(&row(name, tally));
+        }
+    }
+    text.push_str(&format!(
+        "history\n  converted {:>8} files, {} -> {} (saved {})\n",
+        s.converted,
+        HumanBytes(s.converted_before_bytes),
+        HumanBytes(s.converted_after_bytes),
+        HumanBytes(s.saved_bytes)
+    ));
+    text.push_str(&row("not smaller (kept)", &s.not_smaller));
+    text.push_str(&row("failed at least once", &s.failed));
+    text.push_str(&row("failed too often", &s.failed_out));
+    text.push_str(&format!(
+        "work left\n  candidates {:>7} files {:>12}, estimated saving {}\n",
+        s.candidates.files,
+        HumanBytes(s.candidates.bytes).to_string(),
+        HumanBytes(s.estimated_saving_bytes)
+    ));
+    text
 }
 
 fn summary_text(s: &Summary) -> String {
@@ -501,6 +646,35 @@ mod tests {
         .unwrap();
         assert_eq!(json["event"], "summary");
         assert_eq!(json["converted"], 2);
+    }
+
+    #[test]
+    fn stats_text_shows_every_figure() {
+        let mut stats = Stats::new("/lib".into());
+        stats.files = Tally {
+            files: 3,
+            bytes: 3 << 30,
+        };
+        stats
+            .by_codec
+            .insert("h264".into(), Tally { files: 2, bytes: 1 });
+        stats.candidates = Tally { files: 2, bytes: 1 };
+        stats.estimated_saving_bytes = 1 << 30;
+        let text = stats_text(&stats);
+        assert!(
+            text.contains("media files") && text.contains("3.00 GiB"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("h264") && l.contains(" 2 files")),
+            "{text}"
+        );
+        assert!(text.contains("estimated saving 1.00 GiB"), "{text}");
+        let json = serde_json::to_value(Event::CacheStats(stats)).unwrap();
+        assert_eq!(json["event"], "cache_stats");
+        assert_eq!(json["candidates"]["files"], 2);
+        assert_eq!(json["by_codec"]["h264"]["files"], 2);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
+use crate::cache::{self, FactsSource, HistorySkip, Recorder};
 use crate::config::{ConvertConfig, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
 use crate::encoder::Encoder;
@@ -17,6 +18,7 @@ use crate::probe::{self, MediaInfo};
 use crate::process::{Tools, display_command};
 use crate::scan::{self, MediaFile};
 use crate::signal;
+use crate::survey::{self, Known, Next};
 use crate::swap::{self, Swap};
 use crate::transcode::{self, Job, Outcome, StopReason};
 use crate::verify;
@@ -34,53 +36,70 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     };
 
     let mut summary = Summary::default();
-    let mut candidates = Vec::new();
-    let mut to_probe = Vec::new();
+    let mut to_survey = Vec::new();
     for file in files {
         match decide::too_new(&file, &rules) {
             Some(Decision::Skip { reason, detail }) => {
                 skipped(reporter, &mut summary, config, &file, "?", reason, detail)
             }
-            _ => to_probe.push(file),
+            _ => to_survey.push(file),
         }
     }
-    let probes = probe::probe_many(
-        &tools.ffprobe,
-        &paths(&to_probe),
-        config.probe_jobs,
-        &|_| {},
-    );
-    for (file, probed) in to_probe.into_iter().zip(probes) {
-        let info = match probed {
-            Ok(info) => info,
-            Err(err) => {
-                failed(reporter, &mut summary, &file.path, err.to_string());
-                continue;
+    // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
+    // hold every file's stream list.
+    let mut candidates: Vec<(MediaFile, Option<MediaInfo>, String, Plan)> = Vec::new();
+    let mut recorder = Recorder::new();
+    let options = survey::Options {
+        ffprobe: &tools.ffprobe,
+        probe_jobs: config.probe_jobs,
+        retry_failed: config.retry_failed,
+        record_failures: !config.dry_run,
+    };
+    survey::survey(
+        to_survey,
+        &options,
+        &mut recorder,
+        reporter,
+        |file, known| match known {
+            Known::Facts { info, source } => match decide::decide(file, info, &rules) {
+                Decision::Skip { reason, detail } => {
+                    let codec = main_codec(info);
+                    skipped(reporter, &mut summary, config, file, &codec, reason, detail);
+                    Next::Done
+                }
+                // The legacy cache's facts decide, but converting needs every stream.
+                Decision::Convert(_) if source == FactsSource::Legacy && !config.dry_run => {
+                    Next::ProbeFully
+                }
+                Decision::Convert(plan) => {
+                    let kept = (!config.dry_run).then(|| info.clone());
+                    candidates.push((file.clone(), kept, main_codec(info), plan));
+                    Next::Done
+                }
+            },
+            Known::Skip(history) => {
+                summary.skipped += 1;
+                emit_history_skip(reporter, config, file, history);
+                Next::Done
             }
-        };
-        let codec = main_codec(&info);
-        match decide::decide(&file, &info, &rules) {
-            Decision::Skip { reason, detail } => skipped(
-                reporter,
-                &mut summary,
-                config,
-                &file,
-                &codec,
-                reason,
-                detail,
-            ),
-            Decision::Convert(plan) => candidates.push((file, info, plan)),
-        }
-    }
+            Known::Unreadable { error } => {
+                failed(reporter, &mut summary, &file.path, error);
+                Next::Done
+            }
+        },
+    );
+    decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
+        (file, plan)
+    });
 
     if config.dry_run {
         let mut estimate = 0;
-        for (file, info, plan) in &candidates {
+        for (file, _, codec, plan) in &candidates {
             summary.converted += 1;
             estimate += file.size.saturating_sub(plan.estimated_bytes);
             reporter.emit(Event::Planned {
                 file: shown(&file.path),
-                codec: main_codec(info),
+                codec: codec.clone(),
                 action: PlannedAction::Convert,
                 reason: None,
                 detail: format!("to HEVC in {}", plan.container.muxer()),
@@ -89,16 +108,22 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             });
         }
         summary.estimated_saving_bytes = Some(estimate);
+        survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
         return Ok(finish(reporter, summary, started));
     }
 
-    let total_bytes = candidates.iter().map(|(f, _, _)| f.size).sum();
+    let total_bytes = candidates.iter().map(|(f, _, _, _)| f.size).sum();
     reporter.start_overall(candidates.len() as u64, total_bytes);
     let count = candidates.len() as u64;
-    for (done, (file, info, plan)) in candidates.into_iter().enumerate() {
+    for (done, (file, info, codec, plan)) in candidates.into_iter().enumerate() {
         if signal::interrupted() {
             break;
         }
+        let Some(info) = info else {
+            // Only a dry run drops the facts, and it never gets here.
+            continue;
+        };
+        let file_started = Instant::now();
         let outcome = convert_one(&tools, config, reporter, &file, &info, &plan);
         match outcome {
             FileOutcome::Converted { after_bytes } => {
@@ -106,21 +131,41 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 summary.before_bytes += file.size;
                 summary.after_bytes += after_bytes;
                 summary.saved_bytes += file.size.saturating_sub(after_bytes);
+                recorder.converted(
+                    &file,
+                    &plan.output_path,
+                    after_bytes,
+                    // The encoder convert_one used; it chooses none other yet.
+                    Encoder::Libx265.name(),
+                    file_started.elapsed().as_secs_f64(),
+                );
             }
-            FileOutcome::Skipped(reason, detail) => skipped(
-                reporter,
-                &mut summary,
-                config,
-                &file,
-                &main_codec(&info),
-                reason,
-                detail,
-            ),
-            FileOutcome::Failed(error) => failed(reporter, &mut summary, &file.path, error),
+            FileOutcome::Skipped(reason, detail) => {
+                if reason == SkipReason::NotSmaller {
+                    recorder.not_smaller(&file, &detail);
+                }
+                skipped(
+                    reporter,
+                    &mut summary,
+                    config,
+                    &file,
+                    &codec,
+                    reason,
+                    detail,
+                )
+            }
+            FileOutcome::Failed(error) => {
+                recorder.failed(&file, &error, &[]);
+                failed(reporter, &mut summary, &file.path, error)
+            }
             FileOutcome::Interrupted => break,
         }
+        // Right away, so other hosts learn it before they pick their next file.
+        let dir = cache::dir_of(&file.path);
+        survey::report_warnings(reporter, recorder.flush(&dir, cache::WRITE_PATIENCE));
         reporter.file_done(done as u64 + 1, count, file.size);
     }
+    survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     Ok(finish(reporter, summary, started))
 }
 
@@ -351,10 +396,6 @@ fn main_codec(info: &MediaInfo) -> String {
         .map_or_else(|| "none".into(), |s| s.codec.clone())
 }
 
-fn paths(files: &[MediaFile]) -> Vec<&Path> {
-    files.iter().map(|f| f.path.as_path()).collect()
-}
-
 fn shown(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
@@ -385,6 +426,34 @@ fn skipped(
             reason,
             detail,
             host: None,
+        });
+    }
+}
+
+/// A file the cache's history rules out: reported like any skip, naming the host that
+/// learned it.
+fn emit_history_skip(
+    reporter: &Reporter,
+    config: &ConvertConfig,
+    file: &MediaFile,
+    history: HistorySkip,
+) {
+    if config.dry_run {
+        reporter.emit(Event::Planned {
+            file: shown(&file.path),
+            codec: "?".into(),
+            action: PlannedAction::Skip,
+            reason: Some(history.reason),
+            detail: history.detail,
+            size_bytes: file.size,
+            estimated_bytes: file.size,
+        });
+    } else {
+        reporter.emit(Event::Skipped {
+            file: shown(&file.path),
+            reason: history.reason,
+            detail: history.detail,
+            host: Some(history.host),
         });
     }
 }
