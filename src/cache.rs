@@ -280,8 +280,8 @@ impl fmt::Display for LoadProblem {
         match self {
             LoadProblem::Corrupt(why) => write!(
                 f,
-                "the cache is corrupt ({why}); it is ignored, set aside with a timestamped \
-                 name and rebuilt"
+                "the cache is corrupt ({why}): ignored; the next write sets it aside as \
+                 {CACHE_FILE_NAME}.corrupt-<time> and rebuilds it"
             ),
             LoadProblem::Newer(version) => write!(
                 f,
@@ -732,14 +732,8 @@ impl Recorder {
             return Vec::new();
         }
         match store::update(dir, patience, |files| merge(files, updates.clone())) {
-            Ok(outcome) => outcome
-                .set_aside
-                .map(|name| CacheWarning {
-                    dir: dir.to_path_buf(),
-                    message: format!("the corrupt cache was set aside as {}", name.display()),
-                })
-                .into_iter()
-                .collect(),
+            // A corrupt cache was reported when it was read: once is enough.
+            Ok(_) => Vec::new(),
             Err(store::WriteError::Busy) => {
                 // Kept for the next flush; the run's last flush reports what never got written.
                 self.pending.insert(dir.to_path_buf(), updates);
@@ -1011,9 +1005,7 @@ mod tests {
 
         let mut recorder = Recorder::new();
         recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
-        let warnings = recorder.flush(dir.path(), WRITE_PATIENCE);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].message.contains("set aside"), "{warnings:?}");
+        assert!(recorder.flush(dir.path(), WRITE_PATIENCE).is_empty());
         let aside: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -100,7 +100,8 @@ struct ConvertArgs {
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
     media_type: TypeArg,
 
-    /// Print the plan (codec, decision, estimated size) and change nothing.
+    /// Print the plan (codec, decision, estimated size) and change no media file; what it
+    /// probes is recorded in the cache, so the real run that follows does not probe again.
     #[arg(long)]
     dry_run: bool,
 

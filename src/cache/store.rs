@@ -50,13 +50,6 @@ impl From<io::Error> for WriteError {
     }
 }
 
-/// What a successful write did besides writing.
-#[derive(Debug, Default)]
-pub(crate) struct Written {
-    /// Where a corrupt cache was moved before it was rebuilt.
-    pub set_aside: Option<PathBuf>,
-}
-
 /// Reads the cache file of `dir`; `None` when there is none.
 ///
 /// Some SMB servers replace a file in two steps, so a reader can find no file for a moment
@@ -95,14 +88,13 @@ pub(crate) fn update(
     dir: &Path,
     patience: Duration,
     apply: impl FnOnce(&mut BTreeMap<String, Entry>),
-) -> Result<Written, WriteError> {
+) -> Result<(), WriteError> {
     let nonce = nonce();
     let mut temp = TempFile::create(dir.join(format!("{CACHE_FILE_NAME}.{nonce}.tmp")))?;
     // The file server stamped this mtime: "now" on the clock that stamps the lock too.
     let server_now = temp.modified()?;
     let lock = CacheLock::acquire(dir, &nonce, server_now, patience)?;
 
-    let mut written = Written::default();
     // Under the lock no writer is mid-replace: a missing file is missing.
     let mut files = match read_once(dir)?.map(|bytes| parse(&bytes)) {
         None => BTreeMap::new(),
@@ -114,8 +106,8 @@ pub(crate) fn update(
                 chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
                 &nonce[..8]
             ));
+            // Kept for whoever wants to see what went wrong; the read already reported it.
             fs::rename(dir.join(CACHE_FILE_NAME), &aside)?;
-            written.set_aside = Some(aside);
             BTreeMap::new()
         }
     };
@@ -130,7 +122,7 @@ pub(crate) fn update(
     }
     temp.persist(&dir.join(CACHE_FILE_NAME))?;
     drop(lock);
-    Ok(written)
+    Ok(())
 }
 
 /// Drops the entries of files that are gone, and a dead writer's debris.
