@@ -18,6 +18,7 @@ mod legacy;
 pub mod stats;
 mod store;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fmt;
@@ -98,11 +99,17 @@ pub fn unix_secs(time: SystemTime) -> f64 {
 /// Unicode has no key: such a file is probed every time rather than risk two names sharing an
 /// entry.
 pub fn key(name: &OsStr) -> Option<String> {
+    key_of(name).map(Cow::into_owned)
+}
+
+/// [`key`] without a copy when the name is already NFC, as nearly every name is: lookups of a
+/// large library make one per file.
+pub fn key_of(name: &OsStr) -> Option<Cow<'_, str>> {
     let name = name.to_str()?;
     Some(if is_nfc(name) {
-        name.to_owned()
+        Cow::Borrowed(name)
     } else {
-        name.nfc().collect()
+        Cow::Owned(name.nfc().collect())
     })
 }
 

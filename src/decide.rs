@@ -189,7 +189,14 @@ pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&M
             Order::Oldest => fa.modified.cmp(&fb.modified),
             Order::Name => std::cmp::Ordering::Equal,
         };
-        first.then_with(|| fa.path.cmp(&fb.path))
+        // Byte order of the paths: any fixed order makes ties stable across runs and hosts,
+        // and bytes compare far faster than path components.
+        first.then_with(|| {
+            fa.path
+                .as_os_str()
+                .as_encoded_bytes()
+                .cmp(fb.path.as_os_str().as_encoded_bytes())
+        })
     });
 }
 

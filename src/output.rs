@@ -82,6 +82,8 @@ pub enum Event {
     CacheBuilt {
         dir: String,
         files: u64,
+        /// Modified within `--min-age`: left for a later build.
+        too_new: u64,
         /// Already known: a fresh cache entry, no ffprobe.
         from_cache: u64,
         probed: u64,
@@ -136,7 +138,19 @@ pub struct Reporter {
     config: OutputConfig,
     state: Mutex<State>,
     multi: Option<MultiProgress>,
+    /// Batched stdout (see [`Reporter::write_stdout`]).
+    stdout: Mutex<Vec<u8>>,
 }
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        // A batched plan must not be lost when a run ends without a summary (a setup error).
+        self.write_stdout("", false);
+    }
+}
+
+/// How much of a dry run's plan is gathered before it is written.
+const STDOUT_BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -163,6 +177,7 @@ impl Reporter {
             config,
             state: Mutex::new(State::default()),
             multi: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            stdout: Mutex::new(Vec::new()),
         }
     }
 
@@ -213,12 +228,10 @@ impl Reporter {
             Event::Skipped { .. } => self.line(&event, false),
             Event::Warning { .. } => self.line(&event, true),
             Event::Planned { .. } => self.plan_line(&event),
-            Event::CacheStats(stats) => {
-                let mut stdout = std::io::stdout().lock();
-                let _ = write!(stdout, "{}", stats_text(stats));
-            }
+            Event::CacheStats(stats) => self.write_stdout(&stats_text(stats), false),
             Event::CacheBuilt { .. } => self.line(&event, true),
             Event::Summary(_) => {
+                self.write_stdout("", false);
                 if let Ok(mut state) = self.state.lock() {
                     if let Some(bar) = state.overall.take() {
                         bar.finish_and_clear();
@@ -256,10 +269,26 @@ impl Reporter {
                 state.files.remove(file);
             }
         }
-        if let Ok(line) = serde_json::to_string(event) {
+        if let Ok(mut line) = serde_json::to_string(event) {
+            line.push('\n');
+            self.write_stdout(&line, matches!(event, Event::Planned { .. }));
+        }
+    }
+
+    /// Writes to stdout. A dry run's plan is batched: it is one line per file, and one write
+    /// each would cost a 100,000-file plan more than its whole scan. Everything else is
+    /// written at once, so a consumer sees each event as it happens (and after the plan lines
+    /// before it).
+    fn write_stdout(&self, text: &str, batch: bool) {
+        let Ok(mut pending) = self.stdout.lock() else {
+            return;
+        };
+        pending.extend_from_slice(text.as_bytes());
+        if !batch || pending.len() >= STDOUT_BATCH_BYTES {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.write_all(&pending);
             let _ = stdout.flush();
+            pending.clear();
         }
     }
 
@@ -351,20 +380,19 @@ impl Reporter {
         };
         let line = match action {
             PlannedAction::Convert => format!(
-                "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+                "convert  {codec:<10} {:>10} -> ~{:<10} {}\n",
                 HumanBytes(*size_bytes).to_string(),
                 HumanBytes(*estimated_bytes).to_string(),
                 display_name(file)
             ),
             PlannedAction::Skip => format!(
-                "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
+                "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})\n",
                 HumanBytes(*size_bytes).to_string(),
                 "",
                 display_name(file)
             ),
         };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
+        self.write_stdout(&line, true);
     }
 
     /// A human line for an event, on stderr; `important` lines survive `--quiet`.
@@ -436,6 +464,7 @@ impl Reporter {
             Event::CacheBuilt {
                 dir,
                 files,
+                too_new,
                 from_cache,
                 probed,
                 unreadable,
@@ -443,7 +472,7 @@ impl Reporter {
                 interrupted,
             } => format!(
                 "cache build {}: {files} files, {from_cache} already known, {probed} probed \
-                 ({unreadable} unreadable) in {}{}",
+                 ({unreadable} unreadable), {too_new} too new, in {}{}",
                 display_name(dir),
                 format_secs(*seconds),
                 if *interrupted { " (interrupted)" } else { "" }

@@ -5,23 +5,28 @@
 //! scan's one stat: no ffprobe, no second stat. Files are handed to the caller one at a time
 //! and not kept, so a library of any size is surveyed in little memory.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use crate::cache::{
-    self, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem, Recorder,
+    self, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem, Loaded,
+    Recorder,
 };
+use crate::config::MediaType;
+use crate::decide::{self, Decision, Rules, SkipReason};
 use crate::output::{Event, Reporter};
 use crate::probe::{self, MediaInfo};
-use crate::scan::MediaFile;
+use crate::scan::{self, MediaFile};
 use crate::signal;
 
 /// How a survey runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
     pub ffprobe: &'a Path,
+    /// Files too new by these rules (a download in progress) are skipped before anything
+    /// reads them.
+    pub rules: &'a Rules,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
     /// Look again at files that failed [`cache::FAILURE_LIMIT`] times.
@@ -38,8 +43,13 @@ pub enum Known<'a> {
         info: &'a MediaInfo,
         source: FactsSource,
     },
-    /// The cache's history says to leave it alone (not smaller, failed too often).
-    Skip(HistorySkip),
+    /// Left alone before probing: too new, or the cache's history says so (not smaller,
+    /// failed too often; then `host` is the host that learned it).
+    Skip {
+        reason: SkipReason,
+        detail: String,
+        host: Option<String>,
+    },
     /// ffprobe cannot read it.
     Unreadable { error: String },
 }
@@ -56,6 +66,8 @@ pub enum Next {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Report {
     pub files: u64,
+    /// Modified within `--min-age`: left for later, not read.
+    pub too_new: u64,
     /// Answered by a fresh cache entry, without ffprobe.
     pub from_cache: u64,
     /// Probed by ffprobe.
@@ -64,24 +76,28 @@ pub struct Report {
     pub unreadable: u64,
 }
 
-/// Surveys `files`, calling `on_known` once for each (twice for one it sends back with
-/// [`Next::ProbeFully`]), and records what ffprobe learns in the caches of their directories,
-/// each directory's as soon as its last file is probed.
+/// Surveys files given directory by directory (see [`walk_library`]), calling `on_known` once for each file (twice for one
+/// it sends back with [`Next::ProbeFully`]), and records what ffprobe learns in the caches
+/// of their directories, each directory's as soon as its last file is probed.
 pub fn survey(
-    files: Vec<MediaFile>,
+    batches: impl IntoIterator<Item = DirBatch>,
     options: &Options<'_>,
     recorder: &mut Recorder,
     reporter: &Reporter,
     mut on_known: impl FnMut(&MediaFile, Known<'_>) -> Next,
 ) -> Report {
     let mut report = Report::default();
-    let groups = group_by_dir(files);
-    let mut dirs = Vec::with_capacity(groups.len());
-    let mut unprobed = vec![0usize; groups.len()];
+    let mut dirs = Vec::new();
+    let mut unprobed = Vec::new();
     let mut jobs: Vec<(usize, MediaFile)> = Vec::new();
 
-    for (group, (dir, files)) in groups.into_iter().enumerate() {
-        let loaded = DirCache::load(&dir);
+    for (group, batch) in batches.into_iter().enumerate() {
+        unprobed.push(0usize);
+        let DirBatch {
+            dir,
+            files,
+            cache: loaded,
+        } = batch;
         match loaded.problem {
             Some(LoadProblem::Newer(version)) => {
                 recorder.leave_alone(&dir, version);
@@ -95,13 +111,33 @@ pub fn survey(
         }
         for file in files {
             report.files += 1;
+            if let Some(Decision::Skip { reason, detail }) = decide::too_new(&file, options.rules) {
+                report.too_new += 1;
+                on_known(
+                    &file,
+                    Known::Skip {
+                        reason,
+                        detail,
+                        host: None,
+                    },
+                );
+                continue;
+            }
             let entry = file
                 .path
                 .file_name()
-                .and_then(cache::key)
+                .and_then(cache::key_of)
                 .and_then(|key| loaded.cache.fresh(&key, Fingerprint::of(&file)));
             let known = entry.and_then(|entry| match entry.history_skip(options.retry_failed) {
-                Some(skip) => Some(Known::Skip(skip)),
+                Some(HistorySkip {
+                    reason,
+                    detail,
+                    host,
+                }) => Some(Known::Skip {
+                    reason,
+                    detail,
+                    host: Some(host),
+                }),
                 // No facts: an earlier probe failed, below the limit; try again.
                 None => entry.info.as_ref().map(|info| Known::Facts {
                     info,
@@ -205,23 +241,83 @@ fn probe_all(
     });
 }
 
-/// Files grouped by directory, in first-seen order, so each cache is read once.
-pub fn group_by_dir(files: Vec<MediaFile>) -> Vec<(PathBuf, Vec<MediaFile>)> {
-    let mut groups: Vec<(PathBuf, Vec<MediaFile>)> = Vec::new();
-    let mut index: HashMap<PathBuf, usize> = HashMap::new();
-    for file in files {
-        let dir = cache::dir_of(&file.path);
-        // A scan yields a directory's files mostly together: try the last group first.
-        let group = match groups.last() {
-            Some((last, _)) if *last == dir => groups.len() - 1,
-            _ => *index.entry(dir.clone()).or_insert_with(|| {
-                groups.push((dir, Vec::new()));
-                groups.len() - 1
-            }),
-        };
-        groups[group].1.push(file);
+/// A directory as a survey takes it: its media files (of the run's type) and its cache.
+#[derive(Debug)]
+pub struct DirBatch {
+    pub dir: PathBuf,
+    pub files: Vec<MediaFile>,
+    pub cache: Loaded,
+}
+
+impl DirBatch {
+    /// Reads the cache of `dir` for these files.
+    pub fn load(dir: PathBuf, files: Vec<MediaFile>) -> DirBatch {
+        let cache = DirCache::load(&dir);
+        DirBatch { dir, files, cache }
     }
-    groups
+}
+
+/// Directories are handed over in chunks of about this many files: one hand-off per
+/// directory would wake the survey thread ten thousand times for a large library, and those
+/// wake-ups cost more than the hand-over itself.
+const CHUNK_FILES: usize = 1000;
+
+/// How many chunks the walk may get ahead of the survey: enough to keep both busy, little
+/// enough that a huge library is never all in memory.
+const WALK_BACKLOG: usize = 16;
+
+/// Walks a library on another thread while `consume` reads each directory's cache and
+/// surveys its files: the walk is mostly the kernel listing and stat-ing, the survey mostly
+/// parsing and deciding, so on two cores they overlap. Caches are read here, on the
+/// consuming thread, not by the walker: their many small allocations are then freed by the
+/// thread that made them, which glibc's allocator does far faster. What the walk cannot
+/// read is reported as it is found.
+pub fn walk_library<R>(
+    root: &Path,
+    follow_links: bool,
+    media_type: MediaType,
+    reporter: &Reporter,
+    consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
+) -> R {
+    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Vec<MediaFile>)>>(WALK_BACKLOG);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut chunk = Vec::new();
+            let mut chunk_files = 0;
+            // Once the consumer has stopped listening the sends fail, and nothing is lost.
+            scan::walk(
+                root,
+                follow_links,
+                &mut |dir, mut files| {
+                    files.retain(|f| media_type.includes(f.kind));
+                    if files.is_empty() {
+                        return;
+                    }
+                    chunk_files += files.len();
+                    chunk.push((dir, files));
+                    if chunk_files >= CHUNK_FILES {
+                        chunk_files = 0;
+                        let _ = sender.send(std::mem::take(&mut chunk));
+                    }
+                },
+                &mut |warning| {
+                    reporter.emit(Event::Warning {
+                        file: Some(warning.path.to_string_lossy().into_owned()),
+                        message: warning.message,
+                    });
+                },
+            );
+            if !chunk.is_empty() {
+                let _ = sender.send(chunk);
+            }
+        });
+        consume(
+            &mut receiver
+                .into_iter()
+                .flatten()
+                .map(|(dir, files)| DirBatch::load(dir, files)),
+        )
+    })
 }
 
 fn warn(reporter: &Reporter, dir: &Path, message: &str) {
@@ -239,60 +335,5 @@ fn warn(reporter: &Reporter, dir: &Path, message: &str) {
 pub fn report_warnings(reporter: &Reporter, warnings: Vec<CacheWarning>) {
     for warning in warnings {
         warn(reporter, &warning.dir, &warning.message);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::MediaKind;
-    use std::time::SystemTime;
-
-    fn file(path: &str) -> MediaFile {
-        MediaFile {
-            path: PathBuf::from(path),
-            kind: MediaKind::Video,
-            size: 1,
-            modified: SystemTime::UNIX_EPOCH,
-        }
-    }
-
-    #[test]
-    fn files_are_grouped_by_directory_in_first_seen_order() {
-        let groups = group_by_dir(
-            [
-                "/l/a/1.mkv",
-                "/l/a/b/2.mkv",
-                "/l/a/3.mkv",
-                "/l/c/4.mkv",
-                "5.mkv",
-            ]
-            .map(file)
-            .to_vec(),
-        );
-        let shape: Vec<(String, Vec<String>)> = groups
-            .iter()
-            .map(|(dir, files)| {
-                (
-                    dir.to_string_lossy().into_owned(),
-                    files
-                        .iter()
-                        .map(|f| f.path.to_string_lossy().into_owned())
-                        .collect(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            shape,
-            [
-                (
-                    "/l/a".into(),
-                    vec!["/l/a/1.mkv".into(), "/l/a/3.mkv".into()]
-                ),
-                ("/l/a/b".into(), vec!["/l/a/b/2.mkv".into()]),
-                ("/l/c".into(), vec!["/l/c/4.mkv".into()]),
-                (".".into(), vec!["5.mkv".into()]),
-            ]
-        );
     }
 }

@@ -7,64 +7,65 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 
 use crate::cache::stats::Stats;
-use crate::cache::{self, DirCache, FactsSource, Fingerprint, Recorder};
-use crate::config::{CacheBuildConfig, CacheStatsConfig, MediaType};
+use crate::cache::{self, FactsSource, Fingerprint, Recorder};
+use crate::config::{CacheBuildConfig, CacheStatsConfig};
 use crate::decide::Rules;
 use crate::exit_codes::ExitCode;
 use crate::output::{Event, Reporter};
 use crate::process::Tools;
-use crate::scan::{self, MediaFile};
+use crate::scan::MediaFile;
 use crate::signal;
-use crate::survey::{self, Known, Next};
+use crate::survey::{self, DirBatch, Known, Next};
 
 /// Probes every file the cache does not know (or that changed since), `probe_jobs` at once,
 /// and writes each directory's cache as soon as its files are done.
 pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
-    let now = SystemTime::now();
-    let files: Vec<MediaFile> = library(
-        &config.dir,
-        config.follow_links,
-        config.media_type,
-        reporter,
-    )?
-    .into_iter()
-    // A download in progress would be probed half-written; it is probed when it settles.
-    .filter(|file| {
-        now.duration_since(file.modified)
-            .is_ok_and(|age| age >= config.min_age)
-    })
-    .collect();
+    check_dir(&config.dir)?;
+    let rules = Rules {
+        // A download in progress would be probed half-written; it is probed when it settles.
+        min_age: config.min_age,
+        min_savings_pct: 0.0,
+        allow_dv_loss: false,
+        now: SystemTime::now(),
+    };
     let mut recorder = Recorder::new();
     let options = survey::Options {
         ffprobe: &tools.ffprobe,
+        rules: &rules,
         probe_jobs: config.probe_jobs,
         retry_failed: false,
         record_failures: true,
     };
-    let report = survey::survey(files, &options, &mut recorder, reporter, |file, known| {
-        match known {
-            // Warming the cache is the moment to replace the legacy tool's partial facts.
-            Known::Facts {
-                source: FactsSource::Legacy,
-                ..
-            } => Next::ProbeFully,
-            Known::Unreadable { error } => {
-                reporter.emit(Event::Failed {
-                    file: file.path.to_string_lossy().into_owned(),
-                    error,
-                });
-                Next::Done
-            }
-            Known::Facts { .. } | Known::Skip(_) => Next::Done,
+    let on_known = |file: &MediaFile, known: Known<'_>| match known {
+        // Warming the cache is the moment to replace the legacy tool's partial facts.
+        Known::Facts {
+            source: FactsSource::Legacy,
+            ..
+        } => Next::ProbeFully,
+        Known::Unreadable { error } => {
+            reporter.emit(Event::Failed {
+                file: file.path.to_string_lossy().into_owned(),
+                error,
+            });
+            Next::Done
         }
-    });
+        Known::Facts { .. } | Known::Skip { .. } => Next::Done,
+    };
+    let report = survey::walk_library(
+        &config.dir,
+        config.follow_links,
+        config.media_type,
+        reporter,
+        |groups| survey::survey(groups, &options, &mut recorder, reporter, on_known),
+    );
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     let interrupted = signal::interrupted();
     reporter.emit(Event::CacheBuilt {
         dir: config.dir.to_string_lossy().into_owned(),
         files: report.files,
+        too_new: report.too_new,
         from_cache: report.from_cache,
         probed: report.probed,
         unreadable: report.unreadable,
@@ -82,12 +83,7 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
 
 /// Reports what the caches know about a library. Reads only: no ffprobe, no writes.
 pub fn stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
-    let files = library(
-        &config.dir,
-        config.follow_links,
-        config.media_type,
-        reporter,
-    )?;
+    check_dir(&config.dir)?;
     let rules = Rules {
         // Stats describe the library, including files that a run would leave for later.
         min_age: Duration::ZERO,
@@ -96,52 +92,48 @@ pub fn stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<E
         now: SystemTime::now(),
     };
     let mut stats = Stats::new(config.dir.to_string_lossy().into_owned());
-    // One directory's cache in memory at a time, however large the library.
-    for (dir, files) in survey::group_by_dir(files) {
-        let loaded = DirCache::load(&dir);
-        if let Some(problem) = loaded.problem {
-            reporter.emit(Event::Warning {
-                file: Some(
-                    dir.join(cache::CACHE_FILE_NAME)
-                        .to_string_lossy()
-                        .into_owned(),
-                ),
-                message: problem.to_string(),
-            });
-        }
-        for file in &files {
-            let fresh = file
-                .path
-                .file_name()
-                .and_then(cache::key)
-                .and_then(|key| loaded.cache.fresh(&key, Fingerprint::of(file)));
-            stats.add(file, fresh, &rules);
-        }
-    }
+    survey::walk_library(
+        &config.dir,
+        config.follow_links,
+        config.media_type,
+        reporter,
+        |groups| {
+            // One directory's cache in memory at a time, however large the library.
+            for DirBatch {
+                dir,
+                files,
+                cache: loaded,
+            } in groups
+            {
+                if let Some(problem) = loaded.problem {
+                    reporter.emit(Event::Warning {
+                        file: Some(
+                            dir.join(cache::CACHE_FILE_NAME)
+                                .to_string_lossy()
+                                .into_owned(),
+                        ),
+                        message: problem.to_string(),
+                    });
+                }
+                for file in &files {
+                    let fresh = file
+                        .path
+                        .file_name()
+                        .and_then(cache::key_of)
+                        .and_then(|key| loaded.cache.fresh(&key, Fingerprint::of(file)));
+                    stats.add(file, fresh, &rules);
+                }
+            }
+        },
+    );
     reporter.emit(Event::CacheStats(stats));
     Ok(ExitCode::Success)
 }
 
-/// The media files under `dir` of the requested type; what cannot be read is a warning.
-fn library(
-    dir: &Path,
-    follow_links: bool,
-    media_type: MediaType,
-    reporter: &Reporter,
-) -> anyhow::Result<Vec<MediaFile>> {
+fn check_dir(dir: &Path) -> anyhow::Result<()> {
     let meta = fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if !meta.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let (files, warnings) = scan::scan_dir(dir, follow_links);
-    for warning in warnings {
-        reporter.emit(Event::Warning {
-            file: Some(warning.path.to_string_lossy().into_owned()),
-            message: warning.message,
-        });
-    }
-    Ok(files
-        .into_iter()
-        .filter(|f| media_type.includes(f.kind))
-        .collect())
+    Ok(())
 }

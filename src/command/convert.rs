@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, bail};
 
-use crate::cache::{self, FactsSource, HistorySkip, Recorder};
+use crate::cache::{self, FactsSource, Recorder};
 use crate::config::{ConvertConfig, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
 use crate::encoder::Encoder;
@@ -18,7 +18,7 @@ use crate::probe::{self, MediaInfo};
 use crate::process::{Tools, display_command};
 use crate::scan::{self, MediaFile};
 use crate::signal;
-use crate::survey::{self, Known, Next};
+use crate::survey::{self, DirBatch, Known, Next};
 use crate::swap::{self, Swap};
 use crate::transcode::{self, Job, Outcome, StopReason};
 use crate::verify;
@@ -27,7 +27,6 @@ use crate::verify;
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
-    let files = find_files(config, reporter)?;
     let rules = Rules {
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
@@ -36,58 +35,59 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     };
 
     let mut summary = Summary::default();
-    let mut to_survey = Vec::new();
-    for file in files {
-        match decide::too_new(&file, &rules) {
-            Some(Decision::Skip { reason, detail }) => {
-                skipped(reporter, &mut summary, config, &file, "?", reason, detail)
-            }
-            _ => to_survey.push(file),
-        }
-    }
     // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
     // hold every file's stream list.
     let mut candidates: Vec<(MediaFile, Option<MediaInfo>, String, Plan)> = Vec::new();
     let mut recorder = Recorder::new();
     let options = survey::Options {
         ffprobe: &tools.ffprobe,
+        rules: &rules,
         probe_jobs: config.probe_jobs,
         retry_failed: config.retry_failed,
         record_failures: !config.dry_run,
     };
-    survey::survey(
-        to_survey,
-        &options,
-        &mut recorder,
-        reporter,
-        |file, known| match known {
-            Known::Facts { info, source } => match decide::decide(file, info, &rules) {
-                Decision::Skip { reason, detail } => {
-                    let codec = main_codec(info);
-                    skipped(reporter, &mut summary, config, file, &codec, reason, detail);
-                    Next::Done
-                }
-                // The legacy cache's facts decide, but converting needs every stream.
-                Decision::Convert(_) if source == FactsSource::Legacy && !config.dry_run => {
-                    Next::ProbeFully
-                }
-                Decision::Convert(plan) => {
-                    let kept = (!config.dry_run).then(|| info.clone());
-                    candidates.push((file.clone(), kept, main_codec(info), plan));
-                    Next::Done
-                }
-            },
-            Known::Skip(history) => {
-                summary.skipped += 1;
-                emit_history_skip(reporter, config, file, history);
+    let on_known = |file: &MediaFile, known: Known<'_>| match known {
+        Known::Facts { info, source } => match decide::decide(file, info, &rules) {
+            Decision::Skip { reason, detail } => {
+                let codec = main_codec(info);
+                skipped(reporter, &mut summary, config, file, &codec, reason, detail);
                 Next::Done
             }
-            Known::Unreadable { error } => {
-                failed(reporter, &mut summary, &file.path, error);
+            // The legacy cache's facts decide, but converting needs every stream.
+            Decision::Convert(_) if source == FactsSource::Legacy && !config.dry_run => {
+                Next::ProbeFully
+            }
+            Decision::Convert(plan) => {
+                let kept = (!config.dry_run).then(|| info.clone());
+                candidates.push((file.clone(), kept, main_codec(info), plan));
                 Next::Done
             }
         },
-    );
+        Known::Skip {
+            reason,
+            detail,
+            host: None,
+        } => {
+            skipped(reporter, &mut summary, config, file, "?", reason, detail);
+            Next::Done
+        }
+        Known::Skip {
+            reason,
+            detail,
+            host: Some(host),
+        } => {
+            summary.skipped += 1;
+            emit_history_skip(reporter, config, file, reason, detail, host);
+            Next::Done
+        }
+        Known::Unreadable { error } => {
+            failed(reporter, &mut summary, &file.path, error);
+            Next::Done
+        }
+    };
+    with_target_files(config, reporter, |groups| {
+        survey::survey(groups, &options, &mut recorder, reporter, on_known)
+    })?;
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
     });
@@ -169,9 +169,14 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     Ok(finish(reporter, summary, started))
 }
 
-/// The files the run looks at, of the requested type.
-fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec<MediaFile>> {
-    let files = match &config.target {
+/// Hands the run's files, of the requested type, to `consume` directory by directory: a
+/// `--dir` is walked in the background meanwhile; a `--file` is one directory of one file.
+fn with_target_files<R>(
+    config: &ConvertConfig,
+    reporter: &Reporter,
+    consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
+) -> anyhow::Result<R> {
+    match &config.target {
         Target::Dir(dir) => {
             let meta = fs::metadata(dir)
                 .with_context(|| format!("cannot read --dir {}", dir.display()))?;
@@ -181,23 +186,25 @@ fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec
                     dir.display()
                 );
             }
-            let (files, warnings) = scan::scan_dir(dir, config.follow_links);
-            for warning in warnings {
-                reporter.emit(Event::Warning {
-                    file: Some(shown(&warning.path)),
-                    message: warning.message,
-                });
-            }
-            files
+            Ok(survey::walk_library(
+                dir,
+                config.follow_links,
+                config.media_type,
+                reporter,
+                consume,
+            ))
         }
-        Target::File(file) => vec![
-            scan::scan_file(file).map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?,
-        ],
-    };
-    Ok(files
-        .into_iter()
-        .filter(|f| config.media_type.includes(f.kind))
-        .collect())
+        Target::File(file) => {
+            let file = scan::scan_file(file)
+                .map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?;
+            let mut group = config
+                .media_type
+                .includes(file.kind)
+                .then(|| DirBatch::load(cache::dir_of(&file.path), vec![file]))
+                .into_iter();
+            Ok(consume(&mut group))
+        }
+    }
 }
 
 /// How one file ended.
@@ -436,24 +443,26 @@ fn emit_history_skip(
     reporter: &Reporter,
     config: &ConvertConfig,
     file: &MediaFile,
-    history: HistorySkip,
+    reason: SkipReason,
+    detail: String,
+    host: String,
 ) {
     if config.dry_run {
         reporter.emit(Event::Planned {
             file: shown(&file.path),
             codec: "?".into(),
             action: PlannedAction::Skip,
-            reason: Some(history.reason),
-            detail: history.detail,
+            reason: Some(reason),
+            detail,
             size_bytes: file.size,
             estimated_bytes: file.size,
         });
     } else {
         reporter.emit(Event::Skipped {
             file: shown(&file.path),
-            reason: history.reason,
-            detail: history.detail,
-            host: Some(history.host),
+            reason,
+            detail,
+            host: Some(host),
         });
     }
 }
