@@ -560,6 +560,16 @@ fn bounded(text: &str) -> String {
     }
 }
 
+/// What the cache's history says about a file now, read afresh: for a run about to start
+/// long work on a file that it surveyed a while ago.
+pub fn history_now(file: &MediaFile, retry_failed: bool) -> Option<HistorySkip> {
+    let name = file.path.file_name().and_then(key_of)?;
+    DirCache::load(&dir_of(&file.path))
+        .cache
+        .fresh(&name, Fingerprint::of(file))?
+        .history_skip(retry_failed)
+}
+
 /// The directory a file's cache lives in: its parent, or `.` for a bare relative name.
 pub fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -995,6 +1005,28 @@ mod tests {
         assert_eq!(skip.reason, SkipReason::NotSmaller);
         assert_eq!(skip.host, recorder.host());
         assert!(entry.info.is_some(), "facts survive a history record");
+    }
+
+    #[test]
+    fn history_now_sees_what_another_host_recorded_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        assert_eq!(history_now(&file, false), None);
+        // Another host, another recorder.
+        let mut other = Recorder::new();
+        other.not_smaller(&file, "bigger");
+        other.flush(dir.path(), WRITE_PATIENCE);
+        let skip = history_now(&file, false).unwrap();
+        assert_eq!(skip.reason, SkipReason::NotSmaller);
+        let changed = MediaFile {
+            size: 4,
+            ..file.clone()
+        };
+        assert_eq!(
+            history_now(&changed, false),
+            None,
+            "only for the same content"
+        );
     }
 
     #[test]

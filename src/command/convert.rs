@@ -123,6 +123,21 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             // Only a dry run drops the facts, and it never gets here.
             continue;
         };
+        // Conversions take long: another host may have learned meanwhile that this one is
+        // not worth it, or failed it out. One cache read is cheap next to a transcode.
+        if let Some(history) = cache::history_now(&file, config.retry_failed) {
+            summary.skipped += 1;
+            emit_history_skip(
+                reporter,
+                config,
+                &file,
+                history.reason,
+                history.detail,
+                history.host,
+            );
+            reporter.file_done(done as u64 + 1, count, file.size);
+            continue;
+        }
         let file_started = Instant::now();
         let outcome = convert_one(&tools, config, reporter, &file, &info, &plan);
         match outcome {
