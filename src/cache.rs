@@ -12,9 +12,10 @@
 //! locked or written costs re-probing, never a run: every problem comes back as a value.
 //!
 //! The format is documented in `docs/cache.md`; the original Python tool's format is read by
-//! [`legacy`].
+//! `cache/legacy.rs`.
 
 mod legacy;
+/// `cache stats`: the figures and how they are counted.
 pub mod stats;
 mod store;
 
@@ -64,6 +65,7 @@ const MAX_MESSAGE_CHARS: usize = 1000;
 /// What tells an unchanged file from a changed one without reading it: its size and mtime.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fingerprint {
+    /// Bytes.
     pub size: u64,
     /// Seconds since the Unix epoch (negative before it).
     pub mtime: f64,
@@ -133,8 +135,9 @@ impl FactsSource {
 /// What the cache knows about one file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    /// The fingerprint the facts and the fingerprint-bound history belong to.
+    /// The fingerprint the facts and the fingerprint-bound history belong to: bytes...
     pub size: u64,
+    /// ...and mtime, seconds since the Unix epoch.
     pub mtime: f64,
     /// The probe facts; absent when the file could not be probed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -161,10 +164,15 @@ pub struct Entry {
 pub struct Converted {
     /// When, by the converting host's clock (RFC 3339, UTC); for people, never compared.
     pub at: String,
+    /// The converting host's name.
     pub host: String,
+    /// ffmpeg's name of the encoder (`libx265`, `hevc_nvenc`, ...).
     pub encoder: String,
+    /// The original's size.
     pub before_bytes: u64,
+    /// The converted file's size.
     pub after_bytes: u64,
+    /// Wall-clock seconds the conversion took, verification included.
     pub seconds: f64,
     /// The original's name when the conversion changed it (`old.avi` -> `old.mkv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,8 +182,11 @@ pub struct Converted {
 /// A conversion whose result was not enough smaller; the original was kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NotSmaller {
+    /// When, by that host's clock (RFC 3339, UTC).
     pub at: String,
+    /// The host that tried.
     pub host: String,
+    /// How far it got and why the result was not kept.
     pub detail: String,
 }
 
@@ -188,6 +199,7 @@ pub struct Failed {
     pub host: String,
     /// The last failure's error.
     pub error: String,
+    /// Failures so far, on all hosts.
     pub attempts: u32,
     /// The last lines the failing tool wrote to stderr, when they were available apart from
     /// the error.
@@ -259,8 +271,11 @@ impl Entry {
 /// Why the history skips a file, and which host learned it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistorySkip {
+    /// `not_smaller` or `too_many_failures`.
     pub reason: SkipReason,
+    /// For people: what happened, where, and what to do about it.
     pub detail: String,
+    /// The host that learned it.
     pub host: String,
 }
 
@@ -303,7 +318,9 @@ impl fmt::Display for LoadProblem {
 /// A directory's cache and what was wrong with it, if anything.
 #[derive(Debug)]
 pub struct Loaded {
+    /// What could be read; empty when nothing could.
     pub cache: DirCache,
+    /// What was wrong, to report once.
     pub problem: Option<LoadProblem>,
 }
 
@@ -581,7 +598,9 @@ pub fn dir_of(path: &Path) -> PathBuf {
 /// What a flush could not do, for the caller to report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheWarning {
+    /// The directory whose cache it is about.
     pub dir: PathBuf,
+    /// For people: what went wrong and what happens now.
     pub message: String,
 }
 

@@ -96,10 +96,13 @@ pub struct ConvertConfig {
 /// `cache build`: probe every file whose cache entry is not fresh.
 #[derive(Debug, Clone)]
 pub struct CacheBuildConfig {
+    /// The library, walked recursively.
     pub dir: PathBuf,
+    /// Which media to probe.
     pub media_type: MediaType,
     /// Files modified more recently than this are left for later (a download in progress).
     pub min_age: Duration,
+    /// Follow symbolic links while walking.
     pub follow_links: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
@@ -108,8 +111,11 @@ pub struct CacheBuildConfig {
 /// `cache stats`: what the caches say about a library.
 #[derive(Debug, Clone)]
 pub struct CacheStatsConfig {
+    /// The library, walked recursively.
     pub dir: PathBuf,
+    /// Which media to count.
     pub media_type: MediaType,
+    /// Follow symbolic links while walking.
     pub follow_links: bool,
 }
 

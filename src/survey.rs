@@ -23,6 +23,7 @@ use crate::signal;
 /// How a survey runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'a> {
+    /// The ffprobe to run.
     pub ffprobe: &'a Path,
     /// Files too new by these rules (a download in progress) are skipped before anything
     /// reads them.
@@ -65,6 +66,7 @@ pub enum Next {
 /// Counts of a survey.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Report {
+    /// Files surveyed.
     pub files: u64,
     /// Modified within `--min-age`: left for later, not read.
     pub too_new: u64,
@@ -244,8 +246,11 @@ fn probe_all(
 /// A directory as a survey takes it: its media files (of the run's type) and its cache.
 #[derive(Debug)]
 pub struct DirBatch {
+    /// The directory, as the walk reached it.
     pub dir: PathBuf,
+    /// Its media files of the run's type, sorted by name.
     pub files: Vec<MediaFile>,
+    /// Its cache as read.
     pub cache: Loaded,
 }
 

@@ -11,7 +11,9 @@ use crate::scan::MediaFile;
 /// A number of files and their bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
+    /// How many files.
     pub files: u64,
+    /// Their sizes added up.
     pub bytes: u64,
 }
 
@@ -25,6 +27,7 @@ impl Tally {
 /// The figures `cache stats` reports. Part of the JSON contract (`docs/cache.md`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Stats {
+    /// The library, as given on the command line.
     pub dir: String,
     /// Media files found by the scan, and their bytes.
     pub files: Tally,
@@ -36,17 +39,22 @@ pub struct Stats {
     pub by_container: BTreeMap<String, Tally>,
     /// Files this tool converted (any host), their sizes before and after.
     pub converted: u64,
+    /// Their originals' sizes added up.
     pub converted_before_bytes: u64,
+    /// Their sizes now, added up.
     pub converted_after_bytes: u64,
+    /// What converting them saved.
     pub saved_bytes: u64,
     /// Files whose conversion was not worth keeping: no host tries them again.
     pub not_smaller: Tally,
     /// Files that failed at least once, and those at the failure limit (skipped until
     /// `--retry-failed`).
     pub failed: Tally,
+    /// Of those, the files at the failure limit.
     pub failed_out: Tally,
     /// Files a run would convert, and roughly how much that would save.
     pub candidates: Tally,
+    /// Roughly what converting the candidates would save.
     pub estimated_saving_bytes: u64,
 }
 
