@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod cache;
 pub mod claim;
 pub mod cli;
 pub mod command;
@@ -21,6 +22,7 @@ pub mod scan;
 pub mod share;
 pub mod signal;
 pub mod space;
+pub mod survey;
 pub mod swap;
 pub mod transcode;
 pub mod unattended;
@@ -55,6 +57,8 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::LocksClean { dir, lock, dry_run } => {
             command::locks::clean(&dir, lock, dry_run, &reporter, json)
         }
+        RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
+        RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
     };
     match result {
         Ok(code) => code,

@@ -270,7 +270,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
             )));
         }
         Ok(Outcome::Stopped(StopReason::LockLost)) => {
-            return Err(Failure::Final(FileOutcome::Failed(
+            return Err(Failure::Final(FileOutcome::Abandoned(
                 "lost the claim while transcoding (another host took the file over); the new \
                  file was discarded and the original left to it"
                     .into(),
