@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
     CacheBuildConfig, CacheStatsConfig, ConvertConfig, DoctorConfig, EncodeSettings,
-    EncoderRequest, MediaType, Order, OutputConfig, Target, VerifyMode,
+    EncoderRequest, MediaType, Order, OutputConfig, StatusConfig, Target, VerifyMode,
 };
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
@@ -53,6 +53,23 @@ enum Command {
     Locks {
         #[command(subcommand)]
         command: LocksCommand,
+    },
+    /// What the fleet is doing, from the share alone: files in progress (host, phase, percent,
+    /// fps, ETA), totals from the caches, and the hosts seen.
+    Status {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Which media the totals count.
+        #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+        media_type: TypeArg,
+        /// Redraw every few seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` redraws.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
     /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
@@ -373,6 +390,7 @@ pub enum RunCommand {
         dry_run: bool,
     },
     CacheBuild(CacheBuildConfig),
+    Status(StatusConfig),
     CacheStats(CacheStatsConfig),
 }
 
@@ -402,6 +420,18 @@ impl Cli {
                     dry_run,
                 },
             },
+            Some(Command::Status {
+                dir,
+                media_type,
+                watch,
+                interval,
+                lock,
+            }) => RunCommand::Status(StatusConfig {
+                dir,
+                media_type: media_type.into_config(),
+                watch: watch.then_some(interval),
+                lock: lock.settings(),
+            }),
             Some(Command::Cache(CacheCommand::Build(args))) => {
                 RunCommand::CacheBuild(CacheBuildConfig {
                     dir: args.dir,

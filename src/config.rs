@@ -169,3 +169,16 @@ pub struct OutputConfig {
     /// Also append plain timestamped lines to this file.
     pub log_file: Option<PathBuf>,
 }
+
+/// What `status` looks at.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The library's root.
+    pub dir: PathBuf,
+    /// Which media the totals count.
+    pub media_type: MediaType,
+    /// Redraw every this often until Ctrl-C; `None` prints once.
+    pub watch: Option<Duration>,
+    /// Thresholds for judging locks live or stale.
+    pub lock: crate::lock::LockSettings,
+}

@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> ExitCode {
             command::locks::clean(&dir, lock, dry_run, &reporter, json)
         }
         RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
+        RunCommand::Status(config) => command::status::run(&config, &reporter),
         RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
     };
     match result {

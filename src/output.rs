@@ -761,6 +761,18 @@ fn stats_text(s: &Stats) -> String {
         HumanBytes(s.candidates.bytes).to_string(),
         HumanBytes(s.estimated_saving_bytes)
     ));
+    if !s.hosts.is_empty() {
+        text.push_str("by host\n");
+        for (host, tally) in &s.hosts {
+            text.push_str(&format!(
+                "  {:<24} {:>8} files, saved {}, last {}\n",
+                display_name(host),
+                tally.converted,
+                HumanBytes(tally.saved_bytes),
+                tally.last_converted_at
+            ));
+        }
+    }
     text
 }
 

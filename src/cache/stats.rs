@@ -56,6 +56,19 @@ pub struct Stats {
     pub candidates: Tally,
     /// Roughly what converting the candidates would save.
     pub estimated_saving_bytes: u64,
+    /// What each host has converted, by the host names in the history.
+    pub hosts: BTreeMap<String, HostTally>,
+}
+
+/// One host's share of the history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostTally {
+    /// Files it converted.
+    pub converted: u64,
+    /// What those conversions saved.
+    pub saved_bytes: u64,
+    /// Its latest conversion, by its own clock (RFC 3339): for people, never compared.
+    pub last_converted_at: String,
 }
 
 impl Stats {
@@ -78,7 +91,15 @@ impl Stats {
             self.converted += 1;
             self.converted_before_bytes += converted.before_bytes;
             self.converted_after_bytes += converted.after_bytes;
-            self.saved_bytes += converted.before_bytes.saturating_sub(converted.after_bytes);
+            let saved = converted.before_bytes.saturating_sub(converted.after_bytes);
+            self.saved_bytes += saved;
+            let host = self.hosts.entry(converted.host.clone()).or_default();
+            host.converted += 1;
+            host.saved_bytes += saved;
+            // RFC 3339 in UTC sorts as text.
+            if converted.at > host.last_converted_at {
+                host.last_converted_at = converted.at.clone();
+            }
         }
         if let Some(failed) = &entry.failed {
             self.failed.add(file.size);

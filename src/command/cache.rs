@@ -83,6 +83,14 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
 
 /// Reports what the caches know about a library. Reads only: no ffprobe, no writes.
 pub fn stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
+    let stats = gather_stats(config, reporter)?;
+    reporter.emit(Event::CacheStats(stats));
+    Ok(ExitCode::Success)
+}
+
+/// What the caches say about the library at `config.dir`, without running ffprobe; shared by
+/// `cache stats` and `status`.
+pub fn gather_stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<Stats> {
     check_dir(&config.dir)?;
     let rules = Rules {
         // Stats describe the library, including files that a run would leave for later.
@@ -126,8 +134,7 @@ pub fn stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<E
             }
         },
     );
-    reporter.emit(Event::CacheStats(stats));
-    Ok(ExitCode::Success)
+    Ok(stats)
 }
 
 fn check_dir(dir: &Path) -> anyhow::Result<()> {

@@ -219,12 +219,21 @@ fn record(
             after_bytes,
             encoder,
             seconds,
+            output,
         } => {
             summary.converted += 1;
             summary.before_bytes += file.size;
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
             recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
+            // The swap carried the original's mtime over, so this is the fingerprint the next
+            // scan sees, and it needs no ffprobe.
+            let new_file = MediaFile {
+                path: plan.output_path.clone(),
+                size: after_bytes,
+                ..file.clone()
+            };
+            recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
         FileOutcome::Skipped(reason, detail) => {
             if reason == SkipReason::NotSmaller {
@@ -366,6 +375,8 @@ enum FileOutcome {
         /// The encoder that finally produced it (after any fallback).
         encoder: String,
         seconds: f64,
+        /// The new file's verified probe.
+        output: Box<MediaInfo>,
     },
     Skipped(SkipReason, String),
     /// Skipped because of another host: it holds the file, or its history says so.
@@ -597,6 +608,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         after_bytes,
         encoder: encoded.encoder,
         seconds,
+        output: Box::new(encoded.output),
     }
 }
 

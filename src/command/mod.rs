@@ -6,3 +6,4 @@ pub mod convert;
 pub mod doctor;
 pub mod locks;
 pub mod pause;
+pub mod status;
