@@ -850,18 +850,11 @@ mod tests {
             duration_secs: Some(1.0),
             bit_rate: Some(1000),
             streams: vec![Stream {
-                index: 0,
-                kind: StreamKind::Video,
-                codec: codec.into(),
-                profile: None,
                 pix_fmt: Some("yuv420p".into()),
                 bit_depth: Some(8),
                 width: Some(160),
                 height: Some(90),
-                language: None,
-                attached_pic: false,
-                color: None,
-                dolby_vision: false,
+                ..Stream::new(0, StreamKind::Video, codec)
             }],
         }
     }

@@ -281,20 +281,7 @@ mod tests {
     use crate::probe::{Stream, StreamKind};
 
     fn stream(kind: StreamKind, codec: &str) -> Stream {
-        Stream {
-            index: 0,
-            kind,
-            codec: codec.into(),
-            profile: None,
-            pix_fmt: None,
-            bit_depth: None,
-            width: None,
-            height: None,
-            language: None,
-            attached_pic: false,
-            color: None,
-            dolby_vision: false,
-        }
+        Stream::new(0, kind, codec)
     }
 
     fn info(streams: Vec<Stream>) -> MediaInfo {

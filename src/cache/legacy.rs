@@ -122,20 +122,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
         });
     }
     if let Some(codec) = audio_codec {
-        streams.push(Stream {
-            index: streams.len() as u32,
-            kind: StreamKind::Audio,
-            codec,
-            profile: None,
-            pix_fmt: None,
-            bit_depth: None,
-            width: None,
-            height: None,
-            language: None,
-            attached_pic: false,
-            color: None,
-            dolby_vision: false,
-        });
+        streams.push(Stream::new(streams.len() as u32, StreamKind::Audio, codec));
     }
     Some(MediaInfo {
         // Not recorded by the legacy tool.

@@ -58,7 +58,8 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         Known::Facts { info, source } => match decide::decide(file, info, &rules) {
             Decision::Skip { reason, detail } => {
                 let codec = main_codec(info);
-                skipped(reporter, &mut summary, config, file, &codec, reason, detail);
+                let skip = Skip::here(reason, detail);
+                skipped(reporter, &mut summary, config, file, &codec, skip);
                 Next::Done
             }
             // The legacy cache's facts decide, but converting needs every stream.
@@ -74,18 +75,14 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         Known::Skip {
             reason,
             detail,
-            host: None,
+            host,
         } => {
-            skipped(reporter, &mut summary, config, file, "?", reason, detail);
-            Next::Done
-        }
-        Known::Skip {
-            reason,
-            detail,
-            host: Some(host),
-        } => {
-            summary.skipped += 1;
-            emit_history_skip(reporter, config, file, reason, detail, host);
+            let skip = Skip {
+                reason,
+                detail,
+                host,
+            };
+            skipped(reporter, &mut summary, config, file, "?", skip);
             Next::Done
         }
         Known::Unreadable { error } => {
@@ -239,23 +236,20 @@ fn record(
             if reason == SkipReason::NotSmaller {
                 recorder.not_smaller(file, &detail);
             }
-            skipped(
-                ctx.reporter,
-                summary,
-                ctx.config,
-                file,
-                codec,
-                reason,
-                detail,
-            )
+            let skip = Skip::here(reason, detail);
+            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
         FileOutcome::SkippedFor {
             reason,
             detail,
             host,
         } => {
-            summary.skipped += 1;
-            emit_history_skip(ctx.reporter, ctx.config, file, reason, detail, host);
+            let skip = Skip {
+                reason,
+                detail,
+                host: Some(host),
+            };
+            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
         FileOutcome::Failed(error) => {
             recorder.failed(file, &error, &[]);
@@ -622,16 +616,38 @@ fn shown(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Why a file is left alone, and the host whose lock or history says so, if another's.
+struct Skip {
+    reason: SkipReason,
+    detail: String,
+    host: Option<String>,
+}
+
+impl Skip {
+    fn here(reason: SkipReason, detail: String) -> Skip {
+        Skip {
+            reason,
+            detail,
+            host: None,
+        }
+    }
+}
+
+/// Counts and reports a skipped file: a `skipped` event, or a plan line in a dry run.
 fn skipped(
     reporter: &Reporter,
     summary: &mut Summary,
     config: &ConvertConfig,
     file: &MediaFile,
     codec: &str,
-    reason: SkipReason,
-    detail: String,
+    skip: Skip,
 ) {
     summary.skipped += 1;
+    let Skip {
+        reason,
+        detail,
+        host,
+    } = skip;
     if config.dry_run {
         reporter.emit(Event::Planned {
             file: shown(&file.path),
@@ -647,35 +663,7 @@ fn skipped(
             file: shown(&file.path),
             reason,
             detail,
-            host: None,
-        });
-    }
-}
-
-fn emit_history_skip(
-    reporter: &Reporter,
-    config: &ConvertConfig,
-    file: &MediaFile,
-    reason: SkipReason,
-    detail: String,
-    host: String,
-) {
-    if config.dry_run {
-        reporter.emit(Event::Planned {
-            file: shown(&file.path),
-            codec: "?".into(),
-            action: PlannedAction::Skip,
-            reason: Some(reason),
-            detail,
-            size_bytes: file.size,
-            estimated_bytes: file.size,
-        });
-    } else {
-        reporter.emit(Event::Skipped {
-            file: shown(&file.path),
-            reason,
-            detail,
-            host: Some(host),
+            host,
         });
     }
 }
