@@ -9,10 +9,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::config::{ConvertConfig, EncodeSettings, MediaType, OutputConfig, Target, VerifyMode};
 use crate::duration::parse_duration;
 
+pub mod generate;
+
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
 #[command(name = "media-converter", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true, arg_required_else_help = true)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -25,7 +31,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    #[command(flatten)]
+    Generate(generate::GenerateCommand),
+}
 
 #[derive(Debug, Args)]
 struct ConvertArgs {
@@ -120,6 +129,8 @@ enum VerifyArg {
 #[derive(Debug)]
 pub enum RunCommand {
     Convert(ConvertConfig),
+    /// Print a completion script or the man page.
+    Generate(generate::Artifact),
 }
 
 impl Cli {
@@ -133,6 +144,7 @@ impl Cli {
         };
         let command = match self.command {
             None => RunCommand::Convert(self.convert.into_config()),
+            Some(Command::Generate(generate)) => RunCommand::Generate(generate.into_artifact()),
         };
         (command, output)
     }
@@ -190,6 +202,13 @@ mod tests {
         Cli::try_parse_from(full).map(|cli| cli.into_command().0)
     }
 
+    fn convert(args: &[&str]) -> ConvertConfig {
+        match parse(args) {
+            Ok(RunCommand::Convert(config)) => config,
+            other => panic!("{args:?} is not a conversion: {other:?}"),
+        }
+    }
+
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
@@ -197,7 +216,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documented_contract() {
-        let RunCommand::Convert(config) = parse(&["--dir", "/lib"]).unwrap();
+        let config = convert(&["--dir", "/lib"]);
         assert_eq!(config.target, Target::Dir("/lib".into()));
         assert_eq!(config.media_type, MediaType::Video);
         assert_eq!(config.encode.quality, 22);
@@ -212,7 +231,7 @@ mod tests {
     fn dir_and_file_are_exclusive_and_one_is_required() {
         assert!(parse(&["--dir", "a", "--file", "b"]).is_err());
         assert!(parse(&["--type", "audio"]).is_err());
-        let RunCommand::Convert(config) = parse(&["--file", "-x.mkv"]).unwrap();
+        let config = convert(&["--file", "-x.mkv"]);
         assert_eq!(config.target, Target::File("-x.mkv".into()));
     }
 

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
+        RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {
         Ok(code) => code,

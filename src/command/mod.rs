@@ -2,3 +2,4 @@
 //! per-file problems are events, and the run goes on.
 
 pub mod convert;
+pub mod generate;
