@@ -14,11 +14,14 @@ pub mod output;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod retry;
 pub mod scan;
 pub mod signal;
 pub mod swap;
 pub mod transcode;
 pub mod verify;
+#[cfg(any(windows, test))]
+pub mod winpath;
 
 use cli::{Cli, RunCommand};
 use exit_codes::ExitCode;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 /// Suffix of a lock file: `Movie.mkv` -> `Movie.mkv.mediabox.lock`.
 pub const LOCK_SUFFIX: &str = ".mediabox.lock";
 
-/// Most file systems cap a name at 255 bytes.
+/// Most file systems cap a name at 255 bytes; NTFS and SMB at 255 UTF-16 units, and a name
+/// never has fewer UTF-8 bytes than UTF-16 units, so the same cut fits there too.
 const MAX_NAME_BYTES: usize = 255;
 
 /// The hidden temp output for a conversion: `.<name>.mediabox-<lock_id>.partial.<ext>`.
@@ -84,5 +85,33 @@ mod tests {
         let name = temp.file_name().unwrap().to_str().unwrap();
         assert!(name.len() <= MAX_NAME_BYTES, "{} bytes", name.len());
         assert!(name.ends_with(&format!(".mediabox-{ID}.partial.mkv")));
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn drive_share_and_extended_paths_keep_their_directory() {
+        for dir in [
+            r"Z:\movies",
+            r"\\server\media\TV",
+            r"\\?\Z:\movies",
+            r"\\?\UNC\server\media",
+            r"\\server\media",
+        ] {
+            let movie = Path::new(dir).join("Movie 1.avi");
+            for own in [
+                temp_output_path(&movie, ID, "mkv"),
+                backup_path(&movie, ID),
+                lock_path(&movie),
+            ] {
+                // A share root's files have `\\server\media\` as parent: compare with the
+                // media file's own.
+                assert_eq!(own.parent(), movie.parent(), "{}", own.display());
+                assert!(own.starts_with(dir), "{}", own.display());
+            }
+            assert_eq!(
+                lock_path(&movie),
+                PathBuf::from(format!(r"{dir}\Movie 1.avi.mediabox.lock"))
+            );
+        }
     }
 }
