@@ -213,17 +213,21 @@ ensure_ffmpeg() {
     say "installing ffmpeg with $pm"
     case $pm in
       apt-get)
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg
+        if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+          || ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg; then
+          die "apt-get could not install ffmpeg (see above)"
+        fi
         ;;
       dnf)
         # Fedora's own ffmpeg-free has no libx265; the full ffmpeg comes from RPM Fusion.
         as_root dnf install -y ffmpeg || die "dnf could not install ffmpeg; enable RPM Fusion \
 (https://rpmfusion.org/Configuration) for an ffmpeg with libx265, then run this again"
         ;;
-      pacman) as_root pacman -S --needed --noconfirm ffmpeg ;;
+      pacman)
+        as_root pacman -S --needed --noconfirm ffmpeg || die "pacman could not install ffmpeg"
+        ;;
       # Homebrew refuses to run as root and needs no sudo.
-      brew) brew install ffmpeg ;;
+      brew) brew install ffmpeg || die "brew could not install ffmpeg" ;;
     esac
     if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
       die "ffmpeg or ffprobe is still not on PATH after installing it with $pm"

@@ -308,26 +308,46 @@ fn help_and_usage_errors() {
     assert_eq!(s.crontab().trim(), UNRELATED);
 }
 
-#[test]
-fn without_cargo_it_says_how_to_get_rust_and_exits_2() {
-    let s = Sandbox::new();
-    // A PATH with the tools the script uses but no cargo; apt-get is a fake that fails, so
-    // the Debian fallback is tried without touching the machine.
-    let tools = s.root.join("tools");
+/// A PATH with only the tools the script uses (no cargo, ffmpeg only when asked for), after
+/// fakes of apt-get (which fails, so nothing on the machine is touched) and sudo.
+fn minimal_path(s: &Sandbox, with_ffmpeg: bool) -> String {
+    let tools = s.root.join(if with_ffmpeg {
+        "tools"
+    } else {
+        "tools-no-ffmpeg"
+    });
     fs::create_dir(&tools).unwrap();
-    for tool in [
+    let mut names = vec![
         "bash", "env", "dirname", "sed", "mkdir", "mktemp", "cat", "chmod", "mv", "rm", "id",
-        "awk", "grep", "ffmpeg", "ffprobe",
-    ] {
+        "awk", "grep",
+    ];
+    if with_ffmpeg {
+        names.extend(["ffmpeg", "ffprobe"]);
+    }
+    for tool in names {
         if let Ok(found) = which::which(tool) {
             std::os::unix::fs::symlink(found, tools.join(tool)).unwrap();
         }
     }
     s.fake("apt-get", r#"echo "fake apt-get $*" >&2; exit 100"#);
     s.fake("sudo", r#""$@""#);
-    let path = format!("{}:{}", s.fake_bin.display(), tools.display());
-    let e = failed_with_2(&s.install_with_path(&[], &path));
+    format!("{}:{}", s.fake_bin.display(), tools.display())
+}
+
+#[test]
+fn without_cargo_it_says_how_to_get_rust_and_exits_2() {
+    let s = Sandbox::new();
+    let e = failed_with_2(&s.install_with_path(&[], &minimal_path(&s, true)));
     assert!(e.contains("fake apt-get install -y -qq cargo"), "{e}");
     assert!(e.contains("rustup"), "{e}");
+    assert!(s.prefix_files().is_empty());
+}
+
+#[test]
+fn without_ffmpeg_it_tries_the_package_manager_and_exits_2() {
+    let s = Sandbox::new();
+    let e = failed_with_2(&s.install_with_path(&[], &minimal_path(&s, false)));
+    assert!(e.contains("fake apt-get update"), "{e}");
+    assert!(e.contains("apt-get could not install ffmpeg"), "{e}");
     assert!(s.prefix_files().is_empty());
 }
