@@ -17,7 +17,7 @@
 # same setup, runs a short self-test (noclobber create via A seen from B,
 # write via B read via A, rename, rename-over) and prints a report.
 #
-# Everything lives in one `mktemp -d` directory (NETMOUNTS_DIR in messages):
+# Everything lives in one `mktemp -d` directory (<tmp> below):
 #   export/        the exported directory (= MC_NET_EXPORT)
 #   mnt-a, mnt-b   the two FUSE mount points
 #   logs/          daemon and client logs (shown on setup failure)
@@ -44,11 +44,33 @@
 #     smbnetfs: libfuse2 defaults (attr/entry timeout 1 s); browsing off.
 #   Each mount is its own FUSE process with its own kernel caches, so A and B
 #   disagree for a while exactly as two hosts would.
-# - Teardown (trap on EXIT/INT/TERM): unmount B and A, stop the FUSE clients
+# - Teardown (trap on EXIT/INT/TERM): unmount both, stop the FUSE clients
 #   and daemons by the pids recorded here (plus their descendants), lazy
 #   unmount as a fallback, then remove the temp dir. Every wait is bounded.
 #
 # Knobs: NETMOUNTS_TIMEOUT (seconds to wait for mounts, default 20).
+#
+# Observed on Debian 12 (sshfs 3.7.3, smbnetfs 0.6.3 + Samba 4.17), for tests:
+# - O_EXCL create of a name that already exists fails with EEXIST on both
+#   kinds. But in a real race (A and B create at the same moment):
+#     sshfs: exactly one wins; the loser mostly gets EPERM, not EEXIST.
+#     smb:   NOT exclusive - smbnetfs creates with smbc_creat (O_TRUNC, no
+#            O_EXCL), so most races end with BOTH opens succeeding.
+#   mkdir() is exclusive on both (loser: EEXIST); renameat2(RENAME_NOREPLACE)
+#   is EINVAL on both.
+# - sshfs caches stat results ~20 s: a deletion, size or mtime change made via
+#   A shows in stat() via B only after ~20-21 s (open() refreshes it), and an
+#   O_EXCL create via B of a file A deleted still fails EEXIST meanwhile.
+#   smbnetfs: the same staleness is ~1 s. New names show at once on both.
+# - rename-over: atomic on sshfs (posix-rename); on smb it is unlink+rename
+#   (the target is briefly absent) and fails EEXIST if B holds the target open;
+#   unlink of a file open via B fails EBUSY on smb.
+# - link(): works on sshfs (exclusive; nlink shows 1 through the mount; loser
+#   of a race gets EEXIST or EPERM), EPERM always on smb.
+# - mtime set by write/truncate: the server's clock, full ns precision.
+#   utime(UTIME_NOW) and explicit times: whole seconds only, and NOW is the
+#   CLIENT's clock (sshfs process / client kernel), not the server's.
+# - smb: open(O_APPEND) fails EIO and mount A then fails everything for ~3 s.
 set -euo pipefail
 
 readonly PROG=netmounts
@@ -107,10 +129,21 @@ descendants() {
     done
 }
 
+# ours PID: the process is one we started - our direct child, or a helper
+# whose command line names our temp dir. Guards against a recycled pid.
+ours() {
+    local stat rest
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    rest=${stat##*) }
+    rest=${rest#* }
+    [[ ${rest%% *} == "$$" ]] && return 0
+    [[ -n $WORK ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$WORK"
+}
+
 # stop_tree PID: TERM the process and its descendants, KILL after 5 s.
 stop_tree() {
     local root=$1 p i
-    [[ -n $root ]] || return 0
+    [[ -n $root ]] && ours "$root" || return 0
     local pids=("$root")
     mapfile -t -O 1 pids < <(descendants "$root")
     kill -TERM "${pids[@]}" 2>/dev/null || true
@@ -149,7 +182,7 @@ unmount() {
         timeout -k 2 10 fusermount3 -uz "$m" 2>/dev/null ||
             timeout -k 2 10 umount -l "$m" 2>/dev/null || true
     else
-        timeout -k 2 10 fusermount3 -u "$m" 2>/dev/null || true
+        timeout -k 2 5 fusermount3 -u "$m" 2>/dev/null || true
     fi
 }
 
@@ -166,7 +199,12 @@ teardown() {
     local m p
     for m in "${MOUNTS[@]}"; do unmount "$m"; done
     for p in "${FUSE_PIDS[@]}"; do stop_tree "$p"; done
-    for m in "${MOUNTS[@]}"; do unmount "$m" lazy; done
+    for m in "${MOUNTS[@]}"; do
+        if is_mounted "$m"; then
+            say "warning: $m was busy or hung (a process still uses it?); lazy unmount"
+            unmount "$m" lazy
+        fi
+    done
     for p in "${DAEMON_PIDS[@]}"; do stop_tree "$p"; done
     if [[ -n $WORK && -s $WORK/smb/pid/samba-dcerpcd.pid ]]; then
         # Only if smbd started one despite the config: it is ours, by pidfile.
@@ -248,12 +286,25 @@ show_logs() {
     done
 }
 
-# wait_daemon PID PORT: until the daemon listens; fail if it dies first.
+# listens PID PORT: PID itself holds the listening socket 127.0.0.1:PORT
+# (not just anybody: the port may have been taken since we picked it).
+listens() {
+    local addr inode fd
+    addr=$(printf '0100007F:%04X' "$2")
+    inode=$(awk -v a="$addr" '$2 == a && $4 == "0A" { print $10; exit }' /proc/net/tcp)
+    [[ -n $inode ]] || return 1
+    for fd in "/proc/$1/fd/"*; do
+        [[ $(readlink "$fd" 2>/dev/null) == "socket:[$inode]" ]] && return 0
+    done
+    return 1
+}
+
+# wait_daemon PID PORT: until the daemon listens (10 s); fail if it dies.
 wait_daemon() {
     local pid=$1 port=$2 i
     for ((i = 0; i < 100; i++)); do
         alive "$pid" || return 1
-        port_open "$port" && return 0
+        listens "$pid" "$port" && port_open "$port" && return 0
         sleep 0.1
     done
     return 1
@@ -323,6 +374,7 @@ EOF
         DAEMON_PIDS+=("$BG_PID")
         wait_daemon "$BG_PID" "$PORT" && break
         stop_tree "$BG_PID"
+        unset 'DAEMON_PIDS[-1]'
         PORT=""
     done
     [[ -n $PORT ]] || { show_logs; die "sshd did not start"; }
@@ -413,6 +465,7 @@ EOF
         DAEMON_PIDS+=("$BG_PID")
         wait_daemon "$BG_PID" "$PORT" && break
         stop_tree "$BG_PID"
+        unset 'DAEMON_PIDS[-1]'
         PORT=""
     done
     [[ -n $PORT ]] || { show_logs; die "smbd did not start"; }

@@ -6,8 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ConvertConfig, EncodeSettings, MediaType, OutputConfig, Target, VerifyMode};
+use crate::config::{
+    ConvertConfig, DoctorConfig, EncodeSettings, EncoderRequest, MediaType, OutputConfig, Target,
+    VerifyMode,
+};
 use crate::duration::parse_duration;
+use crate::encoder::Encoder;
+use crate::lock::LockSettings;
+use crate::unattended::{Limits, parse_time_of_day};
 
 pub mod generate;
 
@@ -32,8 +38,63 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Stop every host from starting new files in a library (running ones finish).
+    Pause {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Why, shown by `status` and in every host's log.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let hosts start new files in a paused library again.
+    Resume {
+        /// The library's root directory.
+        dir: PathBuf,
+    },
+    /// Show or repair the claims hosts hold on a library's files.
+    Locks {
+        #[command(subcommand)]
+        command: LocksCommand,
+    },
+    /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
+    /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
+    Doctor(DoctorArgs),
     #[command(flatten)]
     Generate(generate::GenerateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LocksCommand {
+    /// Every lock under DIR: host, pid, age since the last heartbeat, phase, progress, and
+    /// whether it is live or stale and why.
+    List {
+        /// The library (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Break stale locks by the protocol and remove debris no live lock owns (abandoned temp
+    /// outputs, tombstones, guards); restore an original a crashed swap left aside. Live locks
+    /// are never touched.
+    Clean {
+        /// The library (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Say what would be done, and do nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DoctorArgs {
+    /// Also test this directory on the share: exclusive create, rename over, hard links,
+    /// free space, and the offset between this host's clock and the file server's.
+    #[arg(long, value_name = "DIR", allow_hyphen_values = true)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -92,9 +153,62 @@ struct ConvertArgs {
     #[arg(long)]
     allow_dv_loss: bool,
 
+    /// HEVC encoder; `auto` picks the fastest one that passes a one-frame trial here.
+    #[arg(long, value_enum, default_value_t = EncoderArg::Auto)]
+    encoder: EncoderArg,
+
+    /// Fail a file whose hardware encode fails instead of redoing it with libx265.
+    #[arg(long)]
+    no_fallback: bool,
+
     /// How many ffprobe processes run at once [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     probe_jobs: Option<u16>,
+
+    /// Conversions at once on this host (for GPUs with several encode sessions).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+
+    /// Start at most N conversions in this run.
+    #[arg(long, value_name = "N")]
+    max_files: Option<u64>,
+
+    /// Start no new file after this local time (HH:MM, the next occurrence).
+    #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
+    until: Option<chrono::NaiveTime>,
+
+    /// Start no new file after the run has lasted this long (e.g. 4h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_runtime: Option<Duration>,
+
+    /// At the deadline, also stop the conversion in progress (it is left for a later run).
+    #[arg(long)]
+    stop_at_deadline: bool,
+
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// The lock protocol's thresholds; every host of a library should use the same.
+#[derive(Debug, Args)]
+struct LockArgs {
+    /// A lock whose heartbeat is older than this (on the file server's clock) is stale.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    lock_timeout: Duration,
+
+    /// How often a working host renews its locks.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    heartbeat: Duration,
+}
+
+impl LockArgs {
+    fn settings(&self) -> LockSettings {
+        LockSettings {
+            heartbeat: self.heartbeat,
+            stale_after: self.lock_timeout,
+            ..LockSettings::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +224,10 @@ struct OutputArgs {
     /// More detail: the ffmpeg command lines, each decision's reason.
     #[arg(short, long, global = true)]
     verbose: bool,
+
+    /// Also append plain timestamped log lines to this file.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,6 +235,38 @@ enum TypeArg {
     Video,
     Audio,
     Both,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EncoderArg {
+    Auto,
+    #[value(name = "libx265")]
+    Libx265,
+    #[value(name = "hevc_nvenc")]
+    HevcNvenc,
+    #[value(name = "hevc_qsv")]
+    HevcQsv,
+    #[value(name = "hevc_vaapi")]
+    HevcVaapi,
+    #[value(name = "hevc_amf")]
+    HevcAmf,
+    #[value(name = "hevc_videotoolbox")]
+    HevcVideotoolbox,
+}
+
+impl EncoderArg {
+    fn request(self) -> EncoderRequest {
+        let forced = match self {
+            EncoderArg::Auto => return EncoderRequest::Auto,
+            EncoderArg::Libx265 => Encoder::Libx265,
+            EncoderArg::HevcNvenc => Encoder::HevcNvenc,
+            EncoderArg::HevcQsv => Encoder::HevcQsv,
+            EncoderArg::HevcVaapi => Encoder::HevcVaapi,
+            EncoderArg::HevcAmf => Encoder::HevcAmf,
+            EncoderArg::HevcVideotoolbox => Encoder::HevcVideotoolbox,
+        };
+        EncoderRequest::Forced(forced)
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -129,6 +279,23 @@ enum VerifyArg {
 #[derive(Debug)]
 pub enum RunCommand {
     Convert(ConvertConfig),
+    Doctor(DoctorConfig),
+    Pause {
+        dir: PathBuf,
+        reason: Option<String>,
+    },
+    Resume {
+        dir: PathBuf,
+    },
+    LocksList {
+        dir: PathBuf,
+        lock: LockSettings,
+    },
+    LocksClean {
+        dir: PathBuf,
+        lock: LockSettings,
+        dry_run: bool,
+    },
     /// Print a completion script or the man page.
     Generate(generate::Artifact),
 }
@@ -141,9 +308,24 @@ impl Cli {
             quiet: self.output.quiet,
             verbose: self.output.verbose,
             stderr_is_tty: std::io::stderr().is_terminal(),
+            log_file: self.output.log_file,
         };
         let command = match self.command {
             None => RunCommand::Convert(self.convert.into_config()),
+            Some(Command::Doctor(args)) => RunCommand::Doctor(DoctorConfig { dir: args.dir }),
+            Some(Command::Pause { dir, reason }) => RunCommand::Pause { dir, reason },
+            Some(Command::Resume { dir }) => RunCommand::Resume { dir },
+            Some(Command::Locks { command }) => match command {
+                LocksCommand::List { dir, lock } => RunCommand::LocksList {
+                    dir,
+                    lock: lock.settings(),
+                },
+                LocksCommand::Clean { dir, dry_run, lock } => RunCommand::LocksClean {
+                    dir,
+                    lock: lock.settings(),
+                    dry_run,
+                },
+            },
             Some(Command::Generate(generate)) => RunCommand::Generate(generate.into_artifact()),
         };
         (command, output)
@@ -183,6 +365,16 @@ impl ConvertArgs {
                 .probe_jobs
                 .map(usize::from)
                 .unwrap_or_else(default_parallelism),
+            encoder: self.encoder.request(),
+            fallback: !self.no_fallback,
+            jobs: usize::from(self.jobs),
+            limits: Limits {
+                max_files: self.max_files,
+                until: self.until,
+                max_runtime: self.max_runtime,
+                stop_at_deadline: self.stop_at_deadline,
+            },
+            lock: self.lock.settings(),
         }
     }
 }
@@ -221,10 +413,39 @@ mod tests {
         assert_eq!(config.media_type, MediaType::Video);
         assert_eq!(config.encode.quality, 22);
         assert_eq!(config.encode.preset, "medium");
+        assert_eq!(config.encode, EncodeSettings::default());
         assert_eq!(config.min_savings_pct, 10.0);
         assert_eq!(config.min_age, Duration::from_secs(300));
         assert_eq!(config.verify, VerifyMode::Quick);
         assert!(!config.dry_run && !config.keep_original && !config.follow_links);
+        assert_eq!(config.encoder, EncoderRequest::Auto);
+        assert!(config.fallback);
+    }
+
+    #[test]
+    fn encoder_names_are_ffmpegs_and_no_fallback_turns_it_off() {
+        for encoder in Encoder::ALL {
+            let config = convert(&["--dir", "a", "--encoder", encoder.name(), "--no-fallback"]);
+            assert_eq!(config.encoder, EncoderRequest::Forced(encoder));
+            assert!(!config.fallback);
+        }
+        assert!(parse(&["--dir", "a", "--encoder", "hevc-nvenc"]).is_err());
+        assert!(parse(&["--dir", "a", "--encoder", "h264_nvenc"]).is_err());
+    }
+
+    #[test]
+    fn doctor_takes_an_optional_dir_and_needs_no_convert_target() {
+        match parse(&["doctor"]) {
+            Ok(RunCommand::Doctor(config)) => assert_eq!(config.dir, None),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["doctor", "--dir", "/mnt/media", "--json"]) {
+            Ok(RunCommand::Doctor(config)) => {
+                assert_eq!(config.dir, Some(PathBuf::from("/mnt/media")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["--dir", "a", "doctor"]).is_err());
     }
 
     #[test]
@@ -233,6 +454,47 @@ mod tests {
         assert!(parse(&["--type", "audio"]).is_err());
         let config = convert(&["--file", "-x.mkv"]);
         assert_eq!(config.target, Target::File("-x.mkv".into()));
+    }
+
+    #[test]
+    fn unattended_limits_parse() {
+        let RunCommand::Convert(config) = parse(&[
+            "--dir",
+            "l",
+            "--max-files",
+            "3",
+            "--until",
+            "06:30",
+            "--max-runtime",
+            "2h",
+            "--stop-at-deadline",
+            "--jobs",
+            "2",
+        ])
+        .unwrap() else {
+            panic!("expected a conversion")
+        };
+        assert_eq!(config.limits.max_files, Some(3));
+        assert_eq!(config.limits.max_runtime, Some(Duration::from_secs(7200)));
+        assert!(config.limits.stop_at_deadline);
+        assert_eq!(config.jobs, 2);
+        assert!(parse(&["--dir", "l", "--until", "6pm"]).is_err());
+        assert!(parse(&["--dir", "l", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn pause_and_resume_are_subcommands() {
+        assert!(matches!(
+            parse(&["pause", "/lib", "--reason", "backup"]).unwrap(),
+            RunCommand::Pause {
+                reason: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["resume", "/lib"]).unwrap(),
+            RunCommand::Resume { .. }
+        ));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::encoder::Encoder;
+
 /// Which kinds of media a run converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaType {
@@ -57,6 +59,26 @@ pub struct EncodeSettings {
     pub preset: String,
 }
 
+impl Default for EncodeSettings {
+    /// The command line's defaults (`--quality 22 --preset medium`), for `doctor`'s trials.
+    fn default() -> EncodeSettings {
+        EncodeSettings {
+            quality: 22,
+            preset: "medium".into(),
+        }
+    }
+}
+
+/// Which encoder a run uses: `--encoder`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderRequest {
+    /// The best encoder that passes a trial encode on this machine, libx265 at worst.
+    Auto,
+    /// This one encoder; files it cannot do are retried with libx265 (unless
+    /// `--no-fallback`) or skipped (HDR on hardware).
+    Forced(Encoder),
+}
+
 /// Everything a conversion run needs to know.
 #[derive(Debug, Clone)]
 pub struct ConvertConfig {
@@ -74,10 +96,26 @@ pub struct ConvertConfig {
     pub allow_dv_loss: bool,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
+    /// How many conversions run at once on this host.
+    pub jobs: usize,
+    pub limits: crate::unattended::Limits,
+    /// Heartbeat interval and staleness threshold of the lock protocol.
+    pub lock: crate::lock::LockSettings,
+    /// `--encoder`: auto-detected, or named.
+    pub encoder: EncoderRequest,
+    /// Whether a failed hardware encode is redone with libx265 (false: `--no-fallback`).
+    pub fallback: bool,
+}
+
+/// What `media-converter doctor` checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorConfig {
+    /// A directory on the share to test: exclusive create, rename, hard links, space, clock.
+    pub dir: Option<PathBuf>,
 }
 
 /// How output is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputConfig {
     /// One JSON object per line on stdout.
     pub json: bool,
@@ -85,4 +123,6 @@ pub struct OutputConfig {
     pub verbose: bool,
     /// Whether stderr is a terminal (progress bars) or a log (plain lines).
     pub stderr_is_tty: bool,
+    /// Also append plain timestamped lines to this file.
+    pub log_file: Option<PathBuf>,
 }

@@ -30,6 +30,16 @@ pub enum SkipReason {
     Locked,
     /// The new file was not enough smaller; the original stays.
     NotSmaller,
+    /// HDR10, and `--encoder` forces a hardware encoder that would lose its metadata.
+    HdrOnHardware,
+    /// The share lacks room for the new file.
+    NoSpace,
+    /// Stopped at the run's deadline (`--stop-at-deadline`); a later run does it.
+    Deadline,
+    /// Its directory does not let us create lock files (read-only share, permissions).
+    NotWritable,
+    /// It changed between the scan and the claim (another host converted it, say).
+    Changed,
 }
 
 /// The outcome of looking at one file.
@@ -65,6 +75,16 @@ impl Container {
     pub fn muxer(self) -> &'static str {
         match self {
             Container::Matroska => "matroska",
+            Container::Mp4 => "mp4",
+            Container::Mov => "mov",
+            Container::Flac => "flac",
+        }
+    }
+
+    /// The extension of files in this container, for temp names.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Matroska => "mkv",
             Container::Mp4 => "mp4",
             Container::Mov => "mov",
             Container::Flac => "flac",
@@ -199,13 +219,7 @@ pub fn output_path(original: &Path, container: Container) -> PathBuf {
     if keeps_name {
         original.to_path_buf()
     } else {
-        let ext = match container {
-            Container::Matroska => "mkv",
-            Container::Flac => "flac",
-            Container::Mp4 => "mp4",
-            Container::Mov => "mov",
-        };
-        original.with_extension(ext)
+        original.with_extension(container.extension())
     }
 }
 

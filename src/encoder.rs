@@ -1,31 +1,202 @@
-//! The video encoder and how one `--quality` scale maps onto its controls.
+//! The HEVC encoders ffmpeg can drive, and how one `--quality` scale maps onto each one's
+//! own controls.
 //!
-//! Every encoder-specific flag lives here, so that the transcode step only asks for
-//! "the arguments that encode this stream".
+//! Every encoder-specific flag lives here, so that the transcode step only asks for "the
+//! arguments that encode this stream", and the trial encode in [`crate::gpu`] runs exactly
+//! the arguments a real encode will. The mapping is documented in `docs/encoders.md`.
 
 use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
 
 use crate::config::EncodeSettings;
 use crate::probe::{HdrMetadata, Stream};
 
 /// An HEVC encoder ffmpeg can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Encoder {
     /// Software x265: slow, everywhere, the reference for quality and HDR metadata.
     Libx265,
+    /// NVIDIA NVENC (GeForce, Quadro; not data-centre GPUs such as the H100).
+    HevcNvenc,
+    /// Intel Quick Sync Video.
+    HevcQsv,
+    /// VAAPI on Linux: Intel and AMD through Mesa or the Intel media driver.
+    HevcVaapi,
+    /// AMD AMF on Windows.
+    HevcAmf,
+    /// Apple VideoToolbox on macOS.
+    HevcVideotoolbox,
 }
 
 impl Encoder {
+    /// Every encoder, hardware first in order of preference, software last.
+    pub const ALL: [Encoder; 6] = [
+        Encoder::HevcNvenc,
+        Encoder::HevcQsv,
+        Encoder::HevcVaapi,
+        Encoder::HevcAmf,
+        Encoder::HevcVideotoolbox,
+        Encoder::Libx265,
+    ];
+
     /// ffmpeg's name for the encoder, as recorded in events and the cache.
     pub fn name(self) -> &'static str {
         match self {
             Encoder::Libx265 => "libx265",
+            Encoder::HevcNvenc => "hevc_nvenc",
+            Encoder::HevcQsv => "hevc_qsv",
+            Encoder::HevcVaapi => "hevc_vaapi",
+            Encoder::HevcAmf => "hevc_amf",
+            Encoder::HevcVideotoolbox => "hevc_videotoolbox",
         }
     }
 
+    /// Whether the encoder runs on a GPU or media engine, and so may fail where software
+    /// would not (no driver, a session limit, a device that went away).
+    pub fn is_hardware(self) -> bool {
+        self != Encoder::Libx265
+    }
+
+    /// Whether this tool trusts the encoder to carry HDR10 static metadata (mastering
+    /// display, content light level) into the stream.
+    ///
+    /// Only x265 is given that metadata explicitly (`master-display`, `max-cll`). The
+    /// hardware encoders could at best copy it from frame side data, which depends on the
+    /// ffmpeg version, the driver and the source, and cannot be confirmed by a trial encode:
+    /// HDR sources therefore never go to them, so HDR is never silently lost.
+    pub fn carries_hdr10(self) -> bool {
+        self == Encoder::Libx265
+    }
+}
+
+impl fmt::Display for Encoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Encoders appear in JSON under ffmpeg's name.
+impl serde::Serialize for Encoder {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// A name that is not one of [`Encoder::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEncoder(pub String);
+
+impl fmt::Display for UnknownEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown encoder {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownEncoder {}
+
+impl FromStr for Encoder {
+    type Err = UnknownEncoder;
+
+    fn from_str(name: &str) -> Result<Encoder, UnknownEncoder> {
+        Encoder::ALL
+            .into_iter()
+            .find(|e| e.name() == name)
+            .ok_or_else(|| UnknownEncoder(name.to_string()))
+    }
+}
+
+/// Which device a hardware encoder runs on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Device {
+    /// Whatever the encoder picks by itself (the only choice for software, AMF and
+    /// VideoToolbox).
+    Default,
+    /// A Linux DRM render node, e.g. `/dev/dri/renderD128` (VAAPI, Quick Sync).
+    RenderNode(PathBuf),
+    /// An NVIDIA GPU by index, in PCI bus order (NVML's order; see
+    /// [`crate::process::media_command`], which makes CUDA count the same way).
+    NvidiaGpu(u32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Default => f.write_str("default device"),
+            Device::RenderNode(node) => write!(f, "{}", node.display()),
+            Device::NvidiaGpu(index) => write!(f, "GPU {index}"),
+        }
+    }
+}
+
+/// An encoder set up on a device: everything needed to build its command-line arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EncoderSetup {
+    /// Which encoder.
+    pub encoder: Encoder,
+    /// Where it runs.
+    pub device: Device,
+}
+
+impl fmt::Display for EncoderSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.device {
+            Device::Default => write!(f, "{}", self.encoder),
+            device => write!(f, "{} on {device}", self.encoder),
+        }
+    }
+}
+
+/// The hardware device name the `-init_hw_device` options below give their device, so the
+/// `-filter_hw_device` option can refer to it.
+const HW_DEVICE_NAME: &str = "mc";
+
+impl EncoderSetup {
+    /// libx265, which needs no device and works wherever ffmpeg was built with it.
+    pub fn software() -> EncoderSetup {
+        EncoderSetup {
+            encoder: Encoder::Libx265,
+            device: Device::Default,
+        }
+    }
+
+    /// Global options that open the hardware device; they go before the input.
+    pub fn input_args(&self) -> Vec<OsString> {
+        let node = match &self.device {
+            Device::RenderNode(node) => Some(node.to_string_lossy().into_owned()),
+            _ => None,
+        };
+        let init = match (self.encoder, node) {
+            (Encoder::HevcVaapi, Some(node)) => format!("vaapi={HW_DEVICE_NAME}:{node}"),
+            (Encoder::HevcVaapi, None) => format!("vaapi={HW_DEVICE_NAME}"),
+            // Quick Sync on Linux sits on a VAAPI render node; naming it picks the Intel GPU
+            // when there are several.
+            (Encoder::HevcQsv, Some(node)) => {
+                format!("qsv={HW_DEVICE_NAME}:hw_any,child_device={node}")
+            }
+            (Encoder::HevcQsv, None) => format!("qsv={HW_DEVICE_NAME}:hw_any"),
+            _ => return Vec::new(),
+        };
+        [
+            "-init_hw_device".to_string(),
+            init,
+            // The upload filter in `video_args` puts frames on this device.
+            "-filter_hw_device".to_string(),
+            HW_DEVICE_NAME.to_string(),
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
+    }
+
     /// Output options that encode output video stream `out_index` (`-c:v:N`) of `source`.
+    ///
+    /// Ten-bit sources stay ten-bit on every encoder (Main10 from `yuv420p10le` or `p010`
+    /// surfaces); a device that cannot do that fails the encode, and the run falls back to
+    /// libx265 rather than quietly dropping to eight bits.
     pub fn video_args(
-        self,
+        &self,
         out_index: usize,
         source: &Stream,
         settings: &EncodeSettings,
@@ -33,23 +204,69 @@ impl Encoder {
     ) -> Vec<OsString> {
         let spec = |flag: &str| format!("-{flag}:v:{out_index}");
         let ten_bit = source.is_high_bit_depth();
-        let mut args: Vec<String> = vec![
-            spec("c"),
-            self.name().into(),
-            spec("preset"),
-            settings.preset.clone(),
-            spec("crf"),
-            settings.quality.to_string(),
-            // 10-bit sources stay 10-bit (Main10); dropping to 8 bits would band gradients.
-            spec("pix_fmt"),
-            if ten_bit { "yuv420p10le" } else { "yuv420p" }.into(),
-            spec("profile"),
-            if ten_bit { "main10" } else { "main" }.into(),
-        ];
+        let quality = settings.quality;
+        let mut args: Vec<String> = vec![spec("c"), self.encoder.name().into()];
+        let mut push = |flag: &str, value: String| args.extend([spec(flag), value]);
+        match self.encoder {
+            Encoder::Libx265 => {
+                push("preset", settings.preset.clone());
+                push("crf", quality.to_string());
+                // 10-bit sources stay 10-bit (Main10); dropping to 8 bits would band gradients.
+                push(
+                    "pix_fmt",
+                    if ten_bit { "yuv420p10le" } else { "yuv420p" }.into(),
+                );
+                push("profile", if ten_bit { "main10" } else { "main" }.into());
+            }
+            Encoder::HevcNvenc => {
+                push("preset", nvenc_preset(&settings.preset).into());
+                // Constant quality: VBR with a CQ target and no bitrate cap. CQ 0 means
+                // "automatic" to NVENC, not "best", so the scale starts at 1.
+                push("rc", "vbr".into());
+                push("cq", quality.clamp(1, 51).to_string());
+                push("b", "0".into());
+                // Spreads bits by local contrast, as x265's default AQ does.
+                push("spatial_aq", "1".into());
+                push("pix_fmt", if ten_bit { "p010le" } else { "yuv420p" }.into());
+                push("profile", if ten_bit { "main10" } else { "main" }.into());
+                if let Device::NvidiaGpu(index) = self.device {
+                    push("gpu", index.to_string());
+                }
+            }
+            Encoder::HevcQsv => {
+                push("filter", upload_filter(ten_bit, true));
+                push("preset", qsv_preset(&settings.preset).into());
+                // ICQ, Quick Sync's constant-quality mode: what ffmpeg picks when
+                // global_quality is set and no bitrate is.
+                push("global_quality", quality.clamp(1, 51).to_string());
+                push("profile", if ten_bit { "main10" } else { "main" }.into());
+            }
+            Encoder::HevcVaapi => {
+                push("filter", upload_filter(ten_bit, false));
+                // Constant QP is the one rate control every VAAPI driver (Intel iHD and i965,
+                // Mesa for AMD) offers for HEVC. The profile follows the surface format.
+                push("rc_mode", "CQP".into());
+                push("qp", quality.min(51).to_string());
+            }
+            Encoder::HevcAmf => {
+                push("quality", amf_quality(&settings.preset).into());
+                push("rc", "cqp".into());
+                push("qp_i", quality.min(51).to_string());
+                push("qp_p", quality.min(51).to_string());
+                push("pix_fmt", if ten_bit { "p010le" } else { "nv12" }.into());
+            }
+            Encoder::HevcVideotoolbox => {
+                push("q", videotoolbox_quality(quality).to_string());
+                push("pix_fmt", if ten_bit { "p010le" } else { "nv12" }.into());
+                push("profile", if ten_bit { "main10" } else { "main" }.into());
+            }
+        }
+
         let mut x265_params = vec!["log-level=error".to_string()];
         if let Some(color) = &source.color {
-            // Colour tags go both in the container/stream (ffmpeg options) and in the HEVC
-            // VUI (x265 params), since players read one or the other.
+            // Colour tags go both in the container/stream (ffmpeg options, which every
+            // encoder writes into the VUI) and in x265's own VUI parameters, since players
+            // read one or the other.
             for (flag, value, x265_key) in [
                 ("color_primaries", &color.primaries, "colorprim"),
                 ("color_trc", &color.transfer, "transfer"),
@@ -64,21 +281,77 @@ impl Encoder {
                 args.extend([spec("color_range"), range.clone()]);
             }
         }
-        if source.is_hdr() {
-            // hdr10-opt tunes for PQ; repeat-headers lets players join mid-stream.
-            x265_params.extend(["hdr10=1", "hdr10-opt=1", "repeat-headers=1"].map(String::from));
-            if let Some(hdr) = hdr {
-                if let Some(md) = &hdr.master_display {
-                    x265_params.push(format!("master-display={md}"));
-                }
-                if let Some(cll) = &hdr.max_cll {
-                    x265_params.push(format!("max-cll={cll}"));
+        if self.encoder == Encoder::Libx265 {
+            if source.is_hdr() {
+                // hdr10-opt tunes for PQ; repeat-headers lets players join mid-stream.
+                x265_params
+                    .extend(["hdr10=1", "hdr10-opt=1", "repeat-headers=1"].map(String::from));
+                if let Some(hdr) = hdr {
+                    if let Some(md) = &hdr.master_display {
+                        x265_params.push(format!("master-display={md}"));
+                    }
+                    if let Some(cll) = &hdr.max_cll {
+                        x265_params.push(format!("max-cll={cll}"));
+                    }
                 }
             }
+            args.extend([spec("x265-params"), x265_params.join(":")]);
         }
-        args.extend([spec("x265-params"), x265_params.join(":")]);
         args.into_iter().map(OsString::from).collect()
     }
+}
+
+/// The filter that moves decoded frames onto the VAAPI or Quick Sync device: convert to the
+/// surface format first (NV12, or P010 for ten bits), then upload.
+fn upload_filter(ten_bit: bool, qsv: bool) -> String {
+    let surface = if ten_bit { "p010" } else { "nv12" };
+    if qsv {
+        // Quick Sync's encoder wants a pool of frames beyond what it holds for look-ahead.
+        format!("format={surface},hwupload=extra_hw_frames=64,format=qsv")
+    } else {
+        format!("format={surface},hwupload")
+    }
+}
+
+/// x265 preset names to NVENC's p1 (fastest) … p7 (best).
+fn nvenc_preset(x265: &str) -> &'static str {
+    match x265 {
+        "ultrafast" | "superfast" => "p1",
+        "veryfast" => "p2",
+        "faster" => "p3",
+        "fast" => "p4",
+        "slow" => "p6",
+        "slower" | "veryslow" | "placebo" => "p7",
+        _ => "p5",
+    }
+}
+
+/// x265 preset names to Quick Sync's, which lack the two fastest and the slowest.
+fn qsv_preset(x265: &str) -> &'static str {
+    match x265 {
+        "ultrafast" | "superfast" | "veryfast" => "veryfast",
+        "faster" => "faster",
+        "fast" => "fast",
+        "slow" => "slow",
+        "slower" => "slower",
+        "veryslow" | "placebo" => "veryslow",
+        _ => "medium",
+    }
+}
+
+/// x265 preset names to AMF's three quality levels.
+fn amf_quality(x265: &str) -> &'static str {
+    match x265 {
+        "ultrafast" | "superfast" | "veryfast" | "faster" => "speed",
+        "slow" | "slower" | "veryslow" | "placebo" => "quality",
+        _ => "balanced",
+    }
+}
+
+/// The CRF-like scale (0 best … 51 worst) to VideoToolbox's constant quality (100 best …
+/// 1 worst): the default 22 becomes 56, about the quality x265 gives at CRF 22.
+pub fn videotoolbox_quality(quality: u8) -> u8 {
+    100u8.saturating_sub(quality.saturating_mul(2)).max(1)
 }
 
 #[cfg(test)]
@@ -116,10 +389,23 @@ mod tests {
             .collect()
     }
 
+    fn setup(encoder: Encoder, device: Device) -> EncoderSetup {
+        EncoderSetup { encoder, device }
+    }
+
+    fn joined(setup: &EncoderSetup, depth: u8) -> String {
+        let pix_fmt = if depth > 8 { "yuv420p10le" } else { "yuv420p" };
+        strings(setup.video_args(0, &video(pix_fmt, depth, None), &settings(), None)).join(" ")
+    }
+
     #[test]
     fn eight_bit_sdr_is_main_profile() {
-        let args =
-            strings(Encoder::Libx265.video_args(1, &video("yuv420p", 8, None), &settings(), None));
+        let args = strings(EncoderSetup::software().video_args(
+            1,
+            &video("yuv420p", 8, None),
+            &settings(),
+            None,
+        ));
         let joined = args.join(" ");
         assert!(
             joined.contains("-c:v:1 libx265 -preset:v:1 medium -crf:v:1 22"),
@@ -147,7 +433,7 @@ mod tests {
             master_display: Some("G(1,2)B(3,4)R(5,6)WP(7,8)L(9,10)".into()),
             max_cll: Some("1000,400".into()),
         };
-        let args = strings(Encoder::Libx265.video_args(
+        let args = strings(EncoderSetup::software().video_args(
             0,
             &video("yuv420p10le", 10, Some(color)),
             &settings(),
@@ -170,5 +456,121 @@ mod tests {
         ] {
             assert!(params.contains(part), "{params} lacks {part}");
         }
+    }
+
+    #[test]
+    fn nvenc_uses_constant_quality_on_the_chosen_gpu() {
+        let nvenc = setup(Encoder::HevcNvenc, Device::NvidiaGpu(1));
+        let eight = joined(&nvenc, 8);
+        assert!(
+            eight.starts_with(
+                "-c:v:0 hevc_nvenc -preset:v:0 p5 -rc:v:0 vbr -cq:v:0 22 -b:v:0 0 \
+                 -spatial_aq:v:0 1 -pix_fmt:v:0 yuv420p -profile:v:0 main -gpu:v:0 1"
+            ),
+            "{eight}"
+        );
+        assert!(!eight.contains("x265"), "{eight}");
+        let ten = joined(&nvenc, 10);
+        assert!(
+            ten.contains("-pix_fmt:v:0 p010le -profile:v:0 main10"),
+            "{ten}"
+        );
+        assert!(nvenc.input_args().is_empty());
+        // On the default device no -gpu is passed: NVENC picks.
+        assert!(!joined(&setup(Encoder::HevcNvenc, Device::Default), 8).contains("-gpu"));
+    }
+
+    #[test]
+    fn vaapi_and_qsv_open_the_render_node_and_upload_frames() {
+        let node = Device::RenderNode("/dev/dri/renderD129".into());
+        let vaapi = setup(Encoder::HevcVaapi, node.clone());
+        assert_eq!(
+            strings(vaapi.input_args()).join(" "),
+            "-init_hw_device vaapi=mc:/dev/dri/renderD129 -filter_hw_device mc"
+        );
+        let args = joined(&vaapi, 10);
+        assert!(
+            args.contains("-filter:v:0 format=p010,hwupload -rc_mode:v:0 CQP -qp:v:0 22"),
+            "{args}"
+        );
+        // A pixel format would add a software conversion after the upload and fail.
+        assert!(!args.contains("pix_fmt"), "{args}");
+
+        let qsv = setup(Encoder::HevcQsv, node);
+        assert_eq!(
+            strings(qsv.input_args()).join(" "),
+            "-init_hw_device qsv=mc:hw_any,child_device=/dev/dri/renderD129 -filter_hw_device mc"
+        );
+        let args = joined(&qsv, 8);
+        assert!(
+            args.contains(
+                "-filter:v:0 format=nv12,hwupload=extra_hw_frames=64,format=qsv \
+                 -preset:v:0 medium -global_quality:v:0 22 -profile:v:0 main"
+            ),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn amf_and_videotoolbox_map_quality_onto_their_scales() {
+        let amf = joined(&setup(Encoder::HevcAmf, Device::Default), 10);
+        assert!(
+            amf.contains(
+                "-quality:v:0 balanced -rc:v:0 cqp -qp_i:v:0 22 -qp_p:v:0 22 -pix_fmt:v:0 p010le"
+            ),
+            "{amf}"
+        );
+        let vt = joined(&setup(Encoder::HevcVideotoolbox, Device::Default), 8);
+        assert!(
+            vt.contains("-q:v:0 56 -pix_fmt:v:0 nv12 -profile:v:0 main"),
+            "{vt}"
+        );
+        assert_eq!(videotoolbox_quality(0), 100);
+        assert_eq!(videotoolbox_quality(51), 1);
+        assert_eq!(videotoolbox_quality(255), 1);
+    }
+
+    #[test]
+    fn hardware_encoders_get_colour_tags_but_no_x265_params() {
+        let color = Color {
+            primaries: Some("bt709".into()),
+            transfer: Some("bt709".into()),
+            space: Some("bt709".into()),
+            range: None,
+        };
+        let args = strings(setup(Encoder::HevcNvenc, Device::Default).video_args(
+            0,
+            &video("yuv420p", 8, Some(color)),
+            &settings(),
+            None,
+        ))
+        .join(" ");
+        assert!(
+            args.contains("-color_primaries:v:0 bt709 -color_trc:v:0 bt709"),
+            "{args}"
+        );
+        assert!(!args.contains("x265-params"), "{args}");
+    }
+
+    #[test]
+    fn presets_map_to_each_encoders_names() {
+        assert_eq!(nvenc_preset("ultrafast"), "p1");
+        assert_eq!(nvenc_preset("veryslow"), "p7");
+        assert_eq!(nvenc_preset("nonsense"), "p5");
+        assert_eq!(qsv_preset("superfast"), "veryfast");
+        assert_eq!(qsv_preset("placebo"), "veryslow");
+        assert_eq!(amf_quality("faster"), "speed");
+        assert_eq!(amf_quality("slower"), "quality");
+    }
+
+    #[test]
+    fn names_round_trip_and_only_x265_carries_hdr10() {
+        for encoder in Encoder::ALL {
+            assert_eq!(encoder.name().parse::<Encoder>(), Ok(encoder));
+            assert_eq!(encoder.is_hardware(), encoder != Encoder::Libx265);
+            assert_eq!(encoder.carries_hdr10(), encoder == Encoder::Libx265);
+        }
+        assert!("hevc_v4l2m2m".parse::<Encoder>().is_err());
+        assert_eq!(Encoder::ALL.last(), Some(&Encoder::Libx265));
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod claim;
 pub mod cli;
 pub mod command;
 pub mod config;
@@ -9,16 +10,21 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
-pub mod names;
+pub mod gpu;
+pub mod identity;
+pub mod lock;
 pub mod output;
 pub mod probe;
 pub mod process;
 pub mod progress;
 pub mod retry;
 pub mod scan;
+pub mod share;
 pub mod signal;
+pub mod space;
 pub mod swap;
 pub mod transcode;
+pub mod unattended;
 pub mod verify;
 #[cfg(any(windows, test))]
 pub mod winpath;
@@ -30,14 +36,28 @@ use output::Reporter;
 /// Runs a parsed command line and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
     let (command, output) = cli.into_command();
-    let reporter = Reporter::new(output);
     process::trace_commands(output.verbose && !output.json);
+    let reporter = match Reporter::new(output) {
+        Ok(reporter) => reporter,
+        Err(err) => {
+            eprintln!("media-converter: {err:#}");
+            return ExitCode::UsageOrSetup;
+        }
+    };
     if let Err(err) = signal::install() {
         eprintln!("media-converter: cannot install the Ctrl-C handler: {err}");
         return ExitCode::UsageOrSetup;
     }
+    let json = reporter.json();
     let result = match command {
         RunCommand::Convert(config) => command::convert::run(&config, &reporter),
+        RunCommand::Doctor(config) => Ok(command::doctor::run(&config, json)),
+        RunCommand::Pause { dir, reason } => command::pause::pause(&dir, reason, &reporter),
+        RunCommand::Resume { dir } => command::pause::resume(&dir, &reporter),
+        RunCommand::LocksList { dir, lock } => command::locks::list(&dir, lock, json),
+        RunCommand::LocksClean { dir, lock, dry_run } => {
+            command::locks::clean(&dir, lock, dry_run, &reporter, json)
+        }
         RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {

@@ -3,10 +3,12 @@
 //! log.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -61,9 +63,35 @@ pub enum Event {
         before_bytes: u64,
         after_bytes: u64,
         seconds: f64,
+        /// The encoder that produced the file: libx265 after a fallback.
         encoder: String,
+        /// Set when a hardware encode failed and libx265 redid it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<Fallback>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dropped: Vec<String>,
+    },
+    /// The encoder this run uses, chosen once, and why the others were not.
+    EncoderChosen {
+        /// ffmpeg's name for it.
+        encoder: String,
+        /// The device, where the encoder runs on a particular one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// Why this one, in a line.
+        detail: String,
+        /// Every other candidate, with its reason.
+        rejected: Vec<RejectedEncoder>,
+    },
+    /// A hardware encode failed; the file is being redone with libx265.
+    Fallback {
+        file: String,
+        /// The hardware encoder that failed.
+        from: String,
+        /// The encoder that redoes the file.
+        to: String,
+        /// ffmpeg's error or the failed verification.
+        error: String,
     },
     /// A file was left as it is, and why.
     Skipped {
@@ -75,8 +103,29 @@ pub enum Event {
     },
     /// A file could not be converted; its original is untouched.
     Failed { file: String, error: String },
+    /// A message about the run as a whole (paused, resumed, a deadline reached).
+    Notice { message: String },
     /// The last event of every run.
     Summary(Summary),
+}
+
+/// A hardware encode that failed before software produced the file; recorded with the
+/// outcome so that the cache can say which encoder really made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fallback {
+    /// The hardware encoder that failed.
+    pub from: String,
+    /// Its error: ffmpeg's message or the failed verification.
+    pub error: String,
+}
+
+/// An encoder the run did not choose, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedEncoder {
+    /// ffmpeg's name, with ` on DEVICE` where it was tried on a particular one.
+    pub encoder: String,
+    /// Its trial's failure, or why it was not tried or not preferred.
+    pub reason: String,
 }
 
 /// What `--dry-run` would do with a file.
@@ -103,6 +152,13 @@ pub struct Summary {
     pub interrupted: bool,
 }
 
+/// Writes a command's report (`doctor`) to stdout, which is for data.
+pub fn print_data(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 /// File names as shown on a terminal: control characters escaped, so a name with a newline
 /// or an escape sequence cannot garble the screen.
 pub fn display_name(name: &str) -> String {
@@ -122,6 +178,7 @@ pub struct Reporter {
     config: OutputConfig,
     state: Mutex<State>,
     multi: Option<MultiProgress>,
+    log: Option<Mutex<File>>,
 }
 
 #[derive(Default)]
@@ -132,6 +189,7 @@ struct State {
 
 struct FileProgress {
     bar: Option<ProgressBar>,
+    /// The percent last written as a plain line or JSON object.
     last_percent: f64,
     last_logged: Instant,
 }
@@ -142,14 +200,25 @@ const LOG_EVERY_PERCENT: f64 = 10.0;
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 impl Reporter {
-    /// A reporter for this run's output settings.
-    pub fn new(config: OutputConfig) -> Reporter {
+    /// A reporter for this run's output settings; fails only if `--log-file` cannot be opened.
+    pub fn new(config: OutputConfig) -> anyhow::Result<Reporter> {
+        let log = match &config.log_file {
+            Some(path) => Some(Mutex::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open --log-file {}", path.display()))?,
+            )),
+            None => None,
+        };
         let bars = !config.json && !config.quiet && config.stderr_is_tty;
-        Reporter {
+        Ok(Reporter {
             config,
             state: Mutex::new(State::default()),
             multi: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
-        }
+            log,
+        })
     }
 
     /// Shows the overall bar (files and bytes to convert), on a terminal only.
@@ -182,61 +251,80 @@ impl Reporter {
 
     /// Reports one event.
     pub fn emit(&self, event: Event) {
-        if self.config.json {
-            self.emit_json(&event);
+        if let Event::Progress { .. } = event {
+            self.progress(&event);
             return;
         }
         match &event {
-            Event::Progress { .. } => self.show_progress(&event),
-            Event::Converting { file, .. } => {
-                self.start_file_bar(file);
-                self.line(&event, false);
+            Event::Converting { file, .. } => self.start_file(file),
+            // After a fallback the failed attempt's bar goes; the retry's `converting` starts
+            // a new one.
+            Event::Converted { file, .. }
+            | Event::Failed { file, .. }
+            | Event::Fallback { file, .. } => self.finish_file(file),
+            Event::Summary(_) => self.finish_overall(),
+            _ => {}
+        }
+        if self.config.json {
+            self.write_json(&event);
+        } else if let Event::Planned { .. } = event {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", plan_text(&event));
+        } else if self.shown_on_stderr(&event) {
+            if let Some(text) = human_text(&event) {
+                // Line by line, so that every line of a log is timestamped (an encoder
+                // choice lists its rejects, an ffmpeg error its command, on lines of their own).
+                text.lines().for_each(|line| self.print_stderr(line));
             }
-            Event::Converted { file, .. } | Event::Failed { file, .. } => {
-                self.finish_file_bar(file);
-                self.line(&event, matches!(event, Event::Failed { .. }));
-            }
-            Event::Skipped { .. } => self.line(&event, false),
-            Event::Warning { .. } => self.line(&event, true),
-            Event::Planned { .. } => self.plan_line(&event),
-            Event::Summary(_) => {
-                if let Ok(mut state) = self.state.lock() {
-                    if let Some(bar) = state.overall.take() {
-                        bar.finish_and_clear();
-                    }
-                }
-                self.line(&event, true);
+        }
+        if self.log.is_some() && !matches!(event, Event::Planned { .. }) {
+            if let Some(text) = human_text(&event) {
+                text.lines().for_each(|line| self.write_log(line));
             }
         }
     }
 
-    fn emit_json(&self, event: &Event) {
-        if let Event::Progress { file, percent, .. } = event {
-            // At most one progress object per whole percent and second, per file.
-            let Ok(mut state) = self.state.lock() else {
-                return;
-            };
-            let entry = state
-                .files
-                .entry(file.clone())
-                .or_insert_with(|| FileProgress {
-                    bar: None,
-                    last_percent: -1.0,
-                    last_logged: Instant::now() - LOG_EVERY,
-                });
-            if percent.floor() <= entry.last_percent.floor()
-                || entry.last_logged.elapsed() < Duration::from_secs(1)
-            {
-                return;
-            }
-            entry.last_percent = *percent;
-            entry.last_logged = Instant::now();
+    /// Whether output is JSON lines (`--json`).
+    pub fn json(&self) -> bool {
+        self.config.json
+    }
+
+    /// A message for people that is not about one file (pause, resume, setup notes).
+    pub fn note(&self, message: &str) {
+        if self.config.json {
+            self.write_json(&Event::Notice {
+                message: message.into(),
+            });
+        } else if !self.config.quiet {
+            self.print_stderr(message);
         }
-        if let Event::Converted { file, .. } | Event::Failed { file, .. } = event {
-            if let Ok(mut state) = self.state.lock() {
-                state.files.remove(file);
-            }
+        self.write_log(message);
+    }
+
+    /// Verbose detail (command lines, reasons); shown only with `-v`.
+    pub fn debug(&self, text: &str) {
+        if self.config.verbose && !self.config.json {
+            self.print_stderr(text);
         }
+    }
+
+    fn shown_on_stderr(&self, event: &Event) -> bool {
+        match event {
+            Event::Failed { .. }
+            | Event::Warning { .. }
+            | Event::Fallback { .. }
+            | Event::Summary(_) => true,
+            // The encoder choice is detail, for `-v`.
+            Event::EncoderChosen { .. } => self.config.verbose,
+            _ if self.config.quiet => false,
+            Event::Skipped { reason, .. } => {
+                self.config.verbose || !matches!(reason, SkipReason::AlreadyEfficient)
+            }
+            _ => true,
+        }
+    }
+
+    fn write_json(&self, event: &Event) {
         if let Ok(line) = serde_json::to_string(event) {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "{line}");
@@ -244,7 +332,7 @@ impl Reporter {
         }
     }
 
-    fn start_file_bar(&self, file: &str) {
+    fn start_file(&self, file: &str) {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.insert_from_back(1, ProgressBar::new(1000));
             bar.set_style(
@@ -268,7 +356,7 @@ impl Reporter {
         }
     }
 
-    fn finish_file_bar(&self, file: &str) {
+    fn finish_file(&self, file: &str) {
         if let Ok(mut state) = self.state.lock() {
             if let Some(FileProgress { bar: Some(bar), .. }) = state.files.remove(file) {
                 bar.finish_and_clear();
@@ -276,7 +364,17 @@ impl Reporter {
         }
     }
 
-    fn show_progress(&self, event: &Event) {
+    fn finish_overall(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            if let Some(bar) = state.overall.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    /// Progress: a bar on a terminal; in JSON at most one object per whole percent and
+    /// second; in plain logs a line every 10% or minute.
+    fn progress(&self, event: &Event) {
         let Event::Progress {
             file,
             percent,
@@ -300,149 +398,167 @@ impl Reporter {
                 "{fps:.0} fps {speed:.2}x ETA {eta}  {}",
                 display_name(file)
             ));
-            return;
         }
-        if self.config.quiet || self.config.stderr_is_tty {
-            return;
-        }
-        let step = percent - entry.last_percent >= LOG_EVERY_PERCENT;
-        if step || entry.last_logged.elapsed() >= LOG_EVERY {
-            entry.last_percent = *percent;
-            entry.last_logged = Instant::now();
-            drop(state);
-            self.print_stderr(&format!(
-                "progress {percent:.0}% {fps:.0} fps {speed:.2}x ETA {eta}: {}",
-                display_name(file)
-            ));
-        }
-    }
-
-    fn plan_line(&self, event: &Event) {
-        let Event::Planned {
-            file,
-            codec,
-            action,
-            detail,
-            size_bytes,
-            estimated_bytes,
-            ..
-        } = event
-        else {
-            return;
+        let due = if self.config.json {
+            percent.floor() > entry.last_percent.floor()
+                && entry.last_logged.elapsed() >= Duration::from_secs(1)
+        } else {
+            percent - entry.last_percent >= LOG_EVERY_PERCENT
+                || entry.last_logged.elapsed() >= LOG_EVERY
         };
-        let line = match action {
-            PlannedAction::Convert => format!(
-                "convert  {codec:<10} {:>10} -> ~{:<10} {}",
-                HumanBytes(*size_bytes).to_string(),
-                HumanBytes(*estimated_bytes).to_string(),
-                display_name(file)
-            ),
-            PlannedAction::Skip => format!(
-                "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
-                HumanBytes(*size_bytes).to_string(),
-                "",
-                display_name(file)
-            ),
-        };
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{line}");
-    }
-
-    /// A human line for an event, on stderr; `important` lines survive `--quiet`.
-    fn line(&self, event: &Event, important: bool) {
-        if self.config.quiet && !important {
+        if !due {
             return;
         }
-        let text = match event {
-            Event::Warning {
-                file: Some(file),
-                message,
-            } => {
-                format!("warning: {}: {message}", display_name(file))
-            }
-            Event::Warning {
-                file: None,
-                message,
-            } => format!("warning: {message}"),
-            Event::Converting {
-                file,
-                codec,
-                encoder,
-                size_bytes,
-                ..
-            } => format!(
-                "converting {} ({codec}, {}) with {encoder}",
-                display_name(file),
-                HumanBytes(*size_bytes)
-            ),
-            Event::Converted {
-                file,
-                before_bytes,
-                after_bytes,
-                seconds,
-                dropped,
-                ..
-            } => {
-                let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
-                let mut text = format!(
-                    "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
-                    display_name(file),
-                    HumanBytes(*before_bytes),
-                    HumanBytes(*after_bytes),
-                    format_secs(*seconds)
-                );
-                if !dropped.is_empty() {
-                    text.push_str(&format!("; dropped {}", dropped.join(", ")));
-                }
-                text
-            }
-            Event::Skipped {
-                file,
-                reason,
-                detail,
-                ..
-            } => {
-                if !self.config.verbose && matches!(reason, SkipReason::AlreadyEfficient) {
-                    return;
-                }
-                format!("skipped {}: {detail}", display_name(file))
-            }
-            Event::Failed { file, error } => {
-                format!(
-                    "FAILED {}: {error} (the original is untouched)",
-                    display_name(file)
-                )
-            }
-            Event::Summary(s) => summary_text(s),
-            Event::Progress { .. } | Event::Planned { .. } => return,
-        };
-        self.print_stderr(&text);
+        entry.last_percent = *percent;
+        entry.last_logged = Instant::now();
+        drop(state);
+        let text = format!(
+            "progress {percent:.0}% {fps:.0} fps {speed:.2}x ETA {eta}: {}",
+            display_name(file)
+        );
+        if self.config.json {
+            self.write_json(event);
+        } else if self.multi.is_none() && !self.config.quiet && !self.config.stderr_is_tty {
+            self.print_stderr(&text);
+        }
+        self.write_log(&text);
     }
 
     fn print_stderr(&self, text: &str) {
-        match &self.multi {
-            Some(multi) => {
-                let _ = multi.println(text);
-            }
-            None => {
-                let stamp = chrono::Local::now().format("%Y-%m-%d %H:%M:%S");
-                let prefix = if self.config.stderr_is_tty {
-                    String::new()
-                } else {
-                    format!("{stamp} ")
-                };
-                let mut stderr = std::io::stderr().lock();
-                let _ = writeln!(stderr, "{prefix}{text}");
-            }
+        if let Some(multi) = &self.multi {
+            let _ = multi.println(text);
+            return;
+        }
+        let mut stderr = std::io::stderr().lock();
+        if self.config.stderr_is_tty {
+            let _ = writeln!(stderr, "{text}");
+        } else {
+            let _ = writeln!(stderr, "{} {text}", timestamp());
         }
     }
 
-    /// Verbose detail (command lines, reasons); shown only with `-v`.
-    pub fn debug(&self, text: &str) {
-        if self.config.verbose && !self.config.json {
-            self.print_stderr(text);
+    fn write_log(&self, text: &str) {
+        if let Some(log) = &self.log {
+            if let Ok(mut file) = log.lock() {
+                let _ = writeln!(file, "{} {text}", timestamp());
+            }
         }
     }
+}
+
+fn timestamp() -> String {
+    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// The line `--dry-run` prints on stdout for a planned file.
+fn plan_text(event: &Event) -> String {
+    let Event::Planned {
+        file,
+        codec,
+        action,
+        detail,
+        size_bytes,
+        estimated_bytes,
+        ..
+    } = event
+    else {
+        return String::new();
+    };
+    match action {
+        PlannedAction::Convert => format!(
+            "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+            HumanBytes(*size_bytes).to_string(),
+            HumanBytes(*estimated_bytes).to_string(),
+            display_name(file)
+        ),
+        PlannedAction::Skip => format!(
+            "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
+            HumanBytes(*size_bytes).to_string(),
+            "",
+            display_name(file)
+        ),
+    }
+}
+
+/// The line a person reads for an event; `None` for events with no line of their own.
+fn human_text(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::Warning {
+            file: Some(file),
+            message,
+        } => format!("warning: {}: {message}", display_name(file)),
+        Event::Warning {
+            file: None,
+            message,
+        } => format!("warning: {message}"),
+        Event::Notice { message } => message.clone(),
+        Event::Converting {
+            file,
+            codec,
+            encoder,
+            size_bytes,
+            ..
+        } => format!(
+            "converting {} ({codec}, {}) with {encoder}",
+            display_name(file),
+            HumanBytes(*size_bytes)
+        ),
+        Event::Converted {
+            file,
+            before_bytes,
+            after_bytes,
+            seconds,
+            dropped,
+            ..
+        } => {
+            let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
+            let mut text = format!(
+                "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
+                display_name(file),
+                HumanBytes(*before_bytes),
+                HumanBytes(*after_bytes),
+                format_secs(*seconds)
+            );
+            if !dropped.is_empty() {
+                text.push_str(&format!("; dropped {}", dropped.join(", ")));
+            }
+            text
+        }
+        Event::Skipped { file, detail, .. } => {
+            format!("skipped {}: {detail}", display_name(file))
+        }
+        Event::Failed { file, error } => format!(
+            "FAILED {}: {error} (the original is untouched)",
+            display_name(file)
+        ),
+        Event::Fallback {
+            file,
+            from,
+            to,
+            error,
+        } => format!(
+            "{from} failed on {}, redoing it with {to}: {error}",
+            display_name(file)
+        ),
+        Event::EncoderChosen {
+            encoder,
+            device,
+            detail,
+            rejected,
+        } => {
+            let on = device
+                .as_ref()
+                .map(|d| format!(" on {d}"))
+                .unwrap_or_default();
+            let mut text = format!("encoder: {encoder}{on} ({detail})");
+            for r in rejected {
+                text.push_str(&format!("\n  not {}: {}", r.encoder, r.reason));
+            }
+            text
+        }
+        Event::Summary(s) => summary_text(s),
+        Event::Progress { .. } | Event::Planned { .. } => return None,
+    })
 }
 
 fn summary_text(s: &Summary) -> String {

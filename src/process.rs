@@ -131,13 +131,19 @@ pub fn trace_commands(on: bool) {
     TRACE.store(on, Ordering::Relaxed);
 }
 
-/// Builds a `Command` for a media tool: no stdin, and, on Linux, killed when we die.
+/// Builds a `Command` for a media tool: no stdin, GPUs numbered as NVML numbers them, and, on
+/// Linux, killed when we die.
 pub fn media_command(program: &Path, args: &[OsString]) -> Command {
     if TRACE.load(Ordering::Relaxed) {
         eprintln!("running: {}", display_command(program, args));
     }
     let mut command = Command::new(program);
     command.args(args).stdin(Stdio::null());
+    if std::env::var_os("CUDA_DEVICE_ORDER").is_none() {
+        // CUDA numbers GPUs fastest first, NVML (which picks the least busy one) by PCI bus;
+        // this makes NVENC's `-gpu N` mean the GPU that NVML calls N.
+        command.env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    }
     die_with_parent(&mut command);
     command
 }

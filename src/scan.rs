@@ -17,9 +17,6 @@ pub const AUDIO_EXTENSIONS: &[&str] = &[
     "wav", "aiff", "aif", "ape", "wv", "flac", "m4a", "mp3", "ogg", "opus", "wma",
 ];
 
-/// The marker every file this tool writes beside media carries in its name.
-pub const OWN_FILE_MARKER: &str = ".mediabox";
-
 /// A media file found by the scan, with the metadata read while walking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MediaFile {
@@ -50,8 +47,7 @@ pub fn media_kind(path: &Path) -> Option<MediaKind> {
 
 /// Whether a name is hidden (dot file) or one of this tool's own lock, temp or cache files.
 pub fn is_hidden_or_own(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy();
-    name.starts_with('.') || name.contains(OWN_FILE_MARKER)
+    name.as_encoded_bytes().starts_with(b".") || crate::lock::is_lock_artifact(name)
 }
 
 /// Windows hides with attributes rather than a leading dot: `$RECYCLE.BIN` (deleted media,
@@ -161,6 +157,8 @@ mod tests {
             "b.MP4",
             ".hidden.mkv",
             "a.mkv.mediabox.lock",
+            "a.mkv.mediabox.lock.break",
+            "My.mediabox.Home.mkv",
             ".a.mkv.mediabox-0123.partial.mkv",
             "notes.txt",
             "-dash.avi",
@@ -186,7 +184,7 @@ mod tests {
                 parts.join("/")
             })
             .collect();
-        let mut expected = vec!["-dash.avi", "a.mkv", "b.MP4"];
+        let mut expected = vec!["-dash.avi", "My.mediabox.Home.mkv", "a.mkv", "b.MP4"];
         if cfg!(unix) {
             expected.push("new\nline.mkv");
         }

@@ -48,7 +48,8 @@ pub struct Swap<'a> {
     /// Where the new file ends up: the original's path, or a new extension beside it.
     pub destination: &'a Path,
     pub backup: &'a Path,
-    pub keep_original: bool,
+    /// With `--keep-original`: where the original stays once the new file is in place.
+    pub keep_as: Option<&'a Path>,
 }
 
 /// A swap that could not be completed. The original is in place unless `original_at` says
@@ -154,11 +155,11 @@ fn replace_in_place(
         });
     }
     on_phase(SwapPhase::Done);
-    if !s.keep_original {
-        retry::while_in_use(|| fs::remove_file(s.backup))
-            .map_err(|e| err("removing the backup", s.backup, e))?;
+    match s.keep_as {
+        Some(keep) => keep_aside(s.backup, keep),
+        None => retry::while_in_use(|| fs::remove_file(s.backup))
+            .map_err(|e| err("removing the backup", s.backup, e)),
     }
-    Ok(())
 }
 
 /// Puts the new file at the original's name while the original stays reachable under the
@@ -320,13 +321,30 @@ fn place_beside(
         ));
     }
     on_phase(SwapPhase::Done);
-    if s.keep_original {
-        retry::while_in_use(|| fs::rename(s.original, s.backup))
-            .map_err(|e| err("keeping the original as", s.backup, e))
-    } else {
-        retry::while_in_use(|| fs::remove_file(s.original))
-            .map_err(|e| err("removing the original", s.original, e))
+    match s.keep_as {
+        Some(keep) => keep_aside(s.original, keep),
+        None => retry::while_in_use(|| fs::remove_file(s.original))
+            .map_err(|e| err("removing the original", s.original, e)),
     }
+}
+
+/// Moves the original to its kept name; if that name is taken, it stays where it is, which is
+/// just as safe and said in the error.
+fn keep_aside(from: &Path, keep: &Path) -> Result<(), SwapError> {
+    if fs::symlink_metadata(keep).is_ok() {
+        return Err(SwapError {
+            original_at: Some(from.to_path_buf()),
+            ..err(
+                "keeping the original: a file already exists at",
+                keep,
+                io::Error::from(io::ErrorKind::AlreadyExists),
+            )
+        });
+    }
+    retry::while_in_use(|| fs::rename(from, keep)).map_err(|e| SwapError {
+        original_at: Some(from.to_path_buf()),
+        ..err("keeping the original as", keep, e)
+    })
 }
 
 #[cfg(test)]
@@ -368,7 +386,7 @@ mod tests {
                 new_file: &new,
                 destination: &orig,
                 backup: &backup,
-                keep_original: false,
+                keep_as: None,
             },
             &mut |p| phases.push(p),
         )
@@ -416,7 +434,7 @@ mod tests {
             new_file: &new,
             destination: &orig,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         swap(&s, &mut |_| {}).unwrap();
         closes.join().unwrap();
@@ -435,7 +453,7 @@ mod tests {
             new_file: &new,
             destination: &orig,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         let started = std::time::Instant::now();
         let e = swap(&s, &mut |_| {}).unwrap_err();
@@ -459,10 +477,11 @@ mod tests {
         let f = Fixture::new();
         let deep = f.dir.path().join("d".repeat(120)).join("e".repeat(120));
         fs::create_dir_all(&deep).unwrap();
-        let (orig, new, backup) = (
+        let (orig, new, backup, kept) = (
             deep.join("movie.mkv"),
             deep.join(format!(".{}.new", "n".repeat(40))),
             deep.join(format!(".{}.bak", "b".repeat(40))),
+            deep.join(format!(".{}.kept", "k".repeat(40))),
         );
         fs::write(&orig, b"original bytes").unwrap();
         fs::write(&new, b"new").unwrap();
@@ -471,27 +490,29 @@ mod tests {
             new_file: &new,
             destination: &orig,
             backup: &backup,
-            keep_original: true,
+            keep_as: Some(&kept),
         };
         swap(&s, &mut |_| {}).unwrap();
         assert_eq!(fs::read(&orig).unwrap(), b"new");
-        assert_eq!(fs::read(&backup).unwrap(), b"original bytes");
+        assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
         assert!(!new.exists());
+        assert!(!backup.exists());
     }
 
     #[test]
     fn keep_original_leaves_the_backup() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let (orig, new, backup, kept) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"), f.p(".kept"));
         let s = Swap {
             original: &orig,
             new_file: &new,
             destination: &orig,
             backup: &backup,
-            keep_original: true,
+            keep_as: Some(&kept),
         };
         swap(&s, &mut |_| {}).unwrap();
-        assert_eq!(fs::read(&backup).unwrap(), b"original bytes");
+        assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
+        assert!(!backup.exists());
         assert_eq!(fs::read(&orig).unwrap(), b"new");
     }
 
@@ -506,7 +527,7 @@ mod tests {
             new_file: &new,
             destination: &dest,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         let e = swap(&s, &mut |_| {}).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
@@ -526,7 +547,7 @@ mod tests {
             new_file: &new,
             destination: &dest,
             backup: &backup,
-            keep_original: false,
+            keep_as: None,
         };
         swap(&s, &mut |_| {}).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");

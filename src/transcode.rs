@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::config::EncodeSettings;
 use crate::decide::{Container, Plan};
-use crate::encoder::Encoder;
+use crate::encoder::EncoderSetup;
 use crate::probe::{HdrMetadata, MediaInfo, StreamKind};
 use crate::process::{
     CommandFailed, StderrTail, display_command, kill_and_reap, media_arg, media_command,
@@ -38,7 +38,7 @@ pub struct Job<'a> {
     pub output: &'a Path,
     pub info: &'a MediaInfo,
     pub plan: &'a Plan,
-    pub encoder: Encoder,
+    pub encoder: &'a EncoderSetup,
     pub settings: &'a EncodeSettings,
     pub hdr: Option<&'a HdrMetadata>,
 }
@@ -55,11 +55,15 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
         "-progress",
         "pipe:1",
         "-y",
-        "-i",
     ]
     .iter()
     .map(OsString::from)
     .collect();
+    if job.plan.container != Container::Flac {
+        // Hardware devices are opened before the input, for the upload filter to find.
+        args.extend(job.encoder.input_args());
+    }
+    args.push("-i".into());
     args.push(media_arg(job.input));
 
     let mut dropped = Vec::new();
@@ -129,6 +133,8 @@ pub enum StopReason {
     WouldNotShrink,
     /// Our lock was lost or taken over: someone else owns this file now.
     LockLost,
+    /// The run's deadline passed and `--stop-at-deadline` was given.
+    Deadline,
 }
 
 /// How an encode ended when ffmpeg did not fail.
@@ -236,6 +242,14 @@ mod tests {
     }
 
     fn args_for(json: &str, container: Container) -> (String, Vec<String>) {
+        args_with(json, container, &EncoderSetup::software())
+    }
+
+    fn args_with(
+        json: &str,
+        container: Container,
+        encoder: &EncoderSetup,
+    ) -> (String, Vec<String>) {
         let info = parse_ffprobe_json(json.as_bytes()).unwrap();
         let plan = plan(container);
         let settings = EncodeSettings {
@@ -247,7 +261,7 @@ mod tests {
             output: Path::new(".tmp.mkv"),
             info: &info,
             plan: &plan,
-            encoder: Encoder::Libx265,
+            encoder,
             settings: &settings,
             hdr: None,
         };
@@ -291,6 +305,29 @@ mod tests {
         assert!(args.contains("-c:s:0 srt"), "{args}");
         assert!(!args.contains("hvc1"), "{args}");
         assert!(args.ends_with("-f matroska file:.tmp.mkv"), "{args}");
+    }
+
+    #[test]
+    fn a_hardware_device_is_opened_before_the_input() {
+        use crate::encoder::{Device, Encoder};
+        let vaapi = EncoderSetup {
+            encoder: Encoder::HevcVaapi,
+            device: Device::RenderNode("/dev/dri/renderD128".into()),
+        };
+        let (args, _) = args_with(MP4_WITH_COVER_AND_TEXT, Container::Mp4, &vaapi);
+        assert!(
+            args.contains(
+                "-y -init_hw_device vaapi=mc:/dev/dri/renderD128 -filter_hw_device mc \
+                 -i file:-in put.avi"
+            ),
+            "{args}"
+        );
+        // Only the main video (output video stream 1) is uploaded and encoded; the cover art
+        // is copied.
+        assert!(
+            args.contains("-c:v:1 hevc_vaapi -filter:v:1 format=nv12,hwupload"),
+            "{args}"
+        );
     }
 
     #[test]

@@ -346,12 +346,15 @@ fn keep_original_leaves_a_hidden_backup() {
     let mtime = fs::metadata(d.join("a.mkv")).unwrap().modified().unwrap();
     let (out, _) = run_json(d, &["--keep-original"]);
     assert_eq!(out.status.code(), Some(0));
-    let backups: Vec<_> = walk(d)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".orig."))
-        .collect();
-    assert_eq!(backups.len(), 1);
-    assert_eq!(fs::read(&backups[0]).unwrap(), before);
+    assert_eq!(
+        walk(d),
+        vec![d.join(".a.mkv.mediabox-kept.mkv"), d.join("a.mkv")],
+        "the original is kept under its hidden name, nothing else is left"
+    );
+    assert_eq!(
+        fs::read(d.join(".a.mkv.mediabox-kept.mkv")).unwrap(),
+        before
+    );
     assert_eq!(video_codec(&d.join("a.mkv")), "hevc");
     assert_eq!(
         fs::metadata(d.join("a.mkv")).unwrap().modified().unwrap(),

@@ -2,4 +2,7 @@
 //! per-file problems are events, and the run goes on.
 
 pub mod convert;
+pub mod doctor;
 pub mod generate;
+pub mod locks;
+pub mod pause;

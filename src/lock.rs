@@ -1,0 +1,677 @@
+//! Claiming a media file with no coordinator: the lock protocol of `DESIGN.md`
+//! section 3.
+//!
+//! Hosts share nothing but the files on the share, so a claim is a lock file
+//! `<name>.mediabox.lock` beside the media file, created exclusively (the one
+//! primitive every file server decides atomically) and holding a [`LockRecord`]
+//! with a random `lock_id`. Everything else follows from three rules:
+//!
+//! - **Only the server's clock counts.** A lock's age is its mtime, stamped by the
+//!   server at every heartbeat, against "server now" learned from a probe file
+//!   stamped the same way. Hosts' clocks may be hours apart and it does not matter.
+//! - **Never remove a lock by its path.** A path names whatever is there *now*, which
+//!   may be a claim made a millisecond ago. Locks are renamed to a unique tombstone
+//!   first, and the tombstone is deleted only if it holds the lock we meant.
+//! - **Doubt means held.** Unreadable, changing, or otherwise puzzling locks are left
+//!   alone; a stale lock costs a file one run, a broken live one costs the library.
+//!
+//! Who breaks what: [`Locker::try_acquire`] breaks stale locks on its way to a claim,
+//! [`clean`] breaks them for `locks clean` and removes debris. Both go through
+//! `Locker::break_if_stale`.
+
+mod error;
+mod files;
+mod heartbeat;
+mod maintenance;
+mod names;
+mod record;
+mod settings;
+mod verdict;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use error::{LockError, LockLost, LostReason};
+pub use heartbeat::Heartbeat;
+pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
+pub use names::{
+    LOCK_SUFFIX, WorkFileKind, WorkFileName, backup_name, is_lock_artifact, kept_original_name,
+    lock_path, parse_work_file_name, temp_output_name,
+};
+pub use record::{LockRecord, Progress, RecordError};
+pub use settings::LockSettings;
+pub use verdict::{Content, HumanDuration, LiveReason, StaleReason, Verdict};
+
+use crate::identity::{HostIdentity, process_liveness, process_start_token};
+use files::{
+    Retired, ServerClock, Snapshot, create_exclusive, parent_dir, probe_server_clock, read_bounded,
+    read_path_bounded, read_snapshot, retire, touch_now,
+};
+use names::guard_path;
+use verdict::{Facts, judge};
+
+/// The phase written when a file is first claimed.
+pub const PHASE_CLAIMED: &str = "claimed";
+/// The phase of a break guard's record.
+const PHASE_BREAKING: &str = "breaking";
+
+/// How long a learned server clock is trusted before probing again. Our monotonic
+/// clock and the server's drift apart by parts per million; this only catches a
+/// server whose clock is stepped.
+const CLOCK_REFRESH: Duration = Duration::from_secs(5 * 60);
+
+/// How many times [`Locker::try_acquire`] goes round create / read / break before
+/// calling a lock that keeps changing hands "held".
+const ACQUIRE_ROUNDS: usize = 4;
+
+/// Where record timestamps come from; injectable so tests can play a host whose
+/// clock is hours off.
+type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Takes, inspects and breaks locks for one run of this host.
+///
+/// It remembers, for every lock it has looked at, what it last saw (mtime, size,
+/// lock id) and when it last saw that change, because a lock seen changing has an
+/// owner whatever its mtime claims; and, for every directory, the file server's
+/// clock. Share one `Locker` across a run (it is `Sync`); a new one forgets both.
+pub struct Locker {
+    identity: HostIdentity,
+    settings: LockSettings,
+    wall_clock: WallClock,
+    pid: u32,
+    process_start: Option<String>,
+    seen: Mutex<HashMap<PathBuf, Seen>>,
+    clocks: Mutex<HashMap<PathBuf, ServerClock>>,
+}
+
+/// What this run last saw of one lock.
+#[derive(Debug)]
+struct Seen {
+    mtime: SystemTime,
+    size: u64,
+    lock_id: Option<String>,
+    last_change: Option<Instant>,
+}
+
+/// A lock as read now, with what this run remembers of it.
+#[derive(Debug)]
+struct Observed {
+    snapshot: Snapshot,
+    last_change_seen: Option<Duration>,
+}
+
+/// The result of [`Locker::try_acquire`].
+#[derive(Debug)]
+pub enum Acquire {
+    /// The file is ours until released.
+    Acquired(LockGuard),
+    /// Someone else's claim stands: skip the file.
+    Held(Holder),
+}
+
+/// Who holds a lock, as far as its record tells.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holder {
+    /// The owner's host name; `None` for an unreadable lock.
+    pub hostname: Option<String>,
+    /// The owner's machine id; `None` for legacy and unreadable locks.
+    pub host_id: Option<String>,
+    /// The owner's pid on its host.
+    pub pid: Option<u32>,
+    /// The claim's id; `None` for legacy and unreadable locks.
+    pub lock_id: Option<String>,
+    /// Since the lock last changed (its last heartbeat), on the file server's clock.
+    pub age: Duration,
+    /// What the owner said it was doing.
+    pub phase: Option<String>,
+    /// How far along it said it was.
+    pub progress: Option<Progress>,
+    /// Whether the claim stands, and why.
+    pub verdict: Verdict,
+}
+
+impl Holder {
+    fn new(snapshot: &Snapshot, age: Duration, verdict: Verdict) -> Holder {
+        let record = snapshot.content.record();
+        Holder {
+            hostname: record
+                .map(|record| record.hostname.clone())
+                .filter(|name| !name.is_empty()),
+            host_id: record.and_then(|record| record.host_id.clone()),
+            pid: record.map(|record| record.pid).filter(|&pid| pid != 0),
+            lock_id: snapshot.lock_id().map(str::to_owned),
+            age,
+            phase: record.and_then(|record| record.phase.clone()),
+            progress: record.and_then(|record| record.progress),
+            verdict,
+        }
+    }
+
+    fn contended() -> Holder {
+        Holder {
+            hostname: None,
+            host_id: None,
+            pid: None,
+            lock_id: None,
+            age: Duration::ZERO,
+            phase: None,
+            progress: None,
+            verdict: Verdict::Live(LiveReason::Contended),
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.hostname.as_deref().unwrap_or("unknown host"))?;
+        if let Some(pid) = self.pid {
+            write!(f, " pid {pid}")?;
+        }
+        if let Some(phase) = &self.phase {
+            write!(f, ", {phase}")?;
+        }
+        if let Some(progress) = &self.progress {
+            write!(f, " {:.0}%", progress.percent)?;
+        }
+        write!(
+            f,
+            ", changed {} ago ({})",
+            HumanDuration(self.age),
+            self.verdict
+        )
+    }
+}
+
+/// How an attempt to break a lock ended.
+#[derive(Debug)]
+enum BreakOutcome {
+    /// It was stale and is gone now.
+    Broken(Holder),
+    /// It is live.
+    Live(Holder),
+    /// It is stale, but another host is breaking it right now.
+    Busy(Holder),
+    /// There was no lock.
+    Vanished,
+}
+
+impl Locker {
+    /// A locker for this process, claiming as `identity`.
+    pub fn new(identity: HostIdentity, settings: LockSettings) -> Locker {
+        let pid = std::process::id();
+        Locker {
+            identity,
+            settings,
+            wall_clock: Arc::new(SystemTime::now),
+            pid,
+            process_start: process_start_token(pid),
+            seen: Mutex::new(HashMap::new()),
+            clocks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replaces the wall clock used for the informational `timestamp` and
+    /// `locked_at` of our records (tests: a host whose clock is hours off).
+    /// Judgements never read it.
+    pub fn with_wall_clock(
+        mut self,
+        clock: impl Fn() -> SystemTime + Send + Sync + 'static,
+    ) -> Locker {
+        self.wall_clock = Arc::new(clock);
+        self
+    }
+
+    /// Who this locker claims as.
+    pub fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+
+    /// The thresholds in force.
+    pub fn settings(&self) -> &LockSettings {
+        &self.settings
+    }
+
+    /// Tries to claim `media`: creates its lock, or reports who holds it. A stale
+    /// lock is broken on the way (by the guarded protocol) and the claim retried.
+    ///
+    /// Returns [`LockError::DirectoryNotWritable`] when no lock can be created
+    /// beside `media`; the caller should report that once and skip the directory.
+    pub fn try_acquire(&self, media: &Path) -> Result<Acquire, LockError> {
+        let lock = lock_path(media).ok_or_else(|| LockError::NoFileName {
+            path: media.to_owned(),
+        })?;
+        let media_name = media
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for _ in 0..ACQUIRE_ROUNDS {
+            if let Some(owned) = self.create_owned(&lock, &media_name, PHASE_CLAIMED)? {
+                return Ok(Acquire::Acquired(LockGuard {
+                    owned,
+                    stale_after: self.settings.stale_after,
+                    wall_clock: Arc::clone(&self.wall_clock),
+                }));
+            }
+            match self.break_if_stale(&lock)? {
+                BreakOutcome::Live(holder) | BreakOutcome::Busy(holder) => {
+                    return Ok(Acquire::Held(holder));
+                }
+                BreakOutcome::Broken(_) | BreakOutcome::Vanished => {}
+            }
+        }
+        Ok(Acquire::Held(Holder::contended()))
+    }
+
+    /// A new record of the claim `lock_id` on `media_name`.
+    fn new_record(&self, lock_id: &str, media_name: &str, phase: &str) -> LockRecord {
+        let now = (self.wall_clock)();
+        LockRecord {
+            hostname: self.identity.hostname.clone(),
+            pid: self.pid,
+            timestamp: unix_secs(now),
+            file: media_name.to_owned(),
+            locked_at: iso8601(now),
+            lock_id: Some(lock_id.to_owned()),
+            host_id: Some(self.identity.host_id.clone()),
+            process_start: self.process_start.clone(),
+            heartbeat_secs: Some(self.settings.heartbeat.as_secs_f64()),
+            stale_after_secs: Some(self.settings.stale_after.as_secs_f64()),
+            phase: Some(phase.to_owned()),
+            progress: None,
+            tool_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        }
+    }
+
+    /// Creates `path` exclusively with a new record and confirms it by reading it
+    /// back; `None` when the name is held (or our fresh file was displaced at once).
+    fn create_owned(
+        &self,
+        path: &Path,
+        media_name: &str,
+        phase: &str,
+    ) -> Result<Option<OwnedFile>, LockError> {
+        let lock_id = files::random_hex(16).map_err(LockError::io(path))?;
+        let record = self.new_record(&lock_id, media_name, phase);
+        let bytes = record
+            .to_json()
+            .map_err(|err| LockError::io(path)(io::Error::other(err)))?;
+        if !create_exclusive(path, &bytes)? {
+            return Ok(None);
+        }
+        let owned = OwnedFile {
+            path: path.to_owned(),
+            lock_id,
+            record: Mutex::new(record),
+        };
+        // Re-open and read back: what the server kept is what counts, and a breaker
+        // that took our just-created, still-empty file for abandoned shows up here.
+        match owned.verify() {
+            Ok(()) => Ok(Some(owned)),
+            Err(LockLost {
+                reason: LostReason::Io(source),
+                ..
+            }) => {
+                let _ = retire(path, |bytes| has_lock_id(bytes, &owned.lock_id));
+                Err(LockError::io(path)(source))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Breaks the lock at `lock` if it is stale, by the guarded protocol: take the
+    /// guard `<lock>.break`, re-read and re-judge under it, retire the lock to a
+    /// tombstone and delete that only if it still holds what was judged stale.
+    fn break_if_stale(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+        let Some((_, holder)) = self.inspect(lock)? else {
+            return Ok(BreakOutcome::Vanished);
+        };
+        if !holder.verdict.is_stale() {
+            return Ok(BreakOutcome::Live(holder));
+        }
+        let Some(guard) = self.take_guard(lock)? else {
+            return Ok(BreakOutcome::Busy(holder));
+        };
+        let outcome = self.break_under_guard(lock);
+        let released = guard.release();
+        let outcome = outcome?;
+        released?;
+        Ok(outcome)
+    }
+
+    fn break_under_guard(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+        // Someone may have broken and re-taken it since we judged: judge again.
+        let Some((observed, holder)) = self.inspect(lock)? else {
+            return Ok(BreakOutcome::Vanished);
+        };
+        if !holder.verdict.is_stale() {
+            return Ok(BreakOutcome::Live(holder));
+        }
+        let judged = observed.snapshot.bytes;
+        match retire(lock, |bytes| bytes == judged.as_slice()).map_err(LockError::io(lock))? {
+            Retired::Done | Retired::Vanished => Ok(BreakOutcome::Broken(holder)),
+            // It changed between our last read and the rename: an owner is alive
+            // after all, and its lock has been put back if the name was free.
+            Retired::Displaced { .. } => Ok(match self.inspect(lock)? {
+                Some((_, now)) if !now.verdict.is_stale() => BreakOutcome::Live(now),
+                Some((_, now)) => BreakOutcome::Busy(now),
+                None => BreakOutcome::Busy(holder),
+            }),
+        }
+    }
+
+    /// Takes the break guard of `lock`; `None` when another breaker holds it. A
+    /// guard older than `guard_timeout` was left by a crashed breaker and is
+    /// retired (only if it is still the guard we saw).
+    fn take_guard(&self, lock: &Path) -> Result<Option<OwnedFile>, LockError> {
+        let guard = guard_path(lock);
+        let media_name = lock
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for _ in 0..2 {
+            if let Some(owned) = self.create_owned(&guard, &media_name, PHASE_BREAKING)? {
+                return Ok(Some(owned));
+            }
+            if self.retire_abandoned_guard(&guard)?.is_none() {
+                // Someone else's guard, and young: they are breaking the lock.
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Retires the guard at `guard` if it is older than `guard_timeout` (and still
+    /// the guard we saw); `None` when it is young. A guard that vanished meanwhile
+    /// counts as retired.
+    fn retire_abandoned_guard(&self, guard: &Path) -> Result<Option<Retired>, LockError> {
+        let Some(snapshot) = read_snapshot(guard).map_err(LockError::io(guard))? else {
+            return Ok(Some(Retired::Vanished));
+        };
+        if self.age(guard, &snapshot)? < self.settings.guard_timeout {
+            return Ok(None);
+        }
+        let seen = snapshot.bytes;
+        let retired =
+            retire(guard, |bytes| bytes == seen.as_slice()).map_err(LockError::io(guard))?;
+        Ok(Some(retired))
+    }
+
+    /// Reads and judges the lock at `lock`; `None` when there is none.
+    fn inspect(&self, lock: &Path) -> Result<Option<(Observed, Holder)>, LockError> {
+        let Some(observed) = self.observe(lock)? else {
+            return Ok(None);
+        };
+        let server_now = self.server_now(parent_dir(lock))?;
+        let holder = self.judge(&observed, server_now);
+        Ok(Some((observed, holder)))
+    }
+
+    fn judge(&self, observed: &Observed, server_now: SystemTime) -> Holder {
+        let snapshot = &observed.snapshot;
+        let facts = Facts {
+            content: &snapshot.content,
+            mtime: snapshot.mtime,
+            server_now,
+            last_change_seen: observed.last_change_seen,
+            us: &self.identity,
+            settings: &self.settings,
+        };
+        let verdict = judge(&facts, process_liveness);
+        Holder::new(snapshot, facts.age(), verdict)
+    }
+
+    /// Reads the lock at `lock` and updates what this run remembers of it.
+    fn observe(&self, lock: &Path) -> Result<Option<Observed>, LockError> {
+        let Some(snapshot) = read_snapshot(lock).map_err(LockError::io(lock))? else {
+            return Ok(None);
+        };
+        let last_change_seen = self.remember(lock, &snapshot);
+        Ok(Some(Observed {
+            snapshot,
+            last_change_seen,
+        }))
+    }
+
+    /// Records this sighting; returns how long ago this run last saw the lock
+    /// change (mtime, size or lock id), if it ever did.
+    fn remember(&self, lock: &Path, snapshot: &Snapshot) -> Option<Duration> {
+        let now = Instant::now();
+        let lock_id = snapshot.lock_id().map(str::to_owned);
+        let mut seen = lock_ignoring_poison(&self.seen);
+        let entry = seen.entry(lock.to_owned()).or_insert_with(|| Seen {
+            mtime: snapshot.mtime,
+            size: snapshot.size,
+            lock_id: lock_id.clone(),
+            last_change: None,
+        });
+        if (entry.mtime, entry.size, &entry.lock_id) != (snapshot.mtime, snapshot.size, &lock_id) {
+            *entry = Seen {
+                mtime: snapshot.mtime,
+                size: snapshot.size,
+                lock_id,
+                last_change: Some(now),
+            };
+        }
+        entry.last_change.map(|at| now.duration_since(at))
+    }
+
+    /// Age of a file on the server's clock.
+    fn age(&self, path: &Path, snapshot: &Snapshot) -> Result<Duration, LockError> {
+        let now = self.server_now(parent_dir(path))?;
+        Ok(now.duration_since(snapshot.mtime).unwrap_or(Duration::ZERO))
+    }
+
+    /// The file server's clock for `dir`, probed at most every [`CLOCK_REFRESH`].
+    fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
+        if let Some(clock) = lock_ignoring_poison(&self.clocks).get(dir) {
+            if clock.at.elapsed() < CLOCK_REFRESH {
+                return Ok(clock.now());
+            }
+        }
+        // Probe without holding the mutex: threads working in other directories
+        // need not wait for this one's I/O.
+        let clock = probe_server_clock(dir)?;
+        lock_ignoring_poison(&self.clocks).insert(dir.to_owned(), clock);
+        Ok(clock.now())
+    }
+}
+
+impl fmt::Debug for Locker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Locker")
+            .field("identity", &self.identity)
+            .field("settings", &self.settings)
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file we created exclusively and hold by its lock id: a lock or a break guard.
+#[derive(Debug)]
+struct OwnedFile {
+    path: PathBuf,
+    lock_id: String,
+    /// The record as last written; heartbeats hold this mutex while writing, so
+    /// two threads never interleave their rewrites.
+    record: Mutex<LockRecord>,
+}
+
+impl OwnedFile {
+    /// Whether the file at our path still holds our lock id.
+    fn verify(&self) -> Result<(), LockLost> {
+        let bytes = read_path_bounded(&self.path).map_err(|err| self.lost_io(err))?;
+        self.check(&bytes)
+    }
+
+    fn check(&self, bytes: &[u8]) -> Result<(), LockLost> {
+        let reason = match Content::from_bytes(bytes) {
+            Content::Record(record) if record.lock_id.as_deref() == Some(&self.lock_id) => {
+                return Ok(());
+            }
+            Content::Record(record) => LostReason::Replaced {
+                hostname: Some(record.hostname).filter(|name| !name.is_empty()),
+            },
+            Content::Unreadable(why) => LostReason::Unreadable(why),
+        };
+        Err(self.lost(reason))
+    }
+
+    fn lost(&self, reason: LostReason) -> LockLost {
+        LockLost {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn lost_io(&self, err: io::Error) -> LockLost {
+        if err.kind() == io::ErrorKind::NotFound {
+            self.lost(LostReason::Missing)
+        } else {
+            self.lost(LostReason::Io(err))
+        }
+    }
+
+    /// Verifies, then retires the file: renamed to a tombstone, deleted only if the
+    /// tombstone holds our lock id.
+    fn release(self) -> Result<(), LockError> {
+        self.verify()?;
+        let lock_id = &self.lock_id;
+        match retire(&self.path, |bytes| has_lock_id(bytes, lock_id))
+            .map_err(LockError::io(&self.path))?
+        {
+            Retired::Done => Ok(()),
+            Retired::Vanished => Err(self.lost(LostReason::Missing).into()),
+            Retired::Displaced { .. } => {
+                Err(self.lost(LostReason::Replaced { hostname: None }).into())
+            }
+        }
+    }
+}
+
+/// Our claim on one media file.
+///
+/// Dropping a guard without [`LockGuard::release`] deliberately leaves the lock in
+/// place: a process that cannot release (a crash, a lost share) leaves it to the
+/// staleness rules, which this host resolves at once (its pid is gone) and others
+/// after `stale_after`. Deleting on drop would run on paths where we no longer know
+/// the lock is ours.
+pub struct LockGuard {
+    owned: OwnedFile,
+    stale_after: Duration,
+    wall_clock: WallClock,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("path", &self.owned.path)
+            .field("lock_id", &self.owned.lock_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    /// The id of our claim, for temp output and backup names.
+    pub fn lock_id(&self) -> &str {
+        &self.owned.lock_id
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.owned.path
+    }
+
+    /// The record as last written.
+    pub fn record(&self) -> LockRecord {
+        lock_ignoring_poison(&self.owned.record).clone()
+    }
+
+    /// The `stale_after` this claim was made under; a heartbeat that cannot get
+    /// through for half of it must give the claim up.
+    pub fn stale_after(&self) -> Duration {
+        self.stale_after
+    }
+
+    /// Proves we still work: opens the existing lock (never creating it), checks
+    /// our lock id, rewrites the record with `phase` and `progress`, syncs, and has
+    /// the server stamp the mtime. Then reads the lock back by path, which catches
+    /// a break that renamed the file while we wrote to it.
+    pub fn heartbeat(&self, phase: &str, progress: Option<Progress>) -> Result<(), LockLost> {
+        let owned = &self.owned;
+        let mut record = lock_ignoring_poison(&owned.record);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&owned.path)
+            .map_err(|err| owned.lost_io(err))?;
+        let (bytes, _) = read_bounded(&mut file).map_err(|err| owned.lost_io(err))?;
+        owned.check(&bytes)?;
+        let mut next = record.clone();
+        next.timestamp = unix_secs((self.wall_clock)());
+        next.phase = Some(phase.to_owned());
+        next.progress = progress;
+        let json = next
+            .to_json()
+            .map_err(|err| owned.lost_io(io::Error::other(err)))?;
+        // Overwrite, then cut: a reader never sees an empty file, and one that
+        // catches the moment in between sees trailing bytes, which do not parse
+        // (and so count as "being written", not as someone else's record).
+        let json_len = json.len() as u64;
+        file.seek(SeekFrom::Start(0))
+            .and_then(|_| file.write_all(&json))
+            .and_then(|()| file.set_len(json_len))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| touch_now(&file))
+            .map_err(|err| owned.lost_io(err))?;
+        drop(file);
+        owned.verify()?;
+        *record = next;
+        Ok(())
+    }
+
+    /// Whether the lock is still ours: call it right before any step that must
+    /// not happen without the claim (the swap).
+    pub fn verify_owned(&self) -> Result<(), LockLost> {
+        self.owned.verify()
+    }
+
+    /// Gives the claim up: verifies our lock id, renames the lock to a tombstone,
+    /// checks the tombstone holds our lock id, deletes it.
+    pub fn release(self) -> Result<(), LockError> {
+        self.owned.release()
+    }
+}
+
+/// Whether `bytes` are a record with lock id `lock_id`.
+fn has_lock_id(bytes: &[u8], lock_id: &str) -> bool {
+    LockRecord::parse(bytes).is_ok_and(|record| record.lock_id.as_deref() == Some(lock_id))
+}
+
+/// A cache or a record stays usable after a panic elsewhere; never propagate one.
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unix_secs(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
+}
+
+fn iso8601(time: SystemTime) -> String {
+    let Ok(since) = time.duration_since(SystemTime::UNIX_EPOCH) else {
+        return String::new();
+    };
+    i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, since.subsec_nanos()))
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

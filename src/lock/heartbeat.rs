@@ -1,0 +1,206 @@
+//! Keeping a claim alive while ffmpeg works, from a background thread.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::error::LockLost;
+use super::record::Progress;
+use super::{LockGuard, PHASE_CLAIMED, lock_ignoring_poison};
+
+/// Heartbeats closer together than this would only load the share.
+const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Heartbeats a [`LockGuard`] every interval on a background thread.
+///
+/// The pipeline reports its phase and progress here (cheap: a mutex, no I/O) and
+/// polls [`Heartbeat::lost`] to stop ffmpeg when the claim is gone. A heartbeat
+/// that fails for a reason that may pass (an I/O error, a lock caught mid-write)
+/// is retried; the claim counts as lost once the lock is certainly someone else's,
+/// or no heartbeat has got through for half of `stale_after`, from which point
+/// another host may rightly break it.
+///
+/// Stopping (or dropping) joins the thread at once, not after an interval.
+#[derive(Debug)]
+pub struct Heartbeat {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    guard: Arc<LockGuard>,
+    state: Mutex<State>,
+    wake: Condvar,
+    lost: AtomicBool,
+    /// Held from reading the state to the end of the write, so a write from
+    /// [`Heartbeat::beat_now`] is never followed by an older one from the thread.
+    beat: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct State {
+    phase: String,
+    progress: Option<Progress>,
+    phase_changed: bool,
+    stop: bool,
+    lost_reason: Option<String>,
+}
+
+impl Heartbeat {
+    /// Starts heartbeating `guard` every `interval` (at least 50 ms). Fails only if
+    /// the OS refuses a thread.
+    pub fn start(guard: Arc<LockGuard>, interval: Duration) -> io::Result<Heartbeat> {
+        let phase = guard
+            .record()
+            .phase
+            .unwrap_or_else(|| PHASE_CLAIMED.to_owned());
+        let shared = Arc::new(Shared {
+            guard,
+            state: Mutex::new(State {
+                phase,
+                progress: None,
+                phase_changed: false,
+                stop: false,
+                lost_reason: None,
+            }),
+            wake: Condvar::new(),
+            lost: AtomicBool::new(false),
+            beat: Mutex::new(()),
+        });
+        let thread = std::thread::Builder::new()
+            .name("lock-heartbeat".to_owned())
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || shared.run(interval.max(MIN_INTERVAL))
+            })?;
+        Ok(Heartbeat {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sets the phase, written at once by the thread (phases are few and `locks
+    /// list` should show them). For a phase that must be on disk before the next
+    /// step (the swap), follow with [`Heartbeat::beat_now`].
+    pub fn set_phase(&self, phase: &str) {
+        let mut state = lock_ignoring_poison(&self.shared.state);
+        phase.clone_into(&mut state.phase);
+        state.phase_changed = true;
+        self.shared.wake.notify_all();
+    }
+
+    /// Sets the progress, written with the next heartbeat.
+    pub fn set_progress(&self, progress: Option<Progress>) {
+        lock_ignoring_poison(&self.shared.state).progress = progress;
+    }
+
+    /// Heartbeats now, on this thread, with the current phase and progress.
+    pub fn beat_now(&self) -> Result<(), LockLost> {
+        let result = self.shared.beat();
+        if let Err(lost) = &result {
+            if lost.is_definitive() {
+                self.shared.mark_lost(lost);
+            }
+        }
+        result
+    }
+
+    /// Whether the claim is lost: stop working on the file.
+    pub fn lost(&self) -> bool {
+        self.shared.lost.load(Ordering::Acquire)
+    }
+
+    /// Why the claim was lost, once it is.
+    pub fn lost_reason(&self) -> Option<String> {
+        lock_ignoring_poison(&self.shared.state).lost_reason.clone()
+    }
+
+    /// Stops heartbeating and waits for the thread, which wakes at once.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        lock_ignoring_poison(&self.shared.state).stop = true;
+        self.shared.wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            // The thread cannot panic short of a bug; nothing is left to clean up
+            // if it did.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn run(&self, interval: Duration) {
+        let tolerance = self.guard.stale_after() / 2;
+        let mut last_success = Instant::now();
+        let mut next_beat = last_success + interval;
+        loop {
+            if !self.wait_until(next_beat) {
+                return;
+            }
+            match self.beat() {
+                Ok(()) => {
+                    last_success = Instant::now();
+                    next_beat = last_success + interval;
+                }
+                Err(lost) if lost.is_definitive() || last_success.elapsed() >= tolerance => {
+                    self.mark_lost(&lost);
+                    return;
+                }
+                // Maybe passing: try again sooner than a full interval.
+                Err(_) => next_beat = Instant::now() + interval / 4,
+            }
+        }
+    }
+
+    /// Sleeps until `deadline` or a phase change; `false` when asked to stop.
+    fn wait_until(&self, deadline: Instant) -> bool {
+        let mut state = lock_ignoring_poison(&self.state);
+        loop {
+            if state.stop {
+                return false;
+            }
+            if state.phase_changed {
+                state.phase_changed = false;
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            state = match self.wake.wait_timeout(state, deadline - now) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn beat(&self) -> Result<(), LockLost> {
+        let _serial = lock_ignoring_poison(&self.beat);
+        let (phase, progress) = {
+            let state = lock_ignoring_poison(&self.state);
+            (state.phase.clone(), state.progress)
+        };
+        self.guard.heartbeat(&phase, progress)
+    }
+
+    fn mark_lost(&self, lost: &LockLost) {
+        let mut reason = lost.to_string();
+        if let Some(source) = std::error::Error::source(lost) {
+            reason = format!("{reason}: {source}");
+        }
+        lock_ignoring_poison(&self.state).lost_reason = Some(reason);
+        self.lost.store(true, Ordering::Release);
+    }
+}

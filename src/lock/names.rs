@@ -1,0 +1,428 @@
+//! The names of every file the lock protocol and the swap leave beside a media file.
+//!
+//! They live in one place so that the pipeline that creates them, `locks clean` that
+//! removes them and the scan that must skip them can never disagree.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+
+/// Appended to a media file's name to name its lock: `Movie1.mkv.mediabox.lock`.
+pub const LOCK_SUFFIX: &str = ".mediabox.lock";
+/// Appended to a lock's name to name the guard taken while breaking it.
+pub(super) const GUARD_SUFFIX: &str = ".break";
+/// Appended (with random hex) to a lock or guard being retired.
+pub(super) const TOMB_MARK: &str = ".tomb-";
+/// Start of the name of a probe file that learns the file server's clock.
+pub(super) const CLOCK_PROBE_PREFIX: &str = ".mediabox.clock-";
+/// Separates the media name from the lock id in temp outputs and backups.
+const WORK_MARK: &str = ".mediabox-";
+const TEMP_OUTPUT_KIND: &str = "partial";
+const BACKUP_KIND: &str = "orig";
+/// A lock id is 128 random bits in lowercase hex.
+pub(super) const LOCK_ID_HEX_LEN: usize = 32;
+
+/// The lock file that claims `media`, beside it; `None` when `media` names no file
+/// (`/`, `..`).
+pub fn lock_path(media: &Path) -> Option<PathBuf> {
+    let name = media.file_name()?;
+    Some(media.with_file_name(joined(name, LOCK_SUFFIX)))
+}
+
+/// The hidden file ffmpeg writes for `media_file_name` under the claim `lock_id`:
+/// `.<name>.mediabox-<lock_id>.partial.<ext>`. Carrying the lock id lets `locks clean`
+/// tell a live job's output from a dead one's.
+pub fn temp_output_name(media_file_name: &OsStr, lock_id: &str, ext: &str) -> OsString {
+    work_file_name(media_file_name, lock_id, TEMP_OUTPUT_KIND, ext)
+}
+
+/// The hidden name the original keeps during a swap under the claim `lock_id`:
+/// `.<name>.mediabox-<lock_id>.orig.<ext>`.
+pub fn backup_name(media_file_name: &OsStr, lock_id: &str, ext: &str) -> OsString {
+    work_file_name(media_file_name, lock_id, BACKUP_KIND, ext)
+}
+
+fn work_file_name(media_file_name: &OsStr, lock_id: &str, kind: &str, ext: &str) -> OsString {
+    let mut name = OsString::from(".");
+    name.push(media_file_name);
+    name.push(WORK_MARK);
+    name.push(lock_id);
+    name.push(".");
+    name.push(kind);
+    let ext = ext.trim_start_matches('.');
+    if !ext.is_empty() {
+        name.push(".");
+        name.push(ext);
+    }
+    name
+}
+
+/// Where `--keep-original` keeps the original once the new file is in place:
+/// `.<name>.mediabox-kept.<ext>`. Not a work file: `locks clean` never touches it.
+pub fn kept_original_name(media_file_name: &OsStr, ext: &str) -> OsString {
+    let mut name = OsString::from(".");
+    name.push(media_file_name);
+    name.push(".mediabox-kept");
+    let ext = ext.trim_start_matches('.');
+    if !ext.is_empty() {
+        name.push(".");
+        name.push(ext);
+    }
+    name
+}
+
+/// Which work file a name denotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkFileKind {
+    /// A transcode output not yet swapped in (`.partial.`).
+    TempOutput,
+    /// The original kept aside during a swap (`.orig.`); possibly its only copy.
+    Backup,
+}
+
+/// A temp output or backup name taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkFileName {
+    /// Temp output or backup.
+    pub kind: WorkFileKind,
+    /// The file name of the media file it belongs to (`Movie1.mkv`).
+    pub media_name: OsString,
+    /// The claim it was made under.
+    pub lock_id: String,
+    /// Its extension, without the dot; empty when it has none.
+    pub ext: String,
+}
+
+/// Parses a name made by [`temp_output_name`] or [`backup_name`]; `None` for any
+/// other name.
+pub fn parse_work_file_name(file_name: &OsStr) -> Option<WorkFileName> {
+    let rest = file_name.as_encoded_bytes().strip_prefix(b".")?;
+    let mark = WORK_MARK.as_bytes();
+    // From the right, so a media name that itself contains ".mediabox-" still parses.
+    (0..rest.len().saturating_sub(mark.len()) + 1)
+        .rev()
+        .filter(|&at| rest[at..].starts_with(mark))
+        .find_map(|at| {
+            let media_name = &rest[..at];
+            let after = &rest[at + mark.len()..];
+            let (lock_id, tail) = after.split_at_checked(LOCK_ID_HEX_LEN)?;
+            if media_name.is_empty() || !is_lock_id(lock_id) {
+                return None;
+            }
+            let (kind, ext) = parse_kind_and_ext(tail)?;
+            Some(WorkFileName {
+                kind,
+                media_name: os_string_from(media_name)?,
+                lock_id: String::from_utf8(lock_id.to_vec()).ok()?,
+                ext: String::from_utf8(ext.to_vec()).ok()?,
+            })
+        })
+}
+
+/// `.partial`, `.orig`, optionally followed by `.ext` with no further dot.
+fn parse_kind_and_ext(tail: &[u8]) -> Option<(WorkFileKind, &[u8])> {
+    let tail = tail.strip_prefix(b".")?;
+    [
+        (TEMP_OUTPUT_KIND, WorkFileKind::TempOutput),
+        (BACKUP_KIND, WorkFileKind::Backup),
+    ]
+    .into_iter()
+    .find_map(|(word, kind)| {
+        let after = tail.strip_prefix(word.as_bytes())?;
+        let ext = match after {
+            [] => after,
+            [b'.', ext @ ..] if !ext.is_empty() && !ext.contains(&b'.') => ext,
+            _ => return None,
+        };
+        Some((kind, ext))
+    })
+}
+
+/// Whether `text` has the shape of a lock id (what [`super::Locker`] generates).
+pub(super) fn is_lock_id(text: &[u8]) -> bool {
+    text.len() == LOCK_ID_HEX_LEN && text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Every kind of file this module leaves in a media directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Artifact {
+    /// `<media>.mediabox.lock`
+    Lock { media_name: OsString },
+    /// `<media>.mediabox.lock.break`
+    Guard,
+    /// A lock or guard renamed aside while being retired.
+    Tombstone,
+    /// A probe left by a crash while learning the server's clock.
+    ClockProbe,
+    /// A temp output or backup.
+    Work(WorkFileName),
+}
+
+/// What `file_name` is, if it is one of ours.
+pub(super) fn classify(file_name: &OsStr) -> Option<Artifact> {
+    let bytes = file_name.as_encoded_bytes();
+    if let Some(media_name) = bytes.strip_suffix(LOCK_SUFFIX.as_bytes()) {
+        if media_name.is_empty() {
+            return None;
+        }
+        return os_string_from(media_name).map(|media_name| Artifact::Lock { media_name });
+    }
+    if bytes.ends_with(joined_str(LOCK_SUFFIX, GUARD_SUFFIX).as_bytes()) {
+        return Some(Artifact::Guard);
+    }
+    if is_tombstone(bytes) {
+        return Some(Artifact::Tombstone);
+    }
+    if bytes
+        .strip_prefix(CLOCK_PROBE_PREFIX.as_bytes())
+        .is_some_and(is_hex)
+    {
+        return Some(Artifact::ClockProbe);
+    }
+    parse_work_file_name(file_name).map(Artifact::Work)
+}
+
+/// Whether a directory entry is one of the files the lock protocol or the swap
+/// makes; the scan must never take one for media.
+pub fn is_lock_artifact(file_name: &OsStr) -> bool {
+    classify(file_name).is_some()
+}
+
+fn is_tombstone(name: &[u8]) -> bool {
+    let mark = TOMB_MARK.as_bytes();
+    let Some(at) = (0..name.len().saturating_sub(mark.len()) + 1)
+        .rev()
+        .find(|&at| name[at..].starts_with(mark))
+    else {
+        return false;
+    };
+    let (head, random) = (&name[..at], &name[at + mark.len()..]);
+    let head = head.strip_suffix(GUARD_SUFFIX.as_bytes()).unwrap_or(head);
+    is_hex(random) && head.ends_with(LOCK_SUFFIX.as_bytes())
+}
+
+fn is_hex(text: &[u8]) -> bool {
+    !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit)
+}
+
+/// The guard file taken while breaking `lock`.
+pub(super) fn guard_path(lock: &Path) -> PathBuf {
+    with_suffix(lock, GUARD_SUFFIX)
+}
+
+/// A unique name beside `path` to retire it to.
+pub(super) fn tomb_path(path: &Path, random_hex: &str) -> PathBuf {
+    with_suffix(path, &joined_str(TOMB_MARK, random_hex))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn joined(name: &OsStr, suffix: &str) -> OsString {
+    let mut joined = name.to_owned();
+    joined.push(suffix);
+    joined
+}
+
+fn joined_str(a: &str, b: &str) -> String {
+    format!("{a}{b}")
+}
+
+/// Rebuilds a name from a slice of an `OsStr`'s encoded bytes cut at ASCII
+/// boundaries. Unix names are bytes; on other platforms a name that is not UTF-8 is
+/// left alone (`None`) rather than converted unsafely.
+#[cfg(unix)]
+fn os_string_from(bytes: &[u8]) -> Option<OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    Some(OsStr::from_bytes(bytes).to_owned())
+}
+
+#[cfg(not(unix))]
+fn os_string_from(bytes: &[u8]) -> Option<OsString> {
+    std::str::from_utf8(bytes).ok().map(OsString::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0123456789abcdef0123456789abcdef";
+
+    fn os(text: &str) -> &OsStr {
+        OsStr::new(text)
+    }
+
+    #[test]
+    fn lock_path_sits_beside_the_media_file() {
+        assert_eq!(
+            lock_path(Path::new("/m/Movie1.mkv")),
+            Some(PathBuf::from("/m/Movie1.mkv.mediabox.lock"))
+        );
+        assert_eq!(
+            lock_path(Path::new("Movie1.mkv")),
+            Some(PathBuf::from("Movie1.mkv.mediabox.lock"))
+        );
+        assert_eq!(lock_path(Path::new("/")), None);
+        assert_eq!(lock_path(Path::new("/m/..")), None);
+    }
+
+    #[test]
+    fn work_names_have_the_documented_shape() {
+        assert_eq!(
+            temp_output_name(os("Movie1.avi"), ID, "mkv"),
+            format!(".Movie1.avi.mediabox-{ID}.partial.mkv").as_str()
+        );
+        assert_eq!(
+            backup_name(os("Movie1.mkv"), ID, ".mkv"),
+            format!(".Movie1.mkv.mediabox-{ID}.orig.mkv").as_str()
+        );
+        assert_eq!(
+            backup_name(os("README"), ID, ""),
+            format!(".README.mediabox-{ID}.orig").as_str()
+        );
+    }
+
+    #[test]
+    fn a_kept_original_is_not_debris() {
+        let kept = kept_original_name(os("Movie1.avi"), "avi");
+        assert_eq!(kept, ".Movie1.avi.mediabox-kept.avi");
+        assert!(parse_work_file_name(&kept).is_none());
+    }
+
+    #[test]
+    fn work_names_round_trip_through_the_parser() {
+        for media in [
+            "Movie1.mkv",
+            "a b (2019).mkv",
+            ".hidden.mp4",
+            "x.mediabox-y.mkv",
+            "ü.avi",
+        ] {
+            for ext in ["mkv", ""] {
+                let temp = parse_work_file_name(&temp_output_name(os(media), ID, ext));
+                let backup = parse_work_file_name(&backup_name(os(media), ID, ext));
+                for (parsed, kind) in [
+                    (temp, WorkFileKind::TempOutput),
+                    (backup, WorkFileKind::Backup),
+                ] {
+                    assert_eq!(
+                        parsed,
+                        Some(WorkFileName {
+                            kind,
+                            media_name: media.into(),
+                            lock_id: ID.to_owned(),
+                            ext: ext.to_owned(),
+                        }),
+                        "{media:?} {ext:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parser_rejects_look_alikes() {
+        for name in [
+            "Movie1.mkv",
+            format!("Movie1.mkv.mediabox-{ID}.partial.mkv").as_str(), // not hidden
+            format!("..mediabox-{ID}.partial.mkv").as_str(),          // no media name
+            ".Movie1.mkv.mediabox-0123.partial.mkv",                  // short id
+            format!(".Movie1.mkv.mediabox-{}.partial.mkv", ID.to_uppercase()).as_str(),
+            format!(".Movie1.mkv.mediabox-{ID}.partialx.mkv").as_str(),
+            format!(".Movie1.mkv.mediabox-{ID}.partial.").as_str(),
+            format!(".Movie1.mkv.mediabox-{ID}.partial.tar.gz").as_str(),
+            format!(".Movie1.mkv.mediabox-{ID}.done.mkv").as_str(),
+        ] {
+            assert_eq!(parse_work_file_name(os(name)), None, "{name}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_media_names_survive() {
+        use std::os::unix::ffi::OsStrExt;
+        let media = OsStr::from_bytes(b"caf\xe9.avi");
+        let parsed = parse_work_file_name(&temp_output_name(media, ID, "mkv"));
+        assert_eq!(parsed.map(|p| p.media_name), Some(media.to_owned()));
+        let lock = lock_path(&Path::new("/m").join(media)).unwrap_or_default();
+        assert_eq!(
+            classify(lock.file_name().unwrap_or_default()),
+            Some(Artifact::Lock {
+                media_name: media.to_owned()
+            })
+        );
+    }
+
+    #[test]
+    fn every_protocol_file_is_an_artifact_and_media_is_not() {
+        let lock = PathBuf::from("/m/Movie1.mkv.mediabox.lock");
+        let guard = guard_path(&lock);
+        let names = [
+            lock.clone(),
+            guard.clone(),
+            tomb_path(&lock, "00ff"),
+            tomb_path(&guard, "00ff"),
+            PathBuf::from(format!("{CLOCK_PROBE_PREFIX}0a1b")),
+            PathBuf::from(temp_output_name(os("Movie1.mkv"), ID, "mkv")),
+            PathBuf::from(backup_name(os("Movie1.mkv"), ID, "mkv")),
+        ];
+        for name in &names {
+            assert!(
+                is_lock_artifact(name.file_name().unwrap_or_default()),
+                "{name:?}"
+            );
+        }
+        assert_eq!(
+            classify(os("Movie1.mkv.mediabox.lock")),
+            Some(Artifact::Lock {
+                media_name: "Movie1.mkv".into()
+            })
+        );
+        assert_eq!(
+            classify(os("Movie1.mkv.mediabox.lock.break")),
+            Some(Artifact::Guard)
+        );
+        for media in [
+            "Movie1.mkv",
+            ".mediabox.lock",
+            "Movie1.mkv.mediabox.lock.tomb-",
+            "Movie1.mkv.mediabox.lock.tomb-xyz",
+            "Movie1.mkv.tomb-00ff",
+            ".mediabox.clock-",
+            ".mediabox_cache.json",
+        ] {
+            assert!(!is_lock_artifact(os(media)), "{media}");
+        }
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn drive_share_and_extended_paths_keep_their_directory() {
+        for dir in [
+            r"Z:\movies",
+            r"\\server\media\TV",
+            r"\\server\media",
+            r"\\?\Z:\movies",
+            r"\\?\UNC\server\media",
+        ] {
+            let movie = Path::new(dir).join("Movie 1.avi");
+            let lock = lock_path(&movie).unwrap();
+            // A share root's files have `\\server\media\` as parent: compare with the
+            // media file's own.
+            assert_eq!(lock.parent(), movie.parent(), "{}", lock.display());
+            assert_eq!(
+                lock,
+                PathBuf::from(format!(r"{dir}\Movie 1.avi.mediabox.lock"))
+            );
+            let temp = movie.with_file_name(temp_output_name(
+                movie.file_name().unwrap(),
+                &"0".repeat(LOCK_ID_HEX_LEN),
+                "mkv",
+            ));
+            assert_eq!(temp.parent(), movie.parent(), "{}", temp.display());
+            assert!(temp.starts_with(dir), "{}", temp.display());
+        }
+    }
+}

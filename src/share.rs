@@ -1,0 +1,381 @@
+//! What a directory on the share can do, measured rather than assumed: the facts DESIGN.md
+//! sections 3 and 4 build on (exclusive create, rename over, hard links, the file server's
+//! clock), for `media-converter doctor --dir`.
+//!
+//! Every probe file is hidden, named with a random nonce so that hosts checking the same
+//! share at once never meet, and removed again on every path, errors included.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::space;
+
+/// The result of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// Whether the tool can rely on it.
+    pub ok: bool,
+    /// What was seen, and for a failure what it means.
+    pub detail: String,
+}
+
+impl Check {
+    fn ok(detail: impl Into<String>) -> Check {
+        Check {
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    fn failed(detail: impl Into<String>) -> Check {
+        Check {
+            ok: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How far the file server's clock is from this host's, learnt from a new file's mtime.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClockOffset {
+    /// Server minus this host, in seconds: positive when the server is ahead.
+    pub offset_secs: f64,
+    /// Half the time the probe took: the offset is known only this closely (plus the file
+    /// system's timestamp granularity, 2 s on FAT).
+    pub uncertainty_secs: f64,
+}
+
+/// Everything `doctor --dir` learns about a directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShareReport {
+    /// The directory checked, as given.
+    pub dir: String,
+    /// A second exclusive create of the same name fails: the lock primitive.
+    pub exclusive_create: Check,
+    /// A rename replaces an existing file: the swap primitive.
+    pub rename_over: Check,
+    /// Hard links work (the swap keeps a backup by link; without, it uses two renames).
+    pub hard_link: Check,
+    /// Bytes available to this user, or why it is unknown.
+    pub free_space: Check,
+    /// The bytes available, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    /// The offset between the clocks, or why it could not be measured.
+    pub clock: Check,
+    /// The measured offset, when it could be measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset: Option<ClockOffset>,
+}
+
+impl ShareReport {
+    /// Whether conversions can run safely in this directory. Hard links are optional, and
+    /// free space and the clock are information.
+    pub fn usable(&self) -> bool {
+        self.exclusive_create.ok && self.rename_over.ok
+    }
+}
+
+/// Probe files made in a directory, removed when this goes out of scope, whatever happened.
+struct Probes {
+    dir: PathBuf,
+    nonce: String,
+    made: Vec<PathBuf>,
+}
+
+impl Probes {
+    fn new(dir: &Path) -> Probes {
+        Probes {
+            dir: dir.to_path_buf(),
+            nonce: nonce(),
+            made: Vec::new(),
+        }
+    }
+
+    /// A hidden probe path, remembered for removal before anything is created there.
+    fn path(&mut self, what: &str) -> PathBuf {
+        let path = self
+            .dir
+            .join(format!(".mediabox-doctor-{}-{what}.probe", self.nonce));
+        self.made.push(path.clone());
+        path
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for path in &self.made {
+            // Most were renamed away or never created; only what exists is removed.
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: time and pid still make a name no other process uses.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        bytes[..4].copy_from_slice(&nanos.to_le_bytes());
+        bytes[4..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks a directory on the share. Never fails: each check says what went wrong.
+pub fn check(dir: &Path) -> ShareReport {
+    let mut probes = Probes::new(dir);
+    let exclusive_create = exclusive_create(&mut probes);
+    let rename_over = rename_over(&mut probes);
+    let hard_link = hard_link(&mut probes);
+    let (free_space, free_bytes) = match space::available(dir) {
+        Ok(bytes) => (
+            Check::ok(format!("{} available", space::human_bytes(bytes))),
+            Some(bytes),
+        ),
+        Err(err) => (Check::failed(format!("cannot tell: {err}")), None),
+    };
+    let (clock, clock_offset) = match clock_offset(&mut probes) {
+        Ok(offset) => (Check::ok(describe_offset(offset)), Some(offset)),
+        Err(err) => (Check::failed(format!("cannot measure: {err}")), None),
+    };
+    ShareReport {
+        dir: dir.to_string_lossy().into_owned(),
+        exclusive_create,
+        rename_over,
+        hard_link,
+        free_space,
+        free_bytes,
+        clock,
+        clock_offset,
+    }
+}
+
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(path)
+}
+
+fn exclusive_create(probes: &mut Probes) -> Check {
+    let path = probes.path("excl");
+    if let Err(err) = create_new(&path) {
+        return Check::failed(format!(
+            "cannot create a file here ({err}): check the directory exists and is writable"
+        ));
+    }
+    match create_new(&path) {
+        Ok(_) => Check::failed(
+            "a second exclusive create of the same name succeeded: this file system does not \
+             honour O_EXCL, so hosts cannot claim files safely here",
+        ),
+        Err(err) if err.kind() == ErrorKind::AlreadyExists => {
+            Check::ok("a second create of the same name fails with \"already exists\"")
+        }
+        // sshfs and Windows (delete pending) say EACCES or EPERM; the lock treats both as
+        // "maybe held".
+        Err(err) if err.kind() == ErrorKind::PermissionDenied => Check::ok(format!(
+            "a second create of the same name fails, as \"{err}\" rather than \"already \
+             exists\" (handled)"
+        )),
+        Err(err) => Check::failed(format!(
+            "a second exclusive create failed in an unexpected way: {err}"
+        )),
+    }
+}
+
+fn rename_over(probes: &mut Probes) -> Check {
+    let from = probes.path("rename-from");
+    let to = probes.path("rename-to");
+    let result = (|| -> io::Result<bool> {
+        create_new(&from)?.write_all(b"new")?;
+        create_new(&to)?.write_all(b"old")?;
+        fs::rename(&from, &to)?;
+        Ok(fs::read(&to)? == b"new" && !from.exists())
+    })();
+    match result {
+        Ok(true) => Check::ok("a rename replaces an existing file"),
+        Ok(false) => Check::failed(
+            "a rename over an existing file left the old content: the swap cannot work here",
+        ),
+        Err(err) => Check::failed(format!(
+            "a rename over an existing file failed ({err}): the swap cannot work here"
+        )),
+    }
+}
+
+fn hard_link(probes: &mut Probes) -> Check {
+    let original = probes.path("link-a");
+    let link = probes.path("link-b");
+    if let Err(err) = create_new(&original).and_then(|mut f| f.write_all(b"linked")) {
+        return Check::failed(format!("cannot create the probe file: {err}"));
+    }
+    if let Err(err) = fs::hard_link(&original, &link) {
+        return Check::failed(format!(
+            "not supported ({err}): the swap uses two renames instead, recorded in the lock"
+        ));
+    }
+    match fs::read(&link) {
+        Ok(bytes) if bytes == b"linked" => {}
+        Ok(_) => return Check::failed("the link does not show the file's content"),
+        Err(err) => return Check::failed(format!("the link cannot be read: {err}")),
+    }
+    match link_count(&original) {
+        Some(2) | None => Check::ok("hard links work"),
+        Some(n) => Check::ok(format!(
+            "hard links work, but the link count reads {n} instead of 2 (sshfs does this; \
+             the tool never relies on link counts)"
+        )),
+    }
+}
+
+#[cfg(unix)]
+fn link_count(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| m.nlink())
+}
+
+#[cfg(not(unix))]
+fn link_count(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// Learns the file server's clock by creating a file and reading back its mtime, which the
+/// server stamps on NFS and SMB.
+fn clock_offset(probes: &mut Probes) -> io::Result<ClockOffset> {
+    let path = probes.path("clock");
+    let before = SystemTime::now();
+    let mut file = create_new(&path)?;
+    file.write_all(b"clock")?;
+    // Flushing makes a network file system send the write, so the server stamps it now.
+    file.sync_all()?;
+    let after = SystemTime::now();
+    let mtime = fs::metadata(&path)?.modified()?;
+    Ok(offset_between(before, after, mtime))
+}
+
+/// The offset of `server` (an mtime stamped between `before` and `after` on our clock).
+pub fn offset_between(before: SystemTime, after: SystemTime, server: SystemTime) -> ClockOffset {
+    let half = after.duration_since(before).unwrap_or(Duration::ZERO) / 2;
+    let middle = before + half;
+    let offset_secs = match server.duration_since(middle) {
+        Ok(ahead) => ahead.as_secs_f64(),
+        Err(behind) => -behind.duration().as_secs_f64(),
+    };
+    ClockOffset {
+        offset_secs,
+        uncertainty_secs: half.as_secs_f64(),
+    }
+}
+
+/// Beyond this the offset is worth a warning: `--min-age` compares file times (the server's
+/// clock) with this host's clock.
+const NOTABLE_OFFSET_SECS: f64 = 2.0;
+
+fn describe_offset(offset: ClockOffset) -> String {
+    let ClockOffset {
+        offset_secs,
+        uncertainty_secs,
+    } = offset;
+    let direction = if offset_secs >= 0.0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let mut text = format!(
+        "the file server's clock is {:.1} s {direction} this host's (±{uncertainty_secs:.1} s)",
+        offset_secs.abs()
+    );
+    if offset_secs.abs() > NOTABLE_OFFSET_SECS {
+        text.push_str(
+            "; locks only compare the server's times with each other, but --min-age \
+             compares them with this clock: run NTP on both",
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_directory_passes_and_no_probe_is_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Movie.mkv"), b"media").unwrap();
+        let report = check(dir.path());
+        assert!(report.exclusive_create.ok, "{report:?}");
+        assert!(report.rename_over.ok, "{report:?}");
+        assert!(report.hard_link.ok, "{report:?}");
+        assert_eq!(report.hard_link.detail, "hard links work");
+        assert!(report.free_bytes.is_some_and(|b| b > 0), "{report:?}");
+        let offset = report.clock_offset.expect("the clock offset is measured");
+        // One kernel stamps the file and reads the clock: no real offset.
+        assert!(offset.offset_secs.abs() < 1.0, "{offset:?}");
+        assert!(report.usable());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["Movie.mkv"], "probe files left behind");
+    }
+
+    #[test]
+    fn a_missing_directory_is_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = check(&dir.path().join("not there"));
+        assert!(!report.usable());
+        assert!(
+            report
+                .exclusive_create
+                .detail
+                .starts_with("cannot create a file here"),
+            "{report:?}"
+        );
+        assert!(!report.clock.ok && !report.free_space.ok, "{report:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_directory_fails_the_checks_and_is_left_clean() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let writable_anyway = File::create(ro.join("root-can-write")).is_ok();
+        let report = check(&ro);
+        if writable_anyway {
+            // Root ignores permissions: the directory really is writable, and must pass.
+            assert!(report.usable(), "{report:?}");
+            std::fs::remove_file(ro.join("root-can-write")).unwrap();
+        } else {
+            assert!(!report.usable(), "{report:?}");
+        }
+        assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn offsets_are_server_minus_local_around_the_probes_midpoint() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let t1 = t0 + Duration::from_millis(200);
+        let ahead = offset_between(t0, t1, t0 + Duration::from_secs(30));
+        assert!((ahead.offset_secs - 29.9).abs() < 1e-6, "{ahead:?}");
+        assert!((ahead.uncertainty_secs - 0.1).abs() < 1e-6);
+        let behind = offset_between(t0, t1, t0 - Duration::from_secs(5));
+        assert!((behind.offset_secs + 5.1).abs() < 1e-6, "{behind:?}");
+        assert!(describe_offset(behind).starts_with("the file server's clock is 5.1 s behind"));
+        assert!(describe_offset(behind).contains("run NTP"));
+        assert!(
+            !describe_offset(ClockOffset {
+                offset_secs: 0.3,
+                uncertainty_secs: 0.0
+            })
+            .contains("NTP")
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! Encoder choice, fallback and `doctor`, end to end.
+//!
+//! A real GPU cannot be had on the test machines, so a fake ffmpeg stands first on `PATH`
+//! where one is needed: it passes `hevc_nvenc` trial encodes (or fails them, on request) and
+//! fails every real `hevc_nvenc` encode the way a driver out of sessions does; everything
+//! else it hands to the real ffmpeg.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+use serde_json::Value;
+
+/// What the fake prints for a real NVENC encode: a consumer card out of encode sessions.
+const SESSION_LIMIT: &str = "OpenEncodeSessionEx failed: incompatible client key (21)";
+
+/// A directory holding the fake `ffmpeg` and a link to the real `ffprobe`, to put first on
+/// `PATH`.
+struct FakeGpu {
+    dir: tempfile::TempDir,
+}
+
+impl FakeGpu {
+    fn new() -> FakeGpu {
+        let real_ffmpeg = which("ffmpeg");
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            r#"#!/bin/sh
+# Fake ffmpeg: hevc_nvenc passes one-frame trials (unless FAKE_NVENC_TRIAL_FAILS is set)
+# and fails real encodes; anything else runs the real ffmpeg.
+case " $* " in
+  *" hevc_nvenc "*)
+    case " $* " in
+      *" lavfi "*" null "*)
+        if [ -n "$FAKE_NVENC_TRIAL_FAILS" ]; then
+          echo "[hevc_nvenc @ 0x55d0c1d3a540] OpenEncodeSessionEx failed: unsupported device (2): (no details)" >&2
+          echo "[hevc_nvenc @ 0x55d0c1d3a540] No capable devices found" >&2
+          exit 1
+        fi
+        exit 0 ;;
+      *)
+        echo "[hevc_nvenc @ 0x55d0c1d3a540] {SESSION_LIMIT}: (no details)" >&2
+        echo "Error initializing output stream 0:0 -- Error while opening encoder for output stream #0:0" >&2
+        exit 1 ;;
+    esac ;;
+esac
+exec '{}' "$@"
+"#,
+            real_ffmpeg.display()
+        );
+        let fake = dir.path().join("ffmpeg");
+        fs::write(&fake, script).unwrap();
+        make_executable(&fake);
+        symlink(&which("ffprobe"), &dir.path().join("ffprobe"));
+        FakeGpu { dir }
+    }
+
+    /// `PATH` with the fake first.
+    fn path(&self) -> std::ffi::OsString {
+        let mut dirs = vec![self.dir.path().to_path_buf()];
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(dirs).unwrap()
+    }
+
+    fn run(&self, library: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+        let out = cmd()
+            .env("PATH", self.path())
+            .env_remove("FAKE_NVENC_TRIAL_FAILS")
+            .arg("--dir")
+            .arg(library)
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        let events = events(&out);
+        (out, events)
+    }
+}
+
+fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} must be installed for the tests"))
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[cfg(unix)]
+fn symlink(target: &Path, link: &Path) {
+    std::os::unix::fs::symlink(target, link).unwrap();
+}
+
+fn only<'a>(events: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(events, kind);
+    assert_eq!(found.len(), 1, "one {kind} event expected: {events:#?}");
+    found[0]
+}
+
+/// Files whose name starts with a dot: temp outputs, backups, probes.
+fn debris(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_failed_hardware_encode_is_redone_with_libx265() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+
+    let (out, events) = gpu.run(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+
+    // auto trusts the trial: NVENC "works", so it is chosen over libx265.
+    let chosen = only(&events, "encoder_chosen");
+    assert_eq!(chosen["encoder"], "hevc_nvenc", "{chosen}");
+    let rejected = chosen["rejected"].as_array().unwrap();
+    assert!(
+        rejected.iter().any(
+            |r| r["encoder"] == "libx265" && r["reason"] == "works, but hevc_nvenc comes first"
+        ),
+        "{chosen}"
+    );
+
+    // The real encode fails, is announced, and libx265 does the file.
+    let converting: Vec<&str> = of_kind(&events, "converting")
+        .iter()
+        .map(|e| e["encoder"].as_str().unwrap())
+        .collect();
+    assert_eq!(converting, ["hevc_nvenc", "libx265"]);
+    let fallback = only(&events, "fallback");
+    assert_eq!(
+        (fallback["from"].as_str(), fallback["to"].as_str()),
+        (Some("hevc_nvenc"), Some("libx265"))
+    );
+    assert!(
+        fallback["error"].as_str().unwrap().contains(SESSION_LIMIT),
+        "ffmpeg's reason is kept: {fallback}"
+    );
+
+    // The outcome says which encoder made the file and what failed first: what the cache
+    // records.
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "libx265");
+    assert_eq!(converted["fallback"]["from"], "hevc_nvenc");
+    assert!(
+        converted["fallback"]["error"]
+            .as_str()
+            .unwrap()
+            .contains(SESSION_LIMIT),
+        "{converted}"
+    );
+    assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
+    assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
+}
+
+#[cfg(unix)]
+#[test]
+fn no_fallback_fails_the_file_cleanly_and_keeps_the_original() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("movie.mkv")).unwrap();
+
+    let (out, events) = gpu.run(d, &["--no-fallback"]);
+    assert_eq!(out.status.code(), Some(1), "{events:#?}");
+    assert!(of_kind(&events, "fallback").is_empty(), "{events:#?}");
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    let failed = only(&events, "failed");
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains(SESSION_LIMIT), "{error}");
+    assert!(
+        error.contains("not retried with libx265: --no-fallback"),
+        "{error}"
+    );
+    assert_eq!(fs::read(d.join("movie.mkv")).unwrap(), before);
+    assert_eq!(walk(d), [d.join("movie.mkv")], "nothing left behind");
+}
+
+#[cfg(unix)]
+#[test]
+fn hdr10_never_goes_to_a_hardware_encoder() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    hdr10_mkv(&d.join("hdr.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("hdr.mkv")).unwrap();
+
+    // Forced to NVENC: the HDR file is skipped, untouched, with the reason.
+    let (out, events) = gpu.run(d, &["--encoder", "hevc_nvenc"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let skipped = only(&events, "skipped");
+    assert_eq!(skipped["reason"], "hdr_on_hardware");
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--encoder libx265"),
+        "{skipped}"
+    );
+    assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
+    assert_eq!(fs::read(d.join("hdr.mkv")).unwrap(), before);
+
+    // auto with NVENC working: libx265 does the HDR file, and NVENC is never tried on it.
+    let (out, events) = gpu.run(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(only(&events, "encoder_chosen")["encoder"], "hevc_nvenc");
+    assert_eq!(only(&events, "converting")["encoder"], "libx265");
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "libx265");
+    assert!(converted.get("fallback").is_none(), "{converted}");
+    let probe = ffprobe(&d.join("hdr.mkv"));
+    assert_eq!(probe["streams"][0]["color_transfer"], "smpte2084");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_forced_encoder_that_fails_its_trial_falls_back_unless_told_not_to() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_10bit_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("movie.mkv")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = cmd()
+            .env("PATH", gpu.path())
+            .env("FAKE_NVENC_TRIAL_FAILS", "1")
+            .arg("--dir")
+            .arg(d)
+            .args(["--json", "--encoder", "hevc_nvenc"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let events = events(&out);
+        (out, events)
+    };
+
+    // --no-fallback: the file fails with the trial's reason and is left alone.
+    let (out, events) = run(&["--no-fallback"]);
+    assert_eq!(out.status.code(), Some(1), "{events:#?}");
+    let error = only(&events, "failed")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with(
+            "hevc_nvenc does not work here: OpenEncodeSessionEx failed: unsupported device"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("without --no-fallback, libx265 would be used"),
+        "{error}"
+    );
+    assert_eq!(fs::read(d.join("movie.mkv")).unwrap(), before);
+
+    // With fallback allowed, a warning says so and libx265 converts it.
+    let (out, events) = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let warning = only(&events, "warning");
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("libx265 is used instead"),
+        "{warning}"
+    );
+    assert_eq!(only(&events, "encoder_chosen")["encoder"], "libx265");
+    assert_eq!(only(&events, "converted")["encoder"], "libx265");
+    assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
+}
+
+/// `doctor --json` on this machine, with the real ffmpeg.
+fn doctor(extra: &[&std::ffi::OsStr]) -> (Output, Value) {
+    let out = cmd()
+        .args(["doctor", "--json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("doctor --json printed {text:?}: {e}"));
+    (out, report)
+}
+
+#[test]
+fn auto_uses_what_doctor_finds_and_libx265_without_a_gpu() {
+    let (_, report) = doctor(&[]);
+    let expected = report["auto"].as_str().unwrap().to_string();
+    let hardware_works = report["encoders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["encoder"] != "libx265" && e["status"] == "works");
+    if !hardware_works {
+        assert_eq!(expected, "libx265");
+    }
+
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    let out = cmd().arg("--dir").arg(d).arg("--json").output().unwrap();
+    let events = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let chosen = only(&events, "encoder_chosen");
+    let device = chosen["device"]
+        .as_str()
+        .map(|d| format!(" on {d}"))
+        .unwrap_or_default();
+    assert_eq!(
+        format!("{}{device}", chosen["encoder"].as_str().unwrap()),
+        expected
+    );
+    // Every other encoder is listed with a reason (more than once where there are several
+    // render nodes).
+    let rejected = chosen["rejected"].as_array().unwrap();
+    assert!(rejected.len() >= 5, "{chosen}");
+    assert!(
+        rejected
+            .iter()
+            .all(|r| !r["reason"].as_str().unwrap().is_empty())
+    );
+    assert_eq!(only(&events, "converted")["encoder"], chosen["encoder"]);
+}
+
+#[test]
+fn doctor_reports_each_encoder_and_the_share_and_cleans_up() {
+    let share = tempfile::tempdir().unwrap();
+    fs::write(share.path().join("Movie.mkv"), b"media").unwrap();
+    let (out, report) = doctor(&[std::ffi::OsStr::new("--dir"), share.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["event"], "doctor");
+    assert_eq!(report["ok"], true);
+    assert!(report["ffmpeg"]["version"].as_str().is_some(), "{report:#}");
+    assert!(report["ffprobe"]["path"].as_str().is_some(), "{report:#}");
+
+    let encoders = report["encoders"].as_array().unwrap();
+    let names: Vec<&str> = encoders
+        .iter()
+        .map(|e| e["encoder"].as_str().unwrap())
+        .collect();
+    for name in [
+        "hevc_nvenc",
+        "hevc_qsv",
+        "hevc_vaapi",
+        "hevc_amf",
+        "hevc_videotoolbox",
+        "libx265",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let libx265 = encoders.iter().find(|e| e["encoder"] == "libx265").unwrap();
+    assert_eq!(libx265["status"], "works");
+    for encoder in encoders.iter().filter(|e| e["status"] != "works") {
+        let reason = encoder["reason"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty(), "{encoder}");
+        assert!(
+            !reason.contains(" @ 0x"),
+            "ffmpeg's noise is trimmed: {reason}"
+        );
+    }
+    // The test machines have no NVIDIA driver: NVENC is unusable, and ffmpeg said why.
+    if report["nvidia"]["status"] == "unavailable" {
+        let nvenc = encoders
+            .iter()
+            .find(|e| e["encoder"] == "hevc_nvenc")
+            .unwrap();
+        assert_eq!(nvenc["status"], "failed", "{nvenc}");
+        assert!(
+            nvenc["reason"]
+                .as_str()
+                .unwrap()
+                .contains("NVML: no NVIDIA driver"),
+            "{nvenc}"
+        );
+    }
+
+    let share_report = &report["share"];
+    for check in [
+        "exclusive_create",
+        "rename_over",
+        "hard_link",
+        "free_space",
+        "clock",
+    ] {
+        assert_eq!(share_report[check]["ok"], true, "{check}: {share_report:#}");
+    }
+    assert!(share_report["free_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        share_report["clock_offset"]["offset_secs"]
+            .as_f64()
+            .unwrap()
+            .abs()
+            < 1.0
+    );
+    assert_eq!(walk(share.path()), [share.path().join("Movie.mkv")]);
+
+    // The text form says the same for people.
+    let text = cmd().arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("\n  libx265              works\n"), "{text}");
+    assert!(text.ends_with("Ready: this host can convert.\n"), "{text}");
+}
+
+#[test]
+fn doctor_without_ffmpeg_exits_2_and_names_the_fix() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = cmd()
+        .args(["doctor"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ffmpeg   MISSING: ffmpeg not found on PATH"),
+        "{text}"
+    );
+    assert!(text.contains("Cannot run:"), "{text}");
+    assert!(text.contains("sudo apt-get install ffmpeg"), "{text}");
+
+    let out = cmd()
+        .args(["doctor", "--json"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["encoders"], serde_json::json!([]));
+    assert!(
+        report["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("install ffmpeg")
+    );
+}
+
+#[test]
+fn doctor_on_a_missing_share_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report) = doctor(&[
+        std::ffi::OsStr::new("--dir"),
+        dir.path().join("not mounted").as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{report:#}");
+    assert_eq!(report["share"]["exclusive_create"]["ok"], false);
+    assert!(
+        report["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("cannot hold conversions safely"),
+        "{report:#}"
+    );
+}
