@@ -108,6 +108,12 @@ if [[ -n $cron_expr ]]; then
   fi
 fi
 
+# A timer systemd cannot parse would never fire; its own parser judges, where there is one.
+if [[ $systemd_timer == true ]] && command -v systemd-analyze >/dev/null \
+  && ! systemd-analyze calendar "$on_calendar" >/dev/null 2>&1; then
+  die "systemd does not understand --on-calendar \"$on_calendar\" (try \"*-*-* 01:00\")"
+fi
+
 # --- where things go ---------------------------------------------------------------------
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -398,9 +404,6 @@ WantedBy=timers.target
 EOF
   say "wrote $service_unit"
   say "wrote $timer_unit"
-  if command -v systemd-analyze >/dev/null && ! systemd-analyze calendar "$on_calendar" >/dev/null 2>&1; then
-    die "systemd does not understand --on-calendar \"$on_calendar\" (try \"*-*-* 01:00\")"
-  fi
   if have_user_systemd; then
     systemctl --user daemon-reload
     systemctl --user enable --now "$NAME.timer"

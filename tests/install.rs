@@ -299,6 +299,20 @@ fn help_and_usage_errors() {
     assert!(e.contains("five fields"), "{e}");
     let e = failed_with_2(&s.install(&["--cron", "@daily", "--systemd-timer", "--dir", library]));
     assert!(e.contains("one schedule"), "{e}");
+    // The calendar is checked by systemd's own parser where there is one, before anything
+    // is written.
+    if which::which("systemd-analyze").is_ok() {
+        let bad = [
+            "--systemd-timer",
+            "--dir",
+            library,
+            "--on-calendar",
+            "nightly-ish",
+        ];
+        let e = failed_with_2(&s.install(&bad));
+        assert!(e.contains("does not understand"), "{e}");
+        assert!(!s.unit("media-converter.timer").exists());
+    }
     let e = failed_with_2(&s.install(&["--frobnicate"]));
     assert!(e.contains("unknown option"), "{e}");
     assert!(
