@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod cache;
 pub mod claim;
 pub mod cli;
 pub mod command;
@@ -22,6 +23,7 @@ pub mod scan;
 pub mod share;
 pub mod signal;
 pub mod space;
+pub mod survey;
 pub mod swap;
 pub mod transcode;
 pub mod unattended;
@@ -58,6 +60,9 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::LocksClean { dir, lock, dry_run } => {
             command::locks::clean(&dir, lock, dry_run, &reporter, json)
         }
+        RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
+        RunCommand::Status(config) => command::status::run(&config, &reporter),
+        RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
         RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {

@@ -171,6 +171,12 @@ fn a_failed_hardware_encode_is_redone_with_libx265() {
     );
     assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
     assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
+
+    // The shared cache records the encoder that finally produced the file.
+    let cache: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join(".mediabox_cache.json")).unwrap()).unwrap();
+    let history = &cache["files"]["movie.mkv"]["converted"];
+    assert_eq!(history["encoder"], "libx265", "{cache}");
 }
 
 #[cfg(unix)]
