@@ -15,6 +15,8 @@ use crate::encoder::Encoder;
 use crate::lock::LockSettings;
 use crate::unattended::{Limits, parse_time_of_day};
 
+pub mod generate;
+
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
 #[command(name = "media-converter", version, about, long_about = None)]
@@ -77,6 +79,8 @@ enum Command {
     /// The shared metadata cache (`.mediabox_cache.json` in each directory).
     #[command(subcommand)]
     Cache(CacheCommand),
+    #[command(flatten)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -392,6 +396,8 @@ pub enum RunCommand {
     CacheBuild(CacheBuildConfig),
     Status(StatusConfig),
     CacheStats(CacheStatsConfig),
+    /// Print a completion script or the man page.
+    Generate(generate::Artifact),
 }
 
 impl Cli {
@@ -451,6 +457,7 @@ impl Cli {
                     follow_links: args.follow_links,
                 })
             }
+            Some(Command::Generate(generate)) => RunCommand::Generate(generate.into_artifact()),
         };
         (command, output)
     }

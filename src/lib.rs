@@ -18,6 +18,7 @@ pub mod output;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod retry;
 pub mod scan;
 pub mod share;
 pub mod signal;
@@ -27,6 +28,8 @@ pub mod swap;
 pub mod transcode;
 pub mod unattended;
 pub mod verify;
+#[cfg(any(windows, test))]
+pub mod winpath;
 
 use cli::{Cli, RunCommand};
 use exit_codes::ExitCode;
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
         RunCommand::Status(config) => command::status::run(&config, &reporter),
         RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
+        RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {
         Ok(code) => code,

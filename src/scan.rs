@@ -49,6 +49,23 @@ pub fn is_hidden_or_own(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().starts_with(b".") || crate::lock::is_lock_artifact(name)
 }
 
+/// Windows hides with attributes rather than a leading dot: `$RECYCLE.BIN` (deleted media,
+/// never to be converted), `System Volume Information` (unreadable), `Thumbs.db`. A directory
+/// listing on Windows already carries the attributes, so this costs no extra call.
+#[cfg(windows)]
+fn hidden_by_attribute(entry: &std::fs::DirEntry) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM};
+    entry.metadata().is_ok_and(|meta| {
+        meta.file_attributes() & (FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM) != 0
+    })
+}
+
+#[cfg(not(windows))]
+fn hidden_by_attribute(_entry: &std::fs::DirEntry) -> bool {
+    false
+}
+
 /// Walks `root` and returns its media files (each directory's files sorted by name, before
 /// its subdirectories), plus what could not be read.
 pub fn scan_dir(root: &Path, follow_links: bool) -> (Vec<MediaFile>, Vec<ScanWarning>) {
@@ -131,7 +148,7 @@ fn list(
             }
         };
         let name = entry.file_name();
-        if is_hidden_or_own(&name) {
+        if is_hidden_or_own(&name) || hidden_by_attribute(&entry) {
             continue;
         }
         // The type comes with the listing on most file systems: no stat for directories.
@@ -232,7 +249,7 @@ mod tests {
     fn skips_hidden_own_and_non_media_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for name in [
+        let mut names = vec![
             "a.mkv",
             "b.MP4",
             ".hidden.mkv",
@@ -242,8 +259,12 @@ mod tests {
             ".a.mkv.mediabox-0123.partial.mkv",
             "notes.txt",
             "-dash.avi",
-            "new\nline.mkv",
-        ] {
+        ];
+        // Windows forbids control characters in names.
+        if cfg!(unix) {
+            names.push("new\nline.mkv");
+        }
+        for name in names {
             fs::write(root.join(name), b"x").unwrap();
         }
         fs::create_dir(root.join(".git")).unwrap();
@@ -255,26 +276,20 @@ mod tests {
         let names: Vec<_> = files
             .iter()
             .map(|f| {
-                f.path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
+                let relative = f.path.strip_prefix(root).unwrap();
+                let parts: Vec<_> = relative.iter().map(|p| p.to_string_lossy()).collect();
+                parts.join("/")
             })
             .collect();
-        assert_eq!(
-            names,
-            [
-                "-dash.avi",
-                "My.mediabox.Home.mkv",
-                "a.mkv",
-                "b.MP4",
-                "new\nline.mkv",
-                "sub/c.wav"
-            ]
-        );
-        assert_eq!(files[5].kind, MediaKind::Audio);
-        assert_eq!(files[5].size, 2);
+        let mut expected = vec!["-dash.avi", "My.mediabox.Home.mkv", "a.mkv", "b.MP4"];
+        if cfg!(unix) {
+            expected.push("new\nline.mkv");
+        }
+        expected.push("sub/c.wav");
+        assert_eq!(names, expected);
+        let wav = files.last().unwrap();
+        assert_eq!(wav.kind, MediaKind::Audio);
+        assert_eq!(wav.size, 2);
         assert!(warnings.is_empty());
     }
 
@@ -339,6 +354,65 @@ mod tests {
             ("z".into(), vec!["w.mkv".into()]),
         ];
         assert_eq!(batches, expected);
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn hidden_and_system_entries_are_skipped_on_windows() {
+        use std::os::windows::fs::OpenOptionsExt;
+        use windows_sys::Win32::Storage::FileSystem::{
+            FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let create = |name: &str, attributes: u32| {
+            fs::File::options()
+                .write(true)
+                .create_new(true)
+                .attributes(attributes)
+                .open(dir.path().join(name))
+                .unwrap();
+        };
+        create("shown.mkv", 0);
+        create("hidden.mkv", FILE_ATTRIBUTE_HIDDEN);
+        create("system.mkv", FILE_ATTRIBUTE_SYSTEM);
+        let (files, warnings) = scan_dir(dir.path(), false);
+        let names: Vec<_> = files.iter().map(|f| f.path.file_name().unwrap()).collect();
+        assert_eq!(names, ["shown.mkv"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn long_and_extended_length_roots_are_scanned_on_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        // Over 260 characters below the root: past MAX_PATH for any API not made long-path
+        // aware.
+        let deep = dir
+            .path()
+            .join("a".repeat(100))
+            .join("b".repeat(100))
+            .join("c".repeat(100));
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("movie.mkv"), b"xyz").unwrap();
+        let extended = crate::winpath::long_path_safe(&deep).unwrap();
+        assert!(extended.to_string_lossy().starts_with(r"\\?\"));
+
+        let verbatim_root = std::path::PathBuf::from(format!(
+            r"\\?\{}",
+            std::path::absolute(dir.path()).unwrap().display()
+        ));
+        for root in [dir.path(), verbatim_root.as_path()] {
+            let (files, warnings) = scan_dir(root, false);
+            assert!(warnings.is_empty(), "{root:?}: {warnings:?}");
+            assert_eq!(files.len(), 1, "{root:?}");
+            assert_eq!(files[0].size, 3);
+            assert!(files[0].path.ends_with("movie.mkv"));
+            assert_eq!(
+                fs::read(&files[0].path).unwrap(),
+                b"xyz",
+                "the found path opens"
+            );
+        }
     }
 
     #[test]

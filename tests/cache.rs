@@ -5,8 +5,8 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use serde_json::Value;
@@ -420,6 +420,8 @@ fn the_failure_limit_holds_across_hosts() {
 #[cfg(unix)]
 #[test]
 fn many_processes_updating_one_cache_lose_no_entry() {
+    use std::process::Stdio;
+    use std::time::Instant;
     const PROCESSES: usize = 12;
     const ROUNDS: usize = 4;
     let dir = tempfile::tempdir().unwrap();

@@ -4,6 +4,9 @@
 //! where one is needed: it passes `hevc_nvenc` trial encodes (or fails them, on request) and
 //! fails every real `hevc_nvenc` encode the way a driver out of sessions does; everything
 //! else it hands to the real ffmpeg.
+//!
+//! Unix only: the fake ffmpeg is a shell script.
+#![cfg(unix)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod convert;
 pub mod doctor;
+pub mod generate;
 pub mod locks;
 pub mod pause;
 pub mod status;

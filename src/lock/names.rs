@@ -396,4 +396,33 @@ mod tests {
             assert!(!is_lock_artifact(os(media)), "{media}");
         }
     }
+
+    #[cfg(windows)]
+    #[test]
+    fn drive_share_and_extended_paths_keep_their_directory() {
+        for dir in [
+            r"Z:\movies",
+            r"\\server\media\TV",
+            r"\\server\media",
+            r"\\?\Z:\movies",
+            r"\\?\UNC\server\media",
+        ] {
+            let movie = Path::new(dir).join("Movie 1.avi");
+            let lock = lock_path(&movie).unwrap();
+            // A share root's files have `\\server\media\` as parent: compare with the
+            // media file's own.
+            assert_eq!(lock.parent(), movie.parent(), "{}", lock.display());
+            assert_eq!(
+                lock,
+                PathBuf::from(format!(r"{dir}\Movie 1.avi.mediabox.lock"))
+            );
+            let temp = movie.with_file_name(temp_output_name(
+                movie.file_name().unwrap(),
+                &"0".repeat(LOCK_ID_HEX_LEN),
+                "mkv",
+            ));
+            assert_eq!(temp.parent(), movie.parent(), "{}", temp.display());
+            assert!(temp.starts_with(dir), "{}", temp.display());
+        }
+    }
 }
