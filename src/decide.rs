@@ -40,6 +40,8 @@ pub enum SkipReason {
     NotWritable,
     /// It changed between the scan and the claim (another host converted it, say).
     Changed,
+    /// Its name is so long that the names derived from it would not fit the file system.
+    NameTooLong,
     /// Failed `cache::FAILURE_LIMIT` times on any hosts; `--retry-failed` tries again.
     TooManyFailures,
 }
@@ -130,10 +132,28 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
     if let Some(skip) = too_new(file, rules) {
         return skip;
     }
-    match file.kind {
+    let decision = match file.kind {
         MediaKind::Video => decide_video(file, info, rules),
         MediaKind::Audio => decide_audio(file, info, rules),
+    };
+    match decision {
+        Decision::Convert(plan) if !fits_work_names(file, &plan) => skip(
+            SkipReason::NameTooLong,
+            format!(
+                "its name is {} bytes: the temp and backup names beside it would pass the \
+                 {}-byte limit; rename it to under about 190 bytes to convert it",
+                file.path.file_name().map_or(0, |n| n.len()),
+                crate::lock::MAX_NAME_BYTES
+            ),
+        ),
+        decision => decision,
     }
+}
+
+fn fits_work_names(file: &MediaFile, plan: &Plan) -> bool {
+    file.path
+        .file_name()
+        .is_some_and(|name| crate::lock::fits_work_names(name, plan.container.extension()))
 }
 
 fn skip(reason: SkipReason, detail: impl Into<String>) -> Decision {
@@ -354,6 +374,18 @@ mod tests {
         assert_eq!(reason(decide(&f, &i, &rules)), SkipReason::DolbyVision);
         rules.allow_dv_loss = true;
         assert!(matches!(decide(&f, &i, &rules), Decision::Convert(_)));
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_work_files_is_skipped_with_advice() {
+        let long = format!("{}.mkv", "x".repeat(220));
+        let (f, rules) = file(&long, MediaKind::Video, 3600);
+        let i = info(vec![stream(StreamKind::Video, "h264")]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("a 224-byte name cannot get a temp name beside it")
+        };
+        assert_eq!(reason, SkipReason::NameTooLong);
+        assert!(detail.contains("rename it"), "{detail}");
     }
 
     #[test]
