@@ -65,8 +65,12 @@ impl<'a> Encoders<'a> {
     }
 
     fn detect(&self, reporter: &Reporter) -> Result<Choice, String> {
-        let (_, assessments) =
-            gpu::detect(self.ffmpeg, &gpu::wanted_for(self.request), self.settings);
+        let (_, assessments) = gpu::detect(
+            self.ffmpeg,
+            &gpu::wanted_for(self.request),
+            self.settings,
+            gpu::Scope::Plausible,
+        );
         let choice = match gpu::choose(&assessments, self.request) {
             Ok(choice) => choice,
             // A forced hardware encoder that fails its trial: never turn a run that software
