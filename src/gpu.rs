@@ -129,12 +129,16 @@ pub struct Facts {
 
 impl Facts {
     /// Gathers the facts of this machine that matter for the `wanted` encoders: asks ffmpeg
-    /// for its encoders, lists render nodes, and asks NVML (loaded at run time; a machine
-    /// without the driver gets a reason) when NVENC is wanted.
-    pub fn gather(ffmpeg: &Path, wanted: &[Encoder]) -> Facts {
+    /// for its encoders (`Scope::Everything` only: in a run the trials tell as much), lists
+    /// render nodes, and asks NVML (loaded at run time; a machine without the driver gets a
+    /// reason) when NVENC is wanted.
+    pub fn gather(ffmpeg: &Path, wanted: &[Encoder], scope: Scope) -> Facts {
         Facts {
             platform: Platform::current(),
-            listed: listed_encoders(ffmpeg),
+            listed: match scope {
+                Scope::Everything => listed_encoders(ffmpeg),
+                Scope::Plausible => None,
+            },
             render_nodes: render_nodes(Path::new("/dev/dri")),
             nvidia: if wanted.contains(&Encoder::HevcNvenc) {
                 query_nvidia()
@@ -502,7 +506,7 @@ pub fn detect(
     settings: &EncodeSettings,
     scope: Scope,
 ) -> (Facts, Vec<Assessment>) {
-    let facts = Facts::gather(ffmpeg, wanted);
+    let facts = Facts::gather(ffmpeg, wanted, scope);
     let ruled_out = match scope {
         Scope::Everything => Vec::new(),
         Scope::Plausible => implausible(&facts, wanted),
