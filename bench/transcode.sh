@@ -24,7 +24,12 @@ cd "$work"
 ffmpeg -hide_banner -nostdin -v error -f lavfi -i testsrc2=s=640x360:r=24:d=10 \
   -f lavfi -i sine=d=10 -c:v libx264 -preset ultrafast -crf 12 -c:a aac source.mkv
 
-fresh_copy() { rm -f clip.mkv .clip.mkv.*; cp source.mkv clip.mkv; touch -d '1 hour ago' clip.mkv; }
+# A fresh original each time, and no cache: every run pays for its probe, as a first run does.
+fresh_copy() {
+  rm -f clip.mkv .clip.mkv.* .mediabox_cache.json
+  cp source.mkv clip.mkv
+  touch -d '1 hour ago' clip.mkv
+}
 now() { date +%s.%N; }
 
 # Warm-up, and the capture of every command the tool runs.
@@ -36,11 +41,11 @@ grep -- '-progress pipe:1' all.sh >encode.sh
 
 declare -a bare replay tool
 for ((i = 0; i < runs; i++)); do
-  fresh_copy; t0=$(now); bash encode.sh >/dev/null; t1=$(now)
+  fresh_copy; t0=$(now); bash encode.sh >/dev/null 2>&1; t1=$(now)
   bare+=("$(echo "$t1 - $t0" | bc)")
-  fresh_copy; t0=$(now); bash all.sh >/dev/null; t1=$(now)
+  fresh_copy; t0=$(now); bash all.sh >/dev/null 2>&1; t1=$(now)
   replay+=("$(echo "$t1 - $t0" | bc)")
-  fresh_copy; t0=$(now); "$bin" --file clip.mkv --preset "$preset" -q >/dev/null; t1=$(now)
+  fresh_copy; t0=$(now); "$bin" --file clip.mkv --preset "$preset" -q >/dev/null 2>&1; t1=$(now)
   tool+=("$(echo "$t1 - $t0" | bc)")
 done
 

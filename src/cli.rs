@@ -7,13 +7,15 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    ConvertConfig, DoctorConfig, EncodeSettings, EncoderRequest, MediaType, OutputConfig, Target,
-    VerifyMode,
+    CacheBuildConfig, CacheStatsConfig, ConvertConfig, DoctorConfig, EncodeSettings,
+    EncoderRequest, MediaType, Order, OutputConfig, StatusConfig, Target, VerifyMode,
 };
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
 use crate::lock::LockSettings;
 use crate::unattended::{Limits, parse_time_of_day};
+
+pub mod generate;
 
 /// Shrink a media library by re-encoding video to HEVC with ffmpeg, safely, from many hosts at once.
 #[derive(Debug, Parser)]
@@ -54,9 +56,31 @@ enum Command {
         #[command(subcommand)]
         command: LocksCommand,
     },
+    /// What the fleet is doing, from the share alone: files in progress (host, phase, percent,
+    /// fps, ETA), totals from the caches, and the hosts seen.
+    Status {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Which media the totals count.
+        #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+        media_type: TypeArg,
+        /// Redraw every few seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` redraws.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        interval: Duration,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
     /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
     Doctor(DoctorArgs),
+    /// The shared metadata cache (`.mediabox_cache.json` in each directory).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    #[command(flatten)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +117,52 @@ struct DoctorArgs {
     dir: Option<PathBuf>,
 }
 
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Probe every file the cache does not know yet (or that changed), in parallel.
+    Build(CacheBuildArgs),
+    /// What the cache says about a library: codecs, containers, savings so far, work left.
+    Stats(CacheStatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CacheBuildArgs {
+    /// The library directory, scanned recursively.
+    #[arg(value_name = "DIR", allow_hyphen_values = true)]
+    dir: PathBuf,
+
+    /// Which media to probe.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+    media_type: TypeArg,
+
+    /// Leave files modified more recently than this for later (e.g. 30s, 5m, 2h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    min_age: Duration,
+
+    /// Follow symbolic links while scanning.
+    #[arg(long)]
+    follow_links: bool,
+
+    /// How many ffprobe processes run at once [default: number of cores].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    probe_jobs: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+struct CacheStatsArgs {
+    /// The library directory, scanned recursively.
+    #[arg(value_name = "DIR", allow_hyphen_values = true)]
+    dir: PathBuf,
+
+    /// Which media to count.
+    #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+    media_type: TypeArg,
+
+    /// Follow symbolic links while scanning.
+    #[arg(long)]
+    follow_links: bool,
+}
+
 #[derive(Debug, Args)]
 struct ConvertArgs {
     /// Convert everything eligible under this directory, recursively.
@@ -113,7 +183,8 @@ struct ConvertArgs {
     #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
     media_type: TypeArg,
 
-    /// Print the plan (codec, decision, estimated size) and change nothing.
+    /// Print the plan (codec, decision, estimated size) and change no media file; what it
+    /// probes is recorded in the cache, so the real run that follows does not probe again.
     #[arg(long)]
     dry_run: bool,
 
@@ -160,6 +231,14 @@ struct ConvertArgs {
     /// How many ffprobe processes run at once [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     probe_jobs: Option<u16>,
+
+    /// Which files to convert first.
+    #[arg(long, value_enum, default_value_t = OrderArg::Largest)]
+    order: OrderArg,
+
+    /// Try again files that failed 3 times (on any hosts); they are skipped otherwise.
+    #[arg(long)]
+    retry_failed: bool,
 
     /// Conversions at once on this host (for GPUs with several encode sessions).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -271,6 +350,28 @@ enum VerifyArg {
     Full,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OrderArg {
+    /// The biggest estimated saving first: the most space back soonest.
+    Largest,
+    /// The most recently modified first.
+    Newest,
+    /// The least recently modified first.
+    Oldest,
+    /// By path.
+    Name,
+}
+
+impl TypeArg {
+    fn into_config(self) -> MediaType {
+        match self {
+            TypeArg::Video => MediaType::Video,
+            TypeArg::Audio => MediaType::Audio,
+            TypeArg::Both => MediaType::Both,
+        }
+    }
+}
+
 /// A parsed command line, ready to run.
 #[derive(Debug)]
 pub enum RunCommand {
@@ -292,6 +393,11 @@ pub enum RunCommand {
         lock: LockSettings,
         dry_run: bool,
     },
+    CacheBuild(CacheBuildConfig),
+    Status(StatusConfig),
+    CacheStats(CacheStatsConfig),
+    /// Print a completion script or the man page.
+    Generate(generate::Artifact),
 }
 
 impl Cli {
@@ -320,6 +426,38 @@ impl Cli {
                     dry_run,
                 },
             },
+            Some(Command::Status {
+                dir,
+                media_type,
+                watch,
+                interval,
+                lock,
+            }) => RunCommand::Status(StatusConfig {
+                dir,
+                media_type: media_type.into_config(),
+                watch: watch.then_some(interval),
+                lock: lock.settings(),
+            }),
+            Some(Command::Cache(CacheCommand::Build(args))) => {
+                RunCommand::CacheBuild(CacheBuildConfig {
+                    dir: args.dir,
+                    media_type: args.media_type.into_config(),
+                    min_age: args.min_age,
+                    follow_links: args.follow_links,
+                    probe_jobs: args
+                        .probe_jobs
+                        .map(usize::from)
+                        .unwrap_or_else(default_parallelism),
+                })
+            }
+            Some(Command::Cache(CacheCommand::Stats(args))) => {
+                RunCommand::CacheStats(CacheStatsConfig {
+                    dir: args.dir,
+                    media_type: args.media_type.into_config(),
+                    follow_links: args.follow_links,
+                })
+            }
+            Some(Command::Generate(generate)) => RunCommand::Generate(generate.into_artifact()),
         };
         (command, output)
     }
@@ -335,11 +473,7 @@ impl ConvertArgs {
         };
         ConvertConfig {
             target,
-            media_type: match self.media_type {
-                TypeArg::Video => MediaType::Video,
-                TypeArg::Audio => MediaType::Audio,
-                TypeArg::Both => MediaType::Both,
-            },
+            media_type: self.media_type.into_config(),
             dry_run: self.dry_run,
             encode: EncodeSettings {
                 quality: self.quality,
@@ -368,6 +502,13 @@ impl ConvertArgs {
                 stop_at_deadline: self.stop_at_deadline,
             },
             lock: self.lock.settings(),
+            order: match self.order {
+                OrderArg::Largest => Order::Largest,
+                OrderArg::Newest => Order::Newest,
+                OrderArg::Oldest => Order::Oldest,
+                OrderArg::Name => Order::Name,
+            },
+            retry_failed: self.retry_failed,
         }
     }
 }
@@ -413,6 +554,8 @@ mod tests {
         assert!(!config.dry_run && !config.keep_original && !config.follow_links);
         assert_eq!(config.encoder, EncoderRequest::Auto);
         assert!(config.fallback);
+        assert_eq!(config.order, Order::Largest);
+        assert!(!config.retry_failed);
     }
 
     #[test]
@@ -439,6 +582,34 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(parse(&["--dir", "a", "doctor"]).is_err());
+    }
+
+    #[test]
+    fn cache_subcommands_parse_into_their_configs() {
+        let RunCommand::CacheBuild(build) =
+            parse(&["cache", "build", "/lib", "--probe-jobs", "3"]).unwrap()
+        else {
+            panic!("cache build")
+        };
+        assert_eq!(build.dir, PathBuf::from("/lib"));
+        assert_eq!(build.probe_jobs, 3);
+        assert_eq!(build.min_age, Duration::from_secs(300));
+        let RunCommand::CacheStats(stats) =
+            parse(&["cache", "stats", "/lib", "--json", "--type", "both"]).unwrap()
+        else {
+            panic!("cache stats")
+        };
+        assert_eq!(stats.media_type, MediaType::Both);
+        assert!(parse(&["cache", "build"]).is_err(), "DIR is required");
+        assert!(parse(&["cache", "stats", "/lib", "--probe-jobs", "2"]).is_err());
+        let RunCommand::Convert(config) =
+            parse(&["--dir", "/lib", "--order", "oldest", "--retry-failed"]).unwrap()
+        else {
+            panic!("a convert run")
+        };
+        assert_eq!(config.order, Order::Oldest);
+        assert!(config.retry_failed);
+        assert!(parse(&["--dir", "/lib", "--order", "biggest"]).is_err());
     }
 
     #[test]

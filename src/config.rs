@@ -50,6 +50,19 @@ pub enum Target {
     File(PathBuf),
 }
 
+/// The order in which a run converts its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// The biggest estimated saving first: the most space back soonest.
+    Largest,
+    /// The most recently modified first.
+    Newest,
+    /// The least recently modified first.
+    Oldest,
+    /// By path.
+    Name,
+}
+
 /// How the encoder is driven: the knobs shared by every encoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodeSettings {
@@ -105,6 +118,10 @@ pub struct ConvertConfig {
     pub encoder: EncoderRequest,
     /// Whether a failed hardware encode is redone with libx265 (false: `--no-fallback`).
     pub fallback: bool,
+    /// The order in which candidates are converted.
+    pub order: Order,
+    /// Try files again that failed `cache::FAILURE_LIMIT` times.
+    pub retry_failed: bool,
 }
 
 /// What `media-converter doctor` checks.
@@ -112,6 +129,32 @@ pub struct ConvertConfig {
 pub struct DoctorConfig {
     /// A directory on the share to test: exclusive create, rename, hard links, space, clock.
     pub dir: Option<PathBuf>,
+}
+
+/// `cache build`: probe every file whose cache entry is not fresh.
+#[derive(Debug, Clone)]
+pub struct CacheBuildConfig {
+    /// The library, walked recursively.
+    pub dir: PathBuf,
+    /// Which media to probe.
+    pub media_type: MediaType,
+    /// Files modified more recently than this are left for later (a download in progress).
+    pub min_age: Duration,
+    /// Follow symbolic links while walking.
+    pub follow_links: bool,
+    /// How many ffprobe processes run at once.
+    pub probe_jobs: usize,
+}
+
+/// `cache stats`: what the caches say about a library.
+#[derive(Debug, Clone)]
+pub struct CacheStatsConfig {
+    /// The library, walked recursively.
+    pub dir: PathBuf,
+    /// Which media to count.
+    pub media_type: MediaType,
+    /// Follow symbolic links while walking.
+    pub follow_links: bool,
 }
 
 /// How output is shown.
@@ -125,4 +168,17 @@ pub struct OutputConfig {
     pub stderr_is_tty: bool,
     /// Also append plain timestamped lines to this file.
     pub log_file: Option<PathBuf>,
+}
+
+/// What `status` looks at.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The library's root.
+    pub dir: PathBuf,
+    /// Which media the totals count.
+    pub media_type: MediaType,
+    /// Redraw every this often until Ctrl-C; `None` prints once.
+    pub watch: Option<Duration>,
+    /// Thresholds for judging locks live or stale.
+    pub lock: crate::lock::LockSettings,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::config::MediaKind;
+use crate::config::{MediaKind, Order};
 use crate::probe::{MediaInfo, StreamKind};
 use crate::scan::MediaFile;
 
@@ -40,6 +40,10 @@ pub enum SkipReason {
     NotWritable,
     /// It changed between the scan and the claim (another host converted it, say).
     Changed,
+    /// Its name is so long that the names derived from it would not fit the file system.
+    NameTooLong,
+    /// Failed `cache::FAILURE_LIMIT` times on any hosts; `--retry-failed` tries again.
+    TooManyFailures,
 }
 
 /// The outcome of looking at one file.
@@ -128,10 +132,28 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
     if let Some(skip) = too_new(file, rules) {
         return skip;
     }
-    match file.kind {
+    let decision = match file.kind {
         MediaKind::Video => decide_video(file, info, rules),
         MediaKind::Audio => decide_audio(file, info, rules),
+    };
+    match decision {
+        Decision::Convert(plan) if !fits_work_names(file, &plan) => skip(
+            SkipReason::NameTooLong,
+            format!(
+                "its name is {} bytes: the temp and backup names beside it would pass the \
+                 {}-byte limit; rename it to under about 190 bytes to convert it",
+                file.path.file_name().map_or(0, |n| n.len()),
+                crate::lock::MAX_NAME_BYTES
+            ),
+        ),
+        decision => decision,
     }
+}
+
+fn fits_work_names(file: &MediaFile, plan: &Plan) -> bool {
+    file.path
+        .file_name()
+        .is_some_and(|name| crate::lock::fits_work_names(name, plan.container.extension()))
 }
 
 fn skip(reason: SkipReason, detail: impl Into<String>) -> Decision {
@@ -191,6 +213,31 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         // not grow; PCM must save what the user asked.
         min_savings_pct: if pcm { rules.min_savings_pct } else { 0.0 },
     })
+}
+
+/// Sorts the files to convert into the order `--order` asks for. Ties keep path order, so a
+/// plan is the same on every run and every host.
+pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&MediaFile, &Plan)) {
+    items.sort_by(|a, b| {
+        let ((fa, pa), (fb, pb)) = (parts(a), parts(b));
+        let saving = |f: &MediaFile, p: &Plan| f.size.saturating_sub(p.estimated_bytes);
+        let first = match order {
+            Order::Largest => saving(fb, pb)
+                .cmp(&saving(fa, pa))
+                .then(fb.size.cmp(&fa.size)),
+            Order::Newest => fb.modified.cmp(&fa.modified),
+            Order::Oldest => fa.modified.cmp(&fb.modified),
+            Order::Name => std::cmp::Ordering::Equal,
+        };
+        // Byte order of the paths: any fixed order makes ties stable across runs and hosts,
+        // and bytes compare far faster than path components.
+        first.then_with(|| {
+            fa.path
+                .as_os_str()
+                .as_encoded_bytes()
+                .cmp(fb.path.as_os_str().as_encoded_bytes())
+        })
+    });
 }
 
 /// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can
@@ -254,20 +301,7 @@ mod tests {
     use crate::probe::{Stream, StreamKind};
 
     fn stream(kind: StreamKind, codec: &str) -> Stream {
-        Stream {
-            index: 0,
-            kind,
-            codec: codec.into(),
-            profile: None,
-            pix_fmt: None,
-            bit_depth: None,
-            width: None,
-            height: None,
-            language: None,
-            attached_pic: false,
-            color: None,
-            dolby_vision: false,
-        }
+        Stream::new(0, kind, codec)
     }
 
     fn info(streams: Vec<Stream>) -> MediaInfo {
@@ -343,6 +377,18 @@ mod tests {
     }
 
     #[test]
+    fn a_name_too_long_for_the_work_files_is_skipped_with_advice() {
+        let long = format!("{}.mkv", "x".repeat(220));
+        let (f, rules) = file(&long, MediaKind::Video, 3600);
+        let i = info(vec![stream(StreamKind::Video, "h264")]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("a 224-byte name cannot get a temp name beside it")
+        };
+        assert_eq!(reason, SkipReason::NameTooLong);
+        assert!(detail.contains("rename it"), "{detail}");
+    }
+
+    #[test]
     fn recent_files_are_too_new() {
         let (f, rules) = file("a.mkv", MediaKind::Video, 10);
         assert_eq!(reason(too_new(&f, &rules).unwrap()), SkipReason::TooNew);
@@ -367,6 +413,41 @@ mod tests {
             output_path(Path::new("/l/song.wav"), Container::Flac),
             PathBuf::from("/l/song.flac")
         );
+    }
+
+    #[test]
+    fn candidates_sort_by_the_requested_order() {
+        let (_, rules) = file("x.mkv", MediaKind::Video, 3600);
+        let make = |name: &str, size: u64, age_secs: u64| {
+            let mut f = file(name, MediaKind::Video, age_secs).0;
+            f.size = size;
+            let Decision::Convert(plan) =
+                decide(&f, &info(vec![stream(StreamKind::Video, "h264")]), &rules)
+            else {
+                panic!("h264 converts")
+            };
+            (f, plan)
+        };
+        let mut items = vec![
+            make("b.mkv", 100, 4000),
+            make("a.mkv", 300, 5000),
+            make("c.mkv", 200, 3700),
+            make("d.mkv", 300, 3800),
+        ];
+        let names = |items: &[(MediaFile, Plan)]| -> Vec<String> {
+            items
+                .iter()
+                .map(|(f, _)| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        sort_by_order(&mut items, Order::Largest, |(f, p)| (f, p));
+        assert_eq!(names(&items), ["a.mkv", "d.mkv", "c.mkv", "b.mkv"]);
+        sort_by_order(&mut items, Order::Newest, |(f, p)| (f, p));
+        assert_eq!(names(&items), ["c.mkv", "d.mkv", "b.mkv", "a.mkv"]);
+        sort_by_order(&mut items, Order::Oldest, |(f, p)| (f, p));
+        assert_eq!(names(&items), ["a.mkv", "b.mkv", "d.mkv", "c.mkv"]);
+        sort_by_order(&mut items, Order::Name, |(f, p)| (f, p));
+        assert_eq!(names(&items), ["a.mkv", "b.mkv", "c.mkv", "d.mkv"]);
     }
 
     #[test]

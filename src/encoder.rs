@@ -361,18 +361,12 @@ mod tests {
 
     fn video(pix_fmt: &str, depth: u8, color: Option<Color>) -> Stream {
         Stream {
-            index: 0,
-            kind: StreamKind::Video,
-            codec: "h264".into(),
-            profile: None,
             pix_fmt: Some(pix_fmt.into()),
             bit_depth: Some(depth),
             width: Some(160),
             height: Some(90),
-            language: None,
-            attached_pic: false,
             color,
-            dolby_vision: false,
+            ..Stream::new(0, StreamKind::Video, "h264")
         }
     }
 

@@ -129,12 +129,16 @@ pub struct Facts {
 
 impl Facts {
     /// Gathers the facts of this machine that matter for the `wanted` encoders: asks ffmpeg
-    /// for its encoders, lists render nodes, and asks NVML (loaded at run time; a machine
-    /// without the driver gets a reason) when NVENC is wanted.
-    pub fn gather(ffmpeg: &Path, wanted: &[Encoder]) -> Facts {
+    /// for its encoders (`Scope::Everything` only: in a run the trials tell as much), lists
+    /// render nodes, and asks NVML (loaded at run time; a machine without the driver gets a
+    /// reason) when NVENC is wanted.
+    pub fn gather(ffmpeg: &Path, wanted: &[Encoder], scope: Scope) -> Facts {
         Facts {
             platform: Platform::current(),
-            listed: listed_encoders(ffmpeg),
+            listed: match scope {
+                Scope::Everything => listed_encoders(ffmpeg),
+                Scope::Plausible => None,
+            },
             render_nodes: render_nodes(Path::new("/dev/dri")),
             nvidia: if wanted.contains(&Encoder::HevcNvenc) {
                 query_nvidia()
@@ -467,17 +471,63 @@ pub fn wanted_for(request: EncoderRequest) -> Vec<Encoder> {
     }
 }
 
-/// Runs detection on this machine: the facts, then a trial of each wanted candidate
-/// through `ffmpeg` with the run's `settings`.
+/// How many candidates get a trial encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every candidate, so that `doctor` can show ffmpeg's own reason for each.
+    Everything,
+    /// Only those that could work here: a conversion run rules out hardware whose device or
+    /// driver is plainly absent without starting ffmpeg for it.
+    Plausible,
+}
+
+/// Hardware that cannot work on this machine whatever ffmpeg says, and why: on Linux, QSV
+/// and VAAPI open a render node, and without one there is nothing to open.
+///
+/// NVENC is always tried: its driver can be present where NVML is not.
+pub fn implausible(facts: &Facts, wanted: &[Encoder]) -> Vec<(Encoder, String)> {
+    let no_node = facts.platform == Platform::Linux && facts.render_nodes.is_empty();
+    wanted
+        .iter()
+        .filter(|e| no_node && matches!(e, Encoder::HevcQsv | Encoder::HevcVaapi))
+        .map(|&encoder| {
+            let reason = "no GPU render node /dev/dri/renderD*: no GPU driver, or the device \
+                          is not passed into this container";
+            (encoder, reason.to_string())
+        })
+        .collect()
+}
+
+/// Runs detection on this machine: the facts, then a trial of each wanted candidate (all
+/// of them, or the plausible ones) through `ffmpeg` with the run's `settings`.
 pub fn detect(
     ffmpeg: &Path,
     wanted: &[Encoder],
     settings: &EncodeSettings,
+    scope: Scope,
 ) -> (Facts, Vec<Assessment>) {
-    let facts = Facts::gather(ffmpeg, wanted);
-    let assessments = assess(&facts, wanted, &|setup| {
+    let facts = Facts::gather(ffmpeg, wanted, scope);
+    let ruled_out = match scope {
+        Scope::Everything => Vec::new(),
+        Scope::Plausible => implausible(&facts, wanted),
+    };
+    let tried: Vec<Encoder> = wanted
+        .iter()
+        .copied()
+        .filter(|e| !ruled_out.iter().any(|(out, _)| out == e))
+        .collect();
+    let mut assessments = assess(&facts, &tried, &|setup| {
         run_trial(ffmpeg, setup, settings, TRIAL_TIMEOUT)
     });
+    assessments.extend(ruled_out.into_iter().map(|(encoder, reason)| Assessment {
+        setup: EncoderSetup {
+            encoder,
+            device: Device::Default,
+        },
+        verdict: Verdict::Unavailable(reason),
+    }));
+    // The preference order decides the choice, whichever way a candidate was judged.
+    assessments.sort_by_key(|a| Encoder::ALL.iter().position(|&e| e == a.setup.encoder));
     (facts, assessments)
 }
 
@@ -612,6 +662,19 @@ mod tests {
             .unwrap_or_else(|| panic!("{setup} not assessed: {assessments:?}"))
             .verdict
             .clone()
+    }
+
+    #[test]
+    fn a_run_tries_only_what_could_work_here() {
+        // No render node: QSV and VAAPI are out without a trial; NVENC is still tried.
+        let facts = linux(DEBIAN, &[], no_nvml());
+        let out = implausible(&facts, &Encoder::ALL);
+        let names: Vec<Encoder> = out.iter().map(|(e, _)| *e).collect();
+        assert_eq!(names, [Encoder::HevcQsv, Encoder::HevcVaapi]);
+        assert!(out[0].1.contains("/dev/dri/renderD"), "{out:?}");
+        // With a render node, the trial decides.
+        let nodes = ["/dev/dri/renderD128"];
+        assert!(implausible(&linux(DEBIAN, &nodes, no_nvml()), &Encoder::ALL).is_empty());
     }
 
     #[test]

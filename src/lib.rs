@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod cache;
 pub mod claim;
 pub mod cli;
 pub mod command;
@@ -17,14 +18,18 @@ pub mod output;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod retry;
 pub mod scan;
 pub mod share;
 pub mod signal;
 pub mod space;
+pub mod survey;
 pub mod swap;
 pub mod transcode;
 pub mod unattended;
 pub mod verify;
+#[cfg(any(windows, test))]
+pub mod winpath;
 
 use cli::{Cli, RunCommand};
 use exit_codes::ExitCode;
@@ -55,6 +60,10 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::LocksClean { dir, lock, dry_run } => {
             command::locks::clean(&dir, lock, dry_run, &reporter, json)
         }
+        RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
+        RunCommand::Status(config) => command::status::run(&config, &reporter),
+        RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
+        RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {
         Ok(code) => code,

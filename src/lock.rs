@@ -46,8 +46,8 @@ pub use error::{LockError, LockLost, LostReason};
 pub use heartbeat::Heartbeat;
 pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
 pub use names::{
-    LOCK_SUFFIX, WorkFileKind, WorkFileName, backup_name, is_lock_artifact, kept_original_name,
-    lock_path, parse_work_file_name, temp_output_name,
+    LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
+    is_lock_artifact, kept_original_name, lock_path, parse_work_file_name, temp_output_name,
 };
 pub use record::{LockRecord, Progress, RecordError};
 pub use settings::LockSettings;

@@ -12,6 +12,7 @@ use anyhow::Context;
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use crate::cache::stats::{Stats, Tally};
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
@@ -107,6 +108,21 @@ pub enum Event {
     Notice { message: String },
     /// The last event of every run.
     Summary(Summary),
+    /// `cache build` is done.
+    CacheBuilt {
+        dir: String,
+        files: u64,
+        /// Modified within `--min-age`: left for a later build.
+        too_new: u64,
+        /// Already known: a fresh cache entry, no ffprobe.
+        from_cache: u64,
+        probed: u64,
+        unreadable: u64,
+        seconds: f64,
+        interrupted: bool,
+    },
+    /// `cache stats`: the figures, on stdout.
+    CacheStats(Stats),
 }
 
 /// A hardware encode that failed before software produced the file; recorded with the
@@ -179,7 +195,19 @@ pub struct Reporter {
     state: Mutex<State>,
     multi: Option<MultiProgress>,
     log: Option<Mutex<File>>,
+    /// Batched stdout (see [`Reporter::write_stdout`]).
+    stdout: Mutex<Vec<u8>>,
 }
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        // A batched plan must not be lost when a run ends without a summary (a setup error).
+        self.write_stdout("", false);
+    }
+}
+
+/// How much of a dry run's plan is gathered before it is written.
+const STDOUT_BATCH_BYTES: usize = 64 * 1024;
 
 #[derive(Default)]
 struct State {
@@ -218,6 +246,7 @@ impl Reporter {
             state: Mutex::new(State::default()),
             multi: bars.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
             log,
+            stdout: Mutex::new(Vec::new()),
         })
     }
 
@@ -268,9 +297,14 @@ impl Reporter {
         if self.config.json {
             self.write_json(&event);
         } else if let Event::Planned { .. } = event {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{}", plan_text(&event));
+            self.write_stdout(&(plan_text(&event) + "\n"), true);
+        } else if let Event::CacheStats(stats) = &event {
+            self.write_stdout(&stats_text(stats), false);
         } else if self.shown_on_stderr(&event) {
+            if let Event::Summary(_) = event {
+                // The plan lines before it go first.
+                self.write_stdout("", false);
+            }
             if let Some(text) = human_text(&event) {
                 // Line by line, so that every line of a log is timestamped (an encoder
                 // choice lists its rejects, an ffmpeg error its command, on lines of their own).
@@ -325,10 +359,52 @@ impl Reporter {
     }
 
     fn write_json(&self, event: &Event) {
-        if let Ok(line) = serde_json::to_string(event) {
+        if let Ok(mut line) = serde_json::to_string(event) {
+            line.push('\n');
+            self.write_stdout(&line, matches!(event, Event::Planned { .. }));
+        }
+    }
+
+    /// Writes to stdout. A dry run's plan is batched: it is one line per file, and one write
+    /// each would cost a 100,000-file plan more than its whole scan. Everything else is
+    /// written at once, so a consumer sees each event as it happens (and after the plan lines
+    /// before it).
+    fn write_stdout(&self, text: &str, batch: bool) {
+        let Ok(mut pending) = self.stdout.lock() else {
+            return;
+        };
+        pending.extend_from_slice(text.as_bytes());
+        if !batch || pending.len() >= STDOUT_BATCH_BYTES {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.write_all(&pending);
             let _ = stdout.flush();
+            pending.clear();
+        }
+    }
+
+    /// A counter of `total` work items: a bar on a terminal, a line every tenth (or minute)
+    /// in a log, nothing with `--json` or `--quiet`.
+    pub fn counter(&self, label: &str, total: u64) -> Counter<'_> {
+        let bar = self.multi.as_ref().map(|multi| {
+            let bar = multi.add(ProgressBar::new(total));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10} [{bar:30}] {pos}/{len}  {per_sec}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.to_owned());
+            bar
+        });
+        Counter {
+            reporter: self,
+            bar,
+            label: label.to_owned(),
+            total,
+            done: 0,
+            last_logged_percent: 0.0,
+            last_logged: Instant::now(),
         }
     }
 
@@ -557,7 +633,23 @@ fn human_text(event: &Event) -> Option<String> {
             text
         }
         Event::Summary(s) => summary_text(s),
-        Event::Progress { .. } | Event::Planned { .. } => return None,
+        Event::CacheBuilt {
+            dir,
+            files,
+            too_new,
+            from_cache,
+            probed,
+            unreadable,
+            seconds,
+            interrupted,
+        } => format!(
+            "cache build {}: {files} files, {from_cache} already known, {probed} probed \
+             ({unreadable} unreadable), {too_new} too new, in {}{}",
+            display_name(dir),
+            format_secs(*seconds),
+            if *interrupted { " (interrupted)" } else { "" }
+        ),
+        Event::Progress { .. } | Event::Planned { .. } | Event::CacheStats(_) => return None,
     })
 }
 
@@ -583,6 +675,103 @@ fn summary_text(s: &Summary) -> String {
     }
     if s.interrupted {
         text.push_str(" (interrupted)");
+    }
+    text
+}
+
+/// Counts work items done; see [`Reporter::counter`]. The bar goes when it is dropped.
+pub struct Counter<'a> {
+    reporter: &'a Reporter,
+    bar: Option<ProgressBar>,
+    label: String,
+    total: u64,
+    done: u64,
+    last_logged_percent: f64,
+    last_logged: Instant,
+}
+
+impl Counter<'_> {
+    /// One more item done.
+    pub fn inc(&mut self) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            return;
+        }
+        let config = &self.reporter.config;
+        if config.json || config.quiet || config.stderr_is_tty {
+            return;
+        }
+        let percent = self.done as f64 * 100.0 / self.total.max(1) as f64;
+        if percent - self.last_logged_percent >= LOG_EVERY_PERCENT
+            || self.last_logged.elapsed() >= LOG_EVERY
+        {
+            self.last_logged_percent = percent;
+            self.last_logged = Instant::now();
+            self.reporter.print_stderr(&format!(
+                "{} {}/{} ({percent:.0}%)",
+                self.label, self.done, self.total
+            ));
+        }
+    }
+}
+
+impl Drop for Counter<'_> {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `cache stats` for people: aligned columns on stdout.
+fn stats_text(s: &Stats) -> String {
+    let row = |label: &str, t: &Tally| {
+        format!(
+            "  {:<24} {:>8} files {:>12}\n",
+            display_name(label),
+            t.files,
+            HumanBytes(t.bytes).to_string()
+        )
+    };
+    let mut text = format!("library {}\n", display_name(&s.dir));
+    text.push_str(&row("media files", &s.files));
+    text.push_str(&row("not in the cache yet", &s.unknown));
+    for (title, map) in [("by codec", &s.by_codec), ("by container", &s.by_container)] {
+        text.push_str(&format!("{title}\n"));
+        let mut rows: Vec<_> = map.iter().collect();
+        rows.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then(a.0.cmp(b.0)));
+        for (name, tally) in rows {
+            text.push_str(&row(name, tally));
+        }
+    }
+    text.push_str(&format!(
+        "history\n  converted {:>8} files, {} -> {} (saved {})\n",
+        s.converted,
+        HumanBytes(s.converted_before_bytes),
+        HumanBytes(s.converted_after_bytes),
+        HumanBytes(s.saved_bytes)
+    ));
+    text.push_str(&row("not smaller (kept)", &s.not_smaller));
+    text.push_str(&row("failed at least once", &s.failed));
+    text.push_str(&row("failed too often", &s.failed_out));
+    text.push_str(&format!(
+        "work left\n  candidates {:>7} files {:>12}, estimated saving {}\n",
+        s.candidates.files,
+        HumanBytes(s.candidates.bytes).to_string(),
+        HumanBytes(s.estimated_saving_bytes)
+    ));
+    if !s.hosts.is_empty() {
+        text.push_str("by host\n");
+        for (host, tally) in &s.hosts {
+            text.push_str(&format!(
+                "  {:<24} {:>8} files, saved {}, last {}\n",
+                display_name(host),
+                tally.converted,
+                HumanBytes(tally.saved_bytes),
+                tally.last_converted_at
+            ));
+        }
     }
     text
 }
@@ -617,6 +806,35 @@ mod tests {
         .unwrap();
         assert_eq!(json["event"], "summary");
         assert_eq!(json["converted"], 2);
+    }
+
+    #[test]
+    fn stats_text_shows_every_figure() {
+        let mut stats = Stats::new("/lib".into());
+        stats.files = Tally {
+            files: 3,
+            bytes: 3 << 30,
+        };
+        stats
+            .by_codec
+            .insert("h264".into(), Tally { files: 2, bytes: 1 });
+        stats.candidates = Tally { files: 2, bytes: 1 };
+        stats.estimated_saving_bytes = 1 << 30;
+        let text = stats_text(&stats);
+        assert!(
+            text.contains("media files") && text.contains("3.00 GiB"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("h264") && l.contains(" 2 files")),
+            "{text}"
+        );
+        assert!(text.contains("estimated saving 1.00 GiB"), "{text}");
+        let json = serde_json::to_value(Event::CacheStats(stats)).unwrap();
+        assert_eq!(json["event"], "cache_stats");
+        assert_eq!(json["candidates"]["files"], 2);
+        assert_eq!(json["by_codec"]["h264"]["files"], 2);
     }
 
     #[test]

@@ -101,6 +101,24 @@ impl MediaInfo {
 }
 
 impl Stream {
+    /// A stream of `kind` in `codec` about which nothing else is known yet.
+    pub fn new(index: u32, kind: StreamKind, codec: impl Into<String>) -> Stream {
+        Stream {
+            index,
+            kind,
+            codec: codec.into(),
+            profile: None,
+            pix_fmt: None,
+            bit_depth: None,
+            width: None,
+            height: None,
+            language: None,
+            attached_pic: false,
+            color: None,
+            dolby_vision: false,
+        }
+    }
+
     /// Whether this video stream is HDR10/HLG (PQ or HLG transfer), whose colour must survive.
     pub fn is_hdr(&self) -> bool {
         self.color

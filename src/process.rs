@@ -109,8 +109,15 @@ fn shell_quote(arg: &str) -> String {
 /// A path as an ffmpeg/ffprobe input or output argument.
 ///
 /// The `file:` prefix stops ffmpeg from reading a leading `-` as an option or a `name:` prefix
-/// as a protocol.
+/// as a protocol (and a drive letter, `Z:\movies`, as one). On Windows a path of MAX_PATH
+/// characters or more is given in its extended-length form (`file:\\?\Z:\...`), which every
+/// ffmpeg opens; see [`crate::winpath`].
 pub fn media_arg(path: &Path) -> OsString {
+    #[cfg(windows)]
+    let long_safe = crate::winpath::long_path_safe(path);
+    // Only an empty path cannot be made absolute; ffmpeg then reports it as it is.
+    #[cfg(windows)]
+    let path = long_safe.as_deref().unwrap_or(path);
     let mut arg = OsString::from("file:");
     arg.push(path.as_os_str());
     arg
@@ -286,6 +293,30 @@ mod tests {
         );
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn media_arg_keeps_drive_and_share_paths_and_extends_long_ones() {
+        for path in [
+            r"Z:\movies\a.mkv",
+            r"\\server\media\TV\a.mkv",
+            r"movies\a.mkv",
+        ] {
+            assert_eq!(
+                media_arg(Path::new(path)),
+                OsString::from(format!("file:{path}"))
+            );
+        }
+        let long = format!(r"Z:\movies\{}\a.mkv", "x".repeat(250));
+        assert_eq!(
+            media_arg(Path::new(&long)),
+            OsString::from(format!(r"file:\\?\{long}"))
+        );
+        let long_share = format!(r"\\server\media\{}\a.mkv", "x".repeat(250));
+        let expected = format!(r"file:\\?\UNC\{}", &long_share[2..]);
+        assert_eq!(media_arg(Path::new(&long_share)), OsString::from(expected));
+    }
+
+    #[cfg(unix)]
     #[test]
     fn failed_command_names_program_status_and_stderr() {
         let err = run_captured(
@@ -298,6 +329,7 @@ mod tests {
         assert!(text.contains("command: sh -c"), "{text}");
     }
 
+    #[cfg(unix)]
     #[test]
     fn stderr_tail_is_bounded() {
         let err = run_captured(
@@ -310,5 +342,22 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.stderr_tail.len(), STDERR_TAIL_LINES);
         assert_eq!(err.stderr_tail.last().unwrap(), "line500");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn failures_and_bounded_stderr_tails_on_windows() {
+        let err = run_captured(
+            Path::new("cmd"),
+            &[
+                "/C".into(),
+                "(for /L %i in (1,1,500) do @echo line%i 1>&2) & exit /b 3".into(),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(err.status.and_then(|s| s.code()), Some(3));
+        assert_eq!(err.stderr_tail.len(), STDERR_TAIL_LINES);
+        assert_eq!(err.stderr_tail.last().unwrap(), "line500");
+        assert!(err.to_string().starts_with("cmd (exit code: 3): "), "{err}");
     }
 }

@@ -1,9 +1,8 @@
 //! Finding the media files of a library: extensions, hidden and own files, links, age.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-
-use walkdir::WalkDir;
 
 use crate::config::MediaKind;
 
@@ -50,49 +49,167 @@ pub fn is_hidden_or_own(name: &std::ffi::OsStr) -> bool {
     name.as_encoded_bytes().starts_with(b".") || crate::lock::is_lock_artifact(name)
 }
 
-/// Walks `root` and returns its media files sorted by path, plus what could not be read.
+/// Windows hides with attributes rather than a leading dot: `$RECYCLE.BIN` (deleted media,
+/// never to be converted), `System Volume Information` (unreadable), `Thumbs.db`. A directory
+/// listing on Windows already carries the attributes, so this costs no extra call.
+#[cfg(windows)]
+fn hidden_by_attribute(entry: &std::fs::DirEntry) -> bool {
+    use std::os::windows::fs::MetadataExt;
+    use windows_sys::Win32::Storage::FileSystem::{FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM};
+    entry.metadata().is_ok_and(|meta| {
+        meta.file_attributes() & (FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM) != 0
+    })
+}
+
+#[cfg(not(windows))]
+fn hidden_by_attribute(_entry: &std::fs::DirEntry) -> bool {
+    false
+}
+
+/// Walks `root` and returns its media files (each directory's files sorted by name, before
+/// its subdirectories), plus what could not be read.
 pub fn scan_dir(root: &Path, follow_links: bool) -> (Vec<MediaFile>, Vec<ScanWarning>) {
     let mut files = Vec::new();
     let mut warnings = Vec::new();
-    let walker = WalkDir::new(root)
-        .follow_links(follow_links)
-        .sort_by_file_name()
-        .into_iter()
-        // The root itself may be a dot directory the user asked for explicitly.
-        .filter_entry(|entry| entry.depth() == 0 || !is_hidden_or_own(entry.file_name()));
-    for entry in walker {
+    walk(
+        root,
+        follow_links,
+        &mut |_, batch| files.extend(batch),
+        &mut |warning| warnings.push(warning),
+    );
+    (files, warnings)
+}
+
+/// Walks `root`, handing each directory's media files to `on_dir` in one batch, sorted by
+/// name, before the directory's subdirectories (in name order, depth first). What cannot be
+/// read goes to `on_warning` and the walk goes on.
+///
+/// Each file is stat-ed once, relative to its open directory (`DirEntry::metadata`), not by
+/// its full path: on a deep library most of a path lookup is the directories above, again
+/// and again. One batch per directory lets a caller read each directory's cache once, while
+/// the walk goes on.
+pub fn walk(
+    root: &Path,
+    follow_links: bool,
+    on_dir: &mut dyn FnMut(PathBuf, Vec<MediaFile>),
+    on_warning: &mut dyn FnMut(ScanWarning),
+) {
+    // With links followed, a directory reached twice (a loop, or two links to one place) is
+    // walked once: its files must not be planned twice.
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let walked_before =
+            follow_links && std::fs::canonicalize(&dir).is_ok_and(|real| !seen.insert(real));
+        if walked_before {
+            on_warning(ScanWarning {
+                path: dir,
+                message: "already walked through another link (a symlink loop?); skipped".into(),
+            });
+            continue;
+        }
+        let (files, mut subdirs) = list(&dir, follow_links, on_warning);
+        if !files.is_empty() {
+            on_dir(dir, files);
+        }
+        // Popped from the end: reversed, the first name is walked first.
+        subdirs.reverse();
+        stack.extend(subdirs);
+    }
+}
+
+/// One directory's media files and subdirectories, each sorted by name.
+fn list(
+    dir: &Path,
+    follow_links: bool,
+    on_warning: &mut dyn FnMut(ScanWarning),
+) -> (Vec<MediaFile>, Vec<PathBuf>) {
+    let mut files = Vec::new();
+    let mut subdirs = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            on_warning(ScanWarning {
+                path: dir.to_path_buf(),
+                message: format!("cannot read: {err}; check its permissions"),
+            });
+            return (files, subdirs);
+        }
+    };
+    for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
             Err(err) => {
-                let path = err.path().unwrap_or(root).to_path_buf();
-                let message = match err.io_error() {
-                    Some(io) => format!("cannot read: {io}; check its permissions"),
-                    None => err.to_string(),
-                };
-                warnings.push(ScanWarning { path, message });
+                on_warning(ScanWarning {
+                    path: dir.to_path_buf(),
+                    message: format!("cannot read all of it: {err}"),
+                });
+                break;
+            }
+        };
+        let name = entry.file_name();
+        if is_hidden_or_own(&name) || hidden_by_attribute(&entry) {
+            continue;
+        }
+        // The type comes with the listing on most file systems: no stat for directories.
+        let file_type = match entry.file_type() {
+            Ok(file_type) => file_type,
+            Err(err) => {
+                on_warning(ScanWarning {
+                    path: entry.path(),
+                    message: format!("cannot read its type: {err}"),
+                });
                 continue;
             }
         };
-        if !entry.file_type().is_file() {
+        let followed = if file_type.is_symlink() {
+            if !follow_links {
+                continue;
+            }
+            match std::fs::metadata(entry.path()) {
+                Ok(meta) => Some(meta),
+                Err(err) => {
+                    on_warning(ScanWarning {
+                        path: entry.path(),
+                        message: format!("a link that cannot be followed: {err}"),
+                    });
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        let is_dir = followed.as_ref().map_or(file_type.is_dir(), |m| m.is_dir());
+        if is_dir {
+            subdirs.push(entry.path());
             continue;
         }
-        let Some(kind) = media_kind(entry.path()) else {
+        let is_file = followed
+            .as_ref()
+            .map_or(file_type.is_file(), |m| m.is_file());
+        let Some(kind) = is_file.then(|| media_kind(Path::new(&name))).flatten() else {
             continue;
         };
-        match entry.metadata() {
+        let meta = match followed {
+            Some(meta) => Ok(meta),
+            None => entry.metadata(),
+        };
+        match meta {
             Ok(meta) => files.push(MediaFile {
-                path: entry.into_path(),
+                path: entry.path(),
                 kind,
                 size: meta.len(),
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             }),
-            Err(err) => warnings.push(ScanWarning {
-                path: entry.into_path(),
+            Err(err) => on_warning(ScanWarning {
+                path: entry.path(),
                 message: format!("cannot read its metadata: {err}"),
             }),
         }
     }
-    (files, warnings)
+    files.sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    subdirs.sort_unstable();
+    (files, subdirs)
 }
 
 /// Reads one file named on the command line.
@@ -132,7 +249,7 @@ mod tests {
     fn skips_hidden_own_and_non_media_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for name in [
+        let mut names = vec![
             "a.mkv",
             "b.MP4",
             ".hidden.mkv",
@@ -142,8 +259,12 @@ mod tests {
             ".a.mkv.mediabox-0123.partial.mkv",
             "notes.txt",
             "-dash.avi",
-            "new\nline.mkv",
-        ] {
+        ];
+        // Windows forbids control characters in names.
+        if cfg!(unix) {
+            names.push("new\nline.mkv");
+        }
+        for name in names {
             fs::write(root.join(name), b"x").unwrap();
         }
         fs::create_dir(root.join(".git")).unwrap();
@@ -155,26 +276,20 @@ mod tests {
         let names: Vec<_> = files
             .iter()
             .map(|f| {
-                f.path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
+                let relative = f.path.strip_prefix(root).unwrap();
+                let parts: Vec<_> = relative.iter().map(|p| p.to_string_lossy()).collect();
+                parts.join("/")
             })
             .collect();
-        assert_eq!(
-            names,
-            [
-                "-dash.avi",
-                "My.mediabox.Home.mkv",
-                "a.mkv",
-                "b.MP4",
-                "new\nline.mkv",
-                "sub/c.wav"
-            ]
-        );
-        assert_eq!(files[5].kind, MediaKind::Audio);
-        assert_eq!(files[5].size, 2);
+        let mut expected = vec!["-dash.avi", "My.mediabox.Home.mkv", "a.mkv", "b.MP4"];
+        if cfg!(unix) {
+            expected.push("new\nline.mkv");
+        }
+        expected.push("sub/c.wav");
+        assert_eq!(names, expected);
+        let wav = files.last().unwrap();
+        assert_eq!(wav.kind, MediaKind::Audio);
+        assert_eq!(wav.size, 2);
         assert!(warnings.is_empty());
     }
 
@@ -188,6 +303,116 @@ mod tests {
             .unwrap();
         assert!(scan_dir(dir.path(), false).0.is_empty());
         assert_eq!(scan_dir(dir.path(), true).0.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_is_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        fs::write(dir.path().join("a/x.mkv"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("a/loop")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a"), dir.path().join("again")).unwrap();
+        let (files, warnings) = scan_dir(dir.path(), true);
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|w| w.message.contains("already walked"))
+        );
+    }
+
+    #[test]
+    fn each_directory_comes_in_one_sorted_batch_before_its_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.mkv", "a/x.mkv", "c.mkv", "a/b/y.mkv", "a.mkv", "z/w.mkv"] {
+            let path = dir.path().join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"x").unwrap();
+        }
+        let mut batches = Vec::new();
+        walk(
+            dir.path(),
+            false,
+            &mut |d, files| {
+                let names: Vec<String> = files
+                    .iter()
+                    .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                    .collect();
+                batches.push((d.strip_prefix(dir.path()).unwrap().to_path_buf(), names));
+            },
+            &mut |w| panic!("{w:?}"),
+        );
+        let expected: Vec<(PathBuf, Vec<String>)> = vec![
+            (
+                "".into(),
+                vec!["a.mkv".into(), "b.mkv".into(), "c.mkv".into()],
+            ),
+            ("a".into(), vec!["x.mkv".into()]),
+            ("a/b".into(), vec!["y.mkv".into()]),
+            ("z".into(), vec!["w.mkv".into()]),
+        ];
+        assert_eq!(batches, expected);
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn hidden_and_system_entries_are_skipped_on_windows() {
+        use std::os::windows::fs::OpenOptionsExt;
+        use windows_sys::Win32::Storage::FileSystem::{
+            FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let create = |name: &str, attributes: u32| {
+            fs::File::options()
+                .write(true)
+                .create_new(true)
+                .attributes(attributes)
+                .open(dir.path().join(name))
+                .unwrap();
+        };
+        create("shown.mkv", 0);
+        create("hidden.mkv", FILE_ATTRIBUTE_HIDDEN);
+        create("system.mkv", FILE_ATTRIBUTE_SYSTEM);
+        let (files, warnings) = scan_dir(dir.path(), false);
+        let names: Vec<_> = files.iter().map(|f| f.path.file_name().unwrap()).collect();
+        assert_eq!(names, ["shown.mkv"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn long_and_extended_length_roots_are_scanned_on_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        // Over 260 characters below the root: past MAX_PATH for any API not made long-path
+        // aware.
+        let deep = dir
+            .path()
+            .join("a".repeat(100))
+            .join("b".repeat(100))
+            .join("c".repeat(100));
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("movie.mkv"), b"xyz").unwrap();
+        let extended = crate::winpath::long_path_safe(&deep).unwrap();
+        assert!(extended.to_string_lossy().starts_with(r"\\?\"));
+
+        let verbatim_root = std::path::PathBuf::from(format!(
+            r"\\?\{}",
+            std::path::absolute(dir.path()).unwrap().display()
+        ));
+        for root in [dir.path(), verbatim_root.as_path()] {
+            let (files, warnings) = scan_dir(root, false);
+            assert!(warnings.is_empty(), "{root:?}: {warnings:?}");
+            assert_eq!(files.len(), 1, "{root:?}");
+            assert_eq!(files[0].size, 3);
+            assert!(files[0].path.ends_with("movie.mkv"));
+            assert_eq!(
+                fs::read(&files[0].path).unwrap(),
+                b"xyz",
+                "the found path opens"
+            );
+        }
     }
 
     #[test]

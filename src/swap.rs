@@ -1,14 +1,21 @@
 //! Replacing the original with the verified new file, so that at no moment neither exists.
 //!
 //! POSIX: hard-link the original to a backup name, rename the new file over the original,
-//! check, then drop the backup (or keep it with `--keep-original`). Where hard links are not
-//! supported (SMB), two renames, each announced first through `on_phase` so whoever finds the
-//! lock next knows how far the swap got.
+//! check, then drop the backup (or keep it with `--keep-original`). Windows: `ReplaceFileW`
+//! with the backup name, which does the same in one call and keeps the original's attributes
+//! and ACLs. Where neither works (no hard links on SMB), two renames, each announced first
+//! through `on_phase` so whoever finds the lock next knows how far the swap got.
+//!
+//! On Windows a program that has a file open (a player, a scanner) blocks renaming, replacing
+//! and deleting it; each such step waits for it a few seconds ([`crate::retry`]) and then
+//! fails with the original still in place.
 
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::retry;
 
 /// A step of the swap, written into the lock's `phase` before it is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,24 +124,20 @@ fn replace_in_place(
     on_phase: &mut dyn FnMut(SwapPhase),
 ) -> Result<(), SwapError> {
     on_phase(SwapPhase::BackingUp);
-    let linked = fs::hard_link(s.original, s.backup).is_ok();
-    if linked {
-        // The original now has two names; renaming over one of them is atomic.
-        fs::rename(s.new_file, s.original).map_err(|e| {
-            let _ = fs::remove_file(s.backup);
-            err("renaming the new file over", s.original, e)
-        })?;
-    } else {
+    if !replace_keeping_backup(s, on_phase)? {
         on_phase(SwapPhase::OriginalAtBackup);
-        fs::rename(s.original, s.backup).map_err(|e| err("moving aside", s.original, e))?;
-        if let Err(e) = fs::rename(s.new_file, s.original) {
-            return Err(match fs::rename(s.backup, s.original) {
-                Ok(()) => err("renaming the new file to", s.original, e),
-                Err(_) => SwapError {
-                    original_at: Some(s.backup.to_path_buf()),
-                    ..err("renaming the new file to", s.original, e)
+        retry::while_in_use(|| fs::rename(s.original, s.backup))
+            .map_err(|e| err("moving aside", s.original, e))?;
+        if let Err(e) = retry::while_in_use(|| fs::rename(s.new_file, s.original)) {
+            return Err(
+                match retry::while_in_use(|| fs::rename(s.backup, s.original)) {
+                    Ok(()) => err("renaming the new file to", s.original, e),
+                    Err(_) => SwapError {
+                        original_at: Some(s.backup.to_path_buf()),
+                        ..err("renaming the new file to", s.original, e)
+                    },
                 },
-            });
+            );
         }
     }
     let placed = fs::metadata(s.original).map(|m| m.len());
@@ -154,7 +157,125 @@ fn replace_in_place(
     on_phase(SwapPhase::Done);
     match s.keep_as {
         Some(keep) => keep_aside(s.backup, keep),
-        None => fs::remove_file(s.backup).map_err(|e| err("removing the backup", s.backup, e)),
+        None => retry::while_in_use(|| fs::remove_file(s.backup))
+            .map_err(|e| err("removing the backup", s.backup, e)),
+    }
+}
+
+/// Puts the new file at the original's name while the original stays reachable under the
+/// backup name. `Ok(false)`: this file system cannot do it in one step, and nothing changed.
+///
+/// POSIX: a second name for the original, then an atomic rename over the first.
+#[cfg(not(windows))]
+fn replace_keeping_backup(
+    s: &Swap<'_>,
+    _on_phase: &mut dyn FnMut(SwapPhase),
+) -> Result<bool, SwapError> {
+    if fs::hard_link(s.original, s.backup).is_err() {
+        return Ok(false);
+    }
+    // The original now has two names; renaming over one of them is atomic.
+    fs::rename(s.new_file, s.original).map_err(|e| {
+        let _ = fs::remove_file(s.backup);
+        err("renaming the new file over", s.original, e)
+    })?;
+    Ok(true)
+}
+
+/// Windows: `ReplaceFileW(original, new_file, backup)`.
+#[cfg(windows)]
+fn replace_keeping_backup(
+    s: &Swap<'_>,
+    on_phase: &mut dyn FnMut(SwapPhase),
+) -> Result<bool, SwapError> {
+    use windows_sys::Win32::Foundation::{
+        ERROR_INVALID_FUNCTION, ERROR_NOT_SUPPORTED, ERROR_UNABLE_TO_REMOVE_REPLACED,
+    };
+
+    let code = |e: &io::Error| e.raw_os_error().map(|c| c as u32);
+    // ReplaceFileW moves the original to the backup name, then the new file to the
+    // original's: a crash between the two leaves the original at the backup name only.
+    on_phase(SwapPhase::OriginalAtBackup);
+    let replaced = retry::retry(
+        &retry::Backoff::FILE_IN_USE,
+        // "Unable to remove replaced" is how ReplaceFileW reports an original that another
+        // program has open; documented to leave both files at their own names.
+        |e| retry::is_file_in_use(e) || code(e) == Some(ERROR_UNABLE_TO_REMOVE_REPLACED),
+        &mut std::thread::sleep,
+        || windows::replace_file(s.original, s.new_file, s.backup),
+    );
+    let Err(e) = replaced else {
+        return Ok(true);
+    };
+    let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
+    if exists(s.original) {
+        // Some network file systems do not implement it; fall back to renames, but only
+        // from the untouched starting point.
+        let unsupported = matches!(code(&e), Some(ERROR_INVALID_FUNCTION | ERROR_NOT_SUPPORTED));
+        if unsupported && exists(s.new_file) && !exists(s.backup) {
+            return Ok(false);
+        }
+        return Err(err("replacing", s.original, e));
+    }
+    // The original went to the backup name and the new file did not follow
+    // (ERROR_UNABLE_TO_MOVE_REPLACEMENT_2): put the original back.
+    Err(
+        match retry::while_in_use(|| fs::rename(s.backup, s.original)) {
+            Ok(()) => err("replacing", s.original, e),
+            Err(_) if exists(s.backup) => SwapError {
+                original_at: Some(s.backup.to_path_buf()),
+                ..err("replacing", s.original, e)
+            },
+            Err(_) => err("replacing", s.original, e),
+        },
+    )
+}
+
+#[cfg(windows)]
+mod windows {
+    use std::io;
+    use std::path::Path;
+
+    use windows_sys::Win32::Storage::FileSystem::{
+        REPLACEFILE_IGNORE_ACL_ERRORS, REPLACEFILE_IGNORE_MERGE_ERRORS, REPLACEFILE_WRITE_THROUGH,
+        ReplaceFileW,
+    };
+
+    use crate::winpath::to_wide_nul;
+
+    /// `ReplaceFileW`: `new_file`'s content at `original`'s name, with `original`'s
+    /// attributes and ACLs, and the old `original` at `backup`.
+    pub(super) fn replace_file(original: &Path, new_file: &Path, backup: &Path) -> io::Result<()> {
+        let (original, new_file, backup) = (
+            to_wide_nul(original)?,
+            to_wide_nul(new_file)?,
+            to_wide_nul(backup)?,
+        );
+        // WRITE_THROUGH is documented as unsupported (ignored); it is passed to ask for it
+        // where it is honoured, but durability comes from the new file having been synced
+        // before verification. Merge and ACL errors (a NAS that cannot take the original's
+        // ACL) are ignored as fchown's are on POSIX: the content is what must be right, and
+        // refusing would leave every file on such a share unconverted.
+        let flags = REPLACEFILE_WRITE_THROUGH
+            | REPLACEFILE_IGNORE_MERGE_ERRORS
+            | REPLACEFILE_IGNORE_ACL_ERRORS;
+        // SAFETY: three NUL-terminated UTF-16 strings that outlive the call; the exclude and
+        // reserved arguments must be null.
+        let ok = unsafe {
+            ReplaceFileW(
+                original.as_ptr(),
+                new_file.as_ptr(),
+                backup.as_ptr(),
+                flags,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if ok == 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -166,7 +287,9 @@ fn place_beside(
     // A new name (Movie.avi -> Movie.mkv) must never overwrite a file that is already there.
     match fs::hard_link(s.new_file, s.destination) {
         Ok(()) => {
-            let _ = fs::remove_file(s.new_file);
+            // Only a leftover name of the new file, which is safe at the destination; a
+            // failure here leaves hidden debris for `locks clean`, nothing worse.
+            let _ = retry::while_in_use(|| fs::remove_file(s.new_file));
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             return Err(err(
@@ -183,7 +306,7 @@ fn place_beside(
                     io::Error::from(io::ErrorKind::AlreadyExists),
                 ));
             }
-            fs::rename(s.new_file, s.destination)
+            retry::while_in_use(|| fs::rename(s.new_file, s.destination))
                 .map_err(|e| err("placing the new file at", s.destination, e))?;
         }
     }
@@ -200,9 +323,8 @@ fn place_beside(
     on_phase(SwapPhase::Done);
     match s.keep_as {
         Some(keep) => keep_aside(s.original, keep),
-        None => {
-            fs::remove_file(s.original).map_err(|e| err("removing the original", s.original, e))
-        }
+        None => retry::while_in_use(|| fs::remove_file(s.original))
+            .map_err(|e| err("removing the original", s.original, e)),
     }
 }
 
@@ -219,7 +341,7 @@ fn keep_aside(from: &Path, keep: &Path) -> Result<(), SwapError> {
             )
         });
     }
-    fs::rename(from, keep).map_err(|e| SwapError {
+    retry::while_in_use(|| fs::rename(from, keep)).map_err(|e| SwapError {
         original_at: Some(from.to_path_buf()),
         ..err("keeping the original as", keep, e)
     })
@@ -271,7 +393,110 @@ mod tests {
         .unwrap();
         assert_eq!(fs::read(&orig).unwrap(), b"new");
         assert_eq!(f.names(), ["movie.mkv"]);
-        assert_eq!(phases, [SwapPhase::BackingUp, SwapPhase::Done]);
+        // ReplaceFileW passes through "original at the backup name" and says so first.
+        let expected: &[SwapPhase] = if cfg!(windows) {
+            &[
+                SwapPhase::BackingUp,
+                SwapPhase::OriginalAtBackup,
+                SwapPhase::Done,
+            ]
+        } else {
+            &[SwapPhase::BackingUp, SwapPhase::Done]
+        };
+        assert_eq!(phases, expected);
+    }
+
+    /// Opens `path` as a player does on Windows: sharing reads and writes, not deletion,
+    /// which blocks every rename, replace and delete of it until the handle is closed.
+    #[cfg(windows)]
+    fn hold_open_like_a_player(path: &Path) -> File {
+        use std::os::windows::fs::OpenOptionsExt;
+        use windows_sys::Win32::Storage::FileSystem::{FILE_SHARE_READ, FILE_SHARE_WRITE};
+        File::options()
+            .read(true)
+            .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+            .open(path)
+            .unwrap()
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_player_letting_go_within_seconds_is_waited_for() {
+        let f = Fixture::new();
+        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let player = hold_open_like_a_player(&orig);
+        let closes = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            drop(player);
+        });
+        let s = Swap {
+            original: &orig,
+            new_file: &new,
+            destination: &orig,
+            backup: &backup,
+            keep_as: None,
+        };
+        swap(&s, &mut |_| {}).unwrap();
+        closes.join().unwrap();
+        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(f.names(), ["movie.mkv"]);
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_player_that_keeps_the_file_open_fails_the_swap_and_loses_nothing() {
+        let f = Fixture::new();
+        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let _player = hold_open_like_a_player(&orig);
+        let s = Swap {
+            original: &orig,
+            new_file: &new,
+            destination: &orig,
+            backup: &backup,
+            keep_as: None,
+        };
+        let started = std::time::Instant::now();
+        let e = swap(&s, &mut |_| {}).unwrap_err();
+        let waited = started.elapsed();
+        assert!(e.original_at.is_none(), "{e}");
+        assert!(e.to_string().contains("still in use"), "{e}");
+        let policy = crate::retry::Backoff::FILE_IN_USE;
+        assert!(waited >= policy.total_wait(), "gave up after {waited:?}");
+        assert_eq!(fs::read(&orig).unwrap(), b"original bytes");
+        assert_eq!(
+            fs::read(&new).unwrap(),
+            b"new",
+            "the new file is kept to retry"
+        );
+        assert!(!backup.exists());
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn paths_past_max_path_are_replaced() {
+        let f = Fixture::new();
+        let deep = f.dir.path().join("d".repeat(120)).join("e".repeat(120));
+        fs::create_dir_all(&deep).unwrap();
+        let (orig, new, backup, kept) = (
+            deep.join("movie.mkv"),
+            deep.join(format!(".{}.new", "n".repeat(40))),
+            deep.join(format!(".{}.bak", "b".repeat(40))),
+            deep.join(format!(".{}.kept", "k".repeat(40))),
+        );
+        fs::write(&orig, b"original bytes").unwrap();
+        fs::write(&new, b"new").unwrap();
+        let s = Swap {
+            original: &orig,
+            new_file: &new,
+            destination: &orig,
+            backup: &backup,
+            keep_as: Some(&kept),
+        };
+        swap(&s, &mut |_| {}).unwrap();
+        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
+        assert!(!new.exists());
+        assert!(!backup.exists());
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! where one is needed: it passes `hevc_nvenc` trial encodes (or fails them, on request) and
 //! fails every real `hevc_nvenc` encode the way a driver out of sessions does; everything
 //! else it hands to the real ffmpeg.
+//!
+//! Unix only: the fake ffmpeg is a shell script.
+#![cfg(unix)]
 
 mod common;
 
@@ -168,6 +171,12 @@ fn a_failed_hardware_encode_is_redone_with_libx265() {
     );
     assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
     assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
+
+    // The shared cache records the encoder that finally produced the file.
+    let cache: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join(".mediabox_cache.json")).unwrap()).unwrap();
+    let history = &cache["files"]["movie.mkv"]["converted"];
+    assert_eq!(history["encoder"], "libx265", "{cache}");
 }
 
 #[cfg(unix)]

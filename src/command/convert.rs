@@ -12,6 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
+use crate::cache::{self, FactsSource, Recorder};
 use crate::claim::{ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
@@ -25,6 +26,7 @@ use crate::process::Tools;
 use crate::scan::{self, MediaFile};
 use crate::signal;
 use crate::space;
+use crate::survey::{self, DirBatch, Known, Next};
 use crate::swap::{self, Swap};
 use crate::transcode::StopReason;
 use crate::unattended;
@@ -33,7 +35,6 @@ use crate::unattended;
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
-    let files = find_files(config, reporter)?;
     let rules = Rules {
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
@@ -42,53 +43,68 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     };
 
     let mut summary = Summary::default();
-    let mut candidates = Vec::new();
-    let mut to_probe = Vec::new();
-    for file in files {
-        match decide::too_new(&file, &rules) {
-            Some(Decision::Skip { reason, detail }) => {
-                skipped(reporter, &mut summary, config, &file, "?", reason, detail)
+    // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
+    // hold every file's stream list.
+    let mut candidates: Vec<(MediaFile, Option<MediaInfo>, String, Plan)> = Vec::new();
+    let mut recorder = Recorder::new();
+    let options = survey::Options {
+        ffprobe: &tools.ffprobe,
+        rules: &rules,
+        probe_jobs: config.probe_jobs,
+        retry_failed: config.retry_failed,
+        record_failures: !config.dry_run,
+    };
+    let on_known = |file: &MediaFile, known: Known<'_>| match known {
+        Known::Facts { info, source } => match decide::decide(file, info, &rules) {
+            Decision::Skip { reason, detail } => {
+                let codec = main_codec(info);
+                let skip = Skip::here(reason, detail);
+                skipped(reporter, &mut summary, config, file, &codec, skip);
+                Next::Done
             }
-            _ => to_probe.push(file),
-        }
-    }
-    let probes = probe::probe_many(
-        &tools.ffprobe,
-        &paths(&to_probe),
-        config.probe_jobs,
-        &|_| {},
-    );
-    for (file, probed) in to_probe.into_iter().zip(probes) {
-        let info = match probed {
-            Ok(info) => info,
-            Err(err) => {
-                failed(reporter, &mut summary, &file.path, err.to_string());
-                continue;
+            // The legacy cache's facts decide, but converting needs every stream.
+            Decision::Convert(_) if source == FactsSource::Legacy && !config.dry_run => {
+                Next::ProbeFully
             }
-        };
-        let codec = main_codec(&info);
-        match decide::decide(&file, &info, &rules) {
-            Decision::Skip { reason, detail } => skipped(
-                reporter,
-                &mut summary,
-                config,
-                &file,
-                &codec,
+            Decision::Convert(plan) => {
+                let kept = (!config.dry_run).then(|| info.clone());
+                candidates.push((file.clone(), kept, main_codec(info), plan));
+                Next::Done
+            }
+        },
+        Known::Skip {
+            reason,
+            detail,
+            host,
+        } => {
+            let skip = Skip {
                 reason,
                 detail,
-            ),
-            Decision::Convert(plan) => candidates.push((file, info, plan)),
+                host,
+            };
+            skipped(reporter, &mut summary, config, file, "?", skip);
+            Next::Done
         }
-    }
+        Known::Unreadable { error } => {
+            failed(reporter, &mut summary, &file.path, error);
+            Next::Done
+        }
+    };
+    with_target_files(config, reporter, |groups| {
+        survey::survey(groups, &options, &mut recorder, reporter, on_known)
+    })?;
+    decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
+        (file, plan)
+    });
 
     if config.dry_run {
         let mut estimate = 0;
-        for (file, info, plan) in &candidates {
+        for (file, _, codec, plan) in &candidates {
             summary.converted += 1;
             estimate += file.size.saturating_sub(plan.estimated_bytes);
             reporter.emit(Event::Planned {
                 file: shown(&file.path),
-                codec: main_codec(info),
+                codec: codec.clone(),
                 action: PlannedAction::Convert,
                 reason: None,
                 detail: format!("to HEVC in {}", plan.container.muxer()),
@@ -97,6 +113,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             });
         }
         summary.estimated_saving_bytes = Some(estimate);
+        survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
         return Ok(finish(reporter, summary, started));
     }
 
@@ -113,7 +130,8 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             .deadline_after(&chrono::Local::now())
             .map(|after| started + after),
     };
-    convert_all(&ctx, candidates, &mut summary);
+    convert_all(&ctx, candidates, &mut summary, &mut recorder);
+    survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     Ok(finish(reporter, summary, started))
 }
 
@@ -129,15 +147,21 @@ struct Context<'a> {
     claimer: &'a Claimer,
 }
 
-/// Converts the candidates, `--jobs` at a time, until done or a limit says stop.
+/// A file to convert: the scan's view of it, its probe, its main codec and the plan.
+type Candidate = (MediaFile, Option<MediaInfo>, String, Plan);
+
+/// Converts the candidates, `--jobs` at a time, until done or a limit says stop. Workers
+/// convert; this thread alone accounts for outcomes and writes them to the cache, at once,
+/// so other hosts learn them before they pick their next file.
 fn convert_all(
     ctx: &Context<'_>,
-    candidates: Vec<(MediaFile, MediaInfo, Plan)>,
+    candidates: Vec<Candidate>,
     summary: &mut Summary,
+    recorder: &mut Recorder,
 ) {
     let total = candidates.len() as u64;
     ctx.reporter
-        .start_overall(total, candidates.iter().map(|(f, _, _)| f.size).sum());
+        .start_overall(total, candidates.iter().map(|(f, ..)| f.size).sum());
     let queue = Mutex::new(VecDeque::from(candidates));
     let gate = StartGate::new(ctx);
     let (done_tx, done_rx) = mpsc::channel();
@@ -148,19 +172,25 @@ fn convert_all(
             scope.spawn(move || {
                 while gate.may_start() {
                     let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some((file, info, plan)) = next else {
+                    let Some((file, info, codec, plan)) = next else {
                         break;
                     };
-                    let outcome = convert_one(ctx, &file, &info, &plan);
-                    if done_tx.send((file, info, outcome)).is_err() {
+                    let outcome = match &info {
+                        Some(info) => convert_one(ctx, &file, info, &plan),
+                        // Only a dry run drops the facts, and it never gets here.
+                        None => continue,
+                    };
+                    if done_tx.send((file, codec, plan, outcome)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(done_tx);
-        for (done, (file, info, outcome)) in done_rx.into_iter().enumerate() {
-            record(ctx, summary, &file, &info, outcome);
+        for (done, (file, codec, plan, outcome)) in done_rx.into_iter().enumerate() {
+            record(ctx, summary, recorder, &file, &codec, &plan, outcome);
+            let dir = cache::dir_of(&file.path);
+            survey::report_warnings(ctx.reporter, recorder.flush(&dir, cache::WRITE_PATIENCE));
             ctx.reporter.file_done(done as u64 + 1, total, file.size);
         }
     });
@@ -171,40 +201,61 @@ fn convert_all(
     }
 }
 
-/// Accounts for one finished file.
+/// Accounts for one finished file: the summary, its event, and its history in the cache.
 fn record(
     ctx: &Context<'_>,
     summary: &mut Summary,
+    recorder: &mut Recorder,
     file: &MediaFile,
-    info: &MediaInfo,
+    codec: &str,
+    plan: &Plan,
     outcome: FileOutcome,
 ) {
     match outcome {
-        FileOutcome::Converted { after_bytes } => {
+        FileOutcome::Converted {
+            after_bytes,
+            encoder,
+            seconds,
+            output,
+        } => {
             summary.converted += 1;
             summary.before_bytes += file.size;
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
+            recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
+            // The swap carried the original's mtime over, so this is the fingerprint the next
+            // scan sees, and it needs no ffprobe.
+            let new_file = MediaFile {
+                path: plan.output_path.clone(),
+                size: after_bytes,
+                ..file.clone()
+            };
+            recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
-        FileOutcome::Skipped(reason, detail) => skipped(
-            ctx.reporter,
-            summary,
-            ctx.config,
-            file,
-            &main_codec(info),
+        FileOutcome::Skipped(reason, detail) => {
+            if reason == SkipReason::NotSmaller {
+                recorder.not_smaller(file, &detail);
+            }
+            let skip = Skip::here(reason, detail);
+            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
+        }
+        FileOutcome::SkippedFor {
             reason,
             detail,
-        ),
-        FileOutcome::Locked { host, detail } => {
-            summary.skipped += 1;
-            ctx.reporter.emit(Event::Skipped {
-                file: shown(&file.path),
-                reason: SkipReason::Locked,
+            host,
+        } => {
+            let skip = Skip {
+                reason,
                 detail,
                 host: Some(host),
-            });
+            };
+            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
-        FileOutcome::Failed(error) => failed(ctx.reporter, summary, &file.path, error),
+        FileOutcome::Failed(error) => {
+            recorder.failed(file, &error, &[]);
+            failed(ctx.reporter, summary, &file.path, error)
+        }
+        FileOutcome::Abandoned(error) => failed(ctx.reporter, summary, &file.path, error),
         FileOutcome::Interrupted => {}
     }
 }
@@ -273,9 +324,14 @@ impl<'a> StartGate<'a> {
     }
 }
 
-/// The files the run looks at, of the requested type.
-fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec<MediaFile>> {
-    let files = match &config.target {
+/// Hands the run's files, of the requested type, to `consume` directory by directory: a
+/// `--dir` is walked in the background meanwhile; a `--file` is one directory of one file.
+fn with_target_files<R>(
+    config: &ConvertConfig,
+    reporter: &Reporter,
+    consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
+) -> anyhow::Result<R> {
+    match &config.target {
         Target::Dir(dir) => {
             let meta = fs::metadata(dir)
                 .with_context(|| format!("cannot read --dir {}", dir.display()))?;
@@ -285,37 +341,49 @@ fn find_files(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<Vec
                     dir.display()
                 );
             }
-            let (files, warnings) = scan::scan_dir(dir, config.follow_links);
-            for warning in warnings {
-                reporter.emit(Event::Warning {
-                    file: Some(shown(&warning.path)),
-                    message: warning.message,
-                });
-            }
-            files
+            Ok(survey::walk_library(
+                dir,
+                config.follow_links,
+                config.media_type,
+                reporter,
+                consume,
+            ))
         }
-        Target::File(file) => vec![
-            scan::scan_file(file).map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?,
-        ],
-    };
-    Ok(files
-        .into_iter()
-        .filter(|f| config.media_type.includes(f.kind))
-        .collect())
+        Target::File(file) => {
+            let file = scan::scan_file(file)
+                .map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?;
+            let mut group = config
+                .media_type
+                .includes(file.kind)
+                .then(|| DirBatch::load(cache::dir_of(&file.path), vec![file]))
+                .into_iter();
+            Ok(consume(&mut group))
+        }
+    }
 }
 
 /// How one file ended.
 enum FileOutcome {
     Converted {
         after_bytes: u64,
-    },
-    /// Another host holds it.
-    Locked {
-        host: String,
-        detail: String,
+        /// The encoder that finally produced it (after any fallback).
+        encoder: String,
+        seconds: f64,
+        /// The new file's verified probe.
+        output: Box<MediaInfo>,
     },
     Skipped(SkipReason, String),
+    /// Skipped because of another host: it holds the file, or its history says so.
+    SkippedFor {
+        reason: SkipReason,
+        detail: String,
+        host: String,
+    },
+    /// The file could not be converted: it counts towards the failure limit.
     Failed(String),
+    /// The work was given up for reasons that are not the file's (a lost claim, a change
+    /// under our feet): reported as a failure, but not held against the file.
+    Abandoned(String),
     Interrupted,
 }
 
@@ -343,7 +411,8 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     let claim = match claimer.claim(&file.path) {
         Ok(claim) => claim,
         Err(ClaimRefused::Held(holder)) => {
-            return FileOutcome::Locked {
+            return FileOutcome::SkippedFor {
+                reason: SkipReason::Locked,
                 host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
                 detail: format!("locked by {holder}"),
             };
@@ -363,10 +432,11 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
                 format!("{} is not writable", dir.display()),
             );
         }
-        Err(ClaimRefused::Failed(error)) => return FileOutcome::Failed(error),
+        Err(ClaimRefused::Failed(error)) => return FileOutcome::Abandoned(error),
     };
-    // Another host may have converted the file between our scan and our claim: the swap
-    // keeps the mtime, but never the size.
+    // Now that the file is ours, is it still worth it? Another host may have converted it
+    // between our scan and our claim (the swap keeps the mtime, never the size), or learned
+    // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
     match crate::claim::fresh_metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => {}
         Ok(_) => {
@@ -376,7 +446,14 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
                     .into(),
             );
         }
-        Err(err) => return FileOutcome::Failed(format!("gone since the scan: {err}")),
+        Err(err) => return FileOutcome::Abandoned(format!("gone since the scan: {err}")),
+    }
+    if let Some(history) = cache::history_now(file, config.retry_failed) {
+        return FileOutcome::SkippedFor {
+            reason: history.reason,
+            detail: history.detail,
+            host: history.host,
+        };
     }
 
     let file_name = file.path.file_name().unwrap_or_default();
@@ -457,18 +534,20 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     // the original exactly what was probed; otherwise someone else owns this file now, or
     // changed it while we worked, and our output must not replace anything.
     if let Err(lost) = claim.confirm() {
-        return FileOutcome::Failed(format!(
+        return FileOutcome::Abandoned(format!(
             "lost the claim before the swap ({lost}); the new file was discarded"
         ));
     }
     let original_meta = match crate::claim::fresh_metadata(&file.path) {
         Ok(meta) => meta,
         Err(err) => {
-            return FileOutcome::Failed(format!("the original vanished during conversion: {err}"));
+            return FileOutcome::Abandoned(format!(
+                "the original vanished during conversion: {err}"
+            ));
         }
     };
     if original_meta.len() != file.size || original_meta.modified().ok() != Some(file.modified) {
-        return FileOutcome::Failed(
+        return FileOutcome::Abandoned(
             "the original changed during conversion; the new file was discarded".into(),
         );
     }
@@ -508,17 +587,23 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             ),
         });
     }
+    let seconds = started.elapsed().as_secs_f64();
     reporter.emit(Event::Converted {
         file: shown(&file.path),
         output: shown(&plan.output_path),
         before_bytes: file.size,
         after_bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        encoder: encoded.encoder,
+        seconds,
+        encoder: encoded.encoder.clone(),
         fallback: encoded.fallback,
         dropped: encoded.dropped,
     });
-    FileOutcome::Converted { after_bytes }
+    FileOutcome::Converted {
+        after_bytes,
+        encoder: encoded.encoder,
+        seconds,
+        output: Box::new(encoded.output),
+    }
 }
 
 fn main_codec(info: &MediaInfo) -> String {
@@ -527,24 +612,42 @@ fn main_codec(info: &MediaInfo) -> String {
         .map_or_else(|| "none".into(), |s| s.codec.clone())
 }
 
-fn paths(files: &[MediaFile]) -> Vec<&Path> {
-    files.iter().map(|f| f.path.as_path()).collect()
-}
-
 fn shown(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Why a file is left alone, and the host whose lock or history says so, if another's.
+struct Skip {
+    reason: SkipReason,
+    detail: String,
+    host: Option<String>,
+}
+
+impl Skip {
+    fn here(reason: SkipReason, detail: String) -> Skip {
+        Skip {
+            reason,
+            detail,
+            host: None,
+        }
+    }
+}
+
+/// Counts and reports a skipped file: a `skipped` event, or a plan line in a dry run.
 fn skipped(
     reporter: &Reporter,
     summary: &mut Summary,
     config: &ConvertConfig,
     file: &MediaFile,
     codec: &str,
-    reason: SkipReason,
-    detail: String,
+    skip: Skip,
 ) {
     summary.skipped += 1;
+    let Skip {
+        reason,
+        detail,
+        host,
+    } = skip;
     if config.dry_run {
         reporter.emit(Event::Planned {
             file: shown(&file.path),
@@ -560,7 +663,7 @@ fn skipped(
             file: shown(&file.path),
             reason,
             detail,
-            host: None,
+            host,
         });
     }
 }

@@ -106,8 +106,12 @@ pub fn examine(config: &DoctorConfig) -> DoctorReport {
 
     let (facts, assessments) = match ffmpeg.path.as_deref().filter(|_| ffmpeg.error.is_none()) {
         Some(path) => {
-            let (facts, assessments) =
-                gpu::detect(Path::new(path), &Encoder::ALL, &EncodeSettings::default());
+            let (facts, assessments) = gpu::detect(
+                Path::new(path),
+                &Encoder::ALL,
+                &EncodeSettings::default(),
+                gpu::Scope::Everything,
+            );
             (facts, assessments)
         }
         None => (

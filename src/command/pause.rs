@@ -14,7 +14,7 @@ pub fn pause(dir: &Path, reason: Option<String>, reporter: &Reporter) -> anyhow:
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = crate::identity::HostIdentity::current().hostname;
     let file = unattended::pause(dir, &host, reason)
         .with_context(|| format!("cannot write the pause file in {}", dir.display()))?;
     reporter.note(&format!(

@@ -22,18 +22,11 @@ const TRIAL_SOURCE: &str = "color=c=black:s=256x256:r=25:d=1";
 /// the null muxer.
 pub fn trial_args(setup: &EncoderSetup, settings: &EncodeSettings) -> Vec<OsString> {
     let source = Stream {
-        index: 0,
-        kind: StreamKind::Video,
-        codec: "rawvideo".into(),
-        profile: None,
         pix_fmt: Some("yuv420p".into()),
         bit_depth: Some(8),
         width: Some(256),
         height: Some(256),
-        language: None,
-        attached_pic: false,
-        color: None,
-        dolby_vision: false,
+        ..Stream::new(0, StreamKind::Video, "rawvideo")
     };
     let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-loglevel", "error"]
         .map(OsString::from)

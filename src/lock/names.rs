@@ -62,6 +62,26 @@ fn work_file_name(media_file_name: &OsStr, lock_id: &str, kind: &str, ext: &str)
     name
 }
 
+/// Most file systems cap a name at 255 bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Whether every name the protocol and the swap derive from `media_file_name` (lock, guard,
+/// tombstones, temp output with `output_ext`, backup) stays within [`MAX_NAME_BYTES`].
+///
+/// Names are never shortened: `locks clean` must be able to read the media name back out
+/// of a backup to put an original back.
+pub fn fits_work_names(media_file_name: &OsStr, output_ext: &str) -> bool {
+    let name = media_file_name.len();
+    let original_ext = Path::new(media_file_name).extension().map_or(0, OsStr::len);
+    // `.<name>.mediabox-<id>.partial.<ext>` and `.<name>.mediabox-<id>.orig.<ext>`
+    let work = 1 + name + WORK_MARK.len() + LOCK_ID_HEX_LEN + 1;
+    let temp = work + TEMP_OUTPUT_KIND.len() + 1 + output_ext.len();
+    let backup = work + BACKUP_KIND.len() + 1 + original_ext;
+    // `<name>.mediabox.lock.break.tomb-<32 hex>`, the longest lock artifact
+    let tomb = name + LOCK_SUFFIX.len() + GUARD_SUFFIX.len() + TOMB_MARK.len() + 32;
+    temp.max(backup).max(tomb) <= MAX_NAME_BYTES
+}
+
 /// Where `--keep-original` keeps the original once the new file is in place:
 /// `.<name>.mediabox-kept.<ext>`. Not a work file: `locks clean` never touches it.
 pub fn kept_original_name(media_file_name: &OsStr, ext: &str) -> OsString {
@@ -303,6 +323,22 @@ mod tests {
     }
 
     #[test]
+    fn names_that_would_overflow_are_refused_not_shortened() {
+        let fits = format!("{}.mkv", "a".repeat(150));
+        let too_long = format!("{}.mkv", "a".repeat(200));
+        assert!(fits_work_names(os(&fits), "mkv"));
+        assert!(!fits_work_names(os(&too_long), "mkv"));
+        // The refusal is exact: the longest derived name of an accepted file fits.
+        let mut longest = 1;
+        while fits_work_names(os(&format!("{}.mkv", "a".repeat(longest))), "mkv") {
+            longest += 1;
+        }
+        let name = format!("{}.mkv", "a".repeat(longest - 1));
+        let temp = temp_output_name(os(&name), ID, "mkv");
+        assert!(temp.len() <= MAX_NAME_BYTES, "{}", temp.len());
+    }
+
+    #[test]
     fn a_kept_original_is_not_debris() {
         let kept = kept_original_name(os("Movie1.avi"), "avi");
         assert_eq!(kept, ".Movie1.avi.mediabox-kept.avi");
@@ -421,6 +457,35 @@ mod tests {
             ".mediabox_cache.json",
         ] {
             assert!(!is_lock_artifact(os(media)), "{media}");
+        }
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn drive_share_and_extended_paths_keep_their_directory() {
+        for dir in [
+            r"Z:\movies",
+            r"\\server\media\TV",
+            r"\\server\media",
+            r"\\?\Z:\movies",
+            r"\\?\UNC\server\media",
+        ] {
+            let movie = Path::new(dir).join("Movie 1.avi");
+            let lock = lock_path(&movie).unwrap();
+            // A share root's files have `\\server\media\` as parent: compare with the
+            // media file's own.
+            assert_eq!(lock.parent(), movie.parent(), "{}", lock.display());
+            assert_eq!(
+                lock,
+                PathBuf::from(format!(r"{dir}\Movie 1.avi.mediabox.lock"))
+            );
+            let temp = movie.with_file_name(temp_output_name(
+                movie.file_name().unwrap(),
+                &"0".repeat(LOCK_ID_HEX_LEN),
+                "mkv",
+            ));
+            assert_eq!(temp.parent(), movie.parent(), "{}", temp.display());
+            assert!(temp.starts_with(dir), "{}", temp.display());
         }
     }
 }

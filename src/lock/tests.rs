@@ -2,7 +2,7 @@
 //! are in `tests/lock.rs`.
 
 use std::ffi::OsStr;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -48,8 +48,23 @@ fn held(acquire: Acquire) -> Result<Holder, String> {
 
 /// Sets the mtime of a file or directory (read-only open: directories cannot be
 /// opened for writing).
+#[cfg(not(windows))]
 fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
-    File::open(path)?.set_modified(mtime)
+    fs::File::open(path)?.set_modified(mtime)
+}
+
+/// Sets the mtime of a file or directory: Windows opens a directory only with
+/// backup semantics, and needs the right to write attributes.
+#[cfg(windows)]
+fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const FILE_WRITE_ATTRIBUTES: u32 = 0x0100;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    std::fs::OpenOptions::new()
+        .access_mode(FILE_WRITE_ATTRIBUTES)
+        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
+        .open(path)?
+        .set_modified(mtime)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {

@@ -62,6 +62,27 @@ const TONE2: &[&str] = &["-f", "lavfi", "-i", "sine=f=880:d=1"];
 /// for real libraries.
 const H264_SOURCE: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"];
 
+/// A one-line SubRip file beside a fixture, removed when dropped.
+struct Subtitle(PathBuf);
+
+impl Subtitle {
+    fn beside(out: &Path) -> Subtitle {
+        let srt = out.with_extension("fixture.srt");
+        std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
+        Subtitle(srt)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Subtitle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn run_fixture(parts: &[&[&str]], out: &Path) {
     let mut args: Vec<&str> = parts.iter().flat_map(|p| p.iter().copied()).collect();
     let out = out.to_str().expect("fixture paths are UTF-8");
@@ -71,9 +92,8 @@ fn run_fixture(parts: &[&[&str]], out: &Path) {
 
 /// H.264 + AAC + an English SRT subtitle in Matroska.
 pub fn h264_aac_srt_mkv(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -92,14 +112,12 @@ pub fn h264_aac_srt_mkv(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// Two audio tracks (eng, fra) and two subtitle tracks (eng, spa) in Matroska.
 pub fn multi_track_mkv(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -126,14 +144,12 @@ pub fn multi_track_mkv(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// MP4 with a mov_text subtitle.
 pub fn mp4_mov_text(out: &Path) {
-    let srt = out.with_extension("fixture.srt");
-    std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:00,900\nhello\n").unwrap();
-    let srt_s = srt.to_str().unwrap().to_string();
+    let subtitle = Subtitle::beside(out);
+    let srt_s = subtitle.path();
     run_fixture(
         &[
             VIDEO,
@@ -152,7 +168,6 @@ pub fn mp4_mov_text(out: &Path) {
         ],
         out,
     );
-    std::fs::remove_file(srt).unwrap();
 }
 
 /// 10-bit H.264 (High 10).
@@ -254,7 +269,10 @@ pub fn age_all(dir: &Path) {
     }
 }
 
-/// Every regular file under `dir`, sorted.
+/// The shared metadata cache: the tool's own bookkeeping, not debris and not media.
+pub const CACHE_FILE: &str = ".mediabox_cache.json";
+
+/// Every regular file under `dir`, sorted, except the metadata caches (see `cache_files`).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -264,7 +282,7 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
             let ft = entry.file_type().unwrap();
             if ft.is_dir() {
                 stack.push(entry.path());
-            } else if ft.is_file() {
+            } else if ft.is_file() && entry.file_name() != CACHE_FILE {
                 files.push(entry.path());
             }
         }
@@ -334,4 +352,92 @@ pub fn ffmpeg_running_on(needle: &str) -> bool {
         let text = String::from_utf8_lossy(&cmdline);
         (text.starts_with("ffmpeg\0") || text.contains("/ffmpeg\0")) && text.contains(needle)
     })
+}
+
+/// An `ffprobe` first on `PATH` that logs each call's arguments, one line each, then runs the
+/// real one: how tests prove that a cache answered instead of ffprobe.
+pub struct CountingFfprobe {
+    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+impl CountingFfprobe {
+    pub fn new() -> CountingFfprobe {
+        let dir = tempfile::tempdir().unwrap();
+        let real = which::which("ffprobe").expect("ffprobe must be installed");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = dir.path().join("calls.log");
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.display()
+        );
+        write_script(&bin.join("ffprobe"), &script);
+        CountingFfprobe {
+            _dir: dir,
+            bin,
+            log,
+        }
+    }
+
+    /// `PATH` with the wrapper first.
+    pub fn path_var(&self) -> std::ffi::OsString {
+        let mut paths = vec![self.bin.clone()];
+        paths.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(paths).unwrap()
+    }
+
+    /// The argument lines of every call so far.
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many calls named `file` (its path ends the argument line).
+    pub fn calls_on(&self, file: &Path) -> usize {
+        let end = file.to_str().unwrap();
+        self.calls().iter().filter(|c| c.ends_with(end)).count()
+    }
+}
+
+/// Writes an executable shell script.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// Every metadata cache under `dir`, sorted.
+pub fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else if entry.file_name() == CACHE_FILE {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A directory's cache, parsed.
+pub fn read_cache(dir: &Path) -> Value {
+    let bytes = std::fs::read(dir.join(CACHE_FILE))
+        .unwrap_or_else(|e| panic!("no cache in {}: {e}", dir.display()));
+    serde_json::from_slice(&bytes).unwrap()
 }

@@ -65,8 +65,12 @@ impl<'a> Encoders<'a> {
     }
 
     fn detect(&self, reporter: &Reporter) -> Result<Choice, String> {
-        let (_, assessments) =
-            gpu::detect(self.ffmpeg, &gpu::wanted_for(self.request), self.settings);
+        let (_, assessments) = gpu::detect(
+            self.ffmpeg,
+            &gpu::wanted_for(self.request),
+            self.settings,
+            gpu::Scope::Plausible,
+        );
         let choice = match gpu::choose(&assessments, self.request) {
             Ok(choice) => choice,
             // A forced hardware encoder that fails its trial: never turn a run that software
@@ -141,6 +145,8 @@ pub(super) struct Encoded {
     pub fallback: Option<Fallback>,
     /// Streams left out on purpose.
     pub dropped: Vec<String>,
+    /// The verified output's probe: the cache learns the new file without probing it again.
+    pub output: MediaInfo,
 }
 
 /// Why one try did not produce a verified file.
@@ -162,11 +168,12 @@ pub(super) fn encode_verified(
     let mut fallback = None;
     loop {
         let error = match encode_once(attempt, &setup) {
-            Ok(dropped) => {
+            Ok((dropped, output)) => {
                 return Ok(Encoded {
                     encoder: encoder_name(attempt.plan, &setup).into(),
                     fallback,
                     dropped,
+                    output,
                 });
             }
             Err(Failure::Final(outcome)) => return Err(outcome),
@@ -205,7 +212,7 @@ fn encoder_name(plan: &Plan, setup: &EncoderSetup) -> &'static str {
 }
 
 /// One encode with one encoder, then the verification of its output.
-fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Failure> {
+fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, MediaInfo), Failure> {
     let built = transcode::ffmpeg_args(&Job {
         input: &a.file.path,
         output: a.temp,
@@ -270,7 +277,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
             )));
         }
         Ok(Outcome::Stopped(StopReason::LockLost)) => {
-            return Err(Failure::Final(FileOutcome::Failed(
+            return Err(Failure::Final(FileOutcome::Abandoned(
                 "lost the claim while transcoding (another host took the file over); the new \
                  file was discarded and the original left to it"
                     .into(),
@@ -286,7 +293,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
             a.temp.display()
         ))));
     }
-    if let Err(err) = verify::verify(
+    match verify::verify(
         &a.tools.ffmpeg,
         &a.tools.ffprobe,
         a.info,
@@ -294,7 +301,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<Vec<String>, Fai
         a.plan.container,
         a.config.verify,
     ) {
-        return Err(Failure::Encoder(format!("verification failed: {err}")));
+        Ok(output) => Ok((built.dropped, output)),
+        Err(err) => Err(Failure::Encoder(format!("verification failed: {err}"))),
     }
-    Ok(built.dropped)
 }

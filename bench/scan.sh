@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# scan.sh - how fast a warm scan is, and what the cache costs and saves.
+#
+# Usage: bench/scan.sh [WORK_DIR]      (default: a fresh mktemp -d, removed at the end)
+# Env:   FILES_DIRS (10000), FILES_PER_DIR (10), COLD_FILES (200), RUNS (3)
+#
+# Measures, side by side, in one run:
+#   1. `find DIR -type f -printf '%s %T@\n'`: the bare cost of walking and stat-ing;
+#   2. a warm `media-converter --dir DIR --dry-run` over the same library (every
+#      directory's cache warm), stdout to /dev/null; ffprobe calls are counted by
+#      a wrapper first on PATH and must be 0; peak RSS from /usr/bin/time;
+#   3. a cold `cache build` of COLD_FILES files with --probe-jobs 1 and with
+#      --probe-jobs $(nproc): the speedup of probing in parallel.
+# Times are the best of RUNS (the page cache warm). Prints a markdown table.
+# Needs: cargo, ffmpeg/ffprobe, GNU find, /usr/bin/time (apt-get install time).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dirs=${FILES_DIRS:-10000}
+per_dir=${FILES_PER_DIR:-10}
+cold_files=${COLD_FILES:-200}
+runs=${RUNS:-3}
+[ -x /usr/bin/time ] || { echo "scan.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+
+if [ $# -ge 1 ]; then
+  work=$1
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+fi
+
+echo "scan.sh: building the release binary" >&2
+cargo build --release --locked -q
+bin=${CARGO_TARGET_DIR:-target}/release/media-converter
+bin=$(realpath "$bin")
+
+# ffprobe that counts its calls, first on PATH.
+calls="$work/ffprobe-calls"
+mkdir -p "$work/bin"
+real_ffprobe=$(command -v ffprobe)
+cat >"$work/bin/ffprobe" <<EOF
+#!/bin/sh
+echo x >> '$calls'
+exec '$real_ffprobe' "\$@"
+EOF
+chmod +x "$work/bin/ffprobe"
+counted_path="$work/bin:$PATH"
+
+# One /usr/bin/time figure (FORMAT) of a command whose output is discarded.
+measure() {
+  local format=$1
+  shift
+  /usr/bin/time -f "$format" -o "$work/time.out" "$@" >/dev/null 2>&1 || true
+  tail -1 "$work/time.out"
+}
+
+# Seconds (wall) of the best of $runs runs of a command; output discarded.
+best_of() {
+  local best="" t
+  for ((r = 0; r < runs; r++)); do
+    t=$(measure '%e' "$@")
+    if [ -z "$best" ] || awk -v a="$t" -v b="$best" 'BEGIN { exit !(a < b) }'; then
+      best=$t
+    fi
+  done
+  echo "$best"
+}
+
+lib="$work/library"
+if [ ! -d "$lib" ]; then
+  echo "scan.sh: generating $((dirs * per_dir)) files in $dirs directories" >&2
+  gen_start=$(date +%s.%N)
+  bench/make-library.sh "$lib" "$dirs" "$per_dir" "$bin"
+  gen_secs=$(awk -v a="$gen_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  echo "scan.sh: generated in ${gen_secs}s" >&2
+fi
+files=$(find "$lib" -type f -not -name '.*' | wc -l)
+
+echo "scan.sh: warm scan, $files files" >&2
+find "$lib" -type f -printf '%s %T@\n' >/dev/null   # warm the page cache
+find_secs=$(best_of find "$lib" -type f -printf '%s %T@\n')
+rm -f "$calls"
+dry_secs=$(PATH=$counted_path best_of "$bin" --dir "$lib" --dry-run)
+json_secs=$(PATH=$counted_path best_of "$bin" --dir "$lib" --dry-run --json)
+warm_calls=$( [ -f "$calls" ] && wc -l <"$calls" || echo 0)
+rss_kb=$(PATH=$counted_path measure '%M' "$bin" --dir "$lib" --dry-run)
+planned=$("$bin" --dir "$lib" --dry-run --json | grep -c '"event":"planned"')
+
+echo "scan.sh: cold cache build of $cold_files files" >&2
+cold="$work/cold"
+rm -rf "$cold" "$cold.clips"
+bench/make-library.sh "$cold" "$(((cold_files + 9) / 10))" 10 2>/dev/null
+cold_count=$(find "$cold" -type f -not -name '.*' | wc -l)
+jobs=$(nproc)
+cold_build() {
+  find "$cold" -name .mediabox_cache.json -delete
+  measure '%e' "$bin" cache build "$cold" --probe-jobs "$1" -q
+}
+serial=$(cold_build 1)
+parallel=$(cold_build "$jobs")
+for ((r = 1; r < runs; r++)); do
+  s=$(cold_build 1); p=$(cold_build "$jobs")
+  serial=$(awk -v a="$s" -v b="$serial" 'BEGIN { print (a < b) ? a : b }')
+  parallel=$(awk -v a="$p" -v b="$parallel" 'BEGIN { print (a < b) ? a : b }')
+done
+
+ratio=$(awk -v a="$dry_secs" -v b="$find_secs" 'BEGIN { printf "%.2f", a / b }')
+json_ratio=$(awk -v a="$json_secs" -v b="$find_secs" 'BEGIN { printf "%.2f", a / b }')
+speedup=$(awk -v a="$serial" -v b="$parallel" 'BEGIN { printf "%.2f", a / b }')
+per_probe=$(awk -v a="$serial" -v n="$cold_count" 'BEGIN { printf "%.0f", a * 1000 / n }')
+rss_mb=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
+
+load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+cat <<EOF
+Machine: $(nproc) cores, $(uname -sr), load average at the end $load (other work on
+the machine slows the parallel figures); best of $runs runs, page cache warm.
+
+| measurement | result | target |
+|---|---|---|
+| \`find DIR -type f -printf '%s %T@\\n'\`, $files files in $dirs directories | ${find_secs} s | |
+| warm \`--dry-run\` (plan lines to /dev/null), same library | ${dry_secs} s (${ratio}x find) | <= 2x find, < 3 s |
+| warm \`--dry-run --json\` (to /dev/null) | ${json_secs} s (${json_ratio}x find) | |
+| ffprobe calls during the warm runs | ${warm_calls} | 0 |
+| files planned by the warm dry run | ${planned} | ${files} |
+| peak RSS of the warm \`--dry-run\` | ${rss_mb} MB | < 100 MB |
+| cold \`cache build\`, ${cold_count} files, \`--probe-jobs 1\` | ${serial} s (${per_probe} ms a file) | |
+| cold \`cache build\`, ${cold_count} files, \`--probe-jobs ${jobs}\` | ${parallel} s (${speedup}x) | >= 1.8x on 2 cores |
+EOF

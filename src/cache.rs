@@ -1,0 +1,1160 @@
+//! The shared metadata cache: one `.mediabox_cache.json` per media directory, read and
+//! written by every host that works on the library.
+//!
+//! An entry is keyed by the file's name (Unicode NFC), never by a path, so hosts that mount
+//! the share at `/mnt/media`, `/Volumes/media` or `Z:\` share it. It holds the file's
+//! fingerprint (size, mtime), its probe facts ([`MediaInfo`]) and its history (converted,
+//! not smaller, failed). A fresh entry answers without running ffprobe.
+//!
+//! Writers update a directory's cache under a short lock (`.mediabox_cache.json.lock`, taken
+//! by exclusive create), re-read it, merge their news into what is there now, write a temp
+//! file, `sync_all` it and rename it over. Readers never lock. A cache that cannot be read,
+//! locked or written costs re-probing, never a run: every problem comes back as a value.
+//!
+//! The format is documented in `docs/cache.md`; the original Python tool's format is read by
+//! `cache/legacy.rs`.
+
+mod legacy;
+/// `cache stats`: the figures and how they are counted.
+pub mod stats;
+mod store;
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::{UnicodeNormalization, is_nfc};
+
+use crate::decide::SkipReason;
+use crate::probe::MediaInfo;
+use crate::scan::MediaFile;
+
+/// The cache file in each media directory. Hidden and containing `.mediabox`, so scans skip it.
+pub const CACHE_FILE_NAME: &str = ".mediabox_cache.json";
+
+/// The schema version this build reads and writes. It changes only when older builds must
+/// not use a file any more; they then leave it alone (see `docs/cache.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// After this many failures, on any hosts, a file is skipped until `--retry-failed`.
+pub const FAILURE_LIMIT: u32 = 3;
+
+/// How far apart two mtimes may be and still be the same file's.
+///
+/// FAT stores mtimes in 2-second steps and SMB servers may drop the sub-second part, so the
+/// same unchanged file can show mtimes up to 2 s apart on two hosts. Sizes must match exactly.
+pub const MTIME_TOLERANCE_SECS: f64 = 2.0;
+
+/// How long a write waits for another host's cache lock while a run is busy.
+pub const WRITE_PATIENCE: Duration = Duration::from_secs(2);
+
+/// How long the last write of a run waits: it is all that stands between this run's news and
+/// the next host.
+pub const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Most stderr lines kept with a failure: enough to see why, small enough to keep caches small.
+const MAX_STDERR_LINES: usize = 10;
+
+/// Most characters kept of one error or stderr line.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// What tells an unchanged file from a changed one without reading it: its size and mtime.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fingerprint {
+    /// Bytes.
+    pub size: u64,
+    /// Seconds since the Unix epoch (negative before it).
+    pub mtime: f64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a scanned file, from the metadata the scan already read.
+    pub fn of(file: &MediaFile) -> Fingerprint {
+        Fingerprint {
+            size: file.size,
+            mtime: unix_secs(file.modified),
+        }
+    }
+
+    /// Same size, and mtimes within [`MTIME_TOLERANCE_SECS`].
+    pub fn matches(self, other: Fingerprint) -> bool {
+        self.size == other.size && (self.mtime - other.mtime).abs() <= MTIME_TOLERANCE_SECS
+    }
+}
+
+/// Seconds since the Unix epoch, negative for earlier times.
+pub fn unix_secs(time: SystemTime) -> f64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    }
+}
+
+/// The cache key of a file name: the name in Unicode NFC.
+///
+/// macOS clients may hand the share decomposed (NFD) names where Linux and Windows clients
+/// use composed ones; normalising makes both find the same entry. A name that is not valid
+/// Unicode has no key: such a file is probed every time rather than risk two names sharing an
+/// entry.
+pub fn key(name: &OsStr) -> Option<String> {
+    key_of(name).map(Cow::into_owned)
+}
+
+/// [`key`] without a copy when the name is already NFC, as nearly every name is: lookups of a
+/// large library make one per file.
+pub fn key_of(name: &OsStr) -> Option<Cow<'_, str>> {
+    let name = name.to_str()?;
+    Some(if is_nfc(name) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(name.nfc().collect())
+    })
+}
+
+/// Where an entry's probe facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactsSource {
+    /// A full ffprobe of the file.
+    #[default]
+    Ffprobe,
+    /// The original tool's cache: enough to decide, not to convert (no stream list).
+    Legacy,
+}
+
+impl FactsSource {
+    fn is_ffprobe(&self) -> bool {
+        *self == FactsSource::Ffprobe
+    }
+}
+
+/// What the cache knows about one file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The fingerprint the facts and the fingerprint-bound history belong to: bytes...
+    pub size: u64,
+    /// ...and mtime, seconds since the Unix epoch.
+    pub mtime: f64,
+    /// The probe facts; absent when the file could not be probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<MediaInfo>,
+    #[serde(default, skip_serializing_if = "FactsSource::is_ffprobe")]
+    pub facts: FactsSource,
+    /// The last conversion that produced this file. Kept when the file changes later: it is
+    /// history, not a claim about the current content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted: Option<Converted>,
+    /// A conversion was not worth keeping; no host tries again while the fingerprint holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_smaller: Option<NotSmaller>,
+    /// Probing or converting failed; counts toward [`FAILURE_LIMIT`] while the fingerprint holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<Failed>,
+    /// The original tool's history fields (`action`, `conversion_count`, ...), kept as found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A conversion that replaced the original.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Converted {
+    /// When, by the converting host's clock (RFC 3339, UTC); for people, never compared.
+    pub at: String,
+    /// The converting host's name.
+    pub host: String,
+    /// ffmpeg's name of the encoder (`libx265`, `hevc_nvenc`, ...).
+    pub encoder: String,
+    /// The original's size.
+    pub before_bytes: u64,
+    /// The converted file's size.
+    pub after_bytes: u64,
+    /// Wall-clock seconds the conversion took, verification included.
+    pub seconds: f64,
+    /// The original's name when the conversion changed it (`old.avi` -> `old.mkv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// A conversion whose result was not enough smaller; the original was kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotSmaller {
+    /// When, by that host's clock (RFC 3339, UTC).
+    pub at: String,
+    /// The host that tried.
+    pub host: String,
+    /// How far it got and why the result was not kept.
+    pub detail: String,
+}
+
+/// The failures of a file, on all hosts, since its fingerprint last changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failed {
+    /// When the last failure happened, by that host's clock.
+    pub at: String,
+    /// The host of the last failure.
+    pub host: String,
+    /// The last failure's error.
+    pub error: String,
+    /// Failures so far, on all hosts.
+    pub attempts: u32,
+    /// The last lines the failing tool wrote to stderr, when they were available apart from
+    /// the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
+}
+
+impl Entry {
+    fn new(fingerprint: Fingerprint) -> Entry {
+        Entry {
+            size: fingerprint.size,
+            mtime: fingerprint.mtime,
+            info: None,
+            facts: FactsSource::Ffprobe,
+            converted: None,
+            not_smaller: None,
+            failed: None,
+            legacy: None,
+        }
+    }
+
+    /// The fingerprint the entry describes.
+    pub fn fingerprint(&self) -> Fingerprint {
+        Fingerprint {
+            size: self.size,
+            mtime: self.mtime,
+        }
+    }
+
+    /// Whether the history says to leave the file alone: not smaller, or failed too often.
+    pub fn history_skip(&self, retry_failed: bool) -> Option<HistorySkip> {
+        if let Some(failed) = &self.failed {
+            if failed.attempts >= FAILURE_LIMIT && !retry_failed {
+                return Some(HistorySkip {
+                    reason: SkipReason::TooManyFailures,
+                    detail: format!(
+                        "failed {} times, last on {}: {}; --retry-failed tries again",
+                        failed.attempts,
+                        failed.host,
+                        first_line(&failed.error)
+                    ),
+                    host: failed.host.clone(),
+                });
+            }
+        }
+        self.not_smaller.as_ref().map(|not_smaller| HistorySkip {
+            reason: SkipReason::NotSmaller,
+            detail: format!(
+                "{} found it would not shrink enough: {}",
+                not_smaller.host, not_smaller.detail
+            ),
+            host: not_smaller.host.clone(),
+        })
+    }
+
+    /// Moves the entry to a new fingerprint: facts and the history bound to the old content go.
+    fn refingerprint(&mut self, fingerprint: Fingerprint) {
+        if !self.fingerprint().matches(fingerprint) {
+            self.info = None;
+            self.facts = FactsSource::Ffprobe;
+            self.not_smaller = None;
+            self.failed = None;
+        }
+        self.size = fingerprint.size;
+        self.mtime = fingerprint.mtime;
+    }
+}
+
+/// Why the history skips a file, and which host learned it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySkip {
+    /// `not_smaller` or `too_many_failures`.
+    pub reason: SkipReason,
+    /// For people: what happened, where, and what to do about it.
+    pub detail: String,
+    /// The host that learned it.
+    pub host: String,
+}
+
+/// One directory's cache as read, for lookups.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    files: BTreeMap<String, Entry>,
+    needs_rewrite: bool,
+}
+
+/// A cache file that could not be used as it is. The run goes on without it.
+#[derive(Debug)]
+pub enum LoadProblem {
+    /// Not JSON of a known shape: ignored now, set aside and rebuilt by the next write.
+    Corrupt(String),
+    /// Written by a newer media-converter: ignored and never overwritten by this one.
+    Newer(u32),
+    /// Could not be read at all (permissions, I/O error).
+    Unreadable(std::io::Error),
+}
+
+impl fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadProblem::Corrupt(why) => write!(
+                f,
+                "the cache is corrupt ({why}): ignored; the next write sets it aside as \
+                 {CACHE_FILE_NAME}.corrupt-<time> and rebuilds it"
+            ),
+            LoadProblem::Newer(version) => write!(
+                f,
+                "the cache has schema version {version}, newer than this media-converter's \
+                 {SCHEMA_VERSION}; it is ignored and left as it is (upgrade media-converter)"
+            ),
+            LoadProblem::Unreadable(err) => write!(f, "the cache cannot be read ({err})"),
+        }
+    }
+}
+
+/// A directory's cache and what was wrong with it, if anything.
+#[derive(Debug)]
+pub struct Loaded {
+    /// What could be read; empty when nothing could.
+    pub cache: DirCache,
+    /// What was wrong, to report once.
+    pub problem: Option<LoadProblem>,
+}
+
+impl DirCache {
+    /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
+    /// with the problem alongside for the caller to report.
+    pub fn load(dir: &Path) -> Loaded {
+        match store::read(dir) {
+            Ok(None) => Loaded {
+                cache: DirCache::default(),
+                problem: None,
+            },
+            Ok(Some(bytes)) => match parse(&bytes) {
+                Parsed::Current(files) => Loaded {
+                    cache: DirCache {
+                        files,
+                        needs_rewrite: false,
+                    },
+                    problem: None,
+                },
+                Parsed::Legacy(files) => Loaded {
+                    cache: DirCache {
+                        files,
+                        needs_rewrite: true,
+                    },
+                    problem: None,
+                },
+                Parsed::Newer(version) => Loaded {
+                    cache: DirCache::default(),
+                    problem: Some(LoadProblem::Newer(version)),
+                },
+                Parsed::Corrupt(why) => Loaded {
+                    cache: DirCache {
+                        files: BTreeMap::new(),
+                        needs_rewrite: true,
+                    },
+                    problem: Some(LoadProblem::Corrupt(why)),
+                },
+            },
+            Err(err) => Loaded {
+                cache: DirCache::default(),
+                problem: Some(LoadProblem::Unreadable(err)),
+            },
+        }
+    }
+
+    /// The entry for a key (see [`key`]), fresh or not.
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.files.get(key)
+    }
+
+    /// The entry for a key if it describes the file as it is now.
+    pub fn fresh(&self, key: &str, fingerprint: Fingerprint) -> Option<&Entry> {
+        self.get(key)
+            .filter(|entry| entry.fingerprint().matches(fingerprint))
+    }
+
+    /// Whether the file on disk should be rewritten even with nothing new to add: it is in the
+    /// legacy format, or corrupt.
+    pub fn needs_rewrite(&self) -> bool {
+        self.needs_rewrite
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// The file format, version 1.
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    /// The program and version that wrote it, for people debugging a library.
+    #[serde(default)]
+    written_by: String,
+    files: BTreeMap<String, Entry>,
+}
+
+enum Parsed {
+    Current(BTreeMap<String, Entry>),
+    Legacy(BTreeMap<String, Entry>),
+    Newer(u32),
+    Corrupt(String),
+}
+
+fn parse(bytes: &[u8]) -> Parsed {
+    // The common case, parsed straight into the typed form: a warm scan reads thousands.
+    let typed_error = match serde_json::from_slice::<CacheFile>(bytes) {
+        Ok(file) if file.version > SCHEMA_VERSION => return Parsed::Newer(file.version),
+        Ok(file) => return Parsed::Current(file.files),
+        Err(err) => err,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(err) => return Parsed::Corrupt(err.to_string()),
+    };
+    // A newer schema may have changed a field's shape; its version still says so.
+    if let Some(version) = value.get("version").and_then(serde_json::Value::as_u64) {
+        if version > u64::from(SCHEMA_VERSION) {
+            return Parsed::Newer(u32::try_from(version).unwrap_or(u32::MAX));
+        }
+    }
+    match value {
+        serde_json::Value::Object(map) if !map.contains_key("version") => {
+            match legacy::parse(&map) {
+                Some(files) => Parsed::Legacy(files),
+                None => Parsed::Corrupt(format!("not a cache of a known format ({typed_error})")),
+            }
+        }
+        _ => Parsed::Corrupt(typed_error.to_string()),
+    }
+}
+
+fn serialize(files: &BTreeMap<String, Entry>) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        version: u32,
+        written_by: &'a str,
+        files: &'a BTreeMap<String, Entry>,
+    }
+    let out = Out {
+        version: SCHEMA_VERSION,
+        written_by: concat!("media-converter ", env!("CARGO_PKG_VERSION")),
+        files,
+    };
+    // Serializing plain data to memory cannot fail; an empty Vec would only mean "no cache".
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+/// One change to a directory's cache, applied under its lock to what is there then.
+#[derive(Debug, Clone)]
+enum Update {
+    Facts {
+        name: String,
+        fingerprint: Fingerprint,
+        info: MediaInfo,
+        source: FactsSource,
+    },
+    Failed {
+        name: String,
+        fingerprint: Fingerprint,
+        failure: Failed,
+    },
+    NotSmaller {
+        name: String,
+        fingerprint: Fingerprint,
+        record: NotSmaller,
+    },
+    Converted {
+        original: String,
+        output: String,
+        output_fingerprint: Option<Fingerprint>,
+        record: Converted,
+    },
+    /// Nothing new, but the file on disk must be rewritten (legacy format, corrupt).
+    Rewrite,
+}
+
+/// Applies updates to the entries read under the lock. Increments (failure attempts) are
+/// applied here, to the current count, so that two hosts failing at once count two.
+fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
+    for update in updates {
+        match update {
+            Update::Facts {
+                name,
+                fingerprint,
+                info,
+                source,
+            } => {
+                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                entry.refingerprint(fingerprint);
+                // Full facts are never replaced by the legacy tool's partial ones.
+                if source == FactsSource::Ffprobe
+                    || entry.info.is_none()
+                    || entry.facts == FactsSource::Legacy
+                {
+                    entry.info = Some(info);
+                    entry.facts = source;
+                }
+            }
+            Update::Failed {
+                name,
+                fingerprint,
+                mut failure,
+            } => {
+                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                entry.refingerprint(fingerprint);
+                let before = entry.failed.as_ref().map_or(0, |f| f.attempts);
+                failure.attempts = before.saturating_add(1);
+                entry.failed = Some(failure);
+            }
+            Update::NotSmaller {
+                name,
+                fingerprint,
+                record,
+            } => {
+                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                entry.refingerprint(fingerprint);
+                entry.not_smaller = Some(record);
+            }
+            Update::Converted {
+                original,
+                output,
+                output_fingerprint,
+                record,
+            } => {
+                let previous = files.remove(&original);
+                if output != original {
+                    // The original name is gone; its entry would only be pruned later.
+                    files.remove(&output);
+                }
+                // An unknown fingerprint never matches a file, so the output is probed next
+                // time; the record survives either way.
+                let fingerprint = output_fingerprint.unwrap_or(Fingerprint {
+                    size: 0,
+                    mtime: f64::MIN,
+                });
+                let mut entry = Entry::new(fingerprint);
+                entry.legacy = previous.and_then(|p| p.legacy);
+                entry.converted = Some(record);
+                files.insert(output, entry);
+            }
+            Update::Rewrite => {}
+        }
+    }
+}
+
+/// The name of this host in the history, as locks name it too.
+fn host_name() -> String {
+    crate::identity::HostIdentity::current().hostname
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// What the cache's history says about a file now, read afresh: for a run about to start
+/// long work on a file that it surveyed a while ago.
+pub fn history_now(file: &MediaFile, retry_failed: bool) -> Option<HistorySkip> {
+    let name = file.path.file_name().and_then(key_of)?;
+    DirCache::load(&dir_of(&file.path))
+        .cache
+        .fresh(&name, Fingerprint::of(file))?
+        .history_skip(retry_failed)
+}
+
+/// The directory a file's cache lives in: its parent, or `.` for a bare relative name.
+pub fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// What a flush could not do, for the caller to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheWarning {
+    /// The directory whose cache it is about.
+    pub dir: PathBuf,
+    /// For people: what went wrong and what happens now.
+    pub message: String,
+}
+
+/// Collects what a run learns, per directory, and writes it to the caches.
+///
+/// Writes are bounded in time: a directory whose cache lock stays held keeps its news for the
+/// next flush. A cache that cannot be written at all (a read-only share) is reported once per
+/// run and the run goes on.
+pub struct Recorder {
+    host: String,
+    pending: HashMap<PathBuf, Vec<Update>>,
+    /// Directories whose cache is newer than this build: never written.
+    newer: HashMap<PathBuf, u32>,
+    warned_unwritable: bool,
+    unwritable: usize,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder::new()
+    }
+}
+
+impl Recorder {
+    /// A recorder that signs its history with this host's name.
+    pub fn new() -> Recorder {
+        Recorder {
+            host: host_name(),
+            pending: HashMap::new(),
+            newer: HashMap::new(),
+            warned_unwritable: false,
+            unwritable: 0,
+        }
+    }
+
+    /// The host name written into history records.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn push(&mut self, file: &MediaFile, make: impl FnOnce(String, Fingerprint) -> Update) {
+        let Some(name) = file.path.file_name().and_then(key) else {
+            return;
+        };
+        let update = make(name, Fingerprint::of(file));
+        self.pending
+            .entry(dir_of(&file.path))
+            .or_default()
+            .push(update);
+    }
+
+    /// Remembers what ffprobe (or the legacy cache) said about a file.
+    pub fn facts(&mut self, file: &MediaFile, info: MediaInfo, source: FactsSource) {
+        self.push(file, |name, fingerprint| Update::Facts {
+            name,
+            fingerprint,
+            info,
+            source,
+        });
+    }
+
+    /// Counts a failure to probe or convert a file toward [`FAILURE_LIMIT`].
+    pub fn failed(&mut self, file: &MediaFile, error: &str, stderr_tail: &[String]) {
+        let failure = Failed {
+            at: now_rfc3339(),
+            host: self.host.clone(),
+            error: bounded(error),
+            // Filled in by the merge, from the count on disk at that moment.
+            attempts: 0,
+            stderr_tail: stderr_tail
+                .iter()
+                .rev()
+                .take(MAX_STDERR_LINES)
+                .rev()
+                .map(|line| bounded(line))
+                .collect(),
+        };
+        self.push(file, |name, fingerprint| Update::Failed {
+            name,
+            fingerprint,
+            failure,
+        });
+    }
+
+    /// Remembers that converting a file was not worth it, so no host tries again.
+    pub fn not_smaller(&mut self, file: &MediaFile, detail: &str) {
+        let record = NotSmaller {
+            at: now_rfc3339(),
+            host: self.host.clone(),
+            detail: bounded(detail),
+        };
+        self.push(file, |name, fingerprint| Update::NotSmaller {
+            name,
+            fingerprint,
+            record,
+        });
+    }
+
+    /// Records a conversion of `file` into `output` (the same path, or a new extension).
+    pub fn converted(
+        &mut self,
+        file: &MediaFile,
+        output: &Path,
+        after_bytes: u64,
+        encoder: &str,
+        seconds: f64,
+    ) {
+        let Some(output_name) = output.file_name().and_then(key) else {
+            return;
+        };
+        // The output keeps the original's mtime (the swap carries it over); stat it anyway,
+        // since the fingerprint must be what the next scan will see.
+        let output_fingerprint = std::fs::metadata(output).ok().map(|meta| Fingerprint {
+            size: meta.len(),
+            mtime: meta.modified().map_or(0.0, unix_secs),
+        });
+        let record = Converted {
+            at: now_rfc3339(),
+            host: self.host.clone(),
+            encoder: encoder.to_owned(),
+            before_bytes: file.size,
+            after_bytes,
+            seconds,
+            from: None,
+        };
+        self.push(file, |original, _| {
+            let mut record = record;
+            if original != output_name {
+                record.from = Some(original.clone());
+            }
+            Update::Converted {
+                original,
+                output: output_name,
+                output_fingerprint,
+                record,
+            }
+        });
+    }
+
+    /// Asks for `dir`'s cache to be rewritten at the next flush (legacy format, corrupt).
+    pub fn rewrite(&mut self, dir: &Path) {
+        self.pending
+            .entry(dir.to_path_buf())
+            .or_default()
+            .push(Update::Rewrite);
+    }
+
+    /// Notes that `dir`'s cache is newer than this build, so it is never written.
+    pub fn leave_alone(&mut self, dir: &Path, version: u32) {
+        self.newer.insert(dir.to_path_buf(), version);
+        self.pending.remove(dir);
+    }
+
+    /// Whether anything waits to be written for `dir`.
+    pub fn has_pending(&self, dir: &Path) -> bool {
+        self.pending.contains_key(dir)
+    }
+
+    /// Writes what is pending for one directory, waiting at most `patience` for its lock.
+    pub fn flush(&mut self, dir: &Path, patience: Duration) -> Vec<CacheWarning> {
+        let Some(updates) = self.pending.remove(dir) else {
+            return Vec::new();
+        };
+        if self.newer.contains_key(dir) {
+            return Vec::new();
+        }
+        match store::update(dir, patience, |files| merge(files, updates.clone())) {
+            // A corrupt cache was reported when it was read: once is enough.
+            Ok(_) => Vec::new(),
+            Err(store::WriteError::Busy) => {
+                // Kept for the next flush; the run's last flush reports what never got written.
+                self.pending.insert(dir.to_path_buf(), updates);
+                Vec::new()
+            }
+            Err(store::WriteError::Newer(version)) => {
+                self.newer.insert(dir.to_path_buf(), version);
+                vec![CacheWarning {
+                    dir: dir.to_path_buf(),
+                    message: LoadProblem::Newer(version).to_string(),
+                }]
+            }
+            Err(store::WriteError::Io(err)) => {
+                self.unwritable += 1;
+                if self.warned_unwritable {
+                    return Vec::new();
+                }
+                self.warned_unwritable = true;
+                vec![CacheWarning {
+                    dir: dir.to_path_buf(),
+                    message: format!(
+                        "cannot write the cache ({err}); going on without it (a read-only \
+                         share?). Further cache write errors in this run are not reported \
+                         one by one"
+                    ),
+                }]
+            }
+        }
+    }
+
+    /// Writes everything pending, waiting at most `patience` for each lock; what stays
+    /// locked out is kept for a later flush.
+    pub fn flush_all(&mut self, patience: Duration) -> Vec<CacheWarning> {
+        let mut dirs: Vec<PathBuf> = self.pending.keys().cloned().collect();
+        dirs.sort();
+        dirs.iter()
+            .flat_map(|dir| self.flush(dir, patience))
+            .collect()
+    }
+
+    /// The run's last flush: writes everything pending and reports what could not be saved.
+    pub fn finish(&mut self, patience: Duration) -> Vec<CacheWarning> {
+        let mut warnings = self.flush_all(patience);
+        let mut unsaved: Vec<PathBuf> = self.pending.drain().map(|(dir, _)| dir).collect();
+        unsaved.sort();
+        for dir in unsaved {
+            warnings.push(CacheWarning {
+                message: format!(
+                    "the cache lock {} stayed held for {}s; this run's news for that \
+                     directory is not saved (it will be learned again)",
+                    dir.join(store::LOCK_FILE_NAME).display(),
+                    patience.as_secs()
+                ),
+                dir,
+            });
+        }
+        if self.unwritable > 1 {
+            warnings.push(CacheWarning {
+                dir: PathBuf::from("."),
+                message: format!(
+                    "{} directories' caches could not be written in this run",
+                    self.unwritable
+                ),
+            });
+        }
+        self.unwritable = 0;
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MediaKind;
+    use crate::probe::{Stream, StreamKind};
+    use std::fs;
+
+    pub(super) fn info(codec: &str) -> MediaInfo {
+        MediaInfo {
+            container: "matroska,webm".into(),
+            duration_secs: Some(1.0),
+            bit_rate: Some(1000),
+            streams: vec![Stream {
+                pix_fmt: Some("yuv420p".into()),
+                bit_depth: Some(8),
+                width: Some(160),
+                height: Some(90),
+                ..Stream::new(0, StreamKind::Video, codec)
+            }],
+        }
+    }
+
+    fn media(dir: &Path, name: &str, bytes: &[u8]) -> MediaFile {
+        let path = dir.join(name);
+        fs::write(&path, bytes).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        MediaFile {
+            path,
+            kind: MediaKind::Video,
+            size: meta.len(),
+            modified: meta.modified().unwrap(),
+        }
+    }
+
+    #[test]
+    fn fingerprints_tolerate_coarse_timestamps_but_not_size_changes() {
+        let base = Fingerprint {
+            size: 100,
+            mtime: 1_700_000_000.75,
+        };
+        // FAT rounds to 2 s; SMB may drop the fraction.
+        for mtime in [1_700_000_000.0, 1_700_000_002.0, 1_699_999_998.75] {
+            assert!(base.matches(Fingerprint { size: 100, mtime }), "{mtime}");
+        }
+        assert!(!base.matches(Fingerprint {
+            size: 100,
+            mtime: 1_700_000_003.0
+        }));
+        assert!(!base.matches(Fingerprint {
+            size: 101,
+            mtime: base.mtime
+        }));
+    }
+
+    #[test]
+    fn keys_are_nfc_and_reject_invalid_unicode() {
+        let composed = "Am\u{e9}lie.mkv";
+        let decomposed = "Ame\u{301}lie.mkv";
+        assert_eq!(key(OsStr::new(decomposed)).as_deref(), Some(composed));
+        assert_eq!(key(OsStr::new(composed)).as_deref(), Some(composed));
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            assert_eq!(key(OsStr::from_bytes(b"bad\xff.mkv")), None);
+        }
+    }
+
+    #[test]
+    fn unix_secs_handles_times_before_the_epoch() {
+        let before = SystemTime::UNIX_EPOCH - Duration::from_millis(1500);
+        assert_eq!(unix_secs(before), -1.5);
+    }
+
+    #[test]
+    fn a_written_cache_reads_back_fresh_and_stale_by_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        let mut recorder = Recorder::new();
+        recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
+        assert!(recorder.flush(dir.path(), WRITE_PATIENCE).is_empty());
+        assert!(!recorder.has_pending(dir.path()));
+
+        let loaded = DirCache::load(dir.path());
+        assert!(loaded.problem.is_none());
+        let entry = loaded.cache.fresh("a.mkv", Fingerprint::of(&file)).unwrap();
+        assert_eq!(entry.info.as_ref().unwrap().streams[0].codec, "h264");
+        let changed = Fingerprint {
+            size: file.size + 1,
+            ..Fingerprint::of(&file)
+        };
+        assert!(loaded.cache.fresh("a.mkv", changed).is_none());
+        // Nothing absolute is stored: hosts with other mount points share the file.
+        let text = fs::read_to_string(dir.path().join(CACHE_FILE_NAME)).unwrap();
+        assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+    }
+
+    #[test]
+    fn failures_count_across_writers_and_reset_when_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "bad.mkv", b"garbage");
+        for attempt in 1..=FAILURE_LIMIT {
+            // A new recorder each time, as a new run (or another host) would be.
+            let mut recorder = Recorder::new();
+            recorder.failed(&file, "ffprobe cannot read it", &["line".into()]);
+            recorder.flush(dir.path(), WRITE_PATIENCE);
+            let loaded = DirCache::load(dir.path());
+            let entry = loaded.cache.get("bad.mkv").unwrap();
+            assert_eq!(entry.failed.as_ref().unwrap().attempts, attempt);
+            assert_eq!(
+                entry.history_skip(false).is_some(),
+                attempt >= FAILURE_LIMIT
+            );
+        }
+        let entry = DirCache::load(dir.path())
+            .cache
+            .get("bad.mkv")
+            .cloned()
+            .unwrap();
+        let skip = entry.history_skip(false).unwrap();
+        assert_eq!(skip.reason, SkipReason::TooManyFailures);
+        assert!(skip.detail.contains("--retry-failed"), "{}", skip.detail);
+        assert!(entry.history_skip(true).is_none());
+
+        // New content (a re-download): the old failures no longer apply.
+        let replaced = media(dir.path(), "bad.mkv", b"a new download");
+        let mut recorder = Recorder::new();
+        recorder.facts(&replaced, info("h264"), FactsSource::Ffprobe);
+        recorder.flush(dir.path(), WRITE_PATIENCE);
+        let entry = DirCache::load(dir.path())
+            .cache
+            .get("bad.mkv")
+            .cloned()
+            .unwrap();
+        assert!(entry.failed.is_none() && entry.info.is_some());
+    }
+
+    #[test]
+    fn a_conversion_moves_the_entry_to_the_output_name_and_gone_files_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = media(dir.path(), "old.avi", b"0123456789");
+        let other = media(dir.path(), "gone.mkv", b"x");
+        let mut recorder = Recorder::new();
+        recorder.facts(&original, info("mpeg4"), FactsSource::Ffprobe);
+        recorder.facts(&other, info("h264"), FactsSource::Ffprobe);
+        recorder.flush(dir.path(), WRITE_PATIENCE);
+        assert_eq!(DirCache::load(dir.path()).cache.len(), 2);
+
+        fs::remove_file(&other.path).unwrap();
+        fs::rename(&original.path, dir.path().join("old.mkv")).unwrap();
+        fs::write(dir.path().join("old.mkv"), b"0123").unwrap();
+        recorder.converted(&original, &dir.path().join("old.mkv"), 4, "libx265", 1.5);
+        recorder.flush(dir.path(), WRITE_PATIENCE);
+
+        let cache = DirCache::load(dir.path()).cache;
+        assert_eq!(cache.len(), 1, "gone.mkv and old.avi are dropped");
+        let entry = cache.get("old.mkv").unwrap();
+        let converted = entry.converted.as_ref().unwrap();
+        assert_eq!((converted.before_bytes, converted.after_bytes), (10, 4));
+        assert_eq!(converted.from.as_deref(), Some("old.avi"));
+        assert_eq!(entry.size, 4);
+        assert!(entry.info.is_none(), "the output is probed next time");
+    }
+
+    #[test]
+    fn not_smaller_is_remembered_for_the_same_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        let mut recorder = Recorder::new();
+        recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
+        recorder.not_smaller(&file, "the new file is bigger");
+        recorder.flush(dir.path(), WRITE_PATIENCE);
+        let cache = DirCache::load(dir.path()).cache;
+        let entry = cache.fresh("a.mkv", Fingerprint::of(&file)).unwrap();
+        let skip = entry.history_skip(false).unwrap();
+        assert_eq!(skip.reason, SkipReason::NotSmaller);
+        assert_eq!(skip.host, recorder.host());
+        assert!(entry.info.is_some(), "facts survive a history record");
+    }
+
+    #[test]
+    fn history_now_sees_what_another_host_recorded_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        assert_eq!(history_now(&file, false), None);
+        // Another host, another recorder.
+        let mut other = Recorder::new();
+        other.not_smaller(&file, "bigger");
+        other.flush(dir.path(), WRITE_PATIENCE);
+        let skip = history_now(&file, false).unwrap();
+        assert_eq!(skip.reason, SkipReason::NotSmaller);
+        let changed = MediaFile {
+            size: 4,
+            ..file.clone()
+        };
+        assert_eq!(
+            history_now(&changed, false),
+            None,
+            "only for the same content"
+        );
+    }
+
+    #[test]
+    fn corrupt_caches_are_ignored_then_set_aside_and_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        fs::write(
+            dir.path().join(CACHE_FILE_NAME),
+            b"{\"version\": 1, \"files\": {",
+        )
+        .unwrap();
+        let loaded = DirCache::load(dir.path());
+        assert!(matches!(loaded.problem, Some(LoadProblem::Corrupt(_))));
+        assert!(loaded.cache.is_empty() && loaded.cache.needs_rewrite());
+
+        let mut recorder = Recorder::new();
+        recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
+        assert!(recorder.flush(dir.path(), WRITE_PATIENCE).is_empty());
+        let aside: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".mediabox_cache.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(
+            fs::read(dir.path().join(&aside[0])).unwrap(),
+            b"{\"version\": 1, \"files\": {"
+        );
+        let loaded = DirCache::load(dir.path());
+        assert!(loaded.problem.is_none());
+        assert!(loaded.cache.get("a.mkv").is_some());
+    }
+
+    #[test]
+    fn a_newer_schema_is_read_as_nothing_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        let newer = br#"{"version": 99, "files": {"a.mkv": {"whatever": true}}}"#;
+        fs::write(dir.path().join(CACHE_FILE_NAME), newer).unwrap();
+        let loaded = DirCache::load(dir.path());
+        assert!(matches!(loaded.problem, Some(LoadProblem::Newer(99))));
+        let mut recorder = Recorder::new();
+        recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
+        let warnings = recorder.flush(dir.path(), WRITE_PATIENCE);
+        assert!(warnings[0].message.contains("newer"), "{warnings:?}");
+        assert_eq!(fs::read(dir.path().join(CACHE_FILE_NAME)).unwrap(), newer);
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_reported_once_and_never_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"abc");
+        let gone = dir.path().join("no such directory").join("a.mkv");
+        let ghost = MediaFile {
+            path: gone.clone(),
+            ..file.clone()
+        };
+        let mut recorder = Recorder::new();
+        recorder.facts(&ghost, info("h264"), FactsSource::Ffprobe);
+        let first = recorder.flush(&dir_of(&gone), WRITE_PATIENCE);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].message.contains("cannot write the cache"),
+            "{first:?}"
+        );
+        recorder.facts(&ghost, info("h264"), FactsSource::Ffprobe);
+        assert!(recorder.flush(&dir_of(&gone), WRITE_PATIENCE).is_empty());
+    }
+
+    #[test]
+    fn many_writers_at_once_lose_no_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<MediaFile> = (0..64)
+            .map(|i| media(dir.path(), &format!("f{i:02}.mkv"), b"x"))
+            .collect();
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            for chunk in files.chunks(8) {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    for file in chunk {
+                        // One write per file: the most contention a directory can see.
+                        let mut recorder = Recorder::new();
+                        recorder.facts(file, info("h264"), FactsSource::Ffprobe);
+                        let warnings = recorder.finish(FINAL_WRITE_PATIENCE);
+                        assert!(warnings.is_empty(), "{warnings:?}");
+                    }
+                });
+            }
+        });
+        let cache = DirCache::load(dir.path()).cache;
+        assert_eq!(cache.len(), files.len());
+        assert!(!dir.path().join(store::LOCK_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn parse_tells_current_legacy_newer_and_corrupt_apart() {
+        assert!(matches!(
+            parse(br#"{"version":1,"files":{}}"#),
+            Parsed::Current(f) if f.is_empty()
+        ));
+        assert!(matches!(parse(b"{}"), Parsed::Legacy(f) if f.is_empty()));
+        assert!(matches!(
+            parse(br#"{"version":2,"files":[]}"#),
+            Parsed::Newer(2)
+        ));
+        for bad in [
+            &b""[..],
+            b"[1,2]",
+            b"{\"version\":1}",
+            b"\x00\x01",
+            b"{\"a\": 1}",
+        ] {
+            assert!(
+                matches!(parse(bad), Parsed::Corrupt(_)),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

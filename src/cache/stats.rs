@@ -1,0 +1,260 @@
+//! `cache stats`: what the caches say about a library, without running ffprobe.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Entry;
+use crate::decide::{self, Decision, Rules};
+use crate::scan::MediaFile;
+
+/// A number of files and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// How many files.
+    pub files: u64,
+    /// Their sizes added up.
+    pub bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: u64) {
+        self.files += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// The figures `cache stats` reports. Part of the JSON contract (`docs/cache.md`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// The library, as given on the command line.
+    pub dir: String,
+    /// Media files found by the scan, and their bytes.
+    pub files: Tally,
+    /// Of those, files the caches have no fresh facts for (`cache build` probes them).
+    pub unknown: Tally,
+    /// Files by main codec (video, or audio for audio files).
+    pub by_codec: BTreeMap<String, Tally>,
+    /// Files by container as ffprobe names it (`matroska,webm`).
+    pub by_container: BTreeMap<String, Tally>,
+    /// Files this tool converted (any host), their sizes before and after.
+    pub converted: u64,
+    /// Their originals' sizes added up.
+    pub converted_before_bytes: u64,
+    /// Their sizes now, added up.
+    pub converted_after_bytes: u64,
+    /// What converting them saved.
+    pub saved_bytes: u64,
+    /// Files whose conversion was not worth keeping: no host tries them again.
+    pub not_smaller: Tally,
+    /// Files that failed at least once, and those at the failure limit (skipped until
+    /// `--retry-failed`).
+    pub failed: Tally,
+    /// Of those, the files at the failure limit.
+    pub failed_out: Tally,
+    /// Files a run would convert, and roughly how much that would save.
+    pub candidates: Tally,
+    /// Roughly what converting the candidates would save.
+    pub estimated_saving_bytes: u64,
+    /// What each host has converted, by the host names in the history.
+    pub hosts: BTreeMap<String, HostTally>,
+}
+
+/// One host's share of the history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostTally {
+    /// Files it converted.
+    pub converted: u64,
+    /// What those conversions saved.
+    pub saved_bytes: u64,
+    /// Its latest conversion, by its own clock (RFC 3339): for people, never compared.
+    pub last_converted_at: String,
+}
+
+impl Stats {
+    /// Empty figures for the library at `dir`.
+    pub fn new(dir: String) -> Stats {
+        Stats {
+            dir,
+            ..Stats::default()
+        }
+    }
+
+    /// Counts one scanned file, with its fresh cache entry if there is one.
+    pub fn add(&mut self, file: &MediaFile, fresh: Option<&Entry>, rules: &Rules) {
+        self.files.add(file.size);
+        let Some(entry) = fresh else {
+            self.unknown.add(file.size);
+            return;
+        };
+        if let Some(converted) = &entry.converted {
+            self.converted += 1;
+            self.converted_before_bytes += converted.before_bytes;
+            self.converted_after_bytes += converted.after_bytes;
+            let saved = converted.before_bytes.saturating_sub(converted.after_bytes);
+            self.saved_bytes += saved;
+            let host = self.hosts.entry(converted.host.clone()).or_default();
+            host.converted += 1;
+            host.saved_bytes += saved;
+            // RFC 3339 in UTC sorts as text.
+            if converted.at > host.last_converted_at {
+                host.last_converted_at = converted.at.clone();
+            }
+        }
+        if let Some(failed) = &entry.failed {
+            self.failed.add(file.size);
+            if failed.attempts >= super::FAILURE_LIMIT {
+                self.failed_out.add(file.size);
+            }
+        }
+        let Some(info) = &entry.info else {
+            if entry.failed.is_none() {
+                self.unknown.add(file.size);
+            }
+            return;
+        };
+        let codec = info
+            .main_video()
+            .or_else(|| info.main_audio())
+            .map_or("none", |s| s.codec.as_str());
+        tally(&mut self.by_codec, codec, file.size);
+        let container = if info.container.is_empty() {
+            "unknown"
+        } else {
+            &info.container
+        };
+        tally(&mut self.by_container, container, file.size);
+
+        if entry.not_smaller.is_some() {
+            self.not_smaller.add(file.size);
+            return;
+        }
+        if entry.history_skip(false).is_some() {
+            return;
+        }
+        if let Decision::Convert(plan) = decide::decide(file, info, rules) {
+            self.candidates.add(file.size);
+            self.estimated_saving_bytes += file.size.saturating_sub(plan.estimated_bytes);
+        }
+    }
+}
+
+fn tally(map: &mut BTreeMap<String, Tally>, key: &str, bytes: u64) {
+    match map.get_mut(key) {
+        Some(t) => t.add(bytes),
+        None => {
+            let mut t = Tally::default();
+            t.add(bytes);
+            map.insert(key.to_owned(), t);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::info;
+    use super::super::{Converted, Failed, Fingerprint, NotSmaller};
+    use super::*;
+    use crate::config::MediaKind;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    fn file(name: &str, size: u64) -> MediaFile {
+        MediaFile {
+            path: PathBuf::from("/lib").join(name),
+            kind: MediaKind::Video,
+            size,
+            modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+        }
+    }
+
+    fn entry(file: &MediaFile, codec: &str) -> Entry {
+        let mut entry = Entry::new(Fingerprint::of(file));
+        entry.info = Some(info(codec));
+        entry
+    }
+
+    #[test]
+    fn stats_count_codecs_history_and_candidates() {
+        let rules = Rules {
+            min_age: Duration::ZERO,
+            min_savings_pct: 10.0,
+            allow_dv_loss: false,
+            now: SystemTime::now(),
+        };
+        let mut stats = Stats::new("/lib".into());
+
+        let h264 = file("a.mkv", 1000);
+        stats.add(&h264, Some(&entry(&h264, "h264")), &rules);
+
+        let hevc = file("b.mkv", 400);
+        let mut converted = entry(&hevc, "hevc");
+        converted.converted = Some(Converted {
+            at: "2024-01-01T00:00:00Z".into(),
+            host: "nas".into(),
+            encoder: "libx265".into(),
+            before_bytes: 1000,
+            after_bytes: 400,
+            seconds: 10.0,
+            from: None,
+        });
+        stats.add(&hevc, Some(&converted), &rules);
+
+        let kept = file("c.mkv", 500);
+        let mut not_smaller = entry(&kept, "h264");
+        not_smaller.not_smaller = Some(NotSmaller {
+            at: String::new(),
+            host: "nas".into(),
+            detail: "bigger".into(),
+        });
+        stats.add(&kept, Some(&not_smaller), &rules);
+
+        let bad = file("d.mkv", 7);
+        let mut failed = Entry::new(Fingerprint::of(&bad));
+        failed.failed = Some(Failed {
+            at: String::new(),
+            host: "nas".into(),
+            error: "unreadable".into(),
+            attempts: 3,
+            stderr_tail: vec![],
+        });
+        stats.add(&bad, Some(&failed), &rules);
+
+        stats.add(&file("e.mkv", 50), None, &rules);
+
+        assert_eq!(
+            stats.files,
+            Tally {
+                files: 5,
+                bytes: 1957
+            }
+        );
+        assert_eq!(
+            stats.unknown,
+            Tally {
+                files: 1,
+                bytes: 50
+            }
+        );
+        assert_eq!(
+            stats.by_codec["h264"],
+            Tally {
+                files: 2,
+                bytes: 1500
+            }
+        );
+        assert_eq!(stats.by_codec["hevc"].files, 1);
+        assert_eq!(stats.by_container["matroska,webm"].files, 3);
+        assert_eq!((stats.converted, stats.saved_bytes), (1, 600));
+        assert_eq!(stats.not_smaller.files, 1);
+        assert_eq!((stats.failed.files, stats.failed_out.files), (1, 1));
+        assert_eq!(
+            stats.candidates,
+            Tally {
+                files: 1,
+                bytes: 1000
+            }
+        );
+        assert!(stats.estimated_saving_bytes > 0 && stats.estimated_saving_bytes < 1000);
+    }
+}

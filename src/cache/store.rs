@@ -1,0 +1,430 @@
+//! The cache file on the share: reading with retries, the short write lock, and the atomic
+//! replace.
+//!
+//! The lock is `.mediabox_cache.json.lock`, taken by exclusive create: the one primitive that
+//! network file systems decide on the server (DESIGN.md section 3). It is held for
+//! milliseconds, so one older than [`STALE_LOCK`] belonged to a writer that died. Its age is
+//! judged on the file server's clock, read from the mtime of the temp file this writer has
+//! just created in the same directory, never from this host's clock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{CACHE_FILE_NAME, Entry, Parsed, host_name, key, parse, serialize};
+
+/// The write lock beside the cache.
+pub(crate) const LOCK_FILE_NAME: &str = ".mediabox_cache.json.lock";
+
+/// A cache lock older than this, on the server's clock, is a dead writer's.
+const STALE_LOCK: Duration = Duration::from_secs(30);
+
+/// Temp files and broken locks older than this are a dead writer's debris.
+const DEBRIS_AGE: Duration = Duration::from_secs(3600);
+
+/// How often, and how long apart, a reader looks again for a cache that a writer is replacing.
+const READ_RETRIES: u32 = 5;
+const READ_RETRY_DELAY: Duration = Duration::from_millis(20);
+
+/// The longest sleep between two tries of a held lock.
+const MAX_LOCK_DELAY: Duration = Duration::from_millis(200);
+
+/// Why a write did not happen.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// Another writer held the lock for longer than we were willing to wait.
+    Busy,
+    /// The cache on disk is of a newer schema; we must not overwrite it.
+    Newer(u32),
+    /// The directory cannot be written (read-only share, permissions, I/O).
+    Io(io::Error),
+}
+
+impl From<io::Error> for WriteError {
+    fn from(err: io::Error) -> WriteError {
+        WriteError::Io(err)
+    }
+}
+
+/// Reads the cache file of `dir`; `None` when there is none.
+///
+/// Some SMB servers replace a file in two steps, so a reader can find no file for a moment
+/// while a writer holds the lock: then it looks again, briefly. Without a lock there is no
+/// writer, and a missing file is simply missing (no sleep: a cold library has thousands).
+pub(crate) fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut tries = 0;
+    loop {
+        match read_once(dir)? {
+            None if tries < READ_RETRIES && lock_exists(dir) => {
+                tries += 1;
+                std::thread::sleep(READ_RETRY_DELAY);
+            }
+            read => return Ok(read),
+        }
+    }
+}
+
+/// One read of the cache file; `None` when there is none.
+fn read_once(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(dir.join(CACHE_FILE_NAME)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether a writer holds (or left) the lock of `dir`'s cache.
+pub(crate) fn lock_exists(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(LOCK_FILE_NAME)).is_ok()
+}
+
+/// Updates `dir`'s cache: lock, re-read, `apply`, prune gone files, write a temp file,
+/// `sync_all`, rename over, unlock. Waits at most `patience` for another writer's lock.
+pub(crate) fn update(
+    dir: &Path,
+    patience: Duration,
+    apply: impl FnOnce(&mut BTreeMap<String, Entry>),
+) -> Result<(), WriteError> {
+    let nonce = nonce();
+    let mut temp = TempFile::create(dir.join(format!("{CACHE_FILE_NAME}.{nonce}.tmp")))?;
+    // The file server stamped this mtime: "now" on the clock that stamps the lock too.
+    let server_now = temp.modified()?;
+    let lock = CacheLock::acquire(dir, &nonce, server_now, patience)?;
+
+    // Under the lock no writer is mid-replace: a missing file is missing.
+    let mut files = match read_once(dir)?.map(|bytes| parse(&bytes)) {
+        None => BTreeMap::new(),
+        Some(Parsed::Current(files) | Parsed::Legacy(files)) => files,
+        Some(Parsed::Newer(version)) => return Err(WriteError::Newer(version)),
+        Some(Parsed::Corrupt(_)) => {
+            let aside = dir.join(format!(
+                "{CACHE_FILE_NAME}.corrupt-{}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+                &nonce[..8]
+            ));
+            // Kept for whoever wants to see what went wrong; the read already reported it.
+            fs::rename(dir.join(CACHE_FILE_NAME), &aside)?;
+            BTreeMap::new()
+        }
+    };
+    apply(&mut files);
+    prune(dir, &mut files, server_now);
+
+    temp.write_and_sync(&serialize(&files))?;
+    // A writer that stalled past STALE_LOCK may have had its lock broken: then another writer
+    // may be mid-update, and our rename would drop its news. Back off and merge again later.
+    if !lock.is_ours() {
+        return Err(WriteError::Busy);
+    }
+    temp.persist(&dir.join(CACHE_FILE_NAME))?;
+    drop(lock);
+    Ok(())
+}
+
+/// Drops the entries of files that are gone, and a dead writer's debris.
+///
+/// A name missing from the listing is confirmed with a stat before its entry goes: a listing
+/// on a network mount can lag behind a file another host has just created.
+fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime) {
+    let Ok(listing) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut present = HashSet::with_capacity(files.len());
+    for item in listing {
+        let Ok(item) = item else {
+            // A listing cut short proves nothing about what is missing.
+            return;
+        };
+        let name = item.file_name();
+        if is_debris(&name.to_string_lossy()) {
+            let old = item
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| server_now.duration_since(modified).ok())
+                .is_some_and(|age| age > DEBRIS_AGE);
+            if old {
+                let _ = fs::remove_file(item.path());
+            }
+            continue;
+        }
+        if let Some(name) = key(&name) {
+            present.insert(name);
+        }
+    }
+    files.retain(|name, _| {
+        present.contains(name)
+            || !matches!(
+                fs::symlink_metadata(dir.join(name)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound
+            )
+    });
+}
+
+/// A temp file or broken lock left by a cache writer.
+fn is_debris(name: &str) -> bool {
+    name.strip_prefix(CACHE_FILE_NAME).is_some_and(|rest| {
+        (rest.starts_with('.') && rest.ends_with(".tmp"))
+            || (rest.starts_with(".lock.") && rest.ends_with(".stale"))
+    })
+}
+
+/// A temp file that is removed unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    file: Option<File>,
+    persisted: bool,
+}
+
+impl TempFile {
+    fn create(path: PathBuf) -> io::Result<TempFile> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(TempFile {
+            path,
+            file: Some(file),
+            persisted: false,
+        })
+    }
+
+    fn modified(&self) -> io::Result<SystemTime> {
+        match &self.file {
+            Some(file) => file.metadata()?.modified(),
+            None => fs::metadata(&self.path)?.modified(),
+        }
+    }
+
+    fn write_and_sync(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("temp file already closed"));
+        };
+        file.write_all(bytes)?;
+        // Durable before it becomes the cache: a crash must leave the old cache or the new,
+        // never an empty one. Closed before the rename, which Windows needs.
+        file.sync_all()
+    }
+
+    fn persist(&mut self, to: &Path) -> io::Result<()> {
+        fs::rename(&self.path, to)?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            self.file = None;
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// What a cache lock holds: who took it, so its owner can check it before replacing the cache.
+#[derive(Serialize, Deserialize)]
+struct LockRecord {
+    nonce: String,
+    host: String,
+    pid: u32,
+}
+
+/// The held cache lock of one directory; released on drop.
+struct CacheLock {
+    path: PathBuf,
+    nonce: String,
+}
+
+impl CacheLock {
+    fn acquire(
+        dir: &Path,
+        nonce: &str,
+        server_now: SystemTime,
+        patience: Duration,
+    ) -> Result<CacheLock, WriteError> {
+        let path = dir.join(LOCK_FILE_NAME);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(2);
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    let lock = CacheLock {
+                        path,
+                        nonce: nonce.to_owned(),
+                    };
+                    let record = LockRecord {
+                        nonce: nonce.to_owned(),
+                        host: host_name(),
+                        pid: std::process::id(),
+                    };
+                    let bytes = serde_json::to_vec(&record).unwrap_or_default();
+                    // On failure the drop removes the lock: it cannot be ours if it is empty.
+                    file.write_all(&bytes)?;
+                    return Ok(lock);
+                }
+                // EEXIST is the answer; EACCES/EPERM come back from some servers for a file
+                // being deleted or created by someone else (DESIGN.md section 3).
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::AlreadyExists | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    if break_if_stale(&path, nonce, server_now + started.elapsed()) {
+                        continue;
+                    }
+                    if started.elapsed() >= patience {
+                        return Err(WriteError::Busy);
+                    }
+                    std::thread::sleep(jitter(delay));
+                    delay = (delay * 2).min(MAX_LOCK_DELAY);
+                }
+                Err(err) => return Err(WriteError::Io(err)),
+            }
+        }
+    }
+
+    fn is_ours(&self) -> bool {
+        fs::read(&self.path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<LockRecord>(&bytes).ok())
+            .is_some_and(|record| record.nonce == self.nonce)
+    }
+}
+
+impl Drop for CacheLock {
+    fn drop(&mut self) {
+        // Only our own: a lock broken as stale and re-taken by another writer is theirs.
+        if self.is_ours() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Breaks the lock at `path` if its mtime is more than [`STALE_LOCK`] before `server_now`;
+/// true when the caller should try again at once (broken, or gone meanwhile).
+///
+/// The lock is renamed to a unique name before it is deleted, so a writer that takes a new
+/// lock in between never has it deleted under it. Should two writers both judge one lock
+/// stale, the second may rename the first's new lock away; the first then finds, before it
+/// replaces the cache, that the lock is no longer its own, and writes later instead.
+fn break_if_stale(path: &Path, nonce: &str, server_now: SystemTime) -> bool {
+    let modified = match fs::symlink_metadata(path).and_then(|m| m.modified()) {
+        Ok(modified) => modified,
+        Err(err) => return err.kind() == io::ErrorKind::NotFound,
+    };
+    let stale = server_now
+        .duration_since(modified)
+        .is_ok_and(|age| age > STALE_LOCK);
+    if !stale {
+        return false;
+    }
+    let mut tombstone = path.as_os_str().to_owned();
+    tombstone.push(format!(".{nonce}.stale"));
+    if fs::rename(path, &tombstone).is_ok() {
+        let _ = fs::remove_file(&tombstone);
+    }
+    true
+}
+
+/// A delay between `base` and twice it, so that waiting writers do not retry in lock step.
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let spread = if getrandom::fill(&mut byte).is_ok() {
+        u32::from(byte[0])
+    } else {
+        std::process::id() % 256
+    };
+    base + base * spread / 256
+}
+
+/// 128 random bits in hex: a name no other writer uses.
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: time and pid still make a name no other process uses.
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
+        bytes[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn age(path: &Path, secs: u64) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_held_lock_makes_a_write_give_up_in_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(LOCK_FILE_NAME), b"held").unwrap();
+        let started = Instant::now();
+        let result = update(dir.path(), Duration::from_millis(300), |_| {});
+        assert!(matches!(result, Err(WriteError::Busy)), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert_eq!(fs::read(dir.path().join(LOCK_FILE_NAME)).unwrap(), b"held");
+        assert!(!dir.path().join(CACHE_FILE_NAME).exists());
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "the temp file is removed: {left:?}");
+    }
+
+    #[test]
+    fn a_stale_lock_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE_NAME);
+        fs::write(&lock, b"left by a dead writer").unwrap();
+        age(&lock, 120);
+        update(dir.path(), Duration::from_millis(300), |_| {}).unwrap();
+        assert!(dir.path().join(CACHE_FILE_NAME).exists());
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [CACHE_FILE_NAME], "no lock, tombstone or temp left");
+    }
+
+    #[test]
+    fn old_debris_is_removed_and_fresh_debris_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(format!("{CACHE_FILE_NAME}.dead.tmp"));
+        let fresh = dir.path().join(format!("{CACHE_FILE_NAME}.live.tmp"));
+        fs::write(&old, b"").unwrap();
+        fs::write(&fresh, b"").unwrap();
+        age(&old, 2 * 3600);
+        update(dir.path(), Duration::from_millis(300), |_| {}).unwrap();
+        assert!(!old.exists());
+        assert!(fresh.exists(), "another writer's temp file is not touched");
+    }
+
+    #[test]
+    fn a_missing_cache_reads_as_none_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        assert!(read(dir.path()).unwrap().is_none());
+        assert!(started.elapsed() < READ_RETRY_DELAY);
+    }
+
+    #[test]
+    fn debris_names_are_recognised() {
+        assert!(is_debris(".mediabox_cache.json.0123.tmp"));
+        assert!(is_debris(".mediabox_cache.json.lock.0123.stale"));
+        assert!(!is_debris(".mediabox_cache.json"));
+        assert!(!is_debris(".mediabox_cache.json.lock"));
+        assert!(!is_debris(
+            ".mediabox_cache.json.corrupt-20240101T000000Z-01234567"
+        ));
+    }
+}

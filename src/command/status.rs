@@ -1,0 +1,257 @@
+//! `media-converter status DIR [--json] [--watch]`: what the fleet is doing, from the share
+//! alone. Files in progress come from the lock heartbeats, totals and hosts from the caches;
+//! no server, and any host can ask.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use crate::cache::stats::Stats;
+use crate::command::cache::gather_stats;
+use crate::config::{CacheStatsConfig, StatusConfig};
+use crate::duration::format_secs;
+use crate::exit_codes::ExitCode;
+use crate::identity::HostIdentity;
+use crate::lock::{self, Locker};
+use crate::output::{Reporter, display_name};
+use crate::signal;
+use crate::unattended::{self, PauseInfo};
+
+/// The fleet, as the share shows it. Serialized as the `status` JSON object.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub library: String,
+    /// Set while `.mediabox.pause` stops new work.
+    pub paused: Option<PauseInfo>,
+    /// Files some host is converting now (live locks).
+    pub in_progress: Vec<InProgress>,
+    /// Locks whose holder is gone; `locks clean` breaks them, any run takes them over.
+    pub stale_locks: usize,
+    /// Every host seen in the history or holding a lock now.
+    pub hosts: Vec<HostSeen>,
+    /// The caches' figures (`cache stats`).
+    pub totals: Stats,
+}
+
+/// A file being converted.
+#[derive(Debug, Serialize)]
+pub struct InProgress {
+    pub file: String,
+    pub host: String,
+    pub phase: String,
+    pub percent: Option<f64>,
+    pub fps: Option<f64>,
+    pub eta_secs: Option<f64>,
+    /// Since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+}
+
+/// A host and what it has done.
+#[derive(Debug, Serialize)]
+pub struct HostSeen {
+    pub host: String,
+    pub converted: u64,
+    pub saved_bytes: u64,
+    pub last_converted_at: Option<String>,
+    /// Files it is converting now.
+    pub working_on: usize,
+}
+
+/// Prints the status once, or every `watch` interval until interrupted.
+pub fn run(config: &StatusConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
+    if !config.dir.is_dir() {
+        bail!("{} is not a directory", config.dir.display());
+    }
+    let locker = Locker::new(HostIdentity::current(), config.lock);
+    let redraw = config.watch.is_some() && std::io::stdout().is_terminal() && !reporter.json();
+    loop {
+        let started = Instant::now();
+        let status = gather(config, &locker, reporter)?;
+        let mut out = std::io::stdout().lock();
+        if reporter.json() {
+            let mut value = serde_json::to_value(&status)?;
+            value["event"] = "status".into();
+            writeln!(out, "{value}")?;
+        } else {
+            if redraw {
+                // Clear the screen and go home: a dashboard, not a scroll.
+                write!(out, "\x1b[2J\x1b[H")?;
+            }
+            write!(out, "{}", render(&status))?;
+        }
+        out.flush()?;
+        drop(out);
+        let Some(every) = config.watch else {
+            return Ok(ExitCode::Success);
+        };
+        while started.elapsed() < every {
+            if signal::interrupted() {
+                return Ok(ExitCode::Success);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Reads the share: the pause file, every lock, every cache.
+pub fn gather(
+    config: &StatusConfig,
+    locker: &Locker,
+    reporter: &Reporter,
+) -> anyhow::Result<Status> {
+    let paused = unattended::find_pause(&config.dir).map(|(_, info)| info);
+    let mut in_progress = Vec::new();
+    let mut stale_locks = 0;
+    for entry in lock::list_locks(&config.dir, locker) {
+        let Ok(status) = entry else { continue };
+        let holder = status.holder;
+        if holder.verdict.is_stale() {
+            stale_locks += 1;
+            continue;
+        }
+        in_progress.push(InProgress {
+            file: relative(&config.dir, &status.media_path),
+            host: holder.hostname.unwrap_or_else(|| "?".into()),
+            phase: holder.phase.unwrap_or_else(|| "claimed".into()),
+            percent: holder.progress.as_ref().map(|p| p.percent),
+            fps: holder.progress.as_ref().and_then(|p| p.fps),
+            eta_secs: holder.progress.as_ref().and_then(|p| p.eta_secs),
+            heartbeat_age_secs: holder.age.as_secs_f64(),
+        });
+    }
+    let totals = gather_stats(
+        &CacheStatsConfig {
+            dir: config.dir.clone(),
+            media_type: config.media_type,
+            follow_links: false,
+        },
+        reporter,
+    )?;
+    let mut hosts: Vec<HostSeen> = totals
+        .hosts
+        .iter()
+        .map(|(host, tally)| HostSeen {
+            host: host.clone(),
+            converted: tally.converted,
+            saved_bytes: tally.saved_bytes,
+            last_converted_at: Some(tally.last_converted_at.clone()),
+            working_on: 0,
+        })
+        .collect();
+    for job in &in_progress {
+        match hosts.iter_mut().find(|h| h.host == job.host) {
+            Some(host) => host.working_on += 1,
+            None => hosts.push(HostSeen {
+                host: job.host.clone(),
+                converted: 0,
+                saved_bytes: 0,
+                last_converted_at: None,
+                working_on: 1,
+            }),
+        }
+    }
+    // Busy hosts first, then the most recent.
+    hosts.sort_by(|a, b| {
+        b.working_on
+            .cmp(&a.working_on)
+            .then(b.last_converted_at.cmp(&a.last_converted_at))
+    });
+    Ok(Status {
+        library: config.dir.to_string_lossy().into_owned(),
+        paused,
+        in_progress,
+        stale_locks,
+        hosts,
+        totals,
+    })
+}
+
+fn relative(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The status for people.
+pub fn render(status: &Status) -> String {
+    let mut text = format!("library {}\n", display_name(&status.library));
+    match &status.paused {
+        Some(pause) => text.push_str(&format!(
+            "  PAUSED by {} since {}{}: no host starts new files (`media-converter resume`)\n",
+            pause.host,
+            pause.since,
+            pause
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )),
+        None => text.push_str("  active\n"),
+    }
+    text.push_str(&format!("in progress: {}\n", status.in_progress.len()));
+    for job in &status.in_progress {
+        let progress = match (job.percent, job.fps, job.eta_secs) {
+            (Some(p), fps, eta) => format!(
+                "{p:>5.1}%{}{}",
+                fps.map(|f| format!(" {f:.0} fps")).unwrap_or_default(),
+                eta.map(|e| format!(" ETA {}", format_secs(e)))
+                    .unwrap_or_default()
+            ),
+            _ => "-".into(),
+        };
+        text.push_str(&format!(
+            "  {:<16} {:<24} {:<26} {}\n",
+            display_name(&job.host),
+            job.phase,
+            progress,
+            display_name(&job.file)
+        ));
+    }
+    if status.stale_locks > 0 {
+        text.push_str(&format!(
+            "  {} stale lock(s) of crashed runs: any run takes them over, `locks clean` clears them\n",
+            status.stale_locks
+        ));
+    }
+    let t = &status.totals;
+    text.push_str(&format!(
+        "totals: {} media files ({})\n  converted {} (saved {})\n  not smaller {}, failed {} ({} given up on)\n  candidates left {} ({}), estimated saving {}\n",
+        t.files.files,
+        HumanBytes(t.files.bytes),
+        t.converted,
+        HumanBytes(t.saved_bytes),
+        t.not_smaller.files,
+        t.failed.files,
+        t.failed_out.files,
+        t.candidates.files,
+        HumanBytes(t.candidates.bytes),
+        HumanBytes(t.estimated_saving_bytes),
+    ));
+    if t.unknown.files > 0 {
+        text.push_str(&format!(
+            "  {} file(s) not probed yet: figures grow as runs (or `cache build`) reach them\n",
+            t.unknown.files
+        ));
+    }
+    text.push_str("hosts:\n");
+    for host in &status.hosts {
+        text.push_str(&format!(
+            "  {:<16} converted {:>6}, saved {:>10}, last {}{}\n",
+            display_name(&host.host),
+            host.converted,
+            HumanBytes(host.saved_bytes).to_string(),
+            host.last_converted_at.as_deref().unwrap_or("-"),
+            if host.working_on > 0 {
+                format!(", working on {}", host.working_on)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    text
+}

@@ -1,0 +1,111 @@
+//! `status`: the fleet seen from the share by another process.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn status(dir: &std::path::Path) -> Value {
+    let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = events(&out);
+    assert_eq!(events.len(), 1, "one status object: {events:?}");
+    events[0].clone()
+}
+
+#[test]
+fn status_shows_another_hosts_conversion_and_the_totals_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    long_h264_mkv(&d.join("long.mkv"), 20, "640x360");
+    h264_aac_srt_mkv(&d.join("short.mkv"));
+    age_all(d);
+
+    let mut worker = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "den-pc")
+        .env("MEDIA_CONVERTER_HOST_ID", "den-pc-id")
+        .arg("--dir")
+        .arg(d)
+        .args(["--json", "--preset", "slow", "--heartbeat", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // While it works, another process sees the file, its host, phase and percent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = loop {
+        let now = status(d);
+        let job = now["in_progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["percent"].as_f64().is_some_and(|p| p > 0.0))
+            .cloned();
+        if let Some(job) = job {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "never saw progress: {now}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(seen["host"], "den-pc");
+    assert_eq!(seen["phase"], "transcoding");
+    assert_eq!(
+        seen["file"], "long.mkv",
+        "files are named relative to the library"
+    );
+    assert!(seen["heartbeat_age_secs"].as_f64().unwrap() < 30.0);
+    assert_eq!(worker.wait().unwrap().code(), Some(0));
+
+    // Afterwards: nothing in progress, both conversions in the totals and under the host.
+    let after = status(d);
+    assert!(
+        after["in_progress"].as_array().unwrap().is_empty(),
+        "{after}"
+    );
+    let totals = &after["totals"];
+    assert_eq!(totals["converted"], 2, "{after}");
+    assert!(totals["saved_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(totals["candidates"]["files"], 0);
+    let hosts = after["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{after}");
+    assert_eq!(hosts[0]["host"], "den-pc");
+    assert_eq!(hosts[0]["converted"], 2);
+    assert_eq!(hosts[0]["saved_bytes"], totals["saved_bytes"]);
+    assert!(after["paused"].is_null());
+
+    // A pause shows, with who paused it, in the human form too.
+    let pause = cmd()
+        .arg("pause")
+        .arg(d)
+        .args(["--reason", "rebuild"])
+        .output()
+        .unwrap();
+    assert_eq!(pause.status.code(), Some(0));
+    assert_eq!(status(d)["paused"]["reason"], "rebuild");
+    let human = cmd().arg("status").arg(d).output().unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("PAUSED by"), "{text}");
+    assert!(
+        text.contains("den-pc") && text.contains("converted      2"),
+        "{text}"
+    );
+}
+
+#[test]
+fn status_of_a_missing_library_is_a_setup_error() {
+    let out = cmd()
+        .args(["status", "/nonexistent/library"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/library"));
+}
