@@ -11,6 +11,7 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
+pub mod fresh;
 pub mod gpu;
 pub mod identity;
 pub mod lock;

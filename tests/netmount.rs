@@ -345,12 +345,12 @@ fn locks_are_stamped_by_the_servers_clock_not_the_clients() -> TestResult {
 }
 
 /// A file swapped through mount A (what a converting host does) is seen with its
-/// new size through mount B at once by `fresh_metadata`, which the pipeline uses
+/// new size through mount B at once by `fresh::metadata`, which the pipeline uses
 /// after a claim: a stale size would let B convert the file a second time.
 #[test]
 #[ignore = "needs real network mounts: scripts/net-tests.sh"]
 fn a_swap_through_one_mount_is_seen_at_once_through_the_other() -> TestResult {
-    use media_converter::claim::fresh_metadata;
+    use media_converter::fresh;
     let Some(net) = Net::get("a_swap_through_one_mount_is_seen_at_once_through_the_other") else {
         return Ok(());
     };
@@ -371,7 +371,7 @@ fn a_swap_through_one_mount_is_seen_at_once_through_the_other() -> TestResult {
         if fs::metadata(&via_b)?.len() != 10 {
             stale_stats += 1;
         }
-        assert_eq!(fresh_metadata(&via_b)?.len(), 10, "round {round}");
+        assert_eq!(fresh::metadata(&via_b)?.len(), 10, "round {round}");
     }
     eprintln!(
         "{}: a plain stat through B showed the old size in {stale_stats} of 5 rounds",

@@ -68,13 +68,35 @@ pub(crate) fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// One read of the cache file; `None` when there is none.
+/// One read of the cache file, as the file server has it now; `None` when there is none.
 fn read_once(dir: &Path) -> io::Result<Option<Vec<u8>>> {
-    match fs::read(dir.join(CACHE_FILE_NAME)) {
+    match crate::fresh::read(&dir.join(CACHE_FILE_NAME)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }
+}
+
+/// How many times, and how far apart, a cache that reads as corrupt under the lock is read
+/// again before it is set aside: a network client can show another host's fresh rename
+/// half-way for a moment, and setting aside a good cache would drop every host's history.
+const CORRUPT_REREADS: u32 = 3;
+const CORRUPT_REREAD_DELAY: Duration = Duration::from_millis(300);
+
+/// Reads the cache under the lock; a corrupt read is tried again a few times, so only a
+/// cache that stays corrupt is set aside.
+fn read_settled(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+    let mut read = read_once(dir)?;
+    for _ in 0..CORRUPT_REREADS {
+        match &read {
+            Some(bytes) if matches!(parse(bytes), Parsed::Corrupt(_)) => {
+                std::thread::sleep(CORRUPT_REREAD_DELAY);
+                read = read_once(dir)?;
+            }
+            _ => break,
+        }
+    }
+    Ok(read)
 }
 
 /// Whether a writer holds (or left) the lock of `dir`'s cache.
@@ -96,7 +118,7 @@ pub(crate) fn update(
     let lock = CacheLock::acquire(dir, &nonce, server_now, patience)?;
 
     // Under the lock no writer is mid-replace: a missing file is missing.
-    let mut files = match read_once(dir)?.map(|bytes| parse(&bytes)) {
+    let mut files = match read_settled(dir)?.map(|bytes| parse(&bytes)) {
         None => BTreeMap::new(),
         Some(Parsed::Current(files) | Parsed::Legacy(files)) => files,
         Some(Parsed::Newer(version)) => return Err(WriteError::Newer(version)),

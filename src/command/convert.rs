@@ -437,7 +437,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
     // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
-    match crate::claim::fresh_metadata(&file.path) {
+    match crate::fresh::metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => {}
         Ok(_) => {
             return FileOutcome::Skipped(
@@ -538,7 +538,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             "lost the claim before the swap ({lost}); the new file was discarded"
         ));
     }
-    let original_meta = match crate::claim::fresh_metadata(&file.path) {
+    let original_meta = match crate::fresh::metadata(&file.path) {
         Ok(meta) => meta,
         Err(err) => {
             return FileOutcome::Abandoned(format!(
