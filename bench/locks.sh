@@ -2,7 +2,7 @@
 # bench/locks.sh - what the lock protocol costs: claims per second on each kind of
 # share, and the throughput of 1, 2, 4 and 8 processes converting one library.
 #
-# Usage: bench/locks.sh [--no-net] [--real-ffprobe] [--files N] [--encode-secs S]
+# Usage: bench/locks.sh [--no-net] [--real-ffprobe] [--cold] [--files N] [--encode-secs S]
 #
 # 1. Claims per second: one lock_hammer process (release build) claiming and
 #    releasing one file, uncontended, then four processes contending for it; on
@@ -18,6 +18,10 @@
 #    real ffprobe costs ~0.1 s of CPU, every process probes every file at startup,
 #    and on a 2-core machine 8 x 200 probes would measure the CPU, not the
 #    coordination. --real-ffprobe measures with the real one throughout.
+#    By default the library's cache is warmed once (`cache build`) and copied for every N,
+#    as it is when hosts share a library: then a process's start-up is its scan, and
+#    what is measured is the claiming. --cold starts every N without a cache, so
+#    every process probes every file at the same moment.
 #    Efficiency = throughput / (N x the 1-process throughput); a file converted
 #    (`converting` event) more than once is a failure of the protocol.
 #
@@ -28,16 +32,18 @@ cd "$(dirname "$0")/.."
 
 NET=1
 REAL_FFPROBE=0
+COLD=0
 N_FILES=200
 ENCODE_SECS=0.2
 while (($#)); do
     case $1 in
         --no-net) NET=0 ;;
         --real-ffprobe) REAL_FFPROBE=1 ;;
+        --cold) COLD=1 ;;
         --files) N_FILES=$2; shift ;;
         --encode-secs) ENCODE_SECS=$2; shift ;;
         --net-inner) MODE=net-inner ;;
-        *) echo "usage: $0 [--no-net] [--real-ffprobe] [--files N] [--encode-secs S]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--no-net] [--real-ffprobe] [--cold] [--files N] [--encode-secs S]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -138,6 +144,12 @@ export BENCH_ENCODE_SECS=$ENCODE_SECS BENCH_HEVC=$WORK/hevc.mkv BENCH_LOG=$WORK/
     BENCH_MEMO=$WORK/memo BENCH_REAL_FFMPEG=$(command -v ffmpeg) \
     BENCH_REAL_FFPROBE=$(command -v ffprobe)
 
+if ((!COLD)); then
+    say "warming the library's cache (cache build)"
+    # cp -a keeps the mtimes, so the copies below find every entry fresh.
+    PATH="$WORK/fakebin:$PATH" "$BIN" cache build "$WORK/pristine" --min-age 0s -q >&2
+fi
+
 declare -A WALL PHASE CONVERTED DOUBLES LOCKED
 FAILED=0
 for n in 1 2 4 8; do
@@ -187,6 +199,7 @@ done
 echo
 probe_note="memoized real ffprobe"
 ((REAL_FFPROBE)) && probe_note="real ffprobe"
+if ((COLD)); then probe_note="$probe_note, no cache"; else probe_note="$probe_note, cache warmed"; fi
 echo "Coordination: $N_FILES files on local disk, fake encoder sleeping ${ENCODE_SECS} s, $probe_note, $cpus cores:"
 echo
 echo "| processes | wall s | files/s | vs N x 1 process | encode phase s | vs N x 1 process | converted | twice | skipped as locked |"
