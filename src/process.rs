@@ -148,6 +148,104 @@ pub fn media_command(program: &Path, args: &[OsString]) -> Command {
     command
 }
 
+/// Starts a command built by [`media_command`]. On Windows the child joins a job object
+/// that the system kills when this process ends, however it ends: Windows has no
+/// parent-death signal.
+pub fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    let child = command.spawn()?;
+    #[cfg(windows)]
+    job::adopt(&child);
+    Ok(child)
+}
+
+#[cfg(windows)]
+mod job {
+    use std::os::windows::io::AsRawHandle;
+    use std::process::Child;
+    use std::sync::OnceLock;
+
+    use windows_sys::Win32::Foundation::HANDLE;
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+        JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
+        SetInformationJobObject,
+    };
+
+    /// The job every child joins. Its handle is never closed: the system closes it when
+    /// this process ends, and then kills every process in the job.
+    struct Job(HANDLE);
+
+    // SAFETY: a job handle may be used from any thread; it is only ever read.
+    unsafe impl Send for Job {}
+    unsafe impl Sync for Job {}
+
+    static JOB: OnceLock<Option<Job>> = OnceLock::new();
+
+    fn job() -> Option<&'static Job> {
+        JOB.get_or_init(|| {
+            // SAFETY: plain Win32 calls with valid arguments; the handle is checked.
+            unsafe {
+                let handle = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+                if handle.is_null() {
+                    return None;
+                }
+                let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = std::mem::zeroed();
+                limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+                let set = SetInformationJobObject(
+                    handle,
+                    JobObjectExtendedLimitInformation,
+                    (&raw const limits).cast(),
+                    size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                );
+                (set != 0).then_some(Job(handle))
+            }
+        })
+        .as_ref()
+    }
+
+    /// Puts `child` in the job; best effort (a process already in a job that forbids
+    /// nesting stays out, and is still killed by every explicit stop).
+    pub(super) fn adopt(child: &Child) {
+        if let Some(job) = job() {
+            // SAFETY: both handles are valid for the duration of the call.
+            unsafe {
+                AssignProcessToJobObject(job.0, child.as_raw_handle() as HANDLE);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::process::{Command, Stdio};
+        use windows_sys::Win32::System::JobObjects::IsProcessInJob;
+
+        #[test]
+        fn children_join_the_job_that_dies_with_us() {
+            let exe = std::env::current_exe().unwrap();
+            let mut child = crate::process::spawn(
+                Command::new(exe)
+                    .arg("--list")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null()),
+            )
+            .unwrap();
+            let mut inside = 0;
+            // SAFETY: both handles are valid; `inside` is writable.
+            let asked = unsafe {
+                IsProcessInJob(
+                    child.as_raw_handle() as HANDLE,
+                    job().expect("the job object").0,
+                    &mut inside,
+                )
+            };
+            let _ = child.wait();
+            assert_ne!(asked, 0, "IsProcessInJob failed");
+            assert_ne!(inside, 0, "the child is not in the job");
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
@@ -225,15 +323,16 @@ pub struct Captured {
 /// Runs a command to completion, returning what it printed; a failure carries stderr's tail.
 pub fn run_captured(program: &Path, args: &[OsString]) -> Result<Captured, CommandFailed> {
     let command_line = || display_command(program, args);
-    let mut child = media_command(program, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| CommandFailed {
-            command: command_line(),
-            status: None,
-            stderr_tail: vec![err.to_string()],
-        })?;
+    let mut child = spawn(
+        media_command(program, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|err| CommandFailed {
+        command: command_line(),
+        status: None,
+        stderr_tail: vec![err.to_string()],
+    })?;
     let tail = child.stderr.take().map(StderrTail::drain);
     let mut stdout = Vec::new();
     if let Some(mut out) = child.stdout.take() {

@@ -12,7 +12,7 @@ use crate::decide::{Container, Plan};
 use crate::encoder::EncoderSetup;
 use crate::probe::{HdrMetadata, MediaInfo, StreamKind};
 use crate::process::{
-    CommandFailed, StderrTail, display_command, kill_and_reap, media_arg, media_command,
+    self, CommandFailed, StderrTail, display_command, kill_and_reap, media_arg, media_command,
 };
 use crate::progress::{FfmpegProgress, ProgressParser};
 
@@ -169,11 +169,12 @@ pub fn run(
         status,
         stderr_tail,
     };
-    let mut child = media_command(ffmpeg, args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| failed(None, vec![err.to_string()]))?;
+    let mut child = process::spawn(
+        media_command(ffmpeg, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|err| failed(None, vec![err.to_string()]))?;
     let tail = child.stderr.take().map(StderrTail::drain);
     let (tx, rx) = mpsc::channel();
     let reader = child.stdout.take().map(|stdout| {

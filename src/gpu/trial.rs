@@ -49,11 +49,12 @@ pub fn run_trial(
     timeout: Duration,
 ) -> Result<(), String> {
     let args = trial_args(setup, settings);
-    let mut child = media_command(ffmpeg, &args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|err| format!("cannot start {}: {err}", ffmpeg.display()))?;
+    let mut child = crate::process::spawn(
+        media_command(ffmpeg, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|err| format!("cannot start {}: {err}", ffmpeg.display()))?;
     let tail = child.stderr.take().map(StderrTail::drain);
     let deadline = Instant::now() + timeout;
     let status = loop {
