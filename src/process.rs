@@ -43,7 +43,8 @@ impl fmt::Display for ToolsMissing {
             f,
             "{} not found on PATH; install ffmpeg (Debian/Ubuntu: `sudo apt-get install ffmpeg`, \
              Fedora: `sudo dnf install ffmpeg`, macOS: `brew install ffmpeg`, \
-             Windows: `winget install ffmpeg`) or run installers/install.sh",
+             Windows: `winget install Gyan.FFmpeg`), or run installers/install.sh \
+             (Linux, macOS) or installers/install.ps1 (Windows)",
             self.name
         )
     }
