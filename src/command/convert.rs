@@ -45,7 +45,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let mut summary = Summary::default();
     // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
     // hold every file's stream list.
-    let mut candidates: Vec<(MediaFile, Option<MediaInfo>, String, Plan)> = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
     let mut recorder = Recorder::new();
     let options = survey::Options {
         ffprobe: &tools.ffprobe,
