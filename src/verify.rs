@@ -101,9 +101,22 @@ pub fn verify(
     container: Container,
     mode: VerifyMode,
 ) -> Result<MediaInfo, VerifyError> {
-    let new = probe(ffprobe, output).map_err(VerifyError::Unreadable)?;
+    // The probe and the decode are independent processes: run them side by side. The
+    // decode's windows are placed by the source's duration, which the comparison then holds
+    // the output to; a short output fails that comparison whatever its windows found.
+    let (probed, decoded) = std::thread::scope(|scope| {
+        let decode = scope.spawn(|| decode_check(ffmpeg, output, source.duration_secs, mode));
+        let probed = probe(ffprobe, output);
+        let decoded = decode.join().unwrap_or_else(|_| {
+            Err(VerifyError::DecodeErrors {
+                lines: vec!["the decode check crashed".into()],
+            })
+        });
+        (probed, decoded)
+    });
+    let new = probed.map_err(VerifyError::Unreadable)?;
     compare(source, &new, container)?;
-    decode_check(ffmpeg, output, new.duration_secs, mode)?;
+    decoded?;
     Ok(new)
 }
 
