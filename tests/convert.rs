@@ -479,8 +479,8 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Longer than four windows, so quick verification seeks instead of decoding everything.
-    long_h264_mkv(&d.join("long.mkv"), 12, "160x90");
+    // Over a minute, so quick verification seeks to windows instead of decoding everything.
+    long_h264_mkv(&d.join("long.mkv"), 70, "160x90");
     age_all(d);
     let (out, events) = run_json(d, &["--preset", "ultrafast"]);
     assert_eq!(out.status.code(), Some(0), "{events:#?}");
