@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 
 use crate::cache::{self, FactsSource, Recorder};
 use crate::claim::{ClaimRefused, Claimer};
-use crate::config::{ConvertConfig, Target};
+use crate::config::{ConvertConfig, MediaType, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
 use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
@@ -90,8 +90,17 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             Next::Done
         }
     };
-    with_target_files(config, reporter, |groups| {
-        survey::survey(groups, &options, &mut recorder, reporter, on_known)
+    let encoders = encode::Encoders::new(&tools, config);
+    // The encoder trials run while the library is scanned and probed; a dry run, or an
+    // audio-only one, needs no video encoder.
+    let detect_early = !config.dry_run && config.media_type != MediaType::Audio;
+    std::thread::scope(|scope| {
+        if detect_early {
+            scope.spawn(|| encoders.prefetch(reporter));
+        }
+        with_target_files(config, reporter, |groups| {
+            survey::survey(groups, &options, &mut recorder, reporter, on_known)
+        })
     })?;
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
@@ -118,7 +127,6 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     }
 
     let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
-    let encoders = encode::Encoders::new(&tools, config);
     let ctx = Context {
         claimer: &claimer,
         tools: &tools,

@@ -19,8 +19,8 @@ use crate::verify;
 
 use super::{FileOutcome, main_codec, shown};
 
-/// The run's video encoder, detected on first use: a run with nothing to encode (all done,
-/// audio only, a dry run) spends nothing on trial encodes.
+/// The run's video encoder, detected once: in the background while the library is scanned
+/// (not in a dry run or an audio-only run), or on first use, whichever comes first.
 pub(super) struct Encoders<'a> {
     ffmpeg: &'a Path,
     request: EncoderRequest,
@@ -38,6 +38,12 @@ impl<'a> Encoders<'a> {
             settings: &config.encode,
             choice: OnceLock::new(),
         }
+    }
+
+    /// Detects the encoder now, if no one has yet; run beside the scan, so the trial encodes
+    /// cost the first conversion no time.
+    pub(super) fn prefetch(&self, reporter: &Reporter) {
+        self.choice.get_or_init(|| self.detect(reporter));
     }
 
     /// The encoder for one source's main video, or how the file ends without an encode.
