@@ -140,26 +140,7 @@ fn replace_in_place(
             );
         }
     }
-    let placed = fs::metadata(s.original).map(|m| m.len());
-    if placed.as_ref().ok() != Some(&new_len) {
-        // Should never happen; keep the backup so nothing is lost, and say where it is.
-        return Err(SwapError {
-            original_at: Some(s.backup.to_path_buf()),
-            ..err(
-                "checking",
-                s.original,
-                io::Error::other(format!(
-                    "size after rename is {placed:?}, expected {new_len}"
-                )),
-            )
-        });
-    }
-    on_phase(SwapPhase::Done);
-    match s.keep_as {
-        Some(keep) => keep_aside(s.backup, keep),
-        None => retry::while_in_use(|| fs::remove_file(s.backup))
-            .map_err(|e| err("removing the backup", s.backup, e)),
-    }
+    settle(s, new_len, s.backup, "removing the backup", on_phase)
 }
 
 /// Puts the new file at the original's name while the original stays reachable under the
@@ -310,21 +291,41 @@ fn place_beside(
                 .map_err(|e| err("placing the new file at", s.destination, e))?;
         }
     }
+    settle(s, new_len, s.original, "removing the original", on_phase)
+}
+
+/// The last steps of either swap. The new file must be whole at its destination; then the
+/// original's remaining name, `leftover` (the backup, or the original itself beside a new
+/// name), is kept under `keep_as` or removed.
+///
+/// A failed check removes nothing: the original stays at `leftover`, and the error says so
+/// when that is not its own name.
+fn settle(
+    s: &Swap<'_>,
+    new_len: u64,
+    leftover: &Path,
+    removing: &'static str,
+    on_phase: &mut dyn FnMut(SwapPhase),
+) -> Result<(), SwapError> {
     let placed = fs::metadata(s.destination).map(|m| m.len()).ok();
     if placed != Some(new_len) {
-        return Err(err(
-            "checking",
-            s.destination,
-            io::Error::other(format!(
-                "size after placing is {placed:?}, expected {new_len}"
-            )),
-        ));
+        // Should never happen; nothing is lost, and the error says where the original is.
+        return Err(SwapError {
+            original_at: (leftover != s.original).then(|| leftover.to_path_buf()),
+            ..err(
+                "checking",
+                s.destination,
+                io::Error::other(format!(
+                    "size after the swap is {placed:?}, expected {new_len}"
+                )),
+            )
+        });
     }
     on_phase(SwapPhase::Done);
     match s.keep_as {
-        Some(keep) => keep_aside(s.original, keep),
-        None => retry::while_in_use(|| fs::remove_file(s.original))
-            .map_err(|e| err("removing the original", s.original, e)),
+        Some(keep) => keep_aside(leftover, keep),
+        None => retry::while_in_use(|| fs::remove_file(leftover))
+            .map_err(|e| err(removing, leftover, e)),
     }
 }
 
