@@ -4,9 +4,9 @@
 
 mod workload;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use workload::{Host, Launch, assert_exactly_once, finish, make_clips};
+use workload::{Host, Launch, assert_exactly_once, make_clips};
 
 #[test]
 fn three_hosts_with_two_processes_each_convert_every_file_exactly_once() {
@@ -27,14 +27,11 @@ fn three_hosts_with_two_processes_each_convert_every_file_exactly_once() {
         path_first: None,
         env: &[],
     };
-    let started = Instant::now();
-    let mut processes = launch.start_all(&hosts);
-    let outcome = finish(&mut processes, started, Duration::from_secs(240));
-    eprintln!(
-        "claim workload (local disk): {} files in {:.1} s, per host {:?}",
+    let outcome = launch.run(
+        &hosts,
         names.len(),
-        outcome.elapsed.as_secs_f64(),
-        outcome.per_host
+        Duration::from_secs(240),
+        "claim workload (local disk)",
     );
     assert_exactly_once(&outcome, &names, &library);
 }

@@ -23,24 +23,11 @@ use media_converter::lock::{
 
 type TestResult = Result<(), Box<dyn Error>>;
 
-/// Where a child finds its arguments (JSON array, program name first).
-const CHILD_ARGS: &str = "MEDIA_CONVERTER_TEST_HAMMER_ARGS";
-
 /// Not a test: the entry point of the child processes the tests spawn. Run
-/// without [`CHILD_ARGS`], as in every normal test run, it does nothing.
+/// without [`hammer::child::ARGS`], as in every normal test run, it does nothing.
 #[test]
 fn hammer_child() {
-    let Ok(args) = env::var(CHILD_ARGS) else {
-        return;
-    };
-    let code = match serde_json::from_str::<Vec<String>>(&args) {
-        Ok(args) => hammer::run(args),
-        Err(err) => {
-            eprintln!("bad {CHILD_ARGS}: {err}");
-            2
-        }
-    };
-    std::process::exit(i32::from(code));
+    hammer::child::main();
 }
 
 /// Short thresholds so staleness shows within seconds.
@@ -132,7 +119,7 @@ impl Scene {
         let log = File::create(&log_path)?;
         let child = Command::new(env::current_exe()?)
             .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ARGS, serde_json::to_string(&all)?)
+            .env(hammer::child::ARGS, serde_json::to_string(&all)?)
             .env("MEDIA_CONVERTER_HOSTNAME", host)
             .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
             .stdin(Stdio::null())

@@ -25,28 +25,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockSettings, Locker, lock_path};
-use workload::{Host, Launch, assert_exactly_once, copy_all, debris, finish, make_clips};
+use workload::{Host, Launch, assert_exactly_once, copy_all, debris, make_clips};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
-/// Where a child finds its arguments (JSON array, program name first).
-const CHILD_ARGS: &str = "MEDIA_CONVERTER_TEST_HAMMER_ARGS";
-
-/// Not a test: the entry point of the hammer children. Without [`CHILD_ARGS`] it
+/// Not a test: the entry point of the hammer children. Without [`hammer::child::ARGS`] it
 /// does nothing.
 #[test]
 fn hammer_child() {
-    let Ok(args) = env::var(CHILD_ARGS) else {
-        return;
-    };
-    let code = match serde_json::from_str::<Vec<String>>(&args) {
-        Ok(args) => hammer::run(args),
-        Err(err) => {
-            eprintln!("bad {CHILD_ARGS}: {err}");
-            2
-        }
-    };
-    std::process::exit(i32::from(code));
+    hammer::child::main();
 }
 
 /// The two mounts of one export, and the export as the server sees it.
@@ -142,7 +129,7 @@ fn spawn_hammer(
     let log = File::create(log)?;
     Ok(Command::new(env::current_exe()?)
         .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ARGS, serde_json::to_string(&all)?)
+        .env(hammer::child::ARGS, serde_json::to_string(&all)?)
         .env("MEDIA_CONVERTER_HOSTNAME", host)
         .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
         .stdin(Stdio::null())
@@ -416,16 +403,8 @@ fn claim_workload_across_two_mounts_converts_every_file_exactly_once() -> TestRe
         path_first: None,
         env: &[],
     };
-    let started = Instant::now();
-    let mut processes = launch.start_all(&hosts);
-    let outcome = finish(&mut processes, started, Duration::from_secs(150));
-    eprintln!(
-        "{} claim workload: {} files in {:.1} s, per host {:?}",
-        net.kind,
-        names.len(),
-        outcome.elapsed.as_secs_f64(),
-        outcome.per_host
-    );
+    let label = format!("{} claim workload", net.kind);
+    let outcome = launch.run(&hosts, names.len(), Duration::from_secs(150), &label);
     assert_exactly_once(&outcome, &names, &net.export.join(&dir).join("lib"));
     fs::remove_dir_all(net.export.join(&dir))?;
     Ok(())

@@ -76,6 +76,32 @@ enum Mode {
 const EXIT_ERROR: u8 = 2;
 const EXIT_LOST: u8 = 3;
 
+/// How a test binary runs the hammer in child processes of its own: it re-runs itself with
+/// the hammer's arguments in [`child::ARGS`] and only its `hammer_child` test, which calls
+/// [`child::main`].
+// The example binary runs the hammer from its own `main`, and uses none of this.
+#[allow(dead_code)]
+pub mod child {
+    /// Where a child finds its arguments (a JSON array, program name first).
+    pub const ARGS: &str = "MEDIA_CONVERTER_TEST_HAMMER_ARGS";
+
+    /// Runs the hammer and exits with its code when [`ARGS`] is set; returns at once
+    /// otherwise, as in every normal test run.
+    pub fn main() {
+        let Ok(args) = std::env::var(ARGS) else {
+            return;
+        };
+        let code = match serde_json::from_str::<Vec<String>>(&args) {
+            Ok(args) => super::run(args),
+            Err(err) => {
+                eprintln!("bad {ARGS}: {err}");
+                2
+            }
+        };
+        std::process::exit(i32::from(code));
+    }
+}
+
 /// Runs the hammer with `args` (program name first); returns the exit code.
 pub fn run<T: Into<OsString> + Clone>(args: impl IntoIterator<Item = T>) -> u8 {
     let options = match Options::try_parse_from(args) {

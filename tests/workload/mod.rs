@@ -226,6 +226,20 @@ impl Launch<'_> {
         }
         processes
     }
+
+    /// Starts every host's processes, waits for all of them (at most `timeout`), and logs
+    /// how long the `files` took and how many each host converted.
+    pub fn run(&self, hosts: &[Host], files: usize, timeout: Duration, label: &str) -> Outcome {
+        let started = Instant::now();
+        let mut processes = self.start_all(hosts);
+        let outcome = finish(&mut processes, started, timeout);
+        eprintln!(
+            "{label}: {files} files in {:.1} s, per host {:?}",
+            outcome.elapsed.as_secs_f64(),
+            outcome.per_host
+        );
+        outcome
+    }
 }
 
 /// What a finished workload showed.
