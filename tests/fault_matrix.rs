@@ -1,0 +1,758 @@
+//! The crash-and-fault matrix: failure points enumerated, not picked by hand.
+//!
+//! One conversion of a 1 s clip runs under `strace -f` and lists every call that changes
+//! the library directory (creating or opening for write, write, fsync, truncate, link,
+//! rename, unlink, mkdir, rmdir, utimensat, chmod), made by media-converter or by its
+//! ffmpeg children: the lock, its guards and tombstones, the temp output, the backup, the
+//! kept original, the cache. Then, for each such call, the conversion runs again with
+//! `-e inject=CALL:signal=KILL:when=N` and with an error at that call (`ENOSPC` on write,
+//! `EIO` on rename and fsync, `EPERM` on link: a share without hard links). After each
+//! faulted run the library is recovered three ways, each from a copy of what the fault
+//! left: the same host runs again; another host runs once `--lock-timeout` and the guards'
+//! timeout have passed; `locks clean`. Each must leave the original, byte for byte, or a
+//! verified HEVC file at the original's name (with `--keep-original`, the original at its
+//! kept name too), the bystander untouched, nothing converted twice, and after
+//! `locks clean` nothing of ours.
+//!
+//! Variants: `clip.mkv` in place and `clip.avi` -> `clip.mkv`, with and without
+//! `--keep-original`, with and without hard links (`-e inject=linkat:error=EPERM` for
+//! every run on that share, recoveries included).
+//!
+//! `when=N` counts per thread (each thread and each child process keeps its own count), so
+//! a point is named by its call's ordinal in its own thread; every other thread's N-th call
+//! of that name is hit too. The faulted run's own trace says which calls were hit: a
+//! point whose call was not the first one hit is reported as masked (the run is still
+//! checked; it faulted somewhere else). Points are deduplicated: repeated heartbeats and
+//! temp-output writes between two other changes count once (first and last), and variants
+//! other than each container's plain one are faulted from the swap on (their claim and
+//! encode are the same calls).
+//!
+//! Needs strace; skipped LOUDLY without it, failed instead with `FAULT_MATRIX_REQUIRED=1`
+//! (CI). `FAULT_MATRIX_ONLY=TEXT` runs the cases whose name contains TEXT;
+//! `FAULT_MATRIX_JOBS` sets how many run at once (default 2).
+#![cfg(target_os = "linux")]
+
+#[path = "fault_matrix/library.rs"]
+mod library;
+#[path = "fault_matrix/trace.rs"]
+mod trace;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use library::{Variant, age_work_files, copy_tree, judge, make_template};
+use trace::{Call, TRACED, Trace};
+
+const BIN: &str = env!("CARGO_BIN_EXE_media-converter");
+const HOST_A: &str = "matrix-a";
+const HOST_B: &str = "matrix-b";
+/// A run that takes longer is a hang, itself a failure.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// Says `message` on stderr past the test harness's capture.
+fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+}
+
+/// A fault injected at one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    Kill,
+    Enospc,
+    Eio,
+    Eperm,
+}
+
+impl Fault {
+    fn inject(self) -> &'static str {
+        match self {
+            Fault::Kill => "signal=KILL",
+            Fault::Enospc => "error=ENOSPC",
+            Fault::Eio => "error=EIO",
+            Fault::Eperm => "error=EPERM",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL",
+            Fault::Enospc => "ENOSPC",
+            Fault::Eio => "EIO",
+            Fault::Eperm => "EPERM",
+        }
+    }
+
+    /// The faults that make sense at a call of `syscall`.
+    fn at(syscall: &str, links: bool) -> Vec<Fault> {
+        let mut faults = vec![Fault::Kill];
+        match syscall {
+            "write" | "pwrite64" | "writev" | "pwritev" => faults.push(Fault::Enospc),
+            "rename" | "renameat" | "renameat2" | "fsync" | "fdatasync" => faults.push(Fault::Eio),
+            "linkat" | "link" if links => faults.push(Fault::Eperm),
+            _ => {}
+        }
+        faults
+    }
+}
+
+/// A call of the reference run that changed the library.
+#[derive(Debug, Clone)]
+struct Point {
+    /// `media-converter` or `ffmpeg`.
+    program: String,
+    syscall: String,
+    /// Which of our files, e.g. `lock`, `temp output -> clip.mkv`.
+    role: String,
+    /// What `when=` must be.
+    ordinal: u32,
+    /// Its place among the reference run's changes.
+    step: usize,
+    /// The reference run's thread that made it.
+    tid: u32,
+}
+
+impl Point {
+    fn label(&self) -> String {
+        format!(
+            "{} {}({}) #{}",
+            self.program, self.syscall, self.role, self.ordinal
+        )
+    }
+}
+
+/// What one of our files is, from its name alone.
+fn role_of(path: &str, variant: Variant) -> String {
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let role = if name == variant.source() {
+        "source"
+    } else if name == variant.destination() {
+        "destination"
+    } else if name == library::BYSTANDER {
+        "BYSTANDER"
+    } else if name == variant.kept() {
+        "kept original"
+    } else if name == library::CACHE {
+        "cache"
+    } else if name.starts_with(".mediabox_cache.json") && name.ends_with(".lock") {
+        "cache lock"
+    } else if name.starts_with(".mediabox_cache.json") {
+        "cache temp"
+    } else if name.contains(".tomb-") {
+        "tombstone"
+    } else if name.ends_with(".mediabox.lock.acquire") {
+        "acquire guard"
+    } else if name.ends_with(".mediabox.lock.break") {
+        "break guard"
+    } else if name.ends_with(".mediabox.lock") {
+        "lock"
+    } else if name.starts_with(".mediabox.clock-") {
+        "clock probe"
+    } else if name.contains(".partial.") {
+        "temp output"
+    } else if name.contains(".orig.") {
+        "backup"
+    } else {
+        return name;
+    };
+    role.to_owned()
+}
+
+/// The role of a call: its share paths' roles, `a -> b` for two.
+fn call_role(call: &Call, dir: &Path, variant: Variant) -> String {
+    let prefix = format!("{}/", dir.display());
+    call.paths()
+        .iter()
+        .filter(|p| p.starts_with(&prefix))
+        .map(|p| role_of(p, variant))
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+/// The changes of the reference run, deduplicated, as points to fault.
+fn points(trace: &Trace, dir: &Path, variant: Variant) -> Vec<Point> {
+    let changes: Vec<(&Call, String)> = trace
+        .mutations_under(dir)
+        .map(|c| (c, call_role(c, dir, variant)))
+        .collect();
+    // Heartbeats (open, write, truncate, sync of the lock) and the encoder's writes repeat
+    // between the other changes; between two others, the first and last of each are kept.
+    let repeats = |call: &Call, role: &str| {
+        (role == "lock" && ["openat", "write", "ftruncate", "fsync"].contains(&call.name.as_str()))
+            || (role == "temp output" && call.name == "write")
+    };
+    let swap_from = changes
+        .iter()
+        .position(|(c, role)| {
+            role.starts_with("temp output") && ["utimensat", "fchmod"].contains(&c.name.as_str())
+        })
+        .unwrap_or(0);
+    // ... up to the outcome's record in the cache, which is the same in every variant.
+    let record_from = changes
+        .iter()
+        .skip(swap_from)
+        .position(|(_, role)| role.starts_with("cache"))
+        .map_or(changes.len(), |at| at + swap_from);
+    let mut groups: BTreeMap<(usize, String, String, String), Vec<usize>> = BTreeMap::new();
+    let mut epoch = 0;
+    for (step, (call, role)) in changes.iter().enumerate() {
+        if !repeats(call, role) {
+            epoch = step + 1;
+        }
+        let key = (
+            epoch,
+            trace.program(call.tid).to_owned(),
+            call.name.clone(),
+            role.clone(),
+        );
+        groups.entry(key).or_default().push(step);
+    }
+    let mut chosen: Vec<usize> = groups
+        .values()
+        .flat_map(|steps| {
+            let (first, last) = (steps[0], steps[steps.len() - 1]);
+            if first == last {
+                vec![first]
+            } else {
+                vec![first, last]
+            }
+        })
+        .filter(|&step| variant.is_base() || (swap_from..record_from).contains(&step))
+        .collect();
+    chosen.sort_unstable();
+    chosen
+        .into_iter()
+        .map(|step| {
+            let (call, role) = &changes[step];
+            Point {
+                program: trace.program(call.tid).to_owned(),
+                syscall: call.name.clone(),
+                role: role.clone(),
+                ordinal: call.ordinal,
+                step,
+                tid: call.tid,
+            }
+        })
+        .filter(|p| variant.links || !matches!(p.syscall.as_str(), "linkat" | "link"))
+        .collect()
+}
+
+/// The call `when=` would hit before `point`'s own, in the reference run: another thread's
+/// (or child's) call of the same name and ordinal that came first. `None` when the point's
+/// own call is the first.
+fn first_hit<'a>(trace: &'a Trace, point: &Point) -> Option<&'a Call> {
+    let first = trace
+        .calls
+        .iter()
+        .find(|c| c.name == point.syscall && c.ordinal == point.ordinal)?;
+    (first.tid != point.tid).then_some(first)
+}
+
+/// One faulted run and its three recoveries.
+#[derive(Debug, Clone)]
+struct Case {
+    variant: Variant,
+    point: Point,
+    fault: Fault,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!(
+            "[{}] {} at {}",
+            self.variant.name(),
+            self.fault.name(),
+            self.point.label()
+        )
+    }
+
+    /// strace's options for the faulted run.
+    fn strace_options(&self) -> Vec<String> {
+        // Clones and execs too, to tell media-converter's calls from ffmpeg's.
+        let mut traced = vec![
+            self.point.syscall.clone(),
+            "execve,clone,clone3,fork,vfork".to_owned(),
+        ];
+        let mut options = vec![format!(
+            "inject={}:{}:when={}",
+            self.point.syscall,
+            self.fault.inject(),
+            self.point.ordinal
+        )];
+        if !self.variant.links {
+            traced.push("linkat".into());
+            options.push("inject=linkat:error=EPERM".into());
+        }
+        let mut all = vec![format!("trace={}", traced.join(","))];
+        all.extend(options);
+        all
+    }
+}
+
+/// How a run ended.
+struct Ran {
+    status: Option<ExitStatus>,
+    stdout: String,
+    stderr: String,
+    hung: bool,
+}
+
+impl Ran {
+    fn converted(&self) -> usize {
+        self.stdout
+            .lines()
+            .filter(|l| l.contains(r#""event":"converted""#))
+            .count()
+    }
+}
+
+/// Runs `command` in its own process group, at most [`RUN_LIMIT`].
+fn run(mut command: Command, logs: &Path, tag: &str) -> Ran {
+    let stdout = logs.join(format!("{tag}.stdout"));
+    let stderr = logs.join(format!("{tag}.stderr"));
+    command
+        .stdin(Stdio::null())
+        .stdout(File::create(&stdout).expect("stdout log"))
+        .stderr(File::create(&stderr).expect("stderr log"))
+        .process_group(0);
+    let mut child = command.spawn().expect("start a run");
+    let deadline = Instant::now() + RUN_LIMIT;
+    let mut hung = false;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a run") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            hung = true;
+            let group = libc::pid_t::try_from(child.id()).expect("pid fits");
+            // SAFETY: kill(2) on the process group this harness just created.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Ran {
+        status,
+        stdout: fs::read_to_string(&stdout).unwrap_or_default(),
+        stderr: fs::read_to_string(&stderr).unwrap_or_default(),
+        hung,
+    }
+}
+
+/// media-converter as `host`, under strace with `options` when given.
+fn converter(args: &[&str], host: &str, strace: Option<(&[String], &Path)>) -> Command {
+    let mut command = match strace {
+        Some((options, log)) => {
+            let mut c = Command::new("strace");
+            c.args(["-f", "-qq", "-y", "-s", "0", "-o"]).arg(log);
+            for option in options {
+                c.arg("-e").arg(option);
+            }
+            c.arg("--").arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    command
+        .args(args)
+        .env("MEDIA_CONVERTER_HOSTNAME", host)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// The conversion's arguments.
+fn convert_args(file: &Path, variant: Variant) -> Vec<String> {
+    let mut args: Vec<String> = ["--json", "--min-age", "0s", "--preset", "ultrafast"]
+        .into_iter()
+        .chain(["--lock-timeout", "3s", "--heartbeat", "1s", "--file"])
+        .map(str::to_owned)
+        .collect();
+    args.push(file.display().to_string());
+    if variant.keep {
+        args.push("--keep-original".into());
+    }
+    args
+}
+
+/// Runs media-converter on a share like `variant`'s: without hard links, under strace.
+fn on_share(args: &[String], host: &str, variant: Variant, log: &Path) -> Command {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let options = [
+        "trace=linkat".to_owned(),
+        "inject=linkat:error=EPERM".into(),
+    ];
+    converter(&args, host, (!variant.links).then_some((&options[..], log)))
+}
+
+/// A reference run of `variant` in `dir` (a copy of the template), fully traced.
+fn reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf) {
+    let work = root.join(format!("reference-{}", variant.slug()));
+    fs::create_dir_all(&work).expect("reference dir");
+    let lib = work.join("lib");
+    copy_tree(template, &lib);
+    let log = work.join("strace.log");
+    let mut options = vec![format!("trace={}", TRACED.join(","))];
+    if !variant.links {
+        options.push("inject=linkat:error=EPERM".into());
+    }
+    let args = convert_args(&lib.join(variant.source()), variant);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ran = run(
+        converter(&args, HOST_A, Some((&options, &log))),
+        &work,
+        "run",
+    );
+    assert!(
+        ran.status.is_some_and(|s| s.success()) && ran.converted() == 1,
+        "the reference run of [{}] did not convert: {}{}",
+        variant.name(),
+        ran.stdout,
+        ran.stderr
+    );
+    let trace = Trace::parse(&fs::read_to_string(&log).expect("reference trace"));
+    (trace, lib)
+}
+
+/// What one case showed.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// The calls the fault hit, first first.
+    hits: Vec<String>,
+    /// The point's own call was the first one hit.
+    on_target: bool,
+    /// Failures: losses, hangs, debris after `locks clean`, double conversions.
+    failures: Vec<String>,
+    /// Debris after the reruns (not failures).
+    notes: Vec<String>,
+    /// State of the original's name after each recovery.
+    states: Vec<String>,
+}
+
+fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
+    let mut outcome = Outcome::default();
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).expect("case dir");
+    let lib = dir.join("lib");
+    copy_tree(template, &lib);
+    let original = fs::read(lib.join(case.variant.source())).expect("the clip");
+    let bystander = fs::read(lib.join(library::BYSTANDER)).expect("the bystander");
+    let args = convert_args(&lib.join(case.variant.source()), case.variant);
+    let log = dir.join("fault.strace");
+    let options = case.strace_options();
+    let str_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let faulted = run(
+        converter(&str_args, HOST_A, Some((&options, &log))),
+        dir,
+        "fault",
+    );
+    if faulted.hung {
+        outcome
+            .failures
+            .push("the faulted run hung (killed after 90 s)".into());
+    }
+    let trace = Trace::parse(&fs::read_to_string(&log).unwrap_or_default());
+    for hit in trace.hits() {
+        let role = call_role(hit, &lib, case.variant);
+        outcome.hits.push(format!(
+            "{} {}({}) #{}{}",
+            trace.program(hit.tid),
+            hit.name,
+            if role.is_empty() { "elsewhere" } else { &role },
+            hit.ordinal,
+            if hit.killed { " killed" } else { "" }
+        ));
+    }
+    outcome.on_target = trace.hits().first().is_some_and(|hit| {
+        hit.name == case.point.syscall
+            && trace.program(hit.tid) == case.point.program
+            && call_role(hit, &lib, case.variant) == case.point.role
+    });
+    if faulted.stdout.contains("panicked") || faulted.stderr.contains("panicked at") {
+        outcome.failures.push("the faulted run panicked".into());
+    }
+    let snapshot = dir.join("after-fault");
+    copy_tree(&lib, &snapshot);
+    for recovery in ["same host", "other host", "locks clean"] {
+        copy_tree(&snapshot, &lib);
+        let tag = recovery.replace(' ', "-");
+        let log = dir.join(format!("{tag}.strace"));
+        let ran = match recovery {
+            "same host" => run(on_share(&args, HOST_A, case.variant, &log), dir, &tag),
+            "other host" => {
+                age_work_files(&lib, case.variant);
+                run(on_share(&args, HOST_B, case.variant, &log), dir, &tag)
+            }
+            _ => {
+                let clean = vec![
+                    "locks".to_owned(),
+                    "clean".into(),
+                    lib.display().to_string(),
+                    "--json".into(),
+                    "--lock-timeout".into(),
+                    "3s".into(),
+                ];
+                run(on_share(&clean, HOST_A, case.variant, &log), dir, &tag)
+            }
+        };
+        if ran.hung {
+            outcome.failures.push(format!("{recovery}: hung"));
+        }
+        if ran.stderr.contains("panicked at") {
+            outcome.failures.push(format!("{recovery}: panicked"));
+        }
+        if faulted.converted() + ran.converted() > 1 {
+            outcome
+                .failures
+                .push(format!("{recovery}: the file was converted twice"));
+        }
+        let j = judge(&lib, case.variant, &original, &bystander);
+        for loss in &j.losses {
+            outcome.failures.push(format!("{recovery}: LOSS: {loss}"));
+        }
+        if recovery == "locks clean" {
+            if !ran.status.is_some_and(|s| s.success()) {
+                outcome.failures.push(format!(
+                    "locks clean failed: {}",
+                    ran.stderr.lines().last().unwrap_or_default()
+                ));
+            }
+            if !j.debris.is_empty() {
+                outcome
+                    .failures
+                    .push(format!("locks clean left {:?}", j.debris));
+            }
+        } else if !j.debris.is_empty() {
+            outcome
+                .notes
+                .push(format!("{recovery} left {:?}", j.debris));
+        }
+        outcome.states.push(j.state);
+    }
+    outcome
+}
+
+fn strace_works() -> bool {
+    Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:retval=1",
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn every_crash_and_fault_point_loses_nothing() {
+    if !strace_works() {
+        let required = std::env::var_os("FAULT_MATRIX_REQUIRED").is_some_and(|v| v == "1");
+        let message = "FAULT MATRIX SKIPPED: strace (with -e inject) is not installed or cannot \
+                       trace here (apt-get install strace; containers need ptrace allowed)";
+        assert!(!required, "{message}, and FAULT_MATRIX_REQUIRED=1");
+        loud(message);
+        return;
+    }
+    let only = std::env::var("FAULT_MATRIX_ONLY").unwrap_or_default();
+    let jobs: usize = std::env::var("FAULT_MATRIX_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(2);
+    let started = Instant::now();
+    let mut temp = tempfile::tempdir().expect("temp dir");
+    if std::env::var_os("FAULT_MATRIX_KEEP").is_some() {
+        loud(&format!("fault matrix: keeping {}", temp.path().display()));
+        temp.disable_cleanup(true);
+    }
+    let root = temp.path();
+    let bin = Path::new(BIN);
+
+    let mut cases = Vec::new();
+    let mut templates = BTreeMap::new();
+    let mut point_count = 0;
+    let mut unreachable = Vec::new();
+    for variant in Variant::all() {
+        let template = templates
+            .entry(variant.container_change)
+            .or_insert_with(|| {
+                let dir = root.join(format!("template-{}", variant.source()));
+                make_template(&dir, variant, bin);
+                dir
+            })
+            .clone();
+        let (trace, lib) = reference(&template, root, variant);
+        let points = points(&trace, &lib, variant);
+        for change in trace.mutations_under(&lib) {
+            let role = call_role(change, &lib, variant);
+            assert!(
+                !role.contains("BYSTANDER"),
+                "[{}] the reference run changed the bystander: {change:?}",
+                variant.name()
+            );
+        }
+        point_count += points.len();
+        if std::env::var_os("FAULT_MATRIX_LIST").is_some() {
+            for p in &points {
+                loud(&format!(
+                    "[{}] step {:3} {}",
+                    variant.name(),
+                    p.step,
+                    p.label()
+                ));
+            }
+        }
+        for point in points {
+            if let Some(first) = first_hit(&trace, &point) {
+                // SIGKILL at this ordinal would kill the process at another thread's call
+                // first: that case is another point's (or no change at all).
+                unreachable.push(format!(
+                    "[{}] {} (another thread's call #{} comes first: {} {}({}))",
+                    variant.name(),
+                    point.label(),
+                    point.ordinal,
+                    trace.program(first.tid),
+                    first.name,
+                    call_role(first, &lib, variant),
+                ));
+            }
+            for fault in Fault::at(&point.syscall, variant.links) {
+                if fault == Fault::Kill && first_hit(&trace, &point).is_some() {
+                    continue;
+                }
+                let case = Case {
+                    variant,
+                    point: point.clone(),
+                    fault,
+                };
+                if case.name().contains(&only) {
+                    cases.push((case, template.clone()));
+                }
+            }
+        }
+    }
+    let faults: Vec<Fault> = {
+        let mut f: Vec<Fault> = cases.iter().map(|(c, _)| c.fault).collect();
+        f.sort();
+        f.dedup();
+        f
+    };
+
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Outcome)>> = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let at = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((case, template)) = cases.get(at) else {
+                        break;
+                    };
+                    let outcome = run_case(case, template, &library::case_dir(root, at));
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((at, outcome));
+                }
+            });
+        }
+    });
+    let mut results = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_by_key(|(at, _)| *at);
+
+    let mut report = String::new();
+    let mut failures = 0;
+    let mut losses = 0;
+    let mut off_target = 0;
+    let mut states: BTreeMap<String, usize> = BTreeMap::new();
+    for (at, outcome) in &results {
+        let (case, _) = &cases[*at];
+        for state in &outcome.states {
+            *states.entry(state.clone()).or_default() += 1;
+        }
+        if !outcome.on_target {
+            off_target += 1;
+        }
+        losses += outcome
+            .failures
+            .iter()
+            .filter(|f| f.contains("LOSS"))
+            .count();
+        let verdict = if outcome.failures.is_empty() {
+            "ok"
+        } else {
+            failures += 1;
+            "FAILED"
+        };
+        let _ = writeln!(
+            report,
+            "{verdict:6} {} -> hit: {}{}",
+            case.name(),
+            outcome.hits.first().map_or("nothing", String::as_str),
+            if outcome.on_target { "" } else { " (masked)" }
+        );
+        for failure in &outcome.failures {
+            let _ = writeln!(report, "         {failure}");
+        }
+        for note in &outcome.notes {
+            let _ = writeln!(report, "         note: {note}");
+        }
+        if !outcome.failures.is_empty() {
+            let _ = writeln!(
+                report,
+                "         reproduce: strace -f {} -- media-converter {}",
+                case.strace_options()
+                    .iter()
+                    .map(|o| format!("-e {o}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                convert_args(Path::new(case.variant.source()), case.variant).join(" ")
+            );
+        }
+    }
+    let summary = format!(
+        "fault matrix: {point_count} crash points ({} not reachable for SIGKILL) x {} faults \
+         ({}) x 3 recoveries = {} cases, {} recoveries: {losses} losses, {failures} failing \
+         cases; {off_target} cases hit another call first; final states {states:?}; {:.0} s \
+         with {jobs} jobs",
+        unreachable.len(),
+        faults.len(),
+        faults
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        results.len(),
+        results.len() * 3,
+        started.elapsed().as_secs_f64()
+    );
+    if !unreachable.is_empty() {
+        let _ = writeln!(
+            report,
+            "\nNot reachable with strace's per-thread when= (SIGKILL skipped; errors still run):"
+        );
+        for line in &unreachable {
+            let _ = writeln!(report, "  {line}");
+        }
+    }
+    loud(&format!("{report}\n{summary}"));
+    assert_eq!(failures, 0, "{summary}");
+}
