@@ -118,13 +118,23 @@ struct Point {
     step: usize,
     /// The reference run's thread that made it.
     tid: u32,
+    /// When the call names one of the library's fixed names (lock, guards, cache, its
+    /// lock, the media): those file names, passed to strace as `-P`, which then counts (and
+    /// hits) only calls on them: no other thread or child comes first. Empty for calls on
+    /// names with a random part (temp output, backup, tombstones, the cache's temp file),
+    /// counted among all calls of their thread.
+    pinned: Vec<String>,
 }
 
 impl Point {
     fn label(&self) -> String {
         format!(
-            "{} {}({}) #{}",
-            self.program, self.syscall, self.role, self.ordinal
+            "{} {}({}) #{}{}",
+            self.program,
+            self.syscall,
+            self.role,
+            self.ordinal,
+            if self.pinned.is_empty() { "" } else { " on -P" }
         )
     }
 }
@@ -180,8 +190,54 @@ fn call_role(call: &Call, dir: &Path, variant: Variant) -> String {
         .join(" -> ")
 }
 
+/// The library's names that are the same in every run.
+fn fixed_names(dir: &Path, variant: Variant) -> Vec<String> {
+    let lock = format!("{}.mediabox.lock", variant.source());
+    [
+        variant.source().to_owned(),
+        variant.destination().to_owned(),
+        variant.kept(),
+        library::BYSTANDER.to_owned(),
+        library::CACHE.to_owned(),
+        format!("{}.lock", library::CACHE),
+        format!("{lock}.acquire"),
+        format!("{lock}.break"),
+        lock,
+    ]
+    .iter()
+    .map(|name| dir.join(name).display().to_string())
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect()
+}
+
+/// Whether strace's `-P names` selects `call`: as strace does, only the first path of
+/// `rename` (it has no two-path rule for it, as it has for `link`, `linkat`, `renameat2`).
+fn names_any(call: &Call, names: &[String]) -> bool {
+    let paths = call.paths();
+    let looked_at = if call.name == "rename" {
+        &paths[..paths.len().min(1)]
+    } else {
+        &paths[..]
+    };
+    looked_at.iter().any(|p| names.contains(p))
+}
+
+/// `call`'s ordinal among its thread's calls of its name that name one of `names`: how
+/// strace counts `when=` under `-P`.
+fn pinned_ordinal(trace: &Trace, call: &Call, names: &[String]) -> u32 {
+    let before = trace
+        .calls
+        .iter()
+        .filter(|c| c.tid == call.tid && c.name == call.name && c.ordinal <= call.ordinal)
+        .filter(|c| names_any(c, names))
+        .count();
+    u32::try_from(before).expect("a small count")
+}
+
 /// The changes of the reference run, deduplicated, as points to fault.
 fn points(trace: &Trace, dir: &Path, variant: Variant) -> Vec<Point> {
+    let fixed = fixed_names(dir, variant);
     let changes: Vec<(&Call, String)> = trace
         .mutations_under(dir)
         .map(|c| (c, call_role(c, dir, variant)))
@@ -235,13 +291,24 @@ fn points(trace: &Trace, dir: &Path, variant: Variant) -> Vec<Point> {
         .into_iter()
         .map(|step| {
             let (call, role) = &changes[step];
+            let pinned = if names_any(call, &fixed) {
+                fixed_names(Path::new(""), variant)
+            } else {
+                Vec::new()
+            };
+            let ordinal = if !names_any(call, &fixed) {
+                call.ordinal
+            } else {
+                pinned_ordinal(trace, call, &fixed)
+            };
             Point {
                 program: trace.program(call.tid).to_owned(),
                 syscall: call.name.clone(),
                 role: role.clone(),
-                ordinal: call.ordinal,
+                ordinal,
                 step,
                 tid: call.tid,
+                pinned,
             }
         })
         .filter(|p| variant.links || !matches!(p.syscall.as_str(), "linkat" | "link"))
@@ -251,11 +318,19 @@ fn points(trace: &Trace, dir: &Path, variant: Variant) -> Vec<Point> {
 /// The call `when=` would hit before `point`'s own, in the reference run: another thread's
 /// (or child's) call of the same name and ordinal that came first. `None` when the point's
 /// own call is the first.
-fn first_hit<'a>(trace: &'a Trace, point: &Point) -> Option<&'a Call> {
-    let first = trace
-        .calls
-        .iter()
-        .find(|c| c.name == point.syscall && c.ordinal == point.ordinal)?;
+fn first_hit<'a>(trace: &'a Trace, point: &Point, fixed: &[String]) -> Option<&'a Call> {
+    let first = if point.pinned.is_empty() {
+        trace
+            .calls
+            .iter()
+            .find(|c| c.name == point.syscall && c.ordinal == point.ordinal)?
+    } else {
+        trace.calls.iter().find(|c| {
+            c.name == point.syscall
+                && names_any(c, fixed)
+                && pinned_ordinal(trace, c, fixed) == point.ordinal
+        })?
+    };
     (first.tid != point.tid).then_some(first)
 }
 
@@ -278,23 +353,29 @@ impl Case {
     }
 
     /// strace's options for the faulted run.
-    fn strace_options(&self) -> Vec<String> {
+    fn strace_options(&self, lib: &Path) -> Vec<String> {
         // Clones and execs too, to tell media-converter's calls from ffmpeg's.
         let mut traced = vec![
             self.point.syscall.clone(),
             "execve,clone,clone3,fork,vfork".to_owned(),
         ];
-        let mut options = vec![format!(
-            "inject={}:{}:when={}",
-            self.point.syscall,
-            self.fault.inject(),
-            self.point.ordinal
-        )];
+        let mut options = vec![
+            "-e".to_owned(),
+            format!(
+                "inject={}:{}:when={}",
+                self.point.syscall,
+                self.fault.inject(),
+                self.point.ordinal
+            ),
+        ];
         if !self.variant.links {
             traced.push("linkat".into());
-            options.push("inject=linkat:error=EPERM".into());
+            options.extend(["-e".into(), "inject=linkat:error=EPERM".into()]);
         }
-        let mut all = vec![format!("trace={}", traced.join(","))];
+        for name in &self.point.pinned {
+            options.extend(["-P".into(), lib.join(name).display().to_string()]);
+        }
+        let mut all = vec!["-e".to_owned(), format!("trace={}", traced.join(","))];
         all.extend(options);
         all
     }
@@ -357,9 +438,7 @@ fn converter(args: &[&str], host: &str, strace: Option<(&[String], &Path)>) -> C
         Some((options, log)) => {
             let mut c = Command::new("strace");
             c.args(["-f", "-qq", "-y", "-s", "0", "-o"]).arg(log);
-            for option in options {
-                c.arg("-e").arg(option);
-            }
+            c.args(options);
             c.arg("--").arg(BIN);
             c
         }
@@ -404,9 +483,9 @@ fn reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf)
     let lib = work.join("lib");
     copy_tree(template, &lib);
     let log = work.join("strace.log");
-    let mut options = vec![format!("trace={}", TRACED.join(","))];
+    let mut options = vec!["-e".to_owned(), format!("trace={}", TRACED.join(","))];
     if !variant.links {
-        options.push("inject=linkat:error=EPERM".into());
+        options.extend(["-e".into(), "inject=linkat:error=EPERM".into()]);
     }
     let args = convert_args(&lib.join(variant.source()), variant);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -451,7 +530,7 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
     let bystander = fs::read(lib.join(library::BYSTANDER)).expect("the bystander");
     let args = convert_args(&lib.join(case.variant.source()), case.variant);
     let log = dir.join("fault.strace");
-    let options = case.strace_options();
+    let options = case.strace_options(&lib);
     let str_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let faulted = run(
         converter(&str_args, HOST_A, Some((&options, &log))),
@@ -475,11 +554,18 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
             if hit.killed { " killed" } else { "" }
         ));
     }
-    outcome.on_target = trace.hits().first().is_some_and(|hit| {
+    let is_target = |hit: &&Call| {
+        // Under -P strace shows no clone or exec, so no program: only media-converter
+        // touches those names.
         hit.name == case.point.syscall
-            && trace.program(hit.tid) == case.point.program
+            && (!case.point.pinned.is_empty() || trace.program(hit.tid) == case.point.program)
             && call_role(hit, &lib, case.variant) == case.point.role
-    });
+    };
+    // A kill ends the run at the first hit; an error lets the run go on to the point.
+    outcome.on_target = match case.fault {
+        Fault::Kill => trace.hits().first().is_some_and(is_target),
+        _ => trace.hits().iter().any(is_target),
+    };
     if faulted.stdout.contains("panicked") || faulted.stderr.contains("panicked at") {
         outcome.failures.push("the faulted run panicked".into());
     }
@@ -619,7 +705,7 @@ fn every_crash_and_fault_point_loses_nothing() {
             }
         }
         for point in points {
-            if let Some(first) = first_hit(&trace, &point) {
+            if let Some(first) = first_hit(&trace, &point, &fixed_names(&lib, variant)) {
                 // SIGKILL at this ordinal would kill the process at another thread's call
                 // first: that case is another point's (or no change at all).
                 unreachable.push(format!(
@@ -633,7 +719,9 @@ fn every_crash_and_fault_point_loses_nothing() {
                 ));
             }
             for fault in Fault::at(&point.syscall, variant.links) {
-                if fault == Fault::Kill && first_hit(&trace, &point).is_some() {
+                if fault == Fault::Kill
+                    && first_hit(&trace, &point, &fixed_names(&lib, variant)).is_some()
+                {
                     continue;
                 }
                 let case = Case {
@@ -719,12 +807,8 @@ fn every_crash_and_fault_point_loses_nothing() {
             let _ = writeln!(
                 report,
                 "         reproduce: strace -f {} -- media-converter {}",
-                case.strace_options()
-                    .iter()
-                    .map(|o| format!("-e {o}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                convert_args(Path::new(case.variant.source()), case.variant).join(" ")
+                case.strace_options(Path::new("LIB")).join(" "),
+                convert_args(&Path::new("LIB").join(case.variant.source()), case.variant).join(" ")
             );
         }
     }
