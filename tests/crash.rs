@@ -327,12 +327,24 @@ fn killed_right_after_its_claim_the_same_host_takes_over_at_once() {
     assert!(scene.lock().exists());
     scene.assert_original_intact("while another host waits");
 
+    // What ffmpeg had written by the kill: a partial output named with the dead claim's id.
+    let dead_id = LockRecord::parse(&fs::read(scene.lock()).expect("the lock"))
+        .ok()
+        .and_then(|record| record.lock_id)
+        .expect("the dead claim's id");
+    let partial = scene
+        .library
+        .join(format!(".clip-00.mkv.mediabox-{dead_id}.partial.mkv"));
+    fs::write(&partial, vec![0u8; 64 * 1024]).expect("write the partial output");
+
     // Its own host sees the pid gone: at once, even with the default 30 min timeout
-    // that would keep every other host away.
+    // that would keep every other host away; and breaking the dead lock removes the dead
+    // run's partial output (it stayed before, until someone ran `locks clean`).
     let started = Instant::now();
     let (code, same) = scene.run("host-1", "same", &[]);
     assert_eq!(code, Some(0), "{same:#?}");
     assert!(started.elapsed() < RUN);
+    assert!(!partial.exists(), "the dead run's partial output is left");
     assert_converted_once_and_clean(&scene, &[&other, &same]);
 }
 
@@ -375,12 +387,17 @@ fn killed_mid_transcode_another_host_takes_over_only_after_the_timeout() {
     let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
     assert_eq!(code, Some(0), "{late:#?}");
     assert_eq!(of_kind(&late, "converted").len(), 1, "{late:#?}");
-    // The dead run's output is debris only `locks clean` may judge.
-    assert!(temp.exists());
+    // Breaking the dead run's lock removed its own partial output (before, it stayed,
+    // hidden, until someone ran `locks clean`).
+    assert!(
+        !temp.exists(),
+        "the dead run's output is left: {}",
+        temp.display()
+    );
     let cleaned = scene.clean("host-2", SHORT_LOCKS);
     assert!(
-        cleaned.iter().any(|e| e["action"] == "removed_temp_output"),
-        "{cleaned:#?}"
+        cleaned.iter().all(|e| e["event"] == "summary"),
+        "nothing left for locks clean: {cleaned:#?}"
     );
     assert_converted_once_and_clean(&scene, &[&early, &late]);
 }
@@ -600,4 +617,47 @@ fn ffmpeg_running_on(needle: &str) -> bool {
             && text.contains(needle)
             && pid_alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
     })
+}
+
+/// `--keep-original` twice on one name (the file was replaced in between): the second run
+/// must not replace the file it cannot keep, and `locks clean` must not delete it either.
+/// Before, the second run swapped, failed to keep the replaced version aside (the kept name
+/// was taken) and `locks clean` then removed that version as a leftover backup.
+#[test]
+fn keep_original_never_loses_a_replaced_version() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let keep = &["--keep-original"];
+    let (code, first) = scene.run("host-1", "first", keep);
+    assert_eq!(code, Some(0), "{first:#?}");
+    assert_eq!(of_kind(&first, "converted").len(), 1, "{first:#?}");
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    assert!(fs::read(&kept).expect("the kept original") == scene.original);
+
+    // The user puts a new version in place.
+    let elsewhere = scene.logs.join("new-version");
+    let names = make_clips(&elsewhere, 2);
+    let new_version = fs::read(elsewhere.join(&names[1])).expect("the new version");
+    assert_ne!(new_version, scene.original);
+    fs::write(&scene.clip, &new_version).expect("replace the file");
+
+    let (code, second) = scene.run("host-1", "second", keep);
+    assert_eq!(code, Some(1), "{second:#?}");
+    assert!(of_kind(&second, "converting").is_empty(), "{second:#?}");
+    let failed = of_kind(&second, "failed");
+    assert!(
+        failed.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("mediabox-kept") && error.contains("move it"))),
+        "{second:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+
+    let cleaned = scene.clean("host-1", &[]);
+    assert!(
+        !cleaned.iter().any(|e| e["action"] == "removed_backup"),
+        "{cleaned:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
 }
