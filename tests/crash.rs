@@ -661,3 +661,141 @@ fn keep_original_never_loses_a_replaced_version() {
     assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
     assert!(fs::read(&kept).unwrap_or_default() == scene.original);
 }
+
+/// Makes `name` beside the scene's clip: the clip's video remuxed into another container.
+fn remux_beside(scene: &Scene, name: &str) -> PathBuf {
+    let path = scene.library.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+        .arg(&scene.clip)
+        .args(["-c", "copy", "-bsf:v", "h264_mp4toannexb"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed for the tests");
+    assert!(status.success());
+    path
+}
+
+/// `clip-00.avi` becomes `clip-00.mkv`, which another host is converting in place: the
+/// claim must cover the new name too. Before, the second host encoded the avi while the
+/// first held the mkv (and, on a share without hard links, could place its output in the
+/// moment the in-place swap left the name empty, where the first then renamed over it).
+#[test]
+fn a_conversion_to_a_new_name_claims_that_name_too() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-00.avi");
+    let avi_bytes = fs::read(&avi).expect("the avi");
+    scene.fake(Fake::AfterVerifyUntilGo);
+    // The holder converts only the mkv (it is given the file alone).
+    let clip = scene.clip.to_string_lossy().into_owned();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--file",
+            &clip,
+        ])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                scene.fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder");
+    let deadline = Instant::now() + RUN;
+    while !scene.mark("verified.pid").exists() {
+        assert!(
+            holder.try_wait().ok().flatten().is_none(),
+            "the holder exited"
+        );
+        assert!(Instant::now() < deadline, "no verification within {RUN:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let (code, other) = scene.run("host-2", "other", &[]);
+    assert_eq!(code, Some(0), "{other:#?}");
+    assert!(of_kind(&other, "converting").is_empty(), "{other:#?}");
+    let avi_name = avi.to_string_lossy().into_owned();
+    let avi_skip = of_kind(&other, "skipped")
+        .into_iter()
+        .find(|e| e["file"] == avi_name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(avi_skip["reason"], "locked", "{other:#?}");
+    assert!(
+        avi_skip["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("new name")),
+        "{avi_skip:#?}"
+    );
+
+    fs::write(scene.mark("go"), b"").expect("let the fake return");
+    let status = holder.wait().expect("the holder ends");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert!(
+        fs::read(&avi).unwrap_or_default() == avi_bytes,
+        "the avi is untouched"
+    );
+}
+
+/// On a share without hard links (`link()` fails with EPERM, played by strace), a
+/// conversion to a new name reserves that name before it renames into it, and an in-place
+/// conversion goes through its two renames: both convert, and no other file is touched.
+#[test]
+fn without_hard_links_both_swaps_convert_and_overwrite_nothing() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-01.avi");
+    let bystander = scene.library.join("clip-01.txt");
+    fs::write(&bystander, b"not media").expect("a bystander");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=link,linkat:error=EPERM",
+        ])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .output()
+        .expect("run under strace");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(of_kind(&events, "converted").len(), 2, "{events:#?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(video_codec(&scene.library.join("clip-01.mkv")), "hevc");
+    assert!(!avi.exists());
+    assert_eq!(fs::read(&bystander).unwrap_or_default(), b"not media");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context as _, bail};
 
 use crate::cache::{self, FactsSource, Recorder};
-use crate::claim::{ClaimRefused, Claimer};
+use crate::claim::{Claim, ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, MediaType, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
 use crate::encoder::EncoderSetup;
@@ -370,6 +370,48 @@ fn with_target_files<R>(
     }
 }
 
+/// Claims `path` for a conversion: the file itself, or (`for_file` set) the new name the
+/// conversion of `for_file` will write.
+fn claim_name(
+    ctx: &Context<'_>,
+    path: &Path,
+    for_file: Option<&Path>,
+) -> Result<Claim, FileOutcome> {
+    match ctx.claimer.claim(path) {
+        Ok(claim) => Ok(claim),
+        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::SkippedFor {
+            reason: SkipReason::Locked,
+            host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
+            detail: match for_file {
+                None => format!("locked by {holder}"),
+                Some(_) => format!(
+                    "its new name {} is locked by {holder}; a later run converts it",
+                    path.display()
+                ),
+            },
+        }),
+        Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
+            if first_time {
+                ctx.reporter.emit(Event::Warning {
+                    file: Some(shown(&dir)),
+                    message: "cannot create lock files here (read-only share or no write \
+                              permission), so its files are skipped; grant write access to \
+                              convert them"
+                        .into(),
+                });
+            }
+            Err(FileOutcome::Skipped(
+                SkipReason::NotWritable,
+                format!("{} is not writable", dir.display()),
+            ))
+        }
+        Err(ClaimRefused::Failed(error)) => Err(FileOutcome::Abandoned(match for_file {
+            None => error,
+            Some(_) => format!("its new name {}: {error}", path.display()),
+        })),
+    }
+}
+
 /// How one file ended.
 enum FileOutcome {
     Converted {
@@ -412,35 +454,28 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         config,
         reporter,
         deadline,
-        claimer,
+        claimer: _,
     } = *ctx;
     let started = Instant::now();
 
-    let claim = match claimer.claim(&file.path) {
+    let claim = match claim_name(ctx, &file.path, None) {
         Ok(claim) => claim,
-        Err(ClaimRefused::Held(holder)) => {
-            return FileOutcome::SkippedFor {
-                reason: SkipReason::Locked,
-                host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
-                detail: format!("locked by {holder}"),
-            };
+        Err(outcome) => return outcome,
+    };
+    // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
+    // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
+    // write one name.
+    let output_claim = if plan.output_path == file.path {
+        None
+    } else {
+        match claim_name(ctx, &plan.output_path, Some(&file.path)) {
+            Ok(claim) => Some(claim),
+            Err(outcome) => return outcome,
         }
-        Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
-            if first_time {
-                reporter.emit(Event::Warning {
-                    file: Some(shown(&dir)),
-                    message: "cannot create lock files here (read-only share or no write \
-                              permission), so its files are skipped; grant write access to \
-                              convert them"
-                        .into(),
-                });
-            }
-            return FileOutcome::Skipped(
-                SkipReason::NotWritable,
-                format!("{} is not writable", dir.display()),
-            );
-        }
-        Err(ClaimRefused::Failed(error)) => return FileOutcome::Abandoned(error),
+    };
+    let confirm_claims = || -> Result<(), String> {
+        claim.confirm()?;
+        output_claim.as_ref().map_or(Ok(()), Claim::confirm)
     };
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
@@ -537,7 +572,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     // A failure once the claim is gone is not the file's: whoever broke the lock also
     // removed our temp output. It must not count towards the file's failure limit.
     let unless_lost = |outcome: FileOutcome| match outcome {
-        FileOutcome::Failed(error) if claim.confirm().is_err() => FileOutcome::Abandoned(format!(
+        FileOutcome::Failed(error) if confirm_claims().is_err() => FileOutcome::Abandoned(format!(
             "lost the claim, then: {error}; not counted against the file"
         )),
         other => other,
@@ -573,7 +608,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     // the original exactly what was probed; otherwise someone else owns this file now, or
     // changed it while we worked, and our output must not replace anything. The swap checks
     // both again before each of its steps.
-    if let Err(lost) = claim.confirm() {
+    if let Err(lost) = confirm_claims() {
         return FileOutcome::Abandoned(format!(
             "lost the claim before the swap ({lost}); the new file was discarded"
         ));
@@ -599,9 +634,11 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             keep_as: config.keep_original.then_some(kept.as_path()),
         },
         &mut |phase| {
-            claim
-                .set_phase_durably(phase.as_str())
-                .map_err(|lost| format!("lost the claim ({lost})"))?;
+            for claimed in std::iter::once(&claim).chain(&output_claim) {
+                claimed
+                    .set_phase_durably(phase.as_str())
+                    .map_err(|lost| format!("lost the claim ({lost})"))?;
+            }
             match phase {
                 SwapPhase::BackingUp | SwapPhase::Replacing | SwapPhase::OriginalAtBackup => {
                     original_unchanged(file).map(drop)
@@ -615,7 +652,10 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             "replacing the original: {err}"
         )));
     }
-    if let Err(err) = claim.release() {
+    let released = claim
+        .release()
+        .and(output_claim.map_or(Ok(()), Claim::release));
+    if let Err(err) = released {
         reporter.emit(Event::Warning {
             file: Some(shown(&file.path)),
             message: format!(
