@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{LockError, LockLost, LostReason};
+pub use files::rename_noreplace;
 pub use heartbeat::Heartbeat;
 pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
 pub use names::{
@@ -64,6 +65,12 @@ use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
+/// The phase a swap writes, durably, once the new file is in place and before the
+/// original's other name is removed: a dead claim's backup is then debris.
+pub const PHASE_SWAP_DONE: &str = "swap:done";
+/// As [`PHASE_SWAP_DONE`], with `--keep-original`: a dead claim's backup is then the
+/// original to keep aside.
+pub const PHASE_SWAP_DONE_KEEPING: &str = "swap:done:keeping-original";
 
 /// How long a learned server clock is trusted before probing again. Our monotonic
 /// clock and the server's drift apart by parts per million; this only catches a
@@ -206,8 +213,9 @@ impl fmt::Display for Holder {
 /// How an attempt to break a lock ended.
 #[derive(Debug)]
 enum BreakOutcome {
-    /// It was stale and is gone now.
-    Broken(Holder),
+    /// It was stale and is gone now, and so are the work files it left that were
+    /// certainly debris.
+    Broken(Holder, maintenance::Settled),
     /// It is live.
     Live(Holder),
     /// It is stale, but another host is breaking it right now.
@@ -281,7 +289,7 @@ impl Locker {
                 BreakOutcome::Live(holder) | BreakOutcome::Busy(holder) => {
                     return Ok(Acquire::Held(holder));
                 }
-                BreakOutcome::Broken(_) | BreakOutcome::Vanished => {}
+                BreakOutcome::Broken(..) | BreakOutcome::Vanished => {}
             }
         }
         Ok(Acquire::Held(Holder::contended()))
@@ -437,7 +445,13 @@ impl Locker {
         }
         let judged = observed.snapshot.bytes;
         match retire(lock, |bytes| bytes == judged.as_slice()).map_err(LockError::io(lock))? {
-            Retired::Done | Retired::Vanished => Ok(BreakOutcome::Broken(holder)),
+            Retired::Done => {
+                // The dead claim's own temp output (gigabytes, hidden) and backup are
+                // dealt with now, not left for a `locks clean` nobody may run.
+                let settled = maintenance::settle_dead_claim(lock, &holder, false);
+                Ok(BreakOutcome::Broken(holder, settled))
+            }
+            Retired::Vanished => Ok(BreakOutcome::Broken(holder, Default::default())),
             // It changed between our last read and the rename: an owner is alive
             // after all. Its lock goes back if the name is still free.
             Retired::Displaced { tomb } => {

@@ -327,12 +327,24 @@ fn killed_right_after_its_claim_the_same_host_takes_over_at_once() {
     assert!(scene.lock().exists());
     scene.assert_original_intact("while another host waits");
 
+    // What ffmpeg had written by the kill: a partial output named with the dead claim's id.
+    let dead_id = LockRecord::parse(&fs::read(scene.lock()).expect("the lock"))
+        .ok()
+        .and_then(|record| record.lock_id)
+        .expect("the dead claim's id");
+    let partial = scene
+        .library
+        .join(format!(".clip-00.mkv.mediabox-{dead_id}.partial.mkv"));
+    fs::write(&partial, vec![0u8; 64 * 1024]).expect("write the partial output");
+
     // Its own host sees the pid gone: at once, even with the default 30 min timeout
-    // that would keep every other host away.
+    // that would keep every other host away; and breaking the dead lock removes the dead
+    // run's partial output (it stayed before, until someone ran `locks clean`).
     let started = Instant::now();
     let (code, same) = scene.run("host-1", "same", &[]);
     assert_eq!(code, Some(0), "{same:#?}");
     assert!(started.elapsed() < RUN);
+    assert!(!partial.exists(), "the dead run's partial output is left");
     assert_converted_once_and_clean(&scene, &[&other, &same]);
 }
 
@@ -375,12 +387,17 @@ fn killed_mid_transcode_another_host_takes_over_only_after_the_timeout() {
     let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
     assert_eq!(code, Some(0), "{late:#?}");
     assert_eq!(of_kind(&late, "converted").len(), 1, "{late:#?}");
-    // The dead run's output is debris only `locks clean` may judge.
-    assert!(temp.exists());
+    // Breaking the dead run's lock removed its own partial output (before, it stayed,
+    // hidden, until someone ran `locks clean`).
+    assert!(
+        !temp.exists(),
+        "the dead run's output is left: {}",
+        temp.display()
+    );
     let cleaned = scene.clean("host-2", SHORT_LOCKS);
     assert!(
-        cleaned.iter().any(|e| e["action"] == "removed_temp_output"),
-        "{cleaned:#?}"
+        cleaned.iter().all(|e| e["event"] == "summary"),
+        "nothing left for locks clean: {cleaned:#?}"
     );
     assert_converted_once_and_clean(&scene, &[&early, &late]);
 }
@@ -600,4 +617,185 @@ fn ffmpeg_running_on(needle: &str) -> bool {
             && text.contains(needle)
             && pid_alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
     })
+}
+
+/// `--keep-original` twice on one name (the file was replaced in between): the second run
+/// must not replace the file it cannot keep, and `locks clean` must not delete it either.
+/// Before, the second run swapped, failed to keep the replaced version aside (the kept name
+/// was taken) and `locks clean` then removed that version as a leftover backup.
+#[test]
+fn keep_original_never_loses_a_replaced_version() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let keep = &["--keep-original"];
+    let (code, first) = scene.run("host-1", "first", keep);
+    assert_eq!(code, Some(0), "{first:#?}");
+    assert_eq!(of_kind(&first, "converted").len(), 1, "{first:#?}");
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    assert!(fs::read(&kept).expect("the kept original") == scene.original);
+
+    // The user puts a new version in place.
+    let elsewhere = scene.logs.join("new-version");
+    let names = make_clips(&elsewhere, 2);
+    let new_version = fs::read(elsewhere.join(&names[1])).expect("the new version");
+    assert_ne!(new_version, scene.original);
+    fs::write(&scene.clip, &new_version).expect("replace the file");
+
+    let (code, second) = scene.run("host-1", "second", keep);
+    assert_eq!(code, Some(1), "{second:#?}");
+    assert!(of_kind(&second, "converting").is_empty(), "{second:#?}");
+    let failed = of_kind(&second, "failed");
+    assert!(
+        failed.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("mediabox-kept") && error.contains("move it"))),
+        "{second:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+
+    let cleaned = scene.clean("host-1", &[]);
+    assert!(
+        !cleaned.iter().any(|e| e["action"] == "removed_backup"),
+        "{cleaned:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
+}
+
+/// Makes `name` beside the scene's clip: the clip's video remuxed into another container.
+fn remux_beside(scene: &Scene, name: &str) -> PathBuf {
+    let path = scene.library.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+        .arg(&scene.clip)
+        .args(["-c", "copy", "-bsf:v", "h264_mp4toannexb"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed for the tests");
+    assert!(status.success());
+    path
+}
+
+/// `clip-00.avi` becomes `clip-00.mkv`, which another host is converting in place: the
+/// claim must cover the new name too. Before, the second host encoded the avi while the
+/// first held the mkv (and, on a share without hard links, could place its output in the
+/// moment the in-place swap left the name empty, where the first then renamed over it).
+#[test]
+fn a_conversion_to_a_new_name_claims_that_name_too() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-00.avi");
+    let avi_bytes = fs::read(&avi).expect("the avi");
+    scene.fake(Fake::AfterVerifyUntilGo);
+    // The holder converts only the mkv (it is given the file alone).
+    let clip = scene.clip.to_string_lossy().into_owned();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--file",
+            &clip,
+        ])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                scene.fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder");
+    let deadline = Instant::now() + RUN;
+    while !scene.mark("verified.pid").exists() {
+        assert!(
+            holder.try_wait().ok().flatten().is_none(),
+            "the holder exited"
+        );
+        assert!(Instant::now() < deadline, "no verification within {RUN:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let (code, other) = scene.run("host-2", "other", &[]);
+    assert_eq!(code, Some(0), "{other:#?}");
+    assert!(of_kind(&other, "converting").is_empty(), "{other:#?}");
+    let avi_name = avi.to_string_lossy().into_owned();
+    let avi_skip = of_kind(&other, "skipped")
+        .into_iter()
+        .find(|e| e["file"] == avi_name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(avi_skip["reason"], "locked", "{other:#?}");
+    assert!(
+        avi_skip["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("new name")),
+        "{avi_skip:#?}"
+    );
+
+    fs::write(scene.mark("go"), b"").expect("let the fake return");
+    let status = holder.wait().expect("the holder ends");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert!(
+        fs::read(&avi).unwrap_or_default() == avi_bytes,
+        "the avi is untouched"
+    );
+}
+
+/// On a share without hard links (`link()` fails with EPERM, played by strace), a
+/// conversion to a new name reserves that name before it renames into it, and an in-place
+/// conversion goes through its two renames: both convert, and no other file is touched.
+#[test]
+fn without_hard_links_both_swaps_convert_and_overwrite_nothing() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-01.avi");
+    let bystander = scene.library.join("clip-01.txt");
+    fs::write(&bystander, b"not media").expect("a bystander");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=link,linkat:error=EPERM",
+        ])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .output()
+        .expect("run under strace");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(of_kind(&events, "converted").len(), 2, "{events:#?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(video_codec(&scene.library.join("clip-01.mkv")), "hevc");
+    assert!(!avi.exists());
+    assert_eq!(fs::read(&bystander).unwrap_or_default(), b"not media");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
 }

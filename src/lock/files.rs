@@ -351,7 +351,7 @@ pub(super) fn put_back(tomb: &Path, path: &Path) -> io::Result<bool> {
 /// every reader here treats as "nothing there yet". smbnetfs does not honour the
 /// exclusive create (it truncates), so `to` is opened first: that narrows, but
 /// cannot close, the window in which a file appearing at `to` could be replaced.
-pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
     if File::open(to).is_ok() {
         return Ok(false);
     }

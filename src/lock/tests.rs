@@ -608,7 +608,7 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
         &temp_output_name(&os("Movie2.mkv"), &old, "mkv"),
         b"abandoned 2",
     )?;
-    // Movie3: swap done, backup left over. Movie4: output, original gone, no backup.
+    // Movie3: a backup beside another file, no lock. Movie4: output, original gone.
     write(&os("Movie3.mkv"), b"converted 3")?;
     write(&backup_name(&os("Movie3.mkv"), &old, "mkv"), b"original 3")?;
     write(
@@ -669,6 +669,11 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
         "Movie2.mkv.mediabox.lock".to_owned(),
         live_temp.to_string_lossy().into_owned(),
         "Movie3.mkv".to_owned(),
+        // No lock tells whether Movie3's swap finished: its backup may be the only copy
+        // of an earlier version, and stays.
+        backup_name(&os("Movie3.mkv"), &old, "mkv")
+            .to_string_lossy()
+            .into_owned(),
         temp_output_name(&os("Movie4.mkv"), &old, "mkv")
             .to_string_lossy()
             .into_owned(),
@@ -823,5 +828,120 @@ fn heartbeat_thread_keeps_the_mtime_fresh_and_notices_a_lost_claim() -> TestResu
     assert!(reason.contains("nas-b"), "{reason}");
     assert_eq!(fs::read(&lock)?, theirs, "a lost claim writes nothing");
     heartbeat.stop();
+    Ok(())
+}
+
+/// A dead claim on `Movie1.mkv` (lock id `dead`, last phase `phase`) with the work files
+/// `files` (name, bytes) beside the original `original`; a claim by another host breaks it.
+fn break_dead_claim(
+    phase: &str,
+    original: Option<&[u8]>,
+    files: &[(OsString, &[u8])],
+) -> Result<(Library, Vec<String>), Box<dyn std::error::Error>> {
+    let library = Library::new()?;
+    let mut record = foreign_record("nas-a", &"d".repeat(32));
+    record.phase = Some(phase.to_owned());
+    library.foreign_lock("Movie1.mkv", &record, HOUR)?;
+    if let Some(bytes) = original {
+        fs::write(library.media("Movie1.mkv"), bytes)?;
+    }
+    for (name, bytes) in files {
+        fs::write(library.root.join(name), bytes)?;
+    }
+    let guard = acquired(locker("nas-b").try_acquire(&library.media("Movie1.mkv"))?)?;
+    guard.release()?;
+    let names = names_in(&library.root);
+    Ok((library, names))
+}
+
+use std::ffi::OsString;
+
+#[test]
+fn breaking_a_dead_claim_removes_its_temp_output_and_nothing_else() -> TestResult {
+    let dead = "d".repeat(32);
+    let other = "0".repeat(32);
+    let media = OsStr::new("Movie1.mkv");
+    let (_library, names) = break_dead_claim(
+        "transcoding",
+        Some(b"original"),
+        &[
+            (temp_output_name(media, &dead, "mkv"), b"half a film"),
+            // Another claim's output is not this break's business.
+            (temp_output_name(media, &other, "mkv"), b"someone else's"),
+            (
+                temp_output_name(OsStr::new("Movie2.mkv"), &dead, "mkv"),
+                b"x",
+            ),
+        ],
+    )?;
+    let mut expected = vec![
+        "Movie1.mkv".to_owned(),
+        temp_output_name(media, &other, "mkv")
+            .to_string_lossy()
+            .into_owned(),
+        temp_output_name(OsStr::new("Movie2.mkv"), &dead, "mkv")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    Ok(())
+}
+
+#[test]
+fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says() -> TestResult {
+    let dead = "d".repeat(32);
+    let media = OsStr::new("Movie1.mkv");
+    let backup = backup_name(media, &dead, "mkv");
+    let kept = kept_original_name(media, "mkv");
+    let name = |os: &OsString| os.to_string_lossy().into_owned();
+    // Died between the two renames of a swap without hard links: the original comes back.
+    let (library, names) = break_dead_claim(
+        "swap:original-at-backup",
+        None,
+        &[(backup.clone(), b"original")],
+    )?;
+    assert_eq!(names, ["Movie1.mkv"]);
+    assert_eq!(fs::read(library.media("Movie1.mkv"))?, b"original");
+    // Died after the new file was in place, saying so: the original was meant to go...
+    let (_, names) = break_dead_claim("swap:done", Some(b"new"), &[(backup.clone(), b"original")])?;
+    assert_eq!(names, ["Movie1.mkv"]);
+    // ... or to be kept aside (it failed before on a SIGKILL here: the backup was removed).
+    let (library, names) = break_dead_claim(
+        "swap:done:keeping-original",
+        Some(b"new"),
+        &[(backup.clone(), b"original")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&kept)];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(fs::read(library.root.join(&kept))?, b"original");
+    // ... unless the kept name is taken: then it stays where it is.
+    let (library, names) = break_dead_claim(
+        "swap:done:keeping-original",
+        Some(b"new"),
+        &[(backup.clone(), b"original"), (kept.clone(), b"older")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&backup), name(&kept)];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(fs::read(library.root.join(&kept))?, b"older");
+    // Died before saying the swap was done, with another file at the name: the backup
+    // may be the only copy of what was there.
+    let (_, names) = break_dead_claim(
+        "swap:replacing",
+        Some(b"something else"),
+        &[(backup.clone(), b"original")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&backup)];
+    expected.sort();
+    assert_eq!(names, expected);
+    // A backup that is the original under a second name is just removed.
+    let (_, names) = break_dead_claim(
+        "swap:replacing",
+        Some(b"original"),
+        &[(backup, b"original")],
+    )?;
+    assert_eq!(names, ["Movie1.mkv"]);
     Ok(())
 }
