@@ -245,6 +245,9 @@ fn probe_and_decode(path: &Path) -> bool {
 pub struct Judgement {
     /// Anything lost or damaged: the case fails.
     pub losses: Vec<String>,
+    /// The original kept, but not where `--keep-original` promises it: a failure, not a
+    /// loss (its bytes are still in the directory).
+    pub misplaced: Vec<String>,
     /// Files of ours left behind (a failure after `locks clean`).
     pub debris: Vec<String>,
     /// What the original's name holds: "original" or "hevc".
@@ -312,7 +315,7 @@ pub fn judge(dir: &Path, variant: Variant, original: &[u8], bystander: &[u8]) ->
         ));
     }
     if variant.keep && j.state == "hevc" && kept.as_deref() != Some(original) {
-        j.losses.push(format!(
+        j.misplaced.push(format!(
             "converted with --keep-original, but {} does not hold the original; it is at {:?}",
             variant.kept(),
             hidden_copies()
