@@ -1,35 +1,44 @@
 //! The crash-and-fault matrix: failure points enumerated, not picked by hand.
 //!
 //! One conversion of a 1 s clip runs under `strace -f` and lists every call that changes
-//! the library directory (creating or opening for write, write, fsync, truncate, link,
-//! rename, unlink, mkdir, rmdir, utimensat, chmod), made by media-converter or by its
-//! ffmpeg children: the lock, its guards and tombstones, the temp output, the backup, the
-//! kept original, the cache. Then, for each such call, the conversion runs again with
+//! the library directory (create, write, fsync, truncate, utimensat, link, rename, unlink,
+//! mkdir, rmdir), made by media-converter or by its ffmpeg children: on the lock, its guards
+//! and tombstones, the temp output, the backup, the kept original, the cache and its lock.
+//! Then, for each such call, the conversion runs again with
 //! `-e inject=CALL:signal=KILL:when=N` and with an error at that call (`ENOSPC` on write,
 //! `EIO` on rename and fsync, `EPERM` on link: a share without hard links). After each
 //! faulted run the library is recovered three ways, each from a copy of what the fault
 //! left: the same host runs again; another host runs once `--lock-timeout` and the guards'
-//! timeout have passed; `locks clean`. Each must leave the original, byte for byte, or a
-//! verified HEVC file at the original's name (with `--keep-original`, the original at its
-//! kept name too), the bystander untouched, nothing converted twice, and after
-//! `locks clean` nothing of ours.
+//! timeout have passed (the copy's work files aged by an hour: the protocol judges age only
+//! by the share's mtimes); `locks clean`. Each must leave at the original's name the
+//! original, byte for byte, or a verified HEVC file (probed and decoded); with
+//! `--keep-original`, the original at its kept name; the bystander untouched; no broken
+//! media file; nothing converted twice; and after `locks clean` nothing of ours.
 //!
 //! Variants: `clip.mkv` in place and `clip.avi` -> `clip.mkv`, with and without
 //! `--keep-original`, with and without hard links (`-e inject=linkat:error=EPERM` for
 //! every run on that share, recoveries included).
 //!
-//! `when=N` counts per thread (each thread and each child process keeps its own count), so
-//! a point is named by its call's ordinal in its own thread; every other thread's N-th call
-//! of that name is hit too. The faulted run's own trace says which calls were hit: a
-//! point whose call was not the first one hit is reported as masked (the run is still
-//! checked; it faulted somewhere else). Points are deduplicated: repeated heartbeats and
-//! temp-output writes between two other changes count once (first and last), and variants
-//! other than each container's plain one are faulted from the swap on (their claim and
-//! encode are the same calls).
+//! How a point is hit: `when=N` counts per traced thread (every thread and child process
+//! keeps its own count), not across the run. Calls that name one of the library's fixed
+//! names (the media, the lock, its guards, the cache and its lock) are hit under `-P` with
+//! those names, where strace counts only calls on them, so no other thread or child comes
+//! first (for `rename` strace looks only at the first path). Calls on names with a random
+//! part (temp output, backup, tombstones, the cache's temp file) are counted among all
+//! calls of their thread. When the reference run shows another thread's call with the same
+//! count coming first, SIGKILL there cannot be reached and is listed, not run; errors still
+//! are. Each faulted run's own trace says which calls were hit.
+//!
+//! Dedupe: repeated heartbeats and encoder writes between two other changes count once
+//! (first and last); chmod and chown of the temp output (nothing reads them) are left out;
+//! variants other than each container's plain one are faulted only from the swap to the
+//! release (their claim, encode and cache record are the same calls).
 //!
 //! Needs strace; skipped LOUDLY without it, failed instead with `FAULT_MATRIX_REQUIRED=1`
-//! (CI). `FAULT_MATRIX_ONLY=TEXT` runs the cases whose name contains TEXT;
-//! `FAULT_MATRIX_JOBS` sets how many run at once (default 2).
+//! (CI sets it). `FAULT_MATRIX_ONLY=TEXT` runs the cases whose name contains TEXT;
+//! `FAULT_MATRIX_KEEP=1` keeps every case's directory (after-fault copy, logs, traces);
+//! `FAULT_MATRIX_LIST=1` prints the points; `FAULT_MATRIX_JOBS` sets how many cases run at
+//! once (default 2).
 #![cfg(target_os = "linux")]
 
 #[path = "fault_matrix/library.rs"]
@@ -607,7 +616,10 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
         if ran.hung {
             outcome.failures.push(format!("{recovery}: hung"));
         }
-        if ran.status.is_some_and(|s| s.code() == Some(2)) {
+        // `--file` on a file a run already converted away (avi -> mkv) is a usage error.
+        if ran.status.is_some_and(|s| s.code() == Some(2))
+            && lib.join(case.variant.source()).exists()
+        {
             outcome.failures.push(format!(
                 "{recovery}: exit code 2: {}",
                 ran.stderr.lines().next().unwrap_or_default()
@@ -624,6 +636,11 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
         let j = judge(&lib, case.variant, &original, &bystander);
         for loss in &j.losses {
             outcome.failures.push(format!("{recovery}: LOSS: {loss}"));
+        }
+        for damage in &j.damage {
+            outcome
+                .failures
+                .push(format!("{recovery}: DAMAGE: {damage}"));
         }
         for misplaced in &j.misplaced {
             outcome
@@ -791,6 +808,8 @@ fn every_crash_and_fault_point_loses_nothing() {
     let mut report = String::new();
     let mut failures = 0;
     let mut losses = 0;
+    let mut damaged = 0;
+    let mut misplaced = 0;
     let mut off_target = 0;
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
     for (at, outcome) in &results {
@@ -801,11 +820,10 @@ fn every_crash_and_fault_point_loses_nothing() {
         if !outcome.on_target {
             off_target += 1;
         }
-        losses += outcome
-            .failures
-            .iter()
-            .filter(|f| f.contains("LOSS"))
-            .count();
+        let count = |what: &str| outcome.failures.iter().filter(|f| f.contains(what)).count();
+        losses += count(": LOSS:");
+        damaged += count(": DAMAGE:");
+        misplaced += count(": MISPLACED:");
         let verdict = if outcome.failures.is_empty() {
             "ok"
         } else {
@@ -836,7 +854,8 @@ fn every_crash_and_fault_point_loses_nothing() {
     }
     let summary = format!(
         "fault matrix: {point_count} crash points ({} not reachable for SIGKILL) x {} faults \
-         ({}) x 3 recoveries = {} cases, {} recoveries: {losses} losses, {failures} failing \
+         ({}) x 3 recoveries = {} cases, {} recoveries: {losses} losses, {damaged} damaged, \
+         {misplaced} misplaced kept originals (each counted per recovery); {failures} failing \
          cases; {off_target} cases hit another call first; final states {states:?}; {:.0} s \
          with {jobs} jobs",
         unreachable.len(),

@@ -245,6 +245,8 @@ fn probe_and_decode(path: &Path) -> bool {
 pub struct Judgement {
     /// Anything lost or damaged: the case fails.
     pub losses: Vec<String>,
+    /// A broken media file in the library (the original intact): a failure, not a loss.
+    pub damage: Vec<String>,
     /// The original kept, but not where `--keep-original` promises it: a failure, not a
     /// loss (its bytes are still in the directory).
     pub misplaced: Vec<String>,
@@ -278,9 +280,10 @@ pub fn judge(dir: &Path, variant: Variant, original: &[u8], bystander: &[u8]) ->
     if variant.container_change {
         let converted = destination.exists() && is_verified_hevc(&destination);
         if destination.exists() && !converted {
-            j.losses.push(format!(
-                "{} exists but is not a verified HEVC file",
-                variant.destination()
+            j.damage.push(format!(
+                "{} ({} bytes) is not a verified HEVC file",
+                variant.destination(),
+                fs::metadata(&destination).map_or(0, |m| m.len())
             ));
         }
         match (source_is_original, source.is_some(), converted) {
