@@ -571,7 +571,8 @@ fn list_reports_every_lock_with_holder_phase_progress_and_verdict() -> TestResul
     assert_eq!(stale.media_path, library.media("Movie1.mkv"));
     assert_eq!(stale.holder.hostname.as_deref(), Some("nas-c"));
     assert!(stale.holder.verdict.is_stale());
-    assert!(stale.holder.age >= HOUR);
+    // Less a few ms: a file system stamps with a coarse clock.
+    assert!(stale.holder.age >= HOUR - Duration::from_secs(1));
     assert_eq!(live_status.lock_path, live.path());
     assert_eq!(live_status.media_path, season.join("E01.mkv"));
     assert_eq!(live_status.holder.phase.as_deref(), Some("transcoding"));
@@ -943,5 +944,76 @@ fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says()
         &[(backup, b"original")],
     )?;
     assert_eq!(names, ["Movie1.mkv"]);
+    Ok(())
+}
+
+/// Plays a kernel CIFS client: the lock's mtime is set to the writer's clock, `skew` off
+/// the server's, after each of its writes.
+fn stamp_with_writers_clock(lock: &Path, skew_secs: i64) -> std::io::Result<()> {
+    let now = SystemTime::now();
+    let writers = if skew_secs < 0 {
+        now - Duration::from_secs(skew_secs.unsigned_abs())
+    } else {
+        now + Duration::from_secs(skew_secs.unsigned_abs())
+    };
+    set_mtime(lock, writers)
+}
+
+#[test]
+fn writer_clock_mtimes_2h_off_never_break_a_live_lock_and_a_dead_one_goes_after_the_limit()
+-> TestResult {
+    for skew in [-2 * 3600, 2 * 3600] {
+        let library = Library::new()?;
+        let media = library.media("Movie1.mkv");
+        let holder = acquired(locker("nas-a").try_acquire(&media)?)?;
+        let lock = holder.path().to_owned();
+        // The record's timestamp is the server's clock, whatever the mtime says.
+        let record = LockRecord::parse(&fs::read(&lock)?)?;
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?;
+        assert!(
+            (record.timestamp - now.as_secs_f64()).abs() < 5.0,
+            "{record:?}"
+        );
+        assert!(record.timestamp_is_servers());
+        stamp_with_writers_clock(&lock, skew)?;
+
+        // A breaker that looks for longer than the limit while the holder works.
+        let breaker = locker("nas-b");
+        let working_until =
+            std::time::Instant::now() + settings().stale_after + Duration::from_millis(500);
+        while std::time::Instant::now() < working_until {
+            let who = held(breaker.try_acquire(&media)?)?;
+            assert!(!who.verdict.is_stale(), "{skew}: {who}");
+            holder.heartbeat("transcoding", None)?;
+            stamp_with_writers_clock(&lock, skew)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A fresh host, on first sight: live too (before: "stale: no heartbeat for 2h00m").
+        let first_sight = held(locker("nas-c").try_acquire(&media)?)?;
+        assert!(!first_sight.verdict.is_stale(), "{skew}: {first_sight}");
+
+        // The holder dies (its lock stays): stale once its last heartbeat is older
+        // than the limit.
+        holder.heartbeat("transcoding", None)?;
+        stamp_with_writers_clock(&lock, skew)?;
+        let died = std::time::Instant::now();
+        drop(holder);
+        let taken = loop {
+            match breaker.try_acquire(&media)? {
+                Acquire::Acquired(guard) => break guard,
+                Acquire::Held(who) => assert!(!who.verdict.is_stale(), "{who}"),
+            }
+            assert!(
+                died.elapsed() < Duration::from_secs(10),
+                "{skew}: never broken"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            died.elapsed() >= settings().stale_after,
+            "{skew}: broken too soon"
+        );
+        taken.release()?;
+    }
     Ok(())
 }
