@@ -906,3 +906,84 @@ fn a_holder_2h_slow_on_a_share_stamping_the_writers_clock_is_never_broken() {
     assert_eq!(code, Some(0), "{late:#?}");
     assert_converted_once_and_clean(&scene, &[&late]);
 }
+
+/// Two processes with one machine id and host name in different pid namespaces (Docker
+/// with a shared machine id, `unshare --pid`): the holder's pid means nothing outside its
+/// namespace, so its live lock must be judged by its heartbeats, not by a pid lookup.
+/// Before, the outer process found the pid gone (or another process's) and broke the
+/// live lock at once, and `locks clean` removed the holder's verified output.
+#[test]
+fn a_holder_in_another_pid_namespace_is_never_taken_for_dead() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED: `unshare --pid --fork --mount-proc` does not work here (needs root)\n"
+        );
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterVerify);
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .args(SHORT_LOCKS)
+        .arg("--dir")
+        .arg(&scene.library)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                scene.fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder in its own pid namespace");
+    let deadline = Instant::now() + RUN;
+    while !scene.mark("verified.pid").exists() {
+        assert!(
+            holder.try_wait().ok().flatten().is_none(),
+            "the holder exited"
+        );
+        assert!(Instant::now() < deadline, "no verification within {RUN:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let record = LockRecord::parse(&fs::read(scene.lock()).expect("the lock")).expect("record");
+    assert!(record.pid < 10, "pid {} inside the namespace", record.pid);
+    let temp = scene.temp_outputs();
+    assert_eq!(temp.len(), 1, "the verified output waits");
+
+    // The same machine id and host name, outside the namespace, within the timeout.
+    let (code, same) = scene.run("host-1", "same", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{same:#?}");
+    assert!(skipped_as_locked(&same), "{same:#?}");
+    let cleaned = scene.clean("host-1", SHORT_LOCKS);
+    assert_eq!(
+        cleaned.last().map(|e| &e["live_locks"]),
+        Some(&Value::from(1)),
+        "{cleaned:#?}"
+    );
+    assert!(
+        temp[0].exists(),
+        "locks clean removed the live holder's output"
+    );
+    scene.assert_original_intact("while the holder works in its namespace");
+
+    // Killed, its lock goes stale by the timeout, like any other host's.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    scene.wait_until_stale();
+    let (code, late) = scene.run("host-1", "late", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{late:#?}");
+    assert_converted_once_and_clean(&scene, &[&same, &late]);
+}

@@ -520,8 +520,11 @@ fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
         )
     };
 
-    // Our host, a running pid, but not the process that wrote the lock.
-    write_lock(Some("linux:another-boot:1".into()))?;
+    // Our host, a running pid, but not the process that wrote the lock (same boot and
+    // pid namespace, another start).
+    let token = process_start_token(pid).unwrap_or_default();
+    let (world, _) = token.rsplit_once(':').unwrap_or_default();
+    write_lock(Some(format!("{world}:1")))?;
     let (guard, held) = acquire_within(&us, &scene.media(), Duration::ZERO)?;
     assert_eq!(held, 0);
     guard.release()?;

@@ -393,9 +393,12 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
     let media = library.media("Movie1.mkv");
     let ours = locker("nas-a");
     let mut record = foreign_record("nas-a", &"a".repeat(32));
-    // A pid far above pid_max: certainly no process.
+    // A pid far above pid_max: certainly no process; recorded in this boot and pid
+    // namespace (elsewhere a pid cannot be judged).
+    let own = crate::identity::process_start_token(std::process::id()).unwrap_or_default();
+    let (world, _) = own.rsplit_once(':').unwrap_or_default();
     record.pid = 0x7fff_fff0;
-    record.process_start = Some("linux:some-boot:12345".to_owned());
+    record.process_start = Some(format!("{world}:12345"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     // Another host must wait for stale_after...
     held(locker("nas-b").try_acquire(&media)?)?;
@@ -404,7 +407,7 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
 
     // A live pid with another start token is a reused pid: gone too.
     record.pid = std::process::id();
-    record.process_start = Some("linux:another-boot:1".to_owned());
+    record.process_start = Some(format!("{world}:1"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     acquired(ours.try_acquire(&media)?)?.release()?;
     Ok(())
