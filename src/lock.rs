@@ -741,6 +741,13 @@ impl LockGuard {
     }
 }
 
+/// The file server's clock for the files in `dir`, learned from the mtime of a probe file
+/// created there (and deleted): what a file's mtime must be compared with, never this
+/// host's clock. Fails where nothing can be created (a read-only share).
+pub fn server_now(dir: &Path) -> Result<SystemTime, LockError> {
+    probe_server_clock(dir).map(|clock| clock.now())
+}
+
 /// Whether `bytes` are a record with lock id `lock_id`.
 fn has_lock_id(bytes: &[u8], lock_id: &str) -> bool {
     LockRecord::parse(bytes).is_ok_and(|record| record.lock_id.as_deref() == Some(lock_id))

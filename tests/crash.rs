@@ -987,3 +987,56 @@ fn a_holder_in_another_pid_namespace_is_never_taken_for_dead() {
     assert_eq!(code, Some(0), "{late:#?}");
     assert_converted_once_and_clean(&scene, &[&same, &late]);
 }
+
+/// `--min-age` compares a file's mtime with the file server's clock. A host whose clock
+/// is 10 min fast (the real binary under libfaketime) must leave alone a file written a
+/// minute ago; before, it saw the file 11 min old and converted it mid-download.
+#[test]
+fn min_age_is_judged_on_the_file_servers_clock() {
+    let Some(faketime) = libfaketime() else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED: libfaketime not installed (apt-get install libfaketime)\n"
+        );
+        return;
+    };
+    let scene = Scene::new(false);
+    fs::File::options()
+        .write(true)
+        .open(&scene.clip)
+        .and_then(|file| file.set_modified(SystemTime::now() - Duration::from_secs(60)))
+        .expect("a file written a minute ago");
+    let run = |offset: &str| -> Vec<Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .args([
+                "--json",
+                "--min-age",
+                "5m",
+                "--preset",
+                "ultrafast",
+                "--dir",
+            ])
+            .arg(&scene.library)
+            .env("LD_PRELOAD", &faketime)
+            .env("FAKETIME", offset)
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .expect("run the converter");
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    for offset in ["+10m", "-10m", "+0"] {
+        let events = run(offset);
+        let skipped = of_kind(&events, "skipped");
+        assert!(
+            skipped.iter().any(|e| e["reason"] == "too_new"),
+            "{offset}: {events:#?}"
+        );
+        assert!(of_kind(&events, "converting").is_empty(), "{offset}");
+        scene.assert_original_intact(offset);
+    }
+}
