@@ -44,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{LockError, LockLost, LostReason};
 pub use files::rename_noreplace;
+pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
 pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
 pub use names::{

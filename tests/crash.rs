@@ -1040,3 +1040,60 @@ fn min_age_is_judged_on_the_file_servers_clock() {
         scene.assert_original_intact(offset);
     }
 }
+
+/// A full disk while the cache's update lock is taken (strace injects ENOSPC into the
+/// lock's write, then into its mkdir) must leave no lock behind. Before, the lock was a
+/// file created empty and then written: ENOSPC on that write left an empty lock that
+/// blocked every cache write in the directory for 30 s, longer than the final write
+/// waits, so outcomes went unrecorded.
+#[test]
+fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let scene = Scene::new(false);
+    let lock = scene.library.join(".mediabox_cache.json.lock");
+    let cache = scene.library.join(".mediabox_cache.json");
+    let build = |strace: Option<&str>| -> std::process::Output {
+        let mut command = match strace {
+            Some(inject) => {
+                let mut command = std::process::Command::new("strace");
+                command
+                    .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+                    .arg(&lock)
+                    .args(["-e", inject])
+                    .arg(env!("CARGO_BIN_EXE_media-converter"));
+                command
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_media-converter")),
+        };
+        command
+            .args(["cache", "build", "--json", "--min-age", "0s"])
+            .arg(&scene.library)
+            .output()
+            .expect("run cache build")
+    };
+    for inject in [
+        "inject=write,pwrite64:error=ENOSPC",
+        "inject=mkdir,mkdirat:error=ENOSPC",
+    ] {
+        let _ = fs::remove_file(&cache);
+        let out = build(Some(inject));
+        assert!(
+            fs::symlink_metadata(&lock).is_err(),
+            "{inject}: a lock was left behind: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The next writer is not held up.
+        let started = Instant::now();
+        let out = build(None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(cache.exists(), "{inject}: the next write did not happen");
+        assert!(started.elapsed() < Duration::from_secs(20), "{inject}");
+    }
+}
