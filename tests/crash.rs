@@ -1097,3 +1097,74 @@ fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
         assert!(started.elapsed() < Duration::from_secs(20), "{inject}");
     }
 }
+
+/// A converter stalled right after the swap's hard link (strace delays the `link` call's
+/// return), while the user replaces the original: the swap must check the original again
+/// and stop, leaving the user's version. Before, it renamed its output over the user's new
+/// version and then removed the backup: the new version was gone.
+#[test]
+fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let mut converter = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "inject=link,linkat:delay_exit=3000000"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run under strace");
+    let backup_made = || {
+        fs::read_dir(&scene.library)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().contains(".orig."))
+    };
+    let deadline = Instant::now() + RUN;
+    while !backup_made() {
+        assert!(
+            converter.try_wait().ok().flatten().is_none(),
+            "the converter exited before its swap"
+        );
+        assert!(Instant::now() < deadline, "no swap within {RUN:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The user puts a new version in place (by rename, as a download or copy tool does).
+    let new_version = b"the user's new version".to_vec();
+    let staged = scene.logs.join("new-version.mkv");
+    fs::write(&staged, &new_version).expect("stage the new version");
+    fs::copy(&staged, scene.library.join(".incoming")).expect("copy into the library");
+    fs::rename(scene.library.join(".incoming"), &scene.clip).expect("replace the file");
+
+    let out = converter.wait_with_output().expect("the converter ends");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    assert!(
+        of_kind(&events, "failed").iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("original changed"))),
+        "{events:#?}"
+    );
+    assert!(
+        fs::read(&scene.clip).unwrap_or_default() == new_version,
+        "the user's new version was replaced"
+    );
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
