@@ -1,9 +1,10 @@
 //! Who we are: the host and the process that own a lock.
 //!
 //! A lock names its owner by a stable machine id and a pid *with its start time*, so
-//! that the same machine can tell at once whether the owner still runs (section 3 of
-//! `DESIGN.md`): a pid alone is not enough, because pids are reused and a reboot
-//! starts them all over.
+//! that the same machine can tell at once whether the owner still runs
+//! (`docs/locking.md`): a pid alone is not enough, because pids are reused and a reboot
+//! starts them all over. And a pid is asked about only in the boot and pid namespace it
+//! was recorded in: containers sharing a machine id number their processes apart.
 
 use std::ffi::OsString;
 

@@ -1,14 +1,16 @@
-//! Claiming a media file with no coordinator: the lock protocol of `DESIGN.md`
-//! section 3.
+//! Claiming a media file with no coordinator: the lock protocol described in
+//! `docs/locking.md`.
 //!
 //! Hosts share nothing but the files on the share, so a claim is a lock file
 //! `<name>.mediabox.lock` beside the media file, created exclusively (the one
 //! primitive every file server decides atomically) and holding a [`LockRecord`]
 //! with a random `lock_id`. Everything else follows from three rules:
 //!
-//! - **Only the server's clock counts.** A lock's age is its mtime, stamped by the
-//!   server at every heartbeat, against "server now" learned from a probe file
-//!   stamped the same way. Hosts' clocks may be hours apart and it does not matter.
+//! - **Only the server's clock counts.** A lock's age is its mtime, stamped at every
+//!   heartbeat, against "server now" learned from a probe file the server creates;
+//!   where the mtime is a writer's clock (kernel CIFS), the record's own timestamp,
+//!   written from the server's clock, tells the age. Hosts' clocks may be hours apart
+//!   and it does not matter.
 //! - **Never remove a lock by its path.** A path names whatever is there *now*, which
 //!   may be a claim made a millisecond ago. Locks are renamed to a unique tombstone
 //!   first, and the tombstone is deleted only if it holds the lock we meant.
