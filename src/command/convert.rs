@@ -39,7 +39,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
         allow_dv_loss: config.allow_dv_loss,
-        now: SystemTime::now(),
+        now: library_now(config, reporter),
     };
 
     let mut summary = Summary::default();
@@ -141,6 +141,37 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     convert_all(&ctx, candidates, &mut summary, &mut recorder);
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     Ok(finish(reporter, summary, started))
+}
+
+/// "Now" for `--min-age`: the file server's clock, which stamps the library's mtimes. This
+/// host's clock may be minutes off, and a file still being downloaded would look old
+/// enough to a host whose clock is fast.
+fn library_now(config: &ConvertConfig, reporter: &Reporter) -> SystemTime {
+    if config.min_age.is_zero() {
+        return SystemTime::now();
+    }
+    let dir = match &config.target {
+        Target::Dir(dir) => dir.as_path(),
+        Target::File(file) => file.parent().unwrap_or(Path::new(".")),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match lock::server_now(dir) {
+        Ok(now) => now,
+        // A missing --dir is reported as such further on.
+        Err(_) if !dir.is_dir() => SystemTime::now(),
+        Err(err) => {
+            reporter.note(&format!(
+                "cannot learn the file server's clock in {} ({err}); --min-age compares \
+                 mtimes with this host's clock",
+                dir.display()
+            ));
+            SystemTime::now()
+        }
+    }
 }
 
 /// What every conversion of a run shares.

@@ -426,7 +426,9 @@ impl Cleaner<'_> {
     }
 
     fn is_older_than(&self, path: &Path, limit: std::time::Duration) -> Result<bool, LockError> {
-        let mtime = match fs::symlink_metadata(path).and_then(|meta| meta.modified()) {
+        // A directory (a guard's tombstone) cannot be opened everywhere (Windows).
+        let meta = crate::fresh::metadata(path).or_else(|_| fs::symlink_metadata(path));
+        let mtime = match meta.and_then(|meta| meta.modified()) {
             Ok(mtime) => mtime,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(err) => return Err(LockError::io(path)(err)),
@@ -451,12 +453,21 @@ enum Original {
     NotAFile,
 }
 
+/// Read past network clients' caches (`fresh::metadata`): a size cached as 0 would have a
+/// backup renamed over content, a stale "present" would have a temp output removed that
+/// may be the only copy.
 fn original_state(original: &Path) -> Result<Original, LockError> {
+    let not_found = |err: &io::Error| err.kind() == io::ErrorKind::NotFound;
     match fs::symlink_metadata(original) {
-        Ok(meta) if !meta.is_file() => Ok(Original::NotAFile),
+        Ok(meta) if !meta.is_file() => return Ok(Original::NotAFile),
+        Ok(_) => {}
+        Err(err) if not_found(&err) => return Ok(Original::Missing),
+        Err(err) => return Err(LockError::io(original)(err)),
+    }
+    match crate::fresh::metadata(original) {
         Ok(meta) if meta.len() == 0 => Ok(Original::Empty),
         Ok(_) => Ok(Original::Present),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Original::Missing),
+        Err(err) if not_found(&err) => Ok(Original::Missing),
         Err(err) => Err(LockError::io(original)(err)),
     }
 }
@@ -534,7 +545,7 @@ impl WorkFiles {
         work: &WorkFileName,
         phase: Option<&str>,
     ) -> Result<CleanAction, LockError> {
-        let backup_is_empty = fs::symlink_metadata(backup)
+        let backup_is_empty = crate::fresh::metadata(backup)
             .map_err(LockError::io(backup))?
             .len()
             == 0;
@@ -623,8 +634,8 @@ fn put_back_original(backup: &Path, original: &Path) -> Result<bool, LockError> 
 /// Whether `a` and `b` are one file under two names, or hold the same bytes. Shares that
 /// give hard links their own inode numbers (sshfs) are caught by the comparison.
 fn same_file(a: &Path, b: &Path) -> Result<bool, LockError> {
-    let meta_a = fs::metadata(a).map_err(LockError::io(a))?;
-    let meta_b = fs::metadata(b).map_err(LockError::io(b))?;
+    let meta_a = crate::fresh::metadata(a).map_err(LockError::io(a))?;
+    let meta_b = crate::fresh::metadata(b).map_err(LockError::io(b))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -393,9 +393,12 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
     let media = library.media("Movie1.mkv");
     let ours = locker("nas-a");
     let mut record = foreign_record("nas-a", &"a".repeat(32));
-    // A pid far above pid_max: certainly no process.
+    // A pid far above pid_max: certainly no process; recorded in this boot and pid
+    // namespace (elsewhere a pid cannot be judged).
+    let own = crate::identity::process_start_token(std::process::id()).unwrap_or_default();
+    let (world, _) = own.rsplit_once(':').unwrap_or_default();
     record.pid = 0x7fff_fff0;
-    record.process_start = Some("linux:some-boot:12345".to_owned());
+    record.process_start = Some(format!("{world}:12345"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     // Another host must wait for stale_after...
     held(locker("nas-b").try_acquire(&media)?)?;
@@ -404,7 +407,7 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
 
     // A live pid with another start token is a reused pid: gone too.
     record.pid = std::process::id();
-    record.process_start = Some("linux:another-boot:1".to_owned());
+    record.process_start = Some(format!("{world}:1"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     acquired(ours.try_acquire(&media)?)?.release()?;
     Ok(())
@@ -571,7 +574,8 @@ fn list_reports_every_lock_with_holder_phase_progress_and_verdict() -> TestResul
     assert_eq!(stale.media_path, library.media("Movie1.mkv"));
     assert_eq!(stale.holder.hostname.as_deref(), Some("nas-c"));
     assert!(stale.holder.verdict.is_stale());
-    assert!(stale.holder.age >= HOUR);
+    // Less a few ms: a file system stamps with a coarse clock.
+    assert!(stale.holder.age >= HOUR - Duration::from_secs(1));
     assert_eq!(live_status.lock_path, live.path());
     assert_eq!(live_status.media_path, season.join("E01.mkv"));
     assert_eq!(live_status.holder.phase.as_deref(), Some("transcoding"));
@@ -943,5 +947,76 @@ fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says()
         &[(backup, b"original")],
     )?;
     assert_eq!(names, ["Movie1.mkv"]);
+    Ok(())
+}
+
+/// Plays a kernel CIFS client: the lock's mtime is set to the writer's clock, `skew` off
+/// the server's, after each of its writes.
+fn stamp_with_writers_clock(lock: &Path, skew_secs: i64) -> std::io::Result<()> {
+    let now = SystemTime::now();
+    let writers = if skew_secs < 0 {
+        now - Duration::from_secs(skew_secs.unsigned_abs())
+    } else {
+        now + Duration::from_secs(skew_secs.unsigned_abs())
+    };
+    set_mtime(lock, writers)
+}
+
+#[test]
+fn writer_clock_mtimes_2h_off_never_break_a_live_lock_and_a_dead_one_goes_after_the_limit()
+-> TestResult {
+    for skew in [-2 * 3600, 2 * 3600] {
+        let library = Library::new()?;
+        let media = library.media("Movie1.mkv");
+        let holder = acquired(locker("nas-a").try_acquire(&media)?)?;
+        let lock = holder.path().to_owned();
+        // The record's timestamp is the server's clock, whatever the mtime says.
+        let record = LockRecord::parse(&fs::read(&lock)?)?;
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?;
+        assert!(
+            (record.timestamp - now.as_secs_f64()).abs() < 5.0,
+            "{record:?}"
+        );
+        assert!(record.timestamp_is_servers());
+        stamp_with_writers_clock(&lock, skew)?;
+
+        // A breaker that looks for longer than the limit while the holder works.
+        let breaker = locker("nas-b");
+        let working_until =
+            std::time::Instant::now() + settings().stale_after + Duration::from_millis(500);
+        while std::time::Instant::now() < working_until {
+            let who = held(breaker.try_acquire(&media)?)?;
+            assert!(!who.verdict.is_stale(), "{skew}: {who}");
+            holder.heartbeat("transcoding", None)?;
+            stamp_with_writers_clock(&lock, skew)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A fresh host, on first sight: live too (before: "stale: no heartbeat for 2h00m").
+        let first_sight = held(locker("nas-c").try_acquire(&media)?)?;
+        assert!(!first_sight.verdict.is_stale(), "{skew}: {first_sight}");
+
+        // The holder dies (its lock stays): stale once its last heartbeat is older
+        // than the limit.
+        holder.heartbeat("transcoding", None)?;
+        stamp_with_writers_clock(&lock, skew)?;
+        let died = std::time::Instant::now();
+        drop(holder);
+        let taken = loop {
+            match breaker.try_acquire(&media)? {
+                Acquire::Acquired(guard) => break guard,
+                Acquire::Held(who) => assert!(!who.verdict.is_stale(), "{who}"),
+            }
+            assert!(
+                died.elapsed() < Duration::from_secs(10),
+                "{skew}: never broken"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            died.elapsed() >= settings().stale_after,
+            "{skew}: broken too soon"
+        );
+        taken.release()?;
+    }
     Ok(())
 }
