@@ -244,6 +244,15 @@ fn link_count(_path: &Path) -> Option<u64> {
     None
 }
 
+/// Flushes a finished file (a conversion's temp output) to the file server, so that what is
+/// verified next and swapped in is what the server holds.
+///
+/// The handle may write, though nothing is written: Windows' `FlushFileBuffers` refuses a
+/// handle opened only for reading ("Access denied"), which POSIX `fsync` accepts.
+pub fn flush(path: &Path) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.sync_all()
+}
+
 /// Learns the file server's clock by creating a file and reading back its mtime, which the
 /// server stamps on NFS and SMB.
 fn clock_offset(probes: &mut Probes) -> io::Result<ClockOffset> {
@@ -359,6 +368,18 @@ mod tests {
             assert!(!report.usable(), "{report:?}");
         }
         assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_finished_file_is_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".movie.partial.mkv");
+        std::fs::write(&path, b"encoded").unwrap();
+        // Windows' FlushFileBuffers refuses a handle opened only for reading.
+        flush(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"encoded");
+        let missing = flush(&dir.path().join("gone.mkv")).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
     }
 
     #[test]
