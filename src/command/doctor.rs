@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::{DoctorConfig, EncodeSettings, EncoderRequest};
-use crate::encoder::{Device, Encoder};
+use crate::encoder::{Device, Encoder, NvencPresets};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
 use crate::output;
@@ -121,6 +121,7 @@ pub fn examine(config: &DoctorConfig) -> DoctorReport {
                 render_nodes: gpu::render_nodes(Path::new("/dev/dri")),
                 nvidia: gpu::query_nvidia(),
                 cuda_devices_restricted: false,
+                nvenc_presets: NvencPresets::Unknown,
             },
             Vec::new(),
         ),
