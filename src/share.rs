@@ -379,8 +379,8 @@ const SAME_CLOCK_SECS: f64 = 2.0;
 /// matches neither.
 pub fn write_stamped_by(stamps: &Stamps) -> Option<StampClock> {
     let Stamps { created, written } = stamps;
-    let slack = SAME_CLOCK_SECS + created.uncertainty_secs + written.uncertainty_secs;
-    if created.offset_secs.abs() <= slack {
+    let slack = same_clock_slack(stamps);
+    if clocks_agree(stamps) {
         None
     } else if (written.offset_secs - created.offset_secs).abs() <= slack {
         Some(StampClock::FileServer)
@@ -391,33 +391,50 @@ pub fn write_stamped_by(stamps: &Stamps) -> Option<StampClock> {
     }
 }
 
+/// How far apart two readings of one clock may be, this probe's own uncertainty included.
+fn same_clock_slack(stamps: &Stamps) -> f64 {
+    SAME_CLOCK_SECS + stamps.created.uncertainty_secs + stamps.written.uncertainty_secs
+}
+
+/// Whether the file server's clock (a new file's stamp) is this host's, as far as can be told.
+fn clocks_agree(stamps: &Stamps) -> bool {
+    stamps.created.offset_secs.abs() <= same_clock_slack(stamps)
+}
+
+/// Seconds with their sign, and no "-0.0".
+fn signed_secs(secs: f64) -> String {
+    let secs = if (secs * 10.0).round() == 0.0 {
+        0.0
+    } else {
+        secs
+    };
+    format!("{secs:+.1} s")
+}
+
 fn describe_write_stamp(stamps: &Stamps) -> (Check, Option<StampClock>) {
     let by = write_stamped_by(stamps);
-    let Stamps { created, written } = stamps;
+    let (created, written) = (
+        signed_secs(stamps.created.offset_secs),
+        signed_secs(stamps.written.offset_secs),
+    );
     let check = match by {
         Some(StampClock::FileServer) => Check::ok(format!(
-            "a write is stamped with the file server's clock, as a new file is ({:+.1} s from \
-             this host's): lock heartbeats are timed by one clock",
-            written.offset_secs
+            "a write is stamped with the file server's clock, as a new file is ({written} from \
+             this host's): lock heartbeats are timed by one clock"
         )),
         Some(StampClock::ThisHost) => Check::failed(format!(
-            "a write is stamped with this host's clock ({:+.1} s), a new file with the file \
-             server's ({:+.1} s): each host times its own lock heartbeats, so every host's \
-             clock must be right: run NTP on all of them",
-            written.offset_secs, created.offset_secs
+            "a write is stamped with this host's clock ({written}), a new file with the file \
+             server's ({created}): each host times its own lock heartbeats, so every host's \
+             clock must be right: run NTP on all of them"
         )),
-        None if created.offset_secs.abs() <= SAME_CLOCK_SECS + created.uncertainty_secs => {
-            Check::ok(format!(
-                "cannot tell whose clock stamps a write: the file server's clock and this \
-                 host's agree within {SAME_CLOCK_SECS:.0} s (a write read {:+.1} s), so \
-                 either stamp is right",
-                written.offset_secs
-            ))
-        }
+        None if clocks_agree(stamps) => Check::ok(format!(
+            "cannot tell whose clock stamps a write: the file server's clock and this host's \
+             agree within {SAME_CLOCK_SECS:.0} s (a new file read {created}, a write \
+             {written}), so either stamp is right"
+        )),
         None => Check::failed(format!(
-            "a write is stamped {:+.1} s from this host's clock, and a new file {:+.1} s: \
-             neither clock; lock ages here cannot be trusted",
-            written.offset_secs, created.offset_secs
+            "a write is stamped {written} from this host's clock, and a new file {created}: \
+             neither clock; lock ages here cannot be trusted"
         )),
     };
     (check, by)
