@@ -127,6 +127,73 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// H.264 and AAC in Matroska with two chapters and a font attachment.
+fn chapters_and_font_mkv(out: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let chapters = dir.path().join("chapters.txt");
+    fs::write(
+        &chapters,
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n\
+         [CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n",
+    )
+    .unwrap();
+    let font = dir.path().join("font.ttf");
+    fs::write(&font, [7u8; 3000]).unwrap();
+    let (chapters, font) = (chapters.to_str().unwrap(), font.to_str().unwrap());
+    #[rustfmt::skip]
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1",
+        "-f", "lavfi", "-i", "sine=d=1",
+        "-i", chapters,
+        "-map", "0", "-map", "1", "-map_chapters", "2",
+        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "8", "-c:a", "aac",
+        "-attach", font, "-metadata:s:t", "mimetype=application/x-truetype-font",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// H.264 and AAC in MP4 with a PNG cover picture.
+fn cover_art_mp4(out: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let cover = dir.path().join("cover.png");
+    let cover = cover.to_str().unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "color=red:s=64x64",
+        "-frames:v",
+        "1",
+        cover,
+    ]);
+    #[rustfmt::skip]
+    ffmpeg(&[
+        "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1",
+        "-f", "lavfi", "-i", "sine=d=1",
+        "-i", cover,
+        "-map", "0", "-map", "1", "-map", "2",
+        "-c:v:0", "libx264", "-preset", "ultrafast", "-crf", "8", "-c:a", "aac",
+        "-c:v:1", "png", "-disposition:v:1", "attached_pic",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// Chapter titles, in order.
+fn chapter_titles(path: &Path) -> Vec<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_chapters"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
+    probe["chapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tags"]["title"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// The library of the Linux convert tests, with names Windows allows (no `"`, no `:`),
 /// and one file deep enough that its path is past MAX_PATH (260 characters).
 struct Library {
@@ -134,8 +201,10 @@ struct Library {
     deep: PathBuf,
 }
 
-const CONVERTED: [&str; 8] = [
+const CONVERTED: [&str; 10] = [
     "plain.mkv",
+    "extras.mkv",
+    "cover.mp4",
     "multi.mkv",
     "text.mp4",
     "ten bit.mkv",
@@ -150,6 +219,8 @@ impl Library {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         h264_aac_srt_mkv(&d.join("plain.mkv"));
+        chapters_and_font_mkv(&d.join("extras.mkv"));
+        cover_art_mp4(&d.join("cover.mp4"));
         multi_track_mkv(&d.join("multi.mkv"));
         mp4_mov_text(&d.join("text.mp4"));
         h264_10bit_mkv(&d.join("ten bit.mkv"));
@@ -238,6 +309,18 @@ fn a_mixed_library_converts_through_a_drive_letter() {
     let mp4 = ffprobe(&lib.path("text.mp4"));
     assert_eq!(mp4["streams"][0]["codec_tag_string"], "hvc1");
     assert_eq!(mp4["streams"][2]["codec_name"], "mov_text");
+    // Attachments and chapters (extras.mkv: the font is among the streams compared above),
+    // and cover art, which is copied, never encoded.
+    assert_eq!(chapter_titles(&lib.path("extras.mkv")), ["One", "Two"]);
+    let cover = ffprobe(&lib.path("cover.mp4"));
+    let pictures: Vec<&Value> = cover["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["disposition"]["attached_pic"] == 1)
+        .collect();
+    assert_eq!(pictures.len(), 1, "{cover:#}");
+    assert_eq!(pictures[0]["codec_name"], "png");
     let ten = ffprobe(&lib.path("ten bit.mkv"));
     assert_eq!(ten["streams"][0]["pix_fmt"], "yuv420p10le");
     assert_eq!(ten["streams"][0]["profile"], "Main 10");
@@ -262,7 +345,7 @@ fn a_mixed_library_converts_through_a_drive_letter() {
     }
     assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
     let summary = summary(&events);
-    assert_eq!(summary["converted"], 9, "{summary}");
+    assert_eq!(summary["converted"], 11, "{summary}");
     assert_eq!(summary["failed"], 3, "{summary}");
     assert_eq!(summary["skipped"], 1, "{summary}");
 
@@ -271,7 +354,7 @@ fn a_mixed_library_converts_through_a_drive_letter() {
     assert_eq!(status.status.code(), Some(0));
     let status: Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["library"], win(d).as_str());
-    assert_eq!(status["totals"]["converted"], 9, "{status:#}");
+    assert_eq!(status["totals"]["converted"], 11, "{status:#}");
     assert_eq!(status["in_progress"], serde_json::json!([]), "{status:#}");
 
     // A second run finds nothing left to do and changes nothing.
