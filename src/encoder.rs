@@ -137,6 +137,72 @@ pub struct EncoderSetup {
     pub encoder: Encoder,
     /// Where it runs.
     pub device: Device,
+    /// The preset names this ffmpeg's NVENC takes (unused by the other encoders).
+    pub nvenc_presets: NvencPresets,
+}
+
+/// The `-preset` names an ffmpeg's `hevc_nvenc` accepts, which changed with ffmpeg 4.3: an
+/// older ffmpeg (Ubuntu 20.04's 4.2, Windows builds from before mid-2020) fails the encode
+/// on `p5` with "Undefined constant or missing '(' in 'p5'".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NvencPresets {
+    /// `p1` (fastest) … `p7` (best): ffmpeg 4.3 and later.
+    #[default]
+    Numbered,
+    /// `fast`, `medium`, `slow` (and `hp`, `hq`, …), without the numbered ones: before 4.3.
+    Named,
+    /// Neither could be read: no `-preset` is passed, and the encoder uses its default.
+    Unknown,
+}
+
+impl NvencPresets {
+    /// Reads the names from `ffmpeg -h encoder=hevc_nvenc`'s output: the constants listed
+    /// under its `-preset` option.
+    pub fn from_help(help: &str) -> NvencPresets {
+        let names = nvenc_preset_constants(help);
+        let has_all = |wanted: &[&str]| wanted.iter().all(|w| names.contains(w));
+        if has_all(&["p1", "p2", "p3", "p4", "p5", "p6", "p7"]) {
+            NvencPresets::Numbered
+        } else if has_all(&["fast", "medium", "slow"]) {
+            NvencPresets::Named
+        } else {
+            NvencPresets::Unknown
+        }
+    }
+
+    /// NVENC's preset for an x265 preset name, or `None` for the encoder's default.
+    fn for_x265(self, x265: &str) -> Option<&'static str> {
+        match self {
+            NvencPresets::Numbered => Some(match x265 {
+                "ultrafast" | "superfast" => "p1",
+                "veryfast" => "p2",
+                "faster" => "p3",
+                "fast" => "p4",
+                "slow" => "p6",
+                "slower" | "veryslow" | "placebo" => "p7",
+                _ => "p5",
+            }),
+            // "hp 1 pass", "hq 1 pass", "hq 2 passes", as that ffmpeg describes them.
+            NvencPresets::Named => Some(match x265 {
+                "ultrafast" | "superfast" | "veryfast" | "faster" => "fast",
+                "slow" | "slower" | "veryslow" | "placebo" => "slow",
+                _ => "medium",
+            }),
+            NvencPresets::Unknown => None,
+        }
+    }
+}
+
+/// The constants of the `-preset` option in an encoder's help: the indented lines below it,
+/// up to the next option.
+fn nvenc_preset_constants(help: &str) -> Vec<&str> {
+    help.lines()
+        .map(str::trim)
+        .skip_while(|line| !line.starts_with("-preset "))
+        .skip(1)
+        .take_while(|line| !line.is_empty() && !line.starts_with('-'))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect()
 }
 
 impl fmt::Display for EncoderSetup {
@@ -155,9 +221,15 @@ const HW_DEVICE_NAME: &str = "mc";
 impl EncoderSetup {
     /// libx265, which needs no device and works wherever ffmpeg was built with it.
     pub fn software() -> EncoderSetup {
+        EncoderSetup::on(Encoder::Libx265, Device::Default)
+    }
+
+    /// `encoder` on `device`, for an ffmpeg whose NVENC takes the current preset names.
+    pub fn on(encoder: Encoder, device: Device) -> EncoderSetup {
         EncoderSetup {
-            encoder: Encoder::Libx265,
-            device: Device::Default,
+            encoder,
+            device,
+            nvenc_presets: NvencPresets::default(),
         }
     }
 
@@ -219,7 +291,9 @@ impl EncoderSetup {
                 push("profile", if ten_bit { "main10" } else { "main" }.into());
             }
             Encoder::HevcNvenc => {
-                push("preset", nvenc_preset(&settings.preset).into());
+                if let Some(preset) = self.nvenc_presets.for_x265(&settings.preset) {
+                    push("preset", preset.into());
+                }
                 // Constant quality: VBR with a CQ target and no bitrate cap. CQ 0 means
                 // "automatic" to NVENC, not "best", so the scale starts at 1.
                 push("rc", "vbr".into());
@@ -313,19 +387,6 @@ fn upload_filter(ten_bit: bool, qsv: bool) -> String {
     }
 }
 
-/// x265 preset names to NVENC's p1 (fastest) … p7 (best).
-fn nvenc_preset(x265: &str) -> &'static str {
-    match x265 {
-        "ultrafast" | "superfast" => "p1",
-        "veryfast" => "p2",
-        "faster" => "p3",
-        "fast" => "p4",
-        "slow" => "p6",
-        "slower" | "veryslow" | "placebo" => "p7",
-        _ => "p5",
-    }
-}
-
 /// x265 preset names to Quick Sync's, which lack the two fastest and the slowest.
 fn qsv_preset(x265: &str) -> &'static str {
     match x265 {
@@ -384,7 +445,7 @@ mod tests {
     }
 
     fn setup(encoder: Encoder, device: Device) -> EncoderSetup {
-        EncoderSetup { encoder, device }
+        EncoderSetup::on(encoder, device)
     }
 
     fn joined(setup: &EncoderSetup, depth: u8) -> String {
@@ -548,13 +609,89 @@ mod tests {
 
     #[test]
     fn presets_map_to_each_encoders_names() {
-        assert_eq!(nvenc_preset("ultrafast"), "p1");
-        assert_eq!(nvenc_preset("veryslow"), "p7");
-        assert_eq!(nvenc_preset("nonsense"), "p5");
+        assert_eq!(NvencPresets::Numbered.for_x265("ultrafast"), Some("p1"));
+        assert_eq!(NvencPresets::Numbered.for_x265("veryslow"), Some("p7"));
+        assert_eq!(NvencPresets::Numbered.for_x265("nonsense"), Some("p5"));
+        assert_eq!(NvencPresets::Named.for_x265("superfast"), Some("fast"));
+        assert_eq!(NvencPresets::Named.for_x265("medium"), Some("medium"));
+        assert_eq!(NvencPresets::Named.for_x265("slower"), Some("slow"));
         assert_eq!(qsv_preset("superfast"), "veryfast");
         assert_eq!(qsv_preset("placebo"), "veryslow");
         assert_eq!(amf_quality("faster"), "speed");
         assert_eq!(amf_quality("slower"), "quality");
+    }
+
+    /// `ffmpeg -h encoder=hevc_nvenc`, captured from real builds (tests/data/ffmpeg/README.md).
+    const NVENC_HELP_2018_WINDOWS: &str =
+        include_str!("../tests/data/ffmpeg/hevc_nvenc-help-N-92722-windows.txt");
+    const NVENC_HELP_5_1_DEBIAN: &str =
+        include_str!("../tests/data/ffmpeg/hevc_nvenc-help-5.1-debian.txt");
+    const NVENC_HELP_6_0_WINDOWS: &str =
+        include_str!("../tests/data/ffmpeg/hevc_nvenc-help-6.0-windows.txt");
+
+    const X265_PRESETS: [&str; 10] = [
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    ];
+
+    #[test]
+    fn nvenc_presets_are_read_from_real_ffmpeg_help() {
+        assert_eq!(
+            NvencPresets::from_help(NVENC_HELP_2018_WINDOWS),
+            NvencPresets::Named
+        );
+        assert_eq!(
+            NvencPresets::from_help(NVENC_HELP_5_1_DEBIAN),
+            NvencPresets::Numbered
+        );
+        assert_eq!(
+            NvencPresets::from_help(NVENC_HELP_6_0_WINDOWS),
+            NvencPresets::Numbered
+        );
+        // An ffmpeg built without NVENC says so instead of listing options.
+        assert_eq!(
+            NvencPresets::from_help("Codec 'hevc_nvenc' is not recognized by FFmpeg.\n"),
+            NvencPresets::Unknown
+        );
+        assert_eq!(NvencPresets::from_help(""), NvencPresets::Unknown);
+        // Every x265 preset becomes a name that the ffmpeg in question lists.
+        for help in [
+            NVENC_HELP_2018_WINDOWS,
+            NVENC_HELP_5_1_DEBIAN,
+            NVENC_HELP_6_0_WINDOWS,
+        ] {
+            let listed = nvenc_preset_constants(help);
+            let presets = NvencPresets::from_help(help);
+            for x265 in X265_PRESETS {
+                let name = presets.for_x265(x265).unwrap();
+                assert!(listed.contains(&name), "{name} for {x265}: {listed:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_old_ffmpeg_gets_nvenc_preset_names_it_knows() {
+        let old = EncoderSetup {
+            nvenc_presets: NvencPresets::from_help(NVENC_HELP_2018_WINDOWS),
+            ..setup(Encoder::HevcNvenc, Device::NvidiaGpu(0))
+        };
+        let args = joined(&old, 8);
+        assert!(args.contains("-preset:v:0 medium -rc:v:0 vbr"), "{args}");
+        let unknown = EncoderSetup {
+            nvenc_presets: NvencPresets::Unknown,
+            ..old
+        };
+        let args = joined(&unknown, 8);
+        assert!(!args.contains("-preset"), "{args}");
+        assert!(args.starts_with("-c:v:0 hevc_nvenc -rc:v:0 vbr"), "{args}");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{EncodeSettings, EncoderRequest};
-use crate::encoder::{Device, Encoder, EncoderSetup};
+use crate::encoder::{Device, Encoder, EncoderSetup, NvencPresets};
 use crate::process::run_captured;
 
 pub use nvml::query_nvidia;
@@ -122,6 +122,8 @@ pub struct Facts {
     pub render_nodes: Vec<PathBuf>,
     /// What NVML reports: which GPU NVENC should use, and why its trial may fail.
     pub nvidia: Nvidia,
+    /// The preset names this ffmpeg's NVENC takes.
+    pub nvenc_presets: NvencPresets,
     /// `CUDA_VISIBLE_DEVICES` is set: CUDA's GPU numbers are no longer NVML's, so no GPU is
     /// picked by number and NVENC uses the first one it sees.
     pub cuda_devices_restricted: bool,
@@ -133,14 +135,16 @@ impl Facts {
     /// render nodes, and asks NVML (loaded at run time; a machine without the driver gets a
     /// reason) when NVENC is wanted.
     pub fn gather(ffmpeg: &Path, wanted: &[Encoder], scope: Scope) -> Facts {
+        let platform = Platform::current();
+        let nvenc = wanted.contains(&Encoder::HevcNvenc) && platform.has(Encoder::HevcNvenc);
         Facts {
-            platform: Platform::current(),
+            platform,
             listed: match scope {
                 Scope::Everything => listed_encoders(ffmpeg),
                 Scope::Plausible => None,
             },
             render_nodes: render_nodes(Path::new("/dev/dri")),
-            nvidia: if wanted.contains(&Encoder::HevcNvenc) {
+            nvidia: if nvenc {
                 query_nvidia()
             } else {
                 Nvidia::Unavailable {
@@ -148,7 +152,22 @@ impl Facts {
                 }
             },
             cuda_devices_restricted: std::env::var_os("CUDA_VISIBLE_DEVICES").is_some(),
+            nvenc_presets: if nvenc {
+                nvenc_presets(ffmpeg)
+            } else {
+                NvencPresets::default()
+            },
         }
+    }
+}
+
+/// The preset names this ffmpeg's NVENC takes, from its help; a help that cannot be read
+/// means no `-preset` (the trial then tells whether NVENC works at all).
+fn nvenc_presets(ffmpeg: &Path) -> NvencPresets {
+    let args = ["-hide_banner", "-h", "encoder=hevc_nvenc"].map(Into::into);
+    match run_captured(ffmpeg, &args) {
+        Ok(out) => NvencPresets::from_help(&String::from_utf8_lossy(&out.stdout)),
+        Err(_) => NvencPresets::Unknown,
     }
 }
 
@@ -234,10 +253,7 @@ pub fn assess(facts: &Facts, wanted: &[Encoder], trial: &Trial<'_>) -> Vec<Asses
     let mut rows: Vec<(EncoderSetup, Option<Verdict>)> = Vec::new();
     for encoder in Encoder::ALL.into_iter().filter(|e| wanted.contains(e)) {
         let unavailable = |reason: String| {
-            let setup = EncoderSetup {
-                encoder,
-                device: Device::Default,
-            };
+            let setup = EncoderSetup::on(encoder, Device::Default);
             (setup, Some(Verdict::Unavailable(reason)))
         };
         if !facts.platform.has(encoder) {
@@ -260,20 +276,18 @@ pub fn assess(facts: &Facts, wanted: &[Encoder], trial: &Trial<'_>) -> Vec<Asses
                 // Each node may be a different GPU: an Intel one works, an NVIDIA one not.
                 for node in &facts.render_nodes {
                     let device = Device::RenderNode(node.clone());
-                    rows.push((EncoderSetup { encoder, device }, None));
+                    rows.push((EncoderSetup::on(encoder, device), None));
                 }
             }
             Encoder::HevcNvenc => {
                 let device = nvenc_device(&facts.nvidia, facts.cuda_devices_restricted);
-                rows.push((EncoderSetup { encoder, device }, None));
+                let setup = EncoderSetup {
+                    nvenc_presets: facts.nvenc_presets,
+                    ..EncoderSetup::on(encoder, device)
+                };
+                rows.push((setup, None));
             }
-            _ => rows.push((
-                EncoderSetup {
-                    encoder,
-                    device: Device::Default,
-                },
-                None,
-            )),
+            _ => rows.push((EncoderSetup::on(encoder, Device::Default), None)),
         }
     }
 
@@ -520,10 +534,7 @@ pub fn detect(
         run_trial(ffmpeg, setup, settings, TRIAL_TIMEOUT)
     });
     assessments.extend(ruled_out.into_iter().map(|(encoder, reason)| Assessment {
-        setup: EncoderSetup {
-            encoder,
-            device: Device::Default,
-        },
+        setup: EncoderSetup::on(encoder, Device::Default),
         verdict: Verdict::Unavailable(reason),
     }));
     // The preference order decides the choice, whichever way a candidate was judged.
@@ -582,6 +593,7 @@ mod tests {
             render_nodes: nodes.iter().map(PathBuf::from).collect(),
             nvidia,
             cuda_devices_restricted: false,
+            nvenc_presets: NvencPresets::default(),
         }
     }
 
@@ -648,7 +660,7 @@ mod tests {
     }
 
     fn on(encoder: Encoder, device: Device) -> EncoderSetup {
-        EncoderSetup { encoder, device }
+        EncoderSetup::on(encoder, device)
     }
 
     fn node(path: &str) -> Device {
@@ -783,6 +795,26 @@ mod tests {
     }
 
     #[test]
+    fn nvenc_is_tried_and_used_with_the_preset_names_of_this_ffmpeg() {
+        let nvidia = Nvidia::Available {
+            driver_version: Some("550.54".into()),
+            gpus: vec![gpu(0, "NVIDIA GeForce RTX 3060", Some(0), Nvenc::Present)],
+        };
+        let facts = Facts {
+            nvenc_presets: NvencPresets::Named,
+            ..linux(DEBIAN, &[], nvidia)
+        };
+        let tried = Mutex::new(Vec::new());
+        let assessments = assess(&facts, &[Encoder::HevcNvenc], &|setup| {
+            tried.lock().unwrap().push(setup.clone());
+            Ok(())
+        });
+        let choice = choose(&assessments, EncoderRequest::Auto).unwrap();
+        assert_eq!(choice.setup.nvenc_presets, NvencPresets::Named);
+        assert_eq!(*tried.lock().unwrap(), [choice.setup]);
+    }
+
+    #[test]
     fn each_render_node_is_tried_and_the_working_one_is_used() {
         // renderD128 is an NVIDIA card without a VAAPI driver, renderD129 the Intel iGPU.
         let facts = linux(
@@ -849,6 +881,7 @@ mod tests {
             render_nodes: Vec::new(),
             nvidia: no_nvml(),
             cuda_devices_restricted: false,
+            nvenc_presets: NvencPresets::default(),
         };
         assess(&windows, &all, &|s| trials.run(s));
         assert_eq!(

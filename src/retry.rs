@@ -34,6 +34,13 @@ impl Backoff {
         first_delay: Duration::from_millis(625),
     };
 
+    /// For a file that others only read, each for milliseconds: 6 tries, the waits (20 +
+    /// 40 + 80 + 160 + 320 ms) adding up to about 0.6 s.
+    pub const READERS_LET_GO: Backoff = Backoff {
+        attempts: 6,
+        first_delay: Duration::from_millis(20),
+    };
+
     /// The wait after failed try number `failed` (1-based).
     fn delay_after(&self, failed: u32) -> Duration {
         // Capped exponent: a policy with many attempts must not overflow into a zero wait.
@@ -91,6 +98,38 @@ pub fn is_file_in_use(err: &io::Error) -> bool {
         let _ = err;
         false
     }
+}
+
+/// Whether an error may mean that the file renamed over is open for reading somewhere:
+/// besides a sharing violation, Windows refuses to replace a file that any handle has open,
+/// even one that shares deletion, with "Access denied" (`ERROR_ACCESS_DENIED`, 5), unless
+/// the file system does POSIX-style renames (local NTFS does; SMB shares and Wine do not).
+/// Always false on other systems.
+pub fn may_be_open_for_reading(err: &io::Error) -> bool {
+    #[cfg(windows)]
+    {
+        use windows_sys::Win32::Foundation::ERROR_ACCESS_DENIED;
+        is_file_in_use(err)
+            || err.raw_os_error().map(|code| code as u32) == Some(ERROR_ACCESS_DENIED)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// Renames `from` over `to`, a file that readers open for a moment at a time (a cache, a
+/// lock): on Windows a reader that has it open at that instant makes the rename fail, so it
+/// is tried again for about half a second. A rename that keeps failing (a read-only share)
+/// fails with the last error.
+pub fn rename_over_readers(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    retry(
+        &Backoff::READERS_LET_GO,
+        may_be_open_for_reading,
+        &mut std::thread::sleep,
+        || std::fs::rename(from, to),
+    )
 }
 
 /// Runs `op`, retrying while the file it works on is in use (see the module docs).
@@ -296,5 +335,35 @@ mod tests {
         while_in_use(|| std::fs::rename(&from, &to)).unwrap();
         released.join().unwrap();
         assert_eq!(std::fs::read(&to).unwrap(), b"x");
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_rename_over_a_file_being_read_waits_for_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, cache) = (dir.path().join("cache.tmp"), dir.path().join("cache.json"));
+        std::fs::write(&cache, b"old").unwrap();
+        std::fs::write(&new, b"new").unwrap();
+        // A reader as std opens files: sharing reading, writing and deletion.
+        let reader = std::fs::File::open(&cache).unwrap();
+        let refused = std::fs::rename(&new, &cache).unwrap_err();
+        assert!(may_be_open_for_reading(&refused), "{refused:?}");
+        let done = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(reader);
+        });
+        rename_over_readers(&new, &cache).unwrap();
+        done.join().unwrap();
+        assert_eq!(std::fs::read(&cache).unwrap(), b"new");
+    }
+
+    #[test]
+    fn readers_are_waited_for_about_half_a_second_and_only_on_windows() {
+        let total = Backoff::READERS_LET_GO.total_wait();
+        assert_eq!(total, Duration::from_millis(620));
+        let denied = io::Error::from_raw_os_error(5);
+        // On POSIX 5 is EIO: a real error, never waited out.
+        assert_eq!(may_be_open_for_reading(&denied), cfg!(windows));
+        assert!(!may_be_open_for_reading(&io::Error::from_raw_os_error(2)));
     }
 }

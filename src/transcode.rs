@@ -311,10 +311,10 @@ mod tests {
     #[test]
     fn a_hardware_device_is_opened_before_the_input() {
         use crate::encoder::{Device, Encoder};
-        let vaapi = EncoderSetup {
-            encoder: Encoder::HevcVaapi,
-            device: Device::RenderNode("/dev/dri/renderD128".into()),
-        };
+        let vaapi = EncoderSetup::on(
+            Encoder::HevcVaapi,
+            Device::RenderNode("/dev/dri/renderD128".into()),
+        );
         let (args, _) = args_with(MP4_WITH_COVER_AND_TEXT, Container::Mp4, &vaapi);
         assert!(
             args.contains(

@@ -243,7 +243,8 @@ impl TempFile {
     }
 
     fn persist(&mut self, to: &Path) -> io::Result<()> {
-        fs::rename(&self.path, to)?;
+        // Readers never lock, and on Windows one that has the cache open blocks the rename.
+        crate::retry::rename_over_readers(&self.path, to)?;
         self.persisted = true;
         Ok(())
     }

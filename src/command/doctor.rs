@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::config::{DoctorConfig, EncodeSettings, EncoderRequest};
-use crate::encoder::{Device, Encoder};
+use crate::encoder::{Device, Encoder, NvencPresets};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
 use crate::output;
@@ -121,6 +121,7 @@ pub fn examine(config: &DoctorConfig) -> DoctorReport {
                 render_nodes: gpu::render_nodes(Path::new("/dev/dri")),
                 nvidia: gpu::query_nvidia(),
                 cuda_devices_restricted: false,
+                nvenc_presets: NvencPresets::Unknown,
             },
             Vec::new(),
         ),
@@ -145,9 +146,8 @@ pub fn examine(config: &DoctorConfig) -> DoctorReport {
             problems.push(format!(
                 "{} cannot hold conversions safely: {}",
                 share.dir,
-                [&share.exclusive_create, &share.rename_over]
-                    .into_iter()
-                    .filter(|c| !c.ok)
+                share
+                    .failures()
                     .map(|c| c.detail.as_str())
                     .collect::<Vec<_>>()
                     .join("; ")
@@ -298,12 +298,14 @@ pub fn render(report: &DoctorReport) -> String {
 
     if let Some(share) = &report.share {
         let _ = writeln!(out, "\nShare {}:", share.dir);
-        let rows: [(&str, &Check); 5] = [
+        let rows: [(&str, &Check); 7] = [
             ("exclusive create", &share.exclusive_create),
             ("rename over", &share.rename_over),
             ("hard links", &share.hard_link),
+            ("conversion", &share.conversion),
             ("free space", &share.free_space),
             ("clock", &share.clock),
+            ("write stamps", &share.write_stamp),
         ];
         for (what, check) in rows {
             let mark = if check.ok { "ok" } else { "NO" };

@@ -156,10 +156,10 @@ mod tests {
 
     #[test]
     fn a_trial_is_one_generated_frame_with_the_real_encoder_options() {
-        let setup = EncoderSetup {
-            encoder: Encoder::HevcVaapi,
-            device: Device::RenderNode("/dev/dri/renderD128".into()),
-        };
+        let setup = EncoderSetup::on(
+            Encoder::HevcVaapi,
+            Device::RenderNode("/dev/dri/renderD128".into()),
+        );
         let args: Vec<String> = trial_args(&setup, &EncodeSettings::default())
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -191,10 +191,7 @@ mod tests {
             Ok(())
         );
         // No GPU on the test machines: NVENC's trial must fail, naming why.
-        let nvenc = EncoderSetup {
-            encoder: Encoder::HevcNvenc,
-            device: Device::Default,
-        };
+        let nvenc = EncoderSetup::on(Encoder::HevcNvenc, Device::Default);
         match run_trial(&ffmpeg, &nvenc, &EncodeSettings::default(), TRIAL_TIMEOUT) {
             Err(reason) => assert!(!reason.is_empty() && !reason.contains("0x"), "{reason}"),
             Ok(()) => eprintln!("this machine has a working NVENC; nothing to check"),

@@ -1,7 +1,6 @@
 //! The encode step of one file: which encoder (detected once per run), and a hardware
 //! encode that fails, or whose output fails verification, redone with libx265.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -14,6 +13,7 @@ use crate::output::{Event, Fallback, RejectedEncoder, Reporter};
 use crate::probe::{HdrMetadata, MediaInfo};
 use crate::process::Tools;
 use crate::scan::MediaFile;
+use crate::share;
 use crate::transcode::{self, Job, Outcome, StopReason};
 use crate::verify;
 
@@ -293,7 +293,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
     }
 
     (a.set_phase)("verifying");
-    if let Err(err) = File::open(a.temp).and_then(|f| f.sync_all()) {
+    if let Err(err) = share::flush(a.temp) {
         return Err(Failure::Final(FileOutcome::Failed(format!(
             "flushing {} to disk: {err}",
             a.temp.display()
