@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# tests.sh - the lock protocol's proofs on REAL kernel NFS and SMB clients.
+#
+# Usage: scripts/uml/tests.sh [nfs3|nfs4.2|cifs ...] [-- TEST-FILTER...]
+#        (default: nfs3 nfs4.2 cifs, every test)
+#
+# For each kind, scripts/uml/kernel-clients.sh boots two user-mode-linux guests
+# mounting one export (one boot per kind) and runs
+#   cargo test --locked --test kernel_clients -- --include-ignored --test-threads=1
+# on this host, which drives the guests (see tests/kernel_clients.rs).
+#
+# Needs root and /dev/net/tun (kernel-clients.sh installs its Debian packages).
+# Without them, or when the packages cannot be installed, this prints a loud
+# SKIPPED banner and exits 0, or 1 when KERNEL_CLIENTS_REQUIRED=1 (so a CI that
+# must run them cannot pass by skipping). Any failure of a boot or a test fails.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+skipped() {
+    {
+        echo "##########################################################################"
+        echo "#  KERNEL CLIENT TESTS SKIPPED: $*"
+        echo "#  (the NFSv3, NFSv4.2 and CIFS proofs of the lock protocol did NOT run)"
+        echo "##########################################################################"
+    } >&2
+    if [[ ${KERNEL_CLIENTS_REQUIRED:-0} == 1 ]]; then
+        exit 1
+    fi
+    exit 0
+}
+
+kinds=()
+while (($#)) && [[ $1 != -- ]]; do
+    case $1 in
+        nfs3 | nfs4.2 | cifs) kinds+=("$1") ;;
+        *) echo "tests.sh: unknown kind $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ ${1:-} == -- ]] && shift
+filters=("$@")
+((${#kinds[@]})) || kinds=(nfs3 nfs4.2 cifs)
+
+[[ $EUID -eq 0 ]] || skipped "not root (the guests need a network namespace and TAP devices)"
+[[ -c /dev/net/tun ]] || skipped "/dev/net/tun is missing (no TAP devices in this container)"
+
+# Build outside the guests; they only run what was built.
+cargo test --locked --test kernel_clients --no-run
+
+for kind in "${kinds[@]}"; do
+    started=$SECONDS
+    echo "kernel-clients: $kind: booting the guests and running tests/kernel_clients.rs" >&2
+    rc=0
+    scripts/uml/kernel-clients.sh run "$kind" -- \
+        cargo test --locked --test kernel_clients -- --include-ignored --test-threads=1 \
+        --nocapture "${filters[@]}" || rc=$?
+    # 3: its Debian packages could not be installed.
+    ((rc != 3)) || skipped "the packages for $kind could not be installed (see above)"
+    ((rc == 0)) || { echo "kernel-clients: $kind: FAILED (exit $rc)" >&2; exit "$rc"; }
+    echo "kernel-clients: $kind: passed in $((SECONDS - started)) s" >&2
+done
