@@ -41,7 +41,8 @@
 set -euo pipefail
 
 readonly PROG=kernel-clients
-readonly HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly HERE
 readonly BOOT_TIMEOUT=${KC_BOOT_TIMEOUT:-60}
 readonly MEM=${KC_MEM:-192M}
 readonly GUEST_SHARE=/run/kc/share
@@ -271,6 +272,7 @@ EXPORT {
 LOG { Default_Log_Level = EVENT; }
 EOF
     # rpcbind and ganesha share a private /run (rpcbind's socket is there).
+    # shellcheck disable=SC2016 # expanded by the inner bash
     start_bg "$WORK/logs/ganesha.out" ip netns exec "$NS" \
         unshare -m --propagation private bash -c '
             mount -t tmpfs tmpfs /run && mkdir -p /run/rpcbind /run/ganesha || exit 1
@@ -450,28 +452,14 @@ setup() {
 
 # ---------------------------------------------------------------- self-test
 
-# guest_run NAME TIMEOUT_S SCRIPT: run SCRIPT in guest NAME, print its output,
-# return its exit status (124 after TIMEOUT_S).
-guest_run() {
-    local me=$MC_KC_CTL/$1 id t
-    id=check-$RANDOM$RANDOM
-    printf '%s\n' "$3" >"$me/$id.tmp"
-    mv "$me/$id.tmp" "$me/jobs/$id.sh"
-    for ((t = 0; t < $2 * 20; t++)); do
-        if [[ -e $me/run/$id.rc ]]; then
-            cat "$me/run/$id.out"
-            return "$(cat "$me/run/$id.rc")"
-        fi
-        sleep 0.05
-    done
-    return 124
-}
+# shellcheck source=scripts/uml/agent.sh
+source "$HERE/agent.sh"
 
 self_test() {
     local s=$MC_KC_SHARE
     echo "kernel-clients check: kind=$MC_KC_KIND"
-    guest_run a 20 "hostname; grep ' $s ' /proc/mounts; echo from-a > $s/probe" || return 1
-    guest_run b 20 "hostname; cat $s/probe; rm $s/probe" || return 1
+    kc_run a 20 "hostname; grep ' $s ' /proc/mounts; echo from-a > $s/probe" || return 1
+    kc_run b 20 "hostname; cat $s/probe; rm $s/probe" || return 1
     # cifs closes lazily (closetimeo=1): the server removes a file deleted
     # while a's handle is open when that handle closes.
     local t
