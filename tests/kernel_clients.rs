@@ -519,14 +519,13 @@ fn crash_mid_transcode_on_one_client_the_other_takes_over_only_after_the_timeout
     let original = fs::read(&clip)?;
     let (logs_host, logs_guest) = kc.ctl_dir("crash")?;
     let library = kc.shared(&dir).to_string_lossy().into_owned();
-    let run_args = |extra: &[&'static str]| {
-        let mut args: Vec<&str> = vec!["--dir", &library];
-        args.extend_from_slice(workload::Launch::DEFAULT_ARGS);
-        args.extend_from_slice(&short_locks);
-        args.extend_from_slice(extra);
-        args.iter()
-            .map(|a| (*a).to_owned())
-            .collect::<Vec<String>>()
+    // The holder encodes with a slow preset, so that it is surely still
+    // transcoding when it is killed, however loaded this machine is.
+    let run_args = |preset: &str| {
+        let mut args = strings(&["--dir", &library, "--json", "--min-age", "0s"]);
+        args.extend(strings(&["--preset", preset]));
+        args.extend(strings(&short_locks));
+        args
     };
     let temp_outputs = || -> Vec<PathBuf> {
         fs::read_dir(&lib_host)
@@ -538,7 +537,7 @@ fn crash_mid_transcode_on_one_client_the_other_takes_over_only_after_the_timeout
             .collect()
     };
 
-    let holder = kc.converter("a", &run_args(&[]), &logs_guest.join("holder.json"))?;
+    let holder = kc.converter("a", &run_args("slow"), &logs_guest.join("holder.json"))?;
     let growing = wait_for(Duration::from_secs(120), || {
         holder.code().is_none()
             && temp_outputs()
@@ -560,12 +559,14 @@ fn crash_mid_transcode_on_one_client_the_other_takes_over_only_after_the_timeout
     );
     assert!(
         fs::read(&clip)? == original,
-        "the original changed at the kill"
+        "the original changed at the kill (now {}); the holder's events: {:#?}",
+        video_codec(&clip),
+        events(&logs_host.join("holder.json"))
     );
     let lock = lib_host.join("long.mkv.mediabox.lock");
     let killed_at = Instant::now();
 
-    let early = kc.converter("b", &run_args(&[]), &logs_guest.join("early.json"))?;
+    let early = kc.converter("b", &run_args("ultrafast"), &logs_guest.join("early.json"))?;
     let (code, _) = early.wait(&kc, Duration::from_secs(120))?;
     let early_events = events(&logs_host.join("early.json"));
     assert_eq!(code, 0, "{early_events:#?}");
@@ -588,7 +589,7 @@ fn crash_mid_transcode_on_one_client_the_other_takes_over_only_after_the_timeout
     // Past the timeout on every clock (the lock was stamped before the kill).
     let wait = (TIMEOUT + Duration::from_secs(3)).saturating_sub(killed_at.elapsed());
     thread::sleep(wait);
-    let late = kc.converter("b", &run_args(&[]), &logs_guest.join("late.json"))?;
+    let late = kc.converter("b", &run_args("ultrafast"), &logs_guest.join("late.json"))?;
     let (code, _) = late.wait(&kc, Duration::from_secs(300))?;
     let late_events = events(&logs_host.join("late.json"));
     assert_eq!(code, 0, "{late_events:#?}");
