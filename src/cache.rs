@@ -6,8 +6,8 @@
 //! fingerprint (size, mtime), its probe facts ([`MediaInfo`]) and its history (converted,
 //! not smaller, failed). A fresh entry answers without running ffprobe.
 //!
-//! Writers update a directory's cache under a short lock (`.mediabox_cache.json.lock`, taken
-//! by exclusive create), re-read it, merge their news into what is there now, write a temp
+//! Writers update a directory's cache under a short lock (`.mediabox_cache.json.lock`, a
+//! `mkdir` guard like the claim's), re-read it, merge their news into what is there now, write a temp
 //! file, `sync_all` it and rename it over. Readers never lock. A cache that cannot be read,
 //! locked or written costs re-probing, never a run: every problem comes back as a value.
 //!

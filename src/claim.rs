@@ -94,6 +94,14 @@ impl Claim {
         }
     }
 
+    /// Records `phase` durably: written and synced through a fresh heartbeat, which also
+    /// proves the lock is still ours. Before each step of the swap, so that whoever finds
+    /// the lock of a dead swap knows how far it got.
+    pub fn set_phase_durably(&self, phase: &str) -> Result<(), String> {
+        self.set_phase(phase);
+        self.confirm()
+    }
+
     /// Records how far the transcode is.
     pub fn set_progress(&self, progress: Progress) {
         if let Some(heartbeat) = &self.heartbeat {

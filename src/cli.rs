@@ -12,7 +12,10 @@ use crate::config::{
 };
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
-use crate::lock::LockSettings;
+use crate::lock::{HumanDuration, LockSettings};
+
+/// `--lock-timeout` must be at least this many `--heartbeat`s.
+const MIN_TIMEOUT_HEARTBEATS: u32 = 3;
 use crate::unattended::{Limits, parse_time_of_day};
 
 pub mod generate;
@@ -277,6 +280,27 @@ struct LockArgs {
 }
 
 impl LockArgs {
+    /// A lock timeout close to the heartbeat lets a host break a live lock between two
+    /// heartbeats of its holder (a slow share, a busy client, an attribute cache), and
+    /// then two hosts convert one file at once.
+    fn check(&self) -> Result<(), String> {
+        let least = self
+            .heartbeat
+            .checked_mul(MIN_TIMEOUT_HEARTBEATS)
+            .ok_or_else(|| "--heartbeat is too long".to_owned())?;
+        if self.lock_timeout < least {
+            return Err(format!(
+                "--lock-timeout {} must be at least {MIN_TIMEOUT_HEARTBEATS} times --heartbeat {} \
+                 (at least {}): a shorter timeout lets another host break a lock whose holder \
+                 is still working; raise --lock-timeout or lower --heartbeat, on every host",
+                HumanDuration(self.lock_timeout),
+                HumanDuration(self.heartbeat),
+                HumanDuration(least),
+            ));
+        }
+        Ok(())
+    }
+
     fn settings(&self) -> LockSettings {
         LockSettings {
             heartbeat: self.heartbeat,
@@ -401,6 +425,43 @@ pub enum RunCommand {
 }
 
 impl Cli {
+    /// Parses the process's arguments; on a usage error, says why and exits with code 2
+    /// (clap's usage exit), as for any other malformed argument.
+    pub fn parse_checked() -> Cli {
+        match Cli::try_parse_checked_from(std::env::args_os()) {
+            Ok(cli) => cli,
+            Err(err) => err.exit(),
+        }
+    }
+
+    /// Parses `args` and checks what clap cannot check alone: combinations of values.
+    pub fn try_parse_checked_from<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::CommandFactory;
+        let cli = Cli::try_parse_from(args)?;
+        if let Some(lock) = cli.lock_args() {
+            lock.check().map_err(|why| {
+                Cli::command().error(clap::error::ErrorKind::ValueValidation, why)
+            })?;
+        }
+        Ok(cli)
+    }
+
+    /// The lock thresholds of the command, if it takes any.
+    fn lock_args(&self) -> Option<&LockArgs> {
+        match &self.command {
+            None => Some(&self.convert.lock),
+            Some(Command::Locks {
+                command: LocksCommand::List { lock, .. } | LocksCommand::Clean { lock, .. },
+            })
+            | Some(Command::Status { lock, .. }) => Some(lock),
+            Some(_) => None,
+        }
+    }
+
     /// Turns the clap types into plain configuration.
     pub fn into_command(self) -> (RunCommand, OutputConfig) {
         let output = OutputConfig {
@@ -525,7 +586,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunCommand, clap::Error> {
         let mut full = vec!["media-converter"];
         full.extend_from_slice(args);
-        Cli::try_parse_from(full).map(|cli| cli.into_command().0)
+        Cli::try_parse_checked_from(full).map(|cli| cli.into_command().0)
     }
 
     fn convert(args: &[&str]) -> ConvertConfig {
@@ -533,6 +594,48 @@ mod tests {
             Ok(RunCommand::Convert(config)) => config,
             other => panic!("{args:?} is not a conversion: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_lock_timeout_within_three_heartbeats_is_refused_everywhere() {
+        for args in [
+            &["--dir", "lib", "--lock-timeout", "10s"][..],
+            &["--dir", "lib", "--lock-timeout", "2m", "--heartbeat", "1m"],
+            &["locks", "clean", "lib", "--lock-timeout", "59s"],
+            &[
+                "locks",
+                "list",
+                "lib",
+                "--lock-timeout",
+                "1s",
+                "--heartbeat",
+                "1s",
+            ],
+            &["status", "lib", "--lock-timeout", "100s"],
+        ] {
+            let err = parse(args).expect_err("accepted");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(
+                text.contains("--lock-timeout") && text.contains("3 times --heartbeat"),
+                "{args:?}: {text}"
+            );
+        }
+        for args in [
+            &["--dir", "lib", "--lock-timeout", "3s", "--heartbeat", "1s"][..],
+            &["--dir", "lib"],
+            &["locks", "clean", "lib", "--lock-timeout", "3m"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn a_huge_lock_timeout_is_a_usage_error_not_a_panic() {
+        let err = parse(&["--dir", "lib", "--lock-timeout", "99999999999999999999d"])
+            .expect_err("accepted");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("100 years"), "{err}");
     }
 
     #[test]

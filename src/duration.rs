@@ -2,15 +2,35 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted: a hundred years. Every deadline and age in the program is
+/// a clock reading plus or minus one of these, and that arithmetic must never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration such as `45s`, `5m`, `1h30m` or `2d`; a bare number means seconds.
+/// Anything longer than [`MAX_DURATION`] is refused with a reason, never a panic.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let parsed = if text.bytes().all(|byte| byte.is_ascii_digit()) {
+        // Only too many digits make a bare number fail to parse.
+        let secs = text.parse::<u64>().map_err(|_| too_long(text))?;
+        Duration::from_secs(secs)
+    } else {
+        parse_with_units(text)?
+    };
+    if parsed > MAX_DURATION {
+        return Err(too_long(text));
     }
+    Ok(parsed)
+}
+
+fn too_long(text: &str) -> String {
+    format!("'{text}' is longer than the limit of 100 years")
+}
+
+fn parse_with_units(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut number = String::new();
     for ch in text.chars() {
@@ -38,7 +58,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !number.is_empty() {
         return Err(format!("'{text}' ends without a unit (use s, m, h or d)"));
     }
-    Ok(Duration::from_secs_f64(total))
+    // Digits alone ("99999999999999999999") may not fit a u64 but do fit an f64, and
+    // an f64 sum may be too large for a Duration or, from "1e400"-like input, infinite.
+    Duration::try_from_secs_f64(total).map_err(|_| too_long(text))
 }
 
 /// Formats seconds compactly for people: `42s`, `3m05s`, `2h04m`.
@@ -77,6 +99,24 @@ mod tests {
             parse_duration("m")
                 .unwrap_err()
                 .contains("expected a number")
+        );
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        for huge in [
+            "99999999999999999999d",
+            "99999999999999999999",
+            "18446744073709551615",
+            "36501d",
+            "9999999999999999999999999999999999999999h",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.contains("limit of 100 years"), "{huge}: {err}");
+        }
+        assert_eq!(
+            parse_duration("36500d").unwrap(),
+            Duration::from_secs(36_500 * 86_400)
         );
     }
 

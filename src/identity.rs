@@ -1,9 +1,10 @@
 //! Who we are: the host and the process that own a lock.
 //!
 //! A lock names its owner by a stable machine id and a pid *with its start time*, so
-//! that the same machine can tell at once whether the owner still runs (section 3 of
-//! `DESIGN.md`): a pid alone is not enough, because pids are reused and a reboot
-//! starts them all over.
+//! that the same machine can tell at once whether the owner still runs
+//! (`docs/locking.md`): a pid alone is not enough, because pids are reused and a reboot
+//! starts them all over. And a pid is asked about only in the boot and pid namespace it
+//! was recorded in: containers sharing a machine id number their processes apart.
 
 use std::ffi::OsString;
 
@@ -107,6 +108,13 @@ pub fn process_liveness(pid: u32, token: Option<&str>) -> Liveness {
     if pid == 0 {
         return Liveness::Unknown;
     }
+    // A pid means something only in the pid namespace and boot it was recorded in:
+    // containers sharing a machine id (and a host name) number their processes apart,
+    // and a cloned machine or a reboot starts them all over. Elsewhere it cannot be
+    // asked about, and the lock's age decides.
+    if token.is_none_or(|token| !platform::same_pid_world(token)) {
+        return Liveness::Unknown;
+    }
     match platform::pid_exists(pid) {
         Some(false) => Liveness::Gone,
         None => Liveness::Unknown,
@@ -169,11 +177,28 @@ mod platform {
 
     pub(super) fn process_start_token(pid: u32) -> Option<String> {
         let stat = proc_stat(pid)?;
-        // starttime counts clock ticks since boot, so equal values in two boots mean
-        // nothing: the boot id tells the boots apart.
-        let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
-        let boot_id = boot_id.as_deref().map_or("unknown-boot", str::trim);
-        Some(format!("linux:{boot_id}:{}", stat.start_ticks))
+        Some(format!("{}:{}", pid_world()?, stat.start_ticks))
+    }
+
+    /// Where a pid of ours means what it says: this boot (starttime counts clock ticks
+    /// since boot, and pids start over) and this pid namespace (a container numbers its
+    /// processes apart; the link names the namespace by its inode).
+    fn pid_world() -> Option<String> {
+        let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let namespace = fs::read_link("/proc/self/ns/pid").ok()?;
+        let namespace = namespace.to_string_lossy();
+        let namespace = namespace
+            .strip_prefix("pid:[")
+            .and_then(|rest| rest.strip_suffix(']'))?;
+        Some(format!("linux:{}:pidns-{namespace}", boot_id.trim()))
+    }
+
+    /// Whether `token` was recorded in this boot and pid namespace.
+    pub(super) fn same_pid_world(token: &str) -> bool {
+        let Some((world, ticks)) = token.rsplit_once(':') else {
+            return false;
+        };
+        !ticks.is_empty() && pid_world().as_deref() == Some(world)
     }
 
     pub(super) fn pid_exists(pid: u32) -> Option<bool> {
@@ -218,6 +243,11 @@ mod platform {
 
     pub(super) fn pid_exists(pid: u32) -> Option<bool> {
         super::unix_pid_exists(pid)
+    }
+
+    /// No pid namespaces to tell apart here; the start time tells reboots apart.
+    pub(super) fn same_pid_world(token: &str) -> bool {
+        token.starts_with("ps:")
     }
 
     fn quiet_command(program: &str, args: &[&str]) -> Option<String> {
@@ -347,6 +377,11 @@ mod platform {
         }
     }
 
+    /// The creation time is unique across reboots; no pid namespaces on Windows.
+    pub(super) fn same_pid_world(token: &str) -> bool {
+        token.starts_with("win:")
+    }
+
     fn wide(text: &str) -> Vec<u16> {
         text.encode_utf16().chain(std::iter::once(0)).collect()
     }
@@ -364,6 +399,10 @@ mod platform {
 
     pub(super) fn pid_exists(_pid: u32) -> Option<bool> {
         None
+    }
+
+    pub(super) fn same_pid_world(_token: &str) -> bool {
+        false
     }
 }
 
@@ -450,8 +489,10 @@ mod tests {
         }
         if let Some(token) = token.as_deref() {
             assert_eq!(process_liveness(pid, Some(token)), Liveness::Alive);
+            // Another start of the same pid in this boot and namespace: gone.
+            let (world, _) = token.rsplit_once(':').unwrap_or_default();
             assert_eq!(
-                process_liveness(pid, Some("linux:other-boot:1")),
+                process_liveness(pid, Some(&format!("{world}:1"))),
                 Liveness::Gone
             );
         }
@@ -461,18 +502,51 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn linux_token_carries_the_boot_id() {
+    fn linux_token_carries_the_boot_id_and_the_pid_namespace() {
         let token = process_start_token(std::process::id()).unwrap_or_default();
         let boot_id =
             std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let namespace = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
+        let inode = namespace
+            .to_string_lossy()
+            .replace("pid:[", "")
+            .replace(']', "");
         assert!(token.starts_with("linux:"), "{token}");
         assert!(token.contains(boot_id.trim()), "{token}");
+        assert!(token.contains(&format!(":pidns-{inode}:")), "{token}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pid_recorded_in_another_namespace_or_boot_cannot_be_judged() {
+        // Before, a pid from another pid namespace (a container sharing the machine
+        // id) was looked up here, found absent or another process, and judged gone.
+        let own = process_start_token(std::process::id()).unwrap_or_default();
+        let (world, ticks) = own.rsplit_once(':').unwrap_or_default();
+        let (boot, _) = world.rsplit_once(':').unwrap_or_default();
+        for stranger in [
+            format!("{boot}:pidns-1:{ticks}"),
+            format!("linux:another-boot:{}:{ticks}", &world[world.len() - 5..]),
+            // What older versions recorded: no namespace.
+            format!("{boot}:{ticks}"),
+        ] {
+            for pid in [std::process::id(), 1, 0x7fff_fff0] {
+                assert_eq!(
+                    process_liveness(pid, Some(&stranger)),
+                    Liveness::Unknown,
+                    "{stranger} pid {pid}"
+                );
+            }
+        }
     }
 
     #[test]
     fn a_pid_that_cannot_exist_is_gone() {
         // Above Linux's pid_max (4 194 304) and any realistic Windows pid.
-        let liveness = process_liveness(0x7fff_fff0, Some("token"));
-        assert_eq!(liveness, Liveness::Gone);
+        let token = process_start_token(std::process::id());
+        if let Some((world, _)) = token.as_deref().and_then(|t| t.rsplit_once(':')) {
+            let liveness = process_liveness(0x7fff_fff0, Some(&format!("{world}:5")));
+            assert_eq!(liveness, Liveness::Gone);
+        }
     }
 }

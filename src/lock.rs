@@ -1,14 +1,16 @@
-//! Claiming a media file with no coordinator: the lock protocol of `DESIGN.md`
-//! section 3.
+//! Claiming a media file with no coordinator: the lock protocol described in
+//! `docs/locking.md`.
 //!
 //! Hosts share nothing but the files on the share, so a claim is a lock file
 //! `<name>.mediabox.lock` beside the media file, created exclusively (the one
 //! primitive every file server decides atomically) and holding a [`LockRecord`]
 //! with a random `lock_id`. Everything else follows from three rules:
 //!
-//! - **Only the server's clock counts.** A lock's age is its mtime, stamped by the
-//!   server at every heartbeat, against "server now" learned from a probe file
-//!   stamped the same way. Hosts' clocks may be hours apart and it does not matter.
+//! - **Only the server's clock counts.** A lock's age is its mtime, stamped at every
+//!   heartbeat, against "server now" learned from a probe file the server creates;
+//!   where the mtime is a writer's clock (kernel CIFS), the record's own timestamp,
+//!   written from the server's clock, tells the age. Hosts' clocks may be hours apart
+//!   and it does not matter.
 //! - **Never remove a lock by its path.** A path names whatever is there *now*, which
 //!   may be a claim made a millisecond ago. Locks are renamed to a unique tombstone
 //!   first, and the tombstone is deleted only if it holds the lock we meant.
@@ -43,6 +45,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{LockError, LockLost, LostReason};
+pub use files::rename_noreplace;
+pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
 pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
 pub use names::{
@@ -64,6 +68,12 @@ use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
+/// The phase a swap writes, durably, once the new file is in place and before the
+/// original's other name is removed: a dead claim's backup is then debris.
+pub const PHASE_SWAP_DONE: &str = "swap:done";
+/// As [`PHASE_SWAP_DONE`], with `--keep-original`: a dead claim's backup is then the
+/// original to keep aside.
+pub const PHASE_SWAP_DONE_KEEPING: &str = "swap:done:keeping-original";
 
 /// How long a learned server clock is trusted before probing again. Our monotonic
 /// clock and the server's drift apart by parts per million; this only catches a
@@ -110,7 +120,10 @@ pub struct Locker {
 struct Seen {
     mtime: SystemTime,
     size: u64,
-    lock_id: Option<String>,
+    /// The record's bytes: every heartbeat rewrites its server-clock timestamp, so they
+    /// change even where the mtime tells nothing (a writer's clock, coarse stamps).
+    bytes: Vec<u8>,
+    first_seen: Instant,
     last_change: Option<Instant>,
 }
 
@@ -119,6 +132,7 @@ struct Seen {
 struct Observed {
     snapshot: Snapshot,
     last_change_seen: Option<Duration>,
+    unchanged_for: Duration,
 }
 
 /// The result of [`Locker::try_acquire`].
@@ -206,8 +220,9 @@ impl fmt::Display for Holder {
 /// How an attempt to break a lock ended.
 #[derive(Debug)]
 enum BreakOutcome {
-    /// It was stale and is gone now.
-    Broken(Holder),
+    /// It was stale and is gone now, and so are the work files it left that were
+    /// certainly debris.
+    Broken(Holder, maintenance::Settled),
     /// It is live.
     Live(Holder),
     /// It is stale, but another host is breaking it right now.
@@ -231,9 +246,9 @@ impl Locker {
         }
     }
 
-    /// Replaces the wall clock used for the informational `timestamp` and
-    /// `locked_at` of our records (tests: a host whose clock is hours off).
-    /// Judgements never read it.
+    /// Replaces this host's wall clock (tests: a host whose clock is hours off). It
+    /// is read only where no file server's clock can be learned (`locks list` on a
+    /// read-only share); records and judgements use the server's.
     pub fn with_wall_clock(
         mut self,
         clock: impl Fn() -> SystemTime + Send + Sync + 'static,
@@ -269,9 +284,8 @@ impl Locker {
             match self.create_guarded(&lock, &media_name)? {
                 Created::Owned(owned) => {
                     return Ok(Acquire::Acquired(LockGuard {
-                        owned: *owned,
+                        owned,
                         stale_after: self.settings.stale_after,
-                        wall_clock: Arc::clone(&self.wall_clock),
                     }));
                 }
                 Created::Busy => return Ok(Acquire::Held(self.busy_holder(&lock)?)),
@@ -281,15 +295,22 @@ impl Locker {
                 BreakOutcome::Live(holder) | BreakOutcome::Busy(holder) => {
                     return Ok(Acquire::Held(holder));
                 }
-                BreakOutcome::Broken(_) | BreakOutcome::Vanished => {}
+                BreakOutcome::Broken(..) | BreakOutcome::Vanished => {}
             }
         }
         Ok(Acquire::Held(Holder::contended()))
     }
 
     /// A new record of the claim `lock_id` on `media_name`.
-    fn new_record(&self, lock_id: &str, media_name: &str, phase: &str) -> LockRecord {
-        let now = (self.wall_clock)();
+    /// `now` is the file server's clock: the original tool judges a lock by its
+    /// `timestamp`, and readers compare it with the lock's mtime.
+    fn new_record(
+        &self,
+        lock_id: &str,
+        media_name: &str,
+        phase: &str,
+        now: SystemTime,
+    ) -> LockRecord {
         LockRecord {
             hostname: self.identity.hostname.clone(),
             pid: self.pid,
@@ -304,6 +325,7 @@ impl Locker {
             phase: Some(phase.to_owned()),
             progress: None,
             tool_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            timestamp_clock: Some(record::TIMESTAMP_FROM_SERVER.to_owned()),
         }
     }
 
@@ -362,7 +384,8 @@ impl Locker {
     /// The caller holds the acquire guard.
     fn create_owned(&self, path: &Path, media_name: &str) -> Result<Option<OwnedFile>, LockError> {
         let lock_id = files::random_hex(16).map_err(LockError::io(path))?;
-        let record = self.new_record(&lock_id, media_name, PHASE_CLAIMED);
+        let server_clock = self.server_clock(parent_dir(path))?;
+        let record = self.new_record(&lock_id, media_name, PHASE_CLAIMED, server_clock.now());
         let bytes = record
             .to_json()
             .map_err(|err| LockError::io(path)(io::Error::other(err)))?;
@@ -376,6 +399,7 @@ impl Locker {
             lock_id,
             record: Mutex::new(record),
             guard_trust: self.settings.guard_timeout / 2,
+            server_clock,
         };
         // Re-open and read back: what the server kept is what counts, and a breaker
         // that took our just-created, still-empty file for abandoned shows up here.
@@ -437,7 +461,13 @@ impl Locker {
         }
         let judged = observed.snapshot.bytes;
         match retire(lock, |bytes| bytes == judged.as_slice()).map_err(LockError::io(lock))? {
-            Retired::Done | Retired::Vanished => Ok(BreakOutcome::Broken(holder)),
+            Retired::Done => {
+                // The dead claim's own temp output (gigabytes, hidden) and backup are
+                // dealt with now, not left for a `locks clean` nobody may run.
+                let settled = maintenance::settle_dead_claim(lock, &holder, false);
+                Ok(BreakOutcome::Broken(holder, settled))
+            }
+            Retired::Vanished => Ok(BreakOutcome::Broken(holder, Default::default())),
             // It changed between our last read and the rename: an owner is alive
             // after all. Its lock goes back if the name is still free.
             Retired::Displaced { tomb } => {
@@ -469,6 +499,7 @@ impl Locker {
             mtime: snapshot.mtime,
             server_now,
             last_change_seen: observed.last_change_seen,
+            unchanged_for: observed.unchanged_for,
             us: &self.identity,
             settings: &self.settings,
         };
@@ -481,48 +512,62 @@ impl Locker {
         let Some(snapshot) = read_snapshot(lock).map_err(LockError::io(lock))? else {
             return Ok(None);
         };
-        let last_change_seen = self.remember(lock, &snapshot);
+        let (last_change_seen, unchanged_for) = self.remember(lock, &snapshot);
         Ok(Some(Observed {
             snapshot,
             last_change_seen,
+            unchanged_for,
         }))
     }
 
     /// Records this sighting; returns how long ago this run last saw the lock
-    /// change (mtime, size or lock id), if it ever did.
-    fn remember(&self, lock: &Path, snapshot: &Snapshot) -> Option<Duration> {
+    /// change (mtime, size or content), if it ever did, and how long it has seen it
+    /// unchanged (since that change, or since it first saw it).
+    fn remember(&self, lock: &Path, snapshot: &Snapshot) -> (Option<Duration>, Duration) {
         let now = Instant::now();
-        let lock_id = snapshot.lock_id().map(str::to_owned);
         let mut seen = lock_ignoring_poison(&self.seen);
         let entry = seen.entry(lock.to_owned()).or_insert_with(|| Seen {
             mtime: snapshot.mtime,
             size: snapshot.size,
-            lock_id: lock_id.clone(),
+            bytes: snapshot.bytes.clone(),
+            first_seen: now,
             last_change: None,
         });
-        if (entry.mtime, entry.size, &entry.lock_id) != (snapshot.mtime, snapshot.size, &lock_id) {
+        if (entry.mtime, entry.size, &entry.bytes)
+            != (snapshot.mtime, snapshot.size, &snapshot.bytes)
+        {
             *entry = Seen {
                 mtime: snapshot.mtime,
                 size: snapshot.size,
-                lock_id,
+                bytes: snapshot.bytes.clone(),
+                first_seen: entry.first_seen,
                 last_change: Some(now),
             };
         }
-        entry.last_change.map(|at| now.duration_since(at))
+        let since = entry.last_change.unwrap_or(entry.first_seen);
+        (
+            entry.last_change.map(|at| now.duration_since(at)),
+            now.duration_since(since),
+        )
+    }
+
+    /// The file server's clock for `dir` now.
+    fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
+        self.server_clock(dir).map(|clock| clock.now())
     }
 
     /// The file server's clock for `dir`, probed at most every [`CLOCK_REFRESH`].
-    fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
+    fn server_clock(&self, dir: &Path) -> Result<ServerClock, LockError> {
         if let Some(clock) = lock_ignoring_poison(&self.clocks).get(dir) {
             if clock.at.elapsed() < CLOCK_REFRESH {
-                return Ok(clock.now());
+                return Ok(*clock);
             }
         }
         // Probe without holding the mutex: threads working in other directories
         // need not wait for this one's I/O.
         let clock = probe_server_clock(dir)?;
         lock_ignoring_poison(&self.clocks).insert(dir.to_owned(), clock);
-        Ok(clock.now())
+        Ok(clock)
     }
 }
 
@@ -546,6 +591,8 @@ struct OwnedFile {
     record: Mutex<LockRecord>,
     /// How long an acquire guard taken to put back a displaced lock is trusted.
     guard_trust: Duration,
+    /// The file server's clock, which stamps the record's `timestamp`.
+    server_clock: ServerClock,
 }
 
 impl OwnedFile {
@@ -612,9 +659,8 @@ impl OwnedFile {
 /// after `stale_after`. Deleting on drop would run on paths where we no longer know
 /// the lock is ours.
 pub struct LockGuard {
-    owned: OwnedFile,
+    owned: Box<OwnedFile>,
     stale_after: Duration,
-    wall_clock: WallClock,
 }
 
 impl fmt::Debug for LockGuard {
@@ -663,7 +709,7 @@ impl LockGuard {
         let (bytes, _) = read_bounded(&mut file).map_err(|err| owned.lost_io(err))?;
         owned.check(&bytes)?;
         let mut next = record.clone();
-        next.timestamp = unix_secs((self.wall_clock)());
+        next.timestamp = unix_secs(owned.server_clock.now());
         next.phase = Some(phase.to_owned());
         next.progress = progress;
         let json = next
@@ -696,6 +742,13 @@ impl LockGuard {
     pub fn release(self) -> Result<(), LockError> {
         self.owned.release()
     }
+}
+
+/// The file server's clock for the files in `dir`, learned from the mtime of a probe file
+/// created there (and deleted): what a file's mtime must be compared with, never this
+/// host's clock. Fails where nothing can be created (a read-only share).
+pub fn server_now(dir: &Path) -> Result<SystemTime, LockError> {
+    probe_server_clock(dir).map(|clock| clock.now())
 }
 
 /// Whether `bytes` are a record with lock id `lock_id`.

@@ -1,7 +1,5 @@
-use clap::Parser;
-
 fn main() {
-    let cli = media_converter::cli::Cli::parse();
+    let cli = media_converter::cli::Cli::parse_checked();
     let code = media_converter::run(cli);
     std::process::exit(code.code());
 }

@@ -17,15 +17,21 @@ use std::path::{Path, PathBuf};
 
 use crate::retry;
 
-/// A step of the swap, written into the lock's `phase` before it is taken.
+/// A step of the swap, written durably into the lock's `phase` before it is taken, so that
+/// whoever finds the lock of a dead swap knows how far it got (see `lock::settle_dead_claim`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SwapPhase {
     /// About to hard-link or rename the original to the backup name.
     BackingUp,
+    /// The original has a second name (the backup); the new file is about to be renamed
+    /// over its first.
+    Replacing,
     /// The original is at the backup name only; the new file is about to take its place.
     OriginalAtBackup,
-    /// The new file is in place.
+    /// The new file is in place; the original's other name is about to be removed.
     Done,
+    /// The new file is in place; the original is about to be kept aside (`--keep-original`).
+    DoneKeeping,
 }
 
 impl SwapPhase {
@@ -33,11 +39,17 @@ impl SwapPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             SwapPhase::BackingUp => "swap:backing-up",
+            SwapPhase::Replacing => "swap:replacing",
             SwapPhase::OriginalAtBackup => "swap:original-at-backup",
-            SwapPhase::Done => "swap:done",
+            SwapPhase::Done => crate::lock::PHASE_SWAP_DONE,
+            SwapPhase::DoneKeeping => crate::lock::PHASE_SWAP_DONE_KEEPING,
         }
     }
 }
+
+/// What `on_phase` says before a step: go on, or stop here because the claim or the original
+/// is no longer what the conversion was made for.
+pub type PhaseCheck = Result<(), String>;
 
 /// The files a swap moves.
 #[derive(Debug, Clone)]
@@ -106,8 +118,13 @@ pub fn carry_over_metadata(original: &Metadata, new_file: &Path) -> io::Result<(
     Ok(())
 }
 
-/// Performs the swap; `on_phase` is called before each step that changes the library.
-pub fn swap(s: &Swap<'_>, on_phase: &mut dyn FnMut(SwapPhase)) -> Result<(), SwapError> {
+/// Performs the swap. `on_phase` is called before each step that changes the library; it
+/// records the phase and checks that the claim and the original are still as they were, and
+/// an `Err` stops the swap before that step (undoing what can be undone).
+pub fn swap(
+    s: &Swap<'_>,
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
+) -> Result<(), SwapError> {
     let new_len = fs::metadata(s.new_file)
         .map_err(|e| err("reading", s.new_file, e))?
         .len();
@@ -118,14 +135,20 @@ pub fn swap(s: &Swap<'_>, on_phase: &mut dyn FnMut(SwapPhase)) -> Result<(), Swa
     }
 }
 
+/// A swap stopped by `on_phase` before `step`: nothing of it was done.
+fn stopped(step: &'static str, path: &Path, why: String) -> SwapError {
+    err(step, path, io::Error::other(format!("stopped: {why}")))
+}
+
 fn replace_in_place(
     s: &Swap<'_>,
     new_len: u64,
-    on_phase: &mut dyn FnMut(SwapPhase),
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
-    on_phase(SwapPhase::BackingUp);
+    on_phase(SwapPhase::BackingUp).map_err(|why| stopped("backing up", s.original, why))?;
     if !replace_keeping_backup(s, on_phase)? {
-        on_phase(SwapPhase::OriginalAtBackup);
+        on_phase(SwapPhase::OriginalAtBackup)
+            .map_err(|why| stopped("moving aside", s.original, why))?;
         retry::while_in_use(|| fs::rename(s.original, s.backup))
             .map_err(|e| err("moving aside", s.original, e))?;
         if let Err(e) = retry::while_in_use(|| fs::rename(s.new_file, s.original)) {
@@ -150,10 +173,17 @@ fn replace_in_place(
 #[cfg(not(windows))]
 fn replace_keeping_backup(
     s: &Swap<'_>,
-    _on_phase: &mut dyn FnMut(SwapPhase),
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<bool, SwapError> {
     if fs::hard_link(s.original, s.backup).is_err() {
         return Ok(false);
+    }
+    // Checked again now that the backup exists: a host that stalled here while another
+    // took the file over, or a user who replaced the original meanwhile, must not have
+    // the new file renamed over what is there now.
+    if let Err(why) = on_phase(SwapPhase::Replacing) {
+        let _ = fs::remove_file(s.backup);
+        return Err(stopped("renaming the new file over", s.original, why));
     }
     // The original now has two names; renaming over one of them is atomic.
     fs::rename(s.new_file, s.original).map_err(|e| {
@@ -167,7 +197,7 @@ fn replace_keeping_backup(
 #[cfg(windows)]
 fn replace_keeping_backup(
     s: &Swap<'_>,
-    on_phase: &mut dyn FnMut(SwapPhase),
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<bool, SwapError> {
     use windows_sys::Win32::Foundation::{
         ERROR_INVALID_FUNCTION, ERROR_NOT_SUPPORTED, ERROR_UNABLE_TO_REMOVE_REPLACED,
@@ -176,7 +206,7 @@ fn replace_keeping_backup(
     let code = |e: &io::Error| e.raw_os_error().map(|c| c as u32);
     // ReplaceFileW moves the original to the backup name, then the new file to the
     // original's: a crash between the two leaves the original at the backup name only.
-    on_phase(SwapPhase::OriginalAtBackup);
+    on_phase(SwapPhase::OriginalAtBackup).map_err(|why| stopped("replacing", s.original, why))?;
     let replaced = retry::retry(
         &retry::Backoff::FILE_IN_USE,
         // "Unable to remove replaced" is how ReplaceFileW reports an original that another
@@ -263,8 +293,16 @@ mod windows {
 fn place_beside(
     s: &Swap<'_>,
     new_len: u64,
-    on_phase: &mut dyn FnMut(SwapPhase),
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
+    on_phase(SwapPhase::BackingUp).map_err(|why| stopped("placing", s.destination, why))?;
+    let taken = || {
+        err(
+            "placing the new file: a file already exists at",
+            s.destination,
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        )
+    };
     // A new name (Movie.avi -> Movie.mkv) must never overwrite a file that is already there.
     match fs::hard_link(s.new_file, s.destination) {
         Ok(()) => {
@@ -272,24 +310,15 @@ fn place_beside(
             // failure here leaves hidden debris for `locks clean`, nothing worse.
             let _ = retry::while_in_use(|| fs::remove_file(s.new_file));
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(err(
-                "placing the new file: a file already exists at",
-                s.destination,
-                e,
-            ));
-        }
-        Err(_) => {
-            if fs::symlink_metadata(s.destination).is_ok() {
-                return Err(err(
-                    "placing the new file: a file already exists at",
-                    s.destination,
-                    io::Error::from(io::ErrorKind::AlreadyExists),
-                ));
-            }
-            retry::while_in_use(|| fs::rename(s.new_file, s.destination))
-                .map_err(|e| err("placing the new file at", s.destination, e))?;
-        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(taken()),
+        // No hard links on this share: reserve the name by exclusive create, then rename
+        // over the reservation. The destination's claim keeps other converters away;
+        // this keeps away whatever else may write there.
+        Err(_) => match crate::lock::rename_noreplace(s.new_file, s.destination) {
+            Ok(true) => {}
+            Ok(false) => return Err(taken()),
+            Err(e) => return Err(err("placing the new file at", s.destination, e)),
+        },
     }
     settle(s, new_len, s.original, "removing the original", on_phase)
 }
@@ -305,7 +334,7 @@ fn settle(
     new_len: u64,
     leftover: &Path,
     removing: &'static str,
-    on_phase: &mut dyn FnMut(SwapPhase),
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
     let placed = fs::metadata(s.destination).map(|m| m.len()).ok();
     if placed != Some(new_len) {
@@ -321,7 +350,17 @@ fn settle(
             )
         });
     }
-    on_phase(SwapPhase::Done);
+    let done = match s.keep_as {
+        Some(_) => SwapPhase::DoneKeeping,
+        None => SwapPhase::Done,
+    };
+    // Nothing more is removed unless the lock durably says the new file is in place.
+    if let Err(why) = on_phase(done) {
+        return Err(SwapError {
+            original_at: (leftover != s.original).then(|| leftover.to_path_buf()),
+            ..stopped(removing, leftover, why)
+        });
+    }
     match s.keep_as {
         Some(keep) => keep_aside(leftover, keep),
         None => retry::while_in_use(|| fs::remove_file(leftover))
@@ -332,20 +371,22 @@ fn settle(
 /// Moves the original to its kept name; if that name is taken, it stays where it is, which is
 /// just as safe and said in the error.
 fn keep_aside(from: &Path, keep: &Path) -> Result<(), SwapError> {
-    if fs::symlink_metadata(keep).is_ok() {
-        return Err(SwapError {
-            original_at: Some(from.to_path_buf()),
-            ..err(
-                "keeping the original: a file already exists at",
-                keep,
-                io::Error::from(io::ErrorKind::AlreadyExists),
-            )
-        });
-    }
-    retry::while_in_use(|| fs::rename(from, keep)).map_err(|e| SwapError {
+    let taken = || SwapError {
         original_at: Some(from.to_path_buf()),
-        ..err("keeping the original as", keep, e)
-    })
+        ..err(
+            "keeping the original: a file already exists at",
+            keep,
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        )
+    };
+    match retry::while_in_use(|| crate::lock::rename_noreplace(from, keep)) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(taken()),
+        Err(e) => Err(SwapError {
+            original_at: Some(from.to_path_buf()),
+            ..err("keeping the original as", keep, e)
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -389,7 +430,10 @@ mod tests {
                 backup: &backup,
                 keep_as: None,
             },
-            &mut |p| phases.push(p),
+            &mut |p| {
+                phases.push(p);
+                Ok(())
+            },
         )
         .unwrap();
         assert_eq!(fs::read(&orig).unwrap(), b"new");
@@ -402,7 +446,7 @@ mod tests {
                 SwapPhase::Done,
             ]
         } else {
-            &[SwapPhase::BackingUp, SwapPhase::Done]
+            &[SwapPhase::BackingUp, SwapPhase::Replacing, SwapPhase::Done]
         };
         assert_eq!(phases, expected);
     }
@@ -437,7 +481,7 @@ mod tests {
             backup: &backup,
             keep_as: None,
         };
-        swap(&s, &mut |_| {}).unwrap();
+        swap(&s, &mut |_| Ok(())).unwrap();
         closes.join().unwrap();
         assert_eq!(fs::read(&orig).unwrap(), b"new");
         assert_eq!(f.names(), ["movie.mkv"]);
@@ -457,7 +501,7 @@ mod tests {
             keep_as: None,
         };
         let started = std::time::Instant::now();
-        let e = swap(&s, &mut |_| {}).unwrap_err();
+        let e = swap(&s, &mut |_| Ok(())).unwrap_err();
         let waited = started.elapsed();
         assert!(e.original_at.is_none(), "{e}");
         assert!(e.to_string().contains("still in use"), "{e}");
@@ -493,11 +537,60 @@ mod tests {
             backup: &backup,
             keep_as: Some(&kept),
         };
-        swap(&s, &mut |_| {}).unwrap();
+        swap(&s, &mut |_| Ok(())).unwrap();
         assert_eq!(fs::read(&orig).unwrap(), b"new");
         assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
         assert!(!new.exists());
         assert!(!backup.exists());
+    }
+
+    #[test]
+    fn a_check_that_fails_mid_swap_stops_it_with_the_original_in_place() {
+        for stop_at in [SwapPhase::BackingUp, SwapPhase::Replacing] {
+            let f = Fixture::new();
+            let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+            let s = Swap {
+                original: &orig,
+                new_file: &new,
+                destination: &orig,
+                backup: &backup,
+                keep_as: None,
+            };
+            let e = swap(&s, &mut |phase| {
+                if phase == stop_at {
+                    Err("the claim is lost".into())
+                } else {
+                    Ok(())
+                }
+            })
+            .unwrap_err();
+            assert!(e.to_string().contains("the claim is lost"), "{e}");
+            assert!(e.original_at.is_none(), "{stop_at:?}: {e}");
+            assert_eq!(fs::read(&orig).unwrap(), b"original bytes");
+            assert_eq!(f.names(), [".new", "movie.mkv"], "{stop_at:?}");
+        }
+    }
+
+    #[cfg(not(windows))]
+    #[test]
+    fn a_check_that_fails_once_the_new_file_is_in_place_removes_nothing() {
+        let f = Fixture::new();
+        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let s = Swap {
+            original: &orig,
+            new_file: &new,
+            destination: &orig,
+            backup: &backup,
+            keep_as: None,
+        };
+        let e = swap(&s, &mut |phase| match phase {
+            SwapPhase::Done => Err("the claim is lost".into()),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+        assert_eq!(e.original_at.as_deref(), Some(backup.as_path()), "{e}");
+        assert_eq!(fs::read(&backup).unwrap(), b"original bytes");
+        assert_eq!(fs::read(&orig).unwrap(), b"new");
     }
 
     #[test]
@@ -511,7 +604,7 @@ mod tests {
             backup: &backup,
             keep_as: Some(&kept),
         };
-        swap(&s, &mut |_| {}).unwrap();
+        swap(&s, &mut |_| Ok(())).unwrap();
         assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
         assert!(!backup.exists());
         assert_eq!(fs::read(&orig).unwrap(), b"new");
@@ -530,7 +623,7 @@ mod tests {
             backup: &backup,
             keep_as: None,
         };
-        let e = swap(&s, &mut |_| {}).unwrap_err();
+        let e = swap(&s, &mut |_| Ok(())).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
         assert_eq!(fs::read(&orig).unwrap(), b"old avi");
         assert_eq!(fs::read(&dest).unwrap(), b"original bytes");
@@ -550,7 +643,7 @@ mod tests {
             backup: &backup,
             keep_as: None,
         };
-        swap(&s, &mut |_| {}).unwrap();
+        swap(&s, &mut |_| Ok(())).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"new");
         assert_eq!(f.names(), ["clip.mkv", "movie.mkv"]);
     }

@@ -327,12 +327,24 @@ fn killed_right_after_its_claim_the_same_host_takes_over_at_once() {
     assert!(scene.lock().exists());
     scene.assert_original_intact("while another host waits");
 
+    // What ffmpeg had written by the kill: a partial output named with the dead claim's id.
+    let dead_id = LockRecord::parse(&fs::read(scene.lock()).expect("the lock"))
+        .ok()
+        .and_then(|record| record.lock_id)
+        .expect("the dead claim's id");
+    let partial = scene
+        .library
+        .join(format!(".clip-00.mkv.mediabox-{dead_id}.partial.mkv"));
+    fs::write(&partial, vec![0u8; 64 * 1024]).expect("write the partial output");
+
     // Its own host sees the pid gone: at once, even with the default 30 min timeout
-    // that would keep every other host away.
+    // that would keep every other host away; and breaking the dead lock removes the dead
+    // run's partial output (it stayed before, until someone ran `locks clean`).
     let started = Instant::now();
     let (code, same) = scene.run("host-1", "same", &[]);
     assert_eq!(code, Some(0), "{same:#?}");
     assert!(started.elapsed() < RUN);
+    assert!(!partial.exists(), "the dead run's partial output is left");
     assert_converted_once_and_clean(&scene, &[&other, &same]);
 }
 
@@ -375,12 +387,17 @@ fn killed_mid_transcode_another_host_takes_over_only_after_the_timeout() {
     let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
     assert_eq!(code, Some(0), "{late:#?}");
     assert_eq!(of_kind(&late, "converted").len(), 1, "{late:#?}");
-    // The dead run's output is debris only `locks clean` may judge.
-    assert!(temp.exists());
+    // Breaking the dead run's lock removed its own partial output (before, it stayed,
+    // hidden, until someone ran `locks clean`).
+    assert!(
+        !temp.exists(),
+        "the dead run's output is left: {}",
+        temp.display()
+    );
     let cleaned = scene.clean("host-2", SHORT_LOCKS);
     assert!(
-        cleaned.iter().any(|e| e["action"] == "removed_temp_output"),
-        "{cleaned:#?}"
+        cleaned.iter().all(|e| e["event"] == "summary"),
+        "nothing left for locks clean: {cleaned:#?}"
     );
     assert_converted_once_and_clean(&scene, &[&early, &late]);
 }
@@ -565,11 +582,17 @@ fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
             cli_runs += 1;
         }
         if faketime.is_some() && !skew_seen {
+            // The holder's clock is 5 h slow, yet its record's timestamp is the file
+            // server's clock (the original tool judges locks by it).
             if let Ok(record) = LockRecord::parse(&fs::read(scene.lock()).unwrap_or_default()) {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64());
-                skew_seen = record.timestamp < now - 4.0 * 3600.0;
+                assert!(
+                    (record.timestamp - now).abs() < 60.0,
+                    "the record's timestamp is not the server's clock: {record:?}"
+                );
+                skew_seen = record.locked_at.starts_with("20") && record.timestamp_is_servers();
             }
         }
         thread::sleep(Duration::from_millis(150));
@@ -579,7 +602,7 @@ fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
         "{attempts} attempts, {cli_runs} runs"
     );
     if faketime.is_some() {
-        assert!(skew_seen, "the holder's record never showed its slow clock");
+        assert!(skew_seen, "the holder's record was never read");
     }
     let (code, held) = holder.finish(RUN);
     assert_eq!(code, Some(0), "{held:#?}");
@@ -600,4 +623,548 @@ fn ffmpeg_running_on(needle: &str) -> bool {
             && text.contains(needle)
             && pid_alive(entry.file_name().to_string_lossy().parse().unwrap_or(0))
     })
+}
+
+/// `--keep-original` twice on one name (the file was replaced in between): the second run
+/// must not replace the file it cannot keep, and `locks clean` must not delete it either.
+/// Before, the second run swapped, failed to keep the replaced version aside (the kept name
+/// was taken) and `locks clean` then removed that version as a leftover backup.
+#[test]
+fn keep_original_never_loses_a_replaced_version() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let keep = &["--keep-original"];
+    let (code, first) = scene.run("host-1", "first", keep);
+    assert_eq!(code, Some(0), "{first:#?}");
+    assert_eq!(of_kind(&first, "converted").len(), 1, "{first:#?}");
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    assert!(fs::read(&kept).expect("the kept original") == scene.original);
+
+    // The user puts a new version in place.
+    let elsewhere = scene.logs.join("new-version");
+    let names = make_clips(&elsewhere, 2);
+    let new_version = fs::read(elsewhere.join(&names[1])).expect("the new version");
+    assert_ne!(new_version, scene.original);
+    fs::write(&scene.clip, &new_version).expect("replace the file");
+
+    let (code, second) = scene.run("host-1", "second", keep);
+    assert_eq!(code, Some(1), "{second:#?}");
+    assert!(of_kind(&second, "converting").is_empty(), "{second:#?}");
+    let failed = of_kind(&second, "failed");
+    assert!(
+        failed.iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("mediabox-kept") && error.contains("move it"))),
+        "{second:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+
+    let cleaned = scene.clean("host-1", &[]);
+    assert!(
+        !cleaned.iter().any(|e| e["action"] == "removed_backup"),
+        "{cleaned:#?}"
+    );
+    assert!(fs::read(&scene.clip).unwrap_or_default() == new_version);
+    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
+}
+
+/// Makes `name` beside the scene's clip: the clip's video remuxed into another container.
+fn remux_beside(scene: &Scene, name: &str) -> PathBuf {
+    let path = scene.library.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-y", "-i"])
+        .arg(&scene.clip)
+        .args(["-c", "copy", "-bsf:v", "h264_mp4toannexb"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg must be installed for the tests");
+    assert!(status.success());
+    path
+}
+
+/// `clip-00.avi` becomes `clip-00.mkv`, which another host is converting in place: the
+/// claim must cover the new name too. Before, the second host encoded the avi while the
+/// first held the mkv (and, on a share without hard links, could place its output in the
+/// moment the in-place swap left the name empty, where the first then renamed over it).
+#[test]
+fn a_conversion_to_a_new_name_claims_that_name_too() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-00.avi");
+    let avi_bytes = fs::read(&avi).expect("the avi");
+    scene.fake(Fake::AfterVerifyUntilGo);
+    // The holder converts only the mkv (it is given the file alone).
+    let clip = scene.clip.to_string_lossy().into_owned();
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--file",
+            &clip,
+        ])
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                scene.fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder");
+    let deadline = Instant::now() + RUN;
+    while !scene.mark("verified.pid").exists() {
+        assert!(
+            holder.try_wait().ok().flatten().is_none(),
+            "the holder exited"
+        );
+        assert!(Instant::now() < deadline, "no verification within {RUN:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let (code, other) = scene.run("host-2", "other", &[]);
+    assert_eq!(code, Some(0), "{other:#?}");
+    assert!(of_kind(&other, "converting").is_empty(), "{other:#?}");
+    let avi_name = avi.to_string_lossy().into_owned();
+    let avi_skip = of_kind(&other, "skipped")
+        .into_iter()
+        .find(|e| e["file"] == avi_name.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(avi_skip["reason"], "locked", "{other:#?}");
+    assert!(
+        avi_skip["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("new name")),
+        "{avi_skip:#?}"
+    );
+
+    fs::write(scene.mark("go"), b"").expect("let the fake return");
+    let status = holder.wait().expect("the holder ends");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert!(
+        fs::read(&avi).unwrap_or_default() == avi_bytes,
+        "the avi is untouched"
+    );
+}
+
+/// On a share without hard links (`link()` fails with EPERM, played by strace), a
+/// conversion to a new name reserves that name before it renames into it, and an in-place
+/// conversion goes through its two renames: both convert, and no other file is touched.
+#[test]
+fn without_hard_links_both_swaps_convert_and_overwrite_nothing() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-01.avi");
+    let bystander = scene.library.join("clip-01.txt");
+    fs::write(&bystander, b"not media").expect("a bystander");
+    let out = std::process::Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=link,linkat:error=EPERM",
+        ])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .output()
+        .expect("run under strace");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(of_kind(&events, "converted").len(), 2, "{events:#?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(video_codec(&scene.library.join("clip-01.mkv")), "hevc");
+    assert!(!avi.exists());
+    assert_eq!(fs::read(&bystander).unwrap_or_default(), b"not media");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+/// Plays a kernel CIFS client for the lock of `scene`: every write of the holder is
+/// restamped with the holder's own clock, `skew` behind the server's, until `stop`.
+fn restamp_with_writers_clock(
+    lock: PathBuf,
+    skew: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<u32> {
+    thread::spawn(move || {
+        let mut restamped = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let fresh = fs::metadata(&lock)
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|mtime| {
+                    SystemTime::now()
+                        .duration_since(mtime)
+                        .is_ok_and(|age| age < Duration::from_secs(60))
+                });
+            if fresh {
+                let stamped = fs::File::options()
+                    .write(true)
+                    .open(&lock)
+                    .and_then(|file| file.set_modified(SystemTime::now() - skew));
+                restamped += u32::from(stamped.is_ok());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        restamped
+    })
+}
+
+/// Kernel CIFS stamps a write's mtime with the writer's clock. A holder 2 h slow (the
+/// real binary under libfaketime, its lock's mtime restamped as CIFS would) must never
+/// be broken by hosts with a true clock or one 2 h fast; once it is killed, another host
+/// takes over after the timeout. Before, its live lock was judged "stale: no heartbeat
+/// for 2h00m" on first sight.
+#[test]
+fn a_holder_2h_slow_on_a_share_stamping_the_writers_clock_is_never_broken() {
+    let Some(faketime) = libfaketime() else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED: libfaketime not installed (apt-get install libfaketime)\n"
+        );
+        return;
+    };
+    let _serial = serial();
+    let lib = faketime.to_string_lossy().into_owned();
+    let skewed = |offset| {
+        vec![
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", offset),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ]
+    };
+    let (slow, fast) = (skewed("-2h"), skewed("+2h"));
+    let scene = Scene::new(false);
+    scene.fake(Fake::SlowEncode(30));
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &slow);
+    scene.wait_for(
+        "the encode",
+        RUN,
+        || scene.mark("encoding").exists(),
+        &mut holder,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let restamper = restamp_with_writers_clock(
+        scene.lock(),
+        Duration::from_secs(2 * 3600),
+        std::sync::Arc::clone(&stop),
+    );
+    // Hosts with a true clock and one 2 h fast, over more than the timeout.
+    let started = Instant::now();
+    let mut runs = 0;
+    while runs < 3 || started.elapsed() < LOCK_TIMEOUT + Duration::from_secs(1) {
+        let env = if runs % 2 == 0 { &[][..] } else { &fast[..] };
+        let (code, events) = scene
+            .start(
+                "host-2",
+                &format!("breaker-{runs}"),
+                SHORT_LOCKS,
+                false,
+                env,
+            )
+            .finish(RUN);
+        assert_eq!(code, Some(0), "{events:#?}");
+        assert!(skipped_as_locked(&events), "run {runs}: {events:#?}");
+        runs += 1;
+    }
+    // Killed, it stops heartbeating: another host takes over once the timeout has
+    // passed on the record's server-clock timestamp, its mtime still 2 h behind.
+    holder.kill();
+    scene.wait_until_stale();
+    thread::sleep(LOCK_TIMEOUT);
+    let (code, late) = scene.run("host-2", "late", SHORT_LOCKS);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let restamped = restamper.join().unwrap_or(0);
+    assert!(restamped >= 2, "the lock was restamped {restamped} times");
+    assert_eq!(code, Some(0), "{late:#?}");
+    assert_converted_once_and_clean(&scene, &[&late]);
+}
+
+/// Two processes with one machine id and host name in different pid namespaces (Docker
+/// with a shared machine id, `unshare --pid`): the holder's pid means nothing outside its
+/// namespace, so its live lock must be judged by its heartbeats, not by a pid lookup.
+/// Before, the outer process found the pid gone (or another process's) and broke the
+/// live lock at once, and `locks clean` removed the holder's verified output.
+#[test]
+fn a_holder_in_another_pid_namespace_is_never_taken_for_dead() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "true"])
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED: `unshare --pid --fork --mount-proc` does not work here (needs root)\n"
+        );
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterVerify);
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .args(SHORT_LOCKS)
+        .arg("--dir")
+        .arg(&scene.library)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                scene.fakebin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the holder in its own pid namespace");
+    let deadline = Instant::now() + RUN;
+    while !scene.mark("verified.pid").exists() {
+        assert!(
+            holder.try_wait().ok().flatten().is_none(),
+            "the holder exited"
+        );
+        assert!(Instant::now() < deadline, "no verification within {RUN:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let record = LockRecord::parse(&fs::read(scene.lock()).expect("the lock")).expect("record");
+    assert!(record.pid < 10, "pid {} inside the namespace", record.pid);
+    let temp = scene.temp_outputs();
+    assert_eq!(temp.len(), 1, "the verified output waits");
+
+    // The same machine id and host name, outside the namespace, within the timeout.
+    let (code, same) = scene.run("host-1", "same", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{same:#?}");
+    assert!(skipped_as_locked(&same), "{same:#?}");
+    let cleaned = scene.clean("host-1", SHORT_LOCKS);
+    assert_eq!(
+        cleaned.last().map(|e| &e["live_locks"]),
+        Some(&Value::from(1)),
+        "{cleaned:#?}"
+    );
+    assert!(
+        temp[0].exists(),
+        "locks clean removed the live holder's output"
+    );
+    scene.assert_original_intact("while the holder works in its namespace");
+
+    // Killed, its lock goes stale by the timeout, like any other host's.
+    let _ = holder.kill();
+    let _ = holder.wait();
+    scene.wait_until_stale();
+    let (code, late) = scene.run("host-1", "late", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{late:#?}");
+    assert_converted_once_and_clean(&scene, &[&same, &late]);
+}
+
+/// `--min-age` compares a file's mtime with the file server's clock. A host whose clock
+/// is 10 min fast (the real binary under libfaketime) must leave alone a file written a
+/// minute ago; before, it saw the file 11 min old and converted it mid-download.
+#[test]
+fn min_age_is_judged_on_the_file_servers_clock() {
+    let Some(faketime) = libfaketime() else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPED: libfaketime not installed (apt-get install libfaketime)\n"
+        );
+        return;
+    };
+    let scene = Scene::new(false);
+    fs::File::options()
+        .write(true)
+        .open(&scene.clip)
+        .and_then(|file| file.set_modified(SystemTime::now() - Duration::from_secs(60)))
+        .expect("a file written a minute ago");
+    let run = |offset: &str| -> Vec<Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .args([
+                "--json",
+                "--min-age",
+                "5m",
+                "--preset",
+                "ultrafast",
+                "--dir",
+            ])
+            .arg(&scene.library)
+            .env("LD_PRELOAD", &faketime)
+            .env("FAKETIME", offset)
+            .env("DONT_FAKE_MONOTONIC", "1")
+            .output()
+            .expect("run the converter");
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    for offset in ["+10m", "-10m", "+0"] {
+        let events = run(offset);
+        let skipped = of_kind(&events, "skipped");
+        assert!(
+            skipped.iter().any(|e| e["reason"] == "too_new"),
+            "{offset}: {events:#?}"
+        );
+        assert!(of_kind(&events, "converting").is_empty(), "{offset}");
+        scene.assert_original_intact(offset);
+    }
+}
+
+/// A full disk while the cache's update lock is taken (strace injects ENOSPC into the
+/// lock's write, then into its mkdir) must leave no lock behind. Before, the lock was a
+/// file created empty and then written: ENOSPC on that write left an empty lock that
+/// blocked every cache write in the directory for 30 s, longer than the final write
+/// waits, so outcomes went unrecorded.
+#[test]
+fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let scene = Scene::new(false);
+    let lock = scene.library.join(".mediabox_cache.json.lock");
+    let cache = scene.library.join(".mediabox_cache.json");
+    let build = |strace: Option<&str>| -> std::process::Output {
+        let mut command = match strace {
+            Some(inject) => {
+                let mut command = std::process::Command::new("strace");
+                command
+                    .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+                    .arg(&lock)
+                    .args(["-e", inject])
+                    .arg(env!("CARGO_BIN_EXE_media-converter"));
+                command
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_media-converter")),
+        };
+        command
+            .args(["cache", "build", "--json", "--min-age", "0s"])
+            .arg(&scene.library)
+            .output()
+            .expect("run cache build")
+    };
+    for inject in [
+        "inject=write,pwrite64:error=ENOSPC",
+        "inject=mkdir,mkdirat:error=ENOSPC",
+    ] {
+        let _ = fs::remove_file(&cache);
+        let out = build(Some(inject));
+        assert!(
+            fs::symlink_metadata(&lock).is_err(),
+            "{inject}: a lock was left behind: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The next writer is not held up.
+        let started = Instant::now();
+        let out = build(None);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(cache.exists(), "{inject}: the next write did not happen");
+        assert!(started.elapsed() < Duration::from_secs(20), "{inject}");
+    }
+}
+
+/// A converter stalled right after the swap's hard link (strace delays the `link` call's
+/// return), while the user replaces the original: the swap must check the original again
+/// and stop, leaving the user's version. Before, it renamed its output over the user's new
+/// version and then removed the backup: the new version was gone.
+#[test]
+fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let mut converter = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "inject=link,linkat:delay_exit=3000000"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run under strace");
+    let backup_made = || {
+        fs::read_dir(&scene.library)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().contains(".orig."))
+    };
+    let deadline = Instant::now() + RUN;
+    while !backup_made() {
+        assert!(
+            converter.try_wait().ok().flatten().is_none(),
+            "the converter exited before its swap"
+        );
+        assert!(Instant::now() < deadline, "no swap within {RUN:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // The user puts a new version in place (by rename, as a download or copy tool does).
+    let new_version = b"the user's new version".to_vec();
+    let staged = scene.logs.join("new-version.mkv");
+    fs::write(&staged, &new_version).expect("stage the new version");
+    fs::copy(&staged, scene.library.join(".incoming")).expect("copy into the library");
+    fs::rename(scene.library.join(".incoming"), &scene.clip).expect("replace the file");
+
+    let out = converter.wait_with_output().expect("the converter ends");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    assert!(
+        of_kind(&events, "failed").iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("original changed"))),
+        "{events:#?}"
+    );
+    assert!(
+        fs::read(&scene.clip).unwrap_or_default() == new_version,
+        "the user's new version was replaced"
+    );
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
 }

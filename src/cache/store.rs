@@ -1,11 +1,14 @@
 //! The cache file on the share: reading with retries, the short write lock, and the atomic
 //! replace.
 //!
-//! The lock is `.mediabox_cache.json.lock`, taken by exclusive create: the one primitive that
-//! network file systems decide on the server (DESIGN.md section 3). It is held for
+//! The lock is the directory `.mediabox_cache.json.lock`, a [`ShortGuard`]: the same `mkdir`
+//! guard the claim protocol takes (`docs/locking.md`), because `mkdir` is exclusive on every
+//! share measured where exclusive create is not (smbnetfs), and because it writes nothing, so
+//! a full disk cannot leave an empty lock behind that blocks every writer. It is held for
 //! milliseconds, so one older than [`STALE_LOCK`] belonged to a writer that died. Its age is
 //! judged on the file server's clock, read from the mtime of the temp file this writer has
-//! just created in the same directory, never from this host's clock.
+//! just created in the same directory, never from this host's clock. Older versions took a
+//! lock *file* of the same name; either kind excludes the other.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -13,9 +16,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use super::{CACHE_FILE_NAME, Entry, Parsed, host_name, key, parse, serialize};
+use super::{CACHE_FILE_NAME, Entry, Parsed, key, parse, serialize};
+use crate::lock::ShortGuard;
 
 /// The write lock beside the cache.
 pub(crate) const LOCK_FILE_NAME: &str = ".mediabox_cache.json.lock";
@@ -29,9 +31,6 @@ const DEBRIS_AGE: Duration = Duration::from_secs(3600);
 /// How often, and how long apart, a reader looks again for a cache that a writer is replacing.
 const READ_RETRIES: u32 = 5;
 const READ_RETRY_DELAY: Duration = Duration::from_millis(20);
-
-/// The longest sleep between two tries of a held lock.
-const MAX_LOCK_DELAY: Duration = Duration::from_millis(200);
 
 /// Why a write did not happen.
 #[derive(Debug)]
@@ -115,7 +114,12 @@ pub(crate) fn update(
     let mut temp = TempFile::create(dir.join(format!("{CACHE_FILE_NAME}.{nonce}.tmp")))?;
     // The file server stamped this mtime: "now" on the clock that stamps the lock too.
     let server_now = temp.modified()?;
-    let lock = CacheLock::acquire(dir, &nonce, server_now, patience)?;
+    let started = Instant::now();
+    let lock = ShortGuard::take(&dir.join(LOCK_FILE_NAME), patience, STALE_LOCK, || {
+        server_now + started.elapsed()
+    })
+    .map_err(|err| WriteError::Io(io::Error::other(err)))?
+    .ok_or(WriteError::Busy)?;
 
     // Under the lock no writer is mid-replace: a missing file is missing.
     let mut files = match read_settled(dir)?.map(|bytes| parse(&bytes)) {
@@ -137,8 +141,9 @@ pub(crate) fn update(
     prune(dir, &mut files, server_now);
 
     temp.write_and_sync(&serialize(&files))?;
-    // A writer that stalled past STALE_LOCK may have had its lock broken: then another writer
-    // may be mid-update, and our rename would drop its news. Back off and merge again later.
+    // A writer that stalled past half of STALE_LOCK may have had its lock taken for abandoned:
+    // then another writer may be mid-update, and our rename would drop its news. Back off and
+    // merge again later.
     if !lock.is_ours() {
         return Err(WriteError::Busy);
     }
@@ -170,7 +175,10 @@ fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime
                 .and_then(|modified| server_now.duration_since(modified).ok())
                 .is_some_and(|age| age > DEBRIS_AGE);
             if old {
-                let _ = fs::remove_file(item.path());
+                let _ = match item.file_type() {
+                    Ok(kind) if kind.is_dir() => fs::remove_dir(item.path()),
+                    _ => fs::remove_file(item.path()),
+                };
             }
             continue;
         }
@@ -187,11 +195,13 @@ fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime
     });
 }
 
-/// A temp file or broken lock left by a cache writer.
+/// A temp file or broken lock left by a cache writer: a lock guard's tombstone, or an older
+/// version's broken lock file.
 fn is_debris(name: &str) -> bool {
     name.strip_prefix(CACHE_FILE_NAME).is_some_and(|rest| {
         (rest.starts_with('.') && rest.ends_with(".tmp"))
             || (rest.starts_with(".lock.") && rest.ends_with(".stale"))
+            || rest.starts_with(".lock.tomb-")
     })
 }
 
@@ -248,123 +258,6 @@ impl Drop for TempFile {
     }
 }
 
-/// What a cache lock holds: who took it, so its owner can check it before replacing the cache.
-#[derive(Serialize, Deserialize)]
-struct LockRecord {
-    nonce: String,
-    host: String,
-    pid: u32,
-}
-
-/// The held cache lock of one directory; released on drop.
-struct CacheLock {
-    path: PathBuf,
-    nonce: String,
-}
-
-impl CacheLock {
-    fn acquire(
-        dir: &Path,
-        nonce: &str,
-        server_now: SystemTime,
-        patience: Duration,
-    ) -> Result<CacheLock, WriteError> {
-        let path = dir.join(LOCK_FILE_NAME);
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(2);
-        loop {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    let lock = CacheLock {
-                        path,
-                        nonce: nonce.to_owned(),
-                    };
-                    let record = LockRecord {
-                        nonce: nonce.to_owned(),
-                        host: host_name(),
-                        pid: std::process::id(),
-                    };
-                    let bytes = serde_json::to_vec(&record).unwrap_or_default();
-                    // On failure the drop removes the lock: it cannot be ours if it is empty.
-                    file.write_all(&bytes)?;
-                    return Ok(lock);
-                }
-                // EEXIST is the answer; EACCES/EPERM come back from some servers for a file
-                // being deleted or created by someone else (DESIGN.md section 3).
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        io::ErrorKind::AlreadyExists | io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    if break_if_stale(&path, nonce, server_now + started.elapsed()) {
-                        continue;
-                    }
-                    if started.elapsed() >= patience {
-                        return Err(WriteError::Busy);
-                    }
-                    std::thread::sleep(jitter(delay));
-                    delay = (delay * 2).min(MAX_LOCK_DELAY);
-                }
-                Err(err) => return Err(WriteError::Io(err)),
-            }
-        }
-    }
-
-    fn is_ours(&self) -> bool {
-        fs::read(&self.path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<LockRecord>(&bytes).ok())
-            .is_some_and(|record| record.nonce == self.nonce)
-    }
-}
-
-impl Drop for CacheLock {
-    fn drop(&mut self) {
-        // Only our own: a lock broken as stale and re-taken by another writer is theirs.
-        if self.is_ours() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// Breaks the lock at `path` if its mtime is more than [`STALE_LOCK`] before `server_now`;
-/// true when the caller should try again at once (broken, or gone meanwhile).
-///
-/// The lock is renamed to a unique name before it is deleted, so a writer that takes a new
-/// lock in between never has it deleted under it. Should two writers both judge one lock
-/// stale, the second may rename the first's new lock away; the first then finds, before it
-/// replaces the cache, that the lock is no longer its own, and writes later instead.
-fn break_if_stale(path: &Path, nonce: &str, server_now: SystemTime) -> bool {
-    let modified = match fs::symlink_metadata(path).and_then(|m| m.modified()) {
-        Ok(modified) => modified,
-        Err(err) => return err.kind() == io::ErrorKind::NotFound,
-    };
-    let stale = server_now
-        .duration_since(modified)
-        .is_ok_and(|age| age > STALE_LOCK);
-    if !stale {
-        return false;
-    }
-    let mut tombstone = path.as_os_str().to_owned();
-    tombstone.push(format!(".{nonce}.stale"));
-    if fs::rename(path, &tombstone).is_ok() {
-        let _ = fs::remove_file(&tombstone);
-    }
-    true
-}
-
-/// A delay between `base` and twice it, so that waiting writers do not retry in lock step.
-fn jitter(base: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let spread = if getrandom::fill(&mut byte).is_ok() {
-        u32::from(byte[0])
-    } else {
-        std::process::id() % 256
-    };
-    base + base * spread / 256
-}
-
 /// 128 random bits in hex: a name no other writer uses.
 fn nonce() -> String {
     let mut bytes = [0u8; 16];
@@ -419,6 +312,26 @@ mod tests {
     }
 
     #[test]
+    fn a_held_guard_directory_excludes_and_an_abandoned_one_is_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join(LOCK_FILE_NAME);
+        fs::create_dir(&lock).unwrap();
+        let result = update(dir.path(), Duration::from_millis(300), |_| {});
+        assert!(matches!(result, Err(WriteError::Busy)), "{result:?}");
+        assert!(lock.is_dir());
+        File::open(&lock)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(120))
+            .unwrap();
+        update(dir.path(), Duration::from_millis(300), |_| {}).unwrap();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [CACHE_FILE_NAME], "no lock, tombstone or temp left");
+    }
+
+    #[test]
     fn old_debris_is_removed_and_fresh_debris_kept() {
         let dir = tempfile::tempdir().unwrap();
         let old = dir.path().join(format!("{CACHE_FILE_NAME}.dead.tmp"));
@@ -443,6 +356,7 @@ mod tests {
     fn debris_names_are_recognised() {
         assert!(is_debris(".mediabox_cache.json.0123.tmp"));
         assert!(is_debris(".mediabox_cache.json.lock.0123.stale"));
+        assert!(is_debris(".mediabox_cache.json.lock.tomb-0a1b"));
         assert!(!is_debris(".mediabox_cache.json"));
         assert!(!is_debris(".mediabox_cache.json.lock"));
         assert!(!is_debris(

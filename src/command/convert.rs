@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{Context as _, bail};
 
 use crate::cache::{self, FactsSource, Recorder};
-use crate::claim::{ClaimRefused, Claimer};
+use crate::claim::{Claim, ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, MediaType, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
 use crate::encoder::EncoderSetup;
@@ -27,7 +27,7 @@ use crate::scan::{self, MediaFile};
 use crate::signal;
 use crate::space;
 use crate::survey::{self, DirBatch, Known, Next};
-use crate::swap::{self, Swap};
+use crate::swap::{self, Swap, SwapPhase};
 use crate::transcode::StopReason;
 use crate::unattended;
 
@@ -39,7 +39,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
         allow_dv_loss: config.allow_dv_loss,
-        now: SystemTime::now(),
+        now: library_now(config, reporter),
     };
 
     let mut summary = Summary::default();
@@ -141,6 +141,37 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     convert_all(&ctx, candidates, &mut summary, &mut recorder);
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     Ok(finish(reporter, summary, started))
+}
+
+/// "Now" for `--min-age`: the file server's clock, which stamps the library's mtimes. This
+/// host's clock may be minutes off, and a file still being downloaded would look old
+/// enough to a host whose clock is fast.
+fn library_now(config: &ConvertConfig, reporter: &Reporter) -> SystemTime {
+    if config.min_age.is_zero() {
+        return SystemTime::now();
+    }
+    let dir = match &config.target {
+        Target::Dir(dir) => dir.as_path(),
+        Target::File(file) => file.parent().unwrap_or(Path::new(".")),
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match lock::server_now(dir) {
+        Ok(now) => now,
+        // A missing --dir is reported as such further on.
+        Err(_) if !dir.is_dir() => SystemTime::now(),
+        Err(err) => {
+            reporter.note(&format!(
+                "cannot learn the file server's clock in {} ({err}); --min-age compares \
+                 mtimes with this host's clock",
+                dir.display()
+            ));
+            SystemTime::now()
+        }
+    }
 }
 
 /// What every conversion of a run shares.
@@ -370,6 +401,48 @@ fn with_target_files<R>(
     }
 }
 
+/// Claims `path` for a conversion: the file itself, or (`for_file` set) the new name the
+/// conversion of `for_file` will write.
+fn claim_name(
+    ctx: &Context<'_>,
+    path: &Path,
+    for_file: Option<&Path>,
+) -> Result<Claim, FileOutcome> {
+    match ctx.claimer.claim(path) {
+        Ok(claim) => Ok(claim),
+        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::SkippedFor {
+            reason: SkipReason::Locked,
+            host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
+            detail: match for_file {
+                None => format!("locked by {holder}"),
+                Some(_) => format!(
+                    "its new name {} is locked by {holder}; a later run converts it",
+                    path.display()
+                ),
+            },
+        }),
+        Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
+            if first_time {
+                ctx.reporter.emit(Event::Warning {
+                    file: Some(shown(&dir)),
+                    message: "cannot create lock files here (read-only share or no write \
+                              permission), so its files are skipped; grant write access to \
+                              convert them"
+                        .into(),
+                });
+            }
+            Err(FileOutcome::Skipped(
+                SkipReason::NotWritable,
+                format!("{} is not writable", dir.display()),
+            ))
+        }
+        Err(ClaimRefused::Failed(error)) => Err(FileOutcome::Abandoned(match for_file {
+            None => error,
+            Some(_) => format!("its new name {}: {error}", path.display()),
+        })),
+    }
+}
+
 /// How one file ended.
 enum FileOutcome {
     Converted {
@@ -412,35 +485,28 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         config,
         reporter,
         deadline,
-        claimer,
+        claimer: _,
     } = *ctx;
     let started = Instant::now();
 
-    let claim = match claimer.claim(&file.path) {
+    let claim = match claim_name(ctx, &file.path, None) {
         Ok(claim) => claim,
-        Err(ClaimRefused::Held(holder)) => {
-            return FileOutcome::SkippedFor {
-                reason: SkipReason::Locked,
-                host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
-                detail: format!("locked by {holder}"),
-            };
+        Err(outcome) => return outcome,
+    };
+    // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
+    // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
+    // write one name.
+    let output_claim = if plan.output_path == file.path {
+        None
+    } else {
+        match claim_name(ctx, &plan.output_path, Some(&file.path)) {
+            Ok(claim) => Some(claim),
+            Err(outcome) => return outcome,
         }
-        Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
-            if first_time {
-                reporter.emit(Event::Warning {
-                    file: Some(shown(&dir)),
-                    message: "cannot create lock files here (read-only share or no write \
-                              permission), so its files are skipped; grant write access to \
-                              convert them"
-                        .into(),
-                });
-            }
-            return FileOutcome::Skipped(
-                SkipReason::NotWritable,
-                format!("{} is not writable", dir.display()),
-            );
-        }
-        Err(ClaimRefused::Failed(error)) => return FileOutcome::Abandoned(error),
+    };
+    let confirm_claims = || -> Result<(), String> {
+        claim.confirm()?;
+        output_claim.as_ref().map_or(Ok(()), Claim::confirm)
     };
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
@@ -465,6 +531,24 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     }
 
     let file_name = file.path.file_name().unwrap_or_default();
+    let original_ext = file
+        .path
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kept = file
+        .path
+        .with_file_name(lock::kept_original_name(file_name, &original_ext));
+    // An original kept by an earlier conversion is never replaced, so a second
+    // `--keep-original` conversion of a file replaced since could not keep its own: say so
+    // before encoding, with nothing touched.
+    if config.keep_original && fs::symlink_metadata(&kept).is_ok() {
+        return FileOutcome::Abandoned(format!(
+            "{} already holds the original of an earlier conversion, and --keep-original \
+             never replaces it; move it elsewhere to convert this file again",
+            kept.display()
+        ));
+    }
     let temp = TempOutput(file.path.with_file_name(lock::temp_output_name(
         file_name,
         claim.lock_id(),
@@ -516,13 +600,26 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         set_phase: &|phase| claim.set_phase(phase),
         set_progress: &|progress| claim.set_progress(progress),
     };
+    // A failure once the claim is gone is not the file's: whoever broke the lock also
+    // removed our temp output. It must not count towards the file's failure limit.
+    let unless_lost = |outcome: FileOutcome| match outcome {
+        FileOutcome::Failed(error) if confirm_claims().is_err() => FileOutcome::Abandoned(format!(
+            "lost the claim, then: {error}; not counted against the file"
+        )),
+        other => other,
+    };
     let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
         Ok(encoded) => encoded,
-        Err(outcome) => return outcome,
+        Err(outcome) => return unless_lost(outcome),
     };
     let after_bytes = match fs::metadata(&temp.0) {
         Ok(meta) => meta.len(),
-        Err(err) => return FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())),
+        Err(err) => {
+            return unless_lost(FileOutcome::Failed(format!(
+                "reading {}: {err}",
+                temp.0.display()
+            )));
+        }
     };
     let limit = file.size as f64 * (1.0 - plan.min_savings_pct / 100.0);
     if after_bytes as f64 > limit {
@@ -540,39 +637,25 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
 
     // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
     // the original exactly what was probed; otherwise someone else owns this file now, or
-    // changed it while we worked, and our output must not replace anything.
-    if let Err(lost) = claim.confirm() {
+    // changed it while we worked, and our output must not replace anything. The swap checks
+    // both again before each of its steps.
+    if let Err(lost) = confirm_claims() {
         return FileOutcome::Abandoned(format!(
             "lost the claim before the swap ({lost}); the new file was discarded"
         ));
     }
-    let original_meta = match crate::fresh::metadata(&file.path) {
+    let original_meta = match original_unchanged(file) {
         Ok(meta) => meta,
-        Err(err) => {
-            return FileOutcome::Abandoned(format!(
-                "the original vanished during conversion: {err}"
-            ));
-        }
+        Err(why) => return FileOutcome::Abandoned(format!("{why}; the new file was discarded")),
     };
-    if original_meta.len() != file.size || original_meta.modified().ok() != Some(file.modified) {
-        return FileOutcome::Abandoned(
-            "the original changed during conversion; the new file was discarded".into(),
-        );
-    }
     if let Err(err) = swap::carry_over_metadata(&original_meta, &temp.0) {
-        return FileOutcome::Failed(format!("copying mtime and permissions: {err}"));
+        return unless_lost(FileOutcome::Failed(format!(
+            "copying mtime and permissions: {err}"
+        )));
     }
-    let original_ext = file
-        .path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let backup =
         file.path
             .with_file_name(lock::backup_name(file_name, claim.lock_id(), &original_ext));
-    let kept = file
-        .path
-        .with_file_name(lock::kept_original_name(file_name, &original_ext));
     let swapped = swap::swap(
         &Swap {
             original: &file.path,
@@ -581,12 +664,29 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             backup: &backup,
             keep_as: config.keep_original.then_some(kept.as_path()),
         },
-        &mut |phase| claim.set_phase(phase.as_str()),
+        &mut |phase| {
+            for claimed in std::iter::once(&claim).chain(&output_claim) {
+                claimed
+                    .set_phase_durably(phase.as_str())
+                    .map_err(|lost| format!("lost the claim ({lost})"))?;
+            }
+            match phase {
+                SwapPhase::BackingUp | SwapPhase::Replacing | SwapPhase::OriginalAtBackup => {
+                    original_unchanged(file).map(drop)
+                }
+                SwapPhase::Done | SwapPhase::DoneKeeping => Ok(()),
+            }
+        },
     );
     if let Err(err) = swapped {
-        return FileOutcome::Failed(format!("replacing the original: {err}"));
+        return unless_lost(FileOutcome::Failed(format!(
+            "replacing the original: {err}"
+        )));
     }
-    if let Err(err) = claim.release() {
+    let released = claim
+        .release()
+        .and(output_claim.map_or(Ok(()), Claim::release));
+    if let Err(err) = released {
         reporter.emit(Event::Warning {
             file: Some(shown(&file.path)),
             message: format!(
@@ -612,6 +712,17 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         seconds,
         output: Box::new(encoded.output),
     }
+}
+
+/// The original as the file server has it now, if it is still the file that was scanned and
+/// converted (same size, same mtime).
+fn original_unchanged(file: &MediaFile) -> Result<fs::Metadata, String> {
+    let meta = crate::fresh::metadata(&file.path)
+        .map_err(|err| format!("the original vanished during conversion: {err}"))?;
+    if meta.len() != file.size || meta.modified().ok() != Some(file.modified) {
+        return Err("the original changed during conversion".into());
+    }
+    Ok(meta)
 }
 
 fn main_codec(info: &MediaInfo) -> String {

@@ -155,6 +155,7 @@ fn action_name(action: &CleanAction) -> &'static str {
         CleanAction::RemovedTempOutput { .. } => "removed_temp_output",
         CleanAction::RemovedBackup { .. } => "removed_backup",
         CleanAction::RestoredOriginal { .. } => "restored_original",
+        CleanAction::KeptOriginal { .. } => "kept_original",
         CleanAction::KeptOrphan { .. } => "kept_orphan",
     }
 }

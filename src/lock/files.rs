@@ -351,7 +351,7 @@ pub(super) fn put_back(tomb: &Path, path: &Path) -> io::Result<bool> {
 /// every reader here treats as "nothing there yet". smbnetfs does not honour the
 /// exclusive create (it truncates), so `to` is opened first: that narrows, but
 /// cannot close, the window in which a file appearing at `to` could be replaced.
-pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
     if File::open(to).is_ok() {
         return Ok(false);
     }
@@ -390,9 +390,10 @@ impl ServerClock {
     }
 }
 
-/// Learns the file server's clock by stamping a probe file in `dir` the way
-/// heartbeats stamp locks (by writing it), reading the stamp back and deleting the
-/// probe. On sshfs, whose protocol carries whole seconds, the answer is up to a
+/// Learns the file server's clock by creating a probe file exclusively and reading its
+/// mtime, then deleting it. A file made by exclusive create is stamped by the server on
+/// every share measured, where a *write* is stamped with the writer's clock by kernel
+/// CIFS clients. On sshfs, whose protocol carries whole seconds, the answer is up to a
 /// second early, like every mtime read there.
 pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
     let probe = dir.join(format!(
@@ -400,7 +401,7 @@ pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
         random_hex(8).map_err(LockError::io(dir))?
     ));
     let before = Instant::now();
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)
@@ -411,11 +412,7 @@ pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
             },
             _ => LockError::io(&probe)(err),
         })?;
-    let stamped = file
-        .write_all(b"\n")
-        .and_then(|()| file.sync_all())
-        .and_then(|()| stamp_server_time(&file))
-        .and_then(|()| file.metadata()?.modified());
+    let stamped = file.metadata().and_then(|meta| meta.modified());
     let after = Instant::now();
     drop(file);
     // A probe we fail to delete is harmless debris that `locks clean` removes; it

@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Locker;
 use super::error::LockError;
@@ -216,46 +216,57 @@ impl Locker {
     }
 
     /// Retires the guard at `guard` if it is older than `guard_timeout` on the
-    /// server's clock, and only if the tombstone it was renamed to is still the
-    /// guard that was judged (same mtime: a guard taken meanwhile is younger). A
-    /// guard file left by an older version is retired the same way.
+    /// server's clock (see [`retire_abandoned`]).
     pub(super) fn retire_abandoned_guard(&self, guard: &Path) -> Result<Abandoned, LockError> {
-        let judged = match fs::symlink_metadata(guard) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
-            Err(err) => return Err(LockError::io(guard)(err)),
-        };
-        let mtime = judged.modified().map_err(LockError::io(guard))?;
-        let now = self.server_now(parent_dir(guard))?;
-        let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
-        if age < self.settings.guard_timeout {
-            return Ok(Abandoned::Young);
-        }
-        let tomb = tomb_path(guard, &random_hex(8).map_err(LockError::io(guard))?);
-        match retry_busy(|| fs::rename(guard, &tomb)) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
-            Err(err) => return Err(LockError::io(guard)(err)),
-        }
-        let found = match fs::symlink_metadata(&tomb) {
-            Ok(meta) => meta,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
-            Err(err) => return Err(LockError::io(&tomb)(err)),
-        };
-        if found.modified().ok() == Some(mtime) && found.is_dir() == judged.is_dir() {
-            remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
-            return Ok(Abandoned::Retired);
-        }
-        // Someone retired the abandoned guard first and a new holder took the name
-        // before our rename: give it back if nobody took the name since. (Renaming a
-        // directory over an empty one would replace it, so look first.)
-        let restored =
-            exists(guard) == Some(false) && retry_busy(|| fs::rename(&tomb, guard)).is_ok();
-        if !restored {
-            remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
-        }
-        Ok(Abandoned::Displaced)
+        retire_abandoned(guard, self.settings.guard_timeout, || {
+            self.server_now(parent_dir(guard))
+        })
     }
+}
+
+/// Retires the guard at `guard` if it is older than `timeout` on the server's clock
+/// (`server_now`, asked only when there is a guard), and only if the tombstone it was
+/// renamed to is still the guard that was judged (same mtime: a guard taken meanwhile is
+/// younger). A guard file left by an older version is retired the same way.
+fn retire_abandoned(
+    guard: &Path,
+    timeout: Duration,
+    server_now: impl FnOnce() -> Result<SystemTime, LockError>,
+) -> Result<Abandoned, LockError> {
+    let judged = match fs::symlink_metadata(guard) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+        Err(err) => return Err(LockError::io(guard)(err)),
+    };
+    let mtime = judged.modified().map_err(LockError::io(guard))?;
+    let now = server_now()?;
+    let age = now.duration_since(mtime).unwrap_or(Duration::ZERO);
+    if age < timeout {
+        return Ok(Abandoned::Young);
+    }
+    let tomb = tomb_path(guard, &random_hex(8).map_err(LockError::io(guard))?);
+    match retry_busy(|| fs::rename(guard, &tomb)) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+        Err(err) => return Err(LockError::io(guard)(err)),
+    }
+    let found = match fs::symlink_metadata(&tomb) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
+        Err(err) => return Err(LockError::io(&tomb)(err)),
+    };
+    if found.modified().ok() == Some(mtime) && found.is_dir() == judged.is_dir() {
+        remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
+        return Ok(Abandoned::Retired);
+    }
+    // Someone retired the abandoned guard first and a new holder took the name
+    // before our rename: give it back if nobody took the name since. (Renaming a
+    // directory over an empty one would replace it, so look first.)
+    let restored = exists(guard) == Some(false) && retry_busy(|| fs::rename(&tomb, guard)).is_ok();
+    if !restored {
+        remove_guard_entry(&tomb, found.is_dir()).map_err(LockError::io(&tomb))?;
+    }
+    Ok(Abandoned::Displaced)
 }
 
 /// Removes a guard (a directory, or a file from an older version) or its tombstone.
@@ -269,4 +280,76 @@ pub(super) fn remove_guard_entry(path: &Path, is_dir: bool) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// A guard directory held for a few round trips to the file server: the primitive of the
+/// claim's acquire and break guards, for other short critical sections on the share (the
+/// cache's read-merge-write). `mkdir` is exclusive on every share measured, where exclusive
+/// create is not (smbnetfs), and it writes nothing, so a full disk or a crash cannot leave a
+/// half-made guard: `mkdir` fails and leaves nothing, or there is a whole guard.
+///
+/// Released on drop: renamed to a unique tombstone, then removed.
+#[derive(Debug)]
+pub struct ShortGuard {
+    guard: Option<DirGuard>,
+}
+
+impl ShortGuard {
+    /// Takes the guard `path`, waiting up to `patience` while another holds it. A guard
+    /// older than `abandoned_after` on the file server's clock (`server_now`) was left by a
+    /// crash: it is retired on the way. `None` when it stayed busy.
+    pub fn take(
+        path: &Path,
+        patience: Duration,
+        abandoned_after: Duration,
+        server_now: impl Fn() -> SystemTime,
+    ) -> Result<Option<ShortGuard>, LockError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let error = match try_once(path, abandoned_after / 2)? {
+                Try::Taken(guard) => return Ok(Some(ShortGuard { guard: Some(guard) })),
+                Try::Busy => None,
+                Try::Transient(err) => Some(err),
+            };
+            if error.is_none() {
+                let retired = retire_abandoned(path, abandoned_after, || Ok(server_now()))?;
+                if matches!(retired, Abandoned::Retired | Abandoned::Vanished) {
+                    continue;
+                }
+            }
+            if started.elapsed() >= patience {
+                return match error {
+                    Some(err) => Err(LockError::io(path)(err)),
+                    None => Ok(None),
+                };
+            }
+            thread::sleep(jittered(pause));
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// Whether the guard is certainly still ours: held for less than half of
+    /// `abandoned_after`, before which nobody takes it for abandoned.
+    pub fn is_ours(&self) -> bool {
+        self.guard.as_ref().is_some_and(|guard| !guard.expired())
+    }
+}
+
+impl Drop for ShortGuard {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            // A guard that could not be released is retired as abandoned later.
+            let _ = guard.release();
+        }
+    }
+}
+
+/// A pause between `base` and twice it, so that waiting hosts do not retry in step.
+fn jittered(base: Duration) -> Duration {
+    let spread = random_hex(1)
+        .ok()
+        .and_then(|hex| u32::from_str_radix(&hex, 16).ok())
+        .unwrap_or(128);
+    base + base * spread / 256
 }

@@ -12,8 +12,12 @@ use walkdir::WalkDir;
 
 use super::files::{parent_dir, remove_if_present, rename_noreplace};
 use super::guard::{Abandoned, remove_guard_entry};
-use super::names::{Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify};
+use super::names::{
+    Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify, kept_original_name,
+    parse_work_file_name,
+};
 use super::{BreakOutcome, Holder, LockError, Locker};
+use super::{PHASE_SWAP_DONE, PHASE_SWAP_DONE_KEEPING};
 
 /// One lock found by [`list_locks`].
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +121,14 @@ pub enum CleanAction {
         /// Where it is again.
         original: PathBuf,
     },
+    /// A swap with `--keep-original` died after the new file was in place: moved the
+    /// original from its backup name to its kept name.
+    KeptOriginal {
+        /// Where the original was.
+        backup: PathBuf,
+        /// Where it is kept now.
+        kept: PathBuf,
+    },
     /// Left a file no claim owns, because it may be the only copy of something.
     KeptOrphan {
         /// The file.
@@ -153,7 +165,30 @@ impl fmt::Display for CleanAction {
                 original.display(),
                 backup.display()
             ),
+            CleanAction::KeptOriginal { backup, kept } => write!(
+                f,
+                "kept the original {} as {}",
+                backup.display(),
+                kept.display()
+            ),
             CleanAction::KeptOrphan { path, why } => write!(f, "kept {}: {why}", path.display()),
+        }
+    }
+}
+
+impl CleanAction {
+    /// The file or directory the action was about.
+    pub fn path(&self) -> &Path {
+        match self {
+            CleanAction::BrokeStaleLock { lock: path, .. }
+            | CleanAction::BrokeStaleGuard { guard: path }
+            | CleanAction::RemovedTombstone { path }
+            | CleanAction::RemovedClockProbe { path }
+            | CleanAction::RemovedTempOutput { path }
+            | CleanAction::RemovedBackup { path }
+            | CleanAction::RestoredOriginal { backup: path, .. }
+            | CleanAction::KeptOriginal { backup: path, .. }
+            | CleanAction::KeptOrphan { path, .. } => path,
         }
     }
 }
@@ -187,7 +222,8 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
             ..CleanReport::default()
         },
         unwritable: HashSet::new(),
-        restored: HashSet::new(),
+        work: WorkFiles::new(dry_run),
+        handled: HashSet::new(),
     };
     let mut found = Vec::new();
     for entry in walk(dir) {
@@ -259,9 +295,10 @@ struct Cleaner<'a> {
     locker: &'a Locker,
     report: CleanReport,
     unwritable: HashSet<PathBuf>,
-    /// Originals restored (or, in a dry run, that would be), so a dry run reports
-    /// the temp outputs beside them as the real run would treat them.
-    restored: HashSet<PathBuf>,
+    /// What was done to work files, and which originals came back.
+    work: WorkFiles,
+    /// Work files already dealt with when their dead claim's lock was broken.
+    handled: HashSet<PathBuf>,
 }
 
 impl Cleaner<'_> {
@@ -286,7 +323,10 @@ impl Cleaner<'_> {
     fn lock(&mut self, lock: &Path) -> Result<(), LockError> {
         let outcome = if self.report.dry_run {
             match self.locker.inspect(lock)? {
-                Some((_, holder)) if holder.verdict.is_stale() => BreakOutcome::Broken(holder),
+                Some((_, holder)) if holder.verdict.is_stale() => {
+                    let settled = settle_dead_claim(lock, &holder, true);
+                    BreakOutcome::Broken(holder, settled)
+                }
                 Some((_, holder)) => BreakOutcome::Live(holder),
                 None => BreakOutcome::Vanished,
             }
@@ -294,10 +334,22 @@ impl Cleaner<'_> {
             self.locker.break_if_stale(lock)?
         };
         match outcome {
-            BreakOutcome::Broken(holder) => self.act(CleanAction::BrokeStaleLock {
-                lock: lock.to_owned(),
-                holder,
-            }),
+            BreakOutcome::Broken(holder, settled) => {
+                self.act(CleanAction::BrokeStaleLock {
+                    lock: lock.to_owned(),
+                    holder,
+                });
+                for result in settled.actions {
+                    match result {
+                        Ok(action) => {
+                            self.handled.insert(action.path().to_owned());
+                            self.act(action);
+                        }
+                        Err(err) => self.report.errors.push(err),
+                    }
+                }
+                self.work.restored.extend(settled.restored);
+            }
             BreakOutcome::Live(_) | BreakOutcome::Busy(_) => self.report.live_locks += 1,
             BreakOutcome::Vanished => {}
         }
@@ -347,17 +399,20 @@ impl Cleaner<'_> {
     }
 
     fn work_file(&mut self, path: &Path, work: &WorkFileName) -> Result<(), LockError> {
+        if self.handled.contains(path) {
+            return Ok(());
+        }
         let dir = parent_dir(path);
         let mut lock_name = work.media_name.clone();
         lock_name.push(LOCK_SUFFIX);
         if self.owned_by_live_lock(&dir.join(lock_name), &work.lock_id)? {
             return Ok(());
         }
-        let original = dir.join(&work.media_name);
-        match work.kind {
-            WorkFileKind::TempOutput => self.orphan_temp_output(path, &original),
-            WorkFileKind::Backup => self.orphan_backup(path, &original),
+        // Without the lock's record nobody can tell how far its swap got.
+        if let Some(action) = self.work.settle(path, work, None)? {
+            self.act(action);
         }
+        Ok(())
     }
 
     /// Whether a live lock may own work files made under `lock_id`. A live lock
@@ -370,88 +425,10 @@ impl Cleaner<'_> {
         })
     }
 
-    fn orphan_temp_output(&mut self, path: &Path, original: &Path) -> Result<(), LockError> {
-        let state = if self.restored.contains(original) {
-            Original::Present
-        } else {
-            original_state(original)?
-        };
-        let action = match state {
-            Original::Present => {
-                self.remove(path)?;
-                CleanAction::RemovedTempOutput {
-                    path: path.to_owned(),
-                }
-            }
-            Original::Missing | Original::Empty => CleanAction::KeptOrphan {
-                path: path.to_owned(),
-                why: "its original is missing, so it may be the only copy",
-            },
-            Original::NotAFile => CleanAction::KeptOrphan {
-                path: path.to_owned(),
-                why: "its original is not a regular file",
-            },
-        };
-        self.act(action);
-        Ok(())
-    }
-
-    fn orphan_backup(&mut self, backup: &Path, original: &Path) -> Result<(), LockError> {
-        let backup_is_empty = fs::symlink_metadata(backup)
-            .map_err(LockError::io(backup))?
-            .len()
-            == 0;
-        let action = match original_state(original)? {
-            // The swap finished (or never began): the backup is a leftover copy.
-            Original::Present => {
-                self.remove(backup)?;
-                CleanAction::RemovedBackup {
-                    path: backup.to_owned(),
-                }
-            }
-            Original::Empty if backup_is_empty => {
-                self.remove(backup)?;
-                CleanAction::RemovedBackup {
-                    path: backup.to_owned(),
-                }
-            }
-            // The swap died between its renames (an empty original is a reserved
-            // name it never filled): the backup is the only copy.
-            Original::Missing | Original::Empty => {
-                if !self.report.dry_run && !self.put_back(backup, original)? {
-                    self.act(CleanAction::KeptOrphan {
-                        path: backup.to_owned(),
-                        why: "its original reappeared while it was being restored",
-                    });
-                    return Ok(());
-                }
-                self.restored.insert(original.to_owned());
-                CleanAction::RestoredOriginal {
-                    backup: backup.to_owned(),
-                    original: original.to_owned(),
-                }
-            }
-            Original::NotAFile => CleanAction::KeptOrphan {
-                path: backup.to_owned(),
-                why: "its original is not a regular file",
-            },
-        };
-        self.act(action);
-        Ok(())
-    }
-
-    /// Renames `backup` to `original`, replacing at most an empty file, never
-    /// content that appeared meanwhile.
-    fn put_back(&self, backup: &Path, original: &Path) -> Result<bool, LockError> {
-        if matches!(original_state(original)?, Original::Empty) {
-            fs::rename(backup, original).map_err(LockError::io(original))?;
-            return Ok(true);
-        }
-        rename_noreplace(backup, original).map_err(LockError::io(original))
-    }
-
     fn is_older_than(&self, path: &Path, limit: std::time::Duration) -> Result<bool, LockError> {
-        let mtime = match fs::symlink_metadata(path).and_then(|meta| meta.modified()) {
+        // A directory (a guard's tombstone) cannot be opened everywhere (Windows).
+        let meta = crate::fresh::metadata(path).or_else(|_| fs::symlink_metadata(path));
+        let mtime = match meta.and_then(|meta| meta.modified()) {
             Ok(mtime) => mtime,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(err) => return Err(LockError::io(path)(err)),
@@ -476,12 +453,274 @@ enum Original {
     NotAFile,
 }
 
+/// Read past network clients' caches (`fresh::metadata`): a size cached as 0 would have a
+/// backup renamed over content, a stale "present" would have a temp output removed that
+/// may be the only copy.
 fn original_state(original: &Path) -> Result<Original, LockError> {
+    let not_found = |err: &io::Error| err.kind() == io::ErrorKind::NotFound;
     match fs::symlink_metadata(original) {
-        Ok(meta) if !meta.is_file() => Ok(Original::NotAFile),
+        Ok(meta) if !meta.is_file() => return Ok(Original::NotAFile),
+        Ok(_) => {}
+        Err(err) if not_found(&err) => return Ok(Original::Missing),
+        Err(err) => return Err(LockError::io(original)(err)),
+    }
+    match crate::fresh::metadata(original) {
         Ok(meta) if meta.len() == 0 => Ok(Original::Empty),
         Ok(_) => Ok(Original::Present),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Original::Missing),
+        Err(err) if not_found(&err) => Ok(Original::Missing),
         Err(err) => Err(LockError::io(original)(err)),
     }
+}
+
+/// Deals with the work files of claims that are over: temp outputs and backups, as their
+/// original's state (and, when known, the dead claim's last phase) says, never deleting the
+/// only copy of anything.
+struct WorkFiles {
+    dry_run: bool,
+    /// Originals restored (or, in a dry run, that would be), so a dry run reports
+    /// the temp outputs beside them as the real run would treat them.
+    restored: HashSet<PathBuf>,
+}
+
+impl WorkFiles {
+    fn new(dry_run: bool) -> WorkFiles {
+        WorkFiles {
+            dry_run,
+            restored: HashSet::new(),
+        }
+    }
+
+    /// One work file of a claim that is over; `phase` is the claim's last phase when its
+    /// record was read as its lock was broken. `None` when the file is gone already.
+    fn settle(
+        &mut self,
+        path: &Path,
+        work: &WorkFileName,
+        phase: Option<&str>,
+    ) -> Result<Option<CleanAction>, LockError> {
+        if !fs::exists(path).map_err(LockError::io(path))? {
+            return Ok(None);
+        }
+        let dir = parent_dir(path);
+        let original = dir.join(&work.media_name);
+        let action = match work.kind {
+            WorkFileKind::TempOutput => self.orphan_temp_output(path, &original)?,
+            WorkFileKind::Backup => self.orphan_backup(path, &original, work, phase)?,
+        };
+        Ok(Some(action))
+    }
+
+    fn orphan_temp_output(
+        &mut self,
+        path: &Path,
+        original: &Path,
+    ) -> Result<CleanAction, LockError> {
+        let state = if self.restored.contains(original) {
+            Original::Present
+        } else {
+            original_state(original)?
+        };
+        Ok(match state {
+            Original::Present => {
+                self.remove(path)?;
+                CleanAction::RemovedTempOutput {
+                    path: path.to_owned(),
+                }
+            }
+            Original::Missing | Original::Empty => CleanAction::KeptOrphan {
+                path: path.to_owned(),
+                why: "its original is missing, so it may be the only copy",
+            },
+            Original::NotAFile => CleanAction::KeptOrphan {
+                path: path.to_owned(),
+                why: "its original is not a regular file",
+            },
+        })
+    }
+
+    fn orphan_backup(
+        &mut self,
+        backup: &Path,
+        original: &Path,
+        work: &WorkFileName,
+        phase: Option<&str>,
+    ) -> Result<CleanAction, LockError> {
+        let backup_is_empty = crate::fresh::metadata(backup)
+            .map_err(LockError::io(backup))?
+            .len()
+            == 0;
+        let removed = |this: &Self| -> Result<CleanAction, LockError> {
+            this.remove(backup)?;
+            Ok(CleanAction::RemovedBackup {
+                path: backup.to_owned(),
+            })
+        };
+        Ok(match original_state(original)? {
+            // The swap never replaced the original: the backup is a second name of it.
+            Original::Present if same_file(backup, original)? => removed(self)?,
+            // The new file is in place, and the lock said so durably before anything
+            // was to be removed: the conversion meant the original to go.
+            Original::Present if phase == Some(PHASE_SWAP_DONE) => removed(self)?,
+            // ... or to be kept aside: finish that.
+            Original::Present if phase == Some(PHASE_SWAP_DONE_KEEPING) => {
+                let ext = Path::new(&work.media_name)
+                    .extension()
+                    .map(|ext| ext.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let kept = parent_dir(backup).join(kept_original_name(&work.media_name, &ext));
+                if !self.dry_run
+                    && !rename_noreplace(backup, &kept).map_err(LockError::io(&kept))?
+                {
+                    return Ok(CleanAction::KeptOrphan {
+                        path: backup.to_owned(),
+                        why: "it is the original a conversion meant to keep, and the kept \
+                              name is taken: rename it yourself",
+                    });
+                }
+                CleanAction::KeptOriginal {
+                    backup: backup.to_owned(),
+                    kept,
+                }
+            }
+            // Whatever stands at the name now (a new file of a swap that died before
+            // saying it was done, or a file a user put there), the backup differs from
+            // it and may be the only copy of what was there before.
+            Original::Present => CleanAction::KeptOrphan {
+                path: backup.to_owned(),
+                why: "it differs from the file at its original name and may be the only \
+                      copy of an earlier version: keep or delete it yourself",
+            },
+            Original::Empty if backup_is_empty => removed(self)?,
+            // The swap died between its renames (an empty original is a reserved
+            // name it never filled): the backup is the only copy.
+            Original::Missing | Original::Empty => {
+                if !self.dry_run && !put_back_original(backup, original)? {
+                    return Ok(CleanAction::KeptOrphan {
+                        path: backup.to_owned(),
+                        why: "its original reappeared while it was being restored",
+                    });
+                }
+                self.restored.insert(original.to_owned());
+                CleanAction::RestoredOriginal {
+                    backup: backup.to_owned(),
+                    original: original.to_owned(),
+                }
+            }
+            Original::NotAFile => CleanAction::KeptOrphan {
+                path: backup.to_owned(),
+                why: "its original is not a regular file",
+            },
+        })
+    }
+
+    fn remove(&self, path: &Path) -> Result<(), LockError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        remove_if_present(path).map_err(LockError::io(path))
+    }
+}
+
+/// Renames `backup` to `original`, replacing at most an empty file, never
+/// content that appeared meanwhile.
+fn put_back_original(backup: &Path, original: &Path) -> Result<bool, LockError> {
+    if matches!(original_state(original)?, Original::Empty) {
+        fs::rename(backup, original).map_err(LockError::io(original))?;
+        return Ok(true);
+    }
+    rename_noreplace(backup, original).map_err(LockError::io(original))
+}
+
+/// Whether `a` and `b` are one file under two names, or hold the same bytes. Shares that
+/// give hard links their own inode numbers (sshfs) are caught by the comparison.
+fn same_file(a: &Path, b: &Path) -> Result<bool, LockError> {
+    let meta_a = crate::fresh::metadata(a).map_err(LockError::io(a))?;
+    let meta_b = crate::fresh::metadata(b).map_err(LockError::io(b))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (meta_a.dev(), meta_a.ino()) == (meta_b.dev(), meta_b.ino()) {
+            return Ok(true);
+        }
+    }
+    if meta_a.len() != meta_b.len() {
+        return Ok(false);
+    }
+    same_bytes(a, b).map_err(LockError::io(a))
+}
+
+fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read;
+    let (mut a, mut b) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut buf_a, mut buf_b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = read_full(&mut a, &mut buf_a)?;
+        if n != read_full(&mut b, &mut buf_b)? || buf_a[..n] != buf_b[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+    fn read_full(file: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(filled)
+    }
+}
+
+/// What breaking a dead claim's lock did to the work files it left.
+#[derive(Debug, Default)]
+pub(super) struct Settled {
+    /// One entry per work file of the claim.
+    pub actions: Vec<Result<CleanAction, LockError>>,
+    /// Originals restored from a backup.
+    pub restored: HashSet<PathBuf>,
+}
+
+/// Deals with the work files of the claim `holder` whose lock `lock` was just broken (or,
+/// with `dry_run`, would be): its temp output is removed (its original is in place), a
+/// backup is restored, removed or kept aside as the claim's last durable phase says. Only
+/// files named with the dead claim's own lock id are touched.
+pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> Settled {
+    let mut settled = Settled::default();
+    let Some(lock_id) = holder.lock_id.as_deref() else {
+        return settled;
+    };
+    let Some(Artifact::Lock { media_name }) = lock.file_name().and_then(classify) else {
+        return settled;
+    };
+    let dir = parent_dir(lock);
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => {
+            settled.actions.push(Err(LockError::io(dir)(err)));
+            return settled;
+        }
+    };
+    let mut mine: Vec<(PathBuf, WorkFileName)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let work = parse_work_file_name(&entry.file_name())?;
+            (work.lock_id == lock_id && work.media_name == media_name).then(|| (entry.path(), work))
+        })
+        .collect();
+    // Backups first: restoring one is what brings an original back, and a temp output
+    // is removed only beside an original.
+    mine.sort_by_key(|(path, work)| (work.kind != WorkFileKind::Backup, path.clone()));
+    let mut work = WorkFiles::new(dry_run);
+    for (path, file) in &mine {
+        match work.settle(path, file, holder.phase.as_deref()) {
+            Ok(Some(action)) => settled.actions.push(Ok(action)),
+            Ok(None) => {}
+            Err(err) => settled.actions.push(Err(err)),
+        }
+    }
+    settled.restored = work.restored;
+    settled
 }

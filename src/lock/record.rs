@@ -35,8 +35,9 @@ pub struct LockRecord {
     /// Process id of the owner on its host.
     #[serde(default, deserialize_with = "lenient")]
     pub pid: u32,
-    /// Owner's wall clock at the last write, unix seconds. Informational only:
-    /// another host's clock is never compared with ours.
+    /// When the record was last written, unix seconds: the file server's clock as the
+    /// owner learned it when `timestamp_clock` says `server`, else (the original tool,
+    /// older versions) the owner's own clock. The original tool judges staleness by it.
     #[serde(default, deserialize_with = "lenient")]
     pub timestamp: f64,
     /// File name (not path) of the media file claimed.
@@ -69,6 +70,20 @@ pub struct LockRecord {
     /// Version of the tool that wrote the record.
     #[serde(default, deserialize_with = "lenient")]
     pub tool_version: Option<String>,
+    /// Which clock `timestamp` was read from: [`TIMESTAMP_FROM_SERVER`] in this version's
+    /// records, absent in older ones.
+    #[serde(default, deserialize_with = "lenient")]
+    pub timestamp_clock: Option<String>,
+}
+
+/// The `timestamp_clock` of a record whose `timestamp` is the file server's clock.
+pub const TIMESTAMP_FROM_SERVER: &str = "server";
+
+impl LockRecord {
+    /// Whether `timestamp` is the file server's clock, comparable with mtimes.
+    pub fn timestamp_is_servers(&self) -> bool {
+        self.timestamp_clock.as_deref() == Some(TIMESTAMP_FROM_SERVER)
+    }
 }
 
 /// Why the bytes of a lock file are not a record.
@@ -167,6 +182,7 @@ mod tests {
                 eta_secs: None,
             }),
             tool_version: Some("0.1.0".into()),
+            timestamp_clock: Some(TIMESTAMP_FROM_SERVER.into()),
         };
         let bytes = record.to_json().unwrap_or_default();
         assert_eq!(bytes.last(), Some(&b'\n'));

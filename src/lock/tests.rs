@@ -393,9 +393,12 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
     let media = library.media("Movie1.mkv");
     let ours = locker("nas-a");
     let mut record = foreign_record("nas-a", &"a".repeat(32));
-    // A pid far above pid_max: certainly no process.
+    // A pid far above pid_max: certainly no process; recorded in this boot and pid
+    // namespace (elsewhere a pid cannot be judged).
+    let own = crate::identity::process_start_token(std::process::id()).unwrap_or_default();
+    let (world, _) = own.rsplit_once(':').unwrap_or_default();
     record.pid = 0x7fff_fff0;
-    record.process_start = Some("linux:some-boot:12345".to_owned());
+    record.process_start = Some(format!("{world}:12345"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     // Another host must wait for stale_after...
     held(locker("nas-b").try_acquire(&media)?)?;
@@ -404,7 +407,7 @@ fn a_same_host_lock_whose_process_is_gone_is_stale_at_once() -> TestResult {
 
     // A live pid with another start token is a reused pid: gone too.
     record.pid = std::process::id();
-    record.process_start = Some("linux:another-boot:1".to_owned());
+    record.process_start = Some(format!("{world}:1"));
     library.foreign_lock("Movie1.mkv", &record, Duration::ZERO)?;
     acquired(ours.try_acquire(&media)?)?.release()?;
     Ok(())
@@ -571,7 +574,8 @@ fn list_reports_every_lock_with_holder_phase_progress_and_verdict() -> TestResul
     assert_eq!(stale.media_path, library.media("Movie1.mkv"));
     assert_eq!(stale.holder.hostname.as_deref(), Some("nas-c"));
     assert!(stale.holder.verdict.is_stale());
-    assert!(stale.holder.age >= HOUR);
+    // Less a few ms: a file system stamps with a coarse clock.
+    assert!(stale.holder.age >= HOUR - Duration::from_secs(1));
     assert_eq!(live_status.lock_path, live.path());
     assert_eq!(live_status.media_path, season.join("E01.mkv"));
     assert_eq!(live_status.holder.phase.as_deref(), Some("transcoding"));
@@ -608,7 +612,7 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
         &temp_output_name(&os("Movie2.mkv"), &old, "mkv"),
         b"abandoned 2",
     )?;
-    // Movie3: swap done, backup left over. Movie4: output, original gone, no backup.
+    // Movie3: a backup beside another file, no lock. Movie4: output, original gone.
     write(&os("Movie3.mkv"), b"converted 3")?;
     write(&backup_name(&os("Movie3.mkv"), &old, "mkv"), b"original 3")?;
     write(
@@ -669,6 +673,11 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
         "Movie2.mkv.mediabox.lock".to_owned(),
         live_temp.to_string_lossy().into_owned(),
         "Movie3.mkv".to_owned(),
+        // No lock tells whether Movie3's swap finished: its backup may be the only copy
+        // of an earlier version, and stays.
+        backup_name(&os("Movie3.mkv"), &old, "mkv")
+            .to_string_lossy()
+            .into_owned(),
         temp_output_name(&os("Movie4.mkv"), &old, "mkv")
             .to_string_lossy()
             .into_owned(),
@@ -823,5 +832,191 @@ fn heartbeat_thread_keeps_the_mtime_fresh_and_notices_a_lost_claim() -> TestResu
     assert!(reason.contains("nas-b"), "{reason}");
     assert_eq!(fs::read(&lock)?, theirs, "a lost claim writes nothing");
     heartbeat.stop();
+    Ok(())
+}
+
+/// A dead claim on `Movie1.mkv` (lock id `dead`, last phase `phase`) with the work files
+/// `files` (name, bytes) beside the original `original`; a claim by another host breaks it.
+fn break_dead_claim(
+    phase: &str,
+    original: Option<&[u8]>,
+    files: &[(OsString, &[u8])],
+) -> Result<(Library, Vec<String>), Box<dyn std::error::Error>> {
+    let library = Library::new()?;
+    let mut record = foreign_record("nas-a", &"d".repeat(32));
+    record.phase = Some(phase.to_owned());
+    library.foreign_lock("Movie1.mkv", &record, HOUR)?;
+    if let Some(bytes) = original {
+        fs::write(library.media("Movie1.mkv"), bytes)?;
+    }
+    for (name, bytes) in files {
+        fs::write(library.root.join(name), bytes)?;
+    }
+    let guard = acquired(locker("nas-b").try_acquire(&library.media("Movie1.mkv"))?)?;
+    guard.release()?;
+    let names = names_in(&library.root);
+    Ok((library, names))
+}
+
+use std::ffi::OsString;
+
+#[test]
+fn breaking_a_dead_claim_removes_its_temp_output_and_nothing_else() -> TestResult {
+    let dead = "d".repeat(32);
+    let other = "0".repeat(32);
+    let media = OsStr::new("Movie1.mkv");
+    let (_library, names) = break_dead_claim(
+        "transcoding",
+        Some(b"original"),
+        &[
+            (temp_output_name(media, &dead, "mkv"), b"half a film"),
+            // Another claim's output is not this break's business.
+            (temp_output_name(media, &other, "mkv"), b"someone else's"),
+            (
+                temp_output_name(OsStr::new("Movie2.mkv"), &dead, "mkv"),
+                b"x",
+            ),
+        ],
+    )?;
+    let mut expected = vec![
+        "Movie1.mkv".to_owned(),
+        temp_output_name(media, &other, "mkv")
+            .to_string_lossy()
+            .into_owned(),
+        temp_output_name(OsStr::new("Movie2.mkv"), &dead, "mkv")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    Ok(())
+}
+
+#[test]
+fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says() -> TestResult {
+    let dead = "d".repeat(32);
+    let media = OsStr::new("Movie1.mkv");
+    let backup = backup_name(media, &dead, "mkv");
+    let kept = kept_original_name(media, "mkv");
+    let name = |os: &OsString| os.to_string_lossy().into_owned();
+    // Died between the two renames of a swap without hard links: the original comes back.
+    let (library, names) = break_dead_claim(
+        "swap:original-at-backup",
+        None,
+        &[(backup.clone(), b"original")],
+    )?;
+    assert_eq!(names, ["Movie1.mkv"]);
+    assert_eq!(fs::read(library.media("Movie1.mkv"))?, b"original");
+    // Died after the new file was in place, saying so: the original was meant to go...
+    let (_, names) = break_dead_claim("swap:done", Some(b"new"), &[(backup.clone(), b"original")])?;
+    assert_eq!(names, ["Movie1.mkv"]);
+    // ... or to be kept aside (it failed before on a SIGKILL here: the backup was removed).
+    let (library, names) = break_dead_claim(
+        "swap:done:keeping-original",
+        Some(b"new"),
+        &[(backup.clone(), b"original")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&kept)];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(fs::read(library.root.join(&kept))?, b"original");
+    // ... unless the kept name is taken: then it stays where it is.
+    let (library, names) = break_dead_claim(
+        "swap:done:keeping-original",
+        Some(b"new"),
+        &[(backup.clone(), b"original"), (kept.clone(), b"older")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&backup), name(&kept)];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(fs::read(library.root.join(&kept))?, b"older");
+    // Died before saying the swap was done, with another file at the name: the backup
+    // may be the only copy of what was there.
+    let (_, names) = break_dead_claim(
+        "swap:replacing",
+        Some(b"something else"),
+        &[(backup.clone(), b"original")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&backup)];
+    expected.sort();
+    assert_eq!(names, expected);
+    // A backup that is the original under a second name is just removed.
+    let (_, names) = break_dead_claim(
+        "swap:replacing",
+        Some(b"original"),
+        &[(backup, b"original")],
+    )?;
+    assert_eq!(names, ["Movie1.mkv"]);
+    Ok(())
+}
+
+/// Plays a kernel CIFS client: the lock's mtime is set to the writer's clock, `skew` off
+/// the server's, after each of its writes.
+fn stamp_with_writers_clock(lock: &Path, skew_secs: i64) -> std::io::Result<()> {
+    let now = SystemTime::now();
+    let writers = if skew_secs < 0 {
+        now - Duration::from_secs(skew_secs.unsigned_abs())
+    } else {
+        now + Duration::from_secs(skew_secs.unsigned_abs())
+    };
+    set_mtime(lock, writers)
+}
+
+#[test]
+fn writer_clock_mtimes_2h_off_never_break_a_live_lock_and_a_dead_one_goes_after_the_limit()
+-> TestResult {
+    for skew in [-2 * 3600, 2 * 3600] {
+        let library = Library::new()?;
+        let media = library.media("Movie1.mkv");
+        let holder = acquired(locker("nas-a").try_acquire(&media)?)?;
+        let lock = holder.path().to_owned();
+        // The record's timestamp is the server's clock, whatever the mtime says.
+        let record = LockRecord::parse(&fs::read(&lock)?)?;
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH)?;
+        assert!(
+            (record.timestamp - now.as_secs_f64()).abs() < 5.0,
+            "{record:?}"
+        );
+        assert!(record.timestamp_is_servers());
+        stamp_with_writers_clock(&lock, skew)?;
+
+        // A breaker that looks for longer than the limit while the holder works.
+        let breaker = locker("nas-b");
+        let working_until =
+            std::time::Instant::now() + settings().stale_after + Duration::from_millis(500);
+        while std::time::Instant::now() < working_until {
+            let who = held(breaker.try_acquire(&media)?)?;
+            assert!(!who.verdict.is_stale(), "{skew}: {who}");
+            holder.heartbeat("transcoding", None)?;
+            stamp_with_writers_clock(&lock, skew)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // A fresh host, on first sight: live too (before: "stale: no heartbeat for 2h00m").
+        let first_sight = held(locker("nas-c").try_acquire(&media)?)?;
+        assert!(!first_sight.verdict.is_stale(), "{skew}: {first_sight}");
+
+        // The holder dies (its lock stays): stale once its last heartbeat is older
+        // than the limit.
+        holder.heartbeat("transcoding", None)?;
+        stamp_with_writers_clock(&lock, skew)?;
+        let died = std::time::Instant::now();
+        drop(holder);
+        let taken = loop {
+            match breaker.try_acquire(&media)? {
+                Acquire::Acquired(guard) => break guard,
+                Acquire::Held(who) => assert!(!who.verdict.is_stale(), "{who}"),
+            }
+            assert!(
+                died.elapsed() < Duration::from_secs(10),
+                "{skew}: never broken"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(
+            died.elapsed() >= settings().stale_after,
+            "{skew}: broken too soon"
+        );
+        taken.release()?;
+    }
     Ok(())
 }

@@ -1,9 +1,12 @@
 //! Whether a lock still has an owner: the pure decision, with every fact injected.
 //!
-//! Time here is the *file server's* time: a lock's mtime is stamped by the server on
-//! every heartbeat, and "now" is learned from a probe file stamped the same way, so
-//! the hosts' own clocks never meet. The record's `timestamp` (the owner's clock) is
-//! ignored on purpose.
+//! Time here is the *file server's* time: "now" is learned from a probe file the server
+//! creates, and the owner writes its record's `timestamp` from the server's clock it
+//! learned the same way. A lock's mtime is the server's clock too on most shares, but a
+//! kernel CIFS client stamps a write with the *writer's* clock, which may be hours off.
+//! So the mtime is trusted only while it agrees with the record's `timestamp`; when the
+//! two disagree, a lock is stale only once this run has watched it unchanged for the
+//! whole limit on its own monotonic clock.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -15,6 +18,12 @@ use crate::identity::{HostIdentity, Liveness};
 /// The longest `stale_after_secs` a record may declare for itself; beyond it a
 /// garbage value would keep a dead lock forever.
 const MAX_DECLARED_STALE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How far a lock's mtime and its record's `timestamp` may lie apart and still be taken
+/// for two readings of one clock. Both are taken at the same write (the timestamp from
+/// the owner's estimate of the server's clock, good to a second or two; sshfs cuts mtimes
+/// to whole seconds), so anything beyond this means the mtime is some writer's own clock.
+pub(crate) const CLOCKS_AGREE: Duration = Duration::from_secs(120);
 
 /// What a lock file held when it was read.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +83,17 @@ pub enum LiveReason {
     },
     /// It changed hands several times while we tried to take it.
     Contended,
+    /// Its mtime and its record's server-clock timestamp disagree (a share that stamps
+    /// writes with the writer's clock, which is off): its age is read from the timestamp,
+    /// and it is stale at the latest once this run watched it unchanged for the limit.
+    ClocksDisagree {
+        /// Since its record's server-clock timestamp.
+        age: Duration,
+        /// How long this run has watched it unchanged.
+        watched: Duration,
+        /// How long it must be watched unchanged to be stale.
+        limit: Duration,
+    },
 }
 
 /// Why a lock is taken to be abandoned.
@@ -89,6 +109,14 @@ pub enum StaleReason {
     NoHeartbeat {
         /// Since the last heartbeat.
         age: Duration,
+        /// The limit it exceeded.
+        limit: Duration,
+    },
+    /// Watched unchanged by this run for longer than the limit (its mtime and
+    /// timestamp disagree, so its age could not be read from the share).
+    UnchangedWhileWatched {
+        /// How long it was watched.
+        watched: Duration,
         /// The limit it exceeded.
         limit: Duration,
     },
@@ -137,6 +165,24 @@ impl fmt::Display for Verdict {
                 HumanDuration(*grace)
             ),
             Verdict::Live(LiveReason::Contended) => f.write_str("live: changing hands"),
+            Verdict::Live(LiveReason::ClocksDisagree {
+                age,
+                watched,
+                limit,
+            }) => write!(
+                f,
+                "live: last heartbeat {} ago by its record (its mtime is a writer's clock), \
+                 watched unchanged for {} (stale after {})",
+                HumanDuration(*age),
+                HumanDuration(*watched),
+                HumanDuration(*limit)
+            ),
+            Verdict::Stale(StaleReason::UnchangedWhileWatched { watched, limit }) => write!(
+                f,
+                "stale: watched unchanged for {} (limit {})",
+                HumanDuration(*watched),
+                HumanDuration(*limit)
+            ),
             Verdict::Stale(StaleReason::OwnerGone { pid }) => {
                 write!(f, "stale: owner pid {pid} no longer runs on this host")
             }
@@ -183,6 +229,9 @@ pub(crate) struct Facts<'a> {
     /// How long ago this run last saw it change (mtime, size or lock id), on our
     /// monotonic clock; `None` if this run never saw it change.
     pub last_change_seen: Option<Duration>,
+    /// How long this run has seen it unchanged: since it last changed, or since this run
+    /// first saw it, on our monotonic clock.
+    pub unchanged_for: Duration,
     /// Who is asking.
     pub us: &'a HostIdentity,
     /// Our thresholds.
@@ -229,9 +278,65 @@ pub(crate) fn judge(
     let limit = stale_limit(record, facts.settings);
     match facts.last_change_seen {
         Some(ago) if ago < limit => Verdict::Live(LiveReason::SeenChanging { ago }),
+        // The mtime is some writer's clock: the record's own server-clock timestamp
+        // tells the age instead, and a lock watched unchanged for the whole limit is
+        // stale whatever it says (an owner whose idea of the server's clock is off).
+        _ if !mtime_agrees(record, facts.mtime) => {
+            let age = timestamp_age(record, facts.server_now);
+            let watched = facts.unchanged_for;
+            if age >= limit {
+                Verdict::Stale(StaleReason::NoHeartbeat { age, limit })
+            } else if watched >= limit {
+                Verdict::Stale(StaleReason::UnchangedWhileWatched { watched, limit })
+            } else {
+                Verdict::Live(LiveReason::ClocksDisagree {
+                    age,
+                    watched,
+                    limit,
+                })
+            }
+        }
         _ if age < limit => Verdict::Live(LiveReason::Heartbeating { age, limit }),
         _ => Verdict::Stale(StaleReason::NoHeartbeat { age, limit }),
     }
+}
+
+/// Whether the lock's mtime agrees with its record's `timestamp` (written from the
+/// server's clock at the same write), so that the mtime can be read as the server's
+/// clock. A record without a server-clock timestamp (the original tool's, older
+/// versions') leaves only the mtime, which is trusted.
+fn mtime_agrees(record: &LockRecord, mtime: SystemTime) -> bool {
+    mtime_apart(record, mtime).is_none_or(|apart| apart <= CLOCKS_AGREE)
+}
+
+/// Since the record's server-clock `timestamp`; zero when it is in the future.
+fn timestamp_age(record: &LockRecord, server_now: SystemTime) -> Duration {
+    Duration::try_from_secs_f64(record.timestamp)
+        .ok()
+        .and_then(|stamped| {
+            server_now
+                .duration_since(SystemTime::UNIX_EPOCH + stamped)
+                .ok()
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
+/// How far the mtime lies from the record's server-clock `timestamp`; `None` when the
+/// record has none.
+fn mtime_apart(record: &LockRecord, mtime: SystemTime) -> Option<Duration> {
+    if !record.timestamp_is_servers() {
+        return None;
+    }
+    let stamped = Duration::try_from_secs_f64(record.timestamp).ok()?;
+    if stamped.is_zero() {
+        return None;
+    }
+    let stamped = SystemTime::UNIX_EPOCH + stamped;
+    Some(
+        mtime
+            .duration_since(stamped)
+            .unwrap_or_else(|early| early.duration()),
+    )
 }
 
 /// Same machine id *and* same host name. The name is a second key because
@@ -276,16 +381,19 @@ mod tests {
         }
     }
 
-    fn record_from(hostname: &str, host_id: &str, owner_clock: SystemTime) -> Content {
+    /// A record whose last heartbeat was at `stamped` on the server's clock (its
+    /// `timestamp`).
+    fn record_from(hostname: &str, host_id: &str, stamped: SystemTime) -> Content {
         Content::Record(Box::new(LockRecord {
             hostname: hostname.into(),
             pid: 4242,
-            timestamp: owner_clock
+            timestamp: stamped
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
             host_id: Some(host_id.into()),
             process_start: Some("linux:boot:99".into()),
             stale_after_secs: Some(1800.0),
+            timestamp_clock: Some(super::super::record::TIMESTAMP_FROM_SERVER.into()),
             ..LockRecord::default()
         }))
     }
@@ -325,10 +433,33 @@ mod tests {
                 mtime,
                 server_now: self.server_now,
                 last_change_seen,
+                // First sight, unless it was seen changing.
+                unchanged_for: last_change_seen.unwrap_or(Duration::ZERO),
                 us: &self.us,
                 settings: &self.settings,
             };
             judge(&facts, liveness)
+        }
+
+        /// Judges a lock this run has watched, unchanged, for `watched`.
+        fn judge_watched(
+            &self,
+            content: &Content,
+            mtime: SystemTime,
+            watched: Duration,
+        ) -> Verdict {
+            let facts = Facts {
+                content,
+                mtime,
+                server_now: self.server_now,
+                last_change_seen: None,
+                unchanged_for: watched,
+                us: &self.us,
+                settings: &self.settings,
+            };
+            judge(&facts, |_, _| {
+                panic!("liveness asked about another host's pid")
+            })
         }
 
         fn ago(&self, age: Duration) -> SystemTime {
@@ -339,7 +470,7 @@ mod tests {
     #[test]
     fn other_hosts_lock_is_live_until_stale_after_on_the_server_clock() {
         let scene = Scene::new();
-        let other = record_from("nas-2", "machine-2", scene.server_now);
+        let other = record_from("nas-2", "machine-2", scene.ago(29 * MIN));
         assert_eq!(
             scene.judge(&other, scene.ago(29 * MIN), None),
             Verdict::Live(LiveReason::Heartbeating {
@@ -347,6 +478,7 @@ mod tests {
                 limit: 30 * MIN
             })
         );
+        let other = record_from("nas-2", "machine-2", scene.ago(30 * MIN));
         assert_eq!(
             scene.judge(&other, scene.ago(30 * MIN), None),
             Verdict::Stale(StaleReason::NoHeartbeat {
@@ -357,22 +489,79 @@ mod tests {
     }
 
     #[test]
-    fn owner_wall_clock_hours_off_changes_nothing() {
+    fn on_a_share_that_stamps_the_servers_clock_owner_skew_changes_nothing() {
+        // Owners 2 h behind or ahead: their records carry the server's clock they
+        // learned, and the server stamps the mtime; both agree.
         let scene = Scene::new();
-        // Owners whose clocks are 5 h behind or ahead write absurd timestamps; the
-        // server stamps their heartbeats all the same.
-        for skew in [-5.0 * 3600.0, 5.0 * 3600.0, 0.0] {
-            let owner_clock =
-                SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_700_000_000.0 + skew);
-            let other = record_from("nas-2", "machine-2", owner_clock);
+        for age in [MIN, 29 * MIN] {
+            let live = record_from("nas-2", "machine-2", scene.ago(age));
             assert!(
-                !scene.judge(&other, scene.ago(MIN), None).is_stale(),
+                !scene.judge(&live, scene.ago(age), None).is_stale(),
+                "{age:?}"
+            );
+        }
+        let dead = record_from("nas-2", "machine-2", scene.ago(31 * MIN));
+        assert!(scene.judge(&dead, scene.ago(31 * MIN), None).is_stale());
+    }
+
+    #[test]
+    fn on_a_share_that_stamps_the_writers_clock_skew_never_breaks_a_live_lock() {
+        // Kernel CIFS: the mtime is the owner's clock, 2 h slow or fast; the record's
+        // timestamp is the server's. Before, a 2 h slow owner's live lock was judged
+        // "stale: no heartbeat for 2h00m" on first sight.
+        let scene = Scene::new();
+        for skew in [-2.0 * 3600.0, 2.0 * 3600.0] {
+            let shifted = |at: SystemTime| {
+                if skew < 0.0 {
+                    at - Duration::from_secs_f64(-skew)
+                } else {
+                    at + Duration::from_secs_f64(skew)
+                }
+            };
+            // Heartbeating: a minute ago.
+            let live = record_from("nas-2", "machine-2", scene.ago(MIN));
+            let verdict = scene.judge(&live, shifted(scene.ago(MIN)), None);
+            assert_eq!(
+                verdict,
+                Verdict::Live(LiveReason::ClocksDisagree {
+                    age: MIN,
+                    watched: Duration::ZERO,
+                    limit: 30 * MIN
+                }),
                 "{skew}"
             );
-            assert!(
-                scene.judge(&other, scene.ago(31 * MIN), None).is_stale(),
+            // Dead for 31 minutes: its timestamp says so, on first sight.
+            let dead = record_from("nas-2", "machine-2", scene.ago(31 * MIN));
+            let mtime = shifted(scene.ago(31 * MIN));
+            assert_eq!(
+                scene.judge(&dead, mtime, None),
+                Verdict::Stale(StaleReason::NoHeartbeat {
+                    age: 31 * MIN,
+                    limit: 30 * MIN
+                }),
                 "{skew}"
             );
+            // An owner whose idea of the server's clock was 2 h fast: stale once watched
+            // unchanged for the whole limit.
+            let confused = record_from("nas-2", "machine-2", scene.server_now + 2 * HOUR);
+            let mtime = scene.server_now + 5 * HOUR;
+            assert!(!scene.judge_watched(&confused, mtime, 29 * MIN).is_stale());
+            assert!(scene.judge_watched(&confused, mtime, 30 * MIN).is_stale());
+        }
+    }
+
+    #[test]
+    fn a_record_without_a_timestamp_is_judged_by_its_mtime() {
+        let scene = Scene::new();
+        let mut record = LockRecord {
+            hostname: "nas-2".into(),
+            timestamp_clock: Some(super::super::record::TIMESTAMP_FROM_SERVER.into()),
+            ..LockRecord::default()
+        };
+        for timestamp in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            record.timestamp = timestamp;
+            let content = Content::Record(Box::new(record.clone()));
+            assert!(scene.judge(&content, scene.ago(31 * MIN), None).is_stale());
         }
     }
 
@@ -383,6 +572,16 @@ mod tests {
         let other = record_from("nas-2", "machine-2", scene.server_now);
         assert_eq!(
             scene.judge(&other, scene.server_now + 3 * HOUR, None),
+            Verdict::Live(LiveReason::ClocksDisagree {
+                age: Duration::ZERO,
+                watched: Duration::ZERO,
+                limit: 30 * MIN
+            })
+        );
+        // A legacy record without a timestamp: the mtime is all there is.
+        let legacy = record_from("nas-2", "machine-2", SystemTime::UNIX_EPOCH);
+        assert_eq!(
+            scene.judge(&legacy, scene.server_now + 3 * HOUR, None),
             Verdict::Live(LiveReason::Heartbeating {
                 age: Duration::ZERO,
                 limit: 30 * MIN
@@ -437,13 +636,14 @@ mod tests {
     #[test]
     fn same_host_unknown_owner_falls_back_to_the_mtime() {
         let scene = Scene::new();
-        let ours = record_from("nas-1", "machine-1", scene.server_now);
+        let ours = record_from("nas-1", "machine-1", scene.ago(MIN));
         let unknown = |_: u32, _: Option<&str>| Liveness::Unknown;
         assert!(
             !scene
                 .judge_with(&ours, scene.ago(MIN), None, unknown)
                 .is_stale()
         );
+        let ours = record_from("nas-1", "machine-1", scene.ago(31 * MIN));
         assert!(
             scene
                 .judge_with(&ours, scene.ago(31 * MIN), None, unknown)
