@@ -21,7 +21,6 @@ cd "$(dirname "$0")/../.."
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
 KNOWN_DEFECTS=(
-    "cifs:skewed_holder_clock_neither_breaks_a_live_lock_nor_keeps_a_stale_one issue 9 item 7: cifs stamps a heartbeat with the holder's clock"
     "nfs3:hammer_across_two_kernel_clients_never_overlaps ESTALE opening or reading a lock that the other client just retired is taken as an I/O error (src/lock.rs)"
     "nfs4.2:hammer_across_two_kernel_clients_never_overlaps the same ESTALE, less often"
 )
