@@ -450,7 +450,7 @@ fn simultaneous_claims_from_two_kernel_clients_have_one_winner() -> TestResult {
 #[test]
 #[ignore = "needs the kernel-client guests: scripts/uml/tests.sh"]
 fn claim_workload_on_two_kernel_clients_converts_every_file_exactly_once() -> TestResult {
-    const CLIPS: usize = 12;
+    const CLIPS: usize = 8;
     let Some(kc) = Kc::get("claim_workload_on_two_kernel_clients_converts_every_file_exactly_once")
     else {
         return Ok(());
@@ -659,10 +659,10 @@ fn skew_cases(kc: &Kc) -> TestResult {
                 &STALE_MS.to_string(),
             ])
         };
-        // Live: the holder heartbeats for 15 s; b tries for 10 s.
+        // Live: the holder heartbeats for 10 s; b tries for 7 s.
         let out = format!("live{offset}");
         let mut args = common(&out);
-        args.extend(strings(&["--mode", "hold", "--hold-ms", "15000"]));
+        args.extend(strings(&["--mode", "hold", "--hold-ms", "10000"]));
         let holder = kc.hammer("a", &args)?;
         if !wait_for(Duration::from_secs(30), || {
             fs::read_to_string(ctl_host.join(&out)).is_ok_and(|t| t.starts_with("acquired"))
@@ -670,7 +670,7 @@ fn skew_cases(kc: &Kc) -> TestResult {
             return Err(format!("the holder never acquired: {}", holder.output()).into());
         }
         let mut args = common(&format!("breaker{offset}"));
-        args.extend(strings(&["--iterations", "1", "--timeout-ms", "10000"]));
+        args.extend(strings(&["--iterations", "1", "--timeout-ms", "7000"]));
         let breaker = kc.hammer("b", &args)?;
         let (breaker_code, breaker_out) = breaker.wait(kc, Duration::from_secs(60))?;
         let (holder_code, holder_out) = holder.wait(kc, Duration::from_secs(60))?;
