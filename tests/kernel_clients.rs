@@ -20,6 +20,7 @@
 //! set a guest's clock apart (`skewed_...`, `what_...`) come last and put it back.
 #![cfg(target_os = "linux")]
 
+mod common;
 #[path = "../examples/lock_hammer/hammer.rs"]
 mod hammer;
 mod workload;
@@ -34,8 +35,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{long_h264_mkv, of_kind};
 use serde_json::{Value, json};
-use workload::{Outcome, assert_exactly_once, debris, make_clips, video_codec};
+use workload::{Outcome, assert_exactly_once, debris, loud, make_clips, video_codec, wait_for};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -301,35 +303,12 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// Says `message` on stderr past the test harness's capture.
-fn loud(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
-}
-
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn events(path: &Path) -> Vec<Value> {
     fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
-}
-
-fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    events.iter().filter(|e| e["event"] == kind).collect()
 }
 
 fn strings(values: &[&str]) -> Vec<String> {
@@ -510,13 +489,7 @@ fn crash_mid_transcode_on_one_client_the_other_takes_over_only_after_the_timeout
     let dir = kc.fresh_dir("crash")?;
     let lib_host = kc.export.join(&dir);
     let clip = lib_host.join("long.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=s=320x180:r=24:d=40"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"])
-        .arg(&clip)
-        .status()?;
-    assert!(status.success(), "ffmpeg made the clip");
+    long_h264_mkv(&clip, 40, "320x180");
     let original = fs::read(&clip)?;
     let (logs_host, logs_guest) = kc.ctl_dir("crash")?;
     let library = kc.shared(&dir).to_string_lossy().into_owned();

@@ -409,3 +409,24 @@ pub fn video_codec(path: &Path) -> String {
         .expect("ffprobe must be installed");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Says `message` on stderr past the test harness's capture (which takes only
+/// `eprintln!`), so a skip is seen even in a passing run.
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
