@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockSettings, Locker, lock_path};
-use workload::{Host, Launch, assert_exactly_once, copy_all, debris, make_clips};
+use workload::{Host, Launch, assert_exactly_once, copy_all, debris, loud, make_clips, wait_for};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -80,26 +80,6 @@ impl Net {
             .then_some(())
             .ok_or("the new directory never showed through mount B")?;
         Ok(name)
-    }
-}
-
-/// Says `message` on stderr past the test harness's capture (which takes only
-/// `eprintln!`), so a skip is seen even in a passing run.
-fn loud(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
-}
-
-fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }
 

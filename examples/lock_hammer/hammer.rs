@@ -62,6 +62,12 @@ struct Options {
     /// whose clock is off.
     #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
     clock_offset_secs: f64,
+    /// In `cycle` mode, create this file exclusively right after each claim and
+    /// remove it right before the release, failing if it exists: a witness of
+    /// mutual exclusion that needs no common clock, when every process reaches
+    /// one directory with a trustworthy `O_EXCL` (virtual machines of one host).
+    #[arg(long)]
+    witness: Option<PathBuf>,
     /// Give up (exit 2) when a claim takes longer than this.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
@@ -180,8 +186,18 @@ fn cycle(options: &Options) -> Result<u8, String> {
         let (guard, held) = acquire(&locker, &media, timeout, &mut jitter)?;
         held_total += held;
         let start = monotonic_ns();
+        if let Some(witness) = &options.witness {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(witness)
+                .map_err(|err| format!("two holders at once? {}: {err}", witness.display()))?;
+        }
         if options.hold_ms > 0 {
             thread::sleep(Duration::from_millis(options.hold_ms));
+        }
+        if let Some(witness) = &options.witness {
+            fs::remove_file(witness).map_err(|err| format!("{}: {err}", witness.display()))?;
         }
         let end = monotonic_ns();
         // Release checks the claim is still ours: an overlap would fail here too.

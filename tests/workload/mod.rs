@@ -278,26 +278,34 @@ pub fn finish(processes: &mut [Process], started: Instant, timeout: Duration) ->
     }
     outcome.elapsed = started.elapsed();
     for process in processes.iter() {
-        for event in process.events() {
+        outcome.tally(&process.host, &process.events());
+    }
+    outcome
+}
+
+impl Outcome {
+    /// Counts the `events` of one process of `host`.
+    pub fn tally(&mut self, host: &str, events: &[Value]) {
+        for event in events {
             let file = event["file"].as_str().map(file_name).unwrap_or_default();
             match event["event"].as_str() {
                 Some("converting") => {
-                    *outcome.converting.entry(file).or_default() += 1;
+                    *self.converting.entry(file).or_default() += 1;
                 }
                 Some("converted") => {
-                    *outcome.converted.entry(file).or_default() += 1;
-                    *outcome.per_host.entry(process.host.clone()).or_default() += 1;
+                    *self.converted.entry(file).or_default() += 1;
+                    *self.per_host.entry(host.to_owned()).or_default() += 1;
                 }
                 Some("skipped") => {
                     let reason = event["reason"].as_str().unwrap_or_default().to_owned();
-                    let entry = outcome.skipped.entry(reason).or_default();
+                    let entry = self.skipped.entry(reason).or_default();
                     entry.0 += 1;
                     if entry.1.is_empty() {
                         entry.1 = event["detail"].as_str().unwrap_or_default().to_owned();
                     }
                 }
-                Some("failed") => outcome.failed.push((
-                    process.host.clone(),
+                Some("failed") => self.failed.push((
+                    host.to_owned(),
                     file,
                     event["error"].as_str().unwrap_or_default().to_owned(),
                 )),
@@ -305,7 +313,6 @@ pub fn finish(processes: &mut [Process], started: Instant, timeout: Duration) ->
             }
         }
     }
-    outcome
 }
 
 fn file_name(path: &str) -> String {
@@ -401,4 +408,25 @@ pub fn video_codec(path: &Path) -> String {
         .output()
         .expect("ffprobe must be installed");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Says `message` on stderr past the test harness's capture (which takes only
+/// `eprintln!`), so a skip is seen even in a passing run.
+pub fn loud(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
+}
+
+/// Polls `done` every 20 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
