@@ -71,7 +71,7 @@ extract() {
 checks() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -c1-64)" = "$2" ]; }
 
 total=0 bytes=0 failed=0
-while IFS=$'\t' read -r name set registry package version path size sha what; do
+while IFS=$'\t' read -r name set registry package version path size sha _what; do
   case $name in '#'* | '') continue ;; esac
   case " $sets " in *" $set "*) ;; *) continue ;; esac
   total=$((total + 1))
