@@ -44,6 +44,11 @@ pub enum SkipReason {
     NameTooLong,
     /// Failed `cache::FAILURE_LIMIT` times on any hosts; `--retry-failed` tries again.
     TooManyFailures,
+    /// Its converted name (`x.avi` -> `x.mkv`) is already another file's.
+    OutputExists,
+    /// A stream ffprobe cannot describe (an audio track with no sample rate): no muxer
+    /// takes it, so every encode would fail.
+    UndescribedStream,
 }
 
 /// The outcome of looking at one file.
@@ -132,12 +137,44 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
     if let Some(skip) = too_new(file, rules) {
         return skip;
     }
+    // An audio extension that holds a real video (Theora in .ogg) is judged by its video.
     let decision = match file.kind {
-        MediaKind::Video => decide_video(file, info, rules),
-        MediaKind::Audio => decide_audio(file, info, rules),
+        MediaKind::Audio if info.main_video().is_none() => decide_audio(file, info, rules),
+        _ => decide_video(file, info, rules),
     };
     match decision {
-        Decision::Convert(plan) if !fits_work_names(file, &plan) => skip(
+        Decision::Convert(plan) => settle_names(file, info, plan),
+        skip => skip,
+    }
+}
+
+/// What the plan's names and streams allow: checked at plan time, so a dry run shows it and
+/// no encode is spent on a file that cannot be written whole.
+fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
+    if let Some(stream) = info.streams.iter().find(|s| s.undescribed) {
+        return skip(
+            SkipReason::UndescribedStream,
+            format!(
+                "audio stream #{} ({}) has no sample rate or channel count: the track is \
+                 damaged or cut, and no container can take it; repair or remux the file to \
+                 convert it",
+                stream.index, stream.codec
+            ),
+        );
+    }
+    if plan.output_path != file.path && std::fs::symlink_metadata(&plan.output_path).is_ok() {
+        let taken = plan.output_path.file_name().unwrap_or_default();
+        return skip(
+            SkipReason::OutputExists,
+            format!(
+                "it would become {}, which is already another file; rename one of the two to \
+                 convert it",
+                taken.to_string_lossy()
+            ),
+        );
+    }
+    if !fits_work_names(file, &plan) {
+        return skip(
             SkipReason::NameTooLong,
             format!(
                 "its name is {} bytes: the temp and backup names beside it would pass the \
@@ -145,9 +182,9 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
                 file.path.file_name().map_or(0, |n| n.len()),
                 crate::lock::MAX_NAME_BYTES
             ),
-        ),
-        decision => decision,
+        );
     }
+    Decision::Convert(plan)
 }
 
 fn fits_work_names(file: &MediaFile, plan: &Plan) -> bool {
@@ -328,6 +365,59 @@ mod tests {
             now,
         };
         (file, rules)
+    }
+
+    #[test]
+    fn a_taken_output_name_is_a_skip_at_plan_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, rules) = file("x", MediaKind::Video, 3600);
+        f.path = dir.path().join("test.avi");
+        std::fs::write(&f.path, b"avi").unwrap();
+        std::fs::write(dir.path().join("test.mkv"), b"mkv").unwrap();
+        let i = info(vec![stream(StreamKind::Video, "mpeg4")]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("test.avi cannot become test.mkv")
+        };
+        assert_eq!(reason, SkipReason::OutputExists);
+        assert!(
+            detail.contains("test.mkv") && detail.contains("rename"),
+            "{detail}"
+        );
+        // The same file keeping its name is no clash.
+        f.path = dir.path().join("test.mkv");
+        assert!(matches!(decide(&f, &i, &rules), Decision::Convert(_)));
+    }
+
+    #[test]
+    fn a_stream_ffprobe_cannot_describe_is_a_skip_naming_it() {
+        let (f, rules) = file("a.ts", MediaKind::Video, 3600);
+        let mut audio = stream(StreamKind::Audio, "mp3");
+        audio.index = 1;
+        audio.undescribed = true;
+        let i = info(vec![stream(StreamKind::Video, "mpeg2video"), audio]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("no muxer takes an audio track without a sample rate")
+        };
+        assert_eq!(reason, SkipReason::UndescribedStream);
+        assert!(detail.starts_with("audio stream #1 (mp3)"), "{detail}");
+    }
+
+    #[test]
+    fn theora_in_ogg_is_judged_by_its_video() {
+        let (f, rules) = file("a.ogg", MediaKind::Audio, 3600);
+        let i = info(vec![
+            stream(StreamKind::Video, "theora"),
+            stream(StreamKind::Audio, "vorbis"),
+        ]);
+        let Decision::Convert(plan) = decide(&f, &i, &rules) else {
+            panic!("Theora is converted, not skipped for its Vorbis audio")
+        };
+        assert_eq!(plan.output_path, PathBuf::from("/lib/a.mkv"));
+        // Vorbis alone, or with cover art, is still lossy audio.
+        let mut cover = stream(StreamKind::Video, "mjpeg");
+        cover.attached_pic = true;
+        let i = info(vec![stream(StreamKind::Audio, "vorbis"), cover]);
+        assert_eq!(reason(decide(&f, &i, &rules)), SkipReason::Lossy);
     }
 
     fn reason(decision: Decision) -> SkipReason {

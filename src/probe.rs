@@ -47,6 +47,10 @@ pub struct Stream {
     pub color: Option<Color>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dolby_vision: bool,
+    /// An audio stream whose sample rate or channel count ffprobe could not find (a
+    /// damaged or cut track): no muxer can write it, so the file cannot be converted whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undescribed: bool,
 }
 
 /// The colour description of a video stream.
@@ -116,6 +120,7 @@ impl Stream {
             attached_pic: false,
             color: None,
             dolby_vision: false,
+            undescribed: false,
         }
     }
 
@@ -252,6 +257,8 @@ struct RawStream {
     tags: std::collections::HashMap<String, String>,
     #[serde(default)]
     side_data_list: Vec<serde_json::Value>,
+    sample_rate: Option<String>,
+    channels: Option<u32>,
 }
 
 /// Parses `ffprobe -show_format -show_streams -print_format json` output.
@@ -322,6 +329,9 @@ impl Stream {
             attached_pic: raw.disposition.get("attached_pic").is_some_and(|&v| v != 0),
             color,
             dolby_vision,
+            undescribed: kind == StreamKind::Audio
+                && (raw.sample_rate.as_deref().is_some_and(|r| r == "0")
+                    || raw.channels == Some(0)),
         }
     }
 }
@@ -478,6 +488,19 @@ mod tests {
       ],
       "format": {"format_name": "matroska,webm", "duration": "1.023000", "bit_rate": "141231"}
     }"#;
+
+    #[test]
+    fn an_audio_track_without_rate_or_channels_is_undescribed() {
+        // As ffprobe 5.1 prints a cut MP3 track in an MPEG-TS (tests/corpus: sample.ts).
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"mpeg2video","width":720,"height":576},
+            {"index":1,"codec_type":"audio","codec_name":"mp3","sample_rate":"0","channels":0},
+            {"index":2,"codec_type":"audio","codec_name":"aac","sample_rate":"48000","channels":2}],
+            "format":{"format_name":"mpegts"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        let undescribed: Vec<bool> = info.streams.iter().map(|s| s.undescribed).collect();
+        assert_eq!(undescribed, [false, true, false]);
+    }
 
     #[test]
     fn parses_streams_languages_and_colour() {

@@ -119,6 +119,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
             attached_pic: false,
             color: (color != Color::default()).then_some(color),
             dolby_vision: false,
+            undescribed: false,
         });
     }
     if let Some(codec) = audio_codec {
