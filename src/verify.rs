@@ -102,7 +102,7 @@ pub fn duration_tolerance(source_secs: f64) -> f64 {
 pub fn verify(
     ffmpeg: &Path,
     ffprobe: &Path,
-    source: &MediaInfo,
+    (source_path, source): (&Path, &MediaInfo),
     output: &Path,
     container: Container,
     mode: VerifyMode,
@@ -122,8 +122,50 @@ pub fn verify(
     });
     let new = probed.map_err(VerifyError::Unreadable)?;
     compare(source, &new, container)?;
-    decoded?;
+    if let Err(err) = decoded {
+        let window = (source.duration_secs, mode);
+        if !damage_is_inherited(ffmpeg, source_path, output, window) {
+            return Err(err);
+        }
+    }
     Ok(new)
+}
+
+/// Whether every decode error of the new file is one its source has too: a copied audio
+/// track with a cut last frame is exactly as damaged in both, and not the new file's fault.
+/// Both are decoded through the same windows without stopping at the first error; the
+/// output must have errors (a failure with none is not explained) and none of its own.
+fn damage_is_inherited(
+    ffmpeg: &Path,
+    source: &Path,
+    output: &Path,
+    (duration, mode): (Option<f64>, VerifyMode),
+) -> bool {
+    let errors = |path| {
+        let args = decode_args(path, duration, mode, false);
+        let tail = match run_captured(ffmpeg, &args) {
+            Ok(captured) => captured.stderr_tail,
+            Err(failed) => failed.stderr_tail,
+        };
+        tail.iter()
+            .map(|l| without_addresses(l))
+            .collect::<Vec<_>>()
+    };
+    let (theirs, ours) = std::thread::scope(|scope| {
+        let theirs = scope.spawn(|| errors(source));
+        let ours = errors(output);
+        (theirs.join().unwrap_or_default(), ours)
+    });
+    !ours.is_empty() && ours.iter().all(|line| theirs.contains(line))
+}
+
+/// An ffmpeg log line without the context addresses (`[wmav2 @ 0x55d0c8a4e2c0]`), which
+/// differ from one process to the next.
+fn without_addresses(line: &str) -> String {
+    match (line.find(" @ 0x"), line.find(']')) {
+        (Some(at), Some(end)) if at < end => format!("{}{}", &line[..at], &line[end..]),
+        _ => line.to_string(),
+    }
 }
 
 /// The structural comparison: codec, duration, stream counts and languages.
@@ -187,10 +229,33 @@ fn decode_check(
     duration: Option<f64>,
     mode: VerifyMode,
 ) -> Result<(), VerifyError> {
-    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
+    let args = decode_args(output, duration, mode, true);
+    let captured = run_captured(ffmpeg, &args).map_err(VerifyError::Decode)?;
+    // A decoder that conceals damage still exits 0, but says so on stderr.
+    if captured.stderr_tail.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::DecodeErrors {
+            lines: captured.stderr_tail,
+        })
+    }
+}
+
+/// The decode command: windows at start, middle and end (quick) or everything (full);
+/// `strict` stops at the first error.
+fn decode_args(
+    path: &Path,
+    duration: Option<f64>,
+    mode: VerifyMode,
+    strict: bool,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-v", "error"]
         .iter()
         .map(OsString::from)
         .collect();
+    if strict {
+        args.push("-xerror".into());
+    }
     let windows = match (mode, duration) {
         (VerifyMode::Quick, Some(d)) if d > QUICK_MIN_SECS => {
             vec![
@@ -202,7 +267,7 @@ fn decode_check(
         _ => vec![],
     };
     if windows.is_empty() {
-        args.extend(["-i".into(), media_arg(output)]);
+        args.extend(["-i".into(), media_arg(path)]);
         args.extend(["-map", "0:v?", "-map", "0:a?"].map(OsString::from));
     } else {
         for start in &windows {
@@ -216,7 +281,7 @@ fn decode_check(
                 ]
                 .map(OsString::from),
             );
-            args.push(media_arg(output));
+            args.push(media_arg(path));
         }
         for i in 0..windows.len() {
             args.extend(["-map".into(), format!("{i}:v?").into()]);
@@ -226,15 +291,7 @@ fn decode_check(
     // The demuxer's time base: with the default (1/fps), frames near a seek point can round
     // to the same timestamp and the null muxer complains, which would read as damage.
     args.extend(["-enc_time_base:v", "-1", "-f", "null", "-"].map(OsString::from));
-    let captured = run_captured(ffmpeg, &args).map_err(VerifyError::Decode)?;
-    // A decoder that conceals damage still exits 0, but says so on stderr.
-    if captured.stderr_tail.is_empty() {
-        Ok(())
-    } else {
-        Err(VerifyError::DecodeErrors {
-            lines: captured.stderr_tail,
-        })
-    }
+    args
 }
 
 #[cfg(test)]
@@ -296,6 +353,18 @@ mod tests {
             Container::Matroska,
         );
         assert!(matches!(err, Err(VerifyError::Languages { .. })));
+    }
+
+    #[test]
+    fn log_lines_compare_without_their_addresses() {
+        assert_eq!(
+            without_addresses("[wmav2 @ 0x55d0c8a4e2c0] Input packet size too small (82 < 96)"),
+            "[wmav2] Input packet size too small (82 < 96)"
+        );
+        assert_eq!(
+            without_addresses("Error while decoding"),
+            "Error while decoding"
+        );
     }
 
     #[test]

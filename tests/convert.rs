@@ -496,7 +496,7 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
         let verdict = media_converter::verify::verify(
             Path::new("ffmpeg"),
             Path::new("ffprobe"),
-            &source,
+            (&d.join("long.mkv"), &source),
             &d.join("cut.mkv"),
             Container::Matroska,
             mode,
@@ -511,7 +511,7 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
         media_converter::verify::verify(
             Path::new("ffmpeg"),
             Path::new("ffprobe"),
-            &source,
+            (&d.join("long.mkv"), &source),
             &d.join("long.mkv"),
             Container::Matroska,
             mode,
