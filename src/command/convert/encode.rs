@@ -302,7 +302,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
     match verify::verify(
         &a.tools.ffmpeg,
         &a.tools.ffprobe,
-        a.info,
+        (&a.file.path, a.info),
         a.temp,
         a.plan.container,
         a.config.verify,
