@@ -43,6 +43,12 @@ pub struct Stream {
     /// Cover art stored as a video stream: never the main video.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_pic: bool,
+    /// A Matroska attachment's file name and MIME type (cover art read from Matroska is an
+    /// attachment shown as a video stream), so a cover can be attached again as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<Color>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -118,6 +124,8 @@ impl Stream {
             height: None,
             language: None,
             attached_pic: false,
+            filename: None,
+            mimetype: None,
             color: None,
             dolby_vision: false,
             undescribed: false,
@@ -311,11 +319,19 @@ impl Stream {
                 .and_then(|t| t.as_str())
                 .is_some_and(|t| t.contains("DOVI"))
         });
-        let language = raw
-            .tags
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("language"))
-            .map(|(_, v)| v.clone());
+        let tag = |name: &str| {
+            raw.tags
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let language = tag("language");
+        let attached_pic = raw.disposition.get("attached_pic").is_some_and(|&v| v != 0);
+        let (filename, mimetype) = if attached_pic {
+            (tag("filename"), tag("mimetype"))
+        } else {
+            (None, None)
+        };
         Stream {
             index: raw.index,
             kind,
@@ -326,7 +342,9 @@ impl Stream {
             width: raw.width,
             height: raw.height,
             language,
-            attached_pic: raw.disposition.get("attached_pic").is_some_and(|&v| v != 0),
+            attached_pic,
+            filename,
+            mimetype,
             color,
             dolby_vision,
             undescribed: kind == StreamKind::Audio

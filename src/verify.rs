@@ -46,6 +46,11 @@ pub enum VerifyError {
         source: Vec<String>,
         output: Vec<String>,
     },
+    /// Cover art did not come back as cover art (a cover turned into a video track).
+    CoverArt {
+        source: usize,
+        output: usize,
+    },
     Decode(CommandFailed),
     /// The decoder finished but reported damage (it conceals errors and exits 0).
     DecodeErrors {
@@ -80,6 +85,11 @@ impl fmt::Display for VerifyError {
             } => write!(
                 f,
                 "{kind:?} languages differ: original {source:?}, new {output:?}"
+            ),
+            VerifyError::CoverArt { source, output } => write!(
+                f,
+                "the new file has {output} cover images, the original {source} (a cover \
+                 would come back as a video track)"
             ),
             VerifyError::Decode(err) => write!(f, "the new file does not decode: {err}"),
             VerifyError::DecodeErrors { lines } => write!(
@@ -186,6 +196,13 @@ pub fn compare(
     .unwrap_or_else(|| "missing".into());
     if found != expected {
         return Err(VerifyError::WrongCodec { expected, found });
+    }
+    let covers = |info: &MediaInfo| info.streams.iter().filter(|s| s.attached_pic).count();
+    if covers(source) != covers(new) {
+        return Err(VerifyError::CoverArt {
+            source: covers(source),
+            output: covers(new),
+        });
     }
     if let Some(source_secs) = source.duration_secs {
         let output = new.duration_secs.unwrap_or(0.0);
@@ -364,6 +381,28 @@ mod tests {
         assert_eq!(
             without_addresses("Error while decoding"),
             "Error while decoding"
+        );
+    }
+
+    #[test]
+    fn a_cover_that_became_a_video_track_fails() {
+        let mut source = info("h264", 10.0, &["eng"]);
+        let mut cover = crate::probe::Stream::new(2, StreamKind::Video, "png");
+        cover.attached_pic = true;
+        source.streams.push(cover.clone());
+        let mut new = info("hevc", 10.0, &["eng"]);
+        cover.attached_pic = false;
+        new.streams.push(cover);
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(
+                err,
+                Err(VerifyError::CoverArt {
+                    source: 1,
+                    output: 0
+                })
+            ),
+            "{err:?}"
         );
     }
 

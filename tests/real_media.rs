@@ -451,3 +451,72 @@ fn every_file_of_the_corpus_is_converted_whole_or_left_with_a_true_reason() {
     assert!(problems.is_empty(), "{problems:#?}");
     assert_eq!(run.status.code(), Some(1), "failures make the exit code 1");
 }
+
+/// The cover image's bytes, as ffmpeg reads them from a file's first attached picture.
+fn cover_md5(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args([
+            "-map", "0:v", "-map", "-0:V", "-c", "copy", "-f", "md5", "-",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_matroska_cover_stays_a_cover_and_attachments_stay() {
+    let Some(corpus) = corpus() else { return };
+    let library = tempfile::tempdir().unwrap();
+    let file = library.path().join("flashmob.mkv");
+    fs::copy(corpus.join("flashmob.mkv"), &file).unwrap();
+    age(&file);
+    let source = ffprobe(&corpus.join("flashmob.mkv"));
+    // A quality low enough that this already small H.264 shrinks. A temp directory of its
+    // own shows what the run leaves there.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = cmd()
+        .env("TMPDIR", tmp.path())
+        .args([
+            "--json",
+            "--quality",
+            "36",
+            "--preset",
+            "veryfast",
+            "--file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let events = events(&out);
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    let new = ffprobe(&file);
+    let shapes = |p: &Value| {
+        let mut s = stream_shapes(p, true);
+        s.iter_mut().find(|s| s.0 == "video").unwrap().1 = "main".into();
+        s.sort();
+        s
+    };
+    assert_eq!(shapes(&source), shapes(&new));
+    let cover = cover_md5(&corpus.join("flashmob.mkv"));
+    assert!(cover.starts_with("MD5="), "{cover}");
+    assert_eq!(
+        cover_md5(&file),
+        cover,
+        "the cover image is not the same bytes"
+    );
+    let attachment_names = |p: &Value| -> Vec<String> {
+        let mut names: Vec<String> = p["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["tags"]["filename"].as_str().map(String::from))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(attachment_names(&source), attachment_names(&new));
+    // The copy of the cover made for the encode is gone.
+    assert_eq!(walk(tmp.path()), Vec::<PathBuf>::new());
+}

@@ -117,6 +117,8 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
             height: dimension(fields, "height"),
             language: None,
             attached_pic: false,
+            filename: None,
+            mimetype: None,
             color: (color != Color::default()).then_some(color),
             dolby_vision: false,
             undescribed: false,
