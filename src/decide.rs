@@ -68,6 +68,23 @@ pub struct Plan {
     pub estimated_bytes: u64,
     /// The least saving, in percent, that makes the new file worth keeping.
     pub min_savings_pct: f64,
+    /// The even frame size an odd-sized video is cropped to (its last column or row):
+    /// HEVC in 4:2:0 has no odd sizes, and x265 refuses them.
+    pub crop_to: Option<(u32, u32)>,
+}
+
+impl Plan {
+    /// What the conversion does, for the dry run and the log.
+    pub fn describe(&self) -> String {
+        if self.container == Container::Flac {
+            return "to FLAC".into();
+        }
+        let mut text = format!("to HEVC in {}", self.container.muxer());
+        if let Some((w, h)) = self.crop_to {
+            text += &format!(", cropped to {w}x{h} (HEVC needs an even width and height)");
+        }
+        text
+    }
 }
 
 /// The containers this tool writes.
@@ -217,11 +234,16 @@ fn decide_video(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         );
     }
     let container = video_container(&file.path);
+    let crop_to = match (video.width, video.height) {
+        (Some(w), Some(h)) if w % 2 == 1 || h % 2 == 1 => Some((w & !1, h & !1)),
+        _ => None,
+    };
     Decision::Convert(Plan {
         container,
         output_path: output_path(&file.path, container),
         estimated_bytes: estimate_video_bytes(file.size, info, &video.codec),
         min_savings_pct: rules.min_savings_pct,
+        crop_to,
     })
 }
 
@@ -249,6 +271,7 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         // A compressed lossless source becomes FLAC for compatibility, as long as it does
         // not grow; PCM must save what the user asked.
         min_savings_pct: if pcm { rules.min_savings_pct } else { 0.0 },
+        crop_to: None,
     })
 }
 
@@ -365,6 +388,28 @@ mod tests {
             now,
         };
         (file, rules)
+    }
+
+    #[test]
+    fn an_odd_frame_size_is_cropped_to_even_at_plan_time() {
+        let (f, rules) = file("a.mpg", MediaKind::Video, 3600);
+        let mut video = stream(StreamKind::Video, "mpeg1video");
+        (video.width, video.height) = (Some(720), Some(405));
+        let Decision::Convert(plan) = decide(&f, &info(vec![video.clone()]), &rules) else {
+            panic!("an odd size converts, cropped")
+        };
+        assert_eq!(plan.crop_to, Some((720, 404)));
+        assert!(
+            plan.describe().contains("cropped to 720x404"),
+            "{}",
+            plan.describe()
+        );
+        (video.width, video.height) = (Some(1920), Some(1080));
+        let Decision::Convert(plan) = decide(&f, &info(vec![video]), &rules) else {
+            panic!()
+        };
+        assert_eq!(plan.crop_to, None);
+        assert_eq!(plan.describe(), "to HEVC in matroska");
     }
 
     #[test]

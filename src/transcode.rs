@@ -190,10 +190,13 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
                     .streams_of(StreamKind::Video)
                     .take_while(|s| s.index != main.index)
                     .count();
-                args.extend(
-                    job.encoder
-                        .video_args(out_index, main, job.settings, job.hdr),
-                );
+                let mut video = job
+                    .encoder
+                    .video_args(out_index, main, job.settings, job.hdr);
+                if let Some((w, h)) = job.plan.crop_to {
+                    crop_first(&mut video, out_index, w, h);
+                }
+                args.extend(video);
                 if container.is_iso_family() {
                     // Apple players only play HEVC tagged hvc1, not ffmpeg's default hev1.
                     push(&mut args, &[&format!("-tag:v:{out_index}"), "hvc1"]);
@@ -230,6 +233,23 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
     push(&mut args, &["-f", job.plan.container.muxer()]);
     args.push(media_arg(job.output));
     FfmpegArgs { args, dropped }
+}
+
+/// Puts a crop to `w`x`h` (from the top left) before the encoder's own filter of the main
+/// video (a hardware upload), or as its only filter.
+fn crop_first(video_args: &mut Vec<OsString>, out_index: usize, w: u32, h: u32) {
+    let option = format!("-filter:v:{out_index}");
+    let crop = format!("crop={w}:{h}:0:0");
+    match video_args.iter().position(|a| *a == *option) {
+        Some(at) if at + 1 < video_args.len() => {
+            let chain = format!("{crop},{}", video_args[at + 1].to_string_lossy());
+            video_args[at + 1] = chain.into();
+        }
+        _ => {
+            video_args.push(option.into());
+            video_args.push(crop.into());
+        }
+    }
 }
 
 fn push(args: &mut Vec<OsString>, items: &[&str]) {
@@ -351,6 +371,7 @@ mod tests {
             output_path: PathBuf::from("out"),
             estimated_bytes: 0,
             min_savings_pct: 10.0,
+            crop_to: None,
         }
     }
 
@@ -460,6 +481,19 @@ mod tests {
         );
         // Dropping the list removes the copies; a missing one is no error.
         drop(covers);
+    }
+
+    #[test]
+    fn an_odd_size_is_cropped_before_any_upload_filter() {
+        let mut plain: Vec<OsString> = vec!["-c:v:1".into(), "libx265".into()];
+        crop_first(&mut plain, 1, 720, 404);
+        assert_eq!(plain[2..], ["-filter:v:1", "crop=720:404:0:0"]);
+        let mut upload: Vec<OsString> = vec!["-filter:v:0".into(), "format=nv12,hwupload".into()];
+        crop_first(&mut upload, 0, 720, 404);
+        assert_eq!(
+            upload,
+            ["-filter:v:0", "crop=720:404:0:0,format=nv12,hwupload"]
+        );
     }
 
     #[test]

@@ -519,3 +519,49 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
         .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
     }
 }
+
+#[test]
+fn an_odd_frame_size_is_cropped_to_even_and_the_dry_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let odd = d.join("odd.mkv");
+    // 4:4:4 lets H.264 have odd sizes; HEVC in 4:2:0 cannot.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=322x182:r=24:d=1",
+        "-vf",
+        "format=yuv444p,crop=321:181:0:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        odd.to_str().unwrap(),
+    ]);
+    age_all(d);
+    let (_, events) = run_json(d, &["--dry-run"]);
+    let plan = event_for(&events, "planned", &odd).expect("planned");
+    assert_eq!(plan["action"], "convert", "{plan}");
+    assert!(
+        plan["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cropped to 320x180"),
+        "{plan}"
+    );
+
+    let (out, events) = run_json(d, &["--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert!(
+        event_for(&events, "converted", &odd).is_some(),
+        "{events:#?}"
+    );
+    let probe = ffprobe(&odd);
+    let video = &probe["streams"][0];
+    assert_eq!(video["codec_name"], "hevc");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+}
