@@ -116,7 +116,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 codec: codec.clone(),
                 action: PlannedAction::Convert,
                 reason: None,
-                detail: format!("to HEVC in {}", plan.container.muxer()),
+                detail: plan.describe(),
                 size_bytes: file.size,
                 estimated_bytes: plan.estimated_bytes,
             });
