@@ -49,6 +49,21 @@ pub enum SkipReason {
     /// A stream ffprobe cannot describe (an audio track with no sample rate): no muxer
     /// takes it, so every encode would fail.
     UndescribedStream,
+    /// The video has an alpha channel, which the HEVC encode cannot keep;
+    /// `--allow-alpha-loss` converts anyway.
+    Alpha,
+    /// The video carries closed captions (A53), which the HEVC encode does not keep;
+    /// `--allow-caption-loss` converts anyway.
+    ClosedCaptions,
+}
+
+/// Losses the user accepted on the command line, each named in the `converted` event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllowedLosses {
+    /// `--allow-alpha-loss`
+    pub alpha: bool,
+    /// `--allow-caption-loss`
+    pub captions: bool,
 }
 
 /// The outcome of looking at one file.
@@ -129,6 +144,7 @@ pub struct Rules {
     pub min_age: Duration,
     pub min_savings_pct: f64,
     pub allow_dv_loss: bool,
+    pub allow: AllowedLosses,
     pub now: SystemTime,
 }
 
@@ -231,6 +247,23 @@ fn decide_video(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         return skip(
             SkipReason::DolbyVision,
             "Dolby Vision would be lost; pass --allow-dv-loss to convert anyway",
+        );
+    }
+    if video.has_alpha() && !rules.allow.alpha {
+        return skip(
+            SkipReason::Alpha,
+            format!(
+                "the video has an alpha channel ({}), which the HEVC encode cannot keep; \
+                 pass --allow-alpha-loss to convert it without",
+                video.pix_fmt.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    if video.closed_captions && !rules.allow.captions {
+        return skip(
+            SkipReason::ClosedCaptions,
+            "the video carries closed captions (CEA-608/708 inside the video stream), which \
+             the HEVC encode does not keep; pass --allow-caption-loss to convert it without",
         );
     }
     let container = video_container(&file.path);
@@ -385,9 +418,39 @@ mod tests {
             min_age: Duration::from_secs(300),
             min_savings_pct: 10.0,
             allow_dv_loss: false,
+            allow: AllowedLosses::default(),
             now,
         };
         (file, rules)
+    }
+
+    #[test]
+    fn alpha_and_captions_are_skipped_unless_their_loss_is_allowed() {
+        let (f, mut rules) = file("a.mov", MediaKind::Video, 3600);
+        let mut rle = stream(StreamKind::Video, "qtrle");
+        rle.pix_fmt = Some("argb".into());
+        let mut cc = stream(StreamKind::Video, "h264");
+        cc.closed_captions = true;
+        assert_eq!(
+            reason(decide(&f, &info(vec![rle.clone()]), &rules)),
+            SkipReason::Alpha
+        );
+        assert_eq!(
+            reason(decide(&f, &info(vec![cc.clone()]), &rules)),
+            SkipReason::ClosedCaptions
+        );
+        rules.allow = AllowedLosses {
+            alpha: true,
+            captions: true,
+        };
+        assert!(matches!(
+            decide(&f, &info(vec![rle]), &rules),
+            Decision::Convert(_)
+        ));
+        assert!(matches!(
+            decide(&f, &info(vec![cc]), &rules),
+            Decision::Convert(_)
+        ));
     }
 
     #[test]

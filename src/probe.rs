@@ -53,6 +53,9 @@ pub struct Stream {
     pub color: Option<Color>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dolby_vision: bool,
+    /// CEA-608/708 closed captions carried inside the video stream (A53 side data).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_captions: bool,
     /// An audio stream whose sample rate or channel count ffprobe could not find (a
     /// damaged or cut track): no muxer can write it, so the file cannot be converted whole.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -128,6 +131,7 @@ impl Stream {
             mimetype: None,
             color: None,
             dolby_vision: false,
+            closed_captions: false,
             undescribed: false,
         }
     }
@@ -138,6 +142,11 @@ impl Stream {
             .as_ref()
             .and_then(|c| c.transfer.as_deref())
             .is_some_and(|t| t == "smpte2084" || t == "arib-std-b67")
+    }
+
+    /// Whether the pixels carry an alpha channel (`argb` of QuickTime RLE, `yuva420p`, ...).
+    pub fn has_alpha(&self) -> bool {
+        self.pix_fmt.as_deref().is_some_and(pix_fmt_has_alpha)
     }
 
     /// More than 8 bits per sample.
@@ -267,6 +276,7 @@ struct RawStream {
     side_data_list: Vec<serde_json::Value>,
     sample_rate: Option<String>,
     channels: Option<u32>,
+    closed_captions: Option<u8>,
 }
 
 /// Parses `ffprobe -show_format -show_streams -print_format json` output.
@@ -347,11 +357,22 @@ impl Stream {
             mimetype,
             color,
             dolby_vision,
+            closed_captions: raw.closed_captions.is_some_and(|c| c != 0),
             undescribed: kind == StreamKind::Audio
                 && (raw.sample_rate.as_deref().is_some_and(|r| r == "0")
                     || raw.channels == Some(0)),
         }
     }
+}
+
+/// Whether a pixel format carries alpha: `yuva*`, `rgba*`, `bgra*`, `argb`, `abgr`,
+/// `gbrap*`, `ya8`, `ya16*`, `ayuv*`.
+pub fn pix_fmt_has_alpha(pix_fmt: &str) -> bool {
+    [
+        "yuva", "rgba", "bgra", "argb", "abgr", "gbrap", "ya8", "ya16", "ayuv",
+    ]
+    .iter()
+    .any(|prefix| pix_fmt.starts_with(prefix))
 }
 
 /// Bits per sample implied by a pixel format name: `yuv420p10le` -> 10, `yuv420p` -> 8.
@@ -506,6 +527,26 @@ mod tests {
       ],
       "format": {"format_name": "matroska,webm", "duration": "1.023000", "bit_rate": "141231"}
     }"#;
+
+    #[test]
+    fn alpha_and_closed_captions_are_seen() {
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p",
+             "closed_captions":1},
+            {"index":1,"codec_type":"video","codec_name":"qtrle","pix_fmt":"argb",
+             "closed_captions":0}],
+            "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        let seen: Vec<(bool, bool)> = info
+            .streams
+            .iter()
+            .map(|s| (s.closed_captions, s.has_alpha()))
+            .collect();
+        assert_eq!(seen, [(true, false), (false, true)]);
+        for plain in ["yuv420p", "yuv420p10le", "rgb24", "pal8", "gray"] {
+            assert!(!pix_fmt_has_alpha(plain), "{plain}");
+        }
+    }
 
     #[test]
     fn an_audio_track_without_rate_or_channels_is_undescribed() {

@@ -196,6 +196,13 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
                 if let Some((w, h)) = job.plan.crop_to {
                     crop_first(&mut video, out_index, w, h);
                 }
+                // Accepted on the command line (decided at plan time), and said.
+                if main.has_alpha() {
+                    dropped.push(format!("alpha channel of stream #{}", main.index));
+                }
+                if main.closed_captions {
+                    dropped.push(format!("closed captions of stream #{}", main.index));
+                }
                 args.extend(video);
                 if container.is_iso_family() {
                     // Apple players only play HEVC tagged hvc1, not ffmpeg's default hev1.

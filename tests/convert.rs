@@ -565,3 +565,44 @@ fn an_odd_frame_size_is_cropped_to_even_and_the_dry_run_says_so() {
         (Some(320), Some(180))
     );
 }
+
+#[test]
+fn an_alpha_channel_is_kept_or_the_file_skipped_and_its_loss_named_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rle = d.join("titles.mov");
+    // QuickTime RLE with alpha, as title cards and motion graphics come.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=24:d=1",
+        "-vf",
+        "format=argb",
+        "-c:v",
+        "qtrle",
+        rle.to_str().unwrap(),
+    ]);
+    age_all(d);
+    let before = fs::read(&rle).unwrap();
+    let (_, events) = run_json(d, &["--dry-run"]);
+    let plan = event_for(&events, "planned", &rle).expect("planned");
+    assert_eq!(plan["reason"], "alpha", "{plan}");
+    let (out, events) = run_json(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let skipped = event_for(&events, "skipped", &rle).expect("skipped");
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-alpha-loss"),
+        "{skipped}"
+    );
+    assert_eq!(fs::read(&rle).unwrap(), before);
+
+    let (out, events) = run_json(d, &["--allow-alpha-loss", "--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let converted = event_for(&events, "converted", &rle).expect("converted");
+    let dropped = converted["dropped"].to_string();
+    assert!(dropped.contains("alpha channel"), "{converted}");
+}

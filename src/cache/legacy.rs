@@ -121,6 +121,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
             mimetype: None,
             color: (color != Color::default()).then_some(color),
             dolby_vision: false,
+            closed_captions: false,
             undescribed: false,
         });
     }
