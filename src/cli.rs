@@ -220,6 +220,15 @@ struct ConvertArgs {
     #[arg(long)]
     allow_dv_loss: bool,
 
+    /// Convert videos with an alpha channel too, losing it (named in `dropped`).
+    #[arg(long)]
+    allow_alpha_loss: bool,
+
+    /// Convert videos carrying closed captions (CEA-608/708) too, losing them (named in
+    /// `dropped`).
+    #[arg(long)]
+    allow_caption_loss: bool,
+
     /// HEVC encoder; `auto` picks the fastest one that passes a one-frame trial here.
     #[arg(long, value_enum, default_value_t = EncoderArg::Auto)]
     encoder: EncoderArg,
@@ -488,6 +497,10 @@ impl ConvertArgs {
             keep_original: self.keep_original,
             follow_links: self.follow_links,
             allow_dv_loss: self.allow_dv_loss,
+            allow: crate::decide::AllowedLosses {
+                alpha: self.allow_alpha_loss,
+                captions: self.allow_caption_loss,
+            },
             probe_jobs: self
                 .probe_jobs
                 .map(usize::from)
