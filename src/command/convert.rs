@@ -39,6 +39,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
         allow_dv_loss: config.allow_dv_loss,
+        allow: config.allow,
         now: SystemTime::now(),
     };
 
