@@ -15,6 +15,7 @@ pub mod fresh;
 pub mod gpu;
 pub mod identity;
 pub mod lock;
+pub mod neighbours;
 pub mod output;
 pub mod probe;
 pub mod process;
