@@ -443,6 +443,24 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         }
         Err(ClaimRefused::Failed(error)) => return FileOutcome::Abandoned(error),
     };
+    if let Some(hold) = crate::neighbours::held_by_original(&file.path, SystemTime::now()) {
+        if crate::neighbours::first_sighting() {
+            let message = crate::neighbours::at_work_message(&hold);
+            reporter.emit(Event::Warning {
+                file: None,
+                message,
+            });
+        }
+        drop(claim);
+        return FileOutcome::SkippedFor {
+            reason: SkipReason::Locked,
+            host: hold.hostname.unwrap_or_else(|| "unknown".into()),
+            detail: format!(
+                "held by the original mediabox tool ({})",
+                hold.lock.display()
+            ),
+        };
+    }
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
     // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
