@@ -34,6 +34,9 @@ pub struct Cli {
 
     #[command(flatten)]
     output: OutputArgs,
+
+    #[command(flatten)]
+    tools: ToolArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +317,17 @@ struct OutputArgs {
     log_file: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct ToolArgs {
+    /// The ffmpeg to run (else $MEDIA_CONVERTER_FFMPEG, else the first on PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    ffmpeg: Option<PathBuf>,
+
+    /// The ffprobe to run (else $MEDIA_CONVERTER_FFPROBE, else the first on PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    ffprobe: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum TypeArg {
     Video,
@@ -410,6 +424,14 @@ pub enum RunCommand {
 }
 
 impl Cli {
+    /// The ffmpeg and ffprobe named on the command line.
+    pub fn tool_choice(&self) -> crate::tools::ToolChoice {
+        crate::tools::ToolChoice {
+            ffmpeg: self.tools.ffmpeg.clone(),
+            ffprobe: self.tools.ffprobe.clone(),
+        }
+    }
+
     /// Turns the clap types into plain configuration.
     pub fn into_command(self) -> (RunCommand, OutputConfig) {
         let output = OutputConfig {
