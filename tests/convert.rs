@@ -387,7 +387,15 @@ fn exit_codes_match_the_table() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
     // ffmpeg missing: 2, with the fix named.
-    let no_ffmpeg = cmd().arg("--dir").arg(d).env("PATH", d).output().unwrap();
+    let no_ffmpeg = cmd()
+        .arg("--dir")
+        .arg(d)
+        .env("PATH", d)
+        // Nothing names another ffmpeg either (the tests also run against a second build).
+        .env_remove("MEDIA_CONVERTER_FFMPEG")
+        .env_remove("MEDIA_CONVERTER_FFPROBE")
+        .output()
+        .unwrap();
     assert_eq!(no_ffmpeg.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_ffmpeg.stderr).contains("install ffmpeg"));
     // A failing file: 1 (covered with real bad files above); an unreadable --file: 2.
