@@ -403,6 +403,7 @@ mod tests {
             duration_secs: Some(60.0),
             bit_rate: None,
             streams,
+            chapters: 0,
         }
     }
 

@@ -20,6 +20,13 @@ pub struct MediaInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bit_rate: Option<u64>,
     pub streams: Vec<Stream>,
+    /// How many chapters it has (0 in caches written before they were counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chapters: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One stream of a media file.
@@ -40,6 +47,14 @@ pub struct Stream {
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// The dispositions players act on: the track chosen by default, one shown even with
+    /// subtitles off (forced), one for the hard of hearing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_default: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hearing_impaired: bool,
     /// Cover art stored as a video stream: never the main video.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_pic: bool,
@@ -126,6 +141,9 @@ impl Stream {
             width: None,
             height: None,
             language: None,
+            is_default: false,
+            forced: false,
+            hearing_impaired: false,
             attached_pic: false,
             filename: None,
             mimetype: None,
@@ -184,6 +202,7 @@ pub fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError> {
         "json",
         "-show_format",
         "-show_streams",
+        "-show_chapters",
     ]
     .iter()
     .map(OsString::from)
@@ -245,6 +264,8 @@ struct RawProbe {
     #[serde(default)]
     streams: Vec<RawStream>,
     format: Option<RawFormat>,
+    #[serde(default)]
+    chapters: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -283,7 +304,11 @@ struct RawStream {
 pub fn parse_ffprobe_json(bytes: &[u8]) -> Result<MediaInfo, serde_json::Error> {
     let raw: RawProbe = serde_json::from_slice(bytes)?;
     let format = raw.format;
-    let streams = raw.streams.into_iter().map(Stream::from_raw).collect();
+    let streams = raw
+        .streams
+        .into_iter()
+        .map(Stream::from_raw)
+        .collect::<Vec<_>>();
     Ok(MediaInfo {
         container: format
             .as_ref()
@@ -298,6 +323,7 @@ pub fn parse_ffprobe_json(bytes: &[u8]) -> Result<MediaInfo, serde_json::Error> 
             .and_then(|f| f.bit_rate.as_deref())
             .and_then(|b| b.parse().ok()),
         streams,
+        chapters: u32::try_from(raw.chapters.len()).unwrap_or(u32::MAX),
     })
 }
 
@@ -336,7 +362,8 @@ impl Stream {
                 .map(|(_, v)| v.clone())
         };
         let language = tag("language");
-        let attached_pic = raw.disposition.get("attached_pic").is_some_and(|&v| v != 0);
+        let flag = |name: &str| raw.disposition.get(name).is_some_and(|&v| v != 0);
+        let attached_pic = flag("attached_pic");
         let (filename, mimetype) = if attached_pic {
             (tag("filename"), tag("mimetype"))
         } else {
@@ -352,6 +379,9 @@ impl Stream {
             width: raw.width,
             height: raw.height,
             language,
+            is_default: flag("default"),
+            forced: flag("forced"),
+            hearing_impaired: flag("hearing_impaired"),
             attached_pic,
             filename,
             mimetype,
@@ -527,6 +557,25 @@ mod tests {
       ],
       "format": {"format_name": "matroska,webm", "duration": "1.023000", "bit_rate": "141231"}
     }"#;
+
+    #[test]
+    fn chapters_and_the_marks_players_act_on_are_read() {
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"subtitle","codec_name":"subrip",
+             "disposition":{"default":1,"forced":1,"hearing_impaired":0}},
+            {"index":1,"codec_type":"subtitle","codec_name":"subrip",
+             "disposition":{"default":0,"forced":0,"hearing_impaired":1}}],
+            "chapters":[{"id":0},{"id":1}],
+            "format":{"format_name":"matroska,webm"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        assert_eq!(info.chapters, 2);
+        let marks: Vec<_> = info
+            .streams
+            .iter()
+            .map(|s| (s.is_default, s.forced, s.hearing_impaired))
+            .collect();
+        assert_eq!(marks, [(true, true, false), (false, false, true)]);
+    }
 
     #[test]
     fn alpha_and_closed_captions_are_seen() {

@@ -46,6 +46,16 @@ pub enum VerifyError {
         source: Vec<String>,
         output: Vec<String>,
     },
+    /// A default, forced or hearing-impaired mark of the source is missing in the output.
+    Dispositions {
+        kind: StreamKind,
+        lost: Vec<String>,
+    },
+    /// Fewer chapters than the source.
+    Chapters {
+        source: u32,
+        output: u32,
+    },
     /// Cover art did not come back as cover art (a cover turned into a video track).
     CoverArt {
         source: usize,
@@ -85,6 +95,13 @@ impl fmt::Display for VerifyError {
             } => write!(
                 f,
                 "{kind:?} languages differ: original {source:?}, new {output:?}"
+            ),
+            VerifyError::Dispositions { kind, lost } => {
+                write!(f, "{kind:?} streams lost their marks: {}", lost.join(", "))
+            }
+            VerifyError::Chapters { source, output } => write!(
+                f,
+                "the new file has {output} chapters, the original {source}"
             ),
             VerifyError::CoverArt { source, output } => write!(
                 f,
@@ -233,8 +250,42 @@ pub fn compare(
                 output: b,
             });
         }
+        let lost = lost_marks(source, new, kind);
+        if !lost.is_empty() {
+            return Err(VerifyError::Dispositions { kind, lost });
+        }
+    }
+    // Only a loss counts: a cache written before chapters were counted says 0.
+    if new.chapters < source.chapters {
+        return Err(VerifyError::Chapters {
+            source: source.chapters,
+            output: new.chapters,
+        });
     }
     Ok(())
+}
+
+/// The default, forced and hearing-impaired marks of the source's streams of `kind` that
+/// the output's stream in the same place lacks. A mark the output adds is no loss (Matroska
+/// marks the first track default when the source marked none).
+fn lost_marks(source: &MediaInfo, new: &MediaInfo, kind: StreamKind) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (i, (a, b)) in source
+        .streams_of(kind)
+        .zip(new.streams_of(kind))
+        .enumerate()
+    {
+        for (name, had, has) in [
+            ("default", a.is_default, b.is_default),
+            ("forced", a.forced, b.forced),
+            ("hearing impaired", a.hearing_impaired, b.hearing_impaired),
+        ] {
+            if had && !has {
+                lost.push(format!("#{i} {name}"));
+            }
+        }
+    }
+    lost
 }
 
 /// Decodes the new file: windows at start, middle and end (quick) or everything (full).
@@ -381,6 +432,35 @@ mod tests {
         assert_eq!(
             without_addresses("Error while decoding"),
             "Error while decoding"
+        );
+    }
+
+    #[test]
+    fn a_lost_forced_or_default_mark_or_chapter_fails_an_added_one_does_not() {
+        let mut source = info("h264", 10.0, &["eng", "fra"]);
+        source.streams[2].forced = true;
+        source.chapters = 3;
+        let mut new = info("hevc", 10.0, &["eng", "fra"]);
+        new.chapters = 3;
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(&err, Err(VerifyError::Dispositions { lost, .. }) if lost == &["#1 forced"]),
+            "{err:?}"
+        );
+        new.streams[2].forced = true;
+        new.streams[1].is_default = true;
+        assert!(compare(&source, &new, Container::Matroska).is_ok());
+        new.chapters = 0;
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(
+                err,
+                Err(VerifyError::Chapters {
+                    source: 3,
+                    output: 0
+                })
+            ),
+            "{err:?}"
         );
     }
 
