@@ -151,23 +151,29 @@ pub fn verify(
     compare(source, &new, container)?;
     if let Err(err) = decoded {
         let window = (source.duration_secs, mode);
-        if !damage_is_inherited(ffmpeg, source_path, output, window) {
-            return Err(err);
-        }
+        return match own_decode_errors(ffmpeg, source_path, output, window) {
+            None => Ok(new),
+            // ffmpeg stopped without a word: its own errors are the reason to show.
+            Some(lines) if matches!(&err, VerifyError::Decode(f) if f.stderr_tail.is_empty()) => {
+                Err(VerifyError::DecodeErrors { lines })
+            }
+            Some(_) => Err(err),
+        };
     }
     Ok(new)
 }
 
-/// Whether every decode error of the new file is one its source has too: a copied audio
-/// track with a cut last frame is exactly as damaged in both, and not the new file's fault.
-/// Both are decoded through the same windows without stopping at the first error; the
-/// output must have errors (a failure with none is not explained) and none of its own.
-fn damage_is_inherited(
+/// The new file's decode errors that its source does not have, or `None` when every one is
+/// also the source's: a copied audio track with a cut last frame is exactly as damaged in
+/// both, and not the new file's fault. Both are decoded through the same windows without
+/// stopping at the first error; a new file with no error at all is not excused (a failure
+/// with nothing said is not explained).
+fn own_decode_errors(
     ffmpeg: &Path,
     source: &Path,
     output: &Path,
     (duration, mode): (Option<f64>, VerifyMode),
-) -> bool {
+) -> Option<Vec<String>> {
     let errors = |path| {
         let args = decode_args(path, duration, mode, false);
         let tail = match run_captured(ffmpeg, &args) {
@@ -183,7 +189,18 @@ fn damage_is_inherited(
         let ours = errors(output);
         (theirs.join().unwrap_or_default(), ours)
     });
-    !ours.is_empty() && ours.iter().all(|line| theirs.contains(line))
+    let own: Vec<String> = ours
+        .iter()
+        .filter(|line| !theirs.contains(line))
+        .cloned()
+        .collect();
+    match (ours.is_empty(), own.is_empty()) {
+        (false, true) => None,
+        (true, _) => Some(vec![
+            "the strict decode failed, the full one found no error".into(),
+        ]),
+        (false, false) => Some(own),
+    }
 }
 
 /// An ffmpeg log line without the context addresses (`[wmav2 @ 0x55d0c8a4e2c0]`), which
