@@ -614,3 +614,51 @@ fn an_alpha_channel_is_kept_or_the_file_skipped_and_its_loss_named_when_allowed(
     let dropped = converted["dropped"].to_string();
     assert!(dropped.contains("alpha channel"), "{converted}");
 }
+
+#[test]
+fn chapters_and_forced_subtitles_come_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let chapters = d.join("chapters.txt");
+    fs::write(
+        &chapters,
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n\
+         [CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n",
+    )
+    .unwrap();
+    let plain = d.join("plain.mkv");
+    h264_aac_srt_mkv(&plain);
+    let film = d.join("film.mkv");
+    ffmpeg(&[
+        "-i",
+        plain.to_str().unwrap(),
+        "-i",
+        chapters.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map_chapters",
+        "1",
+        "-c",
+        "copy",
+        "-disposition:s:0",
+        "forced",
+        film.to_str().unwrap(),
+    ]);
+    fs::remove_file(&plain).unwrap();
+    fs::remove_file(&chapters).unwrap();
+    age_all(d);
+    let (out, events) = run_json(d, &["--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert!(
+        event_for(&events, "converted", &film).is_some(),
+        "{events:#?}"
+    );
+    let info = media_converter::probe::probe(Path::new("ffprobe"), &film).unwrap();
+    assert_eq!(info.chapters, 2);
+    let sub = info
+        .streams
+        .iter()
+        .find(|s| s.kind == media_converter::probe::StreamKind::Subtitle)
+        .unwrap();
+    assert!(sub.forced, "{sub:?}");
+}
