@@ -118,17 +118,16 @@ fn find_with(
 mod tests {
     use super::*;
 
+    // Executable files are a Unix notion here; Windows goes by PATHEXT.
+    #[cfg(unix)]
     #[test]
     fn a_flag_beats_the_environment_which_beats_path() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("ffmpeg-6"), dir.path().join("ffmpeg-7"));
         for tool in [&a, &b] {
             std::fs::write(tool, "#!/bin/sh\n").unwrap();
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
+            std::fs::set_permissions(tool, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let found = find_with("ffmpeg", Some(&a), Some(b.clone().into_os_string())).unwrap();
         assert_eq!((found.path, found.chosen_by), (a.clone(), ChosenBy::Flag));
