@@ -185,10 +185,13 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
         Container::Flac => push(&mut args, &["-c:a", "flac"]),
         container => {
             if let Some(main) = job.info.main_video() {
+                // Its place among the output's video streams: covers attached again as
+                // attachments are not among them.
                 let out_index = job
                     .info
                     .streams_of(StreamKind::Video)
                     .take_while(|s| s.index != main.index)
+                    .filter(|s| !job.covers.files.iter().any(|c| c.stream_index == s.index))
                     .count();
                 let mut video = job
                     .encoder
@@ -478,6 +481,7 @@ mod tests {
             &covers,
         );
         assert!(args.contains("-map 0 -map -0:3 -c copy"), "{args}");
+        assert!(args.contains("-c:v:0 libx265"), "{args}");
         // The font is attachment 0, the cover attachment 1.
         assert!(
             args.contains(
@@ -488,6 +492,27 @@ mod tests {
         );
         // Dropping the list removes the copies; a missing one is no error.
         drop(covers);
+
+        // A cover before the main video: the video is the output's first video stream.
+        let json = r#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"mjpeg","disposition":{"attached_pic":1}},
+            {"index":1,"codec_type":"video","codec_name":"mpeg4","pix_fmt":"yuv420p"}],
+            "format":{"format_name":"avi","duration":"1.0"}}"#;
+        let covers = Covers {
+            files: vec![Cover {
+                stream_index: 0,
+                path: PathBuf::from("/tmp/cover.jpg"),
+                filename: "cover.jpg".into(),
+                mimetype: "image/jpeg".into(),
+            }],
+        };
+        let (args, _) = args_with_covers(
+            json,
+            Container::Matroska,
+            &EncoderSetup::software(),
+            &covers,
+        );
+        assert!(args.contains("-map -0:0 -c copy -c:v:0 libx265"), "{args}");
     }
 
     #[test]
