@@ -46,30 +46,25 @@ pub fn media_kind(path: &Path) -> Option<MediaKind> {
     }
 }
 
-/// Name endings of files that another program is still writing: a download client's
-/// (`.part`, qBittorrent's `.!qB`, a browser's `.crdownload`) or an encoder's temp output
-/// (`.tmp.mp4`, `.part.mkv`). Taking one for media would convert half a file.
-const MID_WRITE_MARKS: &[&str] = &[
-    "part",
-    "partial",
-    "tmp",
-    "temp",
-    "!qb",
-    "crdownload",
-    "download",
-];
+/// Extensions of files that another program is still writing: a download client's
+/// (`.part`, qBittorrent's `.!qB`, a browser's `.crdownload`). Taking one for media would
+/// convert half a file.
+const MID_WRITE_EXTENSIONS: &[&str] = &["part", "partial", "tmp", "temp", "!qb", "crdownload"];
 
-/// Whether a name is a file that another program is still writing (see `MID_WRITE_MARKS`):
-/// the mark is the extension, or the extension before a media extension.
+/// The same marks before a media extension, as encoders and downloaders name their output
+/// until it is done (`Movie.tmp.mp4`, `Movie.part.mkv`).
+const MID_WRITE_INFIXES: &[&str] = &["part", "partial", "tmp", "temp"];
+
+/// Whether a name is a file that another program is still writing (see
+/// `MID_WRITE_EXTENSIONS` and `MID_WRITE_INFIXES`).
 pub fn is_mid_write(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy().to_ascii_lowercase();
     let mut parts = name.rsplit('.');
     let last = parts.next().unwrap_or_default();
     let before = parts.next();
-    let marked = |ext: &str| MID_WRITE_MARKS.contains(&ext);
-    marked(last)
+    MID_WRITE_EXTENSIONS.contains(&last)
         || (media_kind(Path::new(&name)).is_some()
-            && before.is_some_and(marked)
+            && before.is_some_and(|infix| MID_WRITE_INFIXES.contains(&infix))
             && parts.next().is_some())
 }
 
@@ -305,6 +300,7 @@ mod tests {
             "Part.One.mkv",
             "The.Temp.Job.1999.mkv",
             "Movie.mkv",
+            "Free.Download.mkv",
         ] {
             assert!(!is_mid_write(name.as_ref()), "{name}");
         }
