@@ -856,6 +856,7 @@ mod tests {
                 height: Some(90),
                 ..Stream::new(0, StreamKind::Video, codec)
             }],
+            chapters: 0,
         }
     }
 

@@ -37,6 +37,9 @@ pub struct Cli {
 
     #[command(flatten)]
     output: OutputArgs,
+
+    #[command(flatten)]
+    tools: ToolArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,6 +226,15 @@ struct ConvertArgs {
     #[arg(long)]
     allow_dv_loss: bool,
 
+    /// Convert videos with an alpha channel too, losing it (named in `dropped`).
+    #[arg(long)]
+    allow_alpha_loss: bool,
+
+    /// Convert videos carrying closed captions (CEA-608/708) too, losing them (named in
+    /// `dropped`).
+    #[arg(long)]
+    allow_caption_loss: bool,
+
     /// HEVC encoder; `auto` picks the fastest one that passes a one-frame trial here.
     #[arg(long, value_enum, default_value_t = EncoderArg::Auto)]
     encoder: EncoderArg,
@@ -327,6 +339,17 @@ struct OutputArgs {
     /// Also append plain timestamped log lines to this file.
     #[arg(long, global = true, value_name = "PATH")]
     log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ToolArgs {
+    /// The ffmpeg to run (else $MEDIA_CONVERTER_FFMPEG, else the first on PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    ffmpeg: Option<PathBuf>,
+
+    /// The ffprobe to run (else $MEDIA_CONVERTER_FFPROBE, else the first on PATH).
+    #[arg(long, global = true, value_name = "PATH")]
+    ffprobe: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -462,6 +485,14 @@ impl Cli {
         }
     }
 
+    /// The ffmpeg and ffprobe named on the command line.
+    pub fn tool_choice(&self) -> crate::tools::ToolChoice {
+        crate::tools::ToolChoice {
+            ffmpeg: self.tools.ffmpeg.clone(),
+            ffprobe: self.tools.ffprobe.clone(),
+        }
+    }
+
     /// Turns the clap types into plain configuration.
     pub fn into_command(self) -> (RunCommand, OutputConfig) {
         let output = OutputConfig {
@@ -549,6 +580,10 @@ impl ConvertArgs {
             keep_original: self.keep_original,
             follow_links: self.follow_links,
             allow_dv_loss: self.allow_dv_loss,
+            allow: crate::decide::AllowedLosses {
+                alpha: self.allow_alpha_loss,
+                captions: self.allow_caption_loss,
+            },
             probe_jobs: self
                 .probe_jobs
                 .map(usize::from)

@@ -107,6 +107,7 @@ pub struct ConvertConfig {
     pub keep_original: bool,
     pub follow_links: bool,
     pub allow_dv_loss: bool,
+    pub allow: crate::decide::AllowedLosses,
     /// How many ffprobe processes run at once.
     pub probe_jobs: usize,
     /// How many conversions run at once on this host.

@@ -44,6 +44,26 @@ pub enum SkipReason {
     NameTooLong,
     /// Failed `cache::FAILURE_LIMIT` times on any hosts; `--retry-failed` tries again.
     TooManyFailures,
+    /// Its converted name (`x.avi` -> `x.mkv`) is already another file's.
+    OutputExists,
+    /// A stream ffprobe cannot describe (an audio track with no sample rate): no muxer
+    /// takes it, so every encode would fail.
+    UndescribedStream,
+    /// The video has an alpha channel, which the HEVC encode cannot keep;
+    /// `--allow-alpha-loss` converts anyway.
+    Alpha,
+    /// The video carries closed captions (A53), which the HEVC encode does not keep;
+    /// `--allow-caption-loss` converts anyway.
+    ClosedCaptions,
+}
+
+/// Losses the user accepted on the command line, each named in the `converted` event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllowedLosses {
+    /// `--allow-alpha-loss`
+    pub alpha: bool,
+    /// `--allow-caption-loss`
+    pub captions: bool,
 }
 
 /// The outcome of looking at one file.
@@ -63,6 +83,23 @@ pub struct Plan {
     pub estimated_bytes: u64,
     /// The least saving, in percent, that makes the new file worth keeping.
     pub min_savings_pct: f64,
+    /// The even frame size an odd-sized video is cropped to (its last column or row):
+    /// HEVC in 4:2:0 has no odd sizes, and x265 refuses them.
+    pub crop_to: Option<(u32, u32)>,
+}
+
+impl Plan {
+    /// What the conversion does, for the dry run and the log.
+    pub fn describe(&self) -> String {
+        if self.container == Container::Flac {
+            return "to FLAC".into();
+        }
+        let mut text = format!("to HEVC in {}", self.container.muxer());
+        if let Some((w, h)) = self.crop_to {
+            text += &format!(", cropped to {w}x{h} (HEVC needs an even width and height)");
+        }
+        text
+    }
 }
 
 /// The containers this tool writes.
@@ -107,6 +144,7 @@ pub struct Rules {
     pub min_age: Duration,
     pub min_savings_pct: f64,
     pub allow_dv_loss: bool,
+    pub allow: AllowedLosses,
     pub now: SystemTime,
 }
 
@@ -132,12 +170,44 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
     if let Some(skip) = too_new(file, rules) {
         return skip;
     }
+    // An audio extension that holds a real video (Theora in .ogg) is judged by its video.
     let decision = match file.kind {
-        MediaKind::Video => decide_video(file, info, rules),
-        MediaKind::Audio => decide_audio(file, info, rules),
+        MediaKind::Audio if info.main_video().is_none() => decide_audio(file, info, rules),
+        _ => decide_video(file, info, rules),
     };
     match decision {
-        Decision::Convert(plan) if !fits_work_names(file, &plan) => skip(
+        Decision::Convert(plan) => settle_names(file, info, plan),
+        skip => skip,
+    }
+}
+
+/// What the plan's names and streams allow: checked at plan time, so a dry run shows it and
+/// no encode is spent on a file that cannot be written whole.
+fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
+    if let Some(stream) = info.streams.iter().find(|s| s.undescribed) {
+        return skip(
+            SkipReason::UndescribedStream,
+            format!(
+                "audio stream #{} ({}) has no sample rate or channel count: the track is \
+                 damaged or cut, and no container can take it; repair or remux the file to \
+                 convert it",
+                stream.index, stream.codec
+            ),
+        );
+    }
+    if plan.output_path != file.path && std::fs::symlink_metadata(&plan.output_path).is_ok() {
+        let taken = plan.output_path.file_name().unwrap_or_default();
+        return skip(
+            SkipReason::OutputExists,
+            format!(
+                "it would become {}, which is already another file; rename one of the two to \
+                 convert it",
+                taken.to_string_lossy()
+            ),
+        );
+    }
+    if !fits_work_names(file, &plan) {
+        return skip(
             SkipReason::NameTooLong,
             format!(
                 "its name is {} bytes: the temp and backup names beside it would pass the \
@@ -145,9 +215,9 @@ pub fn decide(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
                 file.path.file_name().map_or(0, |n| n.len()),
                 crate::lock::MAX_NAME_BYTES
             ),
-        ),
-        decision => decision,
+        );
     }
+    Decision::Convert(plan)
 }
 
 fn fits_work_names(file: &MediaFile, plan: &Plan) -> bool {
@@ -179,12 +249,34 @@ fn decide_video(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
             "Dolby Vision would be lost; pass --allow-dv-loss to convert anyway",
         );
     }
+    if video.has_alpha() && !rules.allow.alpha {
+        return skip(
+            SkipReason::Alpha,
+            format!(
+                "the video has an alpha channel ({}), which the HEVC encode cannot keep; \
+                 pass --allow-alpha-loss to convert it without",
+                video.pix_fmt.as_deref().unwrap_or_default()
+            ),
+        );
+    }
+    if video.closed_captions && !rules.allow.captions {
+        return skip(
+            SkipReason::ClosedCaptions,
+            "the video carries closed captions (CEA-608/708 inside the video stream), which \
+             the HEVC encode does not keep; pass --allow-caption-loss to convert it without",
+        );
+    }
     let container = video_container(&file.path);
+    let crop_to = match (video.width, video.height) {
+        (Some(w), Some(h)) if w % 2 == 1 || h % 2 == 1 => Some((w & !1, h & !1)),
+        _ => None,
+    };
     Decision::Convert(Plan {
         container,
         output_path: output_path(&file.path, container),
         estimated_bytes: estimate_video_bytes(file.size, info, &video.codec),
         min_savings_pct: rules.min_savings_pct,
+        crop_to,
     })
 }
 
@@ -212,6 +304,7 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         // A compressed lossless source becomes FLAC for compatibility, as long as it does
         // not grow; PCM must save what the user asked.
         min_savings_pct: if pcm { rules.min_savings_pct } else { 0.0 },
+        crop_to: None,
     })
 }
 
@@ -310,6 +403,7 @@ mod tests {
             duration_secs: Some(60.0),
             bit_rate: None,
             streams,
+            chapters: 0,
         }
     }
 
@@ -325,9 +419,114 @@ mod tests {
             min_age: Duration::from_secs(300),
             min_savings_pct: 10.0,
             allow_dv_loss: false,
+            allow: AllowedLosses::default(),
             now,
         };
         (file, rules)
+    }
+
+    #[test]
+    fn alpha_and_captions_are_skipped_unless_their_loss_is_allowed() {
+        let (f, mut rules) = file("a.mov", MediaKind::Video, 3600);
+        let mut rle = stream(StreamKind::Video, "qtrle");
+        rle.pix_fmt = Some("argb".into());
+        let mut cc = stream(StreamKind::Video, "h264");
+        cc.closed_captions = true;
+        assert_eq!(
+            reason(decide(&f, &info(vec![rle.clone()]), &rules)),
+            SkipReason::Alpha
+        );
+        assert_eq!(
+            reason(decide(&f, &info(vec![cc.clone()]), &rules)),
+            SkipReason::ClosedCaptions
+        );
+        rules.allow = AllowedLosses {
+            alpha: true,
+            captions: true,
+        };
+        assert!(matches!(
+            decide(&f, &info(vec![rle]), &rules),
+            Decision::Convert(_)
+        ));
+        assert!(matches!(
+            decide(&f, &info(vec![cc]), &rules),
+            Decision::Convert(_)
+        ));
+    }
+
+    #[test]
+    fn an_odd_frame_size_is_cropped_to_even_at_plan_time() {
+        let (f, rules) = file("a.mpg", MediaKind::Video, 3600);
+        let mut video = stream(StreamKind::Video, "mpeg1video");
+        (video.width, video.height) = (Some(720), Some(405));
+        let Decision::Convert(plan) = decide(&f, &info(vec![video.clone()]), &rules) else {
+            panic!("an odd size converts, cropped")
+        };
+        assert_eq!(plan.crop_to, Some((720, 404)));
+        assert!(
+            plan.describe().contains("cropped to 720x404"),
+            "{}",
+            plan.describe()
+        );
+        (video.width, video.height) = (Some(1920), Some(1080));
+        let Decision::Convert(plan) = decide(&f, &info(vec![video]), &rules) else {
+            panic!()
+        };
+        assert_eq!(plan.crop_to, None);
+        assert_eq!(plan.describe(), "to HEVC in matroska");
+    }
+
+    #[test]
+    fn a_taken_output_name_is_a_skip_at_plan_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut f, rules) = file("x", MediaKind::Video, 3600);
+        f.path = dir.path().join("test.avi");
+        std::fs::write(&f.path, b"avi").unwrap();
+        std::fs::write(dir.path().join("test.mkv"), b"mkv").unwrap();
+        let i = info(vec![stream(StreamKind::Video, "mpeg4")]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("test.avi cannot become test.mkv")
+        };
+        assert_eq!(reason, SkipReason::OutputExists);
+        assert!(
+            detail.contains("test.mkv") && detail.contains("rename"),
+            "{detail}"
+        );
+        // The same file keeping its name is no clash.
+        f.path = dir.path().join("test.mkv");
+        assert!(matches!(decide(&f, &i, &rules), Decision::Convert(_)));
+    }
+
+    #[test]
+    fn a_stream_ffprobe_cannot_describe_is_a_skip_naming_it() {
+        let (f, rules) = file("a.ts", MediaKind::Video, 3600);
+        let mut audio = stream(StreamKind::Audio, "mp3");
+        audio.index = 1;
+        audio.undescribed = true;
+        let i = info(vec![stream(StreamKind::Video, "mpeg2video"), audio]);
+        let Decision::Skip { reason, detail } = decide(&f, &i, &rules) else {
+            panic!("no muxer takes an audio track without a sample rate")
+        };
+        assert_eq!(reason, SkipReason::UndescribedStream);
+        assert!(detail.starts_with("audio stream #1 (mp3)"), "{detail}");
+    }
+
+    #[test]
+    fn theora_in_ogg_is_judged_by_its_video() {
+        let (f, rules) = file("a.ogg", MediaKind::Audio, 3600);
+        let i = info(vec![
+            stream(StreamKind::Video, "theora"),
+            stream(StreamKind::Audio, "vorbis"),
+        ]);
+        let Decision::Convert(plan) = decide(&f, &i, &rules) else {
+            panic!("Theora is converted, not skipped for its Vorbis audio")
+        };
+        assert_eq!(plan.output_path, PathBuf::from("/lib/a.mkv"));
+        // Vorbis alone, or with cover art, is still lossy audio.
+        let mut cover = stream(StreamKind::Video, "mjpeg");
+        cover.attached_pic = true;
+        let i = info(vec![stream(StreamKind::Audio, "vorbis"), cover]);
+        assert_eq!(reason(decide(&f, &i, &rules)), SkipReason::Lossy);
     }
 
     fn reason(decision: Decision) -> SkipReason {

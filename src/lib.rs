@@ -15,6 +15,7 @@ pub mod fresh;
 pub mod gpu;
 pub mod identity;
 pub mod lock;
+pub mod neighbours;
 pub mod output;
 pub mod probe;
 pub mod process;
@@ -26,6 +27,7 @@ pub mod signal;
 pub mod space;
 pub mod survey;
 pub mod swap;
+pub mod tools;
 pub mod transcode;
 pub mod unattended;
 pub mod verify;
@@ -38,6 +40,7 @@ use output::Reporter;
 
 /// Runs a parsed command line and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
+    tools::choose(cli.tool_choice());
     let (command, output) = cli.into_command();
     process::trace_commands(output.verbose && !output.json);
     let reporter = match Reporter::new(output) {

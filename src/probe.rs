@@ -20,6 +20,13 @@ pub struct MediaInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bit_rate: Option<u64>,
     pub streams: Vec<Stream>,
+    /// How many chapters it has (0 in caches written before they were counted).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chapters: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One stream of a media file.
@@ -40,13 +47,34 @@ pub struct Stream {
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// The dispositions players act on: the track chosen by default, one shown even with
+    /// subtitles off (forced), one for the hard of hearing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_default: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hearing_impaired: bool,
     /// Cover art stored as a video stream: never the main video.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub attached_pic: bool,
+    /// A Matroska attachment's file name and MIME type (cover art read from Matroska is an
+    /// attachment shown as a video stream), so a cover can be attached again as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mimetype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<Color>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dolby_vision: bool,
+    /// CEA-608/708 closed captions carried inside the video stream (A53 side data).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_captions: bool,
+    /// An audio stream whose sample rate or channel count ffprobe could not find (a
+    /// damaged or cut track): no muxer can write it, so the file cannot be converted whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undescribed: bool,
 }
 
 /// The colour description of a video stream.
@@ -113,9 +141,16 @@ impl Stream {
             width: None,
             height: None,
             language: None,
+            is_default: false,
+            forced: false,
+            hearing_impaired: false,
             attached_pic: false,
+            filename: None,
+            mimetype: None,
             color: None,
             dolby_vision: false,
+            closed_captions: false,
+            undescribed: false,
         }
     }
 
@@ -125,6 +160,11 @@ impl Stream {
             .as_ref()
             .and_then(|c| c.transfer.as_deref())
             .is_some_and(|t| t == "smpte2084" || t == "arib-std-b67")
+    }
+
+    /// Whether the pixels carry an alpha channel (`argb` of QuickTime RLE, `yuva420p`, ...).
+    pub fn has_alpha(&self) -> bool {
+        self.pix_fmt.as_deref().is_some_and(pix_fmt_has_alpha)
     }
 
     /// More than 8 bits per sample.
@@ -162,6 +202,7 @@ pub fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError> {
         "json",
         "-show_format",
         "-show_streams",
+        "-show_chapters",
     ]
     .iter()
     .map(OsString::from)
@@ -223,6 +264,8 @@ struct RawProbe {
     #[serde(default)]
     streams: Vec<RawStream>,
     format: Option<RawFormat>,
+    #[serde(default)]
+    chapters: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -252,13 +295,20 @@ struct RawStream {
     tags: std::collections::HashMap<String, String>,
     #[serde(default)]
     side_data_list: Vec<serde_json::Value>,
+    sample_rate: Option<String>,
+    channels: Option<u32>,
+    closed_captions: Option<u8>,
 }
 
 /// Parses `ffprobe -show_format -show_streams -print_format json` output.
 pub fn parse_ffprobe_json(bytes: &[u8]) -> Result<MediaInfo, serde_json::Error> {
     let raw: RawProbe = serde_json::from_slice(bytes)?;
     let format = raw.format;
-    let streams = raw.streams.into_iter().map(Stream::from_raw).collect();
+    let streams = raw
+        .streams
+        .into_iter()
+        .map(Stream::from_raw)
+        .collect::<Vec<_>>();
     Ok(MediaInfo {
         container: format
             .as_ref()
@@ -273,6 +323,7 @@ pub fn parse_ffprobe_json(bytes: &[u8]) -> Result<MediaInfo, serde_json::Error> 
             .and_then(|f| f.bit_rate.as_deref())
             .and_then(|b| b.parse().ok()),
         streams,
+        chapters: u32::try_from(raw.chapters.len()).unwrap_or(u32::MAX),
     })
 }
 
@@ -304,11 +355,20 @@ impl Stream {
                 .and_then(|t| t.as_str())
                 .is_some_and(|t| t.contains("DOVI"))
         });
-        let language = raw
-            .tags
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("language"))
-            .map(|(_, v)| v.clone());
+        let tag = |name: &str| {
+            raw.tags
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let language = tag("language");
+        let flag = |name: &str| raw.disposition.get(name).is_some_and(|&v| v != 0);
+        let attached_pic = flag("attached_pic");
+        let (filename, mimetype) = if attached_pic {
+            (tag("filename"), tag("mimetype"))
+        } else {
+            (None, None)
+        };
         Stream {
             index: raw.index,
             kind,
@@ -319,11 +379,30 @@ impl Stream {
             width: raw.width,
             height: raw.height,
             language,
-            attached_pic: raw.disposition.get("attached_pic").is_some_and(|&v| v != 0),
+            is_default: flag("default"),
+            forced: flag("forced"),
+            hearing_impaired: flag("hearing_impaired"),
+            attached_pic,
+            filename,
+            mimetype,
             color,
             dolby_vision,
+            closed_captions: raw.closed_captions.is_some_and(|c| c != 0),
+            undescribed: kind == StreamKind::Audio
+                && (raw.sample_rate.as_deref().is_some_and(|r| r == "0")
+                    || raw.channels == Some(0)),
         }
     }
+}
+
+/// Whether a pixel format carries alpha: `yuva*`, `rgba*`, `bgra*`, `argb`, `abgr`,
+/// `gbrap*`, `ya8`, `ya16*`, `ayuv*`.
+pub fn pix_fmt_has_alpha(pix_fmt: &str) -> bool {
+    [
+        "yuva", "rgba", "bgra", "argb", "abgr", "gbrap", "ya8", "ya16", "ayuv",
+    ]
+    .iter()
+    .any(|prefix| pix_fmt.starts_with(prefix))
 }
 
 /// Bits per sample implied by a pixel format name: `yuv420p10le` -> 10, `yuv420p` -> 8.
@@ -478,6 +557,58 @@ mod tests {
       ],
       "format": {"format_name": "matroska,webm", "duration": "1.023000", "bit_rate": "141231"}
     }"#;
+
+    #[test]
+    fn chapters_and_the_marks_players_act_on_are_read() {
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"subtitle","codec_name":"subrip",
+             "disposition":{"default":1,"forced":1,"hearing_impaired":0}},
+            {"index":1,"codec_type":"subtitle","codec_name":"subrip",
+             "disposition":{"default":0,"forced":0,"hearing_impaired":1}}],
+            "chapters":[{"id":0},{"id":1}],
+            "format":{"format_name":"matroska,webm"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        assert_eq!(info.chapters, 2);
+        let marks: Vec<_> = info
+            .streams
+            .iter()
+            .map(|s| (s.is_default, s.forced, s.hearing_impaired))
+            .collect();
+        assert_eq!(marks, [(true, true, false), (false, false, true)]);
+    }
+
+    #[test]
+    fn alpha_and_closed_captions_are_seen() {
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p",
+             "closed_captions":1},
+            {"index":1,"codec_type":"video","codec_name":"qtrle","pix_fmt":"argb",
+             "closed_captions":0}],
+            "format":{"format_name":"mov,mp4,m4a,3gp,3g2,mj2"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        let seen: Vec<(bool, bool)> = info
+            .streams
+            .iter()
+            .map(|s| (s.closed_captions, s.has_alpha()))
+            .collect();
+        assert_eq!(seen, [(true, false), (false, true)]);
+        for plain in ["yuv420p", "yuv420p10le", "rgb24", "pal8", "gray"] {
+            assert!(!pix_fmt_has_alpha(plain), "{plain}");
+        }
+    }
+
+    #[test]
+    fn an_audio_track_without_rate_or_channels_is_undescribed() {
+        // As ffprobe 5.1 prints a cut MP3 track in an MPEG-TS (tests/corpus: sample.ts).
+        let json = br#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"mpeg2video","width":720,"height":576},
+            {"index":1,"codec_type":"audio","codec_name":"mp3","sample_rate":"0","channels":0},
+            {"index":2,"codec_type":"audio","codec_name":"aac","sample_rate":"48000","channels":2}],
+            "format":{"format_name":"mpegts"}}"#;
+        let info = parse_ffprobe_json(json).unwrap();
+        let undescribed: Vec<bool> = info.streams.iter().map(|s| s.undescribed).collect();
+        assert_eq!(undescribed, [false, true, false]);
+    }
 
     #[test]
     fn parses_streams_languages_and_colour() {

@@ -21,9 +21,10 @@ pub struct Tools {
 }
 
 impl Tools {
-    /// Finds ffmpeg and ffprobe on `PATH`, or says how to install them.
+    /// Finds ffmpeg and ffprobe as chosen (`crate::tools`: flag, environment, `PATH`), or
+    /// says how to install them.
     pub fn locate() -> Result<Tools, ToolsMissing> {
-        let find = |name: &'static str| which::which(name).map_err(|_| ToolsMissing { name });
+        let find = |name: &'static str| crate::tools::find(name).map(|found| found.path);
         Ok(Tools {
             ffmpeg: find("ffmpeg")?,
             ffprobe: find("ffprobe")?,
@@ -35,10 +36,15 @@ impl Tools {
 #[derive(Debug)]
 pub struct ToolsMissing {
     pub name: &'static str,
+    /// Why the tool named by `--ffmpeg`/`--ffprobe` or the environment is not usable.
+    pub chosen: Option<String>,
 }
 
 impl fmt::Display for ToolsMissing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(chosen) = &self.chosen {
+            return write!(f, "{chosen}");
+        }
         write!(
             f,
             "{} not found on PATH; install ffmpeg (Debian/Ubuntu: `sudo apt-get install ffmpeg`, \

@@ -6,9 +6,11 @@ use std::time::SystemTime;
 
 use crate::config::MediaKind;
 
-/// Video file extensions, lower case.
+/// Video file extensions, lower case: what libraries, cameras (`mts`, `3gp`) and the web
+/// (`webm`, `ogv`) leave.
 pub const VIDEO_EXTENSIONS: &[&str] = &[
-    "mkv", "mp4", "m4v", "avi", "mov", "wmv", "flv", "ts", "m2ts", "mpg", "mpeg", "vob",
+    "mkv", "mp4", "m4v", "avi", "mov", "wmv", "flv", "ts", "m2ts", "mpg", "mpeg", "vob", "webm",
+    "mts", "m2t", "ogv", "3gp", "3g2", "asf", "divx", "f4v",
 ];
 
 /// Audio file extensions, lower case.
@@ -42,6 +44,28 @@ pub fn media_kind(path: &Path) -> Option<MediaKind> {
     } else {
         None
     }
+}
+
+/// Extensions of files that another program is still writing: a download client's
+/// (`.part`, qBittorrent's `.!qB`, a browser's `.crdownload`). Taking one for media would
+/// convert half a file.
+const MID_WRITE_EXTENSIONS: &[&str] = &["part", "partial", "tmp", "temp", "!qb", "crdownload"];
+
+/// The same marks before a media extension, as encoders and downloaders name their output
+/// until it is done (`Movie.tmp.mp4`, `Movie.part.mkv`).
+const MID_WRITE_INFIXES: &[&str] = &["part", "partial", "tmp", "temp"];
+
+/// Whether a name is a file that another program is still writing (see
+/// `MID_WRITE_EXTENSIONS` and `MID_WRITE_INFIXES`).
+pub fn is_mid_write(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy().to_ascii_lowercase();
+    let mut parts = name.rsplit('.');
+    let last = parts.next().unwrap_or_default();
+    let before = parts.next();
+    MID_WRITE_EXTENSIONS.contains(&last)
+        || (media_kind(Path::new(&name)).is_some()
+            && before.is_some_and(|infix| MID_WRITE_INFIXES.contains(&infix))
+            && parts.next().is_some())
 }
 
 /// Whether a name is hidden (dot file) or one of this tool's own lock, temp or cache files.
@@ -148,7 +172,7 @@ fn list(
             }
         };
         let name = entry.file_name();
-        if is_hidden_or_own(&name) || hidden_by_attribute(&entry) {
+        if is_hidden_or_own(&name) || hidden_by_attribute(&entry) || is_mid_write(&name) {
             continue;
         }
         // The type comes with the listing on most file systems: no stat for directories.
@@ -219,9 +243,11 @@ pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
         return Err("not a regular file".into());
     }
     let kind = media_kind(path).ok_or_else(|| {
-        "not a media file by its extension (video: mkv, mp4, m4v, avi, mov, wmv, flv, ts, \
-         m2ts, mpg, mpeg, vob; audio: wav, aiff, aif, ape, wv, flac, m4a, mp3, ogg, opus, wma)"
-            .to_string()
+        format!(
+            "not a media file by its extension (video: {}; audio: {})",
+            VIDEO_EXTENSIONS.join(", "),
+            AUDIO_EXTENSIONS.join(", ")
+        )
     })?;
     Ok(MediaFile {
         path: path.to_path_buf(),
@@ -243,6 +269,41 @@ mod tests {
         assert_eq!(media_kind(Path::new("song.flac")), Some(MediaKind::Audio));
         assert_eq!(media_kind(Path::new("notes.txt")), None);
         assert_eq!(media_kind(Path::new("mkv")), None);
+        for camera_or_web in [
+            "a.MTS", "a.m2t", "a.webm", "a.ogv", "a.3gp", "a.3g2", "a.asf",
+        ] {
+            assert_eq!(
+                media_kind(Path::new(camera_or_web)),
+                Some(MediaKind::Video),
+                "{camera_or_web}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_still_being_written_are_not_media() {
+        for name in [
+            "Movie.tmp.mp4",
+            "Movie.TEMP.mkv",
+            "Movie.part.mkv",
+            "Movie.mkv.part",
+            "Movie.mkv.!qB",
+            "Movie.mp4.crdownload",
+            "Movie.partial",
+        ] {
+            assert!(is_mid_write(name.as_ref()), "{name}");
+        }
+        // A name that only looks like one: the mark is the whole stem, or not before the
+        // media extension.
+        for name in [
+            "tmp.mkv",
+            "Part.One.mkv",
+            "The.Temp.Job.1999.mkv",
+            "Movie.mkv",
+            "Free.Download.mkv",
+        ] {
+            assert!(!is_mid_write(name.as_ref()), "{name}");
+        }
     }
 
     #[test]
@@ -259,6 +320,9 @@ mod tests {
             ".a.mkv.mediabox-0123.partial.mkv",
             "notes.txt",
             "-dash.avi",
+            "download.tmp.mp4",
+            "download.mkv.part",
+            "torrent.mkv.!qB",
         ];
         // Windows forbids control characters in names.
         if cfg!(unix) {

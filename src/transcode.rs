@@ -41,6 +41,104 @@ pub struct Job<'a> {
     pub encoder: &'a EncoderSetup,
     pub settings: &'a EncodeSettings,
     pub hdr: Option<&'a HdrMetadata>,
+    /// Cover images taken out of the source to be attached again (see [`Covers`]).
+    pub covers: &'a Covers,
+}
+
+/// Cover art that Matroska must carry as attachments. Read from Matroska, a cover image is
+/// an attached picture; written back by ffmpeg (5.1, 6.0) it becomes a one-frame video
+/// track that players take for a second video. So each is copied out of the source, byte
+/// for byte, into a file of the system's temp directory, attached to the new file with its
+/// name and MIME type, and the file removed when this is dropped.
+#[derive(Debug, Default)]
+pub struct Covers {
+    files: Vec<Cover>,
+}
+
+#[derive(Debug)]
+struct Cover {
+    stream_index: u32,
+    path: std::path::PathBuf,
+    filename: String,
+    mimetype: String,
+}
+
+impl Covers {
+    /// No covers to attach.
+    pub fn none() -> Covers {
+        Covers::default()
+    }
+
+    /// Copies out the source's cover images when the output is Matroska; none otherwise
+    /// (MP4, MOV and FLAC keep an attached picture as one).
+    pub fn extract(
+        ffmpeg: &Path,
+        input: &Path,
+        info: &MediaInfo,
+        container: Container,
+    ) -> Result<Covers, CommandFailed> {
+        let mut covers = Covers::none();
+        if container != Container::Matroska {
+            return Ok(covers);
+        }
+        for stream in info.streams.iter().filter(|s| s.attached_pic) {
+            let (mimetype, ext) = match stream.codec.as_str() {
+                "png" => ("image/png", "png"),
+                "mjpeg" => ("image/jpeg", "jpg"),
+                "bmp" => ("image/bmp", "bmp"),
+                "gif" => ("image/gif", "gif"),
+                "webp" => ("image/webp", "webp"),
+                // Any other image stays mapped; verification then says what became of it.
+                _ => continue,
+            };
+            let unique = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let path = std::env::temp_dir().join(format!(
+                "media-converter-cover-{}-{unique}-{}.{ext}",
+                std::process::id(),
+                stream.index
+            ));
+            let args: Vec<OsString> = vec![
+                "-hide_banner".into(),
+                "-nostdin".into(),
+                "-v".into(),
+                "error".into(),
+                "-y".into(),
+                "-i".into(),
+                media_arg(input),
+                "-map".into(),
+                format!("0:{}", stream.index).into(),
+                "-c".into(),
+                "copy".into(),
+                "-frames:v".into(),
+                "1".into(),
+                "-f".into(),
+                "image2".into(),
+                media_arg(&path),
+            ];
+            // Pushed first, so a failed copy's partial file is removed too.
+            covers.files.push(Cover {
+                stream_index: stream.index,
+                path,
+                filename: stream
+                    .filename
+                    .clone()
+                    .unwrap_or_else(|| format!("cover.{ext}")),
+                mimetype: stream.mimetype.clone().unwrap_or_else(|| mimetype.into()),
+            });
+            process::run_captured(ffmpeg, &args)?;
+        }
+        Ok(covers)
+    }
+}
+
+impl Drop for Covers {
+    fn drop(&mut self) {
+        for cover in &self.files {
+            let _ = std::fs::remove_file(&cover.path);
+        }
+    }
 }
 
 /// Builds the ffmpeg arguments for a job; pure, so every flag is unit-tested.
@@ -69,6 +167,10 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
     let mut dropped = Vec::new();
     // Every stream, in order, so output indices match input indices among each kind.
     push(&mut args, &["-map", "0"]);
+    for cover in &job.covers.files {
+        // Attached again below, as an attachment.
+        push(&mut args, &["-map", &format!("-0:{}", cover.stream_index)]);
+    }
     for stream in &job.info.streams {
         if matches!(stream.kind, StreamKind::Data | StreamKind::Other) {
             // Timecode and similar data tracks: Matroska and FLAC cannot store them, and
@@ -83,15 +185,28 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
         Container::Flac => push(&mut args, &["-c:a", "flac"]),
         container => {
             if let Some(main) = job.info.main_video() {
+                // Its place among the output's video streams: covers attached again as
+                // attachments are not among them.
                 let out_index = job
                     .info
                     .streams_of(StreamKind::Video)
                     .take_while(|s| s.index != main.index)
+                    .filter(|s| !job.covers.files.iter().any(|c| c.stream_index == s.index))
                     .count();
-                args.extend(
-                    job.encoder
-                        .video_args(out_index, main, job.settings, job.hdr),
-                );
+                let mut video = job
+                    .encoder
+                    .video_args(out_index, main, job.settings, job.hdr);
+                if let Some((w, h)) = job.plan.crop_to {
+                    crop_first(&mut video, out_index, w, h);
+                }
+                // Accepted on the command line (decided at plan time), and said.
+                if main.has_alpha() {
+                    dropped.push(format!("alpha channel of stream #{}", main.index));
+                }
+                if main.closed_captions {
+                    dropped.push(format!("closed captions of stream #{}", main.index));
+                }
+                args.extend(video);
                 if container.is_iso_family() {
                     // Apple players only play HEVC tagged hvc1, not ffmpeg's default hev1.
                     push(&mut args, &[&format!("-tag:v:{out_index}"), "hvc1"]);
@@ -108,6 +223,16 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
         }
     }
 
+    // Attachments made by -attach come after the mapped ones.
+    let mapped_attachments = job.info.streams_of(StreamKind::Attachment).count();
+    for (i, cover) in job.covers.files.iter().enumerate() {
+        let spec = format!("-metadata:s:t:{}", mapped_attachments + i);
+        args.push("-attach".into());
+        args.push(media_arg(&cover.path));
+        push(&mut args, &[&spec, &format!("mimetype={}", cover.mimetype)]);
+        push(&mut args, &[&spec, &format!("filename={}", cover.filename)]);
+    }
+
     push(&mut args, &["-map_metadata", "0", "-map_chapters", "0"]);
     // Sparse subtitle streams can otherwise overflow the default muxing queue.
     push(&mut args, &["-max_muxing_queue_size", "4096"]);
@@ -118,6 +243,23 @@ pub fn ffmpeg_args(job: &Job<'_>) -> FfmpegArgs {
     push(&mut args, &["-f", job.plan.container.muxer()]);
     args.push(media_arg(job.output));
     FfmpegArgs { args, dropped }
+}
+
+/// Puts a crop to `w`x`h` (from the top left) before the encoder's own filter of the main
+/// video (a hardware upload), or as its only filter.
+fn crop_first(video_args: &mut Vec<OsString>, out_index: usize, w: u32, h: u32) {
+    let option = format!("-filter:v:{out_index}");
+    let crop = format!("crop={w}:{h}:0:0");
+    match video_args.iter().position(|a| *a == *option) {
+        Some(at) if at + 1 < video_args.len() => {
+            let chain = format!("{crop},{}", video_args[at + 1].to_string_lossy());
+            video_args[at + 1] = chain.into();
+        }
+        _ => {
+            video_args.push(option.into());
+            video_args.push(crop.into());
+        }
+    }
 }
 
 fn push(args: &mut Vec<OsString>, items: &[&str]) {
@@ -239,6 +381,7 @@ mod tests {
             output_path: PathBuf::from("out"),
             estimated_bytes: 0,
             min_savings_pct: 10.0,
+            crop_to: None,
         }
     }
 
@@ -250,6 +393,15 @@ mod tests {
         json: &str,
         container: Container,
         encoder: &EncoderSetup,
+    ) -> (String, Vec<String>) {
+        args_with_covers(json, container, encoder, &Covers::none())
+    }
+
+    fn args_with_covers(
+        json: &str,
+        container: Container,
+        encoder: &EncoderSetup,
+        covers: &Covers,
     ) -> (String, Vec<String>) {
         let info = parse_ffprobe_json(json.as_bytes()).unwrap();
         let plan = plan(container);
@@ -265,6 +417,7 @@ mod tests {
             encoder,
             settings: &settings,
             hdr: None,
+            covers,
         };
         let built = ffmpeg_args(&job);
         let text: Vec<String> = built
@@ -298,6 +451,81 @@ mod tests {
         );
         assert!(!args.contains("-c:s:0 srt"), "mp4 keeps mov_text: {args}");
         assert_eq!(dropped, ["stream #4 (bin_data data)"]);
+    }
+
+    #[test]
+    fn a_cover_goes_into_matroska_as_an_attachment_not_a_video_track() {
+        // As ffprobe shows a Matroska file with a font and a cover (tests/corpus:
+        // flashmob.mkv).
+        let json = r#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p"},
+            {"index":1,"codec_type":"audio","codec_name":"vorbis"},
+            {"index":2,"codec_type":"attachment","tags":{"filename":"main.avs.gz"}},
+            {"index":3,"codec_type":"video","codec_name":"png","disposition":{"attached_pic":1},
+             "tags":{"filename":"front.png","mimetype":"image/png"}}],
+            "format":{"format_name":"matroska,webm","duration":"17.8"}}"#;
+        let info = parse_ffprobe_json(json.as_bytes()).unwrap();
+        assert_eq!(info.streams[3].filename.as_deref(), Some("front.png"));
+        let covers = Covers {
+            files: vec![Cover {
+                stream_index: 3,
+                path: PathBuf::from("/tmp/cover.png"),
+                filename: "front.png".into(),
+                mimetype: "image/png".into(),
+            }],
+        };
+        let (args, _) = args_with_covers(
+            json,
+            Container::Matroska,
+            &EncoderSetup::software(),
+            &covers,
+        );
+        assert!(args.contains("-map 0 -map -0:3 -c copy"), "{args}");
+        assert!(args.contains("-c:v:0 libx265"), "{args}");
+        // The font is attachment 0, the cover attachment 1.
+        assert!(
+            args.contains(
+                "-attach file:/tmp/cover.png -metadata:s:t:1 mimetype=image/png \
+                 -metadata:s:t:1 filename=front.png -map_metadata 0"
+            ),
+            "{args}"
+        );
+        // Dropping the list removes the copies; a missing one is no error.
+        drop(covers);
+
+        // A cover before the main video: the video is the output's first video stream.
+        let json = r#"{"streams":[
+            {"index":0,"codec_type":"video","codec_name":"mjpeg","disposition":{"attached_pic":1}},
+            {"index":1,"codec_type":"video","codec_name":"mpeg4","pix_fmt":"yuv420p"}],
+            "format":{"format_name":"avi","duration":"1.0"}}"#;
+        let covers = Covers {
+            files: vec![Cover {
+                stream_index: 0,
+                path: PathBuf::from("/tmp/cover.jpg"),
+                filename: "cover.jpg".into(),
+                mimetype: "image/jpeg".into(),
+            }],
+        };
+        let (args, _) = args_with_covers(
+            json,
+            Container::Matroska,
+            &EncoderSetup::software(),
+            &covers,
+        );
+        assert!(args.contains("-map -0:0 -c copy -c:v:0 libx265"), "{args}");
+    }
+
+    #[test]
+    fn an_odd_size_is_cropped_before_any_upload_filter() {
+        let mut plain: Vec<OsString> = vec!["-c:v:1".into(), "libx265".into()];
+        crop_first(&mut plain, 1, 720, 404);
+        assert_eq!(plain[2..], ["-filter:v:1", "crop=720:404:0:0"]);
+        let mut upload: Vec<OsString> = vec!["-filter:v:0".into(), "format=nv12,hwupload".into()];
+        crop_first(&mut upload, 0, 720, 404);
+        assert_eq!(
+            upload,
+            ["-filter:v:0", "crop=720:404:0:0,format=nv12,hwupload"]
+        );
     }
 
     #[test]

@@ -46,6 +46,21 @@ pub enum VerifyError {
         source: Vec<String>,
         output: Vec<String>,
     },
+    /// A default, forced or hearing-impaired mark of the source is missing in the output.
+    Dispositions {
+        kind: StreamKind,
+        lost: Vec<String>,
+    },
+    /// Fewer chapters than the source.
+    Chapters {
+        source: u32,
+        output: u32,
+    },
+    /// Cover art did not come back as cover art (a cover turned into a video track).
+    CoverArt {
+        source: usize,
+        output: usize,
+    },
     Decode(CommandFailed),
     /// The decoder finished but reported damage (it conceals errors and exits 0).
     DecodeErrors {
@@ -81,6 +96,18 @@ impl fmt::Display for VerifyError {
                 f,
                 "{kind:?} languages differ: original {source:?}, new {output:?}"
             ),
+            VerifyError::Dispositions { kind, lost } => {
+                write!(f, "{kind:?} streams lost their marks: {}", lost.join(", "))
+            }
+            VerifyError::Chapters { source, output } => write!(
+                f,
+                "the new file has {output} chapters, the original {source}"
+            ),
+            VerifyError::CoverArt { source, output } => write!(
+                f,
+                "the new file has {output} cover images, the original {source} (a cover \
+                 would come back as a video track)"
+            ),
             VerifyError::Decode(err) => write!(f, "the new file does not decode: {err}"),
             VerifyError::DecodeErrors { lines } => write!(
                 f,
@@ -102,7 +129,7 @@ pub fn duration_tolerance(source_secs: f64) -> f64 {
 pub fn verify(
     ffmpeg: &Path,
     ffprobe: &Path,
-    source: &MediaInfo,
+    (source_path, source): (&Path, &MediaInfo),
     output: &Path,
     container: Container,
     mode: VerifyMode,
@@ -122,8 +149,67 @@ pub fn verify(
     });
     let new = probed.map_err(VerifyError::Unreadable)?;
     compare(source, &new, container)?;
-    decoded?;
+    if let Err(err) = decoded {
+        let window = (source.duration_secs, mode);
+        return match own_decode_errors(ffmpeg, source_path, output, window) {
+            None => Ok(new),
+            // ffmpeg stopped without a word: its own errors are the reason to show.
+            Some(lines) if matches!(&err, VerifyError::Decode(f) if f.stderr_tail.is_empty()) => {
+                Err(VerifyError::DecodeErrors { lines })
+            }
+            Some(_) => Err(err),
+        };
+    }
     Ok(new)
+}
+
+/// The new file's decode errors that its source does not have, or `None` when every one is
+/// also the source's: a copied audio track with a cut last frame is exactly as damaged in
+/// both, and not the new file's fault. Both are decoded through the same windows without
+/// stopping at the first error; a new file with no error at all is not excused (a failure
+/// with nothing said is not explained).
+fn own_decode_errors(
+    ffmpeg: &Path,
+    source: &Path,
+    output: &Path,
+    (duration, mode): (Option<f64>, VerifyMode),
+) -> Option<Vec<String>> {
+    let errors = |path| {
+        let args = decode_args(path, duration, mode, false);
+        let tail = match run_captured(ffmpeg, &args) {
+            Ok(captured) => captured.stderr_tail,
+            Err(failed) => failed.stderr_tail,
+        };
+        tail.iter()
+            .map(|l| without_addresses(l))
+            .collect::<Vec<_>>()
+    };
+    let (theirs, ours) = std::thread::scope(|scope| {
+        let theirs = scope.spawn(|| errors(source));
+        let ours = errors(output);
+        (theirs.join().unwrap_or_default(), ours)
+    });
+    let own: Vec<String> = ours
+        .iter()
+        .filter(|line| !theirs.contains(line))
+        .cloned()
+        .collect();
+    match (ours.is_empty(), own.is_empty()) {
+        (false, true) => None,
+        (true, _) => Some(vec![
+            "the strict decode failed, the full one found no error".into(),
+        ]),
+        (false, false) => Some(own),
+    }
+}
+
+/// An ffmpeg log line without the context addresses (`[wmav2 @ 0x55d0c8a4e2c0]`), which
+/// differ from one process to the next.
+fn without_addresses(line: &str) -> String {
+    match (line.find(" @ 0x"), line.find(']')) {
+        (Some(at), Some(end)) if at < end => format!("{}{}", &line[..at], &line[end..]),
+        _ => line.to_string(),
+    }
 }
 
 /// The structural comparison: codec, duration, stream counts and languages.
@@ -144,6 +230,13 @@ pub fn compare(
     .unwrap_or_else(|| "missing".into());
     if found != expected {
         return Err(VerifyError::WrongCodec { expected, found });
+    }
+    let covers = |info: &MediaInfo| info.streams.iter().filter(|s| s.attached_pic).count();
+    if covers(source) != covers(new) {
+        return Err(VerifyError::CoverArt {
+            source: covers(source),
+            output: covers(new),
+        });
     }
     if let Some(source_secs) = source.duration_secs {
         let output = new.duration_secs.unwrap_or(0.0);
@@ -174,8 +267,42 @@ pub fn compare(
                 output: b,
             });
         }
+        let lost = lost_marks(source, new, kind);
+        if !lost.is_empty() {
+            return Err(VerifyError::Dispositions { kind, lost });
+        }
+    }
+    // Only a loss counts: a cache written before chapters were counted says 0.
+    if new.chapters < source.chapters {
+        return Err(VerifyError::Chapters {
+            source: source.chapters,
+            output: new.chapters,
+        });
     }
     Ok(())
+}
+
+/// The default, forced and hearing-impaired marks of the source's streams of `kind` that
+/// the output's stream in the same place lacks. A mark the output adds is no loss (Matroska
+/// marks the first track default when the source marked none).
+fn lost_marks(source: &MediaInfo, new: &MediaInfo, kind: StreamKind) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (i, (a, b)) in source
+        .streams_of(kind)
+        .zip(new.streams_of(kind))
+        .enumerate()
+    {
+        for (name, had, has) in [
+            ("default", a.is_default, b.is_default),
+            ("forced", a.forced, b.forced),
+            ("hearing impaired", a.hearing_impaired, b.hearing_impaired),
+        ] {
+            if had && !has {
+                lost.push(format!("#{i} {name}"));
+            }
+        }
+    }
+    lost
 }
 
 /// Decodes the new file: windows at start, middle and end (quick) or everything (full).
@@ -187,10 +314,33 @@ fn decode_check(
     duration: Option<f64>,
     mode: VerifyMode,
 ) -> Result<(), VerifyError> {
-    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-v", "error", "-xerror"]
+    let args = decode_args(output, duration, mode, true);
+    let captured = run_captured(ffmpeg, &args).map_err(VerifyError::Decode)?;
+    // A decoder that conceals damage still exits 0, but says so on stderr.
+    if captured.stderr_tail.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyError::DecodeErrors {
+            lines: captured.stderr_tail,
+        })
+    }
+}
+
+/// The decode command: windows at start, middle and end (quick) or everything (full);
+/// `strict` stops at the first error.
+fn decode_args(
+    path: &Path,
+    duration: Option<f64>,
+    mode: VerifyMode,
+    strict: bool,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-v", "error"]
         .iter()
         .map(OsString::from)
         .collect();
+    if strict {
+        args.push("-xerror".into());
+    }
     let windows = match (mode, duration) {
         (VerifyMode::Quick, Some(d)) if d > QUICK_MIN_SECS => {
             vec![
@@ -202,7 +352,7 @@ fn decode_check(
         _ => vec![],
     };
     if windows.is_empty() {
-        args.extend(["-i".into(), media_arg(output)]);
+        args.extend(["-i".into(), media_arg(path)]);
         args.extend(["-map", "0:v?", "-map", "0:a?"].map(OsString::from));
     } else {
         for start in &windows {
@@ -216,7 +366,7 @@ fn decode_check(
                 ]
                 .map(OsString::from),
             );
-            args.push(media_arg(output));
+            args.push(media_arg(path));
         }
         for i in 0..windows.len() {
             args.extend(["-map".into(), format!("{i}:v?").into()]);
@@ -226,15 +376,7 @@ fn decode_check(
     // The demuxer's time base: with the default (1/fps), frames near a seek point can round
     // to the same timestamp and the null muxer complains, which would read as damage.
     args.extend(["-enc_time_base:v", "-1", "-f", "null", "-"].map(OsString::from));
-    let captured = run_captured(ffmpeg, &args).map_err(VerifyError::Decode)?;
-    // A decoder that conceals damage still exits 0, but says so on stderr.
-    if captured.stderr_tail.is_empty() {
-        Ok(())
-    } else {
-        Err(VerifyError::DecodeErrors {
-            lines: captured.stderr_tail,
-        })
-    }
+    args
 }
 
 #[cfg(test)]
@@ -296,6 +438,69 @@ mod tests {
             Container::Matroska,
         );
         assert!(matches!(err, Err(VerifyError::Languages { .. })));
+    }
+
+    #[test]
+    fn log_lines_compare_without_their_addresses() {
+        assert_eq!(
+            without_addresses("[wmav2 @ 0x55d0c8a4e2c0] Input packet size too small (82 < 96)"),
+            "[wmav2] Input packet size too small (82 < 96)"
+        );
+        assert_eq!(
+            without_addresses("Error while decoding"),
+            "Error while decoding"
+        );
+    }
+
+    #[test]
+    fn a_lost_forced_or_default_mark_or_chapter_fails_an_added_one_does_not() {
+        let mut source = info("h264", 10.0, &["eng", "fra"]);
+        source.streams[2].forced = true;
+        source.chapters = 3;
+        let mut new = info("hevc", 10.0, &["eng", "fra"]);
+        new.chapters = 3;
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(&err, Err(VerifyError::Dispositions { lost, .. }) if lost == &["#1 forced"]),
+            "{err:?}"
+        );
+        new.streams[2].forced = true;
+        new.streams[1].is_default = true;
+        assert!(compare(&source, &new, Container::Matroska).is_ok());
+        new.chapters = 0;
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(
+                err,
+                Err(VerifyError::Chapters {
+                    source: 3,
+                    output: 0
+                })
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_cover_that_became_a_video_track_fails() {
+        let mut source = info("h264", 10.0, &["eng"]);
+        let mut cover = crate::probe::Stream::new(2, StreamKind::Video, "png");
+        cover.attached_pic = true;
+        source.streams.push(cover.clone());
+        let mut new = info("hevc", 10.0, &["eng"]);
+        cover.attached_pic = false;
+        new.streams.push(cover);
+        let err = compare(&source, &new, Container::Matroska);
+        assert!(
+            matches!(
+                err,
+                Err(VerifyError::CoverArt {
+                    source: 1,
+                    output: 0
+                })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -387,7 +387,15 @@ fn exit_codes_match_the_table() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
     // ffmpeg missing: 2, with the fix named.
-    let no_ffmpeg = cmd().arg("--dir").arg(d).env("PATH", d).output().unwrap();
+    let no_ffmpeg = cmd()
+        .arg("--dir")
+        .arg(d)
+        .env("PATH", d)
+        // Nothing names another ffmpeg either (the tests also run against a second build).
+        .env_remove("MEDIA_CONVERTER_FFMPEG")
+        .env_remove("MEDIA_CONVERTER_FFPROBE")
+        .output()
+        .unwrap();
     assert_eq!(no_ffmpeg.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_ffmpeg.stderr).contains("install ffmpeg"));
     // A failing file: 1 (covered with real bad files above); an unreadable --file: 2.
@@ -496,7 +504,7 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
         let verdict = media_converter::verify::verify(
             Path::new("ffmpeg"),
             Path::new("ffprobe"),
-            &source,
+            (&d.join("long.mkv"), &source),
             &d.join("cut.mkv"),
             Container::Matroska,
             mode,
@@ -511,11 +519,146 @@ fn long_files_are_verified_in_windows_and_damage_is_caught() {
         media_converter::verify::verify(
             Path::new("ffmpeg"),
             Path::new("ffprobe"),
-            &source,
+            (&d.join("long.mkv"), &source),
             &d.join("long.mkv"),
             Container::Matroska,
             mode,
         )
         .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
     }
+}
+
+#[test]
+fn an_odd_frame_size_is_cropped_to_even_and_the_dry_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let odd = d.join("odd.mkv");
+    // 4:4:4 lets H.264 have odd sizes; HEVC in 4:2:0 cannot.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=322x182:r=24:d=1",
+        "-vf",
+        "format=yuv444p,crop=321:181:0:0",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        odd.to_str().unwrap(),
+    ]);
+    age_all(d);
+    let (_, events) = run_json(d, &["--dry-run"]);
+    let plan = event_for(&events, "planned", &odd).expect("planned");
+    assert_eq!(plan["action"], "convert", "{plan}");
+    assert!(
+        plan["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cropped to 320x180"),
+        "{plan}"
+    );
+
+    let (out, events) = run_json(d, &["--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert!(
+        event_for(&events, "converted", &odd).is_some(),
+        "{events:#?}"
+    );
+    let probe = ffprobe(&odd);
+    let video = &probe["streams"][0];
+    assert_eq!(video["codec_name"], "hevc");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+}
+
+#[test]
+fn an_alpha_channel_is_kept_or_the_file_skipped_and_its_loss_named_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rle = d.join("titles.mov");
+    // QuickTime RLE with alpha, as title cards and motion graphics come.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=24:d=1",
+        "-vf",
+        "format=argb",
+        "-c:v",
+        "qtrle",
+        rle.to_str().unwrap(),
+    ]);
+    age_all(d);
+    let before = fs::read(&rle).unwrap();
+    let (_, events) = run_json(d, &["--dry-run"]);
+    let plan = event_for(&events, "planned", &rle).expect("planned");
+    assert_eq!(plan["reason"], "alpha", "{plan}");
+    let (out, events) = run_json(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let skipped = event_for(&events, "skipped", &rle).expect("skipped");
+    assert!(
+        skipped["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-alpha-loss"),
+        "{skipped}"
+    );
+    assert_eq!(fs::read(&rle).unwrap(), before);
+
+    let (out, events) = run_json(d, &["--allow-alpha-loss", "--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let converted = event_for(&events, "converted", &rle).expect("converted");
+    let dropped = converted["dropped"].to_string();
+    assert!(dropped.contains("alpha channel"), "{converted}");
+}
+
+#[test]
+fn chapters_and_forced_subtitles_come_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let chapters = d.join("chapters.txt");
+    fs::write(
+        &chapters,
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=One\n\
+         [CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=Two\n",
+    )
+    .unwrap();
+    let plain = d.join("plain.mkv");
+    h264_aac_srt_mkv(&plain);
+    let film = d.join("film.mkv");
+    ffmpeg(&[
+        "-i",
+        plain.to_str().unwrap(),
+        "-i",
+        chapters.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map_chapters",
+        "1",
+        "-c",
+        "copy",
+        "-disposition:s:0",
+        "forced",
+        film.to_str().unwrap(),
+    ]);
+    fs::remove_file(&plain).unwrap();
+    fs::remove_file(&chapters).unwrap();
+    age_all(d);
+    let (out, events) = run_json(d, &["--preset", "ultrafast"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert!(
+        event_for(&events, "converted", &film).is_some(),
+        "{events:#?}"
+    );
+    let info = media_converter::probe::probe(Path::new("ffprobe"), &film).unwrap();
+    assert_eq!(info.chapters, 2);
+    let sub = info
+        .streams
+        .iter()
+        .find(|s| s.kind == media_converter::probe::StreamKind::Subtitle)
+        .unwrap();
+    assert!(sub.forced, "{sub:?}");
 }

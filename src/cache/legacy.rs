@@ -116,9 +116,16 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
             width: dimension(fields, "width"),
             height: dimension(fields, "height"),
             language: None,
+            is_default: false,
+            forced: false,
+            hearing_impaired: false,
             attached_pic: false,
+            filename: None,
+            mimetype: None,
             color: (color != Color::default()).then_some(color),
             dolby_vision: false,
+            closed_captions: false,
+            undescribed: false,
         });
     }
     if let Some(codec) = audio_codec {
@@ -132,6 +139,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
             .filter(|b| *b > 0.0)
             .map(|b| b as u64),
         streams,
+        chapters: 0,
     })
 }
 

@@ -180,6 +180,7 @@ mod tests {
             min_age: Duration::ZERO,
             min_savings_pct: 10.0,
             allow_dv_loss: false,
+            allow: Default::default(),
             now: SystemTime::now(),
         };
         let mut stats = Stats::new("/lib".into());

@@ -28,6 +28,7 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
         min_age: config.min_age,
         min_savings_pct: 0.0,
         allow_dv_loss: false,
+        allow: Default::default(),
         now: SystemTime::now(),
     };
     let mut recorder = Recorder::new();
@@ -97,6 +98,7 @@ pub fn gather_stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::R
         min_age: Duration::ZERO,
         min_savings_pct: 10.0,
         allow_dv_loss: false,
+        allow: Default::default(),
         now: SystemTime::now(),
     };
     let mut stats = Stats::new(config.dir.to_string_lossy().into_owned());

@@ -39,6 +39,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
         allow_dv_loss: config.allow_dv_loss,
+        allow: config.allow,
         now: library_now(config, reporter),
     };
 
@@ -116,7 +117,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 codec: codec.clone(),
                 action: PlannedAction::Convert,
                 reason: None,
-                detail: format!("to HEVC in {}", plan.container.muxer()),
+                detail: plan.describe(),
                 size_bytes: file.size,
                 estimated_bytes: plan.estimated_bytes,
             });
@@ -508,6 +509,24 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         claim.confirm()?;
         output_claim.as_ref().map_or(Ok(()), Claim::confirm)
     };
+    if let Some(hold) = crate::neighbours::held_by_original(&file.path, SystemTime::now()) {
+        if crate::neighbours::first_sighting() {
+            let message = crate::neighbours::at_work_message(&hold);
+            reporter.emit(Event::Warning {
+                file: None,
+                message,
+            });
+        }
+        drop(claim);
+        return FileOutcome::SkippedFor {
+            reason: SkipReason::Locked,
+            host: hold.hostname.unwrap_or_else(|| "unknown".into()),
+            detail: format!(
+                "held by the original mediabox tool ({})",
+                hold.lock.display()
+            ),
+        };
+    }
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
     // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.

@@ -16,7 +16,7 @@ use crate::encoder::{Device, Encoder, NvencPresets};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
 use crate::output;
-use crate::process::{ToolsMissing, run_captured};
+use crate::process::run_captured;
 use crate::share::{self, Check, ShareReport};
 
 /// ffmpeg or ffprobe: where it is and which version.
@@ -24,9 +24,12 @@ use crate::share::{self, Check, ShareReport};
 pub struct ToolReport {
     /// `ffmpeg` or `ffprobe`.
     pub name: &'static str,
-    /// Where `PATH` finds it.
+    /// Where it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// What chose it: `flag` (`--ffmpeg`), `environment` (`MEDIA_CONVERTER_FFMPEG`), `path`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chosen_by: Option<crate::tools::ChosenBy>,
     /// The first line of `-version`, up to the copyright.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -190,25 +193,33 @@ fn locate(name: &'static str) -> ToolReport {
     let missing = |error: String| ToolReport {
         name,
         path: None,
+        chosen_by: None,
         version: None,
         error: Some(error),
     };
-    let Ok(path) = which::which(name) else {
-        return missing(ToolsMissing { name }.to_string());
+    let found = match crate::tools::find(name) {
+        Ok(found) => found,
+        Err(err) => return missing(err.to_string()),
     };
-    let shown = path.to_string_lossy().into_owned();
-    match run_captured(&path, &[OsString::from("-version")]) {
+    let shown = found.path.to_string_lossy().into_owned();
+    let chosen_by = Some(found.chosen_by);
+    match run_captured(&found.path, &[OsString::from("-version")]) {
         Ok(out) => ToolReport {
             name,
             path: Some(shown),
+            chosen_by,
             version: version_line(&String::from_utf8_lossy(&out.stdout)),
             error: None,
         },
         Err(err) => ToolReport {
             name,
             path: Some(shown),
+            chosen_by,
             version: None,
-            error: Some(format!("{name} is on PATH but does not run: {err}")),
+            error: Some(format!(
+                "{name} (from {}) does not run: {err}",
+                found.chosen_by.describe(name)
+            )),
         },
     }
 }
@@ -230,9 +241,11 @@ pub fn render(report: &DoctorReport) -> String {
         let _ = match (&tool.path, &tool.error) {
             (Some(path), None) => writeln!(
                 out,
-                "{:<8} {path} (version {})",
+                "{:<8} {path} (version {}, from {})",
                 tool.name,
-                tool.version.as_deref().unwrap_or("unknown")
+                tool.version.as_deref().unwrap_or("unknown"),
+                tool.chosen_by
+                    .map_or_else(|| "PATH".into(), |c| c.describe(tool.name))
             ),
             (_, Some(error)) => writeln!(out, "{:<8} MISSING: {error}", tool.name),
             (None, None) => writeln!(out, "{:<8} not found", tool.name),
@@ -357,12 +370,14 @@ mod tests {
             ffmpeg: ToolReport {
                 name: "ffmpeg",
                 path: Some("/usr/bin/ffmpeg".into()),
+                chosen_by: Some(crate::tools::ChosenBy::Environment),
                 version: Some("5.1.9".into()),
                 error: None,
             },
             ffprobe: ToolReport {
                 name: "ffprobe",
                 path: None,
+                chosen_by: None,
                 version: None,
                 error: Some("ffprobe not found on PATH; install ffmpeg".into()),
             },
@@ -402,7 +417,7 @@ mod tests {
     fn the_text_names_gpus_verdicts_and_problems() {
         let text = render(&report(false));
         assert!(
-            text.contains("ffmpeg   /usr/bin/ffmpeg (version 5.1.9)"),
+            text.contains("ffmpeg   /usr/bin/ffmpeg (version 5.1.9, from MEDIA_CONVERTER_FFMPEG)"),
             "{text}"
         );
         assert!(

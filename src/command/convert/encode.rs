@@ -219,6 +219,11 @@ fn encoder_name(plan: &Plan, setup: &EncoderSetup) -> &'static str {
 
 /// One encode with one encoder, then the verification of its output.
 fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, MediaInfo), Failure> {
+    let covers =
+        transcode::Covers::extract(&a.tools.ffmpeg, &a.file.path, a.info, a.plan.container)
+            .map_err(|err| {
+                Failure::Final(FileOutcome::Failed(format!("copying the cover art: {err}")))
+            })?;
     let built = transcode::ffmpeg_args(&Job {
         input: &a.file.path,
         output: a.temp,
@@ -227,6 +232,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
         encoder: setup,
         settings: &a.config.encode,
         hdr: a.hdr,
+        covers: &covers,
     });
     a.reporter.emit(Event::Converting {
         file: shown(&a.file.path),
@@ -302,7 +308,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
     match verify::verify(
         &a.tools.ffmpeg,
         &a.tools.ffprobe,
-        a.info,
+        (&a.file.path, a.info),
         a.temp,
         a.plan.container,
         a.config.verify,
