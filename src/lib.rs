@@ -16,6 +16,7 @@ pub mod gpu;
 pub mod identity;
 pub mod lock;
 pub mod output;
+pub mod presence;
 pub mod probe;
 pub mod process;
 pub mod progress;
