@@ -17,6 +17,7 @@ pub mod identity;
 pub mod lock;
 pub mod output;
 pub mod presence;
+pub mod priority;
 pub mod probe;
 pub mod process;
 pub mod progress;
@@ -65,6 +66,8 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
         RunCommand::Status(config) => command::status::run(&config, &reporter),
         RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
+        RunCommand::Dashboard(config) => command::dashboard::run(&config, &reporter),
+        RunCommand::Metrics(config) => command::dashboard::metrics(&config, &reporter),
         RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {

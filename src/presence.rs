@@ -606,17 +606,31 @@ impl HostState {
 pub enum Unchanged {
     /// Since its mtime, on the file server's clock.
     ServerClock(Duration),
-    /// At least this long, seen unchanged on the reader's monotonic clock.
+    /// Since the reader, watching on its monotonic clock, saw it change.
     Watched(Duration),
+    /// At least this long: unchanged since the reader began watching it.
+    WatchedFromStart(Duration),
     /// The reader has no clock for it yet (it has just started watching).
     Unknown,
 }
 
 impl Unchanged {
+    /// The clock it was measured on, for people: `server`, `watched`, `watched_from_start`.
+    pub fn clock(self) -> Option<&'static str> {
+        match self {
+            Unchanged::ServerClock(_) => Some("server"),
+            Unchanged::Watched(_) => Some("watched"),
+            Unchanged::WatchedFromStart(_) => Some("watched_from_start"),
+            Unchanged::Unknown => None,
+        }
+    }
+
     /// The duration, when there is one.
     pub fn duration(self) -> Option<Duration> {
         match self {
-            Unchanged::ServerClock(d) | Unchanged::Watched(d) => Some(d),
+            Unchanged::ServerClock(d) | Unchanged::Watched(d) | Unchanged::WatchedFromStart(d) => {
+                Some(d)
+            }
             Unchanged::Unknown => None,
         }
     }
@@ -654,11 +668,30 @@ pub fn server_now(root: &Path) -> Option<SystemTime> {
     Some(stamped.ok()? + before.elapsed() / 2)
 }
 
+/// How long each record has gone unchanged on the file server's clock, for a one-shot
+/// reader that may write a probe (`status`, `metrics`); `Unknown` where none can be written.
+pub fn by_server_clock(root: &Path, found: &[Found]) -> Vec<Unchanged> {
+    let now = if found.is_empty() {
+        None
+    } else {
+        server_now(root)
+    };
+    found
+        .iter()
+        .map(|f| match now {
+            Some(now) => Unchanged::ServerClock(now.duration_since(f.mtime).unwrap_or_default()),
+            None => Unchanged::Unknown,
+        })
+        .collect()
+}
+
 /// Follows records over time on the reader's monotonic clock, for a reader that runs long
 /// and must not write to the share (the dashboard).
 #[derive(Debug, Default)]
 pub struct Watcher {
-    seen: HashMap<PathBuf, (Fingerprint, Instant)>,
+    /// Each record's fingerprint, when it was last seen to change (or first seen), and
+    /// whether it has been seen to change at all.
+    seen: HashMap<PathBuf, (Fingerprint, Instant, bool)>,
 }
 
 type Fingerprint = (SystemTime, u64, u32, String);
@@ -675,15 +708,18 @@ impl Watcher {
                     Ok(r) => (f.mtime, r.beat, r.pid, r.host_id.clone()),
                     Err(_) => (f.mtime, 0, 0, String::new()),
                 };
-                let (unchanged, since) = match self.seen.get(&f.path) {
+                let (unchanged, since, changed) = match self.seen.get(&f.path) {
                     // First sight: nothing says how long it has been like this.
-                    None => (Unchanged::Unknown, now),
-                    Some((before, _)) if *before != print => {
-                        (Unchanged::Watched(Duration::ZERO), now)
+                    None => (Unchanged::Unknown, now, false),
+                    Some((before, ..)) if *before != print => {
+                        (Unchanged::Watched(Duration::ZERO), now, true)
                     }
-                    Some((_, since)) => (Unchanged::Watched(now - *since), *since),
+                    Some((_, since, true)) => (Unchanged::Watched(now - *since), *since, true),
+                    Some((_, since, false)) => {
+                        (Unchanged::WatchedFromStart(now - *since), *since, false)
+                    }
                 };
-                seen.insert(f.path.clone(), (print, since));
+                seen.insert(f.path.clone(), (print, since, changed));
                 unchanged
             })
             .collect();
@@ -786,7 +822,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let second = watcher.observe(&read_all(dir.path()));
         assert!(
-            matches!(second[0], Unchanged::Watched(d) if d >= Duration::from_millis(20)),
+            matches!(second[0], Unchanged::WatchedFromStart(d) if d >= Duration::from_millis(20)),
             "{second:?}"
         );
         // A renewal (a job starting) resets it.
@@ -798,6 +834,12 @@ mod tests {
             let seen = watcher.observe(&found);
             if jobs == 1 {
                 assert_eq!(seen[0], Unchanged::Watched(Duration::ZERO));
+                std::thread::sleep(Duration::from_millis(20));
+                let after = watcher.observe(&read_all(dir.path()));
+                assert!(
+                    matches!(after[0], Unchanged::Watched(d) if d >= Duration::from_millis(20)),
+                    "{after:?}"
+                );
                 break;
             }
             assert!(

@@ -52,7 +52,7 @@ pub struct InProgress {
 }
 
 /// A host and what it has done.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HostSeen {
     pub host: String,
     pub converted: u64,
@@ -84,9 +84,12 @@ pub struct HostPresence {
     /// By the host's own clock (RFC 3339), for people.
     pub started_at: String,
     pub seen_at: String,
-    /// How long the record has gone unrenewed, on a clock the reader trusts (the file
-    /// server's, or its own watching); `None` when it cannot tell yet.
+    /// How long the record has gone unrenewed, on a clock the reader trusts; `None` when it
+    /// cannot tell yet.
     pub unchanged_secs: Option<f64>,
+    /// Which: `server` (the file server's clock), `watched` (since the reader saw it change),
+    /// `watched_from_start` (at least: unchanged since the reader began watching).
+    pub unchanged_clock: Option<&'static str>,
     /// The record could not be read: why (the host is shown as gone quiet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
@@ -162,19 +165,7 @@ pub fn gather(
         },
         reporter,
     )?;
-    let mut hosts: Vec<HostSeen> = totals
-        .hosts
-        .iter()
-        .map(|(host, tally)| HostSeen {
-            host: host.clone(),
-            converted: tally.converted,
-            saved_bytes: tally.saved_bytes,
-            last_converted_at: Some(tally.last_converted_at.clone()),
-            working_on: 0,
-            state: None,
-            presence: None,
-        })
-        .collect();
+    let mut hosts = hosts_from_history(&totals);
     for job in &in_progress {
         match hosts.iter_mut().find(|h| h.host == job.host) {
             Some(host) => host.working_on += 1,
@@ -190,19 +181,11 @@ pub fn gather(
         }
     }
     let found = presence::read_all(&config.dir);
-    let server_now = if found.is_empty() {
-        None
-    } else {
-        presence::server_now(&config.dir)
-    };
-    let unchanged: Vec<Unchanged> = found
-        .iter()
-        .map(|f| match server_now {
-            Some(now) => Unchanged::ServerClock(now.duration_since(f.mtime).unwrap_or_default()),
-            None => Unchanged::Unknown,
-        })
-        .collect();
-    add_presence(&mut hosts, &found, &unchanged);
+    add_presence(
+        &mut hosts,
+        &found,
+        &presence::by_server_clock(&config.dir, &found),
+    );
     Ok(Status {
         library: config.dir.to_string_lossy().into_owned(),
         paused,
@@ -211,6 +194,23 @@ pub fn gather(
         hosts,
         totals,
     })
+}
+
+/// Every host the caches' history names, with its conversions.
+pub fn hosts_from_history(totals: &Stats) -> Vec<HostSeen> {
+    totals
+        .hosts
+        .iter()
+        .map(|(host, tally)| HostSeen {
+            host: host.clone(),
+            converted: tally.converted,
+            saved_bytes: tally.saved_bytes,
+            last_converted_at: Some(tally.last_converted_at.clone()),
+            working_on: 0,
+            state: None,
+            presence: None,
+        })
+        .collect()
 }
 
 /// Adds every presence record to the hosts (by host name), judged by how long each has gone
@@ -235,6 +235,7 @@ pub fn add_presence(hosts: &mut Vec<HostSeen>, found: &[Found], unchanged: &[Unc
                     started_at: record.started_at.clone(),
                     seen_at: record.seen_at.clone(),
                     unchanged_secs: unchanged.duration().map(|d| d.as_secs_f64()),
+                    unchanged_clock: unchanged.clock(),
                     problem: None,
                 },
             ),
@@ -259,6 +260,7 @@ pub fn add_presence(hosts: &mut Vec<HostSeen>, found: &[Found], unchanged: &[Unc
                     started_at: String::new(),
                     seen_at: String::new(),
                     unchanged_secs: unchanged.duration().map(|d| d.as_secs_f64()),
+                    unchanged_clock: unchanged.clock(),
                     problem: Some(format!("{}: {why}", found.path.display())),
                 },
             ),
