@@ -106,6 +106,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
     });
+    crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
 
     if config.dry_run {
         let mut estimate = 0;
