@@ -114,6 +114,9 @@ pub fn run(config: &DashboardConfig, reporter: &Reporter) -> anyhow::Result<Exit
         library: Mutex::new(None),
         wake: (Mutex::new(Wake::default()), Condvar::new()),
     });
+    // The first reading of the library before the first request, so the page has it all.
+    let view = snapshot::read_library(&root, config.media_type, reporter);
+    *lock(&shared.library) = Some((Arc::new(view), Instant::now()));
     let url = format!("http://{}/", page_host(address));
     reporter.note(&format!("dashboard of {} at {url}", root.display()));
     if config.allow_control {
@@ -147,13 +150,16 @@ pub fn run(config: &DashboardConfig, reporter: &Reporter) -> anyhow::Result<Exit
         });
         scope.spawn(|| {
             loop {
-                let view = snapshot::read_library(&root, config.media_type, reporter);
-                let pause = LIBRARY_EVERY.max(Duration::from_secs_f64(view.read_secs * 10.0));
-                *lock(&shared.library) = Some((Arc::new(view), Instant::now()));
-                shared.refresh_now_presence();
+                let last = lock(&shared.library)
+                    .as_ref()
+                    .map_or(0.0, |(v, _)| v.read_secs);
+                let pause = LIBRARY_EVERY.max(Duration::from_secs_f64(last * 10.0));
                 if !shared.wait(pause, |w| &mut w.library) {
                     return;
                 }
+                let view = snapshot::read_library(&root, config.media_type, reporter);
+                *lock(&shared.library) = Some((Arc::new(view), Instant::now()));
+                shared.refresh_now_presence();
             }
         });
         let handler = {

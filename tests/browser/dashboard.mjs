@@ -46,14 +46,17 @@ try {
     seen.later_percent = await percent();
   }
   seen.file = await job.getAttribute("data-file");
+  await page.locator("#chart svg").waitFor({ timeout: 30000 }).catch(() => fail("no chart drawn"));
   seen.hosts = await page.locator("#hosts tbody tr").count();
   seen.chart = await page.locator("#chart svg polyline").count();
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 
+  seen.errors = [...errors];
   const pauseFile = join(library, ".mediabox.pause");
   const controls = page.locator("#controls");
   seen.controls_visible = await controls.isVisible();
   seen.retry_buttons = await page.locator("button.retry").count();
+  seen.failures = await page.locator("#failures tbody tr").count();
   if (mode === "control") {
     if (!seen.controls_visible) fail("the controls are not shown with --allow-control");
     await page.locator("#pause").click();
@@ -73,7 +76,6 @@ try {
     })).status);
     seen.paused = existsSync(pauseFile);
   }
-  seen.errors = errors;
   console.log(JSON.stringify(seen));
 } finally {
   await browser.close();

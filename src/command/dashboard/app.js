@@ -85,7 +85,10 @@ function drawTotals(data) {
     card("saved so far", bytes(t.saved_bytes), t.converted + " files converted");
     card("candidates left", String(t.candidates.files), bytes(t.candidates.bytes));
     card("estimated saving left", bytes(t.estimated_saving_bytes));
-    card("done at this pace in", duration(data.eta_secs), data.pace_bytes_per_sec ? bytes(data.pace_bytes_per_sec) + "/s" : "no host running");
+    const live = data.hosts.some((h) => h.state === "working" || h.state === "idle");
+    card("done at this pace in", duration(data.eta_secs), data.pace_bytes_per_sec
+      ? bytes(data.pace_bytes_per_sec) + "/s of originals"
+      : live ? "pace known after the running hosts finish a file" : "no host running");
     card("media files", String(t.files.files), bytes(t.files.bytes));
     card("failed", String(t.failed.files), t.failed_out.files + " given up");
     card("kept: not smaller", String(t.not_smaller.files));
@@ -142,6 +145,9 @@ function drawChart(data) {
     return;
   }
   const days = [...new Set(history.map((d) => d.day))].sort();
+  // The day before the first, at zero, so that even one day draws a rise.
+  const first = new Date(days[0] + "T00:00:00Z");
+  if (!isNaN(first)) days.unshift(new Date(first - 86400000).toISOString().slice(0, 10));
   const hosts = [...new Set(history.map((d) => d.host))].sort();
   const perHost = hosts.map((host) => {
     let sum = 0;
