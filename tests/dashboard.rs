@@ -249,6 +249,20 @@ fn the_dashboard_shows_the_share_and_changes_only_what_it_is_allowed_to() {
     assert_eq!(dash.get("/etc/passwd").0, 404);
     assert_eq!(dash.get("/../../etc/passwd").0, 404);
     assert_eq!(dash.raw(b"DELETE /api/status HTTP/1.1\r\n\r\n").0, 421);
+    // SIGTERM (or Ctrl-C) ends it at once, cleanly.
+    let mut dash = dash;
+    let stopped = Instant::now();
+    let killed = Command::new("kill")
+        .arg(dash.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(dash.child.wait().unwrap().code(), Some(0));
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed()
+    );
     drop(dash);
     assert_eq!(
         tree(d),

@@ -8,9 +8,9 @@
 //! request per connection (`Connection: close`); no chunked bodies.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// The longest request line and headers accepted.
@@ -234,22 +234,53 @@ pub fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Serves `listener` until `stop` says so (checked every 50 ms), each connection on a
-/// thread of its own, at most [`MAX_CONNECTIONS`] at once.
+/// Serves `listener` until `stop` says so, each connection on a thread of its own, at most
+/// [`MAX_CONNECTIONS`] at once. Accepting blocks; a watcher sees `stop` within 100 ms and
+/// wakes the accept by connecting to it.
 pub fn serve(
     listener: &TcpListener,
     handler: Arc<dyn Fn(&Request) -> Response + Send + Sync>,
-    stop: &dyn Fn() -> bool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let active = Arc::new(AtomicUsize::new(0));
-    while !stop() {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+    let mut address = listener.local_addr()?;
+    if address.ip().is_unspecified() {
+        // Listening everywhere: wake it through loopback.
+        address.set_ip(match address {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Acquire) {
+                if stop() {
+                    done.store(true, Ordering::Release);
+                    let _ = TcpStream::connect_timeout(&address, Duration::from_secs(1));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
+        });
+        let served = accept_until(listener, &handler, &done);
+        done.store(true, Ordering::Release);
+        served
+    })
+}
+
+fn accept_until(
+    listener: &TcpListener,
+    handler: &Arc<dyn Fn(&Request) -> Response + Send + Sync>,
+    done: &AtomicBool,
+) -> io::Result<()> {
+    let active = Arc::new(AtomicUsize::new(0));
+    loop {
+        let accepted = listener.accept();
+        if done.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             // A connection reset before we took it, or out of descriptors for a moment.
             Err(_) => {
                 std::thread::sleep(Duration::from_millis(50));
@@ -263,19 +294,18 @@ pub fn serve(
             });
             continue;
         }
-        let (handler, done) = (Arc::clone(&handler), Arc::clone(&active));
+        let (handler, finished) = (Arc::clone(handler), Arc::clone(&active));
         let spawned = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
                 let _ = handle(stream, handler.as_ref());
-                done.fetch_sub(1, Ordering::AcqRel);
+                finished.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
             // The thread never ran, so it never gave its place back.
             active.fetch_sub(1, Ordering::AcqRel);
         }
     }
-    Ok(())
 }
 
 fn prepare(stream: &TcpStream) -> io::Result<()> {
