@@ -46,13 +46,14 @@ for dirpath, _, names in os.walk(sys.argv[1]):
     cache = json.load(open(path))
     for name, entry in cache["files"].items():
         n += 1
-        at = "2026-11-%02dT12:00:00Z" % (1 + n % 30)
+        # Strides prime to the template's layout, so every host and day gets its share.
+        at = "2026-11-%02dT12:00:00Z" % (1 + n // 11 % 30)
         if name.endswith(".mkv") and entry["info"]["streams"][0]["codec"] == "hevc":
-            entry["converted"] = {"at": at, "host": hosts[n % 5], "encoder": "libx265",
+            entry["converted"] = {"at": at, "host": hosts[n // 7 % 5], "encoder": "libx265",
                                   "before_bytes": entry["size"] * 3, "after_bytes": entry["size"],
                                   "seconds": 30.0}
         elif name.endswith(".avi"):
-            entry["failed"] = {"at": at, "host": hosts[n % 5], "error": "ffmpeg exited 1",
+            entry["failed"] = {"at": at, "host": hosts[n // 7 % 5], "error": "ffmpeg exited 1",
                                "attempts": 1 + n % 3}
     json.dump(cache, open(path, "w"))
 PY

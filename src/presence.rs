@@ -53,6 +53,9 @@ const MIN_QUIET_AFTER: Duration = Duration::from_secs(90);
 /// host that starts: their hosts have been retired or renamed.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// A temp or clock-probe file this old was left by a writer that crashed.
+const LEFTOVER_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// A reader reads at most this many records...
 const MAX_RECORDS: usize = 1000;
 
@@ -475,20 +478,33 @@ fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
     written
 }
 
-/// Removes records nobody renewed for [`RETIRE_AFTER`], judged against the mtime of our own
-/// record, just written: both stamped the same way by the same file server.
+/// Removes records nobody renewed for [`RETIRE_AFTER`], and temp and probe files a crashed
+/// writer left a day ago or more, judged against the mtime of our own record, just written:
+/// all stamped the same way by the same file server.
 fn retire_old_records(ours: &Path) {
     let Some(dir) = ours.parent() else { return };
     let Ok(server_now) = fs::metadata(ours).and_then(|m| m.modified()) else {
         return;
     };
-    for found in read_dir_bounded(dir) {
-        if found.path == ours {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok).take(MAX_RECORDS * 2) {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let limit = if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".probe"))
+        {
+            LEFTOVER_AFTER
+        } else if name.ends_with(".json") && !name.starts_with('.') {
+            RETIRE_AFTER
+        } else {
             continue;
-        }
-        let age = server_now.duration_since(found.mtime).unwrap_or_default();
-        if age > RETIRE_AFTER {
-            let _ = fs::remove_file(&found.path);
+        };
+        let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if path != ours && server_now.duration_since(mtime).unwrap_or_default() > limit {
+            let _ = fs::remove_file(&path);
         }
     }
 }
@@ -962,10 +978,21 @@ mod tests {
             .unwrap()
             .set_modified(SystemTime::now() - 29 * day)
             .unwrap();
+        let left = folder.join(".gone.json.123.tmp");
+        let fresh_temp = folder.join(".busy.json.456.tmp");
+        for file in [&left, &fresh_temp] {
+            fs::write(file, b"{").unwrap();
+        }
+        File::options()
+            .write(true)
+            .open(&left)
+            .unwrap()
+            .set_modified(SystemTime::now() - 2 * day)
+            .unwrap();
         let ours = folder.join("ours.json");
         fs::write(&ours, b"{}").unwrap();
         retire_old_records(&ours);
-        assert!(!old.exists());
-        assert!(recent.exists() && ours.exists());
+        assert!(!old.exists() && !left.exists());
+        assert!(recent.exists() && ours.exists() && fresh_temp.exists());
     }
 }

@@ -1,5 +1,7 @@
 //! `dashboard` and `metrics`: the real binary serving a real library over real HTTP, and
 //! Debian's Chromium driving the page while a conversion runs.
+// Symbolic links, `kill` and Chromium from Debian: Unix only.
+#![cfg(unix)]
 
 mod common;
 
