@@ -199,9 +199,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn with_board(update: impl FnOnce(&mut Board)) {
+/// Applies `update` to the published presence, if any; with `file`, only when that file lies
+/// in its library (the run's own claims, nothing else).
+fn with_board(file: Option<&Path>, update: impl FnOnce(&mut Board)) {
     let shared = lock(current()).clone();
-    if let Some(shared) = shared {
+    if let Some(shared) = shared.filter(|s| file.is_none_or(|f| f.starts_with(&s.root))) {
         let mut board = lock(&shared.board);
         update(&mut board);
         board.changed = true;
@@ -211,7 +213,7 @@ fn with_board(update: impl FnOnce(&mut Board)) {
 
 /// A file's heartbeat reports its phase and progress (cheap: no I/O).
 pub fn job_update(lock_file: &Path, phase: &str, progress: Option<Progress>) {
-    with_board(|board| {
+    with_board(Some(lock_file), |board| {
         let job = board.jobs.entry(lock_file.to_owned()).or_default();
         phase.clone_into(&mut job.phase);
         job.percent = progress.map(|p| p.percent);
@@ -222,14 +224,14 @@ pub fn job_update(lock_file: &Path, phase: &str, progress: Option<Progress>) {
 
 /// A file's heartbeat stopped: the host no longer works on it.
 pub fn job_ended(lock_file: &Path) {
-    with_board(|board| {
+    with_board(Some(lock_file), |board| {
         board.jobs.remove(lock_file);
     });
 }
 
 /// The run converted a file, saving `saved_bytes`, with `encoder`.
 pub fn converted(saved_bytes: u64, encoder: &str) {
-    with_board(|board| {
+    with_board(None, |board| {
         let record = &mut board.record;
         record.converted += 1;
         record.saved_bytes += saved_bytes;
@@ -241,7 +243,7 @@ pub fn converted(saved_bytes: u64, encoder: &str) {
 
 /// The run failed a file.
 pub fn failed() {
-    with_board(|board| board.record.failed += 1);
+    with_board(None, |board| board.record.failed += 1);
 }
 
 /// Publishes this host's presence for a conversion run over a library (`--dir`); dry runs
@@ -884,6 +886,8 @@ mod tests {
                 eta_secs: Some(12.0),
             }),
         );
+        // Claims outside the library are not this run's.
+        job_update(Path::new("/elsewhere/b.mkv.mediabox.lock"), "claimed", None);
         converted(1000, "libx265");
         converted(500, "libx265");
         failed();
@@ -906,6 +910,7 @@ mod tests {
         assert_eq!(record.pid, std::process::id());
         assert_eq!(record.saved_bytes, 1500);
         assert_eq!(record.encoders, vec!["libx265".to_string()]);
+        assert_eq!(record.jobs.len(), 1, "{:?}", record.jobs);
         assert_eq!(record.jobs[0].file, "Movies/Heat.mkv");
         assert_eq!(record.jobs[0].percent, Some(42.5));
         assert!(record.version.starts_with(env!("CARGO_PKG_VERSION")));
