@@ -184,6 +184,8 @@ struct Board {
     /// Jobs by lock file: the heartbeat knows its lock, not the run's names.
     jobs: BTreeMap<PathBuf, Job>,
     changed: bool,
+    /// Something readers should see before the next renewal (the GPUs, once known).
+    write_now: bool,
     stop: bool,
 }
 
@@ -305,6 +307,7 @@ impl Presence {
                 record,
                 jobs: BTreeMap::new(),
                 changed: false,
+                write_now: false,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -354,11 +357,20 @@ impl Drop for Presence {
 }
 
 impl Shared {
-    fn run(&self) {
-        // What GPUs the host has, asked once and off the run's path: NVML may take seconds.
-        let gpus = gpus();
-        lock(&self.board).record.gpus = gpus;
-        let _ = self.write();
+    fn run(self: &Arc<Self>) {
+        // What GPUs the host has, asked once on a thread of its own: NVML may take seconds
+        // (15 at worst), which must delay neither the renewals nor the end of a short run.
+        let asking = Arc::clone(self);
+        let _ = std::thread::Builder::new()
+            .name("presence-gpus".into())
+            .spawn(move || {
+                let gpus = gpus();
+                let mut board = lock(&asking.board);
+                board.record.gpus = gpus;
+                board.write_now = true;
+                drop(board);
+                asking.wake.notify_all();
+            });
         retire_old_records(&self.file);
         let mut next = Instant::now() + self.interval;
         loop {
@@ -372,7 +384,7 @@ impl Shared {
                     // A job that starts or ends is shown at once, progress at the interval.
                     let started_or_ended =
                         board.changed && board.jobs.len() != board.record.jobs.len();
-                    if now >= next || started_or_ended {
+                    if now >= next || started_or_ended || board.write_now {
                         break;
                     }
                     board = match self.wake.wait_timeout(board, next - now) {
@@ -394,6 +406,7 @@ impl Shared {
             let mut board = lock(&self.board);
             let board = &mut *board;
             board.changed = false;
+            board.write_now = false;
             board.record.jobs = board
                 .jobs
                 .iter()
@@ -827,7 +840,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let presence =
             Presence::start(dir.path(), &identity("den"), Duration::from_secs(3600)).unwrap();
-        // The second write, with the GPUs, comes from the thread at once.
+        // The second write, with the GPUs, comes as soon as they are known.
         let beat = || read_all(dir.path())[0].record.as_ref().unwrap().beat;
         let deadline = Instant::now() + Duration::from_secs(20);
         while beat() < 2 {

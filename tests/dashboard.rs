@@ -251,6 +251,11 @@ fn the_dashboard_shows_the_share_and_changes_only_what_it_is_allowed_to() {
     assert_eq!(dash.get("/etc/passwd").0, 404);
     assert_eq!(dash.get("/../../etc/passwd").0, 404);
     assert_eq!(dash.raw(b"DELETE /api/status HTTP/1.1\r\n\r\n").0, 421);
+    let delete = format!(
+        "DELETE /api/status HTTP/1.1\r\nHost: {}\r\n\r\n",
+        dash.address
+    );
+    assert_eq!(dash.raw(delete.as_bytes()).0, 405);
     // SIGTERM (or Ctrl-C) ends it at once, cleanly.
     let mut dash = dash;
     let stopped = Instant::now();

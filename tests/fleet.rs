@@ -47,7 +47,7 @@ fn convert_as(dir: &std::path::Path, name: &str) -> Child {
 fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    long_h264_mkv(&d.join("long.mkv"), 20, "640x360");
+    long_h264_mkv(&d.join("long.mkv"), 12, "480x270");
     age_all(d);
 
     let mut worker = convert_as(d, "den-pc");

@@ -207,13 +207,11 @@ fn route(shared: &Shared, app: &control::App, request: &Request) -> Response {
     }
     let rendered = || shared.rendered.read().unwrap_or_else(|p| p.into_inner());
     match (request.method.as_str(), request.path.as_str()) {
-        ("GET" | "HEAD", "/") => Response::new(200, "text/html; charset=utf-8", PAGE),
-        ("GET" | "HEAD", "/app.js") => Response::new(200, "text/javascript; charset=utf-8", SCRIPT),
-        ("GET" | "HEAD", "/style.css") => Response::new(200, "text/css; charset=utf-8", STYLE),
-        ("GET" | "HEAD", "/api/status") => {
-            Response::new(200, "application/json", rendered().json.clone())
-        }
-        ("GET" | "HEAD", "/metrics") => Response::new(
+        ("GET", "/") => Response::new(200, "text/html; charset=utf-8", PAGE),
+        ("GET", "/app.js") => Response::new(200, "text/javascript; charset=utf-8", SCRIPT),
+        ("GET", "/style.css") => Response::new(200, "text/css; charset=utf-8", STYLE),
+        ("GET", "/api/status") => Response::new(200, "application/json", rendered().json.clone()),
+        ("GET", "/metrics") => Response::new(
             200,
             "text/plain; version=0.0.4; charset=utf-8",
             rendered().metrics.clone(),
