@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod atomic;
 pub mod cache;
 pub mod claim;
 pub mod cli;

@@ -15,8 +15,8 @@
 //! nothing when no presence is published (dry runs, `--file`, tests of other modules).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic;
 use crate::config::{ConvertConfig, Target};
 use crate::identity::{self, HostIdentity, Liveness};
 use crate::lock::{LOCK_SUFFIX, Progress};
@@ -428,7 +429,7 @@ impl Shared {
             bytes.push(b'\n');
             bytes
         };
-        write_atomic(&self.file, &bytes)
+        atomic::write_atomic(&self.file, &bytes)
     }
 }
 
@@ -471,26 +472,6 @@ fn record_file_name(dir: &Path, identity: &HostIdentity) -> String {
     } else {
         shared_name
     }
-}
-
-fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = file.file_name().unwrap_or_default().to_string_lossy();
-    let temp = file.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-        drop(out);
-        fs::rename(&temp, file)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
 }
 
 /// Removes records nobody renewed for [`RETIRE_AFTER`], and temp and probe files a crashed
@@ -694,7 +675,8 @@ pub fn server_now(root: &Path) -> Option<SystemTime> {
     }
     let probe = dir.join(format!(".clock-{}.probe", std::process::id()));
     let before = Instant::now();
-    let stamped = write_atomic(&probe, b"\n").and_then(|()| fs::metadata(&probe)?.modified());
+    let stamped =
+        atomic::write_atomic(&probe, b"\n").and_then(|()| fs::metadata(&probe)?.modified());
     let _ = fs::remove_file(&probe);
     Some(stamped.ok()? + before.elapsed() / 2)
 }

@@ -7,12 +7,13 @@
 //! replaced whole (temp file and rename); readers take at most [`MAX_ENTRIES`] entries of a
 //! file of at most 64 KiB, and a file they cannot read changes nothing.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Read};
 use std::path::{Component, Path};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic;
 use crate::config::Target;
 
 /// The priority file's name at the library root.
@@ -81,28 +82,12 @@ pub fn remove(root: &Path, path: &str) -> io::Result<Vec<String>> {
 }
 
 fn write(root: &Path, list: &[String]) -> io::Result<()> {
-    let file = root.join(PRIORITY_FILE);
-    let temp = root.join(format!(".{PRIORITY_FILE}.{}.tmp", std::process::id()));
-    let bytes = serde_json::to_vec_pretty(&PriorityFile {
+    let mut bytes = serde_json::to_vec_pretty(&PriorityFile {
         paths: list.to_vec(),
     })
     .map_err(io::Error::other)?;
-    let written = (|| {
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        out.write_all(&bytes)?;
-        out.write_all(b"\n")?;
-        out.sync_all()?;
-        drop(out);
-        fs::rename(&temp, &file)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written
+    bytes.push(b'\n');
+    atomic::write_atomic(&root.join(PRIORITY_FILE), &bytes)
 }
 
 /// Moves the items under the library's priority paths to the front, in the list's order,

@@ -450,16 +450,7 @@ fn a_real_browser_sees_a_host_convert_and_pauses_the_library() {
     long_h264_mkv(&d.join("Movies/long.mkv"), 30, "640x360");
     // Only the new file: touching the others would void their history in the caches.
     age(&d.join("Movies/long.mkv"));
-    let mut worker = cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", "den-pc")
-        .env("MEDIA_CONVERTER_HOST_ID", "den-pc-id")
-        .arg("--dir")
-        .arg(d)
-        .args(["--json", "--preset", "slow", "--heartbeat", "1s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = convert_as(d, "den-pc");
 
     // Without --allow-control the page offers nothing, and the server refuses a forged request.
     let dash = Dashboard::start(d, &[]);

@@ -3,7 +3,6 @@
 mod common;
 
 use std::fs;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -27,20 +26,6 @@ fn host<'a>(status: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|h| h["host"] == name)
         .unwrap_or_else(|| panic!("no host {name}: {status:#}"))
-}
-
-/// A conversion of the library by host `name` (host id `<name>-id`), heartbeating every second.
-fn convert_as(dir: &std::path::Path, name: &str) -> Child {
-    cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", name)
-        .env("MEDIA_CONVERTER_HOST_ID", format!("{name}-id"))
-        .arg("--dir")
-        .arg(dir)
-        .args(["--json", "--preset", "slow", "--heartbeat", "1s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
 }
 
 #[test]

@@ -264,10 +264,8 @@ pub fn metrics(config: &MetricsConfig, reporter: &Reporter) -> anyhow::Result<Ex
             out.flush()?;
         }
         Some(path) => {
-            let name = path.file_name().context("--textfile needs a file name")?;
-            let temp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-            std::fs::write(&temp, &text)
-                .and_then(|()| std::fs::rename(&temp, path))
+            path.file_name().context("--textfile needs a file name")?;
+            crate::atomic::write_atomic(path, text.as_bytes())
                 .with_context(|| format!("cannot write --textfile {}", path.display()))?;
         }
     }

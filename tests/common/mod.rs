@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -304,6 +304,21 @@ fn is_presence_record(path: &Path) -> bool {
         .is_some_and(|dir| dir.file_name().is_some_and(|n| n == PRESENCE_DIR))
         && name.ends_with(".json")
         && !name.starts_with('.')
+}
+
+/// A conversion of `dir` as host `name` (host id `<name>-id`), heartbeating every second,
+/// with a slow preset so that it can be watched at work.
+pub fn convert_as(dir: &Path, name: &str) -> Child {
+    cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", name)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("{name}-id"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["--json", "--preset", "slow", "--heartbeat", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The JSON events of a run's stdout.
