@@ -584,6 +584,23 @@ pub fn history_now(file: &MediaFile, retry_failed: bool) -> Option<HistorySkip> 
         .history_skip(retry_failed)
 }
 
+/// Forgets the failures recorded for the file named `name` in `dir`'s cache, so that every
+/// host tries it again (the dashboard's retry); `Ok(false)` when it had none.
+pub fn forget_failures(dir: &Path, name: &str) -> std::io::Result<bool> {
+    let mut had = false;
+    store::update(dir, FINAL_WRITE_PATIENCE, |files| {
+        had = files.get_mut(name).and_then(|e| e.failed.take()).is_some();
+    })
+    .map_err(|err| match err {
+        store::WriteError::Io(err) => err,
+        store::WriteError::Busy => std::io::Error::other("another host holds the cache's lock"),
+        store::WriteError::Newer(v) => std::io::Error::other(format!(
+            "the cache is of a newer version ({v}); not written"
+        )),
+    })?;
+    Ok(had)
+}
+
 /// The directory a file's cache lives in: its parent, or `.` for a bare relative name.
 pub fn dir_of(path: &Path) -> PathBuf {
     match path.parent() {

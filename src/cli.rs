@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    CacheBuildConfig, CacheStatsConfig, ConvertConfig, DoctorConfig, EncodeSettings,
-    EncoderRequest, MediaType, Order, OutputConfig, StatusConfig, Target, VerifyMode,
+    CacheBuildConfig, CacheStatsConfig, ConvertConfig, DashboardConfig, DoctorConfig,
+    EncodeSettings, EncoderRequest, MediaType, MetricsConfig, Order, OutputConfig, StatusConfig,
+    Target, VerifyMode,
 };
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
@@ -78,6 +79,37 @@ enum Command {
         interval: Duration,
         #[command(flatten)]
         lock: LockArgs,
+    },
+    /// A web page of the whole fleet, read from the share alone: hosts, files in progress,
+    /// totals, space saved over time, failures. Also /api/status (JSON) and /metrics.
+    Dashboard {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Where to serve the page.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Allow --listen on an address other machines can reach.
+        #[arg(long)]
+        allow_remote: bool,
+        /// Offer pause, resume, retry and priority on the page (each change needs the token
+        /// printed at start).
+        #[arg(long)]
+        allow_control: bool,
+        /// Which media the totals count.
+        #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+        media_type: TypeArg,
+    },
+    /// The dashboard's figures once, in Prometheus's text format.
+    Metrics {
+        /// The library's root directory.
+        dir: PathBuf,
+        /// Write them atomically into this file (node_exporter's textfile collector) instead
+        /// of stdout.
+        #[arg(long, value_name = "PATH")]
+        textfile: Option<PathBuf>,
+        /// Which media the totals count.
+        #[arg(long = "type", value_enum, default_value_t = TypeArg::Video)]
+        media_type: TypeArg,
     },
     /// Check that this machine and share can run conversions: ffmpeg, every encoder, GPUs,
     /// and with --dir the share itself. Exit 0 when the tool can run, 2 when it cannot.
@@ -443,6 +475,8 @@ pub enum RunCommand {
     CacheBuild(CacheBuildConfig),
     Status(StatusConfig),
     CacheStats(CacheStatsConfig),
+    Dashboard(DashboardConfig),
+    Metrics(MetricsConfig),
     /// Print a completion script or the man page.
     Generate(generate::Artifact),
 }
@@ -549,6 +583,28 @@ impl Cli {
                     follow_links: args.follow_links,
                 })
             }
+            Some(Command::Dashboard {
+                dir,
+                listen,
+                allow_remote,
+                allow_control,
+                media_type,
+            }) => RunCommand::Dashboard(DashboardConfig {
+                dir,
+                listen,
+                allow_remote,
+                allow_control,
+                media_type: media_type.into_config(),
+            }),
+            Some(Command::Metrics {
+                dir,
+                textfile,
+                media_type,
+            }) => RunCommand::Metrics(MetricsConfig {
+                dir,
+                textfile,
+                media_type: media_type.into_config(),
+            }),
             Some(Command::Generate(generate)) => RunCommand::Generate(generate.into_artifact()),
         };
         (command, output)
@@ -797,6 +853,34 @@ mod tests {
             parse(&["resume", "/lib"]).unwrap(),
             RunCommand::Resume { .. }
         ));
+    }
+
+    #[test]
+    fn dashboard_listens_on_loopback_by_default_and_controls_are_opt_in() {
+        let RunCommand::Dashboard(config) = parse(&["dashboard", "/lib"]).unwrap() else {
+            panic!("dashboard")
+        };
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!config.allow_control && !config.allow_remote);
+        let RunCommand::Dashboard(config) = parse(&[
+            "dashboard",
+            "/lib",
+            "--listen",
+            "0.0.0.0:9000",
+            "--allow-remote",
+            "--allow-control",
+        ])
+        .unwrap() else {
+            panic!("dashboard")
+        };
+        assert!(config.allow_control && config.allow_remote);
+        assert!(parse(&["dashboard", "/lib", "--listen", "localhost"]).is_err());
+        let RunCommand::Metrics(config) =
+            parse(&["metrics", "/lib", "--textfile", "/var/lib/node/m.prom"]).unwrap()
+        else {
+            panic!("metrics")
+        };
+        assert_eq!(config.textfile, Some(PathBuf::from("/var/lib/node/m.prom")));
     }
 
     #[test]

@@ -183,3 +183,29 @@ pub struct StatusConfig {
     /// Thresholds for judging locks live or stale.
     pub lock: crate::lock::LockSettings,
 }
+
+/// What `dashboard` serves.
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    /// The library's root.
+    pub dir: PathBuf,
+    /// Where the page is served.
+    pub listen: std::net::SocketAddr,
+    /// Listening on an address other machines can reach was asked for explicitly.
+    pub allow_remote: bool,
+    /// Pause, resume, retry and priority controls, each request with the printed token.
+    pub allow_control: bool,
+    /// Which media the totals count.
+    pub media_type: MediaType,
+}
+
+/// What `metrics` reads and where it writes.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// The library's root.
+    pub dir: PathBuf,
+    /// Written atomically here (node_exporter's textfile collector); stdout without it.
+    pub textfile: Option<PathBuf>,
+    /// Which media the totals count.
+    pub media_type: MediaType,
+}

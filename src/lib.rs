@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
 
+pub mod atomic;
 pub mod cache;
 pub mod claim;
 pub mod cli;
@@ -17,6 +18,8 @@ pub mod identity;
 pub mod lock;
 pub mod neighbours;
 pub mod output;
+pub mod presence;
+pub mod priority;
 pub mod probe;
 pub mod process;
 pub mod progress;
@@ -67,6 +70,8 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
         RunCommand::Status(config) => command::status::run(&config, &reporter),
         RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),
+        RunCommand::Dashboard(config) => command::dashboard::run(&config, &reporter),
+        RunCommand::Metrics(config) => command::dashboard::metrics(&config, &reporter),
         RunCommand::Generate(artifact) => command::generate::run(artifact),
     };
     match result {

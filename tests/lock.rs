@@ -99,6 +99,8 @@ impl Scene {
             .flatten()
             .flatten()
             .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            // The hosts' presence records are bookkeeping, tested in their own place.
+            .filter(|name| name != ".mediabox-hosts")
             .collect();
         names.sort();
         names

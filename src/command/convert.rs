@@ -35,6 +35,7 @@ use crate::unattended;
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
+    let _presence = crate::presence::publish(config, reporter);
     let rules = Rules {
         min_age: config.min_age,
         min_savings_pct: config.min_savings_pct,
@@ -106,6 +107,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
     });
+    crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
 
     if config.dry_run {
         let mut estimate = 0;
@@ -262,6 +264,7 @@ fn record(
             summary.before_bytes += file.size;
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
+            crate::presence::converted(file.size.saturating_sub(after_bytes), &encoder);
             recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
             // The swap carried the original's mtime over, so this is the fingerprint the next
             // scan sees, and it needs no ffprobe.
@@ -292,6 +295,7 @@ fn record(
             skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
         FileOutcome::Failed(error) => {
+            crate::presence::failed();
             recorder.failed(file, &error, &[]);
             failed(ctx.reporter, summary, &file.path, error)
         }

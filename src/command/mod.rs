@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod convert;
+pub mod dashboard;
 pub mod doctor;
 pub mod generate;
 pub mod locks;

@@ -18,6 +18,7 @@ use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
 use crate::output::{Reporter, display_name};
+use crate::presence::{self, Found, HostState, Job, Unchanged};
 use crate::signal;
 use crate::unattended::{self, PauseInfo};
 
@@ -51,7 +52,7 @@ pub struct InProgress {
 }
 
 /// A host and what it has done.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct HostSeen {
     pub host: String,
     pub converted: u64,
@@ -59,6 +60,39 @@ pub struct HostSeen {
     pub last_converted_at: Option<String>,
     /// Files it is converting now.
     pub working_on: usize,
+    /// Working, idle, stopped or gone quiet, from its presence record; `None` for a host
+    /// known only from the history (or from a lock, by a version that kept no record).
+    pub state: Option<HostState>,
+    /// What its presence record says.
+    pub presence: Option<HostPresence>,
+}
+
+/// A host's presence record, as a reader sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPresence {
+    pub host_id: String,
+    pub version: String,
+    pub os: String,
+    pub encoders: Vec<String>,
+    pub gpus: Vec<String>,
+    /// The files it reports converting now, with their progress.
+    pub jobs: Vec<Job>,
+    /// This run's figures.
+    pub run_converted: u64,
+    pub run_failed: u64,
+    pub run_saved_bytes: u64,
+    /// By the host's own clock (RFC 3339), for people.
+    pub started_at: String,
+    pub seen_at: String,
+    /// How long the record has gone unrenewed, on a clock the reader trusts; `None` when it
+    /// cannot tell yet.
+    pub unchanged_secs: Option<f64>,
+    /// Which: `server` (the file server's clock), `watched` (since the reader saw it change),
+    /// `watched_from_start` (at least: unchanged since the reader began watching).
+    pub unchanged_clock: Option<&'static str>,
+    /// The record could not be read: why (the host is shown as gone quiet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Prints the status once, or every `watch` interval until interrupted.
@@ -131,17 +165,7 @@ pub fn gather(
         },
         reporter,
     )?;
-    let mut hosts: Vec<HostSeen> = totals
-        .hosts
-        .iter()
-        .map(|(host, tally)| HostSeen {
-            host: host.clone(),
-            converted: tally.converted,
-            saved_bytes: tally.saved_bytes,
-            last_converted_at: Some(tally.last_converted_at.clone()),
-            working_on: 0,
-        })
-        .collect();
+    let mut hosts = hosts_from_history(&totals);
     for job in &in_progress {
         match hosts.iter_mut().find(|h| h.host == job.host) {
             Some(host) => host.working_on += 1,
@@ -151,15 +175,17 @@ pub fn gather(
                 saved_bytes: 0,
                 last_converted_at: None,
                 working_on: 1,
+                state: None,
+                presence: None,
             }),
         }
     }
-    // Busy hosts first, then the most recent.
-    hosts.sort_by(|a, b| {
-        b.working_on
-            .cmp(&a.working_on)
-            .then(b.last_converted_at.cmp(&a.last_converted_at))
-    });
+    let found = presence::read_all(&config.dir);
+    add_presence(
+        &mut hosts,
+        &found,
+        &presence::by_server_clock(&config.dir, &found),
+    );
     Ok(Status {
         library: config.dir.to_string_lossy().into_owned(),
         paused,
@@ -168,6 +194,110 @@ pub fn gather(
         hosts,
         totals,
     })
+}
+
+/// Every host the caches' history names, with its conversions.
+pub fn hosts_from_history(totals: &Stats) -> Vec<HostSeen> {
+    totals
+        .hosts
+        .iter()
+        .map(|(host, tally)| HostSeen {
+            host: host.clone(),
+            converted: tally.converted,
+            saved_bytes: tally.saved_bytes,
+            last_converted_at: Some(tally.last_converted_at.clone()),
+            working_on: 0,
+            state: None,
+            presence: None,
+        })
+        .collect()
+}
+
+/// Adds every presence record to the hosts (by host name), judged by how long each has gone
+/// unchanged, and sorts them: working hosts first, then idle, gone quiet, stopped, and the
+/// ones known only from the history; the busiest and most recent first within each.
+pub fn add_presence(hosts: &mut Vec<HostSeen>, found: &[Found], unchanged: &[Unchanged]) {
+    for (found, unchanged) in found.iter().zip(unchanged) {
+        let (name, state, presence) = match &found.record {
+            Ok(record) => (
+                record.host.clone(),
+                presence::judge(record, *unchanged),
+                HostPresence {
+                    host_id: record.host_id.clone(),
+                    version: record.version.clone(),
+                    os: record.os.clone(),
+                    encoders: record.encoders.clone(),
+                    gpus: record.gpus.clone(),
+                    jobs: record.jobs.clone(),
+                    run_converted: record.converted,
+                    run_failed: record.failed,
+                    run_saved_bytes: record.saved_bytes,
+                    started_at: record.started_at.clone(),
+                    seen_at: record.seen_at.clone(),
+                    unchanged_secs: unchanged.duration().map(|d| d.as_secs_f64()),
+                    unchanged_clock: unchanged.clock(),
+                    problem: None,
+                },
+            ),
+            Err(why) => (
+                found
+                    .path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                HostState::GoneQuiet,
+                HostPresence {
+                    host_id: String::new(),
+                    version: String::new(),
+                    os: String::new(),
+                    encoders: Vec::new(),
+                    gpus: Vec::new(),
+                    jobs: Vec::new(),
+                    run_converted: 0,
+                    run_failed: 0,
+                    run_saved_bytes: 0,
+                    started_at: String::new(),
+                    seen_at: String::new(),
+                    unchanged_secs: unchanged.duration().map(|d| d.as_secs_f64()),
+                    unchanged_clock: unchanged.clock(),
+                    problem: Some(format!("{}: {why}", found.path.display())),
+                },
+            ),
+        };
+        match hosts
+            .iter_mut()
+            .find(|h| h.host == name && h.presence.is_none())
+        {
+            Some(host) => {
+                host.state = Some(state);
+                host.presence = Some(presence);
+            }
+            None => hosts.push(HostSeen {
+                host: name,
+                converted: 0,
+                saved_bytes: 0,
+                last_converted_at: None,
+                working_on: 0,
+                state: Some(state),
+                presence: Some(presence),
+            }),
+        }
+    }
+    let rank = |state: Option<HostState>| match state {
+        Some(HostState::Working) => 0,
+        Some(HostState::Idle) => 1,
+        Some(HostState::GoneQuiet) => 2,
+        Some(HostState::Stopped) => 3,
+        None => 4,
+    };
+    hosts.sort_by(|a, b| {
+        rank(a.state)
+            .cmp(&rank(b.state))
+            .then(b.working_on.cmp(&a.working_on))
+            .then(b.last_converted_at.cmp(&a.last_converted_at))
+            .then(a.host.cmp(&b.host))
+    });
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -241,8 +371,9 @@ pub fn render(status: &Status) -> String {
     text.push_str("hosts:\n");
     for host in &status.hosts {
         text.push_str(&format!(
-            "  {:<16} converted {:>6}, saved {:>10}, last {}{}\n",
+            "  {:<16} {:<10} converted {:>6}, saved {:>10}, last {}{}\n",
             display_name(&host.host),
+            host.state.map_or("-", HostState::word),
             host.converted,
             HumanBytes(host.saved_bytes).to_string(),
             host.last_converted_at.as_deref().unwrap_or("-"),
@@ -252,6 +383,40 @@ pub fn render(status: &Status) -> String {
                 String::new()
             }
         ));
+        if let Some(p) = &host.presence {
+            text.push_str(&format!("  {:<16} {}\n", "", presence_line(host, p)));
+        }
     }
     text
+}
+
+/// The second line of a host with a presence record: its run, its machine, when last seen.
+fn presence_line(host: &HostSeen, p: &HostPresence) -> String {
+    if let Some(problem) = &p.problem {
+        return format!("unreadable presence record: {}", display_name(problem));
+    }
+    let seen = match p.unchanged_secs {
+        Some(secs) => format!("last seen {} ago", format_secs(secs)),
+        None => format!("last seen {} (its clock)", p.seen_at),
+    };
+    let mut parts = vec![
+        format!(
+            "this run: {} converted, {} failed, saved {}",
+            p.run_converted,
+            p.run_failed,
+            HumanBytes(p.run_saved_bytes)
+        ),
+        seen,
+        format!("v{} {}", p.version, p.os),
+    ];
+    if !p.encoders.is_empty() {
+        parts.push(p.encoders.join(" "));
+    }
+    if !p.gpus.is_empty() {
+        parts.push(display_name(&p.gpus.join(", ")));
+    }
+    if host.state == Some(HostState::GoneQuiet) {
+        parts.push("asleep, cut off from the share, or crashed".into());
+    }
+    parts.join("; ")
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -272,7 +272,11 @@ pub fn age_all(dir: &Path) {
 /// The shared metadata cache: the tool's own bookkeeping, not debris and not media.
 pub const CACHE_FILE: &str = ".mediabox_cache.json";
 
-/// Every regular file under `dir`, sorted, except the metadata caches (see `cache_files`).
+/// The folder of host presence records at a library's root: the tool's own bookkeeping.
+pub const PRESENCE_DIR: &str = ".mediabox-hosts";
+
+/// Every regular file under `dir`, sorted, except the metadata caches (see `cache_files`)
+/// and the hosts' presence records (temp files left in their folder are still listed).
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -282,13 +286,39 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
             let ft = entry.file_type().unwrap();
             if ft.is_dir() {
                 stack.push(entry.path());
-            } else if ft.is_file() && entry.file_name() != CACHE_FILE {
+            } else if ft.is_file()
+                && entry.file_name() != CACHE_FILE
+                && !is_presence_record(&entry.path())
+            {
                 files.push(entry.path());
             }
         }
     }
     files.sort();
     files
+}
+
+fn is_presence_record(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.parent()
+        .is_some_and(|dir| dir.file_name().is_some_and(|n| n == PRESENCE_DIR))
+        && name.ends_with(".json")
+        && !name.starts_with('.')
+}
+
+/// A conversion of `dir` as host `name` (host id `<name>-id`), heartbeating every second,
+/// with a slow preset so that it can be watched at work.
+pub fn convert_as(dir: &Path, name: &str) -> Child {
+    cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", name)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("{name}-id"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["--json", "--preset", "slow", "--heartbeat", "1s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// The JSON events of a run's stdout.

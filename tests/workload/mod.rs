@@ -326,6 +326,9 @@ fn file_name(path: &str) -> String {
 /// judged by the cache's tests.
 const CACHE_PREFIX: &str = ".mediabox_cache.json";
 
+/// The hosts' presence records (`src/presence.rs`), judged by their own tests.
+const PRESENCE_DIR: &str = ".mediabox-hosts";
+
 /// Every file or directory under `dir` that the lock protocol or the pipeline
 /// leaves behind: locks, guards, tombstones, clock probes, temp outputs, backups,
 /// anything hidden but the shared cache's files.
@@ -336,8 +339,11 @@ pub fn debris(dir: &Path) -> Vec<String> {
         for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = entry.file_name();
             let text = name.to_string_lossy().into_owned();
+            // The hosts' presence folder is bookkeeping too; a temp file left in it is not.
             let ours = is_lock_artifact(&name)
-                || (text.starts_with('.') && !text.starts_with(CACHE_PREFIX));
+                || (text.starts_with('.')
+                    && !text.starts_with(CACHE_PREFIX)
+                    && text != PRESENCE_DIR);
             if ours {
                 found.push(entry.path().to_string_lossy().into_owned());
             } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
