@@ -306,7 +306,7 @@ fn conversion(probes: &mut Probes) -> Check {
             backup: &backup,
             keep_as: None,
         },
-        &mut |_| {},
+        &mut |_| Ok(()),
     );
     if let Err(err) = placed {
         return step("swapping the work file over the original", &err);

@@ -115,6 +115,7 @@ pub fn read_library(root: &Path, media_type: MediaType, reporter: &Reporter) -> 
         min_age: Duration::ZERO,
         min_savings_pct: 10.0,
         allow_dv_loss: false,
+        allow: Default::default(),
         now: std::time::SystemTime::now(),
     };
     let mut view = LibraryView {
