@@ -411,6 +411,30 @@ fn keep_original_and_a_file_that_does_not_shrink() {
 
 #[test]
 #[ignore = "needs Wine and Windows ffmpeg: run scripts/windows-e2e.sh"]
+fn read_only_originals_convert_and_stay_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let windows = Windows::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    avi(&d.join("old.avi"));
+    // No write bits: Wine shows the file with the read-only attribute, as Samba does.
+    for name in ["movie.mkv", "old.avi"] {
+        fs::set_permissions(d.join(name), fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    age_all(d);
+    let (out, events) = windows.convert(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(walk(d), [d.join("movie.mkv"), d.join("old.mkv")]);
+    for name in ["movie.mkv", "old.mkv"] {
+        assert_eq!(video_codec(&d.join(name)), "hevc");
+        let mode = fs::metadata(d.join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0, "{name} stays read-only: {mode:o}");
+    }
+}
+
+#[test]
+#[ignore = "needs Wine and Windows ffmpeg: run scripts/windows-e2e.sh"]
 fn two_processes_claim_one_file_and_it_is_converted_once() {
     let windows = Windows::new();
     let dir = tempfile::tempdir().unwrap();
