@@ -30,7 +30,7 @@ not_run() {
 }
 
 target=x86_64-pc-windows-gnu
-cache="${MC_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/media-converter/windows-ffmpeg}"
+cache="${MC_E2E_CACHE:-${XDG_CACHE_HOME:-${HOME:-$PWD/target}/.cache}/media-converter/windows-ffmpeg}"
 work="$PWD/target/windows-e2e"
 started=$SECONDS
 

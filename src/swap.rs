@@ -108,6 +108,9 @@ pub fn carry_over_metadata(original: &Metadata, new_file: &Path) -> io::Result<(
     if let Ok(modified) = original.modified() {
         file.set_modified(modified)?;
     }
+    // On Windows permissions are the read-only flag, which would stop the swap from
+    // replacing or deleting this file; `swap` sets it on the result instead.
+    #[cfg(not(windows))]
     file.set_permissions(original.permissions())?;
     #[cfg(unix)]
     {
@@ -122,6 +125,23 @@ pub fn carry_over_metadata(original: &Metadata, new_file: &Path) -> io::Result<(
 /// records the phase and checks that the claim and the original are still as they were, and
 /// an `Err` stops the swap before that step (undoing what can be undone).
 pub fn swap(
+    s: &Swap<'_>,
+    on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
+) -> Result<(), SwapError> {
+    // Windows refuses to replace or delete a read-only file: the flag is lifted for the swap
+    // and put back on whichever files hold the original's place and bytes afterwards.
+    #[cfg(windows)]
+    let read_only =
+        windows::lift_read_only(s.original).map_err(|e| err("reading", s.original, e))?;
+    let swapped = swap_files(s, on_phase);
+    #[cfg(windows)]
+    if read_only {
+        windows::restore_read_only(s, &swapped);
+    }
+    swapped
+}
+
+fn swap_files(
     s: &Swap<'_>,
     on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
@@ -244,6 +264,7 @@ fn replace_keeping_backup(
 
 #[cfg(windows)]
 mod windows {
+    use std::fs;
     use std::io;
     use std::path::Path;
 
@@ -253,6 +274,37 @@ mod windows {
     };
 
     use crate::winpath::to_wide_nul;
+
+    fn set_read_only(path: &Path, read_only: bool) -> io::Result<()> {
+        let mut permissions = fs::metadata(path)?.permissions();
+        permissions.set_readonly(read_only);
+        fs::set_permissions(path, permissions)
+    }
+
+    /// Clears `original`'s read-only flag; `Ok(true)` when it had one.
+    pub(super) fn lift_read_only(original: &Path) -> io::Result<bool> {
+        if !fs::metadata(original)?.permissions().readonly() {
+            return Ok(false);
+        }
+        set_read_only(original, false)?;
+        Ok(true)
+    }
+
+    /// Puts the read-only flag back: on the new file and the kept original after a swap,
+    /// or on the original wherever a failed swap left it. Best effort: the bytes are what
+    /// matter, and a flag that cannot be set loses nothing.
+    pub(super) fn restore_read_only(s: &super::Swap<'_>, swapped: &Result<(), super::SwapError>) {
+        let paths: Vec<&Path> = match swapped {
+            Ok(()) => [Some(s.destination), s.keep_as]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Err(e) => vec![e.original_at.as_deref().unwrap_or(s.original)],
+        };
+        for path in paths {
+            let _ = set_read_only(path, true);
+        }
+    }
 
     /// `ReplaceFileW`: `new_file`'s content at `original`'s name, with `original`'s
     /// attributes and ACLs, and the old `original` at `backup`.
@@ -542,6 +594,59 @@ mod tests {
         assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
         assert!(!new.exists());
         assert!(!backup.exists());
+    }
+
+    /// Files copied from a disc, or on a Samba share without write bits, are read-only on
+    /// Windows, which refuses to replace or delete them.
+    #[cfg(windows)]
+    #[test]
+    fn read_only_originals_are_swapped_and_stay_read_only() {
+        let read_only = |path: &Path| fs::metadata(path).unwrap().permissions().readonly();
+        let f = Fixture::new();
+        fs::write(f.p("clip.avi"), b"old avi").unwrap();
+        for (original, destination, keep) in [
+            ("movie.mkv", "movie.mkv", None),
+            ("clip.avi", "clip.mkv", None),
+        ]
+        .into_iter()
+        .chain([("again.mkv", "again.mkv", Some(".again.kept"))])
+        {
+            let (orig, dest, new, backup) =
+                (f.p(original), f.p(destination), f.p(".new"), f.p(".bak"));
+            if !orig.exists() {
+                fs::write(&orig, b"original bytes").unwrap();
+            }
+            fs::write(&new, b"new").unwrap();
+            let mut permissions = fs::metadata(&orig).unwrap().permissions();
+            permissions.set_readonly(true);
+            fs::set_permissions(&orig, permissions).unwrap();
+            carry_over_metadata(&fs::metadata(&orig).unwrap(), &new).unwrap();
+            let kept = keep.map(|k| f.p(k));
+            let s = Swap {
+                original: &orig,
+                new_file: &new,
+                destination: &dest,
+                backup: &backup,
+                keep_as: kept.as_deref(),
+            };
+            swap(&s, &mut |_| Ok(())).unwrap_or_else(|e| panic!("{original}: {e}"));
+            assert_eq!(fs::read(&dest).unwrap(), b"new", "{original}");
+            assert!(
+                read_only(&dest),
+                "{destination} keeps the original's read-only flag"
+            );
+            assert!(
+                !new.exists() && !backup.exists(),
+                "{original}: {:?}",
+                f.names()
+            );
+            if let Some(kept) = &kept {
+                assert_eq!(fs::read(kept).unwrap(), b"original bytes");
+                assert!(read_only(kept));
+            } else if orig != dest {
+                assert!(!orig.exists(), "{original} is removed: {:?}", f.names());
+            }
+        }
     }
 
     #[test]

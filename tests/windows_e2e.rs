@@ -127,6 +127,13 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+/// A one-second test pattern and tone, as the shared fixtures use.
+const PICTURE: &[&str] = &["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1"];
+const TONE: &[&str] = &["-f", "lavfi", "-i", "sine=d=1"];
+/// x264 at a quality that HEVC clearly shrinks, and AAC.
+const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-crf", "8"];
+const AAC: &[&str] = &["-c:a", "aac"];
+
 /// H.264 and AAC in Matroska with two chapters and a font attachment.
 fn chapters_and_font_mkv(out: &Path) {
     let dir = tempfile::tempdir().unwrap();
@@ -140,16 +147,19 @@ fn chapters_and_font_mkv(out: &Path) {
     let font = dir.path().join("font.ttf");
     fs::write(&font, [7u8; 3000]).unwrap();
     let (chapters, font) = (chapters.to_str().unwrap(), font.to_str().unwrap());
-    #[rustfmt::skip]
-    ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1",
-        "-f", "lavfi", "-i", "sine=d=1",
-        "-i", chapters,
-        "-map", "0", "-map", "1", "-map_chapters", "2",
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "8", "-c:a", "aac",
-        "-attach", font, "-metadata:s:t", "mimetype=application/x-truetype-font",
-        out.to_str().unwrap(),
-    ]);
+    let inputs: &[&str] = &[
+        "-i",
+        chapters,
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map_chapters",
+        "2",
+    ];
+    let tag = "mimetype=application/x-truetype-font";
+    let attach: &[&str] = &["-attach", font, "-metadata:s:t", tag, out.to_str().unwrap()];
+    ffmpeg(&[PICTURE, TONE, inputs, H264, AAC, attach].concat());
 }
 
 /// H.264 and AAC in MP4 with a PNG cover picture.
@@ -157,7 +167,7 @@ fn cover_art_mp4(out: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let cover = dir.path().join("cover.png");
     let cover = cover.to_str().unwrap();
-    ffmpeg(&[
+    let red: &[&str] = &[
         "-f",
         "lavfi",
         "-i",
@@ -165,17 +175,12 @@ fn cover_art_mp4(out: &Path) {
         "-frames:v",
         "1",
         cover,
-    ]);
-    #[rustfmt::skip]
-    ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1",
-        "-f", "lavfi", "-i", "sine=d=1",
-        "-i", cover,
-        "-map", "0", "-map", "1", "-map", "2",
-        "-c:v:0", "libx264", "-preset", "ultrafast", "-crf", "8", "-c:a", "aac",
-        "-c:v:1", "png", "-disposition:v:1", "attached_pic",
-        out.to_str().unwrap(),
-    ]);
+    ];
+    ffmpeg(red);
+    let inputs: &[&str] = &["-i", cover, "-map", "0", "-map", "1", "-map", "2"];
+    let picture: &[&str] = &["-c:v:1", "png", "-disposition:v:1", "attached_pic"];
+    let out = out.to_str().unwrap();
+    ffmpeg(&[PICTURE, TONE, inputs, H264, AAC, picture, &[out]].concat());
 }
 
 /// Chapter titles, in order.
@@ -402,6 +407,30 @@ fn keep_original_and_a_file_that_does_not_shrink() {
     assert_eq!(skipped["reason"], "not_smaller");
     assert_eq!(fs::read(small.join("b.mkv")).unwrap(), b);
     assert_eq!(walk(&small), [small.join("b.mkv")]);
+}
+
+#[test]
+#[ignore = "needs Wine and Windows ffmpeg: run scripts/windows-e2e.sh"]
+fn read_only_originals_convert_and_stay_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let windows = Windows::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    avi(&d.join("old.avi"));
+    // No write bits: Wine shows the file with the read-only attribute, as Samba does.
+    for name in ["movie.mkv", "old.avi"] {
+        fs::set_permissions(d.join(name), fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    age_all(d);
+    let (out, events) = windows.convert(d, &[]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(walk(d), [d.join("movie.mkv"), d.join("old.mkv")]);
+    for name in ["movie.mkv", "old.mkv"] {
+        assert_eq!(video_codec(&d.join(name)), "hevc");
+        let mode = fs::metadata(d.join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o222, 0, "{name} stays read-only: {mode:o}");
+    }
 }
 
 #[test]
