@@ -317,11 +317,11 @@ impl Presence {
             wake: Condvar::new(),
         });
         shared.write()?;
-        *lock(current()) = Some(Arc::clone(&shared));
         let thread = std::thread::Builder::new().name("presence".into()).spawn({
             let shared = Arc::clone(&shared);
             move || shared.run()
         })?;
+        *lock(current()) = Some(Arc::clone(&shared));
         Ok(Presence {
             shared,
             thread: Some(thread),
