@@ -4,9 +4,24 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Whether the new content must be on disk before it takes the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// `fsync` first: after a power cut the file holds the old content or the new.
+    ToDisk,
+    /// No `fsync`: for a file rewritten every few seconds, whose readers take an empty or
+    /// garbled one in their stride (presence records); it saves the share a round trip.
+    NotNeeded,
+}
+
 /// Writes `bytes` to a hidden temp file beside `file` (`.<name>.<pid>.tmp`), flushes it to
 /// disk and renames it over `file`. The temp file is removed if any step fails.
 pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(file, bytes, Flush::ToDisk)
+}
+
+/// [`write_atomic`], with the flush chosen: no reader ever sees half a file either way.
+pub fn replace(file: &Path, bytes: &[u8], flush: Flush) -> io::Result<()> {
     let name = file.file_name().unwrap_or_default().to_string_lossy();
     let temp = file.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let written = (|| {
@@ -16,7 +31,9 @@ pub fn write_atomic(file: &Path, bytes: &[u8]) -> io::Result<()> {
             .truncate(true)
             .open(&temp)?;
         out.write_all(bytes)?;
-        out.sync_all()?;
+        if flush == Flush::ToDisk {
+            out.sync_all()?;
+        }
         // Closed before the rename, which Windows needs.
         drop(out);
         fs::rename(&temp, file)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic;
+use crate::atomic::{self, Flush};
 use crate::config::{ConvertConfig, Target};
 use crate::identity::{self, HostIdentity, Liveness};
 use crate::lock::{LOCK_SUFFIX, Progress};
@@ -53,6 +53,9 @@ const MIN_QUIET_AFTER: Duration = Duration::from_secs(90);
 /// Records not renewed for this long (on the file server's clock) are removed by the next
 /// host that starts: their hosts have been retired or renamed.
 pub const RETIRE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The GPUs are asked for this long after the start at most (or one renewal, if sooner).
+const GPUS_AFTER: Duration = Duration::from_secs(5);
 
 /// A temp or clock-probe file this old was left by a writer that crashed.
 const LEFTOVER_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -314,11 +317,11 @@ impl Presence {
             wake: Condvar::new(),
         });
         shared.write()?;
-        *lock(current()) = Some(Arc::clone(&shared));
         let thread = std::thread::Builder::new().name("presence".into()).spawn({
             let shared = Arc::clone(&shared);
             move || shared.run()
         })?;
+        *lock(current()) = Some(Arc::clone(&shared));
         Ok(Presence {
             shared,
             thread: Some(thread),
@@ -365,6 +368,8 @@ impl Shared {
         let _ = std::thread::Builder::new()
             .name("presence-gpus".into())
             .spawn(move || {
+                // Not while the run starts: its encoder trials are on the critical path.
+                std::thread::sleep(asking.interval.min(GPUS_AFTER));
                 let gpus = gpus();
                 let mut board = lock(&asking.board);
                 board.record.gpus = gpus;
@@ -429,7 +434,7 @@ impl Shared {
             bytes.push(b'\n');
             bytes
         };
-        atomic::write_atomic(&self.file, &bytes)
+        atomic::replace(&self.file, &bytes, Flush::NotNeeded)
     }
 }
 

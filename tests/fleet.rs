@@ -121,3 +121,63 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
         "{text}"
     );
 }
+
+#[test]
+fn a_share_that_refuses_the_presence_record_gets_one_warning_and_the_run_goes_on() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("STRACE_TESTS_REQUIRED").as_deref() != Ok("1"),
+            "strace is missing"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED the presence fault test: no strace (apt-get install strace) ***\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    h264_aac_srt_mkv(&d.join("a.mkv"));
+    age_all(d);
+    let folder = d.join(".mediabox-hosts");
+    // The presence folder cannot be made, as on a share that refuses it; nothing else fails.
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(&folder)
+        .args([
+            "-e",
+            "trace=mkdir,mkdirat",
+            "-e",
+            "inject=mkdir,mkdirat:error=EACCES",
+        ])
+        .arg(bin())
+        .env("MEDIA_CONVERTER_HOSTNAME", "attic")
+        .env("MEDIA_CONVERTER_HOST_ID", "attic-id")
+        .arg("--dir")
+        .arg(d)
+        .args(["--json", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    assert_eq!(video_codec(&d.join("a.mkv")), "hevc");
+    let warnings: Vec<_> = of_kind(&events, "warning")
+        .into_iter()
+        .filter(|w| w["message"].as_str().unwrap().contains("presence record"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "said once: {events:#?}");
+    assert!(
+        warnings[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with(".mediabox-hosts"),
+        "{warnings:?}"
+    );
+    assert!(!folder.exists());
+}

@@ -166,7 +166,7 @@ pub fn run(config: &DashboardConfig, reporter: &Reporter) -> anyhow::Result<Exit
             let (shared, app) = (Arc::clone(&shared), Arc::clone(&app));
             Arc::new(move |request: &Request| route(&shared, &app, request))
         };
-        http::serve(&listener, handler, &signal::interrupted)
+        http::serve(&listener, handler, &signal::interrupted, http::IO_TIMEOUT)
             .with_context(|| format!("serving on {address}"))
     })?;
     Ok(ExitCode::Success)

@@ -306,10 +306,34 @@ fn is_presence_record(path: &Path) -> bool {
         && !name.starts_with('.')
 }
 
+/// A child process that is killed, and reaped, if the test ends (or fails) first.
+pub struct Running(pub Child);
+
+impl Running {
+    /// Waits for it to end.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+
+    /// Kills it now.
+    pub fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A conversion of `dir` as host `name` (host id `<name>-id`), heartbeating every second,
 /// with a slow preset so that it can be watched at work.
-pub fn convert_as(dir: &Path, name: &str) -> Child {
-    cmd()
+pub fn convert_as(dir: &Path, name: &str) -> Running {
+    let child = cmd()
         .env("MEDIA_CONVERTER_HOSTNAME", name)
         .env("MEDIA_CONVERTER_HOST_ID", format!("{name}-id"))
         .arg("--dir")
@@ -318,7 +342,8 @@ pub fn convert_as(dir: &Path, name: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 /// The JSON events of a run's stdout.

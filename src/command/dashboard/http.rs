@@ -11,14 +11,14 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The longest request line and headers accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-/// How long a client may take to send its request, or to take our answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send its whole request, or to take our answer.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; more are answered 503 at once.
 const MAX_CONNECTIONS: usize = 32;
 
@@ -241,6 +241,7 @@ pub fn serve(
     listener: &TcpListener,
     handler: Arc<dyn Fn(&Request) -> Response + Send + Sync>,
     stop: &(dyn Fn() -> bool + Sync),
+    io_timeout: Duration,
 ) -> io::Result<()> {
     let mut address = listener.local_addr()?;
     if address.ip().is_unspecified() {
@@ -262,7 +263,7 @@ pub fn serve(
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let served = accept_until(listener, &handler, &done);
+        let served = accept_until(listener, &handler, &done, io_timeout);
         done.store(true, Ordering::Release);
         served
     })
@@ -272,6 +273,7 @@ fn accept_until(
     listener: &TcpListener,
     handler: &Arc<dyn Fn(&Request) -> Response + Send + Sync>,
     done: &AtomicBool,
+    io_timeout: Duration,
 ) -> io::Result<()> {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
@@ -289,7 +291,7 @@ fn accept_until(
         };
         if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
             active.fetch_sub(1, Ordering::AcqRel);
-            let _ = prepare(&stream).and_then(|()| {
+            let _ = prepare(&stream, io_timeout).and_then(|()| {
                 Response::text(503, "busy: too many connections").write_to(&mut &stream)
             });
             continue;
@@ -298,7 +300,7 @@ fn accept_until(
         let spawned = std::thread::Builder::new()
             .name("http".into())
             .spawn(move || {
-                let _ = handle(stream, handler.as_ref());
+                let _ = handle(stream, handler.as_ref(), io_timeout);
                 finished.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
@@ -308,18 +310,42 @@ fn accept_until(
     }
 }
 
-fn prepare(stream: &TcpStream) -> io::Result<()> {
+fn prepare(stream: &TcpStream, io_timeout: Duration) -> io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))
+    stream.set_read_timeout(Some(io_timeout))?;
+    stream.set_write_timeout(Some(io_timeout))
+}
+
+/// Reads from a connection until a deadline for the whole request, however the client
+/// trickles its bytes.
+struct Deadline<'a> {
+    stream: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
 }
 
 fn handle(
     stream: TcpStream,
     handler: &(dyn Fn(&Request) -> Response + Send + Sync),
+    io_timeout: Duration,
 ) -> io::Result<()> {
-    prepare(&stream)?;
-    let mut reader = &stream;
+    prepare(&stream, io_timeout)?;
+    let mut reader = Deadline {
+        stream: &stream,
+        until: Instant::now() + io_timeout,
+    };
     let response = match read_request(&mut reader) {
         Ok(request) => handler(&request),
         Err(BadRequest(response)) => response,
@@ -399,6 +425,75 @@ mod tests {
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%ff"), None, "not UTF-8");
+    }
+
+    #[test]
+    fn a_client_that_trickles_its_request_is_cut_off_at_the_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let handler: Arc<dyn Fn(&Request) -> Response + Send + Sync> =
+            Arc::new(|_: &Request| Response::text(200, "ok"));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                serve(
+                    &listener,
+                    handler,
+                    &|| stop.load(Ordering::Acquire),
+                    Duration::from_millis(600),
+                )
+            });
+            // The server stops however the checks below end, or the scope would wait for ever.
+            struct StopOnDrop<'a>(&'a AtomicBool);
+            impl Drop for StopOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Release);
+                }
+            }
+            let _stop = StopOnDrop(&stop);
+            // A byte every 200 ms never lets a per-read timeout of 600 ms expire.
+            let mut slow = TcpStream::connect(address).unwrap();
+            slow.set_read_timeout(Some(Duration::from_millis(10)))
+                .unwrap();
+            let started = Instant::now();
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 256];
+            for byte in b"GET / HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                // The answer is taken as soon as it comes, before the next byte could make
+                // the closed connection reset.
+                match slow.read(&mut chunk) {
+                    Ok(n) if n > 0 => {
+                        answer.extend_from_slice(&chunk[..n]);
+                        break;
+                    }
+                    _ => {}
+                }
+                if slow.write_all(&[*byte]).is_err() || started.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            slow.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            while let Ok(n) = slow.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&chunk[..n]);
+            }
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
+            // A prompt client is still served.
+            let mut quick = TcpStream::connect(address).unwrap();
+            quick.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            quick.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        });
     }
 
     #[test]
