@@ -1,5 +1,5 @@
-//! Which HEVC encoders really work on this machine, and which one a run uses (DESIGN.md
-//! section 6).
+//! Which HEVC encoders really work on this machine, and which one a run uses
+//! (`docs/encoders.md`).
 //!
 //! Detection gathers [`Facts`] (the platform, what `ffmpeg -encoders` lists, the Linux render
 //! nodes, what NVML reports), turns them into candidates, confirms each candidate by a
