@@ -195,16 +195,8 @@ fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
             ),
         );
     }
-    if plan.output_path != file.path && std::fs::symlink_metadata(&plan.output_path).is_ok() {
-        let taken = plan.output_path.file_name().unwrap_or_default();
-        return skip(
-            SkipReason::OutputExists,
-            format!(
-                "it would become {}, which is already another file; rename one of the two to \
-                 convert it",
-                taken.to_string_lossy()
-            ),
-        );
+    if let Some(taken) = output_taken(&file.path, &plan) {
+        return taken;
     }
     if !fits_work_names(file, &plan) {
         return skip(
@@ -218,6 +210,25 @@ fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
         );
     }
     Decision::Convert(plan)
+}
+
+/// A skip when the plan's new name is already another file's: at plan time, and again once
+/// the file is claimed, since two files of a library can become one name (`demo.ogg` and
+/// `demo.ogv` both `demo.mkv`) and the first converted takes it.
+pub fn output_taken(original: &Path, plan: &Plan) -> Option<Decision> {
+    let taken =
+        plan.output_path != original && std::fs::symlink_metadata(&plan.output_path).is_ok();
+    taken.then(|| {
+        let name = plan.output_path.file_name().unwrap_or_default();
+        skip(
+            SkipReason::OutputExists,
+            format!(
+                "it would become {}, which is already another file; rename one of the two to \
+                 convert it",
+                name.to_string_lossy()
+            ),
+        )
+    })
 }
 
 fn fits_work_names(file: &MediaFile, plan: &Plan) -> bool {

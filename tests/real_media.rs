@@ -71,6 +71,18 @@ const EXPECTED: &[(&str, Expect)] = &[
     ("house_lo.wav", Converted),
     ("house_lo.ogg", Skipped("lossy")),
     ("xine-ui_logo.mpg", Converted),
+    // Theora that ffmpeg (5.1 and 6.0) cannot decode: 668 frames fail in the source itself.
+    ("demo.ogg", Failed("Error while decoding stream")),
+    ("demo.ogv", Failed("Error while decoding stream")),
+    ("demo.3gp", Skipped("not_smaller")),
+    ("demo.asf", Skipped("not_smaller")),
+    ("demo.webm", Skipped("already_efficient")),
+    ("demo.f4v", Skipped("not_smaller")),
+    ("demo.vob", Skipped("not_smaller")),
+    ("demo.rm", NotMedia),
+    ("demo.aif", Converted),
+    // demo.aif became demo.flac first (the larger saving goes first): found once claimed.
+    ("demo.wv", Skipped("output_exists")),
     // Two files of the library whose converted names meet: `collide.mpg` would become
     // `collide.mkv`, which is taken. Decided at plan time, never after an encode.
     ("collide.mpg", Skipped("output_exists")),
@@ -313,11 +325,12 @@ fn every_file_of_the_corpus_is_converted_whole_or_left_with_a_true_reason() {
         if !ok {
             problems.push(format!("{name}: expected {expect:?}, got {got}"));
         }
-        // A skip decided at plan time is planned as that skip.
+        // A skip decided at plan time is planned as that skip. A name taken by another
+        // file of the same run (demo.wv after demo.aif) is found once the file is claimed.
+        let plan_time = ["undescribed_stream", "no_video", "lossy"];
         if let (Skipped(reason), Some(plan)) = (expect, planned.get(*name)) {
-            if ["output_exists", "undescribed_stream", "no_video", "lossy"].contains(reason)
-                && plan["reason"] != *reason
-            {
+            let clash_known = *reason == "output_exists" && COPIES.iter().any(|c| c.0 == *name);
+            if (plan_time.contains(reason) || clash_known) && plan["reason"] != *reason {
                 problems.push(format!("{name}: the dry run planned {plan}, not {reason}"));
             }
         }

@@ -531,6 +531,10 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             ),
         };
     }
+    // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first took it.
+    if let Some(Decision::Skip { reason, detail }) = decide::output_taken(&file.path, plan) {
+        return FileOutcome::Skipped(reason, detail);
+    }
     // Now that the file is ours, is it still worth it? Another host may have converted it
     // between our scan and our claim (the swap keeps the mtime, never the size), or learned
     // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
