@@ -48,7 +48,9 @@ pub use error::{LockError, LockLost, LostReason};
 pub use files::rename_noreplace;
 pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
-pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
+pub use maintenance::{
+    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, recover_interrupted_swaps,
+};
 pub use names::{
     LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
     is_lock_artifact, kept_original_name, lock_path, parse_work_file_name, temp_output_name,
@@ -68,6 +70,9 @@ use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
+/// The phase a swap to a new name writes, durably, before it reserves that name by
+/// exclusive create: an empty file at a dead claim's name in this phase is its reservation.
+pub const PHASE_SWAP_PLACING: &str = "swap:placing";
 /// The phase a swap writes, durably, once the new file is in place and before the
 /// original's other name is removed: a dead claim's backup is then debris.
 pub const PHASE_SWAP_DONE: &str = "swap:done";

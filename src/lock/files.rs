@@ -358,7 +358,14 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
     match OpenOptions::new().write(true).create_new(true).open(to) {
         Ok(placeholder) => {
             drop(placeholder);
-            retry_busy(|| fs::rename(from, to))?;
+            if let Err(err) = retry_busy(|| fs::rename(from, to)) {
+                // Our reservation must not stay to block the name for ever; it is ours
+                // only while still empty.
+                if crate::fresh::metadata(to).is_ok_and(|meta| meta.len() == 0) {
+                    let _ = fs::remove_file(to);
+                }
+                return Err(err);
+            }
             Ok(true)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
