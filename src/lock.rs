@@ -369,7 +369,7 @@ impl Locker {
     }
 
     fn create_under_guard(&self, lock: &Path, media_name: &str) -> Result<Created, LockError> {
-        match File::open(lock) {
+        match files::by_name(|| File::open(lock)) {
             Ok(_) => return Ok(Created::Exists),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             // Another user's lock we may not read is still a lock.
@@ -627,8 +627,10 @@ impl OwnedFile {
         }
     }
 
+    /// A lock we hold open that NFS calls a stale handle was replaced or deleted through
+    /// another client: it is not ours any more.
     fn lost_io(&self, err: io::Error) -> LockLost {
-        if err.kind() == io::ErrorKind::NotFound {
+        if err.kind() == io::ErrorKind::NotFound || files::is_stale_handle(&err) {
             self.lost(LostReason::Missing)
         } else {
             self.lost(LostReason::Io(err))
@@ -706,11 +708,9 @@ impl LockGuard {
     pub fn heartbeat(&self, phase: &str, progress: Option<Progress>) -> Result<(), LockLost> {
         let owned = &self.owned;
         let mut record = lock_ignoring_poison(&owned.record);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&owned.path)
-            .map_err(|err| owned.lost_io(err))?;
+        let mut file =
+            files::by_name(|| OpenOptions::new().read(true).write(true).open(&owned.path))
+                .map_err(|err| owned.lost_io(err))?;
         let (bytes, _) = read_bounded(&mut file).map_err(|err| owned.lost_io(err))?;
         owned.check(&bytes)?;
         let mut next = record.clone();

@@ -1283,3 +1283,51 @@ fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
     assert_eq!(video_codec(&scene.clip), "hevc");
     assert_eq!(debris(&scene.library), Vec::<String>::new());
 }
+
+/// NFS answers ESTALE when a lock this client had cached was retired through another
+/// client. Read by name again, the lock is found (or found gone) and the claim goes on.
+/// Before, ESTALE on opening the lock was an I/O error: "cannot claim it".
+#[test]
+fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let scene = Scene::new(false);
+    // A dead host's lock, an hour old: to be broken on the way to the claim.
+    let record = LockRecord {
+        hostname: "gone".into(),
+        pid: 4242,
+        lock_id: Some("d".repeat(32)),
+        host_id: Some("id-gone".into()),
+        ..LockRecord::default()
+    };
+    fs::write(scene.lock(), record.to_json().expect("json")).expect("write the lock");
+    fs::File::options()
+        .write(true)
+        .open(scene.lock())
+        .and_then(|file| file.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+        .expect("age the lock");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(scene.lock())
+        .args(["-e", "inject=openat:error=ESTALE:when=1..2"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .output()
+        .expect("run under strace");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_converted_once_and_clean(&scene, &[&events]);
+}
