@@ -49,7 +49,7 @@ pub use files::rename_noreplace;
 pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
 pub use maintenance::{
-    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, recover_interrupted_swaps,
+    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, settle_dead_claims,
 };
 pub use names::{
     LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
@@ -73,12 +73,18 @@ pub const PHASE_CLAIMED: &str = "claimed";
 /// The phase a swap to a new name writes, durably, before it reserves that name by
 /// exclusive create: an empty file at a dead claim's name in this phase is its reservation.
 pub const PHASE_SWAP_PLACING: &str = "swap:placing";
+/// The phase an in-place swap writes, durably, before it renames the new file over the
+/// original (which has a second name, the backup, by then).
+pub const PHASE_SWAP_REPLACING: &str = "swap:replacing";
+/// The phase an in-place swap without hard links writes, durably, before it renames the
+/// original to the backup name.
+pub const PHASE_SWAP_ORIGINAL_AT_BACKUP: &str = "swap:original-at-backup";
 /// The phase a swap writes, durably, once the new file is in place and before the
 /// original's other name is removed: a dead claim's backup is then debris.
 pub const PHASE_SWAP_DONE: &str = "swap:done";
-/// As [`PHASE_SWAP_DONE`], with `--keep-original`: a dead claim's backup is then the
-/// original to keep aside.
-pub const PHASE_SWAP_DONE_KEEPING: &str = "swap:done:keeping-original";
+/// Appended to a swap phase with `--keep-original`: a dead claim's backup is then the
+/// original to keep aside (`swap:done:keeping-original`).
+pub const PHASE_KEEPING_SUFFIX: &str = ":keeping-original";
 
 /// How long a learned server clock is trusted before probing again. Our monotonic
 /// clock and the server's drift apart by parts per million; this only catches a

@@ -1331,3 +1331,58 @@ fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
     assert_eq!(out.status.code(), Some(0), "{events:#?}");
     assert_converted_once_and_clean(&scene, &[&events]);
 }
+
+/// `--keep-original`, killed as the original goes from its backup name to its kept name:
+/// the next run of the same host finishes that move. Before, the original stayed at the
+/// hidden backup name after every recovery (the file, already HEVC, is never claimed
+/// again, so nothing broke the dead lock), and `locks clean` left it there too.
+#[test]
+fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    // The worker's renames: its acquire guard, the new file over the original, the backup
+    // to the kept name.
+    let mut command = std::process::Command::new("strace");
+    let out = command
+        .args(["-f", "-qq", "-o", "/dev/null"])
+        .args(["-e", "inject=rename,renameat,renameat2:signal=KILL:when=3"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--keep-original",
+        ])
+        .arg("--dir")
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .output()
+        .expect("run under strace");
+    assert_ne!(out.status.code(), Some(0), "the run was not killed");
+    assert_eq!(
+        video_codec(&scene.clip),
+        "hevc",
+        "killed before the new file was in"
+    );
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    assert!(
+        fs::read(&kept).unwrap_or_default() != scene.original,
+        "killed after the keep"
+    );
+
+    let (code, rerun) = scene.run("host-1", "rerun", &[]);
+    assert_eq!(code, Some(0), "{rerun:#?}");
+    assert!(of_kind(&rerun, "converting").is_empty(), "{rerun:#?}");
+    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
+    assert_eq!(
+        debris(&scene.library),
+        vec![kept.to_string_lossy().into_owned()]
+    );
+}

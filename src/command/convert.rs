@@ -93,9 +93,9 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
     if let (Target::Dir(dir), false) = (&config.target, config.dry_run) {
         // Before the scan: an original that a crashed swap left at its backup name is back
-        // at its own in time to be seen.
-        for action in lock::recover_interrupted_swaps(dir, claimer.locker()) {
-            reporter.note(&format!("recovered from an interrupted swap: {action}"));
+        // at its own in time to be seen, and a kept original reaches its kept name.
+        for action in lock::settle_dead_claims(dir, claimer.locker()) {
+            reporter.note(&format!("settled a dead claim: {action}"));
         }
     }
     let encoders = encode::Encoders::new(&tools, config);
@@ -673,7 +673,8 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             keep_as: config.keep_original.then_some(kept.as_path()),
         },
         &mut |phase| {
-            let checked = swap_step_allowed(phase, file, &claim, output_claim.as_ref());
+            let text = phase.text(config.keep_original);
+            let checked = swap_step_allowed(phase, &text, file, &claim, output_claim.as_ref());
             stopped.set(checked.is_err());
             checked
         },
@@ -724,13 +725,14 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
 /// name, the original unchanged.
 fn swap_step_allowed(
     phase: SwapPhase,
+    text: &str,
     file: &MediaFile,
     claim: &Claim,
     output_claim: Option<&Claim>,
 ) -> Result<(), String> {
     for claimed in std::iter::once(claim).chain(output_claim) {
         claimed
-            .set_phase_durably(phase.as_str())
+            .set_phase_durably(text)
             .map_err(|lost| format!("lost the claim ({lost})"))?;
     }
     match phase {
@@ -738,7 +740,7 @@ fn swap_step_allowed(
         | SwapPhase::Replacing
         | SwapPhase::OriginalAtBackup
         | SwapPhase::Placing => original_unchanged(file).map(drop),
-        SwapPhase::Done | SwapPhase::DoneKeeping => Ok(()),
+        SwapPhase::Done => Ok(()),
     }
 }
 

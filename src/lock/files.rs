@@ -151,12 +151,15 @@ const STALE_HANDLE_TRIES: usize = 3;
 /// Whether `err` is NFS's "stale file handle": the file this client had cached under
 /// the name was replaced or deleted through another client (a lock retired, a new one
 /// created).
+#[cfg(unix)]
 pub(super) fn is_stale_handle(err: &io::Error) -> bool {
-    #[cfg(unix)]
-    let stale = err.raw_os_error() == Some(libc::ESTALE);
-    #[cfg(not(unix))]
-    let stale = false;
-    stale
+    err.raw_os_error() == Some(libc::ESTALE)
+}
+
+/// Windows shares answer a replaced file with other errors, read as they are.
+#[cfg(not(unix))]
+pub(super) fn is_stale_handle(_err: &io::Error) -> bool {
+    false
 }
 
 /// Runs `op`, which works on a file by its name, again while NFS answers ESTALE (each try
