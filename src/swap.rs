@@ -26,24 +26,37 @@ pub enum SwapPhase {
     /// The original has a second name (the backup); the new file is about to be renamed
     /// over its first.
     Replacing,
+    /// The new file is about to be placed at a new name (hard link, or reservation by
+    /// exclusive create and rename over it).
+    Placing,
     /// The original is at the backup name only; the new file is about to take its place.
     OriginalAtBackup,
-    /// The new file is in place; the original's other name is about to be removed.
+    /// The new file is in place; the original's other name is about to be removed (or,
+    /// with `--keep-original`, renamed to the kept name).
     Done,
-    /// The new file is in place; the original is about to be kept aside (`--keep-original`).
-    DoneKeeping,
 }
 
 impl SwapPhase {
-    /// The text stored in the lock record.
+    /// The phase's name.
     pub fn as_str(self) -> &'static str {
         match self {
             SwapPhase::BackingUp => "swap:backing-up",
-            SwapPhase::Replacing => "swap:replacing",
-            SwapPhase::OriginalAtBackup => "swap:original-at-backup",
+            SwapPhase::Replacing => crate::lock::PHASE_SWAP_REPLACING,
+            SwapPhase::Placing => crate::lock::PHASE_SWAP_PLACING,
+            SwapPhase::OriginalAtBackup => crate::lock::PHASE_SWAP_ORIGINAL_AT_BACKUP,
             SwapPhase::Done => crate::lock::PHASE_SWAP_DONE,
-            SwapPhase::DoneKeeping => crate::lock::PHASE_SWAP_DONE_KEEPING,
         }
+    }
+
+    /// The text stored in the lock record: the name, and whether the original is to be
+    /// kept (`--keep-original`), so that whoever settles a dead swap knows both.
+    pub fn text(self, keeping_original: bool) -> String {
+        let keeping = if keeping_original {
+            crate::lock::PHASE_KEEPING_SUFFIX
+        } else {
+            ""
+        };
+        format!("{}{keeping}", self.as_str())
     }
 }
 
@@ -347,7 +360,7 @@ fn place_beside(
     new_len: u64,
     on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
-    on_phase(SwapPhase::BackingUp).map_err(|why| stopped("placing", s.destination, why))?;
+    on_phase(SwapPhase::Placing).map_err(|why| stopped("placing", s.destination, why))?;
     let taken = || {
         err(
             "placing the new file: a file already exists at",
@@ -402,12 +415,8 @@ fn settle(
             )
         });
     }
-    let done = match s.keep_as {
-        Some(_) => SwapPhase::DoneKeeping,
-        None => SwapPhase::Done,
-    };
     // Nothing more is removed unless the lock durably says the new file is in place.
-    if let Err(why) = on_phase(done) {
+    if let Err(why) = on_phase(SwapPhase::Done) {
         return Err(SwapError {
             original_at: (leftover != s.original).then(|| leftover.to_path_buf()),
             ..stopped(removing, leftover, why)

@@ -17,7 +17,10 @@ use super::names::{
     parse_work_file_name,
 };
 use super::{BreakOutcome, Holder, LockError, Locker};
-use super::{PHASE_SWAP_DONE, PHASE_SWAP_DONE_KEEPING};
+use super::{
+    PHASE_KEEPING_SUFFIX, PHASE_SWAP_DONE, PHASE_SWAP_ORIGINAL_AT_BACKUP, PHASE_SWAP_PLACING,
+    PHASE_SWAP_REPLACING,
+};
 
 /// One lock found by [`list_locks`].
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +124,11 @@ pub enum CleanAction {
         /// Where it is again.
         original: PathBuf,
     },
+    /// A swap to a new name died after reserving it: removed the empty reservation.
+    RemovedReservation {
+        /// The reserved name.
+        path: PathBuf,
+    },
     /// A swap with `--keep-original` died after the new file was in place: moved the
     /// original from its backup name to its kept name.
     KeptOriginal {
@@ -165,6 +173,11 @@ impl fmt::Display for CleanAction {
                 original.display(),
                 backup.display()
             ),
+            CleanAction::RemovedReservation { path } => write!(
+                f,
+                "removed the empty reservation {} of a placement that died",
+                path.display()
+            ),
             CleanAction::KeptOriginal { backup, kept } => write!(
                 f,
                 "kept the original {} as {}",
@@ -186,6 +199,7 @@ impl CleanAction {
             | CleanAction::RemovedClockProbe { path }
             | CleanAction::RemovedTempOutput { path }
             | CleanAction::RemovedBackup { path }
+            | CleanAction::RemovedReservation { path }
             | CleanAction::RestoredOriginal { backup: path, .. }
             | CleanAction::KeptOriginal { backup: path, .. }
             | CleanAction::KeptOrphan { path, .. } => path,
@@ -261,6 +275,26 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
         }
     }
     cleaner.report
+}
+
+/// Settles, before a run scans `dir`, the claims that died there: breaks every stale lock
+/// (live ones are left alone), which settles the dead claim's work files (see
+/// [`Locker::try_acquire`]). A scan alone would miss those whose file it never claims: an
+/// original a swap left at its backup name (nothing at its own name to scan), or a
+/// converted file whose `--keep-original` copy is still at its backup name (already
+/// HEVC, so never claimed again). What was done is returned.
+pub fn settle_dead_claims(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
+    let mut actions = Vec::new();
+    for (lock, artifact) in walk(dir).flatten() {
+        if !matches!(artifact, Artifact::Lock { .. }) {
+            continue;
+        }
+        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock) {
+            actions.push(CleanAction::BrokeStaleLock { lock, holder });
+            actions.extend(settled.actions.into_iter().flatten());
+        }
+    }
+    actions
 }
 
 /// Every artifact of ours under `dir`, in a stable order: files, and the guard
@@ -555,22 +589,39 @@ impl WorkFiles {
                 path: backup.to_owned(),
             })
         };
+        let (phase, keeping) = match phase {
+            Some(phase) => match phase.strip_suffix(PHASE_KEEPING_SUFFIX) {
+                Some(base) => (Some(base), true),
+                None => (Some(phase), false),
+            },
+            None => (None, false),
+        };
+        let new_file_in_place = || -> Result<bool, LockError> {
+            Ok(match phase {
+                // The lock said so durably before anything was to be removed.
+                Some(PHASE_SWAP_DONE) => true,
+                // Died between the rename of the new file into the name and saying so:
+                // the new file carries the original's mtime, which nothing else at that
+                // name would have.
+                Some(PHASE_SWAP_REPLACING | PHASE_SWAP_ORIGINAL_AT_BACKUP) => {
+                    same_mtime(backup, original)?
+                }
+                _ => false,
+            })
+        };
         Ok(match original_state(original)? {
             // The swap never replaced the original: the backup is a second name of it.
             Original::Present if same_file(backup, original)? => removed(self)?,
-            // The new file is in place, and the lock said so durably before anything
-            // was to be removed: the conversion meant the original to go.
-            Original::Present if phase == Some(PHASE_SWAP_DONE) => removed(self)?,
+            // The new file is in place: the conversion meant the original to go...
+            Original::Present if !keeping && new_file_in_place()? => removed(self)?,
             // ... or to be kept aside: finish that.
-            Original::Present if phase == Some(PHASE_SWAP_DONE_KEEPING) => {
+            Original::Present if keeping && new_file_in_place()? => {
                 let ext = Path::new(&work.media_name)
                     .extension()
                     .map(|ext| ext.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let kept = parent_dir(backup).join(kept_original_name(&work.media_name, &ext));
-                if !self.dry_run
-                    && !rename_noreplace(backup, &kept).map_err(LockError::io(&kept))?
-                {
+                if !self.dry_run && !put_back_original(backup, &kept)? {
                     return Ok(CleanAction::KeptOrphan {
                         path: backup.to_owned(),
                         why: "it is the original a conversion meant to keep, and the kept \
@@ -621,14 +672,24 @@ impl WorkFiles {
     }
 }
 
-/// Renames `backup` to `original`, replacing at most an empty file, never
-/// content that appeared meanwhile.
+/// Renames `backup` to `original` (or to its kept name), replacing at most an empty file
+/// (a reservation a dead swap made), never content that appeared meanwhile.
 fn put_back_original(backup: &Path, original: &Path) -> Result<bool, LockError> {
     if matches!(original_state(original)?, Original::Empty) {
         fs::rename(backup, original).map_err(LockError::io(original))?;
         return Ok(true);
     }
     rename_noreplace(backup, original).map_err(LockError::io(original))
+}
+
+/// Whether `a` and `b` have one mtime (the swap gives the new file the original's).
+fn same_mtime(a: &Path, b: &Path) -> Result<bool, LockError> {
+    let mtime = |path: &Path| {
+        crate::fresh::metadata(path)
+            .and_then(|meta| meta.modified())
+            .map_err(LockError::io(path))
+    };
+    Ok(mtime(a)? == mtime(b)?)
 }
 
 /// Whether `a` and `b` are one file under two names, or hold the same bytes. Shares that
@@ -722,5 +783,20 @@ pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> 
         }
     }
     settled.restored = work.restored;
+    // A claim that died placing a new file may leave its reservation of the name: an empty
+    // file that would block every later placement there.
+    let own_name = dir.join(&media_name);
+    if holder.phase.as_deref() == Some(PHASE_SWAP_PLACING)
+        && matches!(original_state(&own_name), Ok(Original::Empty))
+    {
+        let removed = if dry_run {
+            Ok(())
+        } else {
+            remove_if_present(&own_name).map_err(LockError::io(&own_name))
+        };
+        settled
+            .actions
+            .push(removed.map(|()| CleanAction::RemovedReservation { path: own_name }));
+    }
     settled
 }

@@ -842,15 +842,30 @@ fn break_dead_claim(
     original: Option<&[u8]>,
     files: &[(OsString, &[u8])],
 ) -> Result<(Library, Vec<String>), Box<dyn std::error::Error>> {
+    break_dead_claim_at(phase, original, files, None)
+}
+
+/// As [`break_dead_claim`]; the file at the original's name gets the mtime `mtime` when
+/// given, else every file has the one mtime a swap leaves (the new file carries the
+/// original's).
+fn break_dead_claim_at(
+    phase: &str,
+    original: Option<&[u8]>,
+    files: &[(OsString, &[u8])],
+    mtime: Option<SystemTime>,
+) -> Result<(Library, Vec<String>), Box<dyn std::error::Error>> {
     let library = Library::new()?;
+    let when = SystemTime::now() - Duration::from_secs(600);
     let mut record = foreign_record("nas-a", &"d".repeat(32));
     record.phase = Some(phase.to_owned());
     library.foreign_lock("Movie1.mkv", &record, HOUR)?;
     if let Some(bytes) = original {
         fs::write(library.media("Movie1.mkv"), bytes)?;
+        set_mtime(&library.media("Movie1.mkv"), mtime.unwrap_or(when))?;
     }
     for (name, bytes) in files {
         fs::write(library.root.join(name), bytes)?;
+        set_mtime(&library.root.join(name), when)?;
     }
     let guard = acquired(locker("nas-b").try_acquire(&library.media("Movie1.mkv"))?)?;
     guard.release()?;
@@ -930,16 +945,28 @@ fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says()
     expected.sort();
     assert_eq!(names, expected);
     assert_eq!(fs::read(library.root.join(&kept))?, b"older");
-    // Died before saying the swap was done, with another file at the name: the backup
-    // may be the only copy of what was there.
-    let (_, names) = break_dead_claim(
+    // Died before saying the swap was done, with another file at the name (another
+    // mtime than the original's): the backup may be the only copy of what was there.
+    let (_, names) = break_dead_claim_at(
         "swap:replacing",
         Some(b"something else"),
         &[(backup.clone(), b"original")],
+        Some(SystemTime::now() - HOUR),
     )?;
     let mut expected = vec!["Movie1.mkv".to_owned(), name(&backup)];
     expected.sort();
     assert_eq!(names, expected);
+    // Died right after renaming the new file in (it carries the original's mtime), with
+    // --keep-original: the original goes to its kept name.
+    let (library, names) = break_dead_claim(
+        "swap:replacing:keeping-original",
+        Some(b"new"),
+        &[(backup.clone(), b"original")],
+    )?;
+    let mut expected = vec!["Movie1.mkv".to_owned(), name(&kept)];
+    expected.sort();
+    assert_eq!(names, expected);
+    assert_eq!(fs::read(library.root.join(&kept))?, b"original");
     // A backup that is the original under a second name is just removed.
     let (_, names) = break_dead_claim(
         "swap:replacing",
