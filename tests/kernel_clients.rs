@@ -244,12 +244,29 @@ impl Job {
         fs::read_to_string(self.run.join(format!("{}.out", self.id))).unwrap_or_default()
     }
 
-    /// Waits for its end (killing it past `timeout`); its code and output.
+    /// Waits for its end (killing it past `timeout`); its code and output. A guest
+    /// whose agent has not taken the job up within 30 s is reported as hung.
     fn wait(&self, kc: &Kc, timeout: Duration) -> Result<(i32, String), Box<dyn Error>> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let queued = kc
+            .ctl
+            .join(&self.guest)
+            .join("jobs")
+            .join(format!("{}.sh", self.id));
         loop {
             if let Some(code) = self.code() {
                 return Ok((code, self.output()));
+            }
+            if started.elapsed() > Duration::from_secs(30) && queued.exists() {
+                return Err(format!(
+                    "guest {} has not taken job {} up in 30 s: its agent is hung (see \
+                     {}/console.log)",
+                    self.guest,
+                    self.id,
+                    kc.ctl.join(&self.guest).display()
+                )
+                .into());
             }
             if Instant::now() >= deadline {
                 let _ = self.kill(kc);
