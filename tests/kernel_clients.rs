@@ -372,7 +372,7 @@ fn hammer_across_two_kernel_clients_never_overlaps() -> TestResult {
             "--hold-ms",
             "1",
             "--timeout-ms",
-            "200000",
+            "100000",
             "--witness",
             &out_guest.join("holding").to_string_lossy(),
         ])
@@ -384,7 +384,7 @@ fn hammer_across_two_kernel_clients_never_overlaps() -> TestResult {
     }
     let mut claims = 0;
     for (name, job) in &jobs {
-        let (code, out) = job.wait(&kc, Duration::from_secs(300))?;
+        let (code, out) = job.wait(&kc, Duration::from_secs(150))?;
         assert_eq!(code, 0, "{name}: {out}");
         eprintln!("{} hammer {name}: {}", kc.kind, out.trim());
         claims += fs::read_to_string(out_host.join(format!("{name}.out")))?
