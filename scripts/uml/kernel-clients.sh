@@ -152,6 +152,10 @@ teardown() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    if ((rc != 0)) && [[ -n $WORK && -d $WORK/logs ]]; then
+        say "failed (exit $rc); the servers' and guests' logs:"
+        show_logs
+    fi
     if [[ -n $CMD_PID ]] && alive "$CMD_PID"; then
         say "stopping COMMAND (pid $CMD_PID)"
         stop_tree "$CMD_PID"
