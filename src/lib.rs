@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod exit_codes;
 pub mod fresh;
 pub mod gpu;
+pub mod header;
 pub mod identity;
 pub mod lock;
 pub mod output;
