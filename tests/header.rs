@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 mod common;
@@ -352,11 +353,21 @@ fn ffprobe_path() -> PathBuf {
     PathBuf::from("ffprobe")
 }
 
+/// The clips, made once for all the tests of this binary, in Cargo's scratch directory.
+fn clips() -> &'static [PathBuf] {
+    static CLIPS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    CLIPS.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("header-clips");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        make_clips(&dir)
+    })
+}
+
 #[test]
 fn native_facts_match_ffprobe_on_every_kind_of_clip() {
-    let dir = tempfile::tempdir().unwrap();
-    let clips = make_clips(dir.path());
-    for path in &clips {
+    let clips = clips();
+    for path in clips {
         let native = header::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let probed = probe::probe(&ffprobe_path(), path).unwrap();
         assert_agrees(path, &native, &probed);
@@ -436,11 +447,10 @@ impl XorShift {
 
 #[test]
 fn truncated_and_mutated_headers_never_panic_or_read_unbounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let clips = make_clips(dir.path());
+    let clips = clips();
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let (mut refused, mut total) = (0, 0);
-    for path in &clips {
+    for path in clips {
         let data = std::fs::read(path).unwrap();
         let (_, whole) = header::read_bytes_counted(&data).unwrap();
         assert!(whole < 64 * 1024, "{}: read {whole} bytes", path.display());
