@@ -506,3 +506,46 @@ fn lying_length_fields_are_refused() {
     mkv.extend_from_slice(&[0; 32]);
     assert!(header::read_bytes(&mkv).is_err());
 }
+
+/// A video the headers show already efficient is skipped by the survey without ffprobe;
+/// the others are still probed.
+#[test]
+fn the_survey_skips_efficient_video_read_natively_without_ffprobe() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let clips = clips();
+    let pick = |name: &str| {
+        let from = clips.iter().find(|p| p.ends_with(name)).unwrap();
+        let to = lib.join(name);
+        std::fs::copy(from, &to).unwrap();
+        to
+    };
+    let (hevc, vp9, h264) = (
+        pick("hevc10_hdr10.mp4"),
+        pick("vp9_10bit.mkv"),
+        pick("h264_high10.mp4"),
+    );
+    common::age_all(&lib);
+    let probe = common::CountingFfprobe::new();
+    let out = common::cmd()
+        .env("PATH", probe.path_var())
+        .args(["--dir".as_ref(), lib.as_os_str(), "--dry-run".as_ref()])
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let events = common::events(&out);
+    let planned = common::of_kind(&events, "planned");
+    for file in [&hevc, &vp9] {
+        assert_eq!(probe.calls_on(file), 0, "{} was probed", file.display());
+        assert!(
+            planned.iter().any(|e| e["file"] == file.to_str().unwrap()
+                && e["action"] == "skip"
+                && e["reason"] == "already_efficient"),
+            "{} not skipped as efficient: {events:#?}",
+            file.display()
+        );
+    }
+    assert_eq!(probe.calls_on(&h264), 1, "H.264 still goes to ffprobe");
+}
