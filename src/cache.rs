@@ -124,6 +124,9 @@ pub enum FactsSource {
     Ffprobe,
     /// The original tool's cache: enough to decide, not to convert (no stream list).
     Legacy,
+    /// The file's own headers, read natively by the survey: enough to skip video that is
+    /// already efficient, not to convert; never recorded.
+    Headers,
 }
 
 impl FactsSource {

@@ -14,6 +14,7 @@ pub mod encoder;
 pub mod exit_codes;
 pub mod fresh;
 pub mod gpu;
+pub mod header;
 pub mod identity;
 pub mod lock;
 pub mod neighbours;

@@ -13,8 +13,9 @@ use crate::cache::{
     self, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem, Loaded,
     Recorder,
 };
-use crate::config::MediaType;
+use crate::config::{MediaKind, MediaType};
 use crate::decide::{self, Decision, Rules, SkipReason};
+use crate::header;
 use crate::output::{Event, Reporter};
 use crate::probe::{self, MediaInfo};
 use crate::scan::{self, MediaFile};
@@ -72,6 +73,8 @@ pub struct Report {
     pub too_new: u64,
     /// Answered by a fresh cache entry, without ffprobe.
     pub from_cache: u64,
+    /// Video already efficient by its headers, read natively: no ffprobe.
+    pub from_headers: u64,
     /// Probed by ffprobe.
     pub probed: u64,
     /// ffprobe could not read them.
@@ -146,11 +149,23 @@ pub fn survey(
                     source: entry.facts,
                 }),
             });
-            let next = match known {
-                Some(known) => on_known(&file, known),
-                None => Next::ProbeFully,
+            let native = known
+                .is_none()
+                .then(|| efficient_by_headers(&file))
+                .flatten();
+            let next = match (known, &native) {
+                (Some(known), _) => on_known(&file, known),
+                (None, Some(info)) => on_known(
+                    &file,
+                    Known::Facts {
+                        info,
+                        source: FactsSource::Headers,
+                    },
+                ),
+                (None, None) => Next::ProbeFully,
             };
             match next {
+                Next::Done if native.is_some() => report.from_headers += 1,
                 Next::Done => report.from_cache += 1,
                 Next::ProbeFully => {
                     unprobed[group] += 1;
@@ -199,6 +214,19 @@ pub fn survey(
     // Directories left with news: lock held too long, or interrupted before their last probe.
     report_warnings(reporter, recorder.flush_all(cache::WRITE_PATIENCE));
     report
+}
+
+/// A video file's facts read natively from its headers, when they show its main video
+/// already efficient: all the survey needs to skip it. Anything else goes to ffprobe.
+fn efficient_by_headers(file: &MediaFile) -> Option<MediaInfo> {
+    if file.kind != MediaKind::Video {
+        return None;
+    }
+    let info = header::read(&file.path).ok()?;
+    let video = info.main_video()?;
+    decide::EFFICIENT_VIDEO_CODECS
+        .contains(&video.codec.as_str())
+        .then_some(info)
 }
 
 /// Runs ffprobe on every job, `probe_jobs` at a time, handing each result to `done` on the

@@ -40,9 +40,9 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
         record_failures: true,
     };
     let on_known = |file: &MediaFile, known: Known<'_>| match known {
-        // Warming the cache is the moment to replace the legacy tool's partial facts.
+        // Warming the cache is the moment to replace partial facts with ffprobe's.
         Known::Facts {
-            source: FactsSource::Legacy,
+            source: FactsSource::Legacy | FactsSource::Headers,
             ..
         } => Next::ProbeFully,
         Known::Unreadable { error } => {

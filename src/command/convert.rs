@@ -64,8 +64,8 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 skipped(reporter, &mut summary, config, file, &codec, skip);
                 Next::Done
             }
-            // The legacy cache's facts decide, but converting needs every stream.
-            Decision::Convert(_) if source == FactsSource::Legacy && !config.dry_run => {
+            // Partial facts decide, but converting needs every stream.
+            Decision::Convert(_) if source != FactsSource::Ffprobe && !config.dry_run => {
                 Next::ProbeFully
             }
             Decision::Convert(plan) => {
