@@ -340,6 +340,7 @@ fn assert_agrees(path: &Path, native: &MediaInfo, probed: &MediaInfo) {
         min_age: Duration::ZERO,
         min_savings_pct: 10.0,
         allow_dv_loss: false,
+        allow: Default::default(),
         now: SystemTime::now(),
     };
     assert_eq!(

@@ -158,6 +158,8 @@ pub(super) fn read<R: Read + Seek>(source: &mut Source<R>) -> Result<MediaInfo, 
         duration_secs: Some(duration(&info)?),
         bit_rate: None,
         streams,
+        // Chapters are not read: survey facts decide only what to probe, never what to encode.
+        chapters: 0,
     })
 }
 

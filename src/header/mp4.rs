@@ -118,6 +118,8 @@ fn parse_moov(moov: &[u8]) -> Result<MediaInfo, CannotVouch> {
         duration_secs: Some(duration_secs),
         bit_rate: None,
         streams,
+        // Chapters are not read: survey facts decide only what to probe, never what to encode.
+        chapters: 0,
     })
 }
 
