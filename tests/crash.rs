@@ -691,19 +691,22 @@ fn remux_beside(scene: &Scene, name: &str) -> PathBuf {
     path
 }
 
-/// `clip-00.avi` becomes `clip-00.mkv`, which another host is converting in place: the
-/// claim must cover the new name too. Before, the second host encoded the avi while the
-/// first held the mkv (and, on a share without hard links, could place its output in the
-/// moment the in-place swap left the name empty, where the first then renamed over it).
+/// `clip-01.avi` and `clip-01.ts` both become `clip-01.mkv`, a name that does not exist yet
+/// (a taken name is a plan-time skip): the claim must cover the new name too. Before, a
+/// second host encoded the ts while the first was about to place the avi's output there,
+/// and one of the two films was lost.
 #[test]
 fn a_conversion_to_a_new_name_claims_that_name_too() {
     let _serial = serial();
     let scene = Scene::new(false);
-    let avi = remux_beside(&scene, "clip-00.avi");
-    let avi_bytes = fs::read(&avi).expect("the avi");
+    let avi = remux_beside(&scene, "clip-01.avi");
+    let ts = remux_beside(&scene, "clip-01.ts");
+    let ts_bytes = fs::read(&ts).expect("the ts");
+    let output = scene.library.join("clip-01.mkv");
     scene.fake(Fake::AfterVerifyUntilGo);
-    // The holder converts only the mkv (it is given the file alone).
-    let clip = scene.clip.to_string_lossy().into_owned();
+    // The holder converts only the avi (it is given the file alone) and stops after its
+    // verification, before it places clip-01.mkv.
+    let avi_arg = avi.to_string_lossy().into_owned();
     let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
         .args([
             "--json",
@@ -712,7 +715,7 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
             "--preset",
             "ultrafast",
             "--file",
-            &clip,
+            &avi_arg,
         ])
         .env(
             "PATH",
@@ -737,31 +740,38 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
         assert!(Instant::now() < deadline, "no verification within {RUN:?}");
         thread::sleep(Duration::from_millis(20));
     }
+    assert!(!output.exists(), "the holder has not placed its output yet");
 
     let (code, other) = scene.run("host-2", "other", &[]);
     assert_eq!(code, Some(0), "{other:#?}");
-    assert!(of_kind(&other, "converting").is_empty(), "{other:#?}");
-    let avi_name = avi.to_string_lossy().into_owned();
-    let avi_skip = of_kind(&other, "skipped")
+    let ts_name = ts.to_string_lossy().into_owned();
+    assert!(
+        !of_kind(&other, "converting")
+            .iter()
+            .any(|e| e["file"] == ts_name.as_str()),
+        "{other:#?}"
+    );
+    let ts_skip = of_kind(&other, "skipped")
         .into_iter()
-        .find(|e| e["file"] == avi_name.as_str())
+        .find(|e| e["file"] == ts_name.as_str())
         .cloned()
         .unwrap_or_default();
-    assert_eq!(avi_skip["reason"], "locked", "{other:#?}");
+    assert_eq!(ts_skip["reason"], "locked", "{other:#?}");
     assert!(
-        avi_skip["detail"]
+        ts_skip["detail"]
             .as_str()
             .is_some_and(|detail| detail.contains("new name")),
-        "{avi_skip:#?}"
+        "{ts_skip:#?}"
     );
 
     fs::write(scene.mark("go"), b"").expect("let the fake return");
     let status = holder.wait().expect("the holder ends");
     assert!(status.success(), "{status:?}");
-    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(video_codec(&output), "hevc");
+    assert!(!avi.exists(), "the avi became clip-01.mkv");
     assert!(
-        fs::read(&avi).unwrap_or_default() == avi_bytes,
-        "the avi is untouched"
+        fs::read(&ts).unwrap_or_default() == ts_bytes,
+        "the ts is untouched"
     );
 }
 
