@@ -707,7 +707,7 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
     // The holder converts only the avi (it is given the file alone) and stops after its
     // verification, before it places clip-01.mkv.
     let avi_arg = avi.to_string_lossy().into_owned();
-    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+    let holder = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
         .args([
             "--json",
             "--min-age",
@@ -731,10 +731,19 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the holder");
+    // A failed assertion must not leave the holder waiting for its "go" forever.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = KillOnDrop(holder);
     let deadline = Instant::now() + RUN;
     while !scene.mark("verified.pid").exists() {
         assert!(
-            holder.try_wait().ok().flatten().is_none(),
+            holder.0.try_wait().ok().flatten().is_none(),
             "the holder exited"
         );
         assert!(Instant::now() < deadline, "no verification within {RUN:?}");
@@ -765,7 +774,7 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
     );
 
     fs::write(scene.mark("go"), b"").expect("let the fake return");
-    let status = holder.wait().expect("the holder ends");
+    let status = holder.0.wait().expect("the holder ends");
     assert!(status.success(), "{status:?}");
     assert_eq!(video_codec(&output), "hevc");
     assert!(!avi.exists(), "the avi became clip-01.mkv");
