@@ -21,8 +21,6 @@ cd "$(dirname "$0")/../.."
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
 KNOWN_DEFECTS=(
-    "nfs3:hammer_across_two_kernel_clients_never_overlaps ESTALE opening or reading a lock that the other client just retired is taken as an I/O error (src/lock.rs)"
-    "nfs4.2:hammer_across_two_kernel_clients_never_overlaps the same ESTALE, less often"
     "cifs:hammer_across_two_kernel_clients_never_overlaps at times an open() of the lock waits on smbd for minutes (SMB2_open, no answer); not understood yet"
 )
 
