@@ -127,6 +127,9 @@ struct Point {
     step: usize,
     /// The reference run's thread that made it.
     tid: u32,
+    /// Made by the encode: hit by running that ffmpeg alone under strace (see
+    /// [`encoder_wrapper`]), where no other process's count comes first.
+    encoder: bool,
     /// When the call names one of the library's fixed names (lock, guards, cache, its
     /// lock, the media): those file names, passed to strace as `-P`, which then counts (and
     /// hits) only calls on them: no other thread or child comes first. Empty for calls on
@@ -318,6 +321,7 @@ fn points(trace: &Trace, dir: &Path, variant: Variant) -> Vec<Point> {
                 step,
                 tid: call.tid,
                 pinned,
+                encoder: false,
             }
         })
         .filter(|p| variant.links || !matches!(p.syscall.as_str(), "linkat" | "link"))
@@ -511,6 +515,71 @@ fn reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf)
     (trace, lib)
 }
 
+/// Writes `dir/bin/ffmpeg`: the real ffmpeg, except that the encode (the one whose last
+/// argument, its output, is a temp output) runs under `strace -f -o log options`. This
+/// hits the encoder's own calls on the share without counting the encoder trials, probes
+/// and decodes that run beside it. Returns the directory to put first on `PATH`.
+fn encoder_wrapper(dir: &Path, options: &[String], log: &Path) -> PathBuf {
+    let real = which::which("ffmpeg").expect("ffmpeg must be installed for the tests");
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    let options: Vec<String> = options.iter().map(|o| quote(o)).collect();
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).expect("wrapper dir");
+    let script = format!(
+        "#!/bin/sh\n\
+         # The fault matrix's ffmpeg: the encode runs under strace, everything else as is.\n\
+         for last in \"$@\"; do :; done\n\
+         case \"$last\" in\n\
+         *.partial.*) exec strace -f -qq -y -s 0 -o {log} {options} -- {real} \"$@\" ;;\n\
+         esac\n\
+         exec {real} \"$@\"\n",
+        log = quote(&log.display().to_string()),
+        options = options.join(" "),
+        real = quote(&real.display().to_string()),
+    );
+    let path = bin.join("ffmpeg");
+    fs::write(&path, script).expect("write the ffmpeg wrapper");
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the ffmpeg wrapper");
+    bin
+}
+
+/// `PATH` with `first` before the rest.
+fn path_with(first: &Path) -> std::ffi::OsString {
+    let mut path = std::ffi::OsString::from(first);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    path
+}
+
+/// A reference run of `variant` where only the encode runs under strace: its trace.
+fn encoder_reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf) {
+    let work = root.join(format!("encoder-reference-{}", variant.slug()));
+    fs::create_dir_all(&work).expect("reference dir");
+    let lib = work.join("lib");
+    copy_tree(template, &lib);
+    let log = work.join("encode.strace");
+    let bin = encoder_wrapper(
+        &work,
+        &["-e".into(), format!("trace={}", TRACED.join(","))],
+        &log,
+    );
+    let args = convert_args(&lib.join(variant.source()), variant);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut command = converter(&args, HOST_A, None);
+    command.env("PATH", path_with(&bin));
+    let ran = run(command, &work, "run");
+    assert!(
+        ran.status.is_some_and(|s| s.success()) && ran.converted() == 1,
+        "the encoder reference run of [{}] did not convert: {}{}",
+        variant.name(),
+        ran.stdout,
+        ran.stderr
+    );
+    let trace = Trace::parse(&fs::read_to_string(&log).expect("the encode's trace"));
+    (trace, lib)
+}
+
 /// What one case showed.
 #[derive(Debug, Default)]
 struct Outcome {
@@ -538,11 +607,14 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
     let log = dir.join("fault.strace");
     let options = case.strace_options(&lib);
     let str_args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let faulted = run(
-        converter(&str_args, HOST_A, Some((&options, &log))),
-        dir,
-        "fault",
-    );
+    let command = if case.point.encoder {
+        let mut command = converter(&str_args, HOST_A, None);
+        command.env("PATH", path_with(&encoder_wrapper(dir, &options, &log)));
+        command
+    } else {
+        converter(&str_args, HOST_A, Some((&options, &log)))
+    };
+    let faulted = run(command, dir, "fault");
     if faulted.hung {
         outcome
             .failures
@@ -570,7 +642,9 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
         // Under -P strace shows no clone or exec, so no program: only media-converter
         // touches those names.
         hit.name == case.point.syscall
-            && (!case.point.pinned.is_empty() || trace.program(hit.tid) == case.point.program)
+            && (!case.point.pinned.is_empty()
+                || case.point.encoder
+                || trace.program(hit.tid) == case.point.program)
             && call_role(hit, &lib, case.variant) == case.point.role
     };
     // A kill ends the run at the first hit; an error lets the run go on to the point.
@@ -723,7 +797,29 @@ fn every_crash_and_fault_point_loses_nothing() {
             })
             .clone();
         let (trace, lib) = reference(&template, root, variant);
-        let points = points(&trace, &lib, variant);
+        let mut points = points(&trace, &lib, variant);
+        let mut encoder_points = Vec::new();
+        if variant.is_base() {
+            // The encoder's calls are hit through the encode alone (see encoder_wrapper).
+            points.retain(|p| p.program != "ffmpeg");
+            let (encode, encode_lib) = encoder_reference(&template, root, variant);
+            for mut point in self::points(&encode, &encode_lib, variant) {
+                point.encoder = true;
+                point.program = "ffmpeg (encode)".into();
+                if let Some(first) = first_hit(&encode, &point, &[]) {
+                    unreachable.push(format!(
+                        "[{}] {} (another thread's call #{} comes first: {}({}))",
+                        variant.name(),
+                        point.label(),
+                        point.ordinal,
+                        first.name,
+                        call_role(first, &encode_lib, variant),
+                    ));
+                    continue;
+                }
+                encoder_points.push(point);
+            }
+        }
         for change in trace.mutations_under(&lib) {
             let role = call_role(change, &lib, variant);
             assert!(
@@ -732,7 +828,7 @@ fn every_crash_and_fault_point_loses_nothing() {
                 variant.name()
             );
         }
-        point_count += points.len();
+        point_count += points.len() + encoder_points.len();
         if std::env::var_os("FAULT_MATRIX_LIST").is_some() {
             for p in &points {
                 loud(&format!(
@@ -741,6 +837,18 @@ fn every_crash_and_fault_point_loses_nothing() {
                     p.step,
                     p.label()
                 ));
+            }
+        }
+        for point in encoder_points {
+            for fault in Fault::at(&point.syscall, variant.links) {
+                let case = Case {
+                    variant,
+                    point: point.clone(),
+                    fault,
+                };
+                if case.name().contains(&only) {
+                    cases.push((case, template.clone()));
+                }
             }
         }
         for point in points {
@@ -846,8 +954,18 @@ fn every_crash_and_fault_point_loses_nothing() {
         if !outcome.failures.is_empty() {
             let _ = writeln!(
                 report,
-                "         reproduce: strace -f {} -- media-converter {}",
+                "         reproduce: {}strace -f {} -- {} {}",
+                if case.point.encoder {
+                    "the encode's ffmpeg alone under "
+                } else {
+                    ""
+                },
                 case.strace_options(Path::new("LIB")).join(" "),
+                if case.point.encoder {
+                    "ffmpeg ...; media-converter"
+                } else {
+                    "media-converter"
+                },
                 convert_args(&Path::new("LIB").join(case.variant.source()), case.variant).join(" ")
             );
         }
