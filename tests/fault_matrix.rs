@@ -167,6 +167,8 @@ fn role_of(path: &str, variant: Variant) -> String {
         "kept original"
     } else if name == library::CACHE {
         "cache"
+    } else if name.starts_with(".mediabox_cache.json.lock.tomb-") {
+        "cache lock tombstone"
     } else if name.starts_with(".mediabox_cache.json") && name.ends_with(".lock") {
         "cache lock"
     } else if name.starts_with(".mediabox_cache.json") {
@@ -188,6 +190,11 @@ fn role_of(path: &str, variant: Variant) -> String {
     } else {
         return name;
     };
+    // A container change claims the new name too: its lock files are told apart.
+    let destination_lock = format!("{}.mediabox.lock", variant.destination());
+    if variant.container_change && name.starts_with(&destination_lock) {
+        return format!("destination {role}");
+    }
     role.to_owned()
 }
 
@@ -204,23 +211,25 @@ fn call_role(call: &Call, dir: &Path, variant: Variant) -> String {
 
 /// The library's names that are the same in every run.
 fn fixed_names(dir: &Path, variant: Variant) -> Vec<String> {
-    let lock = format!("{}.mediabox.lock", variant.source());
-    [
+    let mut names = vec![
         variant.source().to_owned(),
         variant.destination().to_owned(),
         variant.kept(),
         library::BYSTANDER.to_owned(),
         library::CACHE.to_owned(),
         format!("{}.lock", library::CACHE),
-        format!("{lock}.acquire"),
-        format!("{lock}.break"),
-        lock,
-    ]
-    .iter()
-    .map(|name| dir.join(name).display().to_string())
-    .collect::<std::collections::BTreeSet<_>>()
-    .into_iter()
-    .collect()
+    ];
+    // The claims: on the source, and on a new name too.
+    for media in [variant.source(), variant.destination()] {
+        let lock = format!("{media}.mediabox.lock");
+        names.extend([format!("{lock}.acquire"), format!("{lock}.break"), lock]);
+    }
+    names
+        .iter()
+        .map(|name| dir.join(name).display().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Whether strace's `-P names` selects `call`: as strace does, only the first path of
