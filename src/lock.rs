@@ -48,7 +48,9 @@ pub use error::{LockError, LockLost, LostReason};
 pub use files::rename_noreplace;
 pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
-pub use maintenance::{CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks};
+pub use maintenance::{
+    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, recover_interrupted_swaps,
+};
 pub use names::{
     LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
     is_lock_artifact, kept_original_name, lock_path, parse_work_file_name, temp_output_name,
@@ -68,6 +70,9 @@ use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
+/// The phase a swap to a new name writes, durably, before it reserves that name by
+/// exclusive create: an empty file at a dead claim's name in this phase is its reservation.
+pub const PHASE_SWAP_PLACING: &str = "swap:placing";
 /// The phase a swap writes, durably, once the new file is in place and before the
 /// original's other name is removed: a dead claim's backup is then debris.
 pub const PHASE_SWAP_DONE: &str = "swap:done";
@@ -364,7 +369,7 @@ impl Locker {
     }
 
     fn create_under_guard(&self, lock: &Path, media_name: &str) -> Result<Created, LockError> {
-        match File::open(lock) {
+        match files::by_name(|| File::open(lock)) {
             Ok(_) => return Ok(Created::Exists),
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             // Another user's lock we may not read is still a lock.
@@ -622,8 +627,10 @@ impl OwnedFile {
         }
     }
 
+    /// A lock we hold open that NFS calls a stale handle was replaced or deleted through
+    /// another client: it is not ours any more.
     fn lost_io(&self, err: io::Error) -> LockLost {
-        if err.kind() == io::ErrorKind::NotFound {
+        if err.kind() == io::ErrorKind::NotFound || files::is_stale_handle(&err) {
             self.lost(LostReason::Missing)
         } else {
             self.lost(LostReason::Io(err))
@@ -701,11 +708,9 @@ impl LockGuard {
     pub fn heartbeat(&self, phase: &str, progress: Option<Progress>) -> Result<(), LockLost> {
         let owned = &self.owned;
         let mut record = lock_ignoring_poison(&owned.record);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&owned.path)
-            .map_err(|err| owned.lost_io(err))?;
+        let mut file =
+            files::by_name(|| OpenOptions::new().read(true).write(true).open(&owned.path))
+                .map_err(|err| owned.lost_io(err))?;
         let (bytes, _) = read_bounded(&mut file).map_err(|err| owned.lost_io(err))?;
         owned.check(&bytes)?;
         let mut next = record.clone();

@@ -26,6 +26,9 @@ pub enum SwapPhase {
     /// The original has a second name (the backup); the new file is about to be renamed
     /// over its first.
     Replacing,
+    /// The new file is about to be placed at a new name (hard link, or reservation by
+    /// exclusive create and rename over it).
+    Placing,
     /// The original is at the backup name only; the new file is about to take its place.
     OriginalAtBackup,
     /// The new file is in place; the original's other name is about to be removed.
@@ -40,6 +43,7 @@ impl SwapPhase {
         match self {
             SwapPhase::BackingUp => "swap:backing-up",
             SwapPhase::Replacing => "swap:replacing",
+            SwapPhase::Placing => crate::lock::PHASE_SWAP_PLACING,
             SwapPhase::OriginalAtBackup => "swap:original-at-backup",
             SwapPhase::Done => crate::lock::PHASE_SWAP_DONE,
             SwapPhase::DoneKeeping => crate::lock::PHASE_SWAP_DONE_KEEPING,
@@ -295,7 +299,7 @@ fn place_beside(
     new_len: u64,
     on_phase: &mut dyn FnMut(SwapPhase) -> PhaseCheck,
 ) -> Result<(), SwapError> {
-    on_phase(SwapPhase::BackingUp).map_err(|why| stopped("placing", s.destination, why))?;
+    on_phase(SwapPhase::Placing).map_err(|why| stopped("placing", s.destination, why))?;
     let taken = || {
         err(
             "placing the new file: a file already exists at",

@@ -479,6 +479,15 @@ fn a_paused_holder_never_swaps_after_another_host_took_over() {
         fs::read(&scene.clip).expect("the new file") == theirs,
         "the other host's result stands"
     );
+    // Its failure came from the broken claim, not the file: not counted against it.
+    let cache = fs::read(scene.library.join(".mediabox_cache.json")).unwrap_or_default();
+    let cache: Value = serde_json::from_slice(&cache).unwrap_or_default();
+    let entry = &cache["files"]["clip-00.mkv"];
+    assert!(entry.is_object(), "no cache entry: {cache:#}");
+    assert!(
+        entry["failed"].is_null(),
+        "a failure was recorded: {entry:#}"
+    );
     // The paused holder had emitted `converting` too: two encodes, one swap.
     assert_eq!(of_kind(&held, "converting").len(), 1);
     assert_eq!(video_codec(&scene.clip), "hevc");
@@ -1167,4 +1176,158 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
         "the user's new version was replaced"
     );
     assert_eq!(debris(&scene.library), Vec::<String>::new());
+    // Not the file's fault: no failure is held against it.
+    let cache = fs::read(scene.library.join(".mediabox_cache.json")).unwrap_or_default();
+    let cache: Value = serde_json::from_slice(&cache).unwrap_or_default();
+    let failed = &cache["files"]["clip-00.mkv"]["failed"];
+    assert!(failed.is_null(), "a failure was recorded: {cache:#}");
+}
+
+/// Runs the converter on the scene's library as host-1 under `strace -f` with the given
+/// `-e inject=` expressions; returns its exit code and JSON events. strace counts `when=`
+/// per thread: the worker that converts the one file renames its claim's acquire guard
+/// away, then (for a new name) the output claim's, then swaps.
+fn run_injected(scene: &Scene, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let mut command = std::process::Command::new("strace");
+    command.args(["-f", "-qq", "-o", "/dev/null"]);
+    for inject in injects {
+        command.args(["-e", inject]);
+    }
+    let out = command
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .output()
+        .expect("run under strace");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    (out.status.code(), events)
+}
+
+/// Without hard links the in-place swap renames the original aside, then the new file into
+/// its name; a SIGKILL between the two leaves the name empty. The same host's next run must
+/// put the original back and convert it. Before, no run ever saw the file again (the scan
+/// finds nothing at its name, so nothing broke the dead lock), and only `locks clean`
+/// restored it.
+#[test]
+fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    // The worker's renames: its acquire guard, the original aside, the new file in.
+    let (code, killed) = run_injected(
+        &scene,
+        &[
+            "inject=link,linkat:error=EPERM",
+            "inject=rename,renameat,renameat2:signal=KILL:when=3",
+        ],
+    );
+    assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
+    assert!(
+        !scene.clip.exists(),
+        "the kill did not fall between the renames"
+    );
+
+    let (code, rerun) = scene.run("host-1", "rerun", &[]);
+    assert_eq!(code, Some(0), "{rerun:#?}");
+    assert_converted_once_and_clean(&scene, &[&rerun]);
+}
+
+/// Without hard links a conversion to a new name reserves it (an empty file) and renames
+/// the new file over the reservation; killed in between, the empty reservation stayed and
+/// every later run failed "a file already exists at clip-00.mkv". The next run must remove
+/// the dead claim's reservation and convert.
+#[test]
+fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let avi = remux_beside(&scene, "clip-00.avi");
+    fs::remove_file(&scene.clip).expect("only the avi");
+    // The worker's renames: its two acquire guards, the new file over its reservation.
+    let (code, killed) = run_injected(
+        &scene,
+        &[
+            "inject=link,linkat:error=EPERM",
+            "inject=rename,renameat,renameat2:signal=KILL:when=3",
+        ],
+    );
+    assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
+    assert_eq!(
+        fs::metadata(&scene.clip).map(|meta| meta.len()).ok(),
+        Some(0),
+        "the kill did not fall between the reservation and the rename"
+    );
+
+    let (code, rerun) = scene.run("host-1", "rerun", &[]);
+    assert_eq!(code, Some(0), "{rerun:#?}");
+    assert_eq!(of_kind(&rerun, "converted").len(), 1, "{rerun:#?}");
+    assert!(!avi.exists());
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+/// NFS answers ESTALE when a lock this client had cached was retired through another
+/// client. Read by name again, the lock is found (or found gone) and the claim goes on.
+/// Before, ESTALE on opening the lock was an I/O error: "cannot claim it".
+#[test]
+fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let scene = Scene::new(false);
+    // A dead host's lock, an hour old: to be broken on the way to the claim.
+    let record = LockRecord {
+        hostname: "gone".into(),
+        pid: 4242,
+        lock_id: Some("d".repeat(32)),
+        host_id: Some("id-gone".into()),
+        ..LockRecord::default()
+    };
+    fs::write(scene.lock(), record.to_json().expect("json")).expect("write the lock");
+    fs::File::options()
+        .write(true)
+        .open(scene.lock())
+        .and_then(|file| file.set_modified(SystemTime::now() - Duration::from_secs(3600)))
+        .expect("age the lock");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-P"])
+        .arg(scene.lock())
+        .args(["-e", "inject=openat:error=ESTALE:when=1..2"])
+        .arg(env!("CARGO_BIN_EXE_media-converter"))
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .output()
+        .expect("run under strace");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_converted_once_and_clean(&scene, &[&events]);
 }

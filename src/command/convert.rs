@@ -90,6 +90,14 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             Next::Done
         }
     };
+    let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
+    if let (Target::Dir(dir), false) = (&config.target, config.dry_run) {
+        // Before the scan: an original that a crashed swap left at its backup name is back
+        // at its own in time to be seen.
+        for action in lock::recover_interrupted_swaps(dir, claimer.locker()) {
+            reporter.note(&format!("recovered from an interrupted swap: {action}"));
+        }
+    }
     let encoders = encode::Encoders::new(&tools, config);
     // The encoder trials run while the library is scanned and probed; a dry run, or an
     // audio-only one, needs no video encoder.
@@ -126,7 +134,6 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         return Ok(finish(reporter, summary, started));
     }
 
-    let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
     let ctx = Context {
         claimer: &claimer,
         tools: &tools,
@@ -656,6 +663,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     let backup =
         file.path
             .with_file_name(lock::backup_name(file_name, claim.lock_id(), &original_ext));
+    let stopped = std::cell::Cell::new(false);
     let swapped = swap::swap(
         &Swap {
             original: &file.path,
@@ -665,20 +673,17 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
             keep_as: config.keep_original.then_some(kept.as_path()),
         },
         &mut |phase| {
-            for claimed in std::iter::once(&claim).chain(&output_claim) {
-                claimed
-                    .set_phase_durably(phase.as_str())
-                    .map_err(|lost| format!("lost the claim ({lost})"))?;
-            }
-            match phase {
-                SwapPhase::BackingUp | SwapPhase::Replacing | SwapPhase::OriginalAtBackup => {
-                    original_unchanged(file).map(drop)
-                }
-                SwapPhase::Done | SwapPhase::DoneKeeping => Ok(()),
-            }
+            let checked = swap_step_allowed(phase, file, &claim, output_claim.as_ref());
+            stopped.set(checked.is_err());
+            checked
         },
     );
     if let Err(err) = swapped {
+        // Stopped by a check: the claim or the original changed under us, not the file's
+        // fault.
+        if stopped.get() {
+            return FileOutcome::Abandoned(format!("the swap stopped: {err}"));
+        }
         return unless_lost(FileOutcome::Failed(format!(
             "replacing the original: {err}"
         )));
@@ -711,6 +716,29 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         encoder: encoded.encoder,
         seconds,
         output: Box::new(encoded.output),
+    }
+}
+
+/// Before each step of the swap: the step durably in every claim's record (a fresh
+/// heartbeat, which proves the claim is still ours), and, while the original is still at its
+/// name, the original unchanged.
+fn swap_step_allowed(
+    phase: SwapPhase,
+    file: &MediaFile,
+    claim: &Claim,
+    output_claim: Option<&Claim>,
+) -> Result<(), String> {
+    for claimed in std::iter::once(claim).chain(output_claim) {
+        claimed
+            .set_phase_durably(phase.as_str())
+            .map_err(|lost| format!("lost the claim ({lost})"))?;
+    }
+    match phase {
+        SwapPhase::BackingUp
+        | SwapPhase::Replacing
+        | SwapPhase::OriginalAtBackup
+        | SwapPhase::Placing => original_unchanged(file).map(drop),
+        SwapPhase::Done | SwapPhase::DoneKeeping => Ok(()),
     }
 }
 

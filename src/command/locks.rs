@@ -156,6 +156,7 @@ fn action_name(action: &CleanAction) -> &'static str {
         CleanAction::RemovedBackup { .. } => "removed_backup",
         CleanAction::RestoredOriginal { .. } => "restored_original",
         CleanAction::KeptOriginal { .. } => "kept_original",
+        CleanAction::RemovedReservation { .. } => "removed_reservation",
         CleanAction::KeptOrphan { .. } => "kept_orphan",
     }
 }

@@ -145,8 +145,47 @@ impl Snapshot {
     }
 }
 
+/// How many times an operation by name is tried again when NFS answers ESTALE.
+const STALE_HANDLE_TRIES: usize = 3;
+
+/// Whether `err` is NFS's "stale file handle": the file this client had cached under
+/// the name was replaced or deleted through another client (a lock retired, a new one
+/// created).
+pub(super) fn is_stale_handle(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    let stale = err.raw_os_error() == Some(libc::ESTALE);
+    #[cfg(not(unix))]
+    let stale = false;
+    stale
+}
+
+/// Runs `op`, which works on a file by its name, again while NFS answers ESTALE (each try
+/// looks the name up anew, which refreshes the client's handle); if it persists, the file
+/// that was there is gone, and the error says NotFound.
+pub(super) fn by_name<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let mut tries = 0;
+    loop {
+        match op() {
+            Err(err) if is_stale_handle(&err) => {
+                tries += 1;
+                if tries >= STALE_HANDLE_TRIES {
+                    return Err(io::Error::new(io::ErrorKind::NotFound, err));
+                }
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Reads the lock at `path`; `None` when there is none.
 pub(super) fn read_snapshot(path: &Path) -> io::Result<Option<Snapshot>> {
+    match by_name(|| read_snapshot_once(path)) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        result => result,
+    }
+}
+
+fn read_snapshot_once(path: &Path) -> io::Result<Option<Snapshot>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -192,7 +231,7 @@ pub(super) fn read_bounded(file: impl Read) -> io::Result<(Vec<u8>, bool)> {
 
 /// Reads at most [`MAX_LOCK_BYTES`] of the file at `path`.
 pub(super) fn read_path_bounded(path: &Path) -> io::Result<Vec<u8>> {
-    read_bounded(File::open(path)?).map(|(bytes, _)| bytes)
+    by_name(|| read_bounded(File::open(path)?).map(|(bytes, _)| bytes))
 }
 
 /// Makes sure the file's mtime is the file server's "now" after a write.
@@ -330,7 +369,7 @@ pub(super) fn retire(path: &Path, is_expected: impl Fn(&[u8]) -> bool) -> io::Re
 /// mount; a stat may come from a cache) and then taken by a plain rename, which is
 /// exclusive only because the caller holds the name's acquire guard.
 pub(super) fn put_back(tomb: &Path, path: &Path) -> io::Result<bool> {
-    let free = match File::open(path) {
+    let free = match by_name(|| File::open(path)) {
         Ok(_) => false,
         Err(err) if err.kind() == io::ErrorKind::NotFound => true,
         Err(_) => false,
@@ -352,13 +391,20 @@ pub(super) fn put_back(tomb: &Path, path: &Path) -> io::Result<bool> {
 /// exclusive create (it truncates), so `to` is opened first: that narrows, but
 /// cannot close, the window in which a file appearing at `to` could be replaced.
 pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
-    if File::open(to).is_ok() {
+    if by_name(|| File::open(to)).is_ok() {
         return Ok(false);
     }
     match OpenOptions::new().write(true).create_new(true).open(to) {
         Ok(placeholder) => {
             drop(placeholder);
-            retry_busy(|| fs::rename(from, to))?;
+            if let Err(err) = retry_busy(|| fs::rename(from, to)) {
+                // Our reservation must not stay to block the name for ever; it is ours
+                // only while still empty.
+                if crate::fresh::metadata(to).is_ok_and(|meta| meta.len() == 0) {
+                    let _ = fs::remove_file(to);
+                }
+                return Err(err);
+            }
             Ok(true)
         }
         Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
@@ -477,6 +523,38 @@ mod tests {
         assert_eq!(
             classify_create_error(&os_error(19), || None),
             DirectoryNotWritable
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stale_nfs_handle_is_tried_again_by_name_then_read_as_gone() {
+        // Before, ESTALE (a lock the other NFS client had just retired) came back as an
+        // I/O error and failed the claim.
+        let mut left = 2;
+        let passes = by_name(|| {
+            if left > 0 {
+                left -= 1;
+                Err(os_error(libc::ESTALE))
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(passes.ok(), Some(7));
+        let mut tries = 0;
+        let persists = by_name(|| -> io::Result<()> {
+            tries += 1;
+            Err(os_error(libc::ESTALE))
+        });
+        assert_eq!(
+            persists.map_err(|err| err.kind()),
+            Err(io::ErrorKind::NotFound)
+        );
+        assert_eq!(tries, STALE_HANDLE_TRIES);
+        let other = by_name(|| -> io::Result<()> { Err(os_error(libc::EIO)) });
+        assert_eq!(
+            other.map_err(|err| err.raw_os_error()),
+            Err(Some(libc::EIO))
         );
     }
 

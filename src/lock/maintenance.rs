@@ -17,7 +17,7 @@ use super::names::{
     parse_work_file_name,
 };
 use super::{BreakOutcome, Holder, LockError, Locker};
-use super::{PHASE_SWAP_DONE, PHASE_SWAP_DONE_KEEPING};
+use super::{PHASE_SWAP_DONE, PHASE_SWAP_DONE_KEEPING, PHASE_SWAP_PLACING};
 
 /// One lock found by [`list_locks`].
 #[derive(Debug, Clone, PartialEq)]
@@ -121,6 +121,11 @@ pub enum CleanAction {
         /// Where it is again.
         original: PathBuf,
     },
+    /// A swap to a new name died after reserving it: removed the empty reservation.
+    RemovedReservation {
+        /// The reserved name.
+        path: PathBuf,
+    },
     /// A swap with `--keep-original` died after the new file was in place: moved the
     /// original from its backup name to its kept name.
     KeptOriginal {
@@ -165,6 +170,11 @@ impl fmt::Display for CleanAction {
                 original.display(),
                 backup.display()
             ),
+            CleanAction::RemovedReservation { path } => write!(
+                f,
+                "removed the empty reservation {} of a placement that died",
+                path.display()
+            ),
             CleanAction::KeptOriginal { backup, kept } => write!(
                 f,
                 "kept the original {} as {}",
@@ -186,6 +196,7 @@ impl CleanAction {
             | CleanAction::RemovedClockProbe { path }
             | CleanAction::RemovedTempOutput { path }
             | CleanAction::RemovedBackup { path }
+            | CleanAction::RemovedReservation { path }
             | CleanAction::RestoredOriginal { backup: path, .. }
             | CleanAction::KeptOriginal { backup: path, .. }
             | CleanAction::KeptOrphan { path, .. } => path,
@@ -261,6 +272,32 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
         }
     }
     cleaner.report
+}
+
+/// Finishes, before a run scans `dir`, the swaps that died with their original away from
+/// its name (at its backup name, or behind an empty reservation): a scan would not see the
+/// file, so no claim of it would ever break the dead lock and settle its work files. Only
+/// locks whose media name is missing or empty are looked at, and only stale ones broken
+/// (which settles them, see [`Locker::try_acquire`]); what was done is returned.
+pub fn recover_interrupted_swaps(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
+    let mut actions = Vec::new();
+    for (lock, artifact) in walk(dir).flatten() {
+        let Artifact::Lock { media_name } = artifact else {
+            continue;
+        };
+        let media = parent_dir(&lock).join(media_name);
+        if !matches!(
+            original_state(&media),
+            Ok(Original::Missing | Original::Empty)
+        ) {
+            continue;
+        }
+        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock) {
+            actions.push(CleanAction::BrokeStaleLock { lock, holder });
+            actions.extend(settled.actions.into_iter().flatten());
+        }
+    }
+    actions
 }
 
 /// Every artifact of ours under `dir`, in a stable order: files, and the guard
@@ -722,5 +759,20 @@ pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> 
         }
     }
     settled.restored = work.restored;
+    // A claim that died placing a new file may leave its reservation of the name: an empty
+    // file that would block every later placement there.
+    let own_name = dir.join(&media_name);
+    if holder.phase.as_deref() == Some(PHASE_SWAP_PLACING)
+        && matches!(original_state(&own_name), Ok(Original::Empty))
+    {
+        let removed = if dry_run {
+            Ok(())
+        } else {
+            remove_if_present(&own_name).map_err(LockError::io(&own_name))
+        };
+        settled
+            .actions
+            .push(removed.map(|()| CleanAction::RemovedReservation { path: own_name }));
+    }
     settled
 }
