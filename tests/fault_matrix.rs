@@ -8,10 +8,10 @@
 //! `-e inject=CALL:signal=KILL:when=N` and with an error at that call (`ENOSPC` on write,
 //! `EIO` on rename and fsync, `EPERM` on link: a share without hard links). After each
 //! faulted run the library is recovered three ways, each from a copy of what the fault
-//! left: the same host runs again (on the directory, as a scheduled run does); another
-//! host runs once `--lock-timeout` and the guards'
-//! timeout have passed (the copy's work files aged by an hour: the protocol judges age only
-//! by the share's mtimes); `locks clean`. Each must leave at the original's name the
+//! left: the same host runs again (on the directory, as a scheduled run does); `locks
+//! clean`; another host runs once `--lock-timeout` (3 s) has really passed (an abandoned
+//! guard is younger than its 2 min timeout then, so that host may skip the file). Each
+//! must leave at the original's name the
 //! original, byte for byte, or a verified HEVC file (probed and decoded); with
 //! `--keep-original`, the original at its kept name; the bystander untouched; no broken
 //! media file; nothing converted twice; and after `locks clean` nothing of ours.
@@ -39,7 +39,8 @@
 //! (CI sets it). `FAULT_MATRIX_ONLY=TEXT` runs the cases whose name contains TEXT;
 //! `FAULT_MATRIX_KEEP=1` keeps every case's directory (after-fault copy, logs, traces);
 //! `FAULT_MATRIX_LIST=1` prints the points; `FAULT_MATRIX_JOBS` sets how many cases run at
-//! once (default 2).
+//! once (default 3: each case also
+//! waits out a lock timeout).
 #![cfg(target_os = "linux")]
 
 #[path = "fault_matrix/library.rs"]
@@ -58,7 +59,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use library::{Variant, age_work_files, copy_tree, judge, make_template};
+use library::{Variant, copy_tree, judge, make_template};
 use trace::{Call, TRACED, Trace};
 
 const BIN: &str = env!("CARGO_BIN_EXE_media-converter");
@@ -66,6 +67,8 @@ const HOST_A: &str = "matrix-a";
 const HOST_B: &str = "matrix-b";
 /// A run that takes longer is a hang, itself a failure.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
+/// `--lock-timeout` of every run (three `--heartbeat`s, the least allowed).
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Says `message` on stderr past the test harness's capture.
 fn loud(message: &str) {
@@ -674,16 +677,23 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
         a[at + 1] = lib.display().to_string();
         a
     };
+    let fault_ended = Instant::now();
     let snapshot = dir.join("after-fault");
     copy_tree(&lib, &snapshot);
-    for recovery in ["same host", "other host", "locks clean"] {
+    // The other host last: its wait for the lock timeout overlaps the other two.
+    for recovery in ["same host", "locks clean", "other host"] {
         copy_tree(&snapshot, &lib);
         let tag = recovery.replace(' ', "-");
         let log = dir.join(format!("{tag}.strace"));
         let ran = match recovery {
             "same host" => run(on_share(&rerun_args, HOST_A, case.variant, &log), dir, &tag),
             "other host" => {
-                age_work_files(&lib, case.variant);
+                // Really waited for: the lock carries the server's time of its last
+                // heartbeat, so aging files would not make it stale.
+                thread::sleep(
+                    (fault_ended + LOCK_TIMEOUT + Duration::from_millis(500))
+                        .saturating_duration_since(Instant::now()),
+                );
                 run(on_share(&rerun_args, HOST_B, case.variant, &log), dir, &tag)
             }
             _ => {
@@ -789,7 +799,7 @@ fn every_crash_and_fault_point_loses_nothing() {
     let jobs: usize = std::env::var("FAULT_MATRIX_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     let started = Instant::now();
     let mut temp = tempfile::tempdir().expect("temp dir");
     if std::env::var_os("FAULT_MATRIX_KEEP").is_some() {
