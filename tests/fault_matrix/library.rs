@@ -119,10 +119,11 @@ pub fn make_template(dir: &Path, variant: Variant, bin: &Path) {
             .collect();
         ffmpeg(&args, &source);
     }
+    // HEVC already: the recoveries scan the whole directory, and must leave it as it is.
     let bystander = ["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1"]
         .into_iter()
-        .chain(["-vf", "hue=h=90", "-c:v", "libx264", "-preset", "ultrafast"])
-        .chain(["-crf", "8"])
+        .chain(["-vf", "hue=h=90", "-c:v", "libx265", "-preset", "ultrafast"])
+        .chain(["-x265-params", "log-level=error"])
         .collect::<Vec<_>>();
     ffmpeg(&bystander, &dir.join(BYSTANDER));
     let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400);
@@ -162,27 +163,6 @@ pub fn copy_tree(from: &Path, to: &Path) {
         from.display(),
         to.display()
     );
-}
-
-/// Ages everything in `dir` but the media and the cache by an hour: what another host sees
-/// once `--lock-timeout` and the guards' timeout have passed (the protocol judges age only by
-/// the share's mtimes).
-pub fn age_work_files(dir: &Path, variant: Variant) {
-    let keep = [variant.source(), variant.destination(), BYSTANDER, CACHE];
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if keep.contains(&name.as_str()) {
-            continue;
-        }
-        let times = fs::FileTimes::new()
-            .set_modified(hour_ago)
-            .set_accessed(hour_ago);
-        // Directories (guards) too: opened read-only, which is enough to set times.
-        if let Ok(file) = fs::File::open(entry.path()) {
-            let _ = file.set_times(times);
-        }
-    }
 }
 
 /// What a verified HEVC file is here: ffprobe finds HEVC video of the source's length, and
