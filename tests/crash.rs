@@ -1202,11 +1202,13 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
     assert!(failed.is_null(), "a failure was recorded: {cache:#}");
 }
 
-/// Runs the converter on the scene's library as host-1 under `strace -f` with the given
-/// `-e inject=` expressions; returns its exit code and JSON events. strace counts `when=`
-/// per thread: the worker that converts the one file renames its claim's acquire guard
-/// away, then (for a new name) the output claim's, then swaps.
-fn run_injected(scene: &Scene, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
+/// Runs the converter on `file` as host-1 under `strace -f` with the given `-e inject=`
+/// expressions; returns its exit code and JSON events. strace counts `when=` per thread:
+/// the worker that converts the file renames its claim's acquire guard away, then (for a
+/// new name) the output claim's, then swaps. It runs with `--file`, so the main thread
+/// writes no presence record: its renames (that record's, the cache's) would otherwise
+/// reach the count before the worker's.
+fn run_injected(file: &Path, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
     let mut command = std::process::Command::new("strace");
     command.args(["-f", "-qq", "-o", "/dev/null"]);
     for inject in injects {
@@ -1220,9 +1222,9 @@ fn run_injected(scene: &Scene, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
             "0s",
             "--preset",
             "ultrafast",
-            "--dir",
+            "--file",
         ])
-        .arg(&scene.library)
+        .arg(file)
         .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
         .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
         .output()
@@ -1249,7 +1251,7 @@ fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
     let scene = Scene::new(false);
     // The worker's renames: its acquire guard, the original aside, the new file in.
     let (code, killed) = run_injected(
-        &scene,
+        &scene.clip,
         &[
             "inject=link,linkat:error=EPERM",
             "inject=rename,renameat,renameat2:signal=KILL:when=3",
@@ -1282,7 +1284,7 @@ fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
     fs::remove_file(&scene.clip).expect("only the avi");
     // The worker's renames: its two acquire guards, the new file over its reservation.
     let (code, killed) = run_injected(
-        &scene,
+        &avi,
         &[
             "inject=link,linkat:error=EPERM",
             "inject=rename,renameat,renameat2:signal=KILL:when=3",
@@ -1378,8 +1380,9 @@ fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
             "ultrafast",
             "--keep-original",
         ])
-        .arg("--dir")
-        .arg(&scene.library)
+        // `--file`: no presence record, whose rename on the main thread would count first.
+        .arg("--file")
+        .arg(&scene.clip)
         .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
         .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
         .output()
