@@ -784,11 +784,13 @@ pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> 
     }
     settled.restored = work.restored;
     // A claim that died placing a new file may leave its reservation of the name: an empty
-    // file that would block every later placement there.
+    // file that would block every later placement there. With `--keep-original` the phase
+    // carries the keeping suffix (`swap:placing:keeping-original`).
     let own_name = dir.join(&media_name);
-    if holder.phase.as_deref() == Some(PHASE_SWAP_PLACING)
-        && matches!(original_state(&own_name), Ok(Original::Empty))
-    {
+    let placing = holder.phase.as_deref().is_some_and(|phase| {
+        phase.strip_suffix(PHASE_KEEPING_SUFFIX).unwrap_or(phase) == PHASE_SWAP_PLACING
+    });
+    if placing && matches!(original_state(&own_name), Ok(Original::Empty)) {
         let removed = if dry_run {
             Ok(())
         } else {
