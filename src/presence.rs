@@ -511,16 +511,16 @@ fn retire_old_records(ours: &Path) {
 }
 
 fn gpus() -> Vec<String> {
-    use crate::encoder::Encoder;
-    use crate::gpu::{Facts, Nvidia, Scope};
-    let facts = Facts::gather(Path::new("ffmpeg"), &[Encoder::HevcNvenc], Scope::Plausible);
+    use crate::gpu::{Nvidia, query_nvidia, render_nodes};
+    // NVML and the render nodes alone: the record names GPUs, and asking ffmpeg anything here
+    // would start one more ffmpeg in every run (under Wine, one that a kill mid-start can
+    // leave behind).
     let mut gpus = Vec::new();
-    if let Nvidia::Available { gpus: nvidia, .. } = &facts.nvidia {
-        gpus.extend(nvidia.iter().map(|gpu| gpu.name.clone()));
+    if let Nvidia::Available { gpus: nvidia, .. } = query_nvidia() {
+        gpus.extend(nvidia.into_iter().map(|gpu| gpu.name));
     }
     gpus.extend(
-        facts
-            .render_nodes
+        render_nodes(Path::new("/dev/dri"))
             .iter()
             .map(|node| node.to_string_lossy().into_owned()),
     );
