@@ -1207,8 +1207,8 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
 /// the worker that converts the file renames its claim's acquire guard away, then (for a
 /// new name) the output claim's, then swaps. It runs with `--file`, so the main thread
 /// writes no presence record: its renames (that record's, the cache's) would otherwise
-/// reach the count before the worker's.
-fn run_injected(file: &Path, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
+/// reach the count before the worker's. `extra` goes to the converter.
+fn run_injected(file: &Path, injects: &[&str], extra: &[&str]) -> (Option<i32>, Vec<Value>) {
     let mut command = std::process::Command::new("strace");
     command.args(["-f", "-qq", "-o", "/dev/null"]);
     for inject in injects {
@@ -1216,14 +1216,9 @@ fn run_injected(file: &Path, injects: &[&str]) -> (Option<i32>, Vec<Value>) {
     }
     let out = command
         .arg(env!("CARGO_BIN_EXE_media-converter"))
-        .args([
-            "--json",
-            "--min-age",
-            "0s",
-            "--preset",
-            "ultrafast",
-            "--file",
-        ])
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .args(extra)
+        .arg("--file")
         .arg(file)
         .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
         .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
@@ -1256,6 +1251,7 @@ fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
             "inject=link,linkat:error=EPERM",
             "inject=rename,renameat,renameat2:signal=KILL:when=3",
         ],
+        &[],
     );
     assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
     assert!(
@@ -1289,6 +1285,7 @@ fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
             "inject=link,linkat:error=EPERM",
             "inject=rename,renameat,renameat2:signal=KILL:when=3",
         ],
+        &[],
     );
     assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
     assert_eq!(
@@ -1367,27 +1364,12 @@ fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
     let scene = Scene::new(false);
     // The worker's renames: its acquire guard, the new file over the original, the backup
     // to the kept name.
-    let mut command = std::process::Command::new("strace");
-    let out = command
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args(["-e", "inject=rename,renameat,renameat2:signal=KILL:when=3"])
-        .arg(env!("CARGO_BIN_EXE_media-converter"))
-        .args([
-            "--json",
-            "--min-age",
-            "0s",
-            "--preset",
-            "ultrafast",
-            "--keep-original",
-        ])
-        // `--file`: no presence record, whose rename on the main thread would count first.
-        .arg("--file")
-        .arg(&scene.clip)
-        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
-        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
-        .output()
-        .expect("run under strace");
-    assert_ne!(out.status.code(), Some(0), "the run was not killed");
+    let (code, _) = run_injected(
+        &scene.clip,
+        &["inject=rename,renameat,renameat2:signal=KILL:when=3"],
+        &["--keep-original"],
+    );
+    assert_ne!(code, Some(0), "the run was not killed");
     assert_eq!(
         video_codec(&scene.clip),
         "hevc",
