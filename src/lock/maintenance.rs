@@ -589,11 +589,8 @@ impl WorkFiles {
                 path: backup.to_owned(),
             })
         };
-        let (phase, keeping) = match phase {
-            Some(phase) => match phase.strip_suffix(PHASE_KEEPING_SUFFIX) {
-                Some(base) => (Some(base), true),
-                None => (Some(phase), false),
-            },
+        let (phase, keeping) = match phase.map(split_keeping) {
+            Some((base, keeping)) => (Some(base), keeping),
             None => (None, false),
         };
         let new_file_in_place = || -> Result<bool, LockError> {
@@ -787,9 +784,10 @@ pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> 
     // file that would block every later placement there. With `--keep-original` the phase
     // carries the keeping suffix (`swap:placing:keeping-original`).
     let own_name = dir.join(&media_name);
-    let placing = holder.phase.as_deref().is_some_and(|phase| {
-        phase.strip_suffix(PHASE_KEEPING_SUFFIX).unwrap_or(phase) == PHASE_SWAP_PLACING
-    });
+    let placing = holder
+        .phase
+        .as_deref()
+        .is_some_and(|phase| split_keeping(phase).0 == PHASE_SWAP_PLACING);
     if placing && matches!(original_state(&own_name), Ok(Original::Empty)) {
         let removed = if dry_run {
             Ok(())
@@ -801,4 +799,12 @@ pub(super) fn settle_dead_claim(lock: &Path, holder: &Holder, dry_run: bool) -> 
             .push(removed.map(|()| CleanAction::RemovedReservation { path: own_name }));
     }
     settled
+}
+
+/// A swap phase without its `--keep-original` suffix, and whether it had one.
+fn split_keeping(phase: &str) -> (&str, bool) {
+    match phase.strip_suffix(PHASE_KEEPING_SUFFIX) {
+        Some(base) => (base, true),
+        None => (phase, false),
+    }
 }
