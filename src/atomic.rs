@@ -34,9 +34,10 @@ pub fn replace(file: &Path, bytes: &[u8], flush: Flush) -> io::Result<()> {
         if flush == Flush::ToDisk {
             out.sync_all()?;
         }
-        // Closed before the rename, which Windows needs.
+        // Closed before the rename, which Windows needs; there a reader holding the file
+        // for a moment fails the rename, so it is tried again.
         drop(out);
-        fs::rename(&temp, file)
+        crate::retry::rename_over_readers(&temp, file)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&temp);

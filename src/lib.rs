@@ -31,6 +31,8 @@ pub mod signal;
 pub mod space;
 pub mod survey;
 pub mod swap;
+#[cfg(test)]
+mod testing;
 pub mod tools;
 pub mod transcode;
 pub mod unattended;

@@ -57,6 +57,9 @@ pub const RETIRE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The GPUs are asked for this long after the start at most (or one renewal, if sooner).
 const GPUS_AFTER: Duration = Duration::from_secs(5);
 
+/// How soon a record that could not be written is tried again.
+const RETRY_FAILED_WRITE: Duration = Duration::from_secs(1);
+
 /// A temp or clock-probe file this old was left by a writer that crashed.
 const LEFTOVER_AFTER: Duration = Duration::from_secs(24 * 3600);
 
@@ -399,10 +402,14 @@ impl Shared {
                     };
                 }
             }
-            // A failed write is retried at the next interval; readers see the host go
-            // quiet if it never gets through.
-            let _ = self.write();
-            next = Instant::now() + self.interval;
+            // A failed write is retried within a second, so that a job starting or ending
+            // is not hidden for a whole interval; readers see the host go quiet if it never
+            // gets through.
+            let retry_in = match self.write() {
+                Ok(()) => self.interval,
+                Err(_) => self.interval.min(RETRY_FAILED_WRITE),
+            };
+            next = Instant::now() + retry_in;
         }
     }
 

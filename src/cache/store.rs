@@ -276,11 +276,10 @@ fn nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::set_mtime;
 
     fn age(path: &Path, secs: u64) {
-        let file = File::options().write(true).open(path).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(secs))
-            .unwrap();
+        set_mtime(path, SystemTime::now() - Duration::from_secs(secs)).unwrap();
     }
 
     #[test]
@@ -320,10 +319,7 @@ mod tests {
         let result = update(dir.path(), Duration::from_millis(300), |_| {});
         assert!(matches!(result, Err(WriteError::Busy)), "{result:?}");
         assert!(lock.is_dir());
-        File::open(&lock)
-            .unwrap()
-            .set_modified(SystemTime::now() - Duration::from_secs(120))
-            .unwrap();
+        age(&lock, 120);
         update(dir.path(), Duration::from_millis(300), |_| {}).unwrap();
         let left: Vec<_> = fs::read_dir(dir.path())
             .unwrap()

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::testing::set_mtime;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -44,27 +45,6 @@ fn held(acquire: Acquire) -> Result<Holder, String> {
         Acquire::Held(holder) => Ok(holder),
         Acquire::Acquired(guard) => Err(format!("expected held, acquired {guard:?}")),
     }
-}
-
-/// Sets the mtime of a file or directory (read-only open: directories cannot be
-/// opened for writing).
-#[cfg(not(windows))]
-fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
-    fs::File::open(path)?.set_modified(mtime)
-}
-
-/// Sets the mtime of a file or directory: Windows opens a directory only with
-/// backup semantics, and needs the right to write attributes.
-#[cfg(windows)]
-fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
-    use std::os::windows::fs::OpenOptionsExt;
-    const FILE_WRITE_ATTRIBUTES: u32 = 0x0100;
-    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000;
-    std::fs::OpenOptions::new()
-        .access_mode(FILE_WRITE_ATTRIBUTES)
-        .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
-        .open(path)?
-        .set_modified(mtime)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
