@@ -275,7 +275,7 @@ fn a_legacy_cache_is_used_and_upgraded() {
 
     // Rewritten in the new format, keeping what the legacy tool knew.
     let cache = read_cache(lib);
-    assert_eq!(cache["version"], 1);
+    assert_eq!(cache["media_converter"]["version"], 1);
     let files = cache["files"].as_object().unwrap();
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
@@ -687,4 +687,86 @@ fn cache_build_without_ffprobe_or_directory_is_a_setup_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("install ffmpeg"), "{}", stderr(&out));
+}
+
+/// Runs one step of the original tool's cache handling (`tests/data/mediabox_cache.py`, a
+/// re-statement of its `media_database.py`) on `dir`: its JSON answer, or its traceback.
+fn original_tool(dir: &Path, step: &[&str]) -> Result<Value, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mediabox_cache.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .args(step)
+        .output()
+        .expect("python3 runs (the original tool is Python; .ci/run installs it)");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+#[test]
+fn the_original_tool_reads_our_cache_and_we_read_what_it_adds() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path();
+    let (a, b) = (lib.join("a.mkv"), lib.join("b.mkv"));
+    h264_10bit_mkv(&a);
+    hevc_mkv(&b);
+    age_all(lib);
+    let probe = CountingFfprobe::new();
+    build(&probe, "host-a", lib);
+    assert_eq!(probe.calls().len(), 2);
+
+    // The original's start (media_update.py: cleanup_stale_entries on every directory) and
+    // its statistics walk every top-level value as an entry.
+    let written = fs::read(lib.join(CACHE_FILE)).unwrap();
+    assert_eq!(
+        original_tool(lib, &["cleanup"]),
+        Ok(serde_json::json!({"removed": 0}))
+    );
+    assert_eq!(fs::read(lib.join(CACHE_FILE)).unwrap(), written);
+    original_tool(lib, &["stats"]).unwrap();
+    for (key, value) in read_cache(lib).as_object().unwrap() {
+        assert!(
+            value.is_object() && value.get("file_name").is_none(),
+            "{key}: every top-level value is an object the original takes for no file's entry"
+        );
+    }
+
+    // The original adds its own entry and rewrites the file its way; we still read ours.
+    original_tool(lib, &["store", "a.mkv"]).unwrap();
+    build(&probe, "host-a", lib);
+    assert_eq!(probe.calls().len(), 2, "{:#?}", probe.calls());
+    assert!(
+        cache_files(lib)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("corrupt")),
+        "{:?}",
+        cache_files(lib)
+    );
+    original_tool(lib, &["cleanup"]).unwrap();
+
+    // A cache in our earlier shape (a top-level "version") stops the original at start; it is
+    // still read, and rewritten in the shape both read by the next run that sees it.
+    let mut earlier = read_cache(lib);
+    let files = earlier["files"].take();
+    let earlier = serde_json::json!({"version": 1, "written_by": "media-converter 0.1.0",
+                                     "files": files});
+    fs::write(lib.join(CACHE_FILE), serde_json::to_vec(&earlier).unwrap()).unwrap();
+    let crash = original_tool(lib, &["cleanup"]).unwrap_err();
+    assert!(crash.contains("AttributeError"), "{crash}");
+    let events = dry_run(&probe, "host-a", lib, &[]);
+    assert_eq!(probe.calls().len(), 2, "{:#?}", probe.calls());
+    assert_eq!(planned(&events, &b)["reason"], "already_efficient");
+    let cache = read_cache(lib);
+    assert!(cache.get("version").is_none(), "{cache:#}");
+    assert_eq!(
+        cache["files"]["a.mkv"]["info"]["streams"][0]["codec"],
+        "h264"
+    );
+    assert_eq!(
+        original_tool(lib, &["cleanup"]),
+        Ok(serde_json::json!({"removed": 0}))
+    );
 }
