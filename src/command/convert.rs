@@ -572,7 +572,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         .unwrap_or_default();
     let kept = file
         .path
-        .with_file_name(lock::kept_original_name(file_name, &original_ext));
+        .with_file_name(lock::kept_original_name(file_name));
     // An original kept by an earlier conversion is never replaced, so a second
     // `--keep-original` conversion of a file replaced since could not keep its own: say so
     // before encoding, with nothing touched.

@@ -1,17 +1,21 @@
-"""What the original mediabox tool does with a directory's `.mediabox_cache.json`.
+"""What the original mediabox tool does with a library: which files it takes for media, and
+what it does with a directory's `.mediabox_cache.json`.
 
-A re-statement, in this project's own words, of the few steps that touch the file, so that
-tests can show the original reading our caches without crashing. Upstream:
-wildardoc/mediabox, scripts/media_database.py at commit
-8e58b2227987a0abdac6b20baa2abddc580e48bd (MediaDatabase._load_cache, _save_cache,
-cleanup_stale_entries, get_statistics, store_probe); scripts/media_update.py at the same
-commit calls cleanup_stale_entries on every directory before its first file.
+A re-statement, in this project's own words, of the few steps that matter, so that tests can
+show the original reading our caches without crashing and never taking our work files for
+media. Upstream: wildardoc/mediabox at commit 8e58b2227987a0abdac6b20baa2abddc580e48bd;
+scripts/media_database.py (MediaDatabase._load_cache, _save_cache, cleanup_stale_entries,
+get_statistics, store_probe) and scripts/media_update.py (VIDEO_EXTS, AUDIO_EXTS,
+get_video_files, get_audio_files; it calls cleanup_stale_entries on every directory before
+its first file) and scripts/file_lock.py (FileLock.acquire as media_update.py calls it, with
+a 30-minute timeout), and file_lock.py at ad14c5c1ac76ba45f9269b765246774ed4882669, the older version that named its lock
+`<file>.mediabox.lock`.
 
 The step that matters: the original walks every top-level value of the file and calls
 `.get(...)` on it, so any top-level value that is not a JSON object raises AttributeError
 and stops the original at start.
 
-Usage: mediabox_cache.py DIR cleanup|stats|store NAME
+Usage: mediabox_cache.py DIR scan|cleanup|stats|store NAME|lock NAME SUFFIX
 Prints one JSON object; a crash is a Python traceback and exit status 1.
 """
 
@@ -19,8 +23,25 @@ import hashlib
 import json
 import os
 import sys
+import time
 
 CACHE = ".mediabox_cache.json"
+VIDEO = (".mkv", ".mp4", ".avi", ".mov", ".wmv", ".flv", ".ts", ".m2ts")
+AUDIO = (".flac", ".wav", ".aiff", ".ape", ".wv", ".m4a", ".ogg", ".opus", ".wma")
+# Only its own leftovers are skipped; hidden files are not.
+OWN_TEMP = (".tmp.mp4", ".tmp.mkv", ".tmp.avi", ".tmp.mov", ".tmp.mp3", ".tmp.m4a", ".tmp.flac")
+
+
+def scan(directory):
+    found = []
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name.endswith(OWN_TEMP):
+                continue
+            lower = name.lower()
+            if lower.endswith(VIDEO) or (lower.endswith(AUDIO) and not lower.endswith(".mp3")):
+                found.append(os.path.relpath(os.path.join(root, name), directory))
+    return {"media": sorted(found)}
 
 
 def load(path):
@@ -91,12 +112,43 @@ def store(directory, name):
     return {"stored": key}
 
 
+def lock(directory, name, suffix):
+    """What FileLock(timeout=1800).acquire(wait=False) would find, without acting on it.
+
+    `suffix` is ".lock" (the current version) or ".mediabox.lock" (the older one). Both
+    take a lock as held only while it parses, has `hostname`, `timestamp` and `file`, and its
+    `timestamp` is at most 30 minutes old by the original's own clock; a held-looking lock
+    older than that is removed and the file taken. The current version first removes a lock
+    that does not parse or is over 6 hours old.
+    """
+    path = os.path.join(directory, name + suffix)
+    if not os.path.exists(path):
+        return {"sees": "nothing", "takes_the_file": True}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, IOError):
+        # The current version removes it; the older one fails to create its own and skips.
+        return {"sees": "garbage", "takes_the_file": False, "removes_it": suffix == ".lock"}
+    age = time.time() - data.get("timestamp", 0)
+    complete = all(key in data for key in ("hostname", "timestamp", "file"))
+    if not complete:
+        return {"sees": "unnamed", "takes_the_file": False, "removes_it": suffix == ".lock" and age > 21600}
+    if age > 1800:
+        return {"sees": "stale", "takes_the_file": True, "removes_it": True}
+    return {"sees": "held", "host": data["hostname"], "takes_the_file": False}
+
+
 def main():
     directory, step = sys.argv[1], sys.argv[2]
-    if step == "cleanup":
+    if step == "scan":
+        result = scan(directory)
+    elif step == "cleanup":
         result = cleanup(directory)
     elif step == "stats":
         result = stats(directory)
+    elif step == "lock":
+        result = lock(directory, sys.argv[3], sys.argv[4])
     elif step == "store":
         result = store(directory, sys.argv[3])
     else:
