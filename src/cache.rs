@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
-use crate::decide::SkipReason;
+use crate::decide::{Calibration, SkipReason, SourceVideo};
 use crate::probe::MediaInfo;
 use crate::scan::MediaFile;
 
@@ -180,6 +180,9 @@ pub struct Converted {
     /// The original's name when the conversion changed it (`old.avi` -> `old.mkv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The original's video, which the estimates of later plans of its kind go by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceVideo>,
 }
 
 /// A conversion whose result was not enough smaller; the original was kept.
@@ -395,6 +398,26 @@ impl DirCache {
     /// Whether it holds no entry.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// Adds what its conversions came to, and its conversions not worth keeping (no saving),
+    /// to `calibration`.
+    pub fn teach(&self, calibration: &mut Calibration) {
+        for entry in self.files.values() {
+            if let Some(Converted {
+                source: Some(source),
+                before_bytes,
+                after_bytes,
+                ..
+            }) = &entry.converted
+            {
+                calibration.learn(source, *before_bytes, *after_bytes);
+            }
+            let kept = entry.not_smaller.as_ref().zip(entry.info.as_ref());
+            if let Some(source) = kept.and_then(|(_, info)| SourceVideo::of(info)) {
+                calibration.learn(&source, entry.size, entry.size);
+            }
+        }
     }
 }
 
@@ -668,6 +691,7 @@ pub struct Recorder {
     newer: HashMap<PathBuf, u32>,
     warned_unwritable: bool,
     unwritable: usize,
+    calibration: Calibration,
 }
 
 impl Default for Recorder {
@@ -685,7 +709,18 @@ impl Recorder {
             newer: HashMap::new(),
             warned_unwritable: false,
             unwritable: 0,
+            calibration: Calibration::default(),
         }
+    }
+
+    /// Learns what `cache`'s conversions came to, for the estimates of this run's plans.
+    pub fn learn(&mut self, cache: &DirCache) {
+        cache.teach(&mut self.calibration);
+    }
+
+    /// What the caches read so far say conversions come to.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
     }
 
     /// The host name written into history records.
@@ -759,6 +794,7 @@ impl Recorder {
         after_bytes: u64,
         encoder: &str,
         seconds: f64,
+        source: Option<SourceVideo>,
     ) {
         let Some(output_name) = output.file_name().and_then(key) else {
             return;
@@ -777,6 +813,7 @@ impl Recorder {
             after_bytes,
             seconds,
             from: None,
+            source,
         };
         self.push(file, |original, _| {
             let mut record = record;
@@ -1043,7 +1080,14 @@ mod tests {
         fs::remove_file(&other.path).unwrap();
         fs::rename(&original.path, dir.path().join("old.mkv")).unwrap();
         fs::write(dir.path().join("old.mkv"), b"0123").unwrap();
-        recorder.converted(&original, &dir.path().join("old.mkv"), 4, "libx265", 1.5);
+        recorder.converted(
+            &original,
+            &dir.path().join("old.mkv"),
+            4,
+            "libx265",
+            1.5,
+            None,
+        );
         recorder.flush(dir.path(), WRITE_PATIENCE);
 
         let cache = DirCache::load(dir.path()).cache;

@@ -689,84 +689,49 @@ fn cache_build_without_ffprobe_or_directory_is_a_setup_error() {
     assert!(stderr(&out).contains("install ffmpeg"), "{}", stderr(&out));
 }
 
-/// Runs one step of the original tool's cache handling (`tests/data/mediabox_cache.py`, a
-/// re-statement of its `media_database.py`) on `dir`: its JSON answer, or its traceback.
-fn original_tool(dir: &Path, step: &[&str]) -> Result<Value, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/mediabox_cache.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(dir)
-        .args(step)
-        .output()
-        .expect("python3 runs (the original tool is Python; .ci/run installs it)");
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
-    } else {
-        Err(stderr(&out))
-    }
-}
-
 #[test]
-fn the_original_tool_reads_our_cache_and_we_read_what_it_adds() {
+fn a_dry_run_estimates_from_what_the_library_has_converted() {
     let dir = tempfile::tempdir().unwrap();
     let lib = dir.path();
-    let (a, b) = (lib.join("a.mkv"), lib.join("b.mkv"));
-    h264_10bit_mkv(&a);
-    hevc_mkv(&b);
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        long_h264_mkv(&lib.join(name), 2, "320x240");
+    }
     age_all(lib);
     let probe = CountingFfprobe::new();
-    build(&probe, "host-a", lib);
-    assert_eq!(probe.calls().len(), 2);
-
-    // The original's start (media_update.py: cleanup_stale_entries on every directory) and
-    // its statistics walk every top-level value as an entry.
-    let written = fs::read(lib.join(CACHE_FILE)).unwrap();
-    assert_eq!(
-        original_tool(lib, &["cleanup"]),
-        Ok(serde_json::json!({"removed": 0}))
+    let (out, events) = run(
+        &probe,
+        "host-a",
+        &[
+            os("--dir"),
+            lib.as_os_str(),
+            os("--preset"),
+            os("ultrafast"),
+        ],
     );
-    assert_eq!(fs::read(lib.join(CACHE_FILE)).unwrap(), written);
-    original_tool(lib, &["stats"]).unwrap();
-    for (key, value) in read_cache(lib).as_object().unwrap() {
-        assert!(
-            value.is_object() && value.get("file_name").is_none(),
-            "{key}: every top-level value is an object the original takes for no file's entry"
+    assert_eq!(out.status.code(), Some(0), "{events:#?}\n{}", stderr(&out));
+    let cache = read_cache(lib);
+    let (mut before, mut after) = (0u64, 0u64);
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        let converted = &cache["files"][name]["converted"];
+        assert_eq!(
+            converted["source"],
+            serde_json::json!({"codec": "h264", "width": 320, "height": 240}),
+            "{cache:#}"
         );
+        before += converted["before_bytes"].as_u64().unwrap();
+        after += converted["after_bytes"].as_u64().unwrap();
     }
 
-    // The original adds its own entry and rewrites the file its way; we still read ours.
-    original_tool(lib, &["store", "a.mkv"]).unwrap();
-    build(&probe, "host-a", lib);
-    assert_eq!(probe.calls().len(), 2, "{:#?}", probe.calls());
-    assert!(
-        cache_files(lib)
-            .iter()
-            .all(|p| !p.to_string_lossy().contains("corrupt")),
-        "{:?}",
-        cache_files(lib)
-    );
-    original_tool(lib, &["cleanup"]).unwrap();
-
-    // A cache in our earlier shape (a top-level "version") stops the original at start; it is
-    // still read, and rewritten in the shape both read by the next run that sees it.
-    let mut earlier = read_cache(lib);
-    let files = earlier["files"].take();
-    let earlier = serde_json::json!({"version": 1, "written_by": "media-converter 0.1.0",
-                                     "files": files});
-    fs::write(lib.join(CACHE_FILE), serde_json::to_vec(&earlier).unwrap()).unwrap();
-    let crash = original_tool(lib, &["cleanup"]).unwrap_err();
-    assert!(crash.contains("AttributeError"), "{crash}");
+    // A new file of the same codec and size class is estimated from those three.
+    let new = lib.join("new.mkv");
+    long_h264_mkv(&new, 3, "320x240");
+    age(&new);
     let events = dry_run(&probe, "host-a", lib, &[]);
-    assert_eq!(probe.calls().len(), 2, "{:#?}", probe.calls());
-    assert_eq!(planned(&events, &b)["reason"], "already_efficient");
-    let cache = read_cache(lib);
-    assert!(cache.get("version").is_none(), "{cache:#}");
-    assert_eq!(
-        cache["files"]["a.mkv"]["info"]["streams"][0]["codec"],
-        "h264"
-    );
-    assert_eq!(
-        original_tool(lib, &["cleanup"]),
-        Ok(serde_json::json!({"removed": 0}))
+    let size = fs::metadata(&new).unwrap().len();
+    let expected = (size as f64 * after as f64 / before as f64) as u64;
+    let estimated = planned(&events, &new)["estimated_bytes"].as_u64().unwrap();
+    assert!(
+        estimated.abs_diff(expected) <= 1,
+        "estimated {estimated}, the library's ratio gives {expected} ({after}/{before} of {size})"
     );
 }

@@ -112,6 +112,9 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             survey::survey(groups, &options, &mut recorder, reporter, on_known)
         })
     })?;
+    for (file, _, _, plan) in &mut candidates {
+        decide::calibrate(plan, file.size, recorder.calibration());
+    }
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
     });
@@ -272,7 +275,15 @@ fn record(
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
             crate::presence::converted(file.size.saturating_sub(after_bytes), &encoder);
-            recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
+            let source = plan.source.clone();
+            recorder.converted(
+                file,
+                &plan.output_path,
+                after_bytes,
+                &encoder,
+                seconds,
+                source,
+            );
             // The swap carried the original's mtime over, so this is the fingerprint the next
             // scan sees, and it needs no ffprobe.
             let new_file = MediaFile {
