@@ -120,16 +120,7 @@ fn a_file_the_original_holds_is_left_to_it_and_its_presence_said_once() {
     );
     assert!(also_lock.exists() && stale_lock.exists());
     assert_eq!(video_codec(&d.join("stale.mkv")), "hevc");
-    let notices: Vec<_> = of_kind(&events, "warning")
-        .into_iter()
-        .filter(|e| {
-            e["message"]
-                .as_str()
-                .unwrap()
-                .contains("ORIGINAL MEDIABOX TOOL")
-        })
-        .collect();
-    assert_eq!(notices.len(), 1, "said once, not per file: {events:#?}");
+    assert_eq!(notices(&events), 1, "said once, not per file: {events:#?}");
     // Our own claims on the files left to it are released.
     let ours: Vec<_> = walk(d)
         .into_iter()
@@ -328,12 +319,7 @@ fn what_the_original_sees_of_a_file_we_hold() {
 fn the_original_at_work_is_said_once_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for name in ["one.mkv", "two.mkv"] {
-        h264_aac_srt_mkv(&d.join(name));
-    }
-    age_all(d);
-    original_lock(&d.join("one.mkv"), "nas", Duration::from_secs(60));
-    original_lock(&d.join("two.mkv"), "nas", Duration::from_secs(60));
+    library_held_by_the_original(d, &["one.mkv", "two.mkv"], &[]);
     let out = cmd()
         .args(["--preset", "ultrafast", "--dir"])
         .arg(d)
@@ -342,4 +328,53 @@ fn the_original_at_work_is_said_once_on_stderr() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(err.matches("ORIGINAL MEDIABOX TOOL").count(), 1, "{err}");
+}
+
+/// A dry run shows the files the original holds as the run would leave them, and says once
+/// that the original is at work.
+#[test]
+fn a_dry_run_shows_what_the_original_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    library_held_by_the_original(d, &["held.mkv"], &["free.mkv"]);
+    let out = cmd()
+        .args(["--json", "--dry-run", "--dir"])
+        .arg(d)
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let plan = |name: &str| {
+        of_kind(&events, "planned")
+            .into_iter()
+            .find(|e| e["file"].as_str().unwrap().ends_with(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no plan for {name}: {events:#?}"))
+    };
+    assert_eq!(plan("held.mkv")["reason"], "locked", "{events:#?}");
+    assert_eq!(plan("free.mkv")["action"], "convert", "{events:#?}");
+    assert_eq!(notices(&events), 1, "{events:#?}");
+}
+
+/// Clips in `dir`, those named in `held` under a minute-old lock of the original's.
+fn library_held_by_the_original(dir: &Path, held: &[&str], free: &[&str]) {
+    for name in held.iter().chain(free) {
+        h264_aac_srt_mkv(&dir.join(name));
+    }
+    age_all(dir);
+    for name in held {
+        original_lock(&dir.join(name), "nas", Duration::from_secs(60));
+    }
+}
+
+/// How many times the events say the original is at work.
+fn notices(events: &[Value]) -> usize {
+    of_kind(events, "warning")
+        .into_iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("ORIGINAL MEDIABOX TOOL")
+        })
+        .count()
 }
