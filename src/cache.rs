@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
-use crate::decide::SkipReason;
+use crate::decide::{Calibration, SkipReason, SourceVideo};
 use crate::probe::MediaInfo;
 use crate::scan::MediaFile;
 
@@ -180,6 +180,9 @@ pub struct Converted {
     /// The original's name when the conversion changed it (`old.avi` -> `old.mkv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The original's video, which the estimates of later plans of its kind go by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceVideo>,
 }
 
 /// A conversion whose result was not enough smaller; the original was kept.
@@ -344,7 +347,7 @@ impl DirCache {
                     },
                     problem: None,
                 },
-                Parsed::Legacy(files) => Loaded {
+                Parsed::Earlier(files) | Parsed::Legacy(files) => Loaded {
                     cache: DirCache {
                         files,
                         needs_rewrite: true,
@@ -396,20 +399,59 @@ impl DirCache {
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
+
+    /// Adds what its conversions came to, and its conversions not worth keeping (no saving),
+    /// to `calibration`.
+    pub fn teach(&self, calibration: &mut Calibration) {
+        for entry in self.files.values() {
+            if let Some(Converted {
+                source: Some(source),
+                before_bytes,
+                after_bytes,
+                ..
+            }) = &entry.converted
+            {
+                calibration.learn(source, *before_bytes, *after_bytes);
+            }
+            let kept = entry.not_smaller.as_ref().zip(entry.info.as_ref());
+            if let Some(source) = kept.and_then(|(_, info)| SourceVideo::of(info)) {
+                calibration.learn(&source, entry.size, entry.size);
+            }
+        }
+    }
 }
 
-/// The file format, version 1.
+/// The key of the object that carries the schema version and the writer's name.
+///
+/// The original tool reads every top-level value of the file as one of its entries (it calls
+/// `.get` on each), so every top-level value is an object, and neither this one nor `files`
+/// has the `file_name` it looks for. Earlier builds wrote `version` and `written_by` at the
+/// top level, which stops the original at start; such files are read, then rewritten.
+const MARKER_KEY: &str = "media_converter";
+
+/// The schema version and the writer, for readers and for people debugging a library.
 #[derive(Serialize, Deserialize)]
-struct CacheFile {
+struct Marker {
     version: u32,
-    /// The program and version that wrote it, for people debugging a library.
     #[serde(default)]
     written_by: String,
+}
+
+/// The file format, version 1. Unknown top-level keys (entries the original tool added) are
+/// ignored.
+#[derive(Deserialize)]
+struct CacheFile {
+    #[serde(rename = "media_converter")]
+    marker: Option<Marker>,
+    /// Where earlier builds kept the schema version.
+    version: Option<u32>,
     files: BTreeMap<String, Entry>,
 }
 
 enum Parsed {
     Current(BTreeMap<String, Entry>),
+    /// Ours, in the earlier shape the original tool cannot read: rewritten at the next write.
+    Earlier(BTreeMap<String, Entry>),
     Legacy(BTreeMap<String, Entry>),
     Newer(u32),
     Corrupt(String),
@@ -418,41 +460,57 @@ enum Parsed {
 fn parse(bytes: &[u8]) -> Parsed {
     // The common case, parsed straight into the typed form: a warm scan reads thousands.
     let typed_error = match serde_json::from_slice::<CacheFile>(bytes) {
-        Ok(file) if file.version > SCHEMA_VERSION => return Parsed::Newer(file.version),
-        Ok(file) => return Parsed::Current(file.files),
-        Err(err) => err,
+        Ok(file) => match (file.marker, file.version) {
+            (Some(Marker { version, .. }), _) | (None, Some(version))
+                if version > SCHEMA_VERSION =>
+            {
+                return Parsed::Newer(version);
+            }
+            (Some(_), _) => return Parsed::Current(file.files),
+            (None, Some(_)) => return Parsed::Earlier(file.files),
+            (None, None) => None,
+        },
+        Err(err) => Some(err),
     };
     let value: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(value) => value,
         Err(err) => return Parsed::Corrupt(err.to_string()),
     };
     // A newer schema may have changed a field's shape; its version still says so.
-    if let Some(version) = value.get("version").and_then(serde_json::Value::as_u64) {
-        if version > u64::from(SCHEMA_VERSION) {
-            return Parsed::Newer(u32::try_from(version).unwrap_or(u32::MAX));
-        }
+    let version = value
+        .get(MARKER_KEY)
+        .and_then(|marker| marker.get("version"))
+        .or_else(|| value.get("version"))
+        .and_then(serde_json::Value::as_u64);
+    if let Some(version) = version.filter(|&v| v > u64::from(SCHEMA_VERSION)) {
+        return Parsed::Newer(u32::try_from(version).unwrap_or(u32::MAX));
     }
+    let why = typed_error.map_or_else(|| "no schema version".to_string(), |e| e.to_string());
     match value {
-        serde_json::Value::Object(map) if !map.contains_key("version") => {
+        serde_json::Value::Object(map)
+            if !map.contains_key("version") && !map.contains_key(MARKER_KEY) =>
+        {
             match legacy::parse(&map) {
                 Some(files) => Parsed::Legacy(files),
-                None => Parsed::Corrupt(format!("not a cache of a known format ({typed_error})")),
+                None => Parsed::Corrupt(format!("not a cache of a known format ({why})")),
             }
         }
-        _ => Parsed::Corrupt(typed_error.to_string()),
+        _ => Parsed::Corrupt(why),
     }
 }
 
 fn serialize(files: &BTreeMap<String, Entry>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Out<'a> {
-        version: u32,
-        written_by: &'a str,
+        #[serde(rename = "media_converter")]
+        marker: Marker,
         files: &'a BTreeMap<String, Entry>,
     }
     let out = Out {
-        version: SCHEMA_VERSION,
-        written_by: concat!("media-converter ", env!("CARGO_PKG_VERSION")),
+        marker: Marker {
+            version: SCHEMA_VERSION,
+            written_by: concat!("media-converter ", env!("CARGO_PKG_VERSION")).to_string(),
+        },
         files,
     };
     // Serializing plain data to memory cannot fail; an empty Vec would only mean "no cache".
@@ -633,6 +691,7 @@ pub struct Recorder {
     newer: HashMap<PathBuf, u32>,
     warned_unwritable: bool,
     unwritable: usize,
+    calibration: Calibration,
 }
 
 impl Default for Recorder {
@@ -650,7 +709,18 @@ impl Recorder {
             newer: HashMap::new(),
             warned_unwritable: false,
             unwritable: 0,
+            calibration: Calibration::default(),
         }
+    }
+
+    /// Learns what `cache`'s conversions came to, for the estimates of this run's plans.
+    pub fn learn(&mut self, cache: &DirCache) {
+        cache.teach(&mut self.calibration);
+    }
+
+    /// What the caches read so far say conversions come to.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
     }
 
     /// The host name written into history records.
@@ -724,6 +794,7 @@ impl Recorder {
         after_bytes: u64,
         encoder: &str,
         seconds: f64,
+        source: Option<SourceVideo>,
     ) {
         let Some(output_name) = output.file_name().and_then(key) else {
             return;
@@ -742,6 +813,7 @@ impl Recorder {
             after_bytes,
             seconds,
             from: None,
+            source,
         };
         self.push(file, |original, _| {
             let mut record = record;
@@ -1008,7 +1080,14 @@ mod tests {
         fs::remove_file(&other.path).unwrap();
         fs::rename(&original.path, dir.path().join("old.mkv")).unwrap();
         fs::write(dir.path().join("old.mkv"), b"0123").unwrap();
-        recorder.converted(&original, &dir.path().join("old.mkv"), 4, "libx265", 1.5);
+        recorder.converted(
+            &original,
+            &dir.path().join("old.mkv"),
+            4,
+            "libx265",
+            1.5,
+            None,
+        );
         recorder.flush(dir.path(), WRITE_PATIENCE);
 
         let cache = DirCache::load(dir.path()).cache;
@@ -1154,20 +1233,34 @@ mod tests {
     }
 
     #[test]
-    fn parse_tells_current_legacy_newer_and_corrupt_apart() {
+    fn parse_tells_current_earlier_legacy_newer_and_corrupt_apart() {
         assert!(matches!(
-            parse(br#"{"version":1,"files":{}}"#),
+            parse(br#"{"media_converter":{"version":1},"files":{}}"#),
             Parsed::Current(f) if f.is_empty()
         ));
-        assert!(matches!(parse(b"{}"), Parsed::Legacy(f) if f.is_empty()));
+        // What the original tool adds beside our entries is ignored.
         assert!(matches!(
-            parse(br#"{"version":2,"files":[]}"#),
-            Parsed::Newer(2)
+            parse(br#"{"media_converter":{"version":1},"files":{},"ab12":{"file_name":"x"}}"#),
+            Parsed::Current(f) if f.is_empty()
         ));
+        assert!(matches!(
+            parse(br#"{"version":1,"files":{}}"#),
+            Parsed::Earlier(f) if f.is_empty()
+        ));
+        assert!(matches!(parse(b"{}"), Parsed::Legacy(f) if f.is_empty()));
+        for newer in [
+            &br#"{"version":2,"files":[]}"#[..],
+            br#"{"media_converter":{"version":2},"files":{}}"#,
+            br#"{"media_converter":{"version":2},"files":[]}"#,
+        ] {
+            assert!(matches!(parse(newer), Parsed::Newer(2)));
+        }
         for bad in [
             &b""[..],
             b"[1,2]",
             b"{\"version\":1}",
+            b"{\"media_converter\":{\"version\":1}}",
+            b"{\"files\":{}}",
             b"\x00\x01",
             b"{\"a\": 1}",
         ] {

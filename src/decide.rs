@@ -1,9 +1,10 @@
 //! Whether a file needs work, and what the work is: the output container and name.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{MediaKind, Order};
 use crate::probe::{MediaInfo, StreamKind};
@@ -79,8 +80,11 @@ pub struct Plan {
     pub container: Container,
     /// Where the converted file ends up: the original's path, or a new extension beside it.
     pub output_path: PathBuf,
-    /// A rough guess of the size after conversion, for `--dry-run` and ordering.
+    /// A guess of the size after conversion, for `--dry-run` and ordering: from the library's
+    /// own conversions when it has enough of this kind ([`Calibration`]), else a rough model.
     pub estimated_bytes: u64,
+    /// The source's video, which the estimate and the conversion record go by.
+    pub source: Option<SourceVideo>,
     /// The least saving, in percent, that makes the new file worth keeping.
     pub min_savings_pct: f64,
     /// The even frame size an odd-sized video is cropped to (its last column or row):
@@ -286,6 +290,7 @@ fn decide_video(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         container,
         output_path: output_path(&file.path, container),
         estimated_bytes: estimate_video_bytes(file.size, info, &video.codec),
+        source: SourceVideo::of(info),
         min_savings_pct: rules.min_savings_pct,
         crop_to,
     })
@@ -315,6 +320,7 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
         // A compressed lossless source becomes FLAC for compatibility, as long as it does
         // not grow; PCM must save what the user asked.
         min_savings_pct: if pcm { rules.min_savings_pct } else { 0.0 },
+        source: None,
         crop_to: None,
     })
 }
@@ -397,6 +403,109 @@ fn estimate_video_bytes(size: u64, info: &MediaInfo, codec: &str) -> u64 {
         0.0
     };
     ((size as f64) * (other + (1.0 - other) * factor)) as u64
+}
+
+/// A source's main video as far as the size of its conversion goes: codec and frame size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceVideo {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl SourceVideo {
+    /// The main video of `info`, when its size is known.
+    pub fn of(info: &MediaInfo) -> Option<SourceVideo> {
+        let video = info.main_video()?;
+        Some(SourceVideo {
+            codec: video.codec.clone(),
+            width: video.width?,
+            height: video.height?,
+        })
+    }
+
+    /// The resolution class conversions are compared within: SD, 720p, 1080p, beyond.
+    fn class(&self) -> u8 {
+        match u64::from(self.width) * u64::from(self.height) {
+            0..=480_000 => 0,
+            480_001..=1_000_000 => 1,
+            1_000_001..=2_500_000 => 2,
+            _ => 3,
+        }
+    }
+}
+
+/// What a library's cache has seen conversions of this kind come to: the bytes before and
+/// after, summed by source codec and resolution class, and by codec alone.
+///
+/// A conversion not worth keeping counts with no saving, so the estimate is what a plan of
+/// this kind is expected to save, not what a successful one saves.
+#[derive(Debug, Default)]
+pub struct Calibration {
+    by_class: HashMap<(String, u8), Tally>,
+    by_codec: HashMap<String, Tally>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    before: u64,
+    after: u64,
+    files: u32,
+}
+
+/// Fewer conversions of a kind than this say too little; the next coarser tally, or the
+/// model, estimates instead.
+const CALIBRATION_MIN_FILES: u32 = 3;
+
+impl Calibration {
+    /// Counts one outcome: `before` bytes became `after` (equal when the original was kept).
+    pub fn learn(&mut self, source: &SourceVideo, before: u64, after: u64) {
+        if before == 0 {
+            return;
+        }
+        self.by_class
+            .entry((source.codec.clone(), source.class()))
+            .or_default()
+            .add(before, after);
+        self.by_codec
+            .entry(source.codec.clone())
+            .or_default()
+            .add(before, after);
+    }
+
+    /// The expected size after converting `size` bytes of `source`, when the library has seen
+    /// enough conversions of its codec (and, preferably, its resolution class).
+    pub fn estimate(&self, source: &SourceVideo, size: u64) -> Option<u64> {
+        let tally = self
+            .by_class
+            .get(&(source.codec.clone(), source.class()))
+            .filter(|t| t.files >= CALIBRATION_MIN_FILES)
+            .or_else(|| {
+                self.by_codec
+                    .get(&source.codec)
+                    .filter(|t| t.files >= CALIBRATION_MIN_FILES)
+            })?;
+        Some((size as f64 * tally.after as f64 / tally.before as f64) as u64)
+    }
+}
+
+impl Tally {
+    fn add(&mut self, before: u64, after: u64) {
+        self.before += before;
+        self.after += after.min(before);
+        self.files += 1;
+    }
+}
+
+/// Replaces the model's estimate of `plan` with the library's own figure, where it has one.
+pub fn calibrate(plan: &mut Plan, size: u64, calibration: &Calibration) {
+    if let Some(estimate) = plan
+        .source
+        .as_ref()
+        .and_then(|source| calibration.estimate(source, size))
+    {
+        plan.estimated_bytes = estimate;
+    }
 }
 
 #[cfg(test)]
@@ -683,5 +792,47 @@ mod tests {
             reason(decide(&f, &flac, &rules)),
             SkipReason::AlreadyEfficient
         );
+    }
+
+    #[test]
+    fn calibration_goes_by_codec_and_resolution_then_codec_then_the_model() {
+        let video = |codec: &str, width, height| SourceVideo {
+            codec: codec.into(),
+            width,
+            height,
+        };
+        let (hd, sd) = (video("h264", 1920, 1080), video("h264", 640, 480));
+        let mut calibration = Calibration::default();
+        calibration.learn(&hd, 1000, 300);
+        calibration.learn(&hd, 1000, 500);
+        assert_eq!(calibration.estimate(&hd, 100), None, "two say too little");
+        // A conversion not worth keeping counts with no saving.
+        calibration.learn(&hd, 1000, 1000);
+        assert_eq!(calibration.estimate(&hd, 100), Some(60));
+        // No SD conversion seen: the codec's figure over every size.
+        assert_eq!(calibration.estimate(&sd, 100), Some(60));
+        for _ in 0..3 {
+            calibration.learn(&sd, 1000, 200);
+        }
+        assert_eq!(calibration.estimate(&sd, 100), Some(20));
+        assert_eq!(calibration.estimate(&hd, 100), Some(60));
+        assert_eq!(
+            calibration.estimate(&video("mpeg2video", 720, 576), 100),
+            None
+        );
+
+        let (mut file, rules) = file("a.mkv", MediaKind::Video, 3600);
+        file.size = 1000;
+        let info = info(vec![Stream {
+            width: Some(640),
+            height: Some(480),
+            ..stream(StreamKind::Video, "h264")
+        }]);
+        let Decision::Convert(mut plan) = decide(&file, &info, &rules) else {
+            panic!("h264 converts");
+        };
+        assert_eq!(plan.source, Some(sd));
+        calibrate(&mut plan, file.size, &calibration);
+        assert_eq!(plan.estimated_bytes, 200);
     }
 }

@@ -84,6 +84,24 @@ fn judge(
     (age <= ORIGINAL_LOCK_TIMEOUT).then_some((hostname, age))
 }
 
+/// The skip a run or a dry run shows for a file the original holds, as `(host, detail)`;
+/// the first in this process also hands `warn` the loud notice that the original is at work.
+pub fn original_skip(
+    media: &Path,
+    now: SystemTime,
+    warn: impl FnOnce(String),
+) -> Option<(String, String)> {
+    let hold = held_by_original(media, now)?;
+    if first_sighting() {
+        warn(at_work_message(&hold));
+    }
+    let detail = format!(
+        "held by the original mediabox tool ({})",
+        hold.lock.display()
+    );
+    Some((hold.hostname.unwrap_or_else(|| "unknown".into()), detail))
+}
+
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
 /// True the first time in this process: the original at work is said once, not per file.

@@ -47,9 +47,10 @@ pub fn media_kind(path: &Path) -> Option<MediaKind> {
 }
 
 /// Extensions of files that another program is still writing: a download client's
-/// (`.part`, qBittorrent's `.!qB`, a browser's `.crdownload`). Taking one for media would
-/// convert half a file.
-const MID_WRITE_EXTENSIONS: &[&str] = &["part", "partial", "tmp", "temp", "!qb", "crdownload"];
+/// (`.part`, qBittorrent's `.!qB`, uTorrent's `.!ut`, a browser's `.crdownload`). Taking one
+/// for media would convert half a file.
+const MID_WRITE_EXTENSIONS: &[&str] =
+    &["part", "partial", "tmp", "temp", "!qb", "!ut", "crdownload"];
 
 /// The same marks before a media extension, as encoders and downloaders name their output
 /// until it is done (`Movie.tmp.mp4`, `Movie.part.mkv`).
@@ -288,6 +289,7 @@ mod tests {
             "Movie.part.mkv",
             "Movie.mkv.part",
             "Movie.mkv.!qB",
+            "Movie.mkv.!ut",
             "Movie.mp4.crdownload",
             "Movie.partial",
         ] {

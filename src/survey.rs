@@ -114,6 +114,7 @@ pub fn survey(
         if loaded.cache.needs_rewrite() {
             recorder.rewrite(&dir);
         }
+        recorder.learn(&loaded.cache);
         for file in files {
             report.files += 1;
             if let Some(Decision::Skip { reason, detail }) = decide::too_new(&file, options.rules) {

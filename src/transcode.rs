@@ -380,6 +380,7 @@ mod tests {
             container,
             output_path: PathBuf::from("out"),
             estimated_bytes: 0,
+            source: None,
             min_savings_pct: 10.0,
             crop_to: None,
         }

@@ -275,7 +275,7 @@ fn a_legacy_cache_is_used_and_upgraded() {
 
     // Rewritten in the new format, keeping what the legacy tool knew.
     let cache = read_cache(lib);
-    assert_eq!(cache["version"], 1);
+    assert_eq!(cache["media_converter"]["version"], 1);
     let files = cache["files"].as_object().unwrap();
     assert_eq!(
         files.keys().collect::<Vec<_>>(),
@@ -687,4 +687,51 @@ fn cache_build_without_ffprobe_or_directory_is_a_setup_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("install ffmpeg"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_dry_run_estimates_from_what_the_library_has_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path();
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        long_h264_mkv(&lib.join(name), 2, "320x240");
+    }
+    age_all(lib);
+    let probe = CountingFfprobe::new();
+    let (out, events) = run(
+        &probe,
+        "host-a",
+        &[
+            os("--dir"),
+            lib.as_os_str(),
+            os("--preset"),
+            os("ultrafast"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{events:#?}\n{}", stderr(&out));
+    let cache = read_cache(lib);
+    let (mut before, mut after) = (0u64, 0u64);
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        let converted = &cache["files"][name]["converted"];
+        assert_eq!(
+            converted["source"],
+            serde_json::json!({"codec": "h264", "width": 320, "height": 240}),
+            "{cache:#}"
+        );
+        before += converted["before_bytes"].as_u64().unwrap();
+        after += converted["after_bytes"].as_u64().unwrap();
+    }
+
+    // A new file of the same codec and size class is estimated from those three.
+    let new = lib.join("new.mkv");
+    long_h264_mkv(&new, 3, "320x240");
+    age(&new);
+    let events = dry_run(&probe, "host-a", lib, &[]);
+    let size = fs::metadata(&new).unwrap().len();
+    let expected = (size as f64 * after as f64 / before as f64) as u64;
+    let estimated = planned(&events, &new)["estimated_bytes"].as_u64().unwrap();
+    assert!(
+        estimated.abs_diff(expected) <= 1,
+        "estimated {estimated}, the library's ratio gives {expected} ({after}/{before} of {size})"
+    );
 }

@@ -646,7 +646,7 @@ fn keep_original_never_loses_a_replaced_version() {
     let (code, first) = scene.run("host-1", "first", keep);
     assert_eq!(code, Some(0), "{first:#?}");
     assert_eq!(of_kind(&first, "converted").len(), 1, "{first:#?}");
-    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept");
     assert!(fs::read(&kept).expect("the kept original") == scene.original);
 
     // The user puts a new version in place.
@@ -1375,7 +1375,7 @@ fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
         "hevc",
         "killed before the new file was in"
     );
-    let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
+    let kept = scene.library.join(".clip-00.mkv.mediabox-kept");
     assert!(
         fs::read(&kept).unwrap_or_default() != scene.original,
         "killed after the keep"

@@ -429,6 +429,49 @@ fn every_file_of_the_corpus_is_converted_whole_or_left_with_a_true_reason() {
         rows.push(row);
     }
 
+    // The estimates again, once the library's cache has seen this run: a dry run over a fresh
+    // copy (new mtimes, so no history skips a file) with the run's cache. Each "convert" plan
+    // against what the run made of that file: its new size, or its own size when the run
+    // kept it. In-sample: the cache holds these very files' outcomes.
+    let fresh = tempfile::tempdir().unwrap();
+    for (name, source) in &source_of {
+        fs::copy(source, fresh.path().join(name)).unwrap();
+    }
+    age_all(fresh.path());
+    fs::copy(lib.join(CACHE_FILE), fresh.path().join(CACHE_FILE)).unwrap();
+    let calibrated = cmd()
+        .args(["--type", "both", "--dry-run", "--json", "--dir"])
+        .arg(fresh.path())
+        .output()
+        .unwrap();
+    let calibrated: BTreeMap<String, Value> = of_kind(&common::events(&calibrated), "planned")
+        .into_iter()
+        .map(|e| (file_of(e), e.clone()))
+        .collect();
+    let mut accuracy = Vec::new();
+    for (label, plans) in [("model", &planned), ("calibrated", &calibrated)] {
+        let (mut promised, mut achieved, mut errors) = (0.0, 0.0, Vec::new());
+        for (name, plan) in plans.iter().filter(|(_, p)| p["action"] == "convert") {
+            let size = plan["size_bytes"].as_f64().unwrap();
+            let after = outcome
+                .get(name)
+                .filter(|e| e["event"] == "converted")
+                .map_or(size, |e| e["after_bytes"].as_f64().unwrap());
+            let estimate = plan["estimated_bytes"].as_f64().unwrap();
+            promised += size - estimate;
+            achieved += size - after;
+            errors.push((100.0 * (estimate - after) / after).abs());
+        }
+        accuracy.push(format!(
+            "{label}: {} plans, promised {promised:.0} bytes saved where the run saved \
+             {achieved:.0} ({:.1}x), median error of the size estimate {:.0}%",
+            errors.len(),
+            promised / achieved,
+            median(&mut errors).unwrap_or_default()
+        ));
+    }
+    println!("{}", accuracy.join("\n"));
+
     // Nothing of ours is left behind: no temp output, backup, lock or guard.
     for path in walk(lib) {
         let name = path.file_name().unwrap().to_string_lossy();

@@ -106,7 +106,7 @@ fn debris(dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy();
-            name.contains(".mediabox") && !name.contains(".mediabox-kept.")
+            name.contains(".mediabox") && !name.ends_with(".mediabox-kept")
         })
         .collect()
 }
@@ -391,7 +391,7 @@ fn keep_original_and_a_file_that_does_not_shrink() {
 
     let (out, events) = windows.convert(&keep, &["--keep-original"]);
     assert_eq!(out.status.code(), Some(0), "{events:#?}");
-    let kept = keep.join(".a.mkv.mediabox-kept.mkv");
+    let kept = keep.join(".a.mkv.mediabox-kept");
     assert_eq!(walk(&keep), [kept.clone(), keep.join("a.mkv")]);
     assert_eq!(
         fs::read(&kept).unwrap(),
@@ -584,7 +584,7 @@ fn a_conversion_killed_mid_encode_takes_ffmpeg_with_it_and_is_recovered() {
     let left = debris(dir.path());
     assert!(
         left.iter()
-            .all(|p| p.to_string_lossy().ends_with(".partial.mkv")),
+            .all(|p| p.to_string_lossy().contains(".partial.mkv")),
         "{left:?}"
     );
     let clean = windows.run(&["locks", "clean", &win(dir.path())]);

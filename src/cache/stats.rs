@@ -198,6 +198,7 @@ mod tests {
             after_bytes: 400,
             seconds: 10.0,
             from: None,
+            source: None,
         });
         stats.add(&hevc, Some(&converted), &rules);
 

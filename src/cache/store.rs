@@ -124,7 +124,7 @@ pub(crate) fn update(
     // Under the lock no writer is mid-replace: a missing file is missing.
     let mut files = match read_settled(dir)?.map(|bytes| parse(&bytes)) {
         None => BTreeMap::new(),
-        Some(Parsed::Current(files) | Parsed::Legacy(files)) => files,
+        Some(Parsed::Current(files) | Parsed::Earlier(files) | Parsed::Legacy(files)) => files,
         Some(Parsed::Newer(version)) => return Err(WriteError::Newer(version)),
         Some(Parsed::Corrupt(_)) => {
             let aside = dir.join(format!(

@@ -69,6 +69,24 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 Next::ProbeFully
             }
             Decision::Convert(plan) => {
+                // A dry run shows a file the original holds as the run would leave it.
+                let held = config.dry_run.then(|| original_skip(&file.path, reporter));
+                if let Some((host, detail)) = held.flatten() {
+                    let skip = Skip {
+                        reason: SkipReason::Locked,
+                        detail,
+                        host: Some(host),
+                    };
+                    skipped(
+                        reporter,
+                        &mut summary,
+                        config,
+                        file,
+                        &main_codec(info),
+                        skip,
+                    );
+                    return Next::Done;
+                }
                 let kept = (!config.dry_run).then(|| info.clone());
                 candidates.push((file.clone(), kept, main_codec(info), plan));
                 Next::Done
@@ -112,6 +130,9 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             survey::survey(groups, &options, &mut recorder, reporter, on_known)
         })
     })?;
+    for (file, _, _, plan) in &mut candidates {
+        decide::calibrate(plan, file.size, recorder.calibration());
+    }
     decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
         (file, plan)
     });
@@ -272,7 +293,15 @@ fn record(
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
             crate::presence::converted(file.size.saturating_sub(after_bytes), &encoder);
-            recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
+            let source = plan.source.clone();
+            recorder.converted(
+                file,
+                &plan.output_path,
+                after_bytes,
+                &encoder,
+                seconds,
+                source,
+            );
             // The swap carried the original's mtime over, so this is the fingerprint the next
             // scan sees, and it needs no ffprobe.
             let new_file = MediaFile {
@@ -520,22 +549,12 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         claim.confirm()?;
         output_claim.as_ref().map_or(Ok(()), Claim::confirm)
     };
-    if let Some(hold) = crate::neighbours::held_by_original(&file.path, SystemTime::now()) {
-        if crate::neighbours::first_sighting() {
-            let message = crate::neighbours::at_work_message(&hold);
-            reporter.emit(Event::Warning {
-                file: None,
-                message,
-            });
-        }
+    if let Some((host, detail)) = original_skip(&file.path, reporter) {
         drop(claim);
         return FileOutcome::SkippedFor {
             reason: SkipReason::Locked,
-            host: hold.hostname.unwrap_or_else(|| "unknown".into()),
-            detail: format!(
-                "held by the original mediabox tool ({})",
-                hold.lock.display()
-            ),
+            host,
+            detail,
         };
     }
     // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first took it.
@@ -572,7 +591,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         .unwrap_or_default();
     let kept = file
         .path
-        .with_file_name(lock::kept_original_name(file_name, &original_ext));
+        .with_file_name(lock::kept_original_name(file_name));
     // An original kept by an earlier conversion is never replaced, so a second
     // `--keep-original` conversion of a file replaced since could not keep its own: say so
     // before encoding, with nothing touched.
@@ -810,6 +829,17 @@ impl Skip {
 }
 
 /// Counts and reports a skipped file: a `skipped` event, or a plan line in a dry run.
+/// The original tool's hold on `path`, as the skip's `(host, detail)`; the first one seen
+/// is also said, loudly, once.
+fn original_skip(path: &Path, reporter: &Reporter) -> Option<(String, String)> {
+    crate::neighbours::original_skip(path, SystemTime::now(), |message| {
+        reporter.emit(Event::Warning {
+            file: None,
+            message,
+        });
+    })
+}
+
 fn skipped(
     reporter: &Reporter,
     summary: &mut Summary,

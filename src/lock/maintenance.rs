@@ -613,11 +613,7 @@ impl WorkFiles {
             Original::Present if !keeping && new_file_in_place()? => removed(self)?,
             // ... or to be kept aside: finish that.
             Original::Present if keeping && new_file_in_place()? => {
-                let ext = Path::new(&work.media_name)
-                    .extension()
-                    .map(|ext| ext.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let kept = parent_dir(backup).join(kept_original_name(&work.media_name, &ext));
+                let kept = parent_dir(backup).join(kept_original_name(&work.media_name));
                 if !self.dry_run && !put_back_original(backup, &kept)? {
                     return Ok(CleanAction::KeptOrphan {
                         path: backup.to_owned(),

@@ -24,6 +24,13 @@ pub(super) const CLOCK_PROBE_PREFIX: &str = ".mediabox.clock-";
 const WORK_MARK: &str = ".mediabox-";
 const TEMP_OUTPUT_KIND: &str = "partial";
 const BACKUP_KIND: &str = "orig";
+/// Ends every work file name, so that no tool that finds media by extension (Plex,
+/// Jellyfin, Sonarr, Radarr, the original mediabox tool, which does not skip hidden files)
+/// takes a half-written output or a backup for media. Earlier versions ended the names in
+/// the container's extension; those are still recognised.
+const WORK_END: &str = ".work";
+/// Ends the name of an original kept by `--keep-original`, for the same reason.
+const KEPT_MARK: &str = ".mediabox-kept";
 /// A lock id is 128 random bits in lowercase hex.
 pub(super) const LOCK_ID_HEX_LEN: usize = 32;
 
@@ -35,14 +42,15 @@ pub fn lock_path(media: &Path) -> Option<PathBuf> {
 }
 
 /// The hidden file ffmpeg writes for `media_file_name` under the claim `lock_id`:
-/// `.<name>.mediabox-<lock_id>.partial.<ext>`. Carrying the lock id lets `locks clean`
+/// `.<name>.mediabox-<lock_id>.partial.<ext>.work` (ffmpeg is told the muxer; the name
+/// only says what it will be). Carrying the lock id lets `locks clean`
 /// tell a live job's output from a dead one's.
 pub fn temp_output_name(media_file_name: &OsStr, lock_id: &str, ext: &str) -> OsString {
     work_file_name(media_file_name, lock_id, TEMP_OUTPUT_KIND, ext)
 }
 
 /// The hidden name the original keeps during a swap under the claim `lock_id`:
-/// `.<name>.mediabox-<lock_id>.orig.<ext>`.
+/// `.<name>.mediabox-<lock_id>.orig.<ext>.work`.
 pub fn backup_name(media_file_name: &OsStr, lock_id: &str, ext: &str) -> OsString {
     work_file_name(media_file_name, lock_id, BACKUP_KIND, ext)
 }
@@ -59,6 +67,7 @@ fn work_file_name(media_file_name: &OsStr, lock_id: &str, kind: &str, ext: &str)
         name.push(".");
         name.push(ext);
     }
+    name.push(WORK_END);
     name
 }
 
@@ -73,8 +82,8 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub fn fits_work_names(media_file_name: &OsStr, output_ext: &str) -> bool {
     let name = media_file_name.len();
     let original_ext = Path::new(media_file_name).extension().map_or(0, OsStr::len);
-    // `.<name>.mediabox-<id>.partial.<ext>` and `.<name>.mediabox-<id>.orig.<ext>`
-    let work = 1 + name + WORK_MARK.len() + LOCK_ID_HEX_LEN + 1;
+    // `.<name>.mediabox-<id>.partial.<ext>.work` and `.<name>.mediabox-<id>.orig.<ext>.work`
+    let work = 1 + name + WORK_MARK.len() + LOCK_ID_HEX_LEN + 1 + WORK_END.len();
     let temp = work + TEMP_OUTPUT_KIND.len() + 1 + output_ext.len();
     let backup = work + BACKUP_KIND.len() + 1 + original_ext;
     // `<name>.mediabox.lock.break.tomb-<32 hex>`, the longest lock artifact
@@ -83,16 +92,12 @@ pub fn fits_work_names(media_file_name: &OsStr, output_ext: &str) -> bool {
 }
 
 /// Where `--keep-original` keeps the original once the new file is in place:
-/// `.<name>.mediabox-kept.<ext>`. Not a work file: `locks clean` never touches it.
-pub fn kept_original_name(media_file_name: &OsStr, ext: &str) -> OsString {
+/// `.<name>.mediabox-kept`, ending in no media extension. Not a work file: `locks clean`
+/// never touches it.
+pub fn kept_original_name(media_file_name: &OsStr) -> OsString {
     let mut name = OsString::from(".");
     name.push(media_file_name);
-    name.push(".mediabox-kept");
-    let ext = ext.trim_start_matches('.');
-    if !ext.is_empty() {
-        name.push(".");
-        name.push(ext);
-    }
+    name.push(KEPT_MARK);
     name
 }
 
@@ -144,9 +149,11 @@ pub fn parse_work_file_name(file_name: &OsStr) -> Option<WorkFileName> {
         })
 }
 
-/// `.partial`, `.orig`, optionally followed by `.ext` with no further dot.
+/// `.partial`, `.orig`, optionally followed by `.ext` with no further dot, then `.work`
+/// (or nothing, as earlier versions named them).
 fn parse_kind_and_ext(tail: &[u8]) -> Option<(WorkFileKind, &[u8])> {
     let tail = tail.strip_prefix(b".")?;
+    let tail = tail.strip_suffix(WORK_END.as_bytes()).unwrap_or(tail);
     [
         (TEMP_OUTPUT_KIND, WorkFileKind::TempOutput),
         (BACKUP_KIND, WorkFileKind::Backup),
@@ -310,16 +317,54 @@ mod tests {
     fn work_names_have_the_documented_shape() {
         assert_eq!(
             temp_output_name(os("Movie1.avi"), ID, "mkv"),
-            format!(".Movie1.avi.mediabox-{ID}.partial.mkv").as_str()
+            format!(".Movie1.avi.mediabox-{ID}.partial.mkv.work").as_str()
         );
         assert_eq!(
             backup_name(os("Movie1.mkv"), ID, ".mkv"),
-            format!(".Movie1.mkv.mediabox-{ID}.orig.mkv").as_str()
+            format!(".Movie1.mkv.mediabox-{ID}.orig.mkv.work").as_str()
         );
         assert_eq!(
             backup_name(os("README"), ID, ""),
-            format!(".README.mediabox-{ID}.orig").as_str()
+            format!(".README.mediabox-{ID}.orig.work").as_str()
         );
+    }
+
+    #[test]
+    fn no_work_name_ends_in_a_media_extension() {
+        use crate::scan::{AUDIO_EXTENSIONS, VIDEO_EXTENSIONS, media_kind};
+        for ext in VIDEO_EXTENSIONS.iter().chain(AUDIO_EXTENSIONS) {
+            let media = format!("Movie1.{ext}");
+            for name in [
+                temp_output_name(os(&media), ID, ext),
+                backup_name(os(&media), ID, ext),
+                kept_original_name(os(&media)),
+            ] {
+                assert_eq!(media_kind(Path::new(&name)), None, "{name:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn work_names_of_earlier_versions_are_still_recognised() {
+        // Earlier versions ended work files in the container's extension.
+        for (name, kind, ext) in [
+            (
+                ".Movie1.avi.mediabox-{ID}.partial.mkv",
+                WorkFileKind::TempOutput,
+                "mkv",
+            ),
+            (
+                ".Movie1.mkv.mediabox-{ID}.orig.mkv",
+                WorkFileKind::Backup,
+                "mkv",
+            ),
+            (".README.mediabox-{ID}.orig", WorkFileKind::Backup, ""),
+        ] {
+            let name = name.replace("{ID}", ID);
+            let parsed = parse_work_file_name(os(&name)).unwrap();
+            assert_eq!((parsed.kind, parsed.ext.as_str()), (kind, ext), "{name}");
+            assert_eq!(classify(os(&name)), Some(Artifact::Work(parsed)));
+        }
     }
 
     #[test]
@@ -340,8 +385,8 @@ mod tests {
 
     #[test]
     fn a_kept_original_is_not_debris() {
-        let kept = kept_original_name(os("Movie1.avi"), "avi");
-        assert_eq!(kept, ".Movie1.avi.mediabox-kept.avi");
+        let kept = kept_original_name(os("Movie1.avi"));
+        assert_eq!(kept, ".Movie1.avi.mediabox-kept");
         assert!(parse_work_file_name(&kept).is_none());
     }
 

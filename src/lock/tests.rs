@@ -892,7 +892,7 @@ fn breaking_a_dead_swap_restores_removes_or_keeps_its_backup_as_its_phase_says()
     let dead = "d".repeat(32);
     let media = OsStr::new("Movie1.mkv");
     let backup = backup_name(media, &dead, "mkv");
-    let kept = kept_original_name(media, "mkv");
+    let kept = kept_original_name(media);
     let name = |os: &OsString| os.to_string_lossy().into_owned();
     // Died between the two renames of a swap without hard links: the original comes back.
     let (library, names) = break_dead_claim(

@@ -76,8 +76,7 @@ impl Variant {
     }
 
     pub fn kept(self) -> String {
-        let ext = if self.container_change { "avi" } else { "mkv" };
-        format!(".{}.mediabox-kept.{ext}", self.source())
+        format!(".{}.mediabox-kept", self.source())
     }
 }
 
