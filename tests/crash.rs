@@ -1356,6 +1356,22 @@ fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
 /// again, so nothing broke the dead lock), and `locks clean` left it there too.
 #[test]
 fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
+    keep_interrupted_before_the_keep("signal=KILL");
+}
+
+/// With `--keep-original`, a rename of the backup to the kept name that fails (EIO: a share
+/// that drops a request) used to leave the original under its hidden backup name for good:
+/// the run released its lock, and with it the only record that the backup was meant to be
+/// kept, so neither the next run, another host nor `locks clean` could place it. The lock
+/// now stays, as a crash would leave it, and its durable phase settles it.
+#[test]
+fn a_keep_original_swap_failing_before_the_keep_is_finished_by_the_next_run() {
+    keep_interrupted_before_the_keep("error=EIO");
+}
+
+/// A `--keep-original` conversion whose third rename (the backup to the kept name) meets
+/// `fault`, then a run of the same host: the original must end at its kept name.
+fn keep_interrupted_before_the_keep(fault: &str) {
     if which::which("strace").is_err() {
         eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
         return;
@@ -1364,27 +1380,31 @@ fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
     let scene = Scene::new(false);
     // The worker's renames: its acquire guard, the new file over the original, the backup
     // to the kept name.
-    let (code, _) = run_injected(
+    let (code, faulted) = run_injected(
         &scene.clip,
-        &["inject=rename,renameat,renameat2:signal=KILL:when=3"],
+        &[&format!("inject=rename,renameat,renameat2:{fault}:when=3")],
         &["--keep-original"],
     );
-    assert_ne!(code, Some(0), "the run was not killed");
+    assert_ne!(code, Some(0), "the keep went through: {faulted:#?}");
     assert_eq!(
         video_codec(&scene.clip),
         "hevc",
-        "killed before the new file was in"
+        "interrupted before the new file was in"
     );
     let kept = scene.library.join(".clip-00.mkv.mediabox-kept.mkv");
     assert!(
         fs::read(&kept).unwrap_or_default() != scene.original,
-        "killed after the keep"
+        "interrupted after the keep"
     );
 
     let (code, rerun) = scene.run("host-1", "rerun", &[]);
     assert_eq!(code, Some(0), "{rerun:#?}");
     assert!(of_kind(&rerun, "converting").is_empty(), "{rerun:#?}");
-    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
+    assert!(
+        fs::read(&kept).unwrap_or_default() == scene.original,
+        "the original is not at its kept name: {:?}",
+        debris(&scene.library)
+    );
     assert_eq!(
         debris(&scene.library),
         vec![kept.to_string_lossy().into_owned()]
