@@ -171,15 +171,7 @@ impl Scene {
 
     /// Runs `locks clean` as `host` and returns its JSON events.
     fn clean(&self, host: &str, args: &[&str]) -> Vec<Value> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
-            .args(["locks", "clean"])
-            .arg(&self.library)
-            .arg("--json")
-            .args(args)
-            .env("MEDIA_CONVERTER_HOSTNAME", host)
-            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-            .output()
-            .expect("run locks clean");
+        let out = self.clean_output(host, args);
         assert!(
             out.status.success(),
             "locks clean failed: {}",
@@ -189,6 +181,19 @@ impl Scene {
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
+    }
+
+    /// Runs `locks clean --json` as `host`, whatever its exit.
+    fn clean_output(&self, host: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .args(["locks", "clean"])
+            .arg(&self.library)
+            .arg("--json")
+            .args(args)
+            .env("MEDIA_CONVERTER_HOSTNAME", host)
+            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
+            .output()
+            .expect("run locks clean")
     }
 
     fn assert_original_intact(&self, when: &str) {
@@ -1209,8 +1214,21 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
 /// writes no presence record: its renames (that record's, the cache's) would otherwise
 /// reach the count before the worker's. `extra` goes to the converter.
 fn run_injected(file: &Path, injects: &[&str], extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    run_injected_on(&[], file, injects, extra)
+}
+
+/// As [`run_injected`], counting (and hitting) only calls on `paths` (strace's `-P`).
+fn run_injected_on(
+    paths: &[&Path],
+    file: &Path,
+    injects: &[&str],
+    extra: &[&str],
+) -> (Option<i32>, Vec<Value>) {
     let mut command = std::process::Command::new("strace");
     command.args(["-f", "-qq", "-o", "/dev/null"]);
+    for path in paths {
+        command.arg("-P").arg(path);
+    }
     for inject in injects {
         command.args(["-e", inject]);
     }
@@ -1409,4 +1427,98 @@ fn keep_interrupted_before_the_keep(fault: &str) {
         debris(&scene.library),
         vec![kept.to_string_lossy().into_owned()]
     );
+}
+
+/// The cache's update guard, as a writer that died while holding it leaves it.
+const CACHE_GUARD: &str = ".mediabox_cache.json.lock";
+
+/// A run killed inside its acquire guard, between creating its lock and writing it, leaves
+/// the guard and an empty lock; a cache writer that died leaves the cache's update guard; a
+/// run killed while learning the server's clock leaves a probe. The default `locks clean`
+/// must keep all of them while they are young (a live run on another host may hold each
+/// one, and none says whose it is); `locks clean --force` ("no run is active") must leave
+/// nothing, and the next run converts. Before, nothing removed them sooner than their
+/// timeouts (minutes), and the cache's guard was not even looked at.
+#[test]
+fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_be_live() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let lock = scene.lock();
+    let (code, killed) = run_injected_on(
+        &[&lock],
+        &scene.clip,
+        &["inject=write:signal=KILL:when=1"],
+        SHORT_LOCKS,
+    );
+    assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
+    assert_eq!(
+        fs::read(&lock).map(|b| b.len()).ok(),
+        Some(0),
+        "no empty lock"
+    );
+    let guard = scene.library.join("clip-00.mkv.mediabox.lock.acquire");
+    assert!(guard.is_dir(), "no acquire guard left");
+    fs::create_dir(scene.library.join(CACHE_GUARD)).expect("a dead writer's cache guard");
+    fs::write(scene.library.join(".mediabox.clock-0123abcd"), b"").expect("a probe");
+    let left = || {
+        let mut left = debris(&scene.library);
+        if scene.library.join(CACHE_GUARD).exists() {
+            left.push(CACHE_GUARD.to_owned());
+        }
+        left
+    };
+    let crashed = left();
+    assert_eq!(crashed.len(), 4, "{crashed:?}");
+
+    let default = scene.clean("host-1", SHORT_LOCKS);
+    assert_eq!(
+        left(),
+        crashed,
+        "the default clean removed what may be live: {default:#?}"
+    );
+    scene.assert_original_intact("after locks clean");
+
+    let forced = scene.clean("host-1", &[SHORT_LOCKS, &["--force"]].concat());
+    assert_eq!(left(), Vec::<String>::new(), "{forced:#?}");
+    scene.assert_original_intact("after locks clean --force");
+
+    let (code, rerun) = scene.run("host-1", "rerun", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{rerun:#?}");
+    assert_converted_once_and_clean(&scene, &[&rerun]);
+}
+
+/// `locks clean --force` is told no run is active; when one is, it must see it and touch
+/// nothing: a holder on this host (its process runs), and on another host (its lock
+/// changes while watched for a heartbeat).
+#[test]
+fn locks_clean_force_refuses_while_a_run_is_active() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterClaim);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &[]);
+    scene.wait_for(
+        "the claim",
+        RUN,
+        || scene.mark("encode.pid").exists(),
+        &mut holder,
+    );
+    let lock_before = fs::read(scene.lock()).expect("the holder's lock");
+    assert!(!lock_before.is_empty());
+    for host in ["host-1", "host-2"] {
+        let out = scene.clean_output(host, &[SHORT_LOCKS, &["--force"]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{host}: forced past a live run");
+        assert!(stderr.contains("a run is active"), "{host}: {stderr}");
+        assert!(scene.lock().exists(), "{host}: the live lock was removed");
+    }
+    assert!(
+        pid_alive(i32::try_from(holder.pid()).expect("pid")),
+        "the holder died"
+    );
+    kill_and_check_child_died(&mut holder, &scene.mark("encode.pid"));
+    scene.assert_original_intact("after the refused cleans");
 }

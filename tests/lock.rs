@@ -554,7 +554,7 @@ fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResult {
-    use media_converter::lock::{LockError, clean};
+    use media_converter::lock::{CleanOptions, LockError, clean};
 
     let scene = Scene::new()?;
     // A stale lock and a tombstone that `clean` would deal with, were it allowed.
@@ -581,7 +581,7 @@ fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResul
     let report = clean(
         &scene.library,
         &Locker::new(host("nas-b"), settings()),
-        false,
+        CleanOptions::default(),
     );
     assert!(report.actions.is_empty(), "{:?}", report.actions);
     assert_eq!(
@@ -630,4 +630,46 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
+}
+
+/// A tombstone of a lock (a release or break killed between its rename and its delete)
+/// holds the lock's record. `locks clean` used to keep any younger than `stale_after` (30
+/// min by default), though a tombstone lives for milliseconds; it now judges the record: a
+/// live holder's is kept (it may be put back), a dead one's goes at once.
+#[test]
+fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
+    use media_converter::lock::{CleanAction, CleanOptions, clean};
+    let scene = Scene::new()?;
+    let mut holder = scene.spawn(
+        "holder",
+        "nas-a",
+        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
+    )?;
+    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let lock = lock_path(&scene.media()).ok_or("no lock path")?;
+    let tomb = PathBuf::from(format!("{}.tomb-0123456789abcdef", lock.display()));
+    // As a retire leaves it: the live lock's bytes under the tombstone's name.
+    fs::copy(&lock, &tomb)?;
+    let same_host = Locker::new(host("nas-a"), settings());
+    let report = clean(&scene.library, &same_host, CleanOptions::default());
+    assert!(
+        tomb.exists(),
+        "a live holder's tombstone was removed: {report:?}"
+    );
+
+    holder.kill()?;
+    let report = clean(&scene.library, &same_host, CleanOptions::default());
+    assert!(
+        !tomb.exists(),
+        "a dead holder's tombstone stayed: {report:?}"
+    );
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| matches!(a, CleanAction::RemovedTombstone { path } if *path == tomb)),
+        "{report:?}"
+    );
+    assert_eq!(scene.leftovers(), Vec::<String>::new());
+    Ok(())
 }
