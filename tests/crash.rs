@@ -1492,8 +1492,8 @@ fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_
 }
 
 /// `locks clean --force` is told no run is active; when one is, it must see it and touch
-/// nothing: a holder on this host (its process runs), and on another host (its lock
-/// changes while watched for a heartbeat).
+/// nothing. A `--dir` run publishes its presence at the library's root, which says so to
+/// this host and to any other (the locks' own watch is proved in `tests/lock.rs`).
 #[test]
 fn locks_clean_force_refuses_while_a_run_is_active() {
     let _serial = serial();
@@ -1506,13 +1506,13 @@ fn locks_clean_force_refuses_while_a_run_is_active() {
         || scene.mark("encode.pid").exists(),
         &mut holder,
     );
-    let lock_before = fs::read(scene.lock()).expect("the holder's lock");
-    assert!(!lock_before.is_empty());
+    assert!(scene.lock().exists(), "the holder holds no lock");
     for host in ["host-1", "host-2"] {
         let out = scene.clean_output(host, &[SHORT_LOCKS, &["--force"]].concat());
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_ne!(out.status.code(), Some(0), "{host}: forced past a live run");
+        assert_eq!(out.status.code(), Some(1), "{host}: forced past a live run");
         assert!(stderr.contains("a run is active"), "{host}: {stderr}");
+        assert!(stderr.contains("presence record"), "{host}: {stderr}");
         assert!(scene.lock().exists(), "{host}: the live lock was removed");
     }
     assert!(
@@ -1521,4 +1521,8 @@ fn locks_clean_force_refuses_while_a_run_is_active() {
     );
     kill_and_check_child_died(&mut holder, &scene.mark("encode.pid"));
     scene.assert_original_intact("after the refused cleans");
+    // Its own host knows at once that it is gone: nothing is refused, nothing is left.
+    let forced = scene.clean("host-1", &[SHORT_LOCKS, &["--force"]].concat());
+    assert_eq!(debris(&scene.library), Vec::<String>::new(), "{forced:#?}");
+    scene.assert_original_intact("after locks clean --force");
 }

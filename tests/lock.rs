@@ -673,3 +673,43 @@ fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
     assert_eq!(scene.leftovers(), Vec::<String>::new());
     Ok(())
 }
+
+/// `locks clean --force` (the user says no run is active) must still see a live holder, and
+/// then change nothing: on its own host by its process, on another host by its lock
+/// changing while watched for a heartbeat (the holder here publishes no presence, as a
+/// `--file` run does not).
+#[test]
+fn locks_clean_force_sees_a_live_holder_by_its_process_or_its_heartbeat() -> TestResult {
+    use media_converter::lock::{CleanOptions, clean};
+    let scene = Scene::new()?;
+    let mut holder = scene.spawn(
+        "holder",
+        "nas-a",
+        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
+    )?;
+    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let force = CleanOptions {
+        dry_run: false,
+        force: true,
+    };
+    for (name, seen) in [
+        ("nas-a", "on this host"),
+        ("nas-b", "changed while watched"),
+    ] {
+        let report = clean(&scene.library, &Locker::new(host(name), settings()), force);
+        let refused = report.refused.as_deref().unwrap_or_default();
+        assert!(refused.contains(seen), "{name}: {report:?}");
+        assert!(report.actions.is_empty(), "{name}: {report:?}");
+        assert!(lock_path(&scene.media()).is_some_and(|l| l.exists()));
+    }
+    holder.kill()?;
+    // Dead, its lock no longer changes: the other host's forced clean removes it.
+    let report = clean(
+        &scene.library,
+        &Locker::new(host("nas-b"), settings()),
+        force,
+    );
+    assert_eq!(report.refused, None, "{report:?}");
+    assert_eq!(scene.leftovers(), Vec::<String>::new(), "{report:?}");
+    Ok(())
+}

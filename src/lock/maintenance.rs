@@ -17,7 +17,7 @@ use super::names::{
     Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify, kept_original_name,
     parse_work_file_name,
 };
-use super::{BreakOutcome, Holder, LiveReason, LockError, Locker, Verdict};
+use super::{BreakOutcome, Holder, HumanDuration, LiveReason, LockError, Locker, Verdict};
 use super::{
     PHASE_KEEPING_SUFFIX, PHASE_SWAP_DONE, PHASE_SWAP_ORIGINAL_AT_BACKUP, PHASE_SWAP_PLACING,
     PHASE_SWAP_REPLACING,
@@ -298,7 +298,7 @@ pub fn clean(dir: &Path, locker: &Locker, options: CleanOptions) -> CleanReport 
         .map(|(path, _)| path.as_path())
         .collect();
     if options.force {
-        cleaner.report.refused = active_run(locker, &locks);
+        cleaner.report.refused = active_run(locker, dir, &locks);
         if cleaner.report.refused.is_some() {
             return cleaner.report;
         }
@@ -339,12 +339,17 @@ pub fn clean(dir: &Path, locker: &Locker, options: CleanOptions) -> CleanReport 
 }
 
 /// For `locks clean --force`: a sign that a run is active after all, said for people, or
-/// `None`. A lock whose process runs on this host is one; a lock judged live for any other
-/// reason (a recent heartbeat, a record still being written, clocks that disagree) is
-/// watched for one heartbeat and a half: a live owner rewrites it in that time, a dead one
-/// cannot. Guards and probes say nothing of their owner and live for milliseconds: a run
-/// between two files, holding no lock, is not seen (`docs/locking.md`).
-fn active_run(locker: &Locker, locks: &[&Path]) -> Option<String> {
+/// `None`. A host's presence record (`--dir` runs publish one at the library's root) that
+/// says it runs and has not gone quiet is one, unless its process is gone from this host; a
+/// lock whose process runs on this host is one; a lock judged live for any other reason (a
+/// recent heartbeat, a record still being written, clocks that disagree) is watched for one
+/// heartbeat and a half: a live owner rewrites it in that time, a dead one cannot. Guards
+/// and probes say nothing of their owner and live for milliseconds: a `--file` run between
+/// its claims is not seen (`docs/locking.md`).
+fn active_run(locker: &Locker, dir: &Path, locks: &[&Path]) -> Option<String> {
+    if let Some(host) = present_host(locker, dir) {
+        return Some(host);
+    }
     let mut watched = Vec::new();
     for &lock in locks {
         let Ok(Some((observed, holder))) = locker.inspect(lock) else {
@@ -378,6 +383,38 @@ fn active_run(locker: &Locker, locks: &[&Path]) -> Option<String> {
         }
     }
     None
+}
+
+/// A host whose presence record, in `dir`'s library (the presence folder is at its root:
+/// `dir` or one of its parents), says it is running now; `None` when none does.
+fn present_host(locker: &Locker, dir: &Path) -> Option<String> {
+    use crate::identity::{Liveness, process_liveness};
+    use crate::presence::{self, HostState};
+    let root = dir
+        .ancestors()
+        .find(|at| at.join(presence::PRESENCE_DIR).is_dir())?;
+    let found = presence::read_all(root);
+    let unchanged = presence::by_server_clock(root, &found);
+    found.iter().zip(unchanged).find_map(|(found, unchanged)| {
+        let record = found.record.as_ref().ok()?;
+        let state = presence::judge(record, unchanged);
+        if !matches!(state, HostState::Working | HostState::Idle) {
+            return None;
+        }
+        let gone_from_here = record.host_id == locker.identity.host_id
+            && process_liveness(record.pid, record.process_start.as_deref()) == Liveness::Gone;
+        (!gone_from_here).then(|| {
+            format!(
+                "a run is active: {} pid {} is {} (its presence record {}); a run that \
+                 crashed counts as active until its record goes quiet ({})",
+                record.host,
+                record.pid,
+                state.word(),
+                found.path.display(),
+                HumanDuration(record.quiet_after()),
+            )
+        })
+    })
 }
 
 /// Settles, before a run scans `dir`, the claims that died there: breaks every stale lock
