@@ -115,6 +115,10 @@ pub fn clean(
     }
     let report = lock::clean(dir, &locker, options);
     if let Some(active) = &report.refused {
+        if json {
+            let line = json!({"event": "refused", "why": active, "dry_run": dry_run});
+            writeln!(std::io::stdout().lock(), "{line}")?;
+        }
         eprintln!(
             "media-converter: locks clean --force refused, nothing was changed: {active}. \
              Stop that run (or let it finish), or run `locks clean` without --force: it \
