@@ -734,12 +734,14 @@ impl LockGuard {
         next.timestamp = unix_secs(owned.server_clock.now());
         next.phase = Some(phase.to_owned());
         next.progress = progress;
-        let json = next
+        let mut json = next
             .to_json()
             .map_err(|err| owned.lost_io(io::Error::other(err)))?;
-        // Overwrite, then cut: a reader never sees an empty file, and one that
-        // catches the moment in between sees trailing bytes, which do not parse
-        // (and so count as "being written", not as someone else's record).
+        // Overwrite in place: a reader never sees an empty file. A shorter record is
+        // padded with spaces (JSON's whitespace) to the length it replaces, so the write
+        // alone leaves one whole record: a crash before the cut must not leave the tail of
+        // the old one, which would not parse and would take the phase along.
+        json.resize(json.len().max(bytes.len()), b' ');
         let json_len = json.len() as u64;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&json))

@@ -1513,6 +1513,8 @@ fn locks_clean_force_refuses_while_a_run_is_active() {
         assert_eq!(out.status.code(), Some(1), "{host}: forced past a live run");
         assert!(stderr.contains("a run is active"), "{host}: {stderr}");
         assert!(stderr.contains("presence record"), "{host}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(r#""event":"refused""#), "{host}: {stdout}");
         assert!(scene.lock().exists(), "{host}: the live lock was removed");
     }
     assert!(

@@ -713,3 +713,32 @@ fn locks_clean_force_sees_a_live_holder_by_its_process_or_its_heartbeat() -> Tes
     assert_eq!(scene.leftovers(), Vec::<String>::new(), "{report:?}");
     Ok(())
 }
+
+/// A heartbeat rewrites its lock in place: a write, then a cut to length. A process killed
+/// between the two (the fault matrix's SIGKILL at `ftruncate`) left its new record followed
+/// by the tail of the old, longer one: unparseable, so its phase and lock id were lost and
+/// `locks clean` kept the backup of a finished swap as a possible only copy. The write alone
+/// must leave one whole record: a shorter one is padded with JSON's whitespace.
+#[test]
+fn a_heartbeats_write_alone_leaves_a_whole_record() -> TestResult {
+    let scene = Scene::new()?;
+    let locker = Locker::new(host("nas-a"), settings());
+    let guard = match try_acquire(&locker, &scene.media())? {
+        Acquire::Acquired(guard) => guard,
+        Acquire::Held(holder) => return Err(format!("held: {holder:?}").into()),
+    };
+    let lock = lock_path(&scene.media()).ok_or("no lock path")?;
+    guard.heartbeat("swap:replacing:keeping-original", None)?;
+    let longer = fs::read(&lock)?.len();
+    guard.heartbeat("swap:done", None)?;
+    let bytes = fs::read(&lock)?;
+    assert_eq!(
+        bytes.len(),
+        longer,
+        "the shorter record was cut: a kill before the cut would leave the old tail"
+    );
+    let record: LockRecord = serde_json::from_slice(&bytes)?;
+    assert_eq!(record.phase.as_deref(), Some("swap:done"));
+    guard.release()?;
+    Ok(())
+}
