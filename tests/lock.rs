@@ -107,6 +107,17 @@ impl Scene {
     }
 
     /// Starts a child as host `host` on this scene's library.
+    /// A child on `host` that holds the lock for a minute, once it has it.
+    fn holder(&self, host: &str) -> Result<Hammer, Box<dyn Error>> {
+        let mut holder = self.spawn(
+            "holder",
+            host,
+            &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
+        )?;
+        holder.wait_for("acquired", Duration::from_secs(10))?;
+        Ok(holder)
+    }
+
     fn spawn(&self, name: &str, host: &str, args: &[&str]) -> Result<Hammer, Box<dyn Error>> {
         let out = self.work.join(format!("{name}.out"));
         let log_path = self.work.join(format!("{name}.log"));
@@ -295,12 +306,7 @@ fn four_processes_hammering_one_lock_never_overlap() -> TestResult {
 #[test]
 fn a_killed_holder_is_taken_over_at_once_by_its_own_host() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let other_host = Locker::new(host("nas-b"), settings());
     let same_host = Locker::new(host("nas-a"), settings());
     // While it runs, even its own host leaves it alone.
@@ -330,12 +336,7 @@ fn a_killed_holder_is_taken_over_at_once_by_its_own_host() -> TestResult {
 #[test]
 fn a_killed_holder_is_taken_over_by_another_host_only_after_stale_after() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     // Let it heartbeat a few times first.
     thread::sleep(Duration::from_millis(700));
     holder.kill()?;
@@ -360,12 +361,7 @@ fn a_killed_holder_is_taken_over_by_another_host_only_after_stale_after() -> Tes
 #[test]
 fn a_stopped_holder_is_broken_and_learns_it_lost_when_it_resumes() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let other_host = Locker::new(host("nas-b"), settings());
     expect_held(try_acquire(&other_host, &scene.media())?)?;
 
@@ -640,12 +636,7 @@ impl Drop for Immutable {
 fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
     use media_converter::lock::{CleanAction, CleanOptions, clean};
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let lock = lock_path(&scene.media()).ok_or("no lock path")?;
     let tomb = PathBuf::from(format!("{}.tomb-0123456789abcdef", lock.display()));
     // As a retire leaves it: the live lock's bytes under the tombstone's name.
@@ -682,12 +673,7 @@ fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
 fn locks_clean_force_sees_a_live_holder_by_its_process_or_its_heartbeat() -> TestResult {
     use media_converter::lock::{CleanOptions, clean};
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let force = CleanOptions {
         dry_run: false,
         force: true,
