@@ -19,6 +19,8 @@ mod legacy;
 pub mod stats;
 mod store;
 
+pub(crate) use store::{Leftover, leftover};
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;

@@ -123,6 +123,17 @@ impl Claim {
         }
     }
 
+    /// Stops the heartbeat and leaves the lock where it is, as a crash would: for a swap
+    /// that failed with the original under its backup name only, the lock's durable phase
+    /// is the one record of how far it got, and whoever settles the dead claim (the next
+    /// run, another host, `locks clean`) finishes it from there (`docs/locking.md`).
+    pub fn leave_for_settling(mut self) {
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.stop();
+        }
+        self.guard = None;
+    }
+
     /// Stops the heartbeat and releases the lock, saying what went wrong, if anything.
     pub fn release(mut self) -> Result<(), String> {
         self.release_inner()

@@ -142,6 +142,12 @@ enum LocksCommand {
         /// Say what would be done, and do nothing.
         #[arg(long)]
         dry_run: bool,
+        /// No run is active on this library, on any host: remove every lock, guard, probe
+        /// and tombstone however young (a crash's leftovers), not only those old enough to
+        /// be certainly dead. Refused when a run is seen active (a lock whose process runs
+        /// here, or that changes while watched for one heartbeat).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         lock: LockArgs,
     },
@@ -471,6 +477,7 @@ pub enum RunCommand {
         dir: PathBuf,
         lock: LockSettings,
         dry_run: bool,
+        force: bool,
     },
     CacheBuild(CacheBuildConfig),
     Status(StatusConfig),
@@ -546,10 +553,16 @@ impl Cli {
                     dir,
                     lock: lock.settings(),
                 },
-                LocksCommand::Clean { dir, dry_run, lock } => RunCommand::LocksClean {
+                LocksCommand::Clean {
+                    dir,
+                    dry_run,
+                    force,
+                    lock,
+                } => RunCommand::LocksClean {
                     dir,
                     lock: lock.settings(),
                     dry_run,
+                    force,
                 },
             },
             Some(Command::Status {

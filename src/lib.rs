@@ -67,9 +67,18 @@ pub fn run(cli: Cli) -> ExitCode {
         RunCommand::Pause { dir, reason } => command::pause::pause(&dir, reason, &reporter),
         RunCommand::Resume { dir } => command::pause::resume(&dir, &reporter),
         RunCommand::LocksList { dir, lock } => command::locks::list(&dir, lock, json),
-        RunCommand::LocksClean { dir, lock, dry_run } => {
-            command::locks::clean(&dir, lock, dry_run, &reporter, json)
-        }
+        RunCommand::LocksClean {
+            dir,
+            lock,
+            dry_run,
+            force,
+        } => command::locks::clean(
+            &dir,
+            lock,
+            lock::CleanOptions { dry_run, force },
+            &reporter,
+            json,
+        ),
         RunCommand::CacheBuild(config) => command::cache::build(&config, &reporter),
         RunCommand::Status(config) => command::status::run(&config, &reporter),
         RunCommand::CacheStats(config) => command::cache::stats(&config, &reporter),

@@ -49,7 +49,8 @@ pub use files::rename_noreplace;
 pub use guard::ShortGuard;
 pub use heartbeat::Heartbeat;
 pub use maintenance::{
-    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, settle_dead_claims,
+    CleanAction, CleanOptions, CleanReport, ClockSource, LockStatus, clean, list_locks,
+    settle_dead_claims,
 };
 pub use names::{
     LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
@@ -444,16 +445,26 @@ impl Locker {
     /// guard `<lock>.break`, re-read and re-judge under it, retire the lock to a
     /// tombstone and delete that only if it still holds what was judged stale.
     fn break_if_stale(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+        self.break_lock(lock, false)
+    }
+
+    /// As [`Locker::break_if_stale`], and breaks a lock judged live too: for `locks clean
+    /// --force`, whose user says no run is active and which has watched the lock first.
+    fn break_assumed_dead(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+        self.break_lock(lock, true)
+    }
+
+    fn break_lock(&self, lock: &Path, assume_dead: bool) -> Result<BreakOutcome, LockError> {
         let Some((_, holder)) = self.inspect(lock)? else {
             return Ok(BreakOutcome::Vanished);
         };
-        if !holder.verdict.is_stale() {
+        if !(assume_dead || holder.verdict.is_stale()) {
             return Ok(BreakOutcome::Live(holder));
         }
         let Some(guard) = self.take_guard(&guard_path(lock))? else {
             return Ok(BreakOutcome::Busy(holder));
         };
-        let outcome = self.break_under_guard(lock);
+        let outcome = self.break_under_guard(lock, assume_dead);
         // A break guard held too long is left for others to retire; the break itself
         // was safe regardless (the tombstone check).
         let released = guard.release();
@@ -462,12 +473,12 @@ impl Locker {
         Ok(outcome)
     }
 
-    fn break_under_guard(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+    fn break_under_guard(&self, lock: &Path, assume_dead: bool) -> Result<BreakOutcome, LockError> {
         // Someone may have broken and re-taken it since we judged: judge again.
         let Some((observed, holder)) = self.inspect(lock)? else {
             return Ok(BreakOutcome::Vanished);
         };
-        if !holder.verdict.is_stale() {
+        if !(assume_dead || holder.verdict.is_stale()) {
             return Ok(BreakOutcome::Live(holder));
         }
         let judged = observed.snapshot.bytes;
@@ -723,12 +734,14 @@ impl LockGuard {
         next.timestamp = unix_secs(owned.server_clock.now());
         next.phase = Some(phase.to_owned());
         next.progress = progress;
-        let json = next
+        let mut json = next
             .to_json()
             .map_err(|err| owned.lost_io(io::Error::other(err)))?;
-        // Overwrite, then cut: a reader never sees an empty file, and one that
-        // catches the moment in between sees trailing bytes, which do not parse
-        // (and so count as "being written", not as someone else's record).
+        // Overwrite in place: a reader never sees an empty file. A shorter record is
+        // padded with spaces (JSON's whitespace) to the length it replaces, so the write
+        // alone leaves one whole record: a crash before the cut must not leave the tail of
+        // the old one, which would not parse and would take the phase along.
+        json.resize(json.len().max(bytes.len()), b' ');
         let json_len = json.len() as u64;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&json))

@@ -171,15 +171,7 @@ impl Scene {
 
     /// Runs `locks clean` as `host` and returns its JSON events.
     fn clean(&self, host: &str, args: &[&str]) -> Vec<Value> {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
-            .args(["locks", "clean"])
-            .arg(&self.library)
-            .arg("--json")
-            .args(args)
-            .env("MEDIA_CONVERTER_HOSTNAME", host)
-            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-            .output()
-            .expect("run locks clean");
+        let out = self.clean_output(host, args);
         assert!(
             out.status.success(),
             "locks clean failed: {}",
@@ -189,6 +181,19 @@ impl Scene {
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
+    }
+
+    /// Runs `locks clean --json` as `host`, whatever its exit.
+    fn clean_output(&self, host: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .args(["locks", "clean"])
+            .arg(&self.library)
+            .arg("--json")
+            .args(args)
+            .env("MEDIA_CONVERTER_HOSTNAME", host)
+            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
+            .output()
+            .expect("run locks clean")
     }
 
     fn assert_original_intact(&self, when: &str) {
@@ -1209,8 +1214,21 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
 /// writes no presence record: its renames (that record's, the cache's) would otherwise
 /// reach the count before the worker's. `extra` goes to the converter.
 fn run_injected(file: &Path, injects: &[&str], extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    run_injected_on(&[], file, injects, extra)
+}
+
+/// As [`run_injected`], counting (and hitting) only calls on `paths` (strace's `-P`).
+fn run_injected_on(
+    paths: &[&Path],
+    file: &Path,
+    injects: &[&str],
+    extra: &[&str],
+) -> (Option<i32>, Vec<Value>) {
     let mut command = std::process::Command::new("strace");
     command.args(["-f", "-qq", "-o", "/dev/null"]);
+    for path in paths {
+        command.arg("-P").arg(path);
+    }
     for inject in injects {
         command.args(["-e", inject]);
     }
@@ -1356,6 +1374,22 @@ fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
 /// again, so nothing broke the dead lock), and `locks clean` left it there too.
 #[test]
 fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
+    keep_interrupted_before_the_keep("signal=KILL");
+}
+
+/// With `--keep-original`, a rename of the backup to the kept name that fails (EIO: a share
+/// that drops a request) used to leave the original under its hidden backup name for good:
+/// the run released its lock, and with it the only record that the backup was meant to be
+/// kept, so neither the next run, another host nor `locks clean` could place it. The lock
+/// now stays, as a crash would leave it, and its durable phase settles it.
+#[test]
+fn a_keep_original_swap_failing_before_the_keep_is_finished_by_the_next_run() {
+    keep_interrupted_before_the_keep("error=EIO");
+}
+
+/// A `--keep-original` conversion whose third rename (the backup to the kept name) meets
+/// `fault`, then a run of the same host: the original must end at its kept name.
+fn keep_interrupted_before_the_keep(fault: &str) {
     if which::which("strace").is_err() {
         eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
         return;
@@ -1364,29 +1398,133 @@ fn a_keep_original_swap_killed_before_the_keep_is_finished_by_the_next_run() {
     let scene = Scene::new(false);
     // The worker's renames: its acquire guard, the new file over the original, the backup
     // to the kept name.
-    let (code, _) = run_injected(
+    let (code, faulted) = run_injected(
         &scene.clip,
-        &["inject=rename,renameat,renameat2:signal=KILL:when=3"],
+        &[&format!("inject=rename,renameat,renameat2:{fault}:when=3")],
         &["--keep-original"],
     );
-    assert_ne!(code, Some(0), "the run was not killed");
+    assert_ne!(code, Some(0), "the keep went through: {faulted:#?}");
     assert_eq!(
         video_codec(&scene.clip),
         "hevc",
-        "killed before the new file was in"
+        "interrupted before the new file was in"
     );
     let kept = scene.library.join(".clip-00.mkv.mediabox-kept");
     assert!(
         fs::read(&kept).unwrap_or_default() != scene.original,
-        "killed after the keep"
+        "interrupted after the keep"
     );
 
     let (code, rerun) = scene.run("host-1", "rerun", &[]);
     assert_eq!(code, Some(0), "{rerun:#?}");
     assert!(of_kind(&rerun, "converting").is_empty(), "{rerun:#?}");
-    assert!(fs::read(&kept).unwrap_or_default() == scene.original);
+    assert!(
+        fs::read(&kept).unwrap_or_default() == scene.original,
+        "the original is not at its kept name: {:?}",
+        debris(&scene.library)
+    );
     assert_eq!(
         debris(&scene.library),
         vec![kept.to_string_lossy().into_owned()]
     );
+}
+
+/// The cache's update guard, as a writer that died while holding it leaves it.
+const CACHE_GUARD: &str = ".mediabox_cache.json.lock";
+
+/// A run killed inside its acquire guard, between creating its lock and writing it, leaves
+/// the guard and an empty lock; a cache writer that died leaves the cache's update guard; a
+/// run killed while learning the server's clock leaves a probe. The default `locks clean`
+/// must keep all of them while they are young (a live run on another host may hold each
+/// one, and none says whose it is); `locks clean --force` ("no run is active") must leave
+/// nothing, and the next run converts. Before, nothing removed them sooner than their
+/// timeouts (minutes), and the cache's guard was not even looked at.
+#[test]
+fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_be_live() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let lock = scene.lock();
+    let (code, killed) = run_injected_on(
+        &[&lock],
+        &scene.clip,
+        &["inject=write:signal=KILL:when=1"],
+        SHORT_LOCKS,
+    );
+    assert_ne!(code, Some(0), "the run was not killed: {killed:#?}");
+    assert_eq!(
+        fs::read(&lock).map(|b| b.len()).ok(),
+        Some(0),
+        "no empty lock"
+    );
+    let guard = scene.library.join("clip-00.mkv.mediabox.lock.acquire");
+    assert!(guard.is_dir(), "no acquire guard left");
+    fs::create_dir(scene.library.join(CACHE_GUARD)).expect("a dead writer's cache guard");
+    fs::write(scene.library.join(".mediabox.clock-0123abcd"), b"").expect("a probe");
+    let left = || {
+        let mut left = debris(&scene.library);
+        if scene.library.join(CACHE_GUARD).exists() {
+            left.push(CACHE_GUARD.to_owned());
+        }
+        left
+    };
+    let crashed = left();
+    assert_eq!(crashed.len(), 4, "{crashed:?}");
+
+    let default = scene.clean("host-1", SHORT_LOCKS);
+    assert_eq!(
+        left(),
+        crashed,
+        "the default clean removed what may be live: {default:#?}"
+    );
+    scene.assert_original_intact("after locks clean");
+
+    let forced = scene.clean("host-1", &[SHORT_LOCKS, &["--force"]].concat());
+    assert_eq!(left(), Vec::<String>::new(), "{forced:#?}");
+    scene.assert_original_intact("after locks clean --force");
+
+    let (code, rerun) = scene.run("host-1", "rerun", SHORT_LOCKS);
+    assert_eq!(code, Some(0), "{rerun:#?}");
+    assert_converted_once_and_clean(&scene, &[&rerun]);
+}
+
+/// `locks clean --force` is told no run is active; when one is, it must see it and touch
+/// nothing. A `--dir` run publishes its presence at the library's root, which says so to
+/// this host and to any other (the locks' own watch is proved in `tests/lock.rs`).
+#[test]
+fn locks_clean_force_refuses_while_a_run_is_active() {
+    let _serial = serial();
+    let scene = Scene::new(false);
+    scene.fake(Fake::AfterClaim);
+    let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &[]);
+    scene.wait_for(
+        "the claim",
+        RUN,
+        || scene.mark("encode.pid").exists(),
+        &mut holder,
+    );
+    assert!(scene.lock().exists(), "the holder holds no lock");
+    for host in ["host-1", "host-2"] {
+        let out = scene.clean_output(host, &[SHORT_LOCKS, &["--force"]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{host}: forced past a live run");
+        assert!(stderr.contains("a run is active"), "{host}: {stderr}");
+        assert!(stderr.contains("presence record"), "{host}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(r#""event":"refused""#), "{host}: {stdout}");
+        assert!(scene.lock().exists(), "{host}: the live lock was removed");
+    }
+    assert!(
+        pid_alive(i32::try_from(holder.pid()).expect("pid")),
+        "the holder died"
+    );
+    kill_and_check_child_died(&mut holder, &scene.mark("encode.pid"));
+    scene.assert_original_intact("after the refused cleans");
+    // Its own host knows at once that it is gone: nothing is refused, nothing is left.
+    let forced = scene.clean("host-1", &[SHORT_LOCKS, &["--force"]].concat());
+    assert_eq!(debris(&scene.library), Vec::<String>::new(), "{forced:#?}");
+    scene.assert_original_intact("after locks clean --force");
 }

@@ -14,7 +14,10 @@
 //! must leave at the original's name the
 //! original, byte for byte, or a verified HEVC file (probed and decoded); with
 //! `--keep-original`, the original at its kept name; the bystander untouched; no broken
-//! media file; nothing converted twice; and after `locks clean` nothing of ours.
+//! media file; nothing converted twice; and after `locks clean` nothing of ours. That
+//! recovery runs the default `locks clean` first (safe beside an active run, so it may leave
+//! what is young: it must lose and damage nothing), then `locks clean --force` (no run is
+//! active), after which nothing of ours may be left.
 //!
 //! Variants: `clip.mkv` in place and `clip.avi` -> `clip.mkv`, with and without
 //! `--keep-original`, with and without hard links (`-e inject=linkat:error=EPERM` for
@@ -76,22 +79,11 @@ fn loud(message: &str) {
     let _ = writeln!(std::io::stderr(), "\n*** {message} ***\n");
 }
 
-/// What the matrix finds in the code as it stands and is not fixed yet (issue 9), as (text
-/// in the case's name, text in the failure). Printed LOUDLY with a reproduction, never
-/// hidden; they fail the test with `FAULT_MATRIX_STRICT=1`. An entry no longer seen is
-/// said, to be removed.
-const KNOWN_OPEN: &[(&str, &str)] = &[
-    // A crash or fault after the new file took the original's name and before the backup
-    // became the kept original: the original stays under its hidden backup name.
-    ("keep", "MISPLACED: converted with --keep-original"),
-    // `locks clean` leaves, after crashes: a completed swap's backup, or a temp output ...
-    ("", "locks clean left .clip."),
-    // ... a lock, a guard (younger than its timeout) or a tombstone ...
-    ("", "locks clean left clip."),
-    // ... the cache's update lock, or a clock probe.
-    ("", "locks clean left .mediabox_cache.json.lock"),
-    ("", "locks clean left .mediabox.clock-"),
-];
+/// What the matrix finds in the code as it stands and is not fixed yet, as (text in the
+/// case's name, text in the failure). Printed LOUDLY with a reproduction, never hidden; they
+/// fail the test with `FAULT_MATRIX_STRICT=1`. An entry no longer seen is said, to be
+/// removed. None is open now.
+const KNOWN_OPEN: &[(&str, &str)] = &[];
 
 /// Whether `failure` of case `name` is a known open one.
 fn known_open(name: &str, failure: &str) -> Option<usize> {
@@ -721,7 +713,7 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
                 run(on_share(&rerun_args, HOST_B, case.variant, &log), dir, &tag)
             }
             _ => {
-                let clean = vec![
+                let mut clean = vec![
                     "locks".to_owned(),
                     "clean".into(),
                     lib.display().to_string(),
@@ -731,6 +723,28 @@ fn run_case(case: &Case, template: &Path, dir: &Path) -> Outcome {
                     "--heartbeat".into(),
                     "1s".into(),
                 ];
+                // The default first, which must stay safe beside a run that may be active
+                // and so may leave what is young; then `--force`, the user's word that no
+                // run is active, after which nothing of ours may be left.
+                let default = run(on_share(&clean, HOST_A, case.variant, &log), dir, "clean");
+                let j = judge(&lib, case.variant, &original, &bystander);
+                for failure in j
+                    .losses
+                    .iter()
+                    .map(|l| format!("LOSS: {l}"))
+                    .chain(j.damage.iter().map(|d| format!("DAMAGE: {d}")))
+                {
+                    outcome
+                        .failures
+                        .push(format!("locks clean (default): {failure}"));
+                }
+                if !default.status.is_some_and(|s| s.success()) || default.hung {
+                    outcome.failures.push(format!(
+                        "locks clean (default) failed: {}",
+                        default.stderr.lines().last().unwrap_or_default()
+                    ));
+                }
+                clean.push("--force".into());
                 run(on_share(&clean, HOST_A, case.variant, &log), dir, &tag)
             }
         };

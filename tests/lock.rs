@@ -107,6 +107,17 @@ impl Scene {
     }
 
     /// Starts a child as host `host` on this scene's library.
+    /// A child on `host` that holds the lock for a minute, once it has it.
+    fn holder(&self, host: &str) -> Result<Hammer, Box<dyn Error>> {
+        let mut holder = self.spawn(
+            "holder",
+            host,
+            &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
+        )?;
+        holder.wait_for("acquired", Duration::from_secs(10))?;
+        Ok(holder)
+    }
+
     fn spawn(&self, name: &str, host: &str, args: &[&str]) -> Result<Hammer, Box<dyn Error>> {
         let out = self.work.join(format!("{name}.out"));
         let log_path = self.work.join(format!("{name}.log"));
@@ -295,12 +306,7 @@ fn four_processes_hammering_one_lock_never_overlap() -> TestResult {
 #[test]
 fn a_killed_holder_is_taken_over_at_once_by_its_own_host() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let other_host = Locker::new(host("nas-b"), settings());
     let same_host = Locker::new(host("nas-a"), settings());
     // While it runs, even its own host leaves it alone.
@@ -330,12 +336,7 @@ fn a_killed_holder_is_taken_over_at_once_by_its_own_host() -> TestResult {
 #[test]
 fn a_killed_holder_is_taken_over_by_another_host_only_after_stale_after() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     // Let it heartbeat a few times first.
     thread::sleep(Duration::from_millis(700));
     holder.kill()?;
@@ -360,12 +361,7 @@ fn a_killed_holder_is_taken_over_by_another_host_only_after_stale_after() -> Tes
 #[test]
 fn a_stopped_holder_is_broken_and_learns_it_lost_when_it_resumes() -> TestResult {
     let scene = Scene::new()?;
-    let mut holder = scene.spawn(
-        "holder",
-        "nas-a",
-        &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-    )?;
-    holder.wait_for("acquired", Duration::from_secs(10))?;
+    let mut holder = scene.holder("nas-a")?;
     let other_host = Locker::new(host("nas-b"), settings());
     expect_held(try_acquire(&other_host, &scene.media())?)?;
 
@@ -554,7 +550,7 @@ fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResult {
-    use media_converter::lock::{LockError, clean};
+    use media_converter::lock::{CleanOptions, LockError, clean};
 
     let scene = Scene::new()?;
     // A stale lock and a tombstone that `clean` would deal with, were it allowed.
@@ -581,7 +577,7 @@ fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResul
     let report = clean(
         &scene.library,
         &Locker::new(host("nas-b"), settings()),
-        false,
+        CleanOptions::default(),
     );
     assert!(report.actions.is_empty(), "{:?}", report.actions);
     assert_eq!(
@@ -630,4 +626,105 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
     }
+}
+
+/// A tombstone of a lock (a release or break killed between its rename and its delete)
+/// holds the lock's record. `locks clean` used to keep any younger than `stale_after` (30
+/// min by default), though a tombstone lives for milliseconds; it now judges the record: a
+/// live holder's is kept (it may be put back), a dead one's goes at once.
+#[test]
+fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
+    use media_converter::lock::{CleanAction, CleanOptions, clean};
+    let scene = Scene::new()?;
+    let mut holder = scene.holder("nas-a")?;
+    let lock = lock_path(&scene.media()).ok_or("no lock path")?;
+    let tomb = PathBuf::from(format!("{}.tomb-0123456789abcdef", lock.display()));
+    // As a retire leaves it: the live lock's bytes under the tombstone's name.
+    fs::copy(&lock, &tomb)?;
+    let same_host = Locker::new(host("nas-a"), settings());
+    let report = clean(&scene.library, &same_host, CleanOptions::default());
+    assert!(
+        tomb.exists(),
+        "a live holder's tombstone was removed: {report:?}"
+    );
+
+    holder.kill()?;
+    let report = clean(&scene.library, &same_host, CleanOptions::default());
+    assert!(
+        !tomb.exists(),
+        "a dead holder's tombstone stayed: {report:?}"
+    );
+    assert!(
+        report
+            .actions
+            .iter()
+            .any(|a| matches!(a, CleanAction::RemovedTombstone { path } if *path == tomb)),
+        "{report:?}"
+    );
+    assert_eq!(scene.leftovers(), Vec::<String>::new());
+    Ok(())
+}
+
+/// `locks clean --force` (the user says no run is active) must still see a live holder, and
+/// then change nothing: on its own host by its process, on another host by its lock
+/// changing while watched for a heartbeat (the holder here publishes no presence, as a
+/// `--file` run does not).
+#[test]
+fn locks_clean_force_sees_a_live_holder_by_its_process_or_its_heartbeat() -> TestResult {
+    use media_converter::lock::{CleanOptions, clean};
+    let scene = Scene::new()?;
+    let mut holder = scene.holder("nas-a")?;
+    let force = CleanOptions {
+        dry_run: false,
+        force: true,
+    };
+    for (name, seen) in [
+        ("nas-a", "on this host"),
+        ("nas-b", "changed while watched"),
+    ] {
+        let report = clean(&scene.library, &Locker::new(host(name), settings()), force);
+        let refused = report.refused.as_deref().unwrap_or_default();
+        assert!(refused.contains(seen), "{name}: {report:?}");
+        assert!(report.actions.is_empty(), "{name}: {report:?}");
+        assert!(lock_path(&scene.media()).is_some_and(|l| l.exists()));
+    }
+    holder.kill()?;
+    // Dead, its lock no longer changes: the other host's forced clean removes it.
+    let report = clean(
+        &scene.library,
+        &Locker::new(host("nas-b"), settings()),
+        force,
+    );
+    assert_eq!(report.refused, None, "{report:?}");
+    assert_eq!(scene.leftovers(), Vec::<String>::new(), "{report:?}");
+    Ok(())
+}
+
+/// A heartbeat rewrites its lock in place: a write, then a cut to length. A process killed
+/// between the two (the fault matrix's SIGKILL at `ftruncate`) left its new record followed
+/// by the tail of the old, longer one: unparseable, so its phase and lock id were lost and
+/// `locks clean` kept the backup of a finished swap as a possible only copy. The write alone
+/// must leave one whole record: a shorter one is padded with JSON's whitespace.
+#[test]
+fn a_heartbeats_write_alone_leaves_a_whole_record() -> TestResult {
+    let scene = Scene::new()?;
+    let locker = Locker::new(host("nas-a"), settings());
+    let guard = match try_acquire(&locker, &scene.media())? {
+        Acquire::Acquired(guard) => guard,
+        Acquire::Held(holder) => return Err(format!("held: {holder:?}").into()),
+    };
+    let lock = lock_path(&scene.media()).ok_or("no lock path")?;
+    guard.heartbeat("swap:replacing:keeping-original", None)?;
+    let longer = fs::read(&lock)?.len();
+    guard.heartbeat("swap:done", None)?;
+    let bytes = fs::read(&lock)?;
+    assert_eq!(
+        bytes.len(),
+        longer,
+        "the shorter record was cut: a kill before the cut would leave the old tail"
+    );
+    let record: LockRecord = serde_json::from_slice(&bytes)?;
+    assert_eq!(record.phase.as_deref(), Some("swap:done"));
+    guard.release()?;
+    Ok(())
 }

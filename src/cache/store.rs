@@ -195,6 +195,26 @@ fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime
     });
 }
 
+/// What a cache writer may leave beside the cache when it dies: what `locks clean` looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leftover {
+    /// The update guard (or an older version's lock file), held for milliseconds: one older
+    /// than the returned age on the file server's clock belonged to a writer that died.
+    UpdateGuard(Duration),
+    /// A temp file, a guard's tombstone or an older version's broken lock: a dead writer's
+    /// once older than the returned age (as each writer's own pruning judges them).
+    Debris(Duration),
+}
+
+/// What `name` is of the cache's writers' files, if anything (the cache itself is not).
+pub(crate) fn leftover(name: &str) -> Option<Leftover> {
+    if name == LOCK_FILE_NAME {
+        Some(Leftover::UpdateGuard(STALE_LOCK))
+    } else {
+        is_debris(name).then_some(Leftover::Debris(DEBRIS_AGE))
+    }
+}
+
 /// A temp file or broken lock left by a cache writer: a lock guard's tombstone, or an older
 /// version's broken lock file.
 fn is_debris(name: &str) -> bool {

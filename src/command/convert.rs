@@ -726,6 +726,24 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         },
     );
     if let Err(err) = swapped {
+        // The original is at its backup name only (the new file is at its name): released,
+        // the lock would take along the record of how far the swap got, and the backup
+        // would be an orphan nobody may place. Left, it settles as a crashed swap does.
+        if err.original_at.as_deref().is_some_and(|at| at != file.path) {
+            claim.leave_for_settling();
+            if let Some(output_claim) = output_claim {
+                output_claim.leave_for_settling();
+            }
+            let outcome = format!(
+                "replacing the original: {err}; its lock stays for the next run or `locks \
+                 clean` to settle"
+            );
+            return if stopped.get() {
+                FileOutcome::Abandoned(outcome)
+            } else {
+                FileOutcome::Failed(outcome)
+            };
+        }
         // Stopped by a check: the claim or the original changed under us, not the file's
         // fault.
         if stopped.get() {

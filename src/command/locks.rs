@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::duration::format_secs;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
-use crate::lock::{self, CleanAction, LockSettings, Locker};
+use crate::lock::{self, CleanAction, CleanOptions, LockSettings, Locker};
 use crate::output::{Reporter, display_name};
 
 /// Lists every lock under `dir`, live or stale, on stdout.
@@ -92,18 +92,40 @@ pub fn list(dir: &Path, settings: LockSettings, json: bool) -> anyhow::Result<Ex
 }
 
 /// Breaks stale locks and removes debris no live claim owns; live locks are never touched.
+/// With `--force` (no run is active anywhere) whatever is ours goes however young, unless a
+/// run is seen active after all: then nothing is done, and the exit says so.
 pub fn clean(
     dir: &Path,
     settings: LockSettings,
-    dry_run: bool,
+    options: CleanOptions,
     reporter: &Reporter,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
+    let dry_run = options.dry_run;
     let locker = Locker::new(HostIdentity::current(), settings);
-    let report = lock::clean(dir, &locker, dry_run);
+    if options.force && !json {
+        reporter.note(&format!(
+            "--force: looking for an active run first (a live-looking lock is watched for up \
+             to {})",
+            format_secs((settings.heartbeat * 3 / 2).as_secs_f64() + 1.0)
+        ));
+    }
+    let report = lock::clean(dir, &locker, options);
+    if let Some(active) = &report.refused {
+        if json {
+            let line = json!({"event": "refused", "why": active, "dry_run": dry_run});
+            writeln!(std::io::stdout().lock(), "{line}")?;
+        }
+        eprintln!(
+            "media-converter: locks clean --force refused, nothing was changed: {active}. \
+             Stop that run (or let it finish), or run `locks clean` without --force: it \
+             leaves live claims alone."
+        );
+        return Ok(ExitCode::SomeFailed);
+    }
     let mut out = std::io::stdout().lock();
     let verb = if dry_run { "would" } else { "did" };
     for action in &report.actions {
@@ -152,6 +174,8 @@ fn action_name(action: &CleanAction) -> &'static str {
         CleanAction::BrokeStaleGuard { .. } => "broke_stale_guard",
         CleanAction::RemovedTombstone { .. } => "removed_tombstone",
         CleanAction::RemovedClockProbe { .. } => "removed_clock_probe",
+        CleanAction::BrokeCacheGuard { .. } => "broke_cache_guard",
+        CleanAction::RemovedCacheDebris { .. } => "removed_cache_debris",
         CleanAction::RemovedTempOutput { .. } => "removed_temp_output",
         CleanAction::RemovedBackup { .. } => "removed_backup",
         CleanAction::RestoredOriginal { .. } => "restored_original",

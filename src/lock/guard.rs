@@ -218,9 +218,17 @@ impl Locker {
     /// Retires the guard at `guard` if it is older than `guard_timeout` on the
     /// server's clock (see [`retire_abandoned`]).
     pub(super) fn retire_abandoned_guard(&self, guard: &Path) -> Result<Abandoned, LockError> {
-        retire_abandoned(guard, self.settings.guard_timeout, || {
-            self.server_now(parent_dir(guard))
-        })
+        self.retire_guard_older_than(guard, self.settings.guard_timeout)
+    }
+
+    /// Retires the guard at `guard` if it is older than `timeout` (zero: whatever its age)
+    /// on the server's clock, as [`Locker::retire_abandoned_guard`] does.
+    pub(super) fn retire_guard_older_than(
+        &self,
+        guard: &Path,
+        timeout: Duration,
+    ) -> Result<Abandoned, LockError> {
+        retire_abandoned(guard, timeout, || self.server_now(parent_dir(guard)))
     }
 }
 

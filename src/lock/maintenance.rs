@@ -6,7 +6,8 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::thread;
+use std::time::{Duration, SystemTime};
 
 use walkdir::WalkDir;
 
@@ -16,11 +17,12 @@ use super::names::{
     Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify, kept_original_name,
     parse_work_file_name,
 };
-use super::{BreakOutcome, Holder, LockError, Locker};
+use super::{BreakOutcome, Holder, HumanDuration, LiveReason, LockError, Locker, Verdict};
 use super::{
     PHASE_KEEPING_SUFFIX, PHASE_SWAP_DONE, PHASE_SWAP_ORIGINAL_AT_BACKUP, PHASE_SWAP_PLACING,
     PHASE_SWAP_REPLACING,
 };
+use crate::cache::{self, Leftover};
 
 /// One lock found by [`list_locks`].
 #[derive(Debug, Clone, PartialEq)]
@@ -54,7 +56,7 @@ pub fn list_locks(dir: &Path, locker: &Locker) -> Vec<Result<LockStatus, LockErr
                 Ok(found) => found,
                 Err(err) => return Some(Err(err)),
             };
-            let Artifact::Lock { media_name } = artifact else {
+            let Item::Ours(Artifact::Lock { media_name }) = artifact else {
                 return None;
             };
             let status = inspect_for_listing(locker, &lock).transpose()?;
@@ -105,6 +107,16 @@ pub enum CleanAction {
     /// Removed a clock probe left by a crash.
     RemovedClockProbe {
         /// The probe file.
+        path: PathBuf,
+    },
+    /// Retired the cache's update guard, left by a writer that died holding it.
+    BrokeCacheGuard {
+        /// The guard directory (or, from an older version, file).
+        guard: PathBuf,
+    },
+    /// Removed a temp file or tombstone a cache writer left.
+    RemovedCacheDebris {
+        /// The file or directory.
         path: PathBuf,
     },
     /// Removed a transcode output no live claim owns.
@@ -161,6 +173,16 @@ impl fmt::Display for CleanAction {
             CleanAction::RemovedClockProbe { path } => {
                 write!(f, "removed clock probe {}", path.display())
             }
+            CleanAction::BrokeCacheGuard { guard } => {
+                write!(
+                    f,
+                    "broke the cache's abandoned update guard {}",
+                    guard.display()
+                )
+            }
+            CleanAction::RemovedCacheDebris { path } => {
+                write!(f, "removed a cache writer's leftover {}", path.display())
+            }
             CleanAction::RemovedTempOutput { path } => {
                 write!(f, "removed abandoned output {}", path.display())
             }
@@ -197,6 +219,8 @@ impl CleanAction {
             | CleanAction::BrokeStaleGuard { guard: path }
             | CleanAction::RemovedTombstone { path }
             | CleanAction::RemovedClockProbe { path }
+            | CleanAction::BrokeCacheGuard { guard: path }
+            | CleanAction::RemovedCacheDebris { path }
             | CleanAction::RemovedTempOutput { path }
             | CleanAction::RemovedBackup { path }
             | CleanAction::RemovedReservation { path }
@@ -207,11 +231,23 @@ impl CleanAction {
     }
 }
 
+/// How [`clean`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanOptions {
+    /// Say what would be done, and change nothing.
+    pub dry_run: bool,
+    /// The user says no run is active on the library, on any host: whatever is ours goes,
+    /// however young, once [`clean`] has looked for an active run itself and seen none.
+    pub force: bool,
+}
+
 /// The outcome of [`clean`].
 #[derive(Debug, Default)]
 pub struct CleanReport {
     /// Whether this was a dry run (`actions` then says what would be done).
     pub dry_run: bool,
+    /// With [`CleanOptions::force`]: the active run that was seen, and nothing was done.
+    pub refused: Option<String>,
     /// What was done, in order.
     pub actions: Vec<CleanAction>,
     /// Locks left alone because they are live (or another host is breaking them).
@@ -222,21 +258,31 @@ pub struct CleanReport {
 
 /// Breaks the stale locks under `dir` (recursively) by the protocol, then removes
 /// the debris no live claim owns: tombstones, abandoned acquire and break guards,
-/// clock probes, temp outputs and backups whose lock id is not that of a live lock.
+/// clock probes, the cache's abandoned update guard and its writers' leftovers, temp
+/// outputs and backups whose lock id is not that of a live lock.
 ///
-/// An original is never lost: a backup whose original name is missing (a swap that
-/// died midway) is renamed back instead of deleted, and a temp output whose
-/// original is missing is kept. With `dry_run`, nothing is changed and the report
-/// says what would be.
-pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
+/// By default only what is certainly dead goes, judged from fresh reads: a lock by the
+/// protocol's verdict, a tombstone of a lock by the record it holds, a guard or probe (which
+/// say nothing of their owner) by its age on the file server's clock. With
+/// [`CleanOptions::force`] the user says no run is active: locks, guards, probes and
+/// tombstones go whatever their age, after a look for an active run (a lock whose process
+/// runs on this host, or one that changes while watched for a heartbeat) that refuses the
+/// whole clean if it sees one.
+///
+/// An original is never lost, in either mode: a backup whose original name is missing (a
+/// swap that died midway) is renamed back instead of deleted, and a temp output whose
+/// original is missing is kept. With `dry_run`, nothing is changed and the report says
+/// what would be.
+pub fn clean(dir: &Path, locker: &Locker, options: CleanOptions) -> CleanReport {
     let mut cleaner = Cleaner {
         locker,
+        force: options.force,
         report: CleanReport {
-            dry_run,
+            dry_run: options.dry_run,
             ..CleanReport::default()
         },
         unwritable: HashSet::new(),
-        work: WorkFiles::new(dry_run),
+        work: WorkFiles::new(options.dry_run),
         handled: HashSet::new(),
     };
     let mut found = Vec::new();
@@ -246,28 +292,43 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
             Err(err) => cleaner.report.errors.push(err),
         }
     }
-    // Locks first: whether a temp output is debris depends on the lock that
-    // survives. And each work file's lock is read only after the file was listed:
-    // a claim creates its lock before its temp output, so a lock missing now was
-    // released, not yet to come.
-    for (path, artifact) in &found {
-        if matches!(artifact, Artifact::Lock { .. }) {
-            cleaner.step(path, Cleaner::lock);
+    let locks: Vec<&Path> = found
+        .iter()
+        .filter(|(_, item)| matches!(item, Item::Ours(Artifact::Lock { .. })))
+        .map(|(path, _)| path.as_path())
+        .collect();
+    if options.force {
+        cleaner.report.refused = active_run(locker, dir, &locks);
+        if cleaner.report.refused.is_some() {
+            return cleaner.report;
         }
     }
-    for (path, artifact) in &found {
-        match artifact {
-            Artifact::Lock { .. } | Artifact::Work(_) => {}
-            Artifact::Guard => cleaner.step(path, Cleaner::guard),
-            Artifact::Tombstone => cleaner.step(path, Cleaner::tombstone),
-            Artifact::ClockProbe => cleaner.step(path, Cleaner::clock_probe),
+    // Guards before locks: a break guard left by a crash would keep its lock from being
+    // broken.
+    for (path, item) in &found {
+        match item {
+            Item::Ours(Artifact::Lock { .. } | Artifact::Work(_)) => {}
+            Item::Ours(Artifact::Guard) => cleaner.step(path, Cleaner::guard),
+            Item::Ours(Artifact::Tombstone) => cleaner.step(path, Cleaner::tombstone),
+            Item::Ours(Artifact::ClockProbe) => cleaner.step(path, Cleaner::clock_probe),
+            Item::Cache(leftover) => {
+                cleaner.step(path, |cleaner, path| {
+                    cleaner.cache_leftover(path, *leftover)
+                });
+            }
         }
+    }
+    // Locks next: whether a temp output is debris depends on the lock that survives. And
+    // each work file's lock is read only after the file was listed: a claim creates its
+    // lock before its temp output, so a lock missing now was released, not yet to come.
+    for lock in &locks {
+        cleaner.step(lock, Cleaner::lock);
     }
     // Backups before temp outputs: a temp output whose original is missing is
     // kept, and restoring a backup is what brings the original back.
     for kind in [WorkFileKind::Backup, WorkFileKind::TempOutput] {
-        for (path, artifact) in &found {
-            if let Artifact::Work(work) = artifact {
+        for (path, item) in &found {
+            if let Item::Ours(Artifact::Work(work)) = item {
                 if work.kind == kind {
                     cleaner.step(path, |cleaner, path| cleaner.work_file(path, work));
                 }
@@ -275,6 +336,85 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
         }
     }
     cleaner.report
+}
+
+/// For `locks clean --force`: a sign that a run is active after all, said for people, or
+/// `None`. A host's presence record (`--dir` runs publish one at the library's root) that
+/// says it runs and has not gone quiet is one, unless its process is gone from this host; a
+/// lock whose process runs on this host is one; a lock judged live for any other reason (a
+/// recent heartbeat, a record still being written, clocks that disagree) is watched for one
+/// heartbeat and a half: a live owner rewrites it in that time, a dead one cannot. Guards
+/// and probes say nothing of their owner and live for milliseconds: a `--file` run between
+/// its claims is not seen (`docs/locking.md`).
+fn active_run(locker: &Locker, dir: &Path, locks: &[&Path]) -> Option<String> {
+    if let Some(host) = present_host(locker, dir) {
+        return Some(host);
+    }
+    let mut watched = Vec::new();
+    for &lock in locks {
+        let Ok(Some((observed, holder))) = locker.inspect(lock) else {
+            continue;
+        };
+        match holder.verdict {
+            Verdict::Stale(_) => {}
+            Verdict::Live(LiveReason::OwnerRunning { pid }) => {
+                return Some(format!(
+                    "a run is active: pid {pid} on this host holds {}",
+                    lock.display()
+                ));
+            }
+            Verdict::Live(_) => watched.push((lock, observed.snapshot.bytes, holder)),
+        }
+    }
+    if watched.is_empty() {
+        return None;
+    }
+    let heartbeat = locker.settings.heartbeat;
+    thread::sleep(heartbeat + heartbeat / 2 + Duration::from_secs(1));
+    for (lock, bytes, holder) in watched {
+        let now = locker.observe(lock).ok().flatten();
+        if now.is_none_or(|now| now.snapshot.bytes != bytes) {
+            return Some(format!(
+                "a run is active: {} changed while watched (held by {} pid {})",
+                lock.display(),
+                holder.hostname.as_deref().unwrap_or("an unknown host"),
+                holder.pid.map_or("?".to_owned(), |pid| pid.to_string()),
+            ));
+        }
+    }
+    None
+}
+
+/// A host whose presence record, in `dir`'s library (the presence folder is at its root:
+/// `dir` or one of its parents), says it is running now; `None` when none does.
+fn present_host(locker: &Locker, dir: &Path) -> Option<String> {
+    use crate::identity::{Liveness, process_liveness};
+    use crate::presence::{self, HostState};
+    let root = dir
+        .ancestors()
+        .find(|at| at.join(presence::PRESENCE_DIR).is_dir())?;
+    let found = presence::read_all(root);
+    let unchanged = presence::by_server_clock(root, &found);
+    found.iter().zip(unchanged).find_map(|(found, unchanged)| {
+        let record = found.record.as_ref().ok()?;
+        let state = presence::judge(record, unchanged);
+        if !matches!(state, HostState::Working | HostState::Idle) {
+            return None;
+        }
+        let gone_from_here = record.host_id == locker.identity.host_id
+            && process_liveness(record.pid, record.process_start.as_deref()) == Liveness::Gone;
+        (!gone_from_here).then(|| {
+            format!(
+                "a run is active: {} pid {} is {} (its presence record {}); a run that \
+                 crashed counts as active until its record goes quiet ({})",
+                record.host,
+                record.pid,
+                state.word(),
+                found.path.display(),
+                HumanDuration(record.quiet_after()),
+            )
+        })
+    })
 }
 
 /// Settles, before a run scans `dir`, the claims that died there: breaks every stale lock
@@ -285,8 +425,8 @@ pub fn clean(dir: &Path, locker: &Locker, dry_run: bool) -> CleanReport {
 /// HEVC, so never claimed again). What was done is returned.
 pub fn settle_dead_claims(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
     let mut actions = Vec::new();
-    for (lock, artifact) in walk(dir).flatten() {
-        if !matches!(artifact, Artifact::Lock { .. }) {
+    for (lock, item) in walk(dir).flatten() {
+        if !matches!(item, Item::Ours(Artifact::Lock { .. })) {
             continue;
         }
         if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock) {
@@ -297,21 +437,38 @@ pub fn settle_dead_claims(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
     actions
 }
 
+/// What [`walk`] finds.
+#[derive(Debug)]
+enum Item {
+    /// A file of the claim protocol or the swap.
+    Ours(Artifact),
+    /// The cache's update guard, or a leftover of its writers.
+    Cache(Leftover),
+}
+
 /// Every artifact of ours under `dir`, in a stable order: files, and the guard
-/// directories and their tombstones.
-fn walk(dir: &Path) -> impl Iterator<Item = Result<(PathBuf, Artifact), LockError>> + '_ {
+/// directories and their tombstones; the cache writers' guard and leftovers too.
+fn walk(dir: &Path) -> impl Iterator<Item = Result<(PathBuf, Item), LockError>> + '_ {
+    let item = |name: &std::ffi::OsStr| {
+        classify(name)
+            .map(Item::Ours)
+            .or_else(|| cache::leftover(&name.to_string_lossy()).map(Item::Cache))
+    };
     WalkDir::new(dir)
         .sort_by_file_name()
         .into_iter()
         .filter_map(move |entry| match entry {
             Ok(entry) if entry.file_type().is_file() => {
-                let artifact = classify(entry.file_name())?;
-                Some(Ok((entry.into_path(), artifact)))
+                let item = item(entry.file_name())?;
+                Some(Ok((entry.into_path(), item)))
             }
             Ok(entry) if entry.file_type().is_dir() && entry.depth() > 0 => {
-                let artifact = classify(entry.file_name())?;
-                matches!(artifact, Artifact::Guard | Artifact::Tombstone)
-                    .then(|| Ok((entry.into_path(), artifact)))
+                let item = item(entry.file_name())?;
+                matches!(
+                    item,
+                    Item::Ours(Artifact::Guard | Artifact::Tombstone) | Item::Cache(_)
+                )
+                .then(|| Ok((entry.into_path(), item)))
             }
             Ok(_) => None,
             Err(err) => {
@@ -327,6 +484,8 @@ fn walk(dir: &Path) -> impl Iterator<Item = Result<(PathBuf, Artifact), LockErro
 
 struct Cleaner<'a> {
     locker: &'a Locker,
+    /// `locks clean --force`: no run is active, whatever is ours goes, however young.
+    force: bool,
     report: CleanReport,
     unwritable: HashSet<PathBuf>,
     /// What was done to work files, and which originals came back.
@@ -357,13 +516,15 @@ impl Cleaner<'_> {
     fn lock(&mut self, lock: &Path) -> Result<(), LockError> {
         let outcome = if self.report.dry_run {
             match self.locker.inspect(lock)? {
-                Some((_, holder)) if holder.verdict.is_stale() => {
+                Some((_, holder)) if self.force || holder.verdict.is_stale() => {
                     let settled = settle_dead_claim(lock, &holder, true);
                     BreakOutcome::Broken(holder, settled)
                 }
                 Some((_, holder)) => BreakOutcome::Live(holder),
                 None => BreakOutcome::Vanished,
             }
+        } else if self.force {
+            self.locker.break_assumed_dead(lock)?
         } else {
             self.locker.break_if_stale(lock)?
         };
@@ -391,12 +552,7 @@ impl Cleaner<'_> {
     }
 
     fn guard(&mut self, guard: &Path) -> Result<(), LockError> {
-        let abandoned = if self.report.dry_run {
-            self.is_older_than(guard, self.locker.settings.guard_timeout)?
-        } else {
-            self.locker.retire_abandoned_guard(guard)? == Abandoned::Retired
-        };
-        if abandoned {
+        if self.retire_guard(guard, self.locker.settings.guard_timeout)? {
             self.act(CleanAction::BrokeStaleGuard {
                 guard: guard.to_owned(),
             });
@@ -404,17 +560,57 @@ impl Cleaner<'_> {
         Ok(())
     }
 
-    /// A tombstone lives for the milliseconds between a rename and a delete, but a
-    /// rename keeps the mtime, so only `stale_after` tells a crash's leftover from
-    /// a live lock being put back.
+    /// Retires a guard older than `timeout` on the server's clock (with `--force`, of any
+    /// age); whether it did (or, in a dry run, would).
+    fn retire_guard(&mut self, guard: &Path, timeout: Duration) -> Result<bool, LockError> {
+        let timeout = if self.force { Duration::ZERO } else { timeout };
+        if self.report.dry_run {
+            return self.is_older_than(guard, timeout);
+        }
+        Ok(self.locker.retire_guard_older_than(guard, timeout)? == Abandoned::Retired)
+    }
+
+    fn cache_leftover(&mut self, path: &Path, leftover: Leftover) -> Result<(), LockError> {
+        match leftover {
+            Leftover::UpdateGuard(timeout) => {
+                if self.retire_guard(path, timeout)? {
+                    self.act(CleanAction::BrokeCacheGuard {
+                        guard: path.to_owned(),
+                    });
+                }
+            }
+            Leftover::Debris(age) => {
+                if !self.force && !self.is_older_than(path, age)? {
+                    return Ok(());
+                }
+                self.remove_entry(path)?;
+                self.act(CleanAction::RemovedCacheDebris {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A tombstone lives for the milliseconds between a rename and a delete. A lock's
+    /// holds the record it was renamed with: a live one may be put back, so it goes only
+    /// once that record is judged stale (its process gone from this host, or silent past
+    /// `stale_after`). A guard's goes once older than `guard_timeout`: only a younger one
+    /// is ever put back. With `--force`, any.
     fn tombstone(&mut self, path: &Path) -> Result<(), LockError> {
-        if !self.is_older_than(path, self.locker.settings.stale_after)? {
+        let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+        let dead = self.force
+            || if is_dir {
+                self.is_older_than(path, self.locker.settings.guard_timeout)?
+            } else {
+                self.locker
+                    .inspect(path)?
+                    .is_none_or(|(_, holder)| holder.verdict.is_stale())
+            };
+        if !dead {
             return Ok(());
         }
-        if !self.report.dry_run {
-            let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
-            remove_guard_entry(path, is_dir).map_err(LockError::io(path))?;
-        }
+        self.remove_entry(path)?;
         self.act(CleanAction::RemovedTombstone {
             path: path.to_owned(),
         });
@@ -422,7 +618,7 @@ impl Cleaner<'_> {
     }
 
     fn clock_probe(&mut self, path: &Path) -> Result<(), LockError> {
-        if !self.is_older_than(path, self.locker.settings.guard_timeout)? {
+        if !self.force && !self.is_older_than(path, self.locker.settings.guard_timeout)? {
             return Ok(());
         }
         self.remove(path)?;
@@ -476,6 +672,15 @@ impl Cleaner<'_> {
             return Ok(());
         }
         remove_if_present(path).map_err(LockError::io(path))
+    }
+
+    /// Removes a file, or an empty directory (a guard's tombstone).
+    fn remove_entry(&self, path: &Path) -> Result<(), LockError> {
+        if self.report.dry_run {
+            return Ok(());
+        }
+        let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
+        remove_guard_entry(path, is_dir).map_err(LockError::io(path))
     }
 }
 

@@ -625,11 +625,25 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
     let before = names_in(root);
 
     let b = locker("nas-b");
-    let dry = clean(root, &b, true);
+    let dry = clean(
+        root,
+        &b,
+        CleanOptions {
+            dry_run: true,
+            force: false,
+        },
+    );
     assert!(dry.errors.is_empty(), "{:?}", dry.errors);
     assert_eq!(names_in(root), before, "a dry run changes nothing");
 
-    let report = clean(root, &b, false);
+    let report = clean(
+        root,
+        &b,
+        CleanOptions {
+            dry_run: false,
+            force: false,
+        },
+    );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     // The dry run told the truth (up to the ages of the locks, which moved on).
     let without_ages = |actions: &[CleanAction]| -> Vec<CleanAction> {
@@ -702,7 +716,14 @@ fn clean_restores_over_an_empty_placeholder_but_not_over_content() -> TestResult
         .join(backup_name(OsStr::new("Movie1.mkv"), &old, "mkv"));
     fs::write(&backup, b"original")?;
     fs::write(library.media("Movie1.mkv"), b"")?;
-    let report = clean(&library.root, &locker("nas-b"), false);
+    let report = clean(
+        &library.root,
+        &locker("nas-b"),
+        CleanOptions {
+            dry_run: false,
+            force: false,
+        },
+    );
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(fs::read(library.media("Movie1.mkv"))?, b"original");
     assert!(!backup.exists());
