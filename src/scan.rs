@@ -464,6 +464,24 @@ mod tests {
         assert_eq!(batches, expected);
     }
 
+    #[test]
+    fn seeded_orders_differ_between_hosts_and_never_within_one() {
+        let names: Vec<String> = (0..40).map(|n| format!("dir{n:02}")).collect();
+        let arranged = |order: WalkOrder| {
+            let mut names = names.clone();
+            order.arrange(&mut names, |n| n.as_bytes());
+            names
+        };
+        let alpha = arranged(WalkOrder::of_host("alpha-id"));
+        assert_eq!(alpha, arranged(WalkOrder::of_host("alpha-id")));
+        assert_ne!(alpha, arranged(WalkOrder::of_host("bravo-id")));
+        assert_ne!(alpha[..5], arranged(WalkOrder::of_host("bravo-id"))[..5]);
+        assert_eq!(arranged(WalkOrder::Name), names);
+        // Fixed values: a host keeps its order across builds and Rust releases.
+        assert_ne!(seeded_key(1, b"a"), seeded_key(2, b"a"));
+        assert_eq!(seeded_key(7, b"Movies"), 0x3d7b_a853_aee4_5c7f_u64);
+    }
+
     #[cfg(windows)]
     #[test]
     fn hidden_and_system_entries_are_skipped_on_windows() {

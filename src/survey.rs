@@ -239,7 +239,7 @@ impl<F: FnMut(&MediaFile, Known<'_>) -> Next> Surveyor<'_, F> {
         });
         let view = Arc::new(DirView {
             dir: dir.clone(),
-            seen: Mutex::new(stamp),
+            seen: Mutex::new(Seen { stamp, cache: None }),
         });
         for (file, ffprobe_only) in unprobed {
             self.queue.push(Job {
@@ -261,7 +261,8 @@ impl<F: FnMut(&MediaFile, Known<'_>) -> Next> Surveyor<'_, F> {
         self.counter.inc();
         if next == Next::ProbeFully {
             self.counter.add_total(1);
-            self.queue.push(Job {
+            // First in line: a candidate waits for these facts to be converted.
+            self.queue.push_front(Job {
                 ffprobe_only: true,
                 ..job
             });
@@ -408,7 +409,14 @@ struct Job {
 /// A directory's cache as the probe workers last saw it.
 struct DirView {
     dir: PathBuf,
-    seen: Mutex<Option<CacheStamp>>,
+    seen: Mutex<Seen>,
+}
+
+/// The stamp of the cache last read, and what it held when another writer had changed it.
+struct Seen {
+    stamp: Option<CacheStamp>,
+    /// Read by a probe worker; `None` while the survey's own read is the latest.
+    cache: Option<DirCache>,
 }
 
 /// What one probe worker found out about a file.
@@ -447,12 +455,12 @@ enum Learned {
 fn learned_meanwhile(job: &Job, retry_failed: bool) -> Option<Learned> {
     let mut seen = lock(&job.dir.seen);
     let now = CacheStamp::of(&job.dir.dir);
-    if now.is_none() || now == *seen {
-        return None;
+    if now.is_some() && now != seen.stamp {
+        seen.stamp = now;
+        seen.cache = Some(DirCache::load(&job.dir.dir).cache);
     }
-    *seen = now;
-    let loaded = DirCache::load(&job.dir.dir);
-    Some(match known_by(&loaded.cache, &job.file, retry_failed)? {
+    let cache = seen.cache.as_ref()?;
+    Some(match known_by(cache, &job.file, retry_failed)? {
         Known::Facts { info, source } => Learned::Facts(info.clone(), source),
         Known::Skip {
             reason,
@@ -506,6 +514,11 @@ struct QueueState {
 impl JobQueue {
     fn push(&self, job: Job) {
         lock(&self.state).jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn push_front(&self, job: Job) {
+        lock(&self.state).jobs.push_front(job);
         self.ready.notify_one();
     }
 
