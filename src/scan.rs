@@ -178,7 +178,10 @@ pub fn walk(
         if !files.is_empty() {
             on_dir(dir, files);
         }
-        order.arrange(&mut subdirs, |dir| dir.as_os_str().as_encoded_bytes());
+        // By name, not path: a host keeps its order whatever the share is mounted as.
+        order.arrange(&mut subdirs, |dir| {
+            dir.file_name().unwrap_or_default().as_encoded_bytes()
+        });
         // Popped from the end: reversed, the first name is walked first.
         subdirs.reverse();
         stack.extend(subdirs);

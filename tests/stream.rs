@@ -170,3 +170,69 @@ fn hosts_starting_together_probe_in_their_own_orders_and_each_file_about_once() 
         hosts[1]
     );
 }
+
+/// The file a run converted.
+fn converted(events: &[Value]) -> Vec<String> {
+    of_kind(events, "converted")
+        .iter()
+        .map(|e| e["file"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn on_a_warm_library_order_and_the_priority_file_choose_among_every_file() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let big = root.join("Movies/big.mkv");
+    std::fs::create_dir_all(big.parent().unwrap()).unwrap();
+    long_h264_mkv(&big, 2, "320x180");
+    let next = root.join("TV/next.mkv");
+    std::fs::create_dir_all(next.parent().unwrap()).unwrap();
+    long_h264_mkv(&next, 1, "160x90");
+    // 300 episodes in 60 directories, each directory's cache copied from the first (as
+    // hosts sharing a library find them): the survey answers them all at once, and the
+    // largest file is only one of 302.
+    let template = root.join("Shows/season00");
+    std::fs::create_dir_all(&template).unwrap();
+    long_h264_mkv(&template.join("episode0.mkv"), 1, "160x90");
+    for e in 1..5 {
+        std::fs::hard_link(
+            template.join("episode0.mkv"),
+            template.join(format!("episode{e}.mkv")),
+        )
+        .unwrap();
+    }
+    age_all(root);
+    let built = cmd()
+        .arg("cache")
+        .arg("build")
+        .arg(&template)
+        .output()
+        .unwrap();
+    assert!(built.status.success());
+    for d in 1..60 {
+        let dir = root.join(format!("Shows/season{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in 0..5 {
+            let name = format!("episode{e}.mkv");
+            std::fs::hard_link(template.join(&name), dir.join(name)).unwrap();
+        }
+        std::fs::copy(template.join(CACHE_FILE), dir.join(CACHE_FILE)).unwrap();
+    }
+    let built = cmd().arg("cache").arg("build").arg(root).output().unwrap();
+    assert!(built.status.success());
+
+    let run = || {
+        let out = cmd()
+            .env("MEDIA_CONVERTER_HOST_ID", "order-id")
+            .arg("--dir")
+            .arg(root)
+            .args(["--json", "--jobs", "1", "--max-files", "1"])
+            .output()
+            .unwrap();
+        converted(&events(&out))
+    };
+    assert_eq!(run(), [big.to_string_lossy()], "--order largest");
+    std::fs::write(root.join(".mediabox.priority"), r#"{"paths": ["TV"]}"#).unwrap();
+    assert_eq!(run(), [next.to_string_lossy()], "the priority file");
+}

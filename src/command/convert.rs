@@ -104,9 +104,17 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             let _closing = candidates.closing();
             let mut found = Summary::default();
             with_target_files(config, order, reporter, |groups| {
-                survey::survey(groups, &options, &recorder, reporter, |file, known| {
-                    judge.known(&mut found, &mut |c| candidates.add(c), file, known)
-                })
+                let walked = std::iter::from_fn(|| {
+                    candidates.walked();
+                    None
+                });
+                survey::survey(
+                    groups.chain(walked),
+                    &options,
+                    &recorder,
+                    reporter,
+                    |file, known| judge.known(&mut found, &mut |c| candidates.add(c), file, known),
+                )
             })
             .map(|_| found)
         });
@@ -237,6 +245,12 @@ impl Judge<'_> {
     }
 }
 
+/// How long workers wait for the walk to be over before they choose: on a warm library the
+/// whole walk and every cache's answer take well under this, and the first choice is then
+/// among all the library's candidates; a slow walk (a huge library on a NAS) keeps no one
+/// waiting longer.
+const WALK_GRACE: Duration = Duration::from_secs(2);
+
 /// The candidates the survey has found and no worker has taken yet. Workers take the first
 /// by the priority file, then `--order`, among those known at that moment.
 struct Candidates<'a> {
@@ -244,6 +258,7 @@ struct Candidates<'a> {
     reporter: &'a Reporter,
     state: Mutex<Found>,
     ready: Condvar,
+    created: Instant,
 }
 
 struct Found {
@@ -251,6 +266,8 @@ struct Found {
     /// Every candidate found so far, taken or not.
     total: u64,
     surveying: bool,
+    /// The walk is over, and every file the caches know has been judged.
+    walked: bool,
 }
 
 /// Ends the survey's part in [`Candidates`] when dropped, however the survey ends.
@@ -272,9 +289,17 @@ impl<'a> Candidates<'a> {
                 waiting: Vec::new(),
                 total: 0,
                 surveying: true,
+                walked: false,
             }),
             ready: Condvar::new(),
+            created: Instant::now(),
         }
+    }
+
+    /// The walk is over: what remains of the survey are probes.
+    fn walked(&self) {
+        lock_ignoring_poison(&self.state).walked = true;
+        self.ready.notify_all();
     }
 
     /// The survey is going on until the returned guard is dropped.
@@ -303,10 +328,27 @@ impl<'a> Candidates<'a> {
             if give_up() {
                 return None;
             }
-            // Read before each choice: a file put first from the dashboard goes next.
+            {
+                let found = lock_ignoring_poison(&self.state);
+                let choose =
+                    found.walked || !found.surveying || self.created.elapsed() >= WALK_GRACE;
+                if found.waiting.is_empty() && !found.surveying {
+                    return None;
+                }
+                if found.waiting.is_empty() || !choose {
+                    drop(
+                        self.ready
+                            .wait_timeout(found, Duration::from_millis(50))
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
+                    continue;
+                }
+            }
+            // Read before each choice, outside the lock: a file put first from the dashboard
+            // goes next.
             let ranks = crate::priority::Ranks::read(&self.config.target);
-            let mut found = lock_ignoring_poison(&self.state);
             let order = self.config.order;
+            let mut found = lock_ignoring_poison(&self.state);
             let first = found
                 .waiting
                 .iter()
@@ -318,17 +360,10 @@ impl<'a> Candidates<'a> {
                         .then_with(|| decide::compare(order, (&a.0, &a.3), (&b.0, &b.3)))
                 })
                 .map(|(index, _)| index);
+            // Another worker may have taken the last one meanwhile.
             if let Some(index) = first {
                 return Some(found.waiting.swap_remove(index));
             }
-            if !found.surveying {
-                return None;
-            }
-            drop(
-                self.ready
-                    .wait_timeout(found, Duration::from_millis(200))
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
         }
     }
 
