@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# scan.sh - how fast a warm scan is, and what the cache costs and saves.
+# scan.sh - how fast a warm scan is, what the cache costs and saves, and how soon a cold
+# library starts converting.
 #
 # Usage: bench/scan.sh [WORK_DIR]      (default: a fresh mktemp -d, removed at the end)
-# Env:   FILES_DIRS (10000), FILES_PER_DIR (10), COLD_FILES (200), RUNS (3)
+# Env:   FILES_DIRS (10000), FILES_PER_DIR (10), COLD_FILES (200), RUNS (3),
+#        FIRST_FILES (30000), COORDINATION (1; 0 skips bench/locks.sh --cold)
 #
 # Measures, side by side, in one run:
 #   1. `find DIR -type f -printf '%s %T@\n'`: the bare cost of walking and stat-ing;
@@ -10,7 +12,15 @@
 #      directory's cache warm), stdout to /dev/null; ffprobe calls are counted by
 #      a wrapper first on PATH and must be 0; peak RSS from /usr/bin/time;
 #   3. a cold `cache build` of COLD_FILES files with --probe-jobs 1 and with
-#      --probe-jobs $(nproc): the speedup of probing in parallel.
+#      --probe-jobs $(nproc): the speedup of probing in parallel;
+#   4. the cold survey of the same COLD_FILES files, native header reads first
+#      (`--dry-run`), against ffprobe for every file (`cache build`), both at
+#      --probe-jobs $(nproc), and the share of files that still needed ffprobe;
+#   5. the seconds from start to the first `converting` event of a real run on a cold
+#      library of FIRST_FILES files (no cache anywhere), best of RUNS; the run is
+#      stopped (SIGTERM) there, and its caches and locks removed before the next;
+#   6. bench/locks.sh --no-net --cold: N = 1, 2, 4, 8 processes converting one cold
+#      library, throughput against N x 1 process.
 # Times are the best of RUNS (the page cache warm). Prints a markdown table.
 # Needs: cargo, ffmpeg/ffprobe, GNU find, /usr/bin/time (apt-get install time).
 set -euo pipefail
@@ -105,11 +115,76 @@ for ((r = 1; r < runs; r++)); do
   parallel=$(awk -v a="$p" -v b="$parallel" 'BEGIN { print (a < b) ? a : b }')
 done
 
+echo "scan.sh: cold survey of $cold_count files, native reads first, --probe-jobs $jobs" >&2
+cold_survey() {
+  find "$cold" -name .mediabox_cache.json -delete
+  rm -f "$calls"
+  PATH=$counted_path measure '%e' "$bin" --dir "$cold" --dry-run --min-age 0s --probe-jobs "$jobs" -q
+}
+native=$(cold_survey)
+native_calls=$( [ -f "$calls" ] && wc -l <"$calls" || echo 0)
+for ((r = 1; r < runs; r++)); do
+  n=$(cold_survey)
+  native=$(awk -v a="$n" -v b="$native" 'BEGIN { print (a < b) ? a : b }')
+done
+
+first_files=${FIRST_FILES:-30000}
+first="$work/first"
+if [ ! -d "$first" ]; then
+  echo "scan.sh: generating a cold library of $first_files files" >&2
+  bench/make-library.sh "$first" "$(((first_files + 9) / 10))" 10 2>/dev/null
+fi
+first_count=$(find "$first" -type f -not -name '.*' | wc -l)
+# Seconds from start to the first `converting` event; the run is then stopped cleanly and
+# what it left (caches, presence records) removed, so each try starts cold.
+first_converting() {
+  find "$first" \( -name .mediabox_cache.json -o -name .mediabox-hosts \) -prune \
+    -exec rm -rf {} + 2>/dev/null || true
+  local out="$work/first.jsonl" start pid t=""
+  : >"$out"
+  start=$(date +%s.%N)
+  "$bin" --dir "$first" --json --min-age 0s >"$out" 2>/dev/null &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if grep -q '"event":"converting"' "$out"; then
+      t=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+      break
+    fi
+    sleep 0.02
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "${t:-none}"
+}
+echo "scan.sh: time to the first conversion, $first_count cold files" >&2
+first_secs=$(first_converting)
+for ((r = 1; r < runs; r++)); do
+  f=$(first_converting)
+  first_secs=$(awk -v a="$f" -v b="$first_secs" 'BEGIN { print (a < b) ? a : b }')
+done
+# Surveying everything before converting anything, as before, at the cold cache build's rate.
+survey_first=$(awk -v p="$parallel" -v n="$cold_count" -v f="$first_count" \
+  'BEGIN { printf "%.0f", p / n * f }')
+
+coordination="(not run: COORDINATION=0)"
+if [ "${COORDINATION:-1}" = 1 ]; then
+  echo "scan.sh: bench/locks.sh --no-net --cold" >&2
+  if bench/locks.sh --no-net --cold >"$work/locks.md"; then
+    coordination=$(awk -F'|' '$2 + 0 == 8 { gsub(/ /, "", $5); print $5 }' "$work/locks.md")
+  else
+    coordination="(bench/locks.sh failed; see above)"
+  fi
+fi
+
 ratio=$(awk -v a="$dry_secs" -v b="$find_secs" 'BEGIN { printf "%.2f", a / b }')
 json_ratio=$(awk -v a="$json_secs" -v b="$find_secs" 'BEGIN { printf "%.2f", a / b }')
 speedup=$(awk -v a="$serial" -v b="$parallel" 'BEGIN { printf "%.2f", a / b }')
 per_probe=$(awk -v a="$serial" -v n="$cold_count" 'BEGIN { printf "%.0f", a * 1000 / n }')
 rss_mb=$(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
+native_rate=$(awk -v s="$native" -v n="$cold_count" 'BEGIN { printf "%.0f", n / s }')
+ffprobe_rate=$(awk -v s="$parallel" -v n="$cold_count" 'BEGIN { printf "%.0f", n / s }')
+native_ratio=$(awk -v a="$parallel" -v b="$native" 'BEGIN { printf "%.1f", a / b }')
+needed=$(awk -v c="$native_calls" -v n="$cold_count" 'BEGIN { printf "%.0f", c * 100 / n }')
 
 load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 cat <<EOF
@@ -126,4 +201,10 @@ the machine slows the parallel figures); best of $runs runs, page cache warm.
 | peak RSS of the warm \`--dry-run\` | ${rss_mb} MB | < 100 MB |
 | cold \`cache build\`, ${cold_count} files, \`--probe-jobs 1\` | ${serial} s (${per_probe} ms a file) | |
 | cold \`cache build\`, ${cold_count} files, \`--probe-jobs ${jobs}\` | ${parallel} s (${speedup}x) | >= 1.8x on 2 cores |
+| cold survey, ffprobe for every file (\`cache build\`, \`--probe-jobs ${jobs}\`) | ${ffprobe_rate} files/s | |
+| cold survey, native reads first (\`--dry-run\`, \`--probe-jobs ${jobs}\`) | ${native_rate} files/s (${native_ratio}x) | >= 10x |
+| files of that survey that still needed ffprobe | ${needed}% (${native_calls} calls) | |
+| first \`converting\` event, cold library of ${first_count} files | ${first_secs} s | < 10 s |
+| the same, surveying everything first (at the cold \`cache build\` rate) | ~${survey_first} s | |
+| 8 processes converting one cold library (bench/locks.sh --cold) | ${coordination} of 8 x 1 process | >= 90% |
 EOF

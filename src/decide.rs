@@ -328,26 +328,32 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
 /// Sorts the files to convert into the order `--order` asks for. Ties keep path order, so a
 /// plan is the same on every run and every host.
 pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&MediaFile, &Plan)) {
-    items.sort_by(|a, b| {
-        let ((fa, pa), (fb, pb)) = (parts(a), parts(b));
-        let saving = |f: &MediaFile, p: &Plan| f.size.saturating_sub(p.estimated_bytes);
-        let first = match order {
-            Order::Largest => saving(fb, pb)
-                .cmp(&saving(fa, pa))
-                .then(fb.size.cmp(&fa.size)),
-            Order::Newest => fb.modified.cmp(&fa.modified),
-            Order::Oldest => fa.modified.cmp(&fb.modified),
-            Order::Name => std::cmp::Ordering::Equal,
-        };
-        // Byte order of the paths: any fixed order makes ties stable across runs and hosts,
-        // and bytes compare far faster than path components.
-        first.then_with(|| {
-            fa.path
-                .as_os_str()
-                .as_encoded_bytes()
-                .cmp(fb.path.as_os_str().as_encoded_bytes())
-        })
-    });
+    items.sort_by(|a, b| compare(order, parts(a), parts(b)));
+}
+
+/// Which of two files to convert first by `--order` (`Less`: the first); ties go by path.
+pub fn compare(
+    order: Order,
+    (fa, pa): (&MediaFile, &Plan),
+    (fb, pb): (&MediaFile, &Plan),
+) -> std::cmp::Ordering {
+    let saving = |f: &MediaFile, p: &Plan| f.size.saturating_sub(p.estimated_bytes);
+    let first = match order {
+        Order::Largest => saving(fb, pb)
+            .cmp(&saving(fa, pa))
+            .then(fb.size.cmp(&fa.size)),
+        Order::Newest => fb.modified.cmp(&fa.modified),
+        Order::Oldest => fa.modified.cmp(&fb.modified),
+        Order::Name => std::cmp::Ordering::Equal,
+    };
+    // Byte order of the paths: any fixed order makes ties stable across runs and hosts,
+    // and bytes compare far faster than path components.
+    first.then_with(|| {
+        fa.path
+            .as_os_str()
+            .as_encoded_bytes()
+            .cmp(fb.path.as_os_str().as_encoded_bytes())
+    })
 }
 
 /// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can

@@ -268,6 +268,15 @@ impl Reporter {
         }
     }
 
+    /// More files for the overall bar, found while the run goes on.
+    pub fn grow_overall(&self, bytes: u64) {
+        if let Ok(state) = self.state.lock() {
+            if let Some(bar) = &state.overall {
+                bar.inc_length(bytes);
+            }
+        }
+    }
+
     /// Advances the overall bar after a file is done (whatever its outcome).
     pub fn file_done(&self, done: u64, total: u64, bytes: u64) {
         if let Ok(state) = self.state.lock() {
@@ -691,6 +700,14 @@ pub struct Counter<'a> {
 }
 
 impl Counter<'_> {
+    /// More items to do, learned on the way.
+    pub fn add_total(&mut self, items: u64) {
+        self.total += items;
+        if let Some(bar) = &self.bar {
+            bar.inc_length(items);
+        }
+    }
+
     /// One more item done.
     pub fn inc(&mut self) {
         self.done += 1;

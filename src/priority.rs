@@ -93,22 +93,53 @@ fn write(root: &Path, list: &[String]) -> io::Result<()> {
 /// Moves the items under the library's priority paths to the front, in the list's order,
 /// keeping the order among the rest. `--file` runs have no library root and keep theirs.
 pub fn to_front<T>(target: &Target, items: &mut Vec<T>, path_of: impl Fn(&T) -> &Path) {
-    let Target::Dir(root) = target else { return };
-    let list = read(root);
-    if list.is_empty() {
+    let ranks = Ranks::read(target);
+    if ranks.list.is_empty() {
         return;
     }
-    let rank = |item: &T| {
-        let relative = path_of(item).strip_prefix(root).ok()?;
-        list.iter().position(|p| relative.starts_with(Path::new(p)))
-    };
     // A stable sort: ties (and everything not listed) keep `--order`.
     let mut ranked: Vec<(usize, T)> = items
         .drain(..)
-        .map(|item| (rank(&item).unwrap_or(usize::MAX), item))
+        .map(|item| (ranks.rank(path_of(&item)), item))
         .collect();
     ranked.sort_by_key(|(rank, _)| *rank);
     items.extend(ranked.into_iter().map(|(_, item)| item));
+}
+
+/// The priority list as read once: each path's place in it.
+#[derive(Debug, Default)]
+pub struct Ranks<'a> {
+    root: Option<&'a Path>,
+    list: Vec<String>,
+}
+
+impl<'a> Ranks<'a> {
+    /// The library's list now; empty for a `--file` run, which has no library root.
+    pub fn read(target: &'a Target) -> Ranks<'a> {
+        match target {
+            Target::Dir(root) => Ranks {
+                root: Some(root),
+                list: read(root),
+            },
+            Target::File(_) => Ranks::default(),
+        }
+    }
+
+    /// The place of the first listed path that holds `path`, most urgent 0; `usize::MAX`
+    /// when none does.
+    pub fn rank(&self, path: &Path) -> usize {
+        let Some(root) = self.root else {
+            return usize::MAX;
+        };
+        path.strip_prefix(root)
+            .ok()
+            .and_then(|relative| {
+                self.list
+                    .iter()
+                    .position(|p| relative.starts_with(Path::new(p)))
+            })
+            .unwrap_or(usize::MAX)
+    }
 }
 
 #[cfg(test)]

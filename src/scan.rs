@@ -99,14 +99,55 @@ pub fn scan_dir(root: &Path, follow_links: bool) -> (Vec<MediaFile>, Vec<ScanWar
     walk(
         root,
         follow_links,
+        WalkOrder::Name,
         &mut |_, batch| files.extend(batch),
         &mut |warning| warnings.push(warning),
     );
     (files, warnings)
 }
 
+/// The order in which a walk visits the subdirectories of each directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkOrder {
+    /// By name: the same on every host.
+    Name,
+    /// Shuffled by this seed, the same on every run of one host: hosts that start together
+    /// on a cold library then begin in different places, and each probes what the others
+    /// have not reached yet (see [`seeded_key`]).
+    Seeded(u64),
+}
+
+impl WalkOrder {
+    /// The order of a host: seeded by its host id.
+    pub fn of_host(host_id: &str) -> WalkOrder {
+        WalkOrder::Seeded(seeded_key(0, host_id.as_bytes()))
+    }
+
+    /// Puts names into this order.
+    pub fn arrange<T>(self, items: &mut [T], name: impl Fn(&T) -> &[u8]) {
+        if let WalkOrder::Seeded(seed) = self {
+            items.sort_by_cached_key(|item| seeded_key(seed, name(item)));
+        }
+    }
+}
+
+/// A name's place in a seeded order: FNV-1a over the seed and the name, then a final mix
+/// (splitmix64) so that names differing in their last byte land far apart. Written out
+/// rather than taken from `std`'s hasher, whose output may change between Rust releases:
+/// a host must keep its order across upgrades.
+pub fn seeded_key(seed: u64, name: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed.to_le_bytes().iter().chain(name) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^ (hash >> 31)
+}
+
 /// Walks `root`, handing each directory's media files to `on_dir` in one batch, sorted by
-/// name, before the directory's subdirectories (in name order, depth first). What cannot be
+/// name, before the directory's subdirectories (depth first, in `order`). What cannot be
 /// read goes to `on_warning` and the walk goes on.
 ///
 /// Each file is stat-ed once, relative to its open directory (`DirEntry::metadata`), not by
@@ -116,6 +157,7 @@ pub fn scan_dir(root: &Path, follow_links: bool) -> (Vec<MediaFile>, Vec<ScanWar
 pub fn walk(
     root: &Path,
     follow_links: bool,
+    order: WalkOrder,
     on_dir: &mut dyn FnMut(PathBuf, Vec<MediaFile>),
     on_warning: &mut dyn FnMut(ScanWarning),
 ) {
@@ -137,6 +179,10 @@ pub fn walk(
         if !files.is_empty() {
             on_dir(dir, files);
         }
+        // By name, not path: a host keeps its order whatever the share is mounted as.
+        order.arrange(&mut subdirs, |dir| {
+            dir.file_name().unwrap_or_default().as_encoded_bytes()
+        });
         // Popped from the end: reversed, the first name is walked first.
         subdirs.reverse();
         stack.extend(subdirs);
@@ -401,6 +447,7 @@ mod tests {
         walk(
             dir.path(),
             false,
+            WalkOrder::Name,
             &mut |d, files| {
                 let names: Vec<String> = files
                     .iter()
@@ -420,6 +467,24 @@ mod tests {
             ("z".into(), vec!["w.mkv".into()]),
         ];
         assert_eq!(batches, expected);
+    }
+
+    #[test]
+    fn seeded_orders_differ_between_hosts_and_never_within_one() {
+        let names: Vec<String> = (0..40).map(|n| format!("dir{n:02}")).collect();
+        let arranged = |order: WalkOrder| {
+            let mut names = names.clone();
+            order.arrange(&mut names, |n| n.as_bytes());
+            names
+        };
+        let alpha = arranged(WalkOrder::of_host("alpha-id"));
+        assert_eq!(alpha, arranged(WalkOrder::of_host("alpha-id")));
+        assert_ne!(alpha, arranged(WalkOrder::of_host("bravo-id")));
+        assert_ne!(alpha[..5], arranged(WalkOrder::of_host("bravo-id"))[..5]);
+        assert_eq!(arranged(WalkOrder::Name), names);
+        // Fixed values: a host keeps its order across builds and Rust releases.
+        assert_ne!(seeded_key(1, b"a"), seeded_key(2, b"a"));
+        assert_eq!(seeded_key(7, b"Movies"), 0x3d7b_a853_aee4_5c7f_u64);
     }
 
     #[cfg(windows)]

@@ -5,20 +5,21 @@
 //! scan's one stat: no ffprobe, no second stat. Files are handed to the caller one at a time
 //! and not kept, so a library of any size is surveyed in little memory.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::cache::{
     self, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem, Loaded,
     Recorder,
 };
-use crate::config::{MediaKind, MediaType};
+use crate::config::MediaType;
 use crate::decide::{self, Decision, Rules, SkipReason};
 use crate::header;
-use crate::output::{Event, Reporter};
+use crate::output::{Counter, Event, Reporter};
 use crate::probe::{self, MediaInfo};
-use crate::scan::{self, MediaFile};
+use crate::scan::{self, MediaFile, WalkOrder};
 use crate::signal;
 
 /// How a survey runs.
@@ -29,12 +30,17 @@ pub struct Options<'a> {
     /// Files too new by these rules (a download in progress) are skipped before anything
     /// reads them.
     pub rules: &'a Rules,
-    /// How many ffprobe processes run at once.
+    /// How many probes (native reads or ffprobe processes) run at once.
     pub probe_jobs: usize,
     /// Look again at files that failed [`cache::FAILURE_LIMIT`] times.
     pub retry_failed: bool,
     /// Count ffprobe failures toward the failure limit (not in a dry run, which only looks).
     pub record_failures: bool,
+    /// Read Matroska and MP4 headers natively before asking ffprobe (see [`header`]).
+    pub native_headers: bool,
+    /// The order in which each directory's files are probed: a host's own, so that hosts
+    /// starting together probe different files first.
+    pub order: WalkOrder,
 }
 
 /// What is known about one file.
@@ -60,7 +66,8 @@ pub enum Known<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Done,
-    /// The facts were the legacy cache's, and the caller needs a full probe (to convert).
+    /// The facts were partial (the legacy cache's, or the headers'), and the caller needs a
+    /// full probe (to convert).
     ProbeFully,
 }
 
@@ -73,7 +80,9 @@ pub struct Report {
     pub too_new: u64,
     /// Answered by a fresh cache entry, without ffprobe.
     pub from_cache: u64,
-    /// Video already efficient by its headers, read natively: no ffprobe.
+    /// Of those, answered by an entry another host wrote while this survey went on.
+    pub from_fleet: u64,
+    /// Decided by the facts read natively from their headers: no ffprobe.
     pub from_headers: u64,
     /// Probed by ffprobe.
     pub probed: u64,
@@ -81,195 +90,474 @@ pub struct Report {
     pub unreadable: u64,
 }
 
-/// Surveys files given directory by directory (see [`walk_library`]), calling `on_known` once for each file (twice for one
-/// it sends back with [`Next::ProbeFully`]), and records what ffprobe learns in the caches
-/// of their directories, each directory's as soon as its last file is probed.
+/// A directory's cache is written at least this often while its files are being probed, so
+/// that hosts surveying the same library find what this one learned and do not probe it
+/// again.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+
+/// Surveys files given directory by directory (see [`walk_library`]), calling `on_known`
+/// once for each file (twice for one it sends back with [`Next::ProbeFully`]), on the
+/// calling thread, as soon as the file is known: while the walk and the probes of other
+/// files go on. What ffprobe learns is recorded in the caches of the files' directories,
+/// before `on_known` hears of it, and written at least every [`SHARE_EVERY`] and as soon as
+/// a directory's last file is probed.
 pub fn survey(
     batches: impl IntoIterator<Item = DirBatch>,
     options: &Options<'_>,
-    recorder: &mut Recorder,
+    recorder: &Mutex<Recorder>,
     reporter: &Reporter,
-    mut on_known: impl FnMut(&MediaFile, Known<'_>) -> Next,
+    on_known: impl FnMut(&MediaFile, Known<'_>) -> Next,
 ) -> Report {
-    let mut report = Report::default();
-    let mut dirs = Vec::new();
-    let mut unprobed = Vec::new();
-    let mut jobs: Vec<(usize, MediaFile)> = Vec::new();
-
-    for (group, batch) in batches.into_iter().enumerate() {
-        unprobed.push(0usize);
-        let DirBatch {
-            dir,
-            files,
-            cache: loaded,
-        } = batch;
-        match loaded.problem {
-            Some(LoadProblem::Newer(version)) => {
-                recorder.leave_alone(&dir, version);
-                warn(reporter, &dir, &LoadProblem::Newer(version).to_string());
-            }
-            Some(problem) => warn(reporter, &dir, &problem.to_string()),
-            None => {}
-        }
-        if loaded.cache.needs_rewrite() {
-            recorder.rewrite(&dir);
-        }
-        recorder.learn(&loaded.cache);
-        for file in files {
-            report.files += 1;
-            if let Some(Decision::Skip { reason, detail }) = decide::too_new(&file, options.rules) {
-                report.too_new += 1;
-                on_known(
-                    &file,
-                    Known::Skip {
-                        reason,
-                        detail,
-                        host: None,
-                    },
-                );
-                continue;
-            }
-            let entry = file
-                .path
-                .file_name()
-                .and_then(cache::key_of)
-                .and_then(|key| loaded.cache.fresh(&key, Fingerprint::of(&file)));
-            let known = entry.and_then(|entry| match entry.history_skip(options.retry_failed) {
-                Some(HistorySkip {
-                    reason,
-                    detail,
-                    host,
-                }) => Some(Known::Skip {
-                    reason,
-                    detail,
-                    host: Some(host),
-                }),
-                // No facts: an earlier probe failed, below the limit; try again.
-                None => entry.info.as_ref().map(|info| Known::Facts {
-                    info,
-                    source: entry.facts,
-                }),
-            });
-            let native = known
-                .is_none()
-                .then(|| efficient_by_headers(&file))
-                .flatten();
-            let next = match (known, &native) {
-                (Some(known), _) => on_known(&file, known),
-                (None, Some(info)) => on_known(
-                    &file,
-                    Known::Facts {
-                        info,
-                        source: FactsSource::Headers,
-                    },
-                ),
-                (None, None) => Next::ProbeFully,
-            };
-            match next {
-                Next::Done if native.is_some() => report.from_headers += 1,
-                Next::Done => report.from_cache += 1,
-                Next::ProbeFully => {
-                    unprobed[group] += 1;
-                    jobs.push((group, file));
-                }
-            }
-        }
-        if unprobed[group] == 0 && recorder.has_pending(&dir) {
-            report_warnings(reporter, recorder.flush(&dir, cache::WRITE_PATIENCE));
-        }
-        dirs.push(dir);
-    }
-
-    probe_all(&jobs, options, reporter, |group, file, result| {
-        match result {
-            Ok(info) => {
-                report.probed += 1;
-                on_known(
-                    file,
-                    Known::Facts {
-                        info: &info,
-                        source: FactsSource::Ffprobe,
-                    },
-                );
-                recorder.facts(file, info, FactsSource::Ffprobe);
-            }
-            Err(err) => {
-                report.unreadable += 1;
-                let error = err.to_string();
-                // ffprobe ran and could not read the file: that is the file's failure. One
-                // that could not even start says nothing about the file.
-                if options.record_failures && err.0.status.is_some() {
-                    recorder.failed(file, &error, &err.0.stderr_tail);
-                }
-                on_known(file, Known::Unreadable { error });
-            }
-        }
-        unprobed[group] -= 1;
-        if unprobed[group] == 0 {
-            report_warnings(
-                reporter,
-                recorder.flush(&dirs[group], cache::WRITE_PATIENCE),
-            );
-        }
-    });
-    // Directories left with news: lock held too long, or interrupted before their last probe.
-    report_warnings(reporter, recorder.flush_all(cache::WRITE_PATIENCE));
-    report
-}
-
-/// A video file's facts read natively from its headers, when they show its main video
-/// already efficient: all the survey needs to skip it. Anything else goes to ffprobe.
-fn efficient_by_headers(file: &MediaFile) -> Option<MediaInfo> {
-    if file.kind != MediaKind::Video {
-        return None;
-    }
-    let info = header::read(&file.path).ok()?;
-    let video = info.main_video()?;
-    decide::EFFICIENT_VIDEO_CODECS
-        .contains(&video.codec.as_str())
-        .then_some(info)
-}
-
-/// Runs ffprobe on every job, `probe_jobs` at a time, handing each result to `done` on the
-/// calling thread as soon as it is ready. Stops starting new probes on Ctrl-C.
-fn probe_all(
-    jobs: &[(usize, MediaFile)],
-    options: &Options<'_>,
-    reporter: &Reporter,
-    mut done: impl FnMut(usize, &MediaFile, Result<MediaInfo, probe::ProbeError>),
-) {
-    if jobs.is_empty() {
-        return;
-    }
-    let mut counter = reporter.counter("probing", jobs.len() as u64);
-    let next = AtomicUsize::new(0);
-    let (sender, results) = mpsc::channel();
+    let queue = JobQueue::default();
+    let (sender, results) = mpsc::channel::<(Job, Probed)>();
+    let mut survey = Surveyor {
+        options,
+        recorder,
+        reporter,
+        queue: &queue,
+        on_known,
+        report: Report::default(),
+        dirs: Vec::new(),
+        counter: reporter.counter("probing", 0),
+    };
     std::thread::scope(|scope| {
-        for _ in 0..options.probe_jobs.clamp(1, jobs.len()) {
+        for _ in 0..options.probe_jobs.max(1) {
             let sender = sender.clone();
-            let next = &next;
+            let queue = &queue;
             scope.spawn(move || {
-                while !signal::interrupted() {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((_, file)) = jobs.get(index) else {
-                        break;
-                    };
-                    let result = probe::probe(options.ffprobe, &file.path);
-                    if sender.send((index, result)).is_err() {
+                while let Some(job) = queue.pop() {
+                    let probed = probe_job(&job, options);
+                    if sender.send((job, probed)).is_err() {
                         break;
                     }
                 }
             });
         }
-        // The loop below ends when the last worker hangs up.
         drop(sender);
-        for (index, result) in results {
-            if let Some((group, file)) = jobs.get(index) {
-                done(*group, file, result);
+        for batch in batches {
+            if signal::interrupted() {
+                break;
             }
-            counter.inc();
+            survey.batch(batch);
+            // What the probes found meanwhile, so that conversions need not wait for the walk.
+            while let Ok((job, probed)) = results.try_recv() {
+                survey.settle(job, probed);
+            }
+        }
+        queue.finish_when_empty();
+        // Ends when the last probe worker hangs up: everything probed, or Ctrl-C.
+        for (job, probed) in results {
+            survey.settle(job, probed);
         }
     });
+    let Surveyor {
+        report, counter, ..
+    } = survey;
+    drop(counter);
+    // Directories left with news: lock held too long, or interrupted before their last probe.
+    report_warnings(reporter, lock(recorder).flush_all(cache::WRITE_PATIENCE));
+    report
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A survey's state, on the thread that hears of every file.
+struct Surveyor<'a, F> {
+    options: &'a Options<'a>,
+    recorder: &'a Mutex<Recorder>,
+    reporter: &'a Reporter,
+    queue: &'a JobQueue,
+    on_known: F,
+    report: Report,
+    dirs: Vec<SurveyedDir>,
+    counter: Counter<'a>,
+}
+
+impl<F: FnMut(&MediaFile, Known<'_>) -> Next> Surveyor<'_, F> {
+    /// Answers a directory's files from its cache where it can; queues the rest for the
+    /// probe workers, in this host's order.
+    fn batch(&mut self, batch: DirBatch) {
+        let DirBatch {
+            dir,
+            files,
+            cache: loaded,
+            stamp,
+        } = batch;
+        match loaded.problem {
+            Some(LoadProblem::Newer(version)) => {
+                lock(self.recorder).leave_alone(&dir, version);
+                warn(
+                    self.reporter,
+                    &dir,
+                    &LoadProblem::Newer(version).to_string(),
+                );
+            }
+            Some(problem) => warn(self.reporter, &dir, &problem.to_string()),
+            None => {}
+        }
+        if loaded.cache.needs_rewrite() {
+            lock(self.recorder).rewrite(&dir);
+        }
+        lock(self.recorder).learn(&loaded.cache);
+        let mut unprobed = Vec::new();
+        for file in files {
+            self.report.files += 1;
+            if let Some(Decision::Skip { reason, detail }) =
+                decide::too_new(&file, self.options.rules)
+            {
+                self.report.too_new += 1;
+                let host = None;
+                (self.on_known)(
+                    &file,
+                    Known::Skip {
+                        reason,
+                        detail,
+                        host,
+                    },
+                );
+                continue;
+            }
+            match known_by(&loaded.cache, &file, self.options.retry_failed) {
+                Some(known) => match (self.on_known)(&file, known) {
+                    Next::Done => self.report.from_cache += 1,
+                    // Partial facts from the cache: only ffprobe can complete them.
+                    Next::ProbeFully => unprobed.push((file, true)),
+                },
+                None => unprobed.push((file, false)),
+            }
+        }
+        self.options
+            .order
+            .arrange(&mut unprobed, |(file, _)| file_name_bytes(&file.path));
+        self.counter.add_total(unprobed.len() as u64);
+        let group = self.dirs.len();
+        self.dirs.push(SurveyedDir {
+            path: dir.clone(),
+            unprobed: unprobed.len(),
+            written: Instant::now(),
+        });
+        let view = Arc::new(DirView {
+            dir: dir.clone(),
+            seen: Mutex::new(Seen { stamp, cache: None }),
+        });
+        for (file, ffprobe_only) in unprobed {
+            self.queue.push(Job {
+                file,
+                group,
+                dir: Arc::clone(&view),
+                ffprobe_only,
+            });
+        }
+        if self.dirs[group].unprobed == 0 {
+            self.write(group);
+        }
+    }
+
+    /// Hands one probe's result to `on_known`; the job goes back to the queue when the
+    /// caller wants ffprobe's full facts.
+    fn settle(&mut self, job: Job, probed: Probed) {
+        let next = self.known(&job.file, probed);
+        self.counter.inc();
+        if next == Next::ProbeFully {
+            self.counter.add_total(1);
+            // First in line: a candidate waits for these facts to be converted.
+            self.queue.push_front(Job {
+                ffprobe_only: true,
+                ..job
+            });
+        } else {
+            let dir = &mut self.dirs[job.group];
+            dir.unprobed -= 1;
+            if dir.unprobed == 0 || dir.written.elapsed() >= SHARE_EVERY {
+                self.write(job.group);
+            }
+        }
+        self.queue.settled();
+    }
+
+    fn known(&mut self, file: &MediaFile, probed: Probed) -> Next {
+        let report = &mut self.report;
+        match probed {
+            Probed::Cached(learned) => {
+                let next = match learned {
+                    Learned::Facts(info, source) => (self.on_known)(
+                        file,
+                        Known::Facts {
+                            info: &info,
+                            source,
+                        },
+                    ),
+                    Learned::Skip(skip) => (self.on_known)(
+                        file,
+                        Known::Skip {
+                            reason: skip.reason,
+                            detail: skip.detail,
+                            host: Some(skip.host),
+                        },
+                    ),
+                };
+                if next == Next::Done {
+                    report.from_cache += 1;
+                    report.from_fleet += 1;
+                }
+                next
+            }
+            Probed::Headers(info) => {
+                let source = FactsSource::Headers;
+                let next = (self.on_known)(
+                    file,
+                    Known::Facts {
+                        info: &info,
+                        source,
+                    },
+                );
+                if next == Next::Done {
+                    report.from_headers += 1;
+                }
+                next
+            }
+            Probed::Ffprobe(Ok(info)) => {
+                report.probed += 1;
+                // Recorded before anyone hears of it: a conversion of this file records its
+                // outcome after these facts, never before.
+                lock(self.recorder).facts(file, info.clone(), FactsSource::Ffprobe);
+                let source = FactsSource::Ffprobe;
+                (self.on_known)(
+                    file,
+                    Known::Facts {
+                        info: &info,
+                        source,
+                    },
+                );
+                Next::Done
+            }
+            Probed::Ffprobe(Err(err)) => {
+                report.unreadable += 1;
+                let error = err.to_string();
+                // ffprobe ran and could not read the file: that is the file's failure. One
+                // that could not even start says nothing about the file.
+                if self.options.record_failures && err.0.status.is_some() {
+                    lock(self.recorder).failed(file, &error, &err.0.stderr_tail);
+                }
+                (self.on_known)(file, Known::Unreadable { error });
+                Next::Done
+            }
+        }
+    }
+
+    /// Writes what was learned about a directory to its cache, for every host.
+    fn write(&mut self, group: usize) {
+        let dir = &mut self.dirs[group];
+        let mut recorder = lock(self.recorder);
+        if recorder.has_pending(&dir.path) {
+            dir.written = Instant::now();
+            let warnings = recorder.flush(&dir.path, cache::WRITE_PATIENCE);
+            drop(recorder);
+            report_warnings(self.reporter, warnings);
+        }
+    }
+}
+
+/// What a directory's cache says about a file as it is now, if it says anything.
+fn known_by<'c>(cache: &'c DirCache, file: &MediaFile, retry_failed: bool) -> Option<Known<'c>> {
+    let entry = file
+        .path
+        .file_name()
+        .and_then(cache::key_of)
+        .and_then(|key| cache.fresh(&key, Fingerprint::of(file)))?;
+    match entry.history_skip(retry_failed) {
+        Some(HistorySkip {
+            reason,
+            detail,
+            host,
+        }) => Some(Known::Skip {
+            reason,
+            detail,
+            host: Some(host),
+        }),
+        // No facts: an earlier probe failed, below the limit; try again.
+        None => entry.info.as_ref().map(|info| Known::Facts {
+            info,
+            source: entry.facts,
+        }),
+    }
+}
+
+fn file_name_bytes(path: &Path) -> &[u8] {
+    path.file_name().unwrap_or_default().as_encoded_bytes()
+}
+
+/// One directory of a survey: how many of its files are still being probed, and when its
+/// cache was last written.
+struct SurveyedDir {
+    path: PathBuf,
+    unprobed: usize,
+    written: Instant,
+}
+
+/// A file for a probe worker.
+struct Job {
+    file: MediaFile,
+    /// Its directory's place in the survey.
+    group: usize,
+    dir: Arc<DirView>,
+    /// Partial facts are known already: only ffprobe can add to them.
+    ffprobe_only: bool,
+}
+
+/// A directory's cache as the probe workers last saw it.
+struct DirView {
+    dir: PathBuf,
+    seen: Mutex<Seen>,
+}
+
+/// The stamp of the cache last read, and what it held when another writer had changed it.
+struct Seen {
+    stamp: Option<CacheStamp>,
+    /// Read by a probe worker; `None` while the survey's own read is the latest.
+    cache: Option<DirCache>,
+}
+
+/// What one probe worker found out about a file.
+enum Probed {
+    /// Another host's probe, written to the cache since this host read it.
+    Cached(Learned),
+    /// Facts read natively from the headers.
+    Headers(MediaInfo),
+    Ffprobe(Result<MediaInfo, probe::ProbeError>),
+}
+
+/// Finds out about one file: from its directory's cache if another host has written there
+/// since, else from its headers where the native reader vouches for them, else by ffprobe.
+fn probe_job(job: &Job, options: &Options<'_>) -> Probed {
+    if !job.ffprobe_only {
+        if let Some(known) = learned_meanwhile(job, options.retry_failed) {
+            return Probed::Cached(known);
+        }
+        if options.native_headers {
+            if let Ok(info) = header::read(&job.file.path) {
+                return Probed::Headers(info);
+            }
+        }
+    }
+    Probed::Ffprobe(probe::probe(options.ffprobe, &job.file.path))
+}
+
+/// What another host wrote into a cache: owned, to cross from a probe worker.
+enum Learned {
+    Facts(MediaInfo, FactsSource),
+    Skip(HistorySkip),
+}
+
+/// What another host wrote about this file into its directory's cache since this host last
+/// read it. One stat of the cache per file; the cache is read again only when it changed.
+fn learned_meanwhile(job: &Job, retry_failed: bool) -> Option<Learned> {
+    let mut seen = lock(&job.dir.seen);
+    let now = CacheStamp::of(&job.dir.dir);
+    if now.is_some() && now != seen.stamp {
+        seen.stamp = now;
+        seen.cache = Some(DirCache::load(&job.dir.dir).cache);
+    }
+    let cache = seen.cache.as_ref()?;
+    Some(match known_by(cache, &job.file, retry_failed)? {
+        Known::Facts { info, source } => Learned::Facts(info.clone(), source),
+        Known::Skip {
+            reason,
+            detail,
+            host,
+        } => Learned::Skip(HistorySkip {
+            reason,
+            detail,
+            host: host.unwrap_or_default(),
+        }),
+        Known::Unreadable { .. } => return None,
+    })
+}
+
+/// The size and mtime of a directory's cache file: a change means another writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStamp {
+    len: u64,
+    modified: SystemTime,
+}
+
+impl CacheStamp {
+    /// The stamp of `dir`'s cache now; `None` when there is none.
+    pub fn of(dir: &Path) -> Option<CacheStamp> {
+        let meta = std::fs::metadata(dir.join(cache::CACHE_FILE_NAME)).ok()?;
+        Some(CacheStamp {
+            len: meta.len(),
+            modified: meta.modified().ok()?,
+        })
+    }
+}
+
+/// The probe workers' queue: first in, first out. Workers end once no more jobs will come,
+/// the queue is empty and every result handed out has been settled (a settled result may
+/// send its file back for ffprobe).
+#[derive(Default)]
+struct JobQueue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    /// Popped, and not yet settled by the survey.
+    in_flight: usize,
+    /// No more jobs will come but those sent back.
+    finishing: bool,
+}
+
+impl JobQueue {
+    fn push(&self, job: Job) {
+        lock(&self.state).jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn push_front(&self, job: Job) {
+        lock(&self.state).jobs.push_front(job);
+        self.ready.notify_one();
+    }
+
+    fn finish_when_empty(&self) {
+        lock(&self.state).finishing = true;
+        self.ready.notify_all();
+    }
+
+    /// One popped job's result has been handled.
+    fn settled(&self) {
+        let mut state = lock(&self.state);
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            self.ready.notify_all();
+        }
+    }
+
+    /// The next job; `None` once all is done, or on Ctrl-C.
+    fn pop(&self) -> Option<Job> {
+        let mut state = lock(&self.state);
+        loop {
+            if signal::interrupted() {
+                return None;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                state.in_flight += 1;
+                return Some(job);
+            }
+            if state.finishing && state.in_flight == 0 {
+                return None;
+            }
+            state = self
+                .ready
+                .wait_timeout(state, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 /// A directory as a survey takes it: its media files (of the run's type) and its cache.
@@ -281,13 +569,21 @@ pub struct DirBatch {
     pub files: Vec<MediaFile>,
     /// Its cache as read.
     pub cache: Loaded,
+    /// The cache file's stamp before it was read: a later change is another writer's.
+    pub stamp: Option<CacheStamp>,
 }
 
 impl DirBatch {
     /// Reads the cache of `dir` for these files.
     pub fn load(dir: PathBuf, files: Vec<MediaFile>) -> DirBatch {
+        let stamp = CacheStamp::of(&dir);
         let cache = DirCache::load(&dir);
-        DirBatch { dir, files, cache }
+        DirBatch {
+            dir,
+            files,
+            cache,
+            stamp,
+        }
     }
 }
 
@@ -313,6 +609,25 @@ pub fn walk_library<R>(
     reporter: &Reporter,
     consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
 ) -> R {
+    walk_library_in(
+        WalkOrder::Name,
+        root,
+        follow_links,
+        media_type,
+        reporter,
+        consume,
+    )
+}
+
+/// [`walk_library`], visiting each directory's subdirectories in `order`.
+pub fn walk_library_in<R>(
+    order: WalkOrder,
+    root: &Path,
+    follow_links: bool,
+    media_type: MediaType,
+    reporter: &Reporter,
+    consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
+) -> R {
     let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Vec<MediaFile>)>>(WALK_BACKLOG);
     std::thread::scope(|scope| {
         scope.spawn(move || {
@@ -322,6 +637,7 @@ pub fn walk_library<R>(
             scan::walk(
                 root,
                 follow_links,
+                order,
                 &mut |dir, mut files| {
                     files.retain(|f| media_type.includes(f.kind));
                     if files.is_empty() {

@@ -10,10 +10,10 @@ mod common;
 
 use common::ffmpeg;
 use media_converter::config::MediaKind;
-use media_converter::decide::{self, Rules};
+use media_converter::decide::{self, AllowedLosses, Rules};
 use media_converter::header::{self, MAX_HEADER_BYTES};
 use media_converter::probe::{self, MediaInfo, StreamKind};
-use media_converter::scan::MediaFile;
+use media_converter::scan::{MediaFile, media_kind};
 
 fn has_encoder(name: &str) -> bool {
     Command::new("ffmpeg")
@@ -330,24 +330,31 @@ fn assert_agrees(path: &Path, native: &MediaInfo, probed: &MediaInfo) {
             assert_eq!(color.space, theirs.space, "{what}: matrix");
         }
     }
+    // The survey decides a skip on these facts alone: the decision must be ffprobe's with
+    // every flag that lets a file through, so that no skip reason hides behind another.
     let file = MediaFile {
         path: path.to_path_buf(),
-        kind: MediaKind::Video,
+        kind: media_kind(path).unwrap_or(MediaKind::Video),
         size: std::fs::metadata(path).unwrap().len(),
         modified: SystemTime::UNIX_EPOCH,
     };
-    let rules = Rules {
-        min_age: Duration::ZERO,
-        min_savings_pct: 10.0,
-        allow_dv_loss: false,
-        allow: Default::default(),
-        now: SystemTime::now(),
-    };
-    assert_eq!(
-        decide::decide(&file, native, &rules),
-        decide::decide(&file, probed, &rules),
-        "{name}: decision"
-    );
+    for allowed in 0..8u8 {
+        let rules = Rules {
+            min_age: Duration::ZERO,
+            min_savings_pct: 10.0,
+            allow_dv_loss: allowed & 1 != 0,
+            allow: AllowedLosses {
+                alpha: allowed & 2 != 0,
+                captions: allowed & 4 != 0,
+            },
+            now: SystemTime::now(),
+        };
+        assert_eq!(
+            decide::decide(&file, native, &rules),
+            decide::decide(&file, probed, &rules),
+            "{name}: decision with {rules:?}"
+        );
+    }
 }
 
 fn ffprobe_path() -> PathBuf {
@@ -386,6 +393,9 @@ fn native_facts_match_ffprobe_on_every_kind_of_clip() {
     ));
 }
 
+/// Every field the survey's decision reads, native against ffprobe, on media other people
+/// made (scripts/corpus.sh). With `MEDIA_CONVERTER_CORPUS_REQUIRED=1` (CI) a missing corpus
+/// fails the test.
 #[test]
 fn the_real_media_corpus_agrees_or_falls_back() {
     let corpus = std::env::var_os("MEDIA_CONVERTER_CORPUS")
@@ -396,33 +406,42 @@ fn the_real_media_corpus_agrees_or_falls_back() {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
                 .map(|c| c.join("media-converter/corpus"))
         });
+    let required = std::env::var("MEDIA_CONVERTER_CORPUS_REQUIRED").is_ok_and(|v| v == "1");
     let Some(files) = corpus
         .as_deref()
         .and_then(|dir| std::fs::read_dir(dir).ok())
     else {
+        let shown = corpus.unwrap_or_default();
+        assert!(
+            !required,
+            "the real-media corpus is absent from {}: run scripts/corpus.sh",
+            shown.display()
+        );
         eprintln!(
             "!!! REAL-MEDIA CORPUS NOT CHECKED: {} is absent (fetch it with scripts/corpus.sh)",
-            corpus.unwrap_or_default().display()
+            shown.display()
         );
         return;
     };
+    let mut paths: Vec<PathBuf> = files
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    paths.sort();
     let (mut vouched, mut fell_back) = (0, 0);
-    for entry in files.flatten() {
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let Ok(probed) = probe::probe(&ffprobe_path(), &path) else {
+    for path in &paths {
+        let Ok(probed) = probe::probe(&ffprobe_path(), path) else {
             assert!(
-                header::read(&path).is_err(),
+                header::read(path).is_err(),
                 "{}: vouched for a file ffprobe cannot read",
                 path.display()
             );
             continue;
         };
-        match header::read(&path) {
+        match header::read(path) {
             Ok(native) => {
-                assert_agrees(&path, &native, &probed);
+                assert_agrees(path, &native, &probed);
                 vouched += 1;
             }
             Err(why) => {
@@ -432,6 +451,9 @@ fn the_real_media_corpus_agrees_or_falls_back() {
         }
     }
     eprintln!("corpus: {vouched} files read natively, {fell_back} left to ffprobe");
+    if required {
+        assert!(vouched > 0, "no file of the corpus was read natively");
+    }
 }
 
 /// A small deterministic generator, so a failure can be replayed.

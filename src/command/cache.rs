@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
@@ -13,7 +14,7 @@ use crate::decide::Rules;
 use crate::exit_codes::ExitCode;
 use crate::output::{Event, Reporter};
 use crate::process::Tools;
-use crate::scan::MediaFile;
+use crate::scan::{MediaFile, WalkOrder};
 use crate::signal;
 use crate::survey::{self, DirBatch, Known, Next};
 
@@ -31,13 +32,16 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
         allow: Default::default(),
         now: SystemTime::now(),
     };
-    let mut recorder = Recorder::new();
+    let recorder = Mutex::new(Recorder::new());
     let options = survey::Options {
         ffprobe: &tools.ffprobe,
         rules: &rules,
         probe_jobs: config.probe_jobs,
         retry_failed: false,
         record_failures: true,
+        // Warming the cache wants ffprobe's full facts, not the headers'.
+        native_headers: false,
+        order: WalkOrder::Name,
     };
     let on_known = |file: &MediaFile, known: Known<'_>| match known {
         // Warming the cache is the moment to replace partial facts with ffprobe's.
@@ -59,8 +63,11 @@ pub fn build(config: &CacheBuildConfig, reporter: &Reporter) -> anyhow::Result<E
         config.follow_links,
         config.media_type,
         reporter,
-        |groups| survey::survey(groups, &options, &mut recorder, reporter, on_known),
+        |groups| survey::survey(groups, &options, &recorder, reporter, on_known),
     );
+    let mut recorder = recorder
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     let interrupted = signal::interrupted();
     reporter.emit(Event::CacheBuilt {
@@ -113,6 +120,7 @@ pub fn gather_stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::R
                 dir,
                 files,
                 cache: loaded,
+                ..
             } in groups
             {
                 if let Some(problem) = loaded.problem {

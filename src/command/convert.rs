@@ -3,12 +3,11 @@
 
 mod encode;
 
-use std::collections::VecDeque;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, mpsc};
-use std::time::{Instant, SystemTime};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
@@ -23,7 +22,7 @@ use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
-use crate::scan::{self, MediaFile};
+use crate::scan::{self, MediaFile, WalkOrder};
 use crate::signal;
 use crate::space;
 use crate::survey::{self, DirBatch, Known, Next};
@@ -44,73 +43,30 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         now: library_now(config, reporter),
     };
 
-    let mut summary = Summary::default();
-    // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
-    // hold every file's stream list.
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut recorder = Recorder::new();
+    let recorder = Mutex::new(Recorder::new());
+    let host = HostIdentity::current();
+    let order = if config.dry_run {
+        // A plan reads the same on every host.
+        WalkOrder::Name
+    } else {
+        // Hosts starting together on a cold library begin in different places.
+        WalkOrder::of_host(&host.host_id)
+    };
     let options = survey::Options {
         ffprobe: &tools.ffprobe,
         rules: &rules,
         probe_jobs: config.probe_jobs,
         retry_failed: config.retry_failed,
         record_failures: !config.dry_run,
+        native_headers: true,
+        order,
     };
-    let on_known = |file: &MediaFile, known: Known<'_>| match known {
-        Known::Facts { info, source } => match decide::decide(file, info, &rules) {
-            Decision::Skip { reason, detail } => {
-                let codec = main_codec(info);
-                let skip = Skip::here(reason, detail);
-                skipped(reporter, &mut summary, config, file, &codec, skip);
-                Next::Done
-            }
-            // Partial facts decide, but converting needs every stream.
-            Decision::Convert(_) if source != FactsSource::Ffprobe && !config.dry_run => {
-                Next::ProbeFully
-            }
-            Decision::Convert(plan) => {
-                // A dry run shows a file the original holds as the run would leave it.
-                let held = config.dry_run.then(|| original_skip(&file.path, reporter));
-                if let Some((host, detail)) = held.flatten() {
-                    let skip = Skip {
-                        reason: SkipReason::Locked,
-                        detail,
-                        host: Some(host),
-                    };
-                    skipped(
-                        reporter,
-                        &mut summary,
-                        config,
-                        file,
-                        &main_codec(info),
-                        skip,
-                    );
-                    return Next::Done;
-                }
-                let kept = (!config.dry_run).then(|| info.clone());
-                candidates.push((file.clone(), kept, main_codec(info), plan));
-                Next::Done
-            }
-        },
-        Known::Skip {
-            reason,
-            detail,
-            host,
-        } => {
-            let skip = Skip {
-                reason,
-                detail,
-                host,
-            };
-            skipped(reporter, &mut summary, config, file, "?", skip);
-            Next::Done
-        }
-        Known::Unreadable { error } => {
-            failed(reporter, &mut summary, &file.path, error);
-            Next::Done
-        }
+    let judge = Judge {
+        rules: &rules,
+        config,
+        reporter,
     };
-    let claimer = Claimer::new(Locker::new(HostIdentity::current(), config.lock));
+    let claimer = Claimer::new(Locker::new(host, config.lock));
     if let (Target::Dir(dir), false) = (&config.target, config.dry_run) {
         // Before the scan: an original that a crashed swap left at its backup name is back
         // at its own in time to be seen, and a kept original reaches its kept name.
@@ -118,46 +74,11 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             reporter.note(&format!("settled a dead claim: {action}"));
         }
     }
-    let encoders = encode::Encoders::new(&tools, config);
-    // The encoder trials run while the library is scanned and probed; a dry run, or an
-    // audio-only one, needs no video encoder.
-    let detect_early = !config.dry_run && config.media_type != MediaType::Audio;
-    std::thread::scope(|scope| {
-        if detect_early {
-            scope.spawn(|| encoders.prefetch(reporter));
-        }
-        with_target_files(config, reporter, |groups| {
-            survey::survey(groups, &options, &mut recorder, reporter, on_known)
-        })
-    })?;
-    for (file, _, _, plan) in &mut candidates {
-        decide::calibrate(plan, file.size, recorder.calibration());
-    }
-    decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
-        (file, plan)
-    });
-    crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
-
     if config.dry_run {
-        let mut estimate = 0;
-        for (file, _, codec, plan) in &candidates {
-            summary.converted += 1;
-            estimate += file.size.saturating_sub(plan.estimated_bytes);
-            reporter.emit(Event::Planned {
-                file: shown(&file.path),
-                codec: codec.clone(),
-                action: PlannedAction::Convert,
-                reason: None,
-                detail: plan.describe(),
-                size_bytes: file.size,
-                estimated_bytes: plan.estimated_bytes,
-            });
-        }
-        summary.estimated_saving_bytes = Some(estimate);
-        survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
-        return Ok(finish(reporter, summary, started));
+        return plan(config, reporter, &options, &judge, recorder, started);
     }
 
+    let encoders = encode::Encoders::new(&tools, config);
     let ctx = Context {
         claimer: &claimer,
         tools: &tools,
@@ -169,9 +90,319 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             .deadline_after(&chrono::Local::now())
             .map(|after| started + after),
     };
-    convert_all(&ctx, candidates, &mut summary, &mut recorder);
+    // Conversions start as soon as the survey finds the first candidate, while it goes on.
+    let candidates = Candidates::new(config, reporter);
+    let mut summary = Summary::default();
+    reporter.start_overall(0, 0);
+    let (surveyed, stopped) = std::thread::scope(|scope| {
+        // The encoder trials run while the library is scanned and probed; an audio-only run
+        // needs no video encoder.
+        if config.media_type != MediaType::Audio {
+            scope.spawn(|| encoders.prefetch(reporter));
+        }
+        let surveying = scope.spawn(|| {
+            let _closing = candidates.closing();
+            let mut found = Summary::default();
+            with_target_files(config, order, reporter, |groups| {
+                let walked = std::iter::from_fn(|| {
+                    candidates.walked();
+                    None
+                });
+                survey::survey(
+                    groups.chain(walked),
+                    &options,
+                    &recorder,
+                    reporter,
+                    |file, known| {
+                        // Estimated from what this library's caches have seen so far.
+                        let mut calibrated = |mut c: Candidate| {
+                            let calibration = lock_ignoring_poison(&recorder);
+                            decide::calibrate(&mut c.3, c.0.size, calibration.calibration());
+                            drop(calibration);
+                            candidates.add(c);
+                        };
+                        judge.known(&mut found, &mut calibrated, file, known)
+                    },
+                )
+            })
+            .map(|_| found)
+        });
+        let stopped = convert_all(&ctx, &candidates, &mut summary, &recorder);
+        let surveyed = surveying
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (surveyed, stopped)
+    });
+    let found = surveyed?;
+    summary.skipped += found.skipped;
+    summary.failed += found.failed;
+    if let Some(reason) = stopped {
+        let left = candidates.left();
+        reporter.note(&format!("{reason}: {left} file(s) left for a later run"));
+    }
+    let mut recorder = recorder
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
     Ok(finish(reporter, summary, started))
+}
+
+/// `--dry-run`: the whole survey, then the plan, sorted by `--order`.
+fn plan(
+    config: &ConvertConfig,
+    reporter: &Reporter,
+    options: &survey::Options<'_>,
+    judge: &Judge<'_>,
+    recorder: Mutex<Recorder>,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let mut summary = Summary::default();
+    // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
+    // hold every file's stream list.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    with_target_files(config, options.order, reporter, |groups| {
+        survey::survey(groups, options, &recorder, reporter, |file, known| {
+            judge.known(&mut summary, &mut |c| candidates.push(c), file, known)
+        })
+    })?;
+    let mut recorder = recorder
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    for (file, _, _, plan) in &mut candidates {
+        decide::calibrate(plan, file.size, recorder.calibration());
+    }
+    decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
+        (file, plan)
+    });
+    crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
+    let mut estimate = 0;
+    for (file, _, codec, plan) in &candidates {
+        summary.converted += 1;
+        estimate += file.size.saturating_sub(plan.estimated_bytes);
+        reporter.emit(Event::Planned {
+            file: shown(&file.path),
+            codec: codec.clone(),
+            action: PlannedAction::Convert,
+            reason: None,
+            detail: plan.describe(),
+            size_bytes: file.size,
+            estimated_bytes: plan.estimated_bytes,
+        });
+    }
+    summary.estimated_saving_bytes = Some(estimate);
+    survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
+    Ok(finish(reporter, summary, started))
+}
+
+/// Turns what the survey learns of each file into a skip, a failure or a candidate.
+struct Judge<'a> {
+    rules: &'a Rules,
+    config: &'a ConvertConfig,
+    reporter: &'a Reporter,
+}
+
+impl Judge<'_> {
+    fn known(
+        &self,
+        summary: &mut Summary,
+        keep: &mut dyn FnMut(Candidate),
+        file: &MediaFile,
+        known: Known<'_>,
+    ) -> Next {
+        let Judge {
+            rules,
+            config,
+            reporter,
+        } = *self;
+        match known {
+            Known::Facts { info, source } => match decide::decide(file, info, rules) {
+                Decision::Skip { reason, detail } => {
+                    let codec = main_codec(info);
+                    let skip = Skip::here(reason, detail);
+                    skipped(reporter, summary, config, file, &codec, skip);
+                    Next::Done
+                }
+                // Partial facts decide a skip, but converting needs every stream, and a plan
+                // its estimate from ffprobe's bit rates.
+                Decision::Convert(_)
+                    if source == FactsSource::Headers
+                        || (source == FactsSource::Legacy && !config.dry_run) =>
+                {
+                    Next::ProbeFully
+                }
+                Decision::Convert(plan) => {
+                    // A dry run shows a file the original holds as the run would leave it.
+                    let held = config.dry_run.then(|| original_skip(&file.path, reporter));
+                    if let Some((host, detail)) = held.flatten() {
+                        let skip = Skip {
+                            reason: SkipReason::Locked,
+                            detail,
+                            host: Some(host),
+                        };
+                        skipped(reporter, summary, config, file, &main_codec(info), skip);
+                        return Next::Done;
+                    }
+                    let kept = (!config.dry_run).then(|| info.clone());
+                    keep((file.clone(), kept, main_codec(info), plan));
+                    Next::Done
+                }
+            },
+            Known::Skip {
+                reason,
+                detail,
+                host,
+            } => {
+                let skip = Skip {
+                    reason,
+                    detail,
+                    host,
+                };
+                skipped(reporter, summary, config, file, "?", skip);
+                Next::Done
+            }
+            Known::Unreadable { error } => {
+                failed(reporter, summary, &file.path, error);
+                Next::Done
+            }
+        }
+    }
+}
+
+/// How long workers wait for the walk to be over before they choose: on a warm library the
+/// whole walk and every cache's answer take well under this, and the first choice is then
+/// among all the library's candidates; a slow walk (a huge library on a NAS) keeps no one
+/// waiting longer.
+const WALK_GRACE: Duration = Duration::from_secs(2);
+
+/// The candidates the survey has found and no worker has taken yet. Workers take the first
+/// by the priority file, then `--order`, among those known at that moment.
+struct Candidates<'a> {
+    config: &'a ConvertConfig,
+    reporter: &'a Reporter,
+    state: Mutex<Found>,
+    ready: Condvar,
+    created: Instant,
+}
+
+struct Found {
+    waiting: Vec<Candidate>,
+    /// Every candidate found so far, taken or not.
+    total: u64,
+    surveying: bool,
+    /// The walk is over, and every file the caches know has been judged.
+    walked: bool,
+}
+
+/// Ends the survey's part in [`Candidates`] when dropped, however the survey ends.
+struct Closing<'c, 'a>(&'c Candidates<'a>);
+
+impl Drop for Closing<'_, '_> {
+    fn drop(&mut self) {
+        lock_ignoring_poison(&self.0.state).surveying = false;
+        self.0.ready.notify_all();
+    }
+}
+
+impl<'a> Candidates<'a> {
+    fn new(config: &'a ConvertConfig, reporter: &'a Reporter) -> Candidates<'a> {
+        Candidates {
+            config,
+            reporter,
+            state: Mutex::new(Found {
+                waiting: Vec::new(),
+                total: 0,
+                surveying: true,
+                walked: false,
+            }),
+            ready: Condvar::new(),
+            created: Instant::now(),
+        }
+    }
+
+    /// The walk is over: what remains of the survey are probes.
+    fn walked(&self) {
+        lock_ignoring_poison(&self.state).walked = true;
+        self.ready.notify_all();
+    }
+
+    /// The survey is going on until the returned guard is dropped.
+    fn closing(&self) -> Closing<'_, 'a> {
+        Closing(self)
+    }
+
+    fn add(&self, candidate: Candidate) {
+        self.reporter.grow_overall(candidate.0.size);
+        let mut found = lock_ignoring_poison(&self.state);
+        found.waiting.push(candidate);
+        found.total += 1;
+        self.ready.notify_one();
+    }
+
+    /// A candidate taken and then not started goes back for a later taker.
+    fn put_back(&self, candidate: Candidate) {
+        lock_ignoring_poison(&self.state).waiting.push(candidate);
+        self.ready.notify_one();
+    }
+
+    /// The first candidate known now, waiting for the survey to find one; `None` once the
+    /// survey is over and all are taken, or as soon as `give_up` says so.
+    fn next(&self, give_up: &dyn Fn() -> bool) -> Option<Candidate> {
+        loop {
+            if give_up() {
+                return None;
+            }
+            {
+                let found = lock_ignoring_poison(&self.state);
+                let choose =
+                    found.walked || !found.surveying || self.created.elapsed() >= WALK_GRACE;
+                if found.waiting.is_empty() && !found.surveying {
+                    return None;
+                }
+                if found.waiting.is_empty() || !choose {
+                    drop(
+                        self.ready
+                            .wait_timeout(found, Duration::from_millis(50))
+                            .unwrap_or_else(PoisonError::into_inner),
+                    );
+                    continue;
+                }
+            }
+            // Read before each choice, outside the lock: a file put first from the dashboard
+            // goes next.
+            let ranks = crate::priority::Ranks::read(&self.config.target);
+            let order = self.config.order;
+            let mut found = lock_ignoring_poison(&self.state);
+            let first = found
+                .waiting
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| {
+                    ranks
+                        .rank(&a.0.path)
+                        .cmp(&ranks.rank(&b.0.path))
+                        .then_with(|| decide::compare(order, (&a.0, &a.3), (&b.0, &b.3)))
+                })
+                .map(|(index, _)| index);
+            // Another worker may have taken the last one meanwhile.
+            if let Some(index) = first {
+                return Some(found.waiting.swap_remove(index));
+            }
+        }
+    }
+
+    /// Candidates found and not converted.
+    fn left(&self) -> usize {
+        lock_ignoring_poison(&self.state).waiting.len()
+    }
+
+    /// Candidates found so far.
+    fn total(&self) -> u64 {
+        lock_ignoring_poison(&self.state).total
+    }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// "Now" for `--min-age`: the file server's clock, which stamps the library's mtimes. This
@@ -220,31 +451,30 @@ struct Context<'a> {
 /// A file to convert: the scan's view of it, its probe, its main codec and the plan.
 type Candidate = (MediaFile, Option<MediaInfo>, String, Plan);
 
-/// Converts the candidates, `--jobs` at a time, until done or a limit says stop. Workers
-/// convert; this thread alone accounts for outcomes and writes them to the cache, at once,
-/// so other hosts learn them before they pick their next file.
+/// Converts the candidates, `--jobs` at a time, as the survey finds them, until it is done
+/// or a limit says stop (then returns why). Workers convert; this thread alone accounts for
+/// outcomes and writes them to the cache, at once, so other hosts learn them before they
+/// pick their next file.
 fn convert_all(
     ctx: &Context<'_>,
-    candidates: Vec<Candidate>,
+    candidates: &Candidates<'_>,
     summary: &mut Summary,
-    recorder: &mut Recorder,
-) {
-    let total = candidates.len() as u64;
-    ctx.reporter
-        .start_overall(total, candidates.iter().map(|(f, ..)| f.size).sum());
-    let queue = Mutex::new(VecDeque::from(candidates));
+    recorder: &Mutex<Recorder>,
+) -> Option<String> {
     let gate = StartGate::new(ctx);
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::scope(|scope| {
         for _ in 0..ctx.config.jobs {
             let done_tx = done_tx.clone();
-            let (queue, gate) = (&queue, &gate);
+            let gate = &gate;
             scope.spawn(move || {
-                while gate.may_start() {
-                    let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                    let Some((file, info, codec, plan)) = next else {
+                let give_up = || signal::interrupted() || gate.stopped_because().is_some();
+                while let Some(candidate) = candidates.next(&give_up) {
+                    if !gate.may_start() {
+                        candidates.put_back(candidate);
                         break;
-                    };
+                    }
+                    let (file, info, codec, plan) = candidate;
                     let outcome = match &info {
                         Some(info) => convert_one(ctx, &file, info, &plan),
                         // Only a dry run drops the facts, and it never gets here.
@@ -258,17 +488,17 @@ fn convert_all(
         }
         drop(done_tx);
         for (done, (file, codec, plan, outcome)) in done_rx.into_iter().enumerate() {
-            record(ctx, summary, recorder, &file, &codec, &plan, outcome);
+            let mut recorder = lock_ignoring_poison(recorder);
+            record(ctx, summary, &mut recorder, &file, &codec, &plan, outcome);
             let dir = cache::dir_of(&file.path);
-            survey::report_warnings(ctx.reporter, recorder.flush(&dir, cache::WRITE_PATIENCE));
-            ctx.reporter.file_done(done as u64 + 1, total, file.size);
+            let warnings = recorder.flush(&dir, cache::WRITE_PATIENCE);
+            drop(recorder);
+            survey::report_warnings(ctx.reporter, warnings);
+            let found = candidates.total();
+            ctx.reporter.file_done(done as u64 + 1, found, file.size);
         }
     });
-    let left = queue.lock().map_or(0, |q| q.len());
-    if let Some(reason) = gate.stopped_because() {
-        ctx.reporter
-            .note(&format!("{reason}: {left} file(s) left for a later run"));
-    }
+    gate.stopped_because()
 }
 
 /// Accounts for one finished file: the summary, its event, and its history in the cache.
@@ -408,6 +638,7 @@ impl<'a> StartGate<'a> {
 /// `--dir` is walked in the background meanwhile; a `--file` is one directory of one file.
 fn with_target_files<R>(
     config: &ConvertConfig,
+    order: WalkOrder,
     reporter: &Reporter,
     consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
 ) -> anyhow::Result<R> {
@@ -421,7 +652,8 @@ fn with_target_files<R>(
                     dir.display()
                 );
             }
-            Ok(survey::walk_library(
+            Ok(survey::walk_library_in(
+                order,
                 dir,
                 config.follow_links,
                 config.media_type,

@@ -124,7 +124,10 @@ pub fn read_library(root: &Path, media_type: MediaType, reporter: &Reporter) -> 
     };
     let mut days: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     survey::walk_library(root, false, media_type, reporter, |groups| {
-        for DirBatch { dir, files, cache } in groups {
+        for DirBatch {
+            dir, files, cache, ..
+        } in groups
+        {
             if let Some(problem) = cache.problem {
                 reporter.emit(Event::Warning {
                     file: Some(
