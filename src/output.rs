@@ -16,6 +16,7 @@ use crate::cache::stats::{Stats, Tally};
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
+use crate::quality::Score;
 
 /// Something that happened during a run. Serialized as one JSON object per line with an
 /// `event` field; the README documents every field.
@@ -38,6 +39,10 @@ pub enum Event {
         detail: String,
         size_bytes: u64,
         estimated_bytes: u64,
+        /// The score a cached quality search predicts (`--target-*`); `estimated_bytes` is
+        /// then that search's predicted size.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        predicted_score: Option<f64>,
     },
     /// A conversion starts.
     Converting {
@@ -47,6 +52,42 @@ pub enum Event {
         size_bytes: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         duration_secs: Option<f64>,
+    },
+    /// A quality search (`--target-vmaf`/`--target-ssim`) is under way: sent when it starts
+    /// (trial 0) and after each trial is scored.
+    Searching {
+        file: String,
+        /// The target, e.g. `VMAF 95.00`.
+        target: String,
+        /// Trials scored so far.
+        trial: usize,
+        /// The last trial's `--quality` and score.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quality: Option<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        score: Option<f64>,
+    },
+    /// A file's quality is settled: searched now, or read from the cache.
+    Searched {
+        file: String,
+        target: String,
+        /// The encoder the search ran on.
+        encoder: String,
+        /// The `--quality` found; absent when no quality meets the target.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quality: Option<u8>,
+        /// The whole file's predicted size and score at that quality.
+        predicted_bytes: u64,
+        predicted_score: f64,
+        /// Trials the search made.
+        trials: usize,
+        /// Seconds the search took (when it was made).
+        seconds: f64,
+        /// Whether the result came from the cache, with no trial encode on this host.
+        cached: bool,
+        /// The host that searched, when the result came from the cache.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     /// How far a conversion is.
     Progress {
@@ -71,6 +112,9 @@ pub enum Event {
         fallback: Option<Fallback>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dropped: Vec<String>,
+        /// The score the new file achieved against the original (`--target-*` runs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        score: Option<Score>,
     },
     /// The encoder this run uses, chosen once, and why the others were not.
     EncoderChosen {
@@ -285,7 +329,13 @@ impl Reporter {
             return;
         }
         match &event {
-            Event::Converting { file, .. } => self.start_file(file),
+            Event::Converting { file, .. } => self.start_file(file, "encoding"),
+            Event::Searching { file, trial: 0, .. } => self.start_file(file, "searching"),
+            Event::Searching { file, trial, .. } => self.set_file_position(
+                file,
+                (*trial as u64 * 1000 / crate::quality::MAX_TRIALS as u64).min(1000),
+            ),
+            Event::Searched { file, .. } => self.finish_file(file),
             // After a fallback the failed attempt's bar goes; the retry's `converting` starts
             // a new one.
             Event::Converted { file, .. }
@@ -408,7 +458,16 @@ impl Reporter {
         }
     }
 
-    fn start_file(&self, file: &str) {
+    fn set_file_position(&self, file: &str, position: u64) {
+        if let Ok(state) = self.state.lock() {
+            if let Some(FileProgress { bar: Some(bar), .. }) = state.files.get(file) {
+                bar.set_position(position);
+            }
+        }
+    }
+
+    /// A bar for one file's work: `encoding`, or `searching` for its quality.
+    fn start_file(&self, file: &str, what: &str) {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.insert_from_back(1, ProgressBar::new(1000));
             bar.set_style(
@@ -416,7 +475,7 @@ impl Reporter {
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
-            bar.set_prefix("encoding");
+            bar.set_prefix(what.to_owned());
             bar.set_message(display_name(file));
             bar
         });
@@ -535,6 +594,7 @@ fn plan_text(event: &Event) -> String {
         detail,
         size_bytes,
         estimated_bytes,
+        predicted_score,
         ..
     } = event
     else {
@@ -542,10 +602,13 @@ fn plan_text(event: &Event) -> String {
     };
     match action {
         PlannedAction::Convert => format!(
-            "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+            "convert  {codec:<10} {:>10} -> ~{:<10} {}{}",
             HumanBytes(*size_bytes).to_string(),
             HumanBytes(*estimated_bytes).to_string(),
-            display_name(file)
+            display_name(file),
+            predicted_score
+                .map(|s| format!("  ({detail}; predicted score {s:.4})"))
+                .unwrap_or_default()
         ),
         PlannedAction::Skip => format!(
             "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
@@ -585,6 +648,7 @@ fn human_text(event: &Event) -> Option<String> {
             after_bytes,
             seconds,
             dropped,
+            score,
             ..
         } => {
             let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
@@ -595,11 +659,62 @@ fn human_text(event: &Event) -> Option<String> {
                 HumanBytes(*after_bytes),
                 format_secs(*seconds)
             );
+            if let Some(score) = score {
+                text.push_str(&format!(
+                    "; {} {}",
+                    score.metric.name(),
+                    score.metric.format(score.value)
+                ));
+            }
             if !dropped.is_empty() {
                 text.push_str(&format!("; dropped {}", dropped.join(", ")));
             }
             text
         }
+        Event::Searching {
+            file,
+            target,
+            trial: 0,
+            ..
+        } => format!("searching {} for {target}", display_name(file)),
+        Event::Searching {
+            file,
+            trial,
+            quality,
+            score,
+            ..
+        } => format!(
+            "searching {}: trial {trial}, --quality {} scored {:.4}",
+            display_name(file),
+            quality.unwrap_or_default(),
+            score.unwrap_or_default()
+        ),
+        Event::Searched {
+            file,
+            target,
+            encoder,
+            quality,
+            predicted_bytes,
+            predicted_score,
+            trials,
+            seconds,
+            cached,
+            host,
+        } => match (quality, cached) {
+            (None, _) => format!("{}: no quality meets {target}", display_name(file)),
+            (Some(q), true) => format!(
+                "{}: --quality {q} for {target} ({encoder}; predicted {}, score {predicted_score:.4}),                  searched by {}",
+                display_name(file),
+                HumanBytes(*predicted_bytes),
+                host.as_deref().unwrap_or("?")
+            ),
+            (Some(q), false) => format!(
+                "{}: --quality {q} for {target} ({encoder}; predicted {}, score                  {predicted_score:.4}) after {trials} trials in {}",
+                display_name(file),
+                HumanBytes(*predicted_bytes),
+                format_secs(*seconds)
+            ),
+        },
         Event::Skipped { file, detail, .. } => {
             format!("skipped {}: {detail}", display_name(file))
         }

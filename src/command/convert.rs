@@ -23,6 +23,7 @@ use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
+use crate::quality::{self, Score};
 use crate::scan::{self, MediaFile};
 use crate::signal;
 use crate::space;
@@ -35,6 +36,11 @@ use crate::unattended;
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
+    if let Some(target) = config.quality_target.filter(|_| !config.dry_run) {
+        if target.metric == quality::Metric::Vmaf && !quality::has_libvmaf(&tools.ffmpeg) {
+            bail!(quality::no_libvmaf_message(&tools.ffmpeg));
+        }
+    }
     let _presence = crate::presence::publish(config, reporter);
     let rules = Rules {
         min_age: config.min_age,
@@ -119,9 +125,17 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
 
     if config.dry_run {
         let mut estimate = 0;
+        let mut searches = quality::KnownSearches::default();
         for (file, _, codec, plan) in &candidates {
             summary.converted += 1;
-            estimate += file.size.saturating_sub(plan.estimated_bytes);
+            let searched = config
+                .quality_target
+                .and_then(|target| searches.lookup(file, target, &config.encode.preset));
+            let (estimated_bytes, predicted_score) = match searched {
+                Some(s) if s.quality.is_some() => (s.predicted_bytes, Some(s.predicted_score)),
+                _ => (plan.estimated_bytes, None),
+            };
+            estimate += file.size.saturating_sub(estimated_bytes);
             reporter.emit(Event::Planned {
                 file: shown(&file.path),
                 codec: codec.clone(),
@@ -129,7 +143,8 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                 reason: None,
                 detail: plan.describe(),
                 size_bytes: file.size,
-                estimated_bytes: plan.estimated_bytes,
+                estimated_bytes,
+                predicted_score,
             });
         }
         summary.estimated_saving_bytes = Some(estimate);
@@ -266,13 +281,21 @@ fn record(
             encoder,
             seconds,
             output,
+            score,
         } => {
             summary.converted += 1;
             summary.before_bytes += file.size;
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
             crate::presence::converted(file.size.saturating_sub(after_bytes), &encoder);
-            recorder.converted(file, &plan.output_path, after_bytes, &encoder, seconds);
+            recorder.converted(
+                file,
+                &plan.output_path,
+                after_bytes,
+                &encoder,
+                seconds,
+                score,
+            );
             // The swap carried the original's mtime over, so this is the fingerprint the next
             // scan sees, and it needs no ffprobe.
             let new_file = MediaFile {
@@ -283,7 +306,10 @@ fn record(
             recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
         FileOutcome::Skipped(reason, detail) => {
-            if reason == SkipReason::NotSmaller {
+            if matches!(
+                reason,
+                SkipReason::NotSmaller | SkipReason::PredictedNotSmaller
+            ) {
                 recorder.not_smaller(file, &detail);
             }
             let skip = Skip::here(reason, detail);
@@ -464,6 +490,8 @@ enum FileOutcome {
         seconds: f64,
         /// The new file's verified probe.
         output: Box<MediaInfo>,
+        /// Its score against the original (`--target-*` runs).
+        score: Option<Score>,
     },
     Skipped(SkipReason, String),
     /// Skipped because of another host: it holds the file, or its history says so.
@@ -621,6 +649,38 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         }
         None
     };
+    // `--target-*`: the quality for this file, searched (or read from the cache) first.
+    let tuned;
+    let config = match config.quality_target {
+        Some(target) if plan.container != Container::Flac => {
+            let question = quality::Question {
+                file,
+                ask: quality::Ask {
+                    ffmpeg: &tools.ffmpeg,
+                    ffprobe: &tools.ffprobe,
+                    source: &file.path,
+                    info,
+                    size: file.size,
+                    crop_to: plan.crop_to,
+                    setup: &setup,
+                    settings: &config.encode,
+                    target,
+                    should_stop: &should_stop,
+                },
+                min_savings_pct: plan.min_savings_pct,
+                reporter,
+                set_phase: &|phase| claim.set_phase(phase),
+            };
+            match quality::settle(&question) {
+                Ok(quality) => {
+                    tuned = config.with_quality(quality);
+                    &tuned
+                }
+                Err(unsettled) => return unsettled_outcome(unsettled),
+            }
+        }
+        _ => config,
+    };
     let attempt = encode::Attempt {
         tools,
         config,
@@ -668,6 +728,30 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     if signal::interrupted() {
         return FileOutcome::Interrupted;
     }
+    let score = config.quality_target.and_then(|target| {
+        claim.set_phase("scoring");
+        let scored = quality::achieved(
+            &tools.ffmpeg,
+            &file.path,
+            info,
+            plan.crop_to,
+            &temp.0,
+            target.metric,
+        );
+        match scored {
+            Ok(score) => Some(score),
+            Err(err) => {
+                reporter.emit(Event::Warning {
+                    file: Some(shown(&file.path)),
+                    message: format!(
+                        "its achieved {} could not be measured: {err}",
+                        target.metric.name()
+                    ),
+                });
+                None
+            }
+        }
+    });
 
     // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
     // the original exactly what was probed; otherwise someone else owns this file now, or
@@ -730,6 +814,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     }
     let seconds = started.elapsed().as_secs_f64();
     reporter.emit(Event::Converted {
+        score,
         file: shown(&file.path),
         output: shown(&plan.output_path),
         before_bytes: file.size,
@@ -744,6 +829,23 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         encoder: encoded.encoder,
         seconds,
         output: Box::new(encoded.output),
+        score,
+    }
+}
+
+/// How a file whose quality could not be settled ends.
+fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
+    match unsettled {
+        quality::Unsettled::Skip(reason, detail) => FileOutcome::Skipped(reason, detail),
+        quality::Unsettled::Failed(error) => FileOutcome::Failed(error),
+        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::Skipped(
+            SkipReason::Deadline,
+            "stopped at the deadline while searching its quality; left for a later run".into(),
+        ),
+        quality::Unsettled::Stopped(StopReason::LockLost) => FileOutcome::Abandoned(
+            "lost the claim while searching its quality (another host took the file over)".into(),
+        ),
+        quality::Unsettled::Stopped(_) => FileOutcome::Interrupted,
     }
 }
 
@@ -833,6 +935,7 @@ fn skipped(
             detail,
             size_bytes: file.size,
             estimated_bytes: file.size,
+            predicted_score: None,
         });
     } else {
         reporter.emit(Event::Skipped {

