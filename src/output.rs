@@ -870,6 +870,9 @@ fn stats_text(s: &Stats) -> String {
     text.push_str(&row("not smaller (kept)", &s.not_smaller));
     text.push_str(&row("failed at least once", &s.failed));
     text.push_str(&row("failed too often", &s.failed_out));
+    for line in s.score_lines() {
+        text.push_str(&format!("  {line}\n"));
+    }
     text.push_str(&format!(
         "work left\n  candidates {:>7} files {:>12}, estimated saving {}\n",
         s.candidates.files,

@@ -162,6 +162,13 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
     let lowest = stats["scores"]["vmaf"]["lowest"].as_f64().unwrap();
     let median = stats["scores"]["vmaf"]["median"].as_f64().unwrap();
     assert!(lowest >= 92.5 && median >= lowest, "{stats:#}");
+    // `status` gives the same figures, in its JSON and to people.
+    let out = cmd().args(["status", dir, "--json"]).output().unwrap();
+    let status = &events_of(&out.stdout)[0];
+    assert_eq!(status["totals"]["scores"], stats["scores"], "{status:#}");
+    let out = cmd().args(["status", dir]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("achieved VMAF: 2 files, median"), "{text}");
 }
 
 fn events_of(stdout: &[u8]) -> Vec<Value> {

@@ -101,6 +101,24 @@ impl Scores {
     }
 }
 
+impl Stats {
+    /// One line per metric for people: `achieved VMAF: 12 files, median 95.31, lowest 94.62`.
+    pub fn score_lines(&self) -> Vec<String> {
+        self.scores
+            .iter()
+            .filter_map(|(metric, scores)| {
+                Some(format!(
+                    "achieved {}: {} files, median {}, lowest {}",
+                    metric.name(),
+                    scores.files(),
+                    metric.format(scores.median()?),
+                    metric.format(scores.lowest()?)
+                ))
+            })
+            .collect()
+    }
+}
+
 /// `{"files": 12, "median": 95.3, "lowest": 94.6}`.
 impl Serialize for Scores {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -342,5 +360,11 @@ mod tests {
             serde_json::json!({"files": 4, "median": 95.5, "lowest": 94.5})
         );
         assert_eq!(Scores::default().median(), None);
+        let mut stats = Stats::new("/lib".into());
+        stats.scores.insert(Metric::Vmaf, scores);
+        assert_eq!(
+            stats.score_lines(),
+            ["achieved VMAF: 4 files, median 95.50, lowest 94.50"]
+        );
     }
 }
