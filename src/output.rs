@@ -400,6 +400,8 @@ impl Reporter {
             | Event::Summary(_) => true,
             // The encoder choice is detail, for `-v`.
             Event::EncoderChosen { .. } => self.config.verbose,
+            // So is each trial of a quality search; its start and result are shown.
+            Event::Searching { trial, .. } if *trial > 0 => self.config.verbose,
             _ if self.config.quiet => false,
             Event::Skipped { reason, .. } => {
                 self.config.verbose || !matches!(reason, SkipReason::AlreadyEfficient)
@@ -703,13 +705,15 @@ fn human_text(event: &Event) -> Option<String> {
         } => match (quality, cached) {
             (None, _) => format!("{}: no quality meets {target}", display_name(file)),
             (Some(q), true) => format!(
-                "{}: --quality {q} for {target} ({encoder}; predicted {}, score {predicted_score:.4}),                  searched by {}",
+                "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
+                 {predicted_score:.4}), searched by {}",
                 display_name(file),
                 HumanBytes(*predicted_bytes),
                 host.as_deref().unwrap_or("?")
             ),
             (Some(q), false) => format!(
-                "{}: --quality {q} for {target} ({encoder}; predicted {}, score                  {predicted_score:.4}) after {trials} trials in {}",
+                "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
+                 {predicted_score:.4}) after {trials} trials in {}",
                 display_name(file),
                 HumanBytes(*predicted_bytes),
                 format_secs(*seconds)
@@ -953,6 +957,48 @@ mod tests {
         assert_eq!(json["event"], "cache_stats");
         assert_eq!(json["candidates"]["files"], 2);
         assert_eq!(json["by_codec"]["h264"]["files"], 2);
+    }
+
+    #[test]
+    fn a_search_and_an_achieved_score_read_as_one_line_each() {
+        let searched = Event::Searched {
+            file: "/lib/a.mkv".into(),
+            target: "VMAF 95.00".into(),
+            encoder: "libx265".into(),
+            quality: Some(27),
+            predicted_bytes: 1 << 20,
+            predicted_score: 95.31,
+            trials: 4,
+            seconds: 61.0,
+            cached: false,
+            host: None,
+        };
+        assert_eq!(
+            human_text(&searched).unwrap(),
+            "/lib/a.mkv: --quality 27 for VMAF 95.00 (libx265; predicted 1.00 MiB at score \
+             95.3100) after 4 trials in 1m01s"
+        );
+        let converted = Event::Converted {
+            file: "/lib/a.mkv".into(),
+            output: "/lib/a.mkv".into(),
+            before_bytes: 4 << 20,
+            after_bytes: 1 << 20,
+            seconds: 5.0,
+            encoder: "libx265".into(),
+            fallback: None,
+            dropped: Vec::new(),
+            score: Some(Score {
+                metric: crate::quality::Metric::Vmaf,
+                value: 95.123,
+            }),
+        };
+        assert!(
+            human_text(&converted)
+                .unwrap()
+                .ends_with("in 5s; VMAF 95.12"),
+            "{:?}",
+            human_text(&converted)
+        );
     }
 
     #[test]

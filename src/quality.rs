@@ -252,8 +252,8 @@ pub enum SearchError {
 }
 
 /// Searches the file: the quality that meets the target (or `None`: unreachable), with
-/// its trials and predictions.
-/// `on_trial` is told each trial as it is scored (its number from 1, quality, score).
+/// its trials and predictions. `on_trial` is told each trial as it is scored (its number
+/// from 1, quality, score).
 pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Searched, SearchError> {
     let started = Instant::now();
     let video = ask
@@ -285,9 +285,11 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
         args.push(reference.clone().into());
         run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
         let (bytes, secs) = if whole {
+            // The whole file is its own sample: its size scales by one, whatever its
+            // duration (unknown, for some streams).
             (
                 video_bytes(ask.ffprobe, ask.source, video.index, None)?,
-                ask.info.duration_secs.unwrap_or(0.0),
+                ask.info.duration_secs.filter(|d| *d > 0.0).unwrap_or(1.0),
             )
         } else {
             (
@@ -299,7 +301,11 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
         sampled_secs += secs;
         references.push(reference);
     }
-    let duration = ask.info.duration_secs.unwrap_or(sampled_secs);
+    let duration = if whole {
+        sampled_secs
+    } else {
+        ask.info.duration_secs.unwrap_or(sampled_secs)
+    };
     let width = ask.crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
 
     let range = ask.setup.encoder.search_range();
