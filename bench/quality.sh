@@ -97,7 +97,7 @@ for name in "${files[@]}"; do
     --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
   ab_search=$(secs "$t0" "$(now)")
   if [ -n "$ab_json" ]; then
-    ab_crf=$(json "$ab_json" 'e["crf"]')
+    ab_crf=$(json "$ab_json" '"%.1f" % e["crf"]')
     ab_pred=$(json "$ab_json" '"%.2f" % e["mean_score"] if "mean_score" in e else "%.2f" % e["vmaf"]' 2>/dev/null || echo ?)
   else
     ab_crf=-; ab_pred=-
