@@ -398,17 +398,38 @@ fn encode_sample(
     output: &Path,
     quality: u8,
 ) -> Result<(), SearchError> {
+    let args = sample_encode_args(
+        ask.setup,
+        video,
+        &ask.settings.preset,
+        quality,
+        reference,
+        output,
+    );
+    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+}
+
+/// The trial encode of one reference: the encoder's device options, then its video options
+/// at `quality`, as [`EncoderSetup::video_args`] gives them to the real encode.
+fn sample_encode_args(
+    setup: &EncoderSetup,
+    video: &Stream,
+    preset: &str,
+    quality: u8,
+    reference: &Path,
+    output: &Path,
+) -> Vec<OsString> {
     let settings = EncodeSettings {
         quality,
-        preset: ask.settings.preset.clone(),
+        preset: preset.to_owned(),
     };
     let mut args = quiet_args();
-    args.extend(ask.setup.input_args());
+    args.extend(setup.input_args());
     args.extend(["-i".into(), media_arg(reference)]);
     args.extend(os(&["-map", "0:v:0"]));
-    args.extend(ask.setup.video_args(0, video, &settings, None));
+    args.extend(setup.video_args(0, video, &settings, None));
     args.push(output.into());
-    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+    args
 }
 
 /// Scores `distorted` against `reference`, frame by frame at the reference's size and in
@@ -1030,6 +1051,54 @@ mod tests {
         let csv = "9.5,1000\n10.000000,200\n12.5,300\n18.0,50\nN/A,7\n";
         assert_eq!(sum_packets(csv, Some((10.0, 8.0))), 200 + 300 + 7);
         assert_eq!(sum_packets(csv, None), 1557);
+    }
+
+    #[test]
+    fn a_trial_encodes_with_each_encoders_own_quality_control() {
+        use crate::encoder::{Device, Encoder};
+        use crate::probe::StreamKind;
+        let video = Stream {
+            pix_fmt: Some("yuv420p".into()),
+            bit_depth: Some(8),
+            ..Stream::new(0, StreamKind::Video, "h264")
+        };
+        let args = |encoder, device| {
+            let setup = EncoderSetup::on(encoder, device);
+            let args = sample_encode_args(
+                &setup,
+                &video,
+                "medium",
+                27,
+                Path::new("ref0.mkv"),
+                Path::new("trial.mkv"),
+            );
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let x265 = args(Encoder::Libx265, Device::Default);
+        assert!(
+            x265.contains("-c:v:0 libx265 -preset:v:0 medium -crf:v:0 27"),
+            "{x265}"
+        );
+        let nvenc = args(Encoder::HevcNvenc, Device::NvidiaGpu(1));
+        assert!(
+            nvenc.contains("-cq:v:0 27") && nvenc.contains("-gpu:v:0 1"),
+            "{nvenc}"
+        );
+        let qsv = args(
+            Encoder::HevcQsv,
+            Device::RenderNode("/dev/dri/renderD129".into()),
+        );
+        assert!(
+            qsv.starts_with("-hide_banner -nostats -loglevel error -y -init_hw_device qsv=")
+                && qsv.contains("-global_quality:v:0 27")
+                && qsv.ends_with("trial.mkv"),
+            "{qsv}"
+        );
+        let toolbox = args(Encoder::HevcVideotoolbox, Device::Default);
+        assert!(toolbox.contains("-q:v:0 46"), "{toolbox}");
     }
 
     #[test]
