@@ -612,6 +612,31 @@ pub fn achieved(
     Ok(Score { metric, value })
 }
 
+/// [`achieved`] for the conversion of `file` into `new_file` (with the crop the encode
+/// applied), or `None` with a warning: a score that cannot be taken never fails a file.
+pub fn achieved_or_warn(
+    reporter: &Reporter,
+    ffmpeg: &Path,
+    file: &MediaFile,
+    info: &MediaInfo,
+    (new_file, crop_to): (&Path, Option<(u32, u32)>),
+    metric: Metric,
+) -> Option<Score> {
+    match achieved(ffmpeg, &file.path, info, crop_to, new_file, metric) {
+        Ok(score) => Some(score),
+        Err(err) => {
+            reporter.emit(Event::Warning {
+                file: Some(file.path.to_string_lossy().into_owned()),
+                message: format!(
+                    "its achieved {} could not be measured: {err}",
+                    metric.name()
+                ),
+            });
+            None
+        }
+    }
+}
+
 /// Whether this ffmpeg has libvmaf: its `-filters` list names it.
 pub fn has_libvmaf(ffmpeg: &Path) -> bool {
     process::run_captured(ffmpeg, &os(&["-hide_banner", "-filters"]))

@@ -730,27 +730,8 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     }
     let score = config.quality_target.and_then(|target| {
         claim.set_phase("scoring");
-        let scored = quality::achieved(
-            &tools.ffmpeg,
-            &file.path,
-            info,
-            plan.crop_to,
-            &temp.0,
-            target.metric,
-        );
-        match scored {
-            Ok(score) => Some(score),
-            Err(err) => {
-                reporter.emit(Event::Warning {
-                    file: Some(shown(&file.path)),
-                    message: format!(
-                        "its achieved {} could not be measured: {err}",
-                        target.metric.name()
-                    ),
-                });
-                None
-            }
-        }
+        let new_file = (temp.0.as_path(), plan.crop_to);
+        quality::achieved_or_warn(reporter, &tools.ffmpeg, file, info, new_file, target.metric)
     });
 
     // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
