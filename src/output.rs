@@ -81,6 +81,8 @@ pub enum Event {
         predicted_score: f64,
         /// Trials the search made.
         trials: usize,
+        /// Seconds of the source its samples covered (the whole duration for a short file).
+        sample_secs: f64,
         /// Seconds the search took (when it was made).
         seconds: f64,
         /// Whether the result came from the cache, with no trial encode on this host.
@@ -702,6 +704,7 @@ fn human_text(event: &Event) -> Option<String> {
             seconds,
             cached,
             host,
+            ..
         } => match (quality, cached) {
             (None, _) => format!("{}: no quality meets {target}", display_name(file)),
             (Some(q), true) => format!(
@@ -969,6 +972,7 @@ mod tests {
             predicted_bytes: 1 << 20,
             predicted_score: 95.31,
             trials: 4,
+            sample_secs: 24.0,
             seconds: 61.0,
             cached: false,
             host: None,

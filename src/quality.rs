@@ -815,6 +815,7 @@ pub fn settle(q: &Question<'_>) -> Result<u8, Unsettled> {
         predicted_bytes: searched.predicted_bytes,
         predicted_score: searched.predicted_score,
         trials: searched.trials.len(),
+        sample_secs: searched.sample_secs,
         seconds: searched.seconds,
         cached: from_cache,
         host: from_cache.then(|| searched.host.clone()),

@@ -387,3 +387,53 @@ fn a_target_refuses_a_quality_and_the_other_target() {
         assert!(stderr.contains("--target-"), "{args:?}: {stderr}");
     }
 }
+
+/// A file longer than 40 s is searched on samples spread over it: the prediction made from
+/// them holds for the whole file.
+#[test]
+fn a_long_file_is_searched_on_samples_whose_prediction_holds() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("long.mkv");
+    // 48 s whose second half is harder than its first, so samples from one end would mislead.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x96:rate=24:duration=48,noise=alls=20:allf=t:enable='gte(t,24)'",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        file.to_str().unwrap(),
+    ]);
+    age_all(lib.path());
+    let (code, events, stderr) = run_json(
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--target-ssim",
+            "0.97",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let searched = of_kind(&events, "searched")[0];
+    assert_eq!(
+        searched["sample_secs"], 24.0,
+        "three 8 s samples: {searched:#}"
+    );
+    let cache = read_cache(lib.path());
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted.len(), 1, "{events:#?}\n{cache:#}");
+    let predicted = searched["predicted_bytes"].as_f64().unwrap();
+    let after = converted[0]["after_bytes"].as_f64().unwrap();
+    assert!(
+        (predicted / after - 1.0).abs() < 0.25,
+        "predicted {predicted} bytes, made {after}"
+    );
+    let achieved = converted[0]["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= 0.97 - 0.002, "achieved SSIM {achieved}");
+}
