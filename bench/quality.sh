@@ -96,7 +96,8 @@ for name in "${files[@]}"; do
     --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --stdout-format json \
     --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
   ab_search=$(secs "$t0" "$(now)")
-  if [ -n "$ab_json" ]; then
+  # A search that finds no CRF (the file would grow past the input) prints no `crf`.
+  if [ -n "$ab_json" ] && [ "$(json "$ab_json" '"crf" in e')" = True ]; then
     ab_crf=$(json "$ab_json" '"%.1f" % e["crf"]')
     ab_pred=$(json "$ab_json" '"%.2f" % e["mean_score"] if "mean_score" in e else "%.2f" % e["vmaf"]' 2>/dev/null || echo ?)
   else
