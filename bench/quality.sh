@@ -8,7 +8,8 @@
 #            the predicted score, its trials and search time (the `searched` event), the
 #            converted file's size;
 #   ab-av1   ab-av1 crf-search with the same encoder, preset and target: its CRF (to 0.1),
-#            predicted score and wall-clock time;
+#            predicted score and wall-clock time (its sample cache off, so that a second
+#            run of this script searches again);
 #   encodes  the video alone, with the same ffmpeg command, at our quality, at ab-av1's CRF
 #            and at --quality 22: its size, wall-clock time (the full encode the search is
 #            measured against) and the whole file's VMAF against the source, every frame.
@@ -93,7 +94,8 @@ for name in "${files[@]}"; do
   # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
   t0=$(now)
   ab_json=$(cd "$dir" && "$ab" crf-search -i "$src" -e libx265 --preset "$preset" \
-    --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --stdout-format json \
+    --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --cache false \
+    --stdout-format json \
     --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
   ab_search=$(secs "$t0" "$(now)")
   # A search that finds no CRF (the file would grow past the input) prints no `crf`.
