@@ -437,3 +437,68 @@ fn a_long_file_is_searched_on_samples_whose_prediction_holds() {
     let achieved = converted[0]["score"]["value"].as_f64().unwrap();
     assert!(achieved >= 0.97 - 0.002, "achieved SSIM {achieved}");
 }
+
+/// Ctrl-C in the middle of a search stops its ffmpeg, removes its samples and leaves the
+/// file and the cache as they were: no half search is recorded.
+#[test]
+fn an_interrupted_search_leaves_no_samples_and_no_record() {
+    let (ffmpeg_path, ffprobe_path) = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("long.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=24:duration=60",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        file.to_str().unwrap(),
+    ]);
+    age_all(lib.path());
+    let before = std::fs::read(&file).unwrap();
+    let mut run = cmd()
+        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
+        .arg("--ffmpeg")
+        .arg(&ffmpeg_path)
+        .arg("--ffprobe")
+        .arg(&ffprobe_path)
+        .args(["--json", "--preset", "slow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let stdout = run.stdout.take().unwrap();
+    let mut events = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "searching" && event["trial"] == 0 {
+            // Into the first trial's encode.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let status = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        events.push(event);
+    }
+    assert_eq!(run.wait().unwrap().code(), Some(130), "{events:#?}");
+    assert!(of_kind(&events, "searched").is_empty(), "{events:#?}");
+    let prefix = format!("media-converter-search-{pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "samples left behind: {left:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let cache = read_cache(lib.path());
+    assert!(
+        cache["files"]["long.mkv"].get("search").is_none(),
+        "{cache:#}"
+    );
+}
