@@ -33,6 +33,7 @@ use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 use crate::decide::{Calibration, SkipReason, SourceVideo};
 use crate::probe::MediaInfo;
+use crate::quality::{Metric, Score, Target};
 use crate::scan::MediaFile;
 
 /// The cache file in each media directory. Hidden and containing `.mediabox`, so scans skip it.
@@ -159,6 +160,10 @@ pub struct Entry {
     /// Probing or converting failed; counts toward [`FAILURE_LIMIT`] while the fingerprint holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<Failed>,
+    /// A `--target-vmaf`/`--target-ssim` search of this content: no host repeats it while
+    /// the fingerprint holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Searched>,
     /// The original tool's history fields (`action`, `conversion_count`, ...), kept as found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<serde_json::Map<String, serde_json::Value>>,
@@ -185,6 +190,72 @@ pub struct Converted {
     /// The original's video, which the estimates of later plans of its kind go by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceVideo>,
+    /// The score the new file achieved against the original (`--target-*` runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
+}
+
+/// What a conversion made, as [`Recorder::converted`] records it.
+#[derive(Debug, Clone)]
+pub struct Made<'a> {
+    /// The new file: the original's path, or the same name with a new extension.
+    pub output: &'a Path,
+    pub after_bytes: u64,
+    pub encoder: &'a str,
+    pub seconds: f64,
+    /// The original's video, which later estimates of its kind go by.
+    pub source: Option<SourceVideo>,
+    /// The score the new file achieved against the original (`--target-*` runs).
+    pub score: Option<Score>,
+}
+
+/// What a quality search found for one file's content (`docs/quality.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Searched {
+    /// When, by the searching host's clock (RFC 3339, UTC).
+    pub at: String,
+    /// The searching host.
+    pub host: String,
+    /// The metric of the target.
+    pub metric: Metric,
+    /// The score aimed at.
+    pub target: f64,
+    /// The encoder the trials ran on, and its preset: a search holds for those only.
+    pub encoder: String,
+    pub preset: String,
+    /// The `--quality` value found; absent when even the best value missed the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<u8>,
+    /// The whole file's predicted size at that quality.
+    pub predicted_bytes: u64,
+    /// The samples' score at that quality.
+    pub predicted_score: f64,
+    /// Seconds of the source the samples covered.
+    pub sample_secs: f64,
+    /// Wall-clock seconds the search took.
+    pub seconds: f64,
+    /// Every trial, in the order made.
+    pub trials: Vec<Trial>,
+}
+
+/// One trial of a search: the samples encoded at one `--quality` value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub quality: u8,
+    /// The samples' mean score, frame-weighted.
+    pub score: f64,
+    /// The encoded samples' bytes.
+    pub bytes: u64,
+}
+
+impl Searched {
+    /// Whether the search answers a run's question: the same target, encoder and preset.
+    pub fn answers(&self, target: Target, encoder: &str, preset: &str) -> bool {
+        self.metric == target.metric
+            && (self.target - target.score).abs() < 1e-9
+            && self.encoder == encoder
+            && self.preset == preset
+    }
 }
 
 /// A conversion whose result was not enough smaller; the original was kept.
@@ -225,6 +296,7 @@ impl Entry {
             converted: None,
             not_smaller: None,
             failed: None,
+            search: None,
             legacy: None,
         }
     }
@@ -270,6 +342,7 @@ impl Entry {
             self.facts = FactsSource::Ffprobe;
             self.not_smaller = None;
             self.failed = None;
+            self.search = None;
         }
         self.size = fingerprint.size;
         self.mtime = fingerprint.mtime;
@@ -622,7 +695,7 @@ fn host_name() -> String {
     crate::identity::HostIdentity::current().hostname
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -645,6 +718,40 @@ pub fn history_now(file: &MediaFile, retry_failed: bool) -> Option<HistorySkip> 
         .cache
         .fresh(&name, Fingerprint::of(file))?
         .history_skip(retry_failed)
+}
+
+/// The quality search the cache holds for the file's current content, read afresh.
+pub fn search_now(file: &MediaFile) -> Option<Searched> {
+    let name = file.path.file_name().and_then(key_of)?;
+    DirCache::load(&dir_of(&file.path))
+        .cache
+        .fresh(&name, Fingerprint::of(file))?
+        .search
+        .clone()
+}
+
+/// Writes a quality search into the file's directory cache at once, for every host to use;
+/// signed with this host's name.
+pub fn record_search(file: &MediaFile, mut searched: Searched) -> std::io::Result<()> {
+    let Some(name) = file.path.file_name().and_then(key) else {
+        return Ok(());
+    };
+    searched.host = host_name();
+    let fingerprint = Fingerprint::of(file);
+    store::update(&dir_of(&file.path), FINAL_WRITE_PATIENCE, |files| {
+        let entry = files
+            .entry(name.clone())
+            .or_insert_with(|| Entry::new(fingerprint));
+        entry.refingerprint(fingerprint);
+        entry.search = Some(searched.clone());
+    })
+    .map_err(|err| match err {
+        store::WriteError::Io(err) => err,
+        store::WriteError::Busy => std::io::Error::other("another host holds the cache's lock"),
+        store::WriteError::Newer(v) => std::io::Error::other(format!(
+            "the cache is of a newer version ({v}); not written"
+        )),
+    })
 }
 
 /// Forgets the failures recorded for the file named `name` in `dir`'s cache, so that every
@@ -788,16 +895,16 @@ impl Recorder {
         });
     }
 
-    /// Records a conversion of `file` into `output` (the same path, or a new extension).
-    pub fn converted(
-        &mut self,
-        file: &MediaFile,
-        output: &Path,
-        after_bytes: u64,
-        encoder: &str,
-        seconds: f64,
-        source: Option<SourceVideo>,
-    ) {
+    /// Records a conversion of `file` into `made.output` (the same path, or a new extension).
+    pub fn converted(&mut self, file: &MediaFile, made: Made<'_>) {
+        let Made {
+            output,
+            after_bytes,
+            encoder,
+            seconds,
+            source,
+            score,
+        } = made;
         let Some(output_name) = output.file_name().and_then(key) else {
             return;
         };
@@ -816,6 +923,7 @@ impl Recorder {
             seconds,
             from: None,
             source,
+            score,
         };
         self.push(file, |original, _| {
             let mut record = record;
@@ -1084,11 +1192,14 @@ mod tests {
         fs::write(dir.path().join("old.mkv"), b"0123").unwrap();
         recorder.converted(
             &original,
-            &dir.path().join("old.mkv"),
-            4,
-            "libx265",
-            1.5,
-            None,
+            Made {
+                output: &dir.path().join("old.mkv"),
+                after_bytes: 4,
+                encoder: "libx265",
+                seconds: 1.5,
+                source: None,
+                score: None,
+            },
         );
         recorder.flush(dir.path(), WRITE_PATIENCE);
 

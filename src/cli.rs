@@ -14,6 +14,7 @@ use crate::config::{
 use crate::duration::parse_duration;
 use crate::encoder::Encoder;
 use crate::lock::{HumanDuration, LockSettings};
+use crate::quality;
 
 /// `--lock-timeout` must be at least this many `--heartbeat`s.
 const MIN_TIMEOUT_HEARTBEATS: u32 = 3;
@@ -235,6 +236,17 @@ struct ConvertArgs {
     /// Quality, CRF-like: lower is better and bigger (0-51).
     #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u8).range(0..=51))]
     quality: u8,
+
+    /// Search each file for the quality whose VMAF meets N (e.g. 95), instead of a fixed
+    /// --quality: samples are encoded with the run's encoder and scored at the video's native
+    /// resolution (no upscale to 1080p). Needs an ffmpeg with libvmaf. See docs/quality.md.
+    #[arg(long, value_name = "N", conflicts_with_all = ["quality", "target_ssim"],
+          value_parser = parse_vmaf_target)]
+    target_vmaf: Option<f64>,
+
+    /// Like --target-vmaf, with SSIM (0-1, e.g. 0.98), which every ffmpeg has.
+    #[arg(long, value_name = "X", conflicts_with = "quality", value_parser = parse_ssim_target)]
+    target_ssim: Option<f64>,
 
     /// Encoder preset (ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow).
     #[arg(long, default_value = "medium")]
@@ -640,6 +652,17 @@ impl ConvertArgs {
                 quality: self.quality,
                 preset: self.preset,
             },
+            quality_target: match (self.target_vmaf, self.target_ssim) {
+                (Some(score), _) => Some(quality::Target {
+                    metric: quality::Metric::Vmaf,
+                    score,
+                }),
+                (None, Some(score)) => Some(quality::Target {
+                    metric: quality::Metric::Ssim,
+                    score,
+                }),
+                (None, None) => None,
+            },
             min_savings_pct: self.min_savings.clamp(0.0, 100.0),
             min_age: self.min_age,
             verify: match self.verify {
@@ -680,6 +703,23 @@ impl ConvertArgs {
 
 fn default_parallelism() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// `--target-vmaf`: a VMAF score worth aiming at, 50 to 100.
+fn parse_vmaf_target(text: &str) -> Result<f64, String> {
+    parse_score(text, 50.0, 100.0, "a VMAF score from 50 to 100, e.g. 95")
+}
+
+/// `--target-ssim`: an SSIM, 0.5 to 1.
+fn parse_ssim_target(text: &str) -> Result<f64, String> {
+    parse_score(text, 0.5, 1.0, "an SSIM from 0.5 to 1, e.g. 0.98")
+}
+
+fn parse_score(text: &str, min: f64, max: f64, wanted: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(score) if (min..=max).contains(&score) => Ok(score),
+        _ => Err(format!("{text:?} is not {wanted}")),
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,9 @@ pub struct ConvertConfig {
     pub media_type: MediaType,
     pub dry_run: bool,
     pub encode: EncodeSettings,
+    /// `--target-vmaf`/`--target-ssim`: each file's quality is searched for this score
+    /// (`encode.quality` is then only where the search starts).
+    pub quality_target: Option<crate::quality::Target>,
     /// The new file must be at least this many percent smaller, or the original stays.
     pub min_savings_pct: f64,
     /// Files modified more recently than this are skipped (a download in progress).
@@ -123,6 +126,15 @@ pub struct ConvertConfig {
     pub order: Order,
     /// Try files again that failed `cache::FAILURE_LIMIT` times.
     pub retry_failed: bool,
+}
+
+impl ConvertConfig {
+    /// The same run at another `--quality`: what a quality search found for one file.
+    pub fn with_quality(&self, quality: u8) -> ConvertConfig {
+        let mut config = self.clone();
+        config.encode.quality = quality;
+        config
+    }
 }
 
 /// What `media-converter doctor` checks.

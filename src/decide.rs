@@ -56,6 +56,11 @@ pub enum SkipReason {
     /// The video carries closed captions (A53), which the HEVC encode does not keep;
     /// `--allow-caption-loss` converts anyway.
     ClosedCaptions,
+    /// The quality search predicts that the quality meeting `--target-vmaf`/`--target-ssim`
+    /// saves less than `--min-savings`: skipped before the long encode.
+    PredictedNotSmaller,
+    /// Not even the best quality the search tries meets the `--target-*` score.
+    TargetUnreachable,
 }
 
 /// Losses the user accepted on the command line, each named in the `converted` event.

@@ -71,6 +71,40 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// The `--quality` values a search may try with this encoder: its own scale, as
+    /// [`EncoderSetup::video_args`] maps `--quality` onto it (x265's CRF, NVENC's CQ, Quick
+    /// Sync's ICQ, VAAPI's and AMF's QP, VideoToolbox's q), cut to the span where a
+    /// quality target is ever met: below 10 nothing is saved, above 42 nothing is watchable.
+    pub fn search_range(self) -> std::ops::RangeInclusive<u8> {
+        // One span serves every encoder: each maps it onto its own scale (CQ and ICQ, which
+        // start at 1, never see the 0 they would read as "automatic").
+        10..=42
+    }
+
+    /// The name of the encoder's own quality control, for people: what a found `--quality`
+    /// becomes on the command line.
+    pub fn quality_control(self) -> &'static str {
+        match self {
+            Encoder::Libx265 => "CRF",
+            Encoder::HevcNvenc => "CQ",
+            Encoder::HevcQsv => "ICQ",
+            Encoder::HevcVaapi | Encoder::HevcAmf => "QP",
+            Encoder::HevcVideotoolbox => "q",
+        }
+    }
+
+    /// The encoder's own value for a `--quality` value: what `video_args` passes.
+    pub fn own_quality(self, quality: u8) -> u8 {
+        match self {
+            Encoder::Libx265 => quality,
+            Encoder::HevcNvenc | Encoder::HevcQsv => quality.clamp(1, 51),
+            Encoder::HevcVaapi | Encoder::HevcAmf => quality.min(51),
+            Encoder::HevcVideotoolbox => videotoolbox_quality(quality),
+        }
+    }
+}
+
 impl fmt::Display for Encoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -297,7 +331,7 @@ impl EncoderSetup {
                 // Constant quality: VBR with a CQ target and no bitrate cap. CQ 0 means
                 // "automatic" to NVENC, not "best", so the scale starts at 1.
                 push("rc", "vbr".into());
-                push("cq", quality.clamp(1, 51).to_string());
+                push("cq", self.encoder.own_quality(quality).to_string());
                 push("b", "0".into());
                 // Spreads bits by local contrast, as x265's default AQ does.
                 push("spatial_aq", "1".into());
@@ -312,7 +346,10 @@ impl EncoderSetup {
                 push("preset", qsv_preset(&settings.preset).into());
                 // ICQ, Quick Sync's constant-quality mode: what ffmpeg picks when
                 // global_quality is set and no bitrate is.
-                push("global_quality", quality.clamp(1, 51).to_string());
+                push(
+                    "global_quality",
+                    self.encoder.own_quality(quality).to_string(),
+                );
                 push("profile", if ten_bit { "main10" } else { "main" }.into());
             }
             Encoder::HevcVaapi => {
@@ -320,7 +357,7 @@ impl EncoderSetup {
                 // Constant QP is the one rate control every VAAPI driver (Intel iHD and i965,
                 // Mesa for AMD) offers for HEVC. The profile follows the surface format.
                 push("rc_mode", "CQP".into());
-                push("qp", quality.min(51).to_string());
+                push("qp", self.encoder.own_quality(quality).to_string());
             }
             Encoder::HevcAmf => {
                 push("quality", amf_quality(&settings.preset).into());
@@ -330,7 +367,7 @@ impl EncoderSetup {
                 push("pix_fmt", if ten_bit { "p010le" } else { "nv12" }.into());
             }
             Encoder::HevcVideotoolbox => {
-                push("q", videotoolbox_quality(quality).to_string());
+                push("q", self.encoder.own_quality(quality).to_string());
                 push("pix_fmt", if ten_bit { "p010le" } else { "nv12" }.into());
                 push("profile", if ten_bit { "main10" } else { "main" }.into());
             }

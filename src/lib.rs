@@ -24,6 +24,7 @@ pub mod priority;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod quality;
 pub mod retry;
 pub mod scan;
 pub mod share;

@@ -16,6 +16,7 @@ use crate::cache::stats::{Stats, Tally};
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
+use crate::quality::Score;
 
 /// Something that happened during a run. Serialized as one JSON object per line with an
 /// `event` field; the README documents every field.
@@ -38,6 +39,10 @@ pub enum Event {
         detail: String,
         size_bytes: u64,
         estimated_bytes: u64,
+        /// The score a cached quality search predicts (`--target-*`); `estimated_bytes` is
+        /// then that search's predicted size.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        predicted_score: Option<f64>,
     },
     /// A conversion starts.
     Converting {
@@ -47,6 +52,44 @@ pub enum Event {
         size_bytes: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         duration_secs: Option<f64>,
+    },
+    /// A quality search (`--target-vmaf`/`--target-ssim`) is under way: sent when it starts
+    /// (trial 0) and after each trial is scored.
+    Searching {
+        file: String,
+        /// The target, e.g. `VMAF 95.00`.
+        target: String,
+        /// Trials scored so far.
+        trial: usize,
+        /// The last trial's `--quality` and score.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quality: Option<u8>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        score: Option<f64>,
+    },
+    /// A file's quality is settled: searched now, or read from the cache.
+    Searched {
+        file: String,
+        target: String,
+        /// The encoder the search ran on.
+        encoder: String,
+        /// The `--quality` found; absent when no quality meets the target.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quality: Option<u8>,
+        /// The whole file's predicted size and score at that quality.
+        predicted_bytes: u64,
+        predicted_score: f64,
+        /// Trials the search made.
+        trials: usize,
+        /// Seconds of the source its samples covered (the whole duration for a short file).
+        sample_secs: f64,
+        /// Seconds the search took (when it was made).
+        seconds: f64,
+        /// Whether the result came from the cache, with no trial encode on this host.
+        cached: bool,
+        /// The host that searched, when the result came from the cache.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
     },
     /// How far a conversion is.
     Progress {
@@ -71,6 +114,9 @@ pub enum Event {
         fallback: Option<Fallback>,
         #[serde(skip_serializing_if = "Vec::is_empty")]
         dropped: Vec<String>,
+        /// The score the new file achieved against the original (`--target-*` runs).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        score: Option<Score>,
     },
     /// The encoder this run uses, chosen once, and why the others were not.
     EncoderChosen {
@@ -294,7 +340,13 @@ impl Reporter {
             return;
         }
         match &event {
-            Event::Converting { file, .. } => self.start_file(file),
+            Event::Converting { file, .. } => self.start_file(file, "encoding"),
+            Event::Searching { file, trial: 0, .. } => self.start_file(file, "searching"),
+            Event::Searching { file, trial, .. } => self.set_file_position(
+                file,
+                (*trial as u64 * 1000 / crate::quality::MAX_TRIALS as u64).min(1000),
+            ),
+            Event::Searched { file, .. } => self.finish_file(file),
             // After a fallback the failed attempt's bar goes; the retry's `converting` starts
             // a new one.
             Event::Converted { file, .. }
@@ -359,6 +411,8 @@ impl Reporter {
             | Event::Summary(_) => true,
             // The encoder choice is detail, for `-v`.
             Event::EncoderChosen { .. } => self.config.verbose,
+            // So is each trial of a quality search; its start and result are shown.
+            Event::Searching { trial, .. } if *trial > 0 => self.config.verbose,
             _ if self.config.quiet => false,
             Event::Skipped { reason, .. } => {
                 self.config.verbose || !matches!(reason, SkipReason::AlreadyEfficient)
@@ -417,7 +471,16 @@ impl Reporter {
         }
     }
 
-    fn start_file(&self, file: &str) {
+    fn set_file_position(&self, file: &str, position: u64) {
+        if let Ok(state) = self.state.lock() {
+            if let Some(FileProgress { bar: Some(bar), .. }) = state.files.get(file) {
+                bar.set_position(position);
+            }
+        }
+    }
+
+    /// A bar for one file's work: `encoding`, or `searching` for its quality.
+    fn start_file(&self, file: &str, what: &str) {
         let bar = self.multi.as_ref().map(|multi| {
             let bar = multi.insert_from_back(1, ProgressBar::new(1000));
             bar.set_style(
@@ -425,7 +488,7 @@ impl Reporter {
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             );
-            bar.set_prefix("encoding");
+            bar.set_prefix(what.to_owned());
             bar.set_message(display_name(file));
             bar
         });
@@ -544,6 +607,7 @@ fn plan_text(event: &Event) -> String {
         detail,
         size_bytes,
         estimated_bytes,
+        predicted_score,
         ..
     } = event
     else {
@@ -551,10 +615,13 @@ fn plan_text(event: &Event) -> String {
     };
     match action {
         PlannedAction::Convert => format!(
-            "convert  {codec:<10} {:>10} -> ~{:<10} {}",
+            "convert  {codec:<10} {:>10} -> ~{:<10} {}{}",
             HumanBytes(*size_bytes).to_string(),
             HumanBytes(*estimated_bytes).to_string(),
-            display_name(file)
+            display_name(file),
+            predicted_score
+                .map(|s| format!("  ({detail}; predicted score {s:.4})"))
+                .unwrap_or_default()
         ),
         PlannedAction::Skip => format!(
             "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
@@ -594,6 +661,7 @@ fn human_text(event: &Event) -> Option<String> {
             after_bytes,
             seconds,
             dropped,
+            score,
             ..
         } => {
             let saved = 100.0 - (*after_bytes as f64 * 100.0 / (*before_bytes).max(1) as f64);
@@ -604,11 +672,65 @@ fn human_text(event: &Event) -> Option<String> {
                 HumanBytes(*after_bytes),
                 format_secs(*seconds)
             );
+            if let Some(score) = score {
+                text.push_str(&format!(
+                    "; {} {}",
+                    score.metric.name(),
+                    score.metric.format(score.value)
+                ));
+            }
             if !dropped.is_empty() {
                 text.push_str(&format!("; dropped {}", dropped.join(", ")));
             }
             text
         }
+        Event::Searching {
+            file,
+            target,
+            trial: 0,
+            ..
+        } => format!("searching {} for {target}", display_name(file)),
+        Event::Searching {
+            file,
+            trial,
+            quality,
+            score,
+            ..
+        } => format!(
+            "searching {}: trial {trial}, --quality {} scored {:.4}",
+            display_name(file),
+            quality.unwrap_or_default(),
+            score.unwrap_or_default()
+        ),
+        Event::Searched {
+            file,
+            target,
+            encoder,
+            quality,
+            predicted_bytes,
+            predicted_score,
+            trials,
+            seconds,
+            cached,
+            host,
+            ..
+        } => match (quality, cached) {
+            (None, _) => format!("{}: no quality meets {target}", display_name(file)),
+            (Some(q), true) => format!(
+                "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
+                 {predicted_score:.4}), searched by {}",
+                display_name(file),
+                HumanBytes(*predicted_bytes),
+                host.as_deref().unwrap_or("?")
+            ),
+            (Some(q), false) => format!(
+                "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
+                 {predicted_score:.4}) after {trials} trials in {}",
+                display_name(file),
+                HumanBytes(*predicted_bytes),
+                format_secs(*seconds)
+            ),
+        },
         Event::Skipped { file, detail, .. } => {
             format!("skipped {}: {detail}", display_name(file))
         }
@@ -772,6 +894,9 @@ fn stats_text(s: &Stats) -> String {
     text.push_str(&row("not smaller (kept)", &s.not_smaller));
     text.push_str(&row("failed at least once", &s.failed));
     text.push_str(&row("failed too often", &s.failed_out));
+    for line in s.score_lines() {
+        text.push_str(&format!("  {line}\n"));
+    }
     text.push_str(&format!(
         "work left\n  candidates {:>7} files {:>12}, estimated saving {}\n",
         s.candidates.files,
@@ -852,6 +977,49 @@ mod tests {
         assert_eq!(json["event"], "cache_stats");
         assert_eq!(json["candidates"]["files"], 2);
         assert_eq!(json["by_codec"]["h264"]["files"], 2);
+    }
+
+    #[test]
+    fn a_search_and_an_achieved_score_read_as_one_line_each() {
+        let searched = Event::Searched {
+            file: "/lib/a.mkv".into(),
+            target: "VMAF 95.00".into(),
+            encoder: "libx265".into(),
+            quality: Some(27),
+            predicted_bytes: 1 << 20,
+            predicted_score: 95.31,
+            trials: 4,
+            sample_secs: 24.0,
+            seconds: 61.0,
+            cached: false,
+            host: None,
+        };
+        assert_eq!(
+            human_text(&searched).unwrap(),
+            "/lib/a.mkv: --quality 27 for VMAF 95.00 (libx265; predicted 1.00 MiB at score \
+             95.3100) after 4 trials in 1m01s"
+        );
+        let converted = Event::Converted {
+            file: "/lib/a.mkv".into(),
+            output: "/lib/a.mkv".into(),
+            before_bytes: 4 << 20,
+            after_bytes: 1 << 20,
+            seconds: 5.0,
+            encoder: "libx265".into(),
+            fallback: None,
+            dropped: Vec::new(),
+            score: Some(Score {
+                metric: crate::quality::Metric::Vmaf,
+                value: 95.123,
+            }),
+        };
+        assert!(
+            human_text(&converted)
+                .unwrap()
+                .ends_with("in 5s; VMAF 95.12"),
+            "{:?}",
+            human_text(&converted)
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
 use crate::probe::{self, MediaInfo};
 use crate::process::Tools;
+use crate::quality::{self, Score};
 use crate::scan::{self, MediaFile, WalkOrder};
 use crate::signal;
 use crate::space;
@@ -34,6 +35,11 @@ use crate::unattended;
 pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let tools = Tools::locate()?;
+    if let Some(target) = config.quality_target.filter(|_| !config.dry_run) {
+        if target.metric == quality::Metric::Vmaf && !quality::has_libvmaf(&tools.ffmpeg) {
+            bail!(quality::no_libvmaf_message(&tools.ffmpeg));
+        }
+    }
     let _presence = crate::presence::publish(config, reporter);
     let rules = Rules {
         min_age: config.min_age,
@@ -176,9 +182,18 @@ fn plan(
     });
     crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
     let mut estimate = 0;
+    // A quality search this content already had predicts its size and score.
+    let mut searches = quality::KnownSearches::default();
     for (file, _, codec, plan) in &candidates {
         summary.converted += 1;
-        estimate += file.size.saturating_sub(plan.estimated_bytes);
+        let searched = config
+            .quality_target
+            .and_then(|target| searches.lookup(file, target, &config.encode.preset));
+        let (estimated_bytes, predicted_score) = match searched {
+            Some(s) if s.quality.is_some() => (s.predicted_bytes, Some(s.predicted_score)),
+            _ => (plan.estimated_bytes, None),
+        };
+        estimate += file.size.saturating_sub(estimated_bytes);
         reporter.emit(Event::Planned {
             file: shown(&file.path),
             codec: codec.clone(),
@@ -186,7 +201,8 @@ fn plan(
             reason: None,
             detail: plan.describe(),
             size_bytes: file.size,
-            estimated_bytes: plan.estimated_bytes,
+            estimated_bytes,
+            predicted_score,
         });
     }
     summary.estimated_saving_bytes = Some(estimate);
@@ -517,21 +533,22 @@ fn record(
             encoder,
             seconds,
             output,
+            score,
         } => {
             summary.converted += 1;
             summary.before_bytes += file.size;
             summary.after_bytes += after_bytes;
             summary.saved_bytes += file.size.saturating_sub(after_bytes);
             crate::presence::converted(file.size.saturating_sub(after_bytes), &encoder);
-            let source = plan.source.clone();
-            recorder.converted(
-                file,
-                &plan.output_path,
+            let made = cache::Made {
+                output: &plan.output_path,
                 after_bytes,
-                &encoder,
+                encoder: &encoder,
                 seconds,
-                source,
-            );
+                source: plan.source.clone(),
+                score,
+            };
+            recorder.converted(file, made);
             // The swap carried the original's mtime over, so this is the fingerprint the next
             // scan sees, and it needs no ffprobe.
             let new_file = MediaFile {
@@ -542,7 +559,10 @@ fn record(
             recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
         FileOutcome::Skipped(reason, detail) => {
-            if reason == SkipReason::NotSmaller {
+            if matches!(
+                reason,
+                SkipReason::NotSmaller | SkipReason::PredictedNotSmaller
+            ) {
                 recorder.not_smaller(file, &detail);
             }
             let skip = Skip::here(reason, detail);
@@ -725,6 +745,8 @@ enum FileOutcome {
         seconds: f64,
         /// The new file's verified probe.
         output: Box<MediaInfo>,
+        /// Its score against the original (`--target-*` runs).
+        score: Option<Score>,
     },
     Skipped(SkipReason, String),
     /// Skipped because of another host: it holds the file, or its history says so.
@@ -872,6 +894,38 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         }
         None
     };
+    // `--target-*`: the quality for this file, searched (or read from the cache) first.
+    let tuned;
+    let config = match config.quality_target {
+        Some(target) if plan.container != Container::Flac => {
+            let question = quality::Question {
+                file,
+                ask: quality::Ask {
+                    ffmpeg: &tools.ffmpeg,
+                    ffprobe: &tools.ffprobe,
+                    source: &file.path,
+                    info,
+                    size: file.size,
+                    crop_to: plan.crop_to,
+                    setup: &setup,
+                    settings: &config.encode,
+                    target,
+                    should_stop: &should_stop,
+                },
+                min_savings_pct: plan.min_savings_pct,
+                reporter,
+                set_phase: &|phase| claim.set_phase(phase),
+            };
+            match quality::settle(&question) {
+                Ok(quality) => {
+                    tuned = config.with_quality(quality);
+                    &tuned
+                }
+                Err(unsettled) => return unsettled_outcome(unsettled),
+            }
+        }
+        _ => config,
+    };
     let attempt = encode::Attempt {
         tools,
         config,
@@ -919,6 +973,11 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     if signal::interrupted() {
         return FileOutcome::Interrupted;
     }
+    let score = config.quality_target.and_then(|target| {
+        claim.set_phase("scoring");
+        let new_file = (temp.0.as_path(), plan.crop_to);
+        quality::achieved_or_warn(reporter, &tools.ffmpeg, file, info, new_file, target.metric)
+    });
 
     // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
     // the original exactly what was probed; otherwise someone else owns this file now, or
@@ -999,6 +1058,7 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
     }
     let seconds = started.elapsed().as_secs_f64();
     reporter.emit(Event::Converted {
+        score,
         file: shown(&file.path),
         output: shown(&plan.output_path),
         before_bytes: file.size,
@@ -1013,6 +1073,23 @@ fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Pla
         encoder: encoded.encoder,
         seconds,
         output: Box::new(encoded.output),
+        score,
+    }
+}
+
+/// How a file whose quality could not be settled ends.
+fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
+    match unsettled {
+        quality::Unsettled::Skip(reason, detail) => FileOutcome::Skipped(reason, detail),
+        quality::Unsettled::Failed(error) => FileOutcome::Failed(error),
+        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::Skipped(
+            SkipReason::Deadline,
+            "stopped at the deadline while searching its quality; left for a later run".into(),
+        ),
+        quality::Unsettled::Stopped(StopReason::LockLost) => FileOutcome::Abandoned(
+            "lost the claim while searching its quality (another host took the file over)".into(),
+        ),
+        quality::Unsettled::Stopped(_) => FileOutcome::Interrupted,
     }
 }
 
@@ -1113,6 +1190,7 @@ fn skipped(
             detail,
             size_bytes: file.size,
             estimated_bytes: file.size,
+            predicted_score: None,
         });
     } else {
         reporter.emit(Event::Skipped {

@@ -362,6 +362,9 @@ pub fn render(status: &Status) -> String {
         HumanBytes(t.candidates.bytes),
         HumanBytes(t.estimated_saving_bytes),
     ));
+    for line in t.score_lines() {
+        text.push_str(&format!("  {line}\n"));
+    }
     if t.unknown.files > 0 {
         text.push_str(&format!(
             "  {} file(s) not probed yet: figures grow as runs (or `cache build`) reach them\n",

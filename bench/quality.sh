@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# --target-vmaf side by side with ab-av1's crf-search, on real files of the corpus.
+#
+# For each file, with libx265 at one preset and one VMAF target, on one ffmpeg (the static
+# 6.0 with libvmaf of scripts/ffmpeg-6.sh), VMAF at native resolution for both tools
+# (ab-av1 with --vmaf-scale none, the convention docs/quality.md names):
+#   ours     media-converter --file COPY --target-vmaf T --min-savings 0: the quality found,
+#            the predicted score, its trials and search time (the `searched` event), the
+#            converted file's size;
+#   ab-av1   ab-av1 crf-search with the same encoder, preset and target: its CRF (to 0.1),
+#            predicted score and wall-clock time (its sample cache off, so that a second
+#            run of this script searches again);
+#   encodes  the video alone, with the same ffmpeg command, at our quality, at ab-av1's CRF
+#            and at --quality 22: its size, wall-clock time (the full encode the search is
+#            measured against) and the whole file's VMAF against the source, every frame.
+# Prints a Markdown table (the README's) and keeps the raw figures in $OUT (default
+# ./quality-bench.tsv).
+#
+# Usage: bench/quality.sh [TARGET [PRESET [FILE...]]]   (default 95, medium, the set below)
+# Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh, and ab-av1 (AB_AV1, else PATH, else it is
+# installed with `cargo install ab-av1 --locked` into ~/.cache/media-converter/ab-av1: a
+# few minutes of compiling, once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+target=${1:-95}
+preset=${2:-medium}
+shift $(($# > 2 ? 2 : $#))
+corpus=$(scripts/corpus.sh --dir)
+if [ $# -gt 0 ]; then
+  files=("$@")
+else
+  files=(bigbuckbunny.mp4 bikes.mp4 flashmob.mkv breakdance.flv demo.f4v)
+  scripts/corpus.sh >/dev/null
+fi
+ff6=$(scripts/ffmpeg-6.sh)
+export PATH="$ff6:$PATH"
+bin=${BIN:-$repo/target/debug/media-converter}
+[ -x "$bin" ] || cargo build --quiet
+ab=${AB_AV1:-$(command -v ab-av1 || true)}
+if [ -z "$ab" ]; then
+  root=${XDG_CACHE_HOME:-$HOME/.cache}/media-converter/ab-av1
+  [ -x "$root/bin/ab-av1" ] ||
+    CARGO_HOME="$root/cargo" cargo install ab-av1 --locked --root "$root" >&2
+  ab=$root/bin/ab-av1
+fi
+out=${OUT:-$PWD/quality-bench.tsv}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc; }
+json() { python3 -c 'import json,sys; e=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, {"e": e}))' "$1" "$2"; }
+
+# The video alone at a CRF, timed: prints "bytes seconds".
+encode() {
+  local src=$1 crf=$2 dst=$3 t0
+  t0=$(now)
+  ffmpeg -hide_banner -nostdin -v error -y -i "$src" -map 0:v:0 -c:v libx265 -preset "$preset" \
+    -crf "$crf" -x265-params log-level=error -pix_fmt yuv420p "$dst"
+  echo "$(stat -c %s "$dst") $(secs "$t0" "$(now)")"
+}
+
+# The whole file's VMAF against the source, every frame, native resolution.
+vmaf() {
+  ffmpeg -hide_banner -nostdin -nostats -i "$1" -i "$2" -lavfi \
+    "[0:v]format=yuv420p,setpts=PTS-STARTPTS[d];[1:v:0]format=yuv420p,setpts=PTS-STARTPTS[r];[d][r]libvmaf=n_threads=$(nproc)" \
+    -f null - 2>&1 | sed -n 's/.*VMAF score: \([0-9.]*\).*/\1/p' | tail -n 1
+}
+
+printf 'file\tduration\tours_quality\tours_predicted\tours_achieved\tours_trials\tours_search_s\tab_crf\tab_predicted\tab_achieved\tab_search_s\tfull_encode_s\tours_video_bytes\tab_video_bytes\tq22_video_bytes\tq22_vmaf\tours_file_bytes\tsource_bytes\n' >"$out"
+for name in "${files[@]}"; do
+  src=$corpus/$name
+  [ -f "$src" ] || { echo "bench: $src is missing" >&2; continue; }
+  echo "bench: $name" >&2
+  dir=$work/${name%.*}
+  mkdir -p "$dir"
+  duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$src")
+
+  # Ours: a copy, converted in place.
+  cp "$src" "$dir/$name"
+  touch -d '1 hour ago' "$dir/$name"
+  "$bin" --file "$dir/$name" --target-vmaf "$target" --preset "$preset" --min-savings 0 \
+    --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json >"$dir/ours.jsonl" 2>"$dir/ours.err" || true
+  searched=$(grep '"event":"searched"' "$dir/ours.jsonl" | head -n 1)
+  converted=$(grep '"event":"converted"' "$dir/ours.jsonl" | head -n 1 || true)
+  [ -n "$searched" ] || { echo "bench: no search for $name: $(tail -n 3 "$dir/ours.err")" >&2; continue; }
+  q=$(json "$searched" 'e.get("quality")')
+  ours_pred=$(json "$searched" '"%.2f" % e["predicted_score"]')
+  trials=$(json "$searched" 'e["trials"]')
+  ours_search=$(json "$searched" '"%.1f" % e["seconds"]')
+  ours_file=$([ -n "$converted" ] && json "$converted" 'e["after_bytes"]' || echo -)
+
+  # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
+  t0=$(now)
+  ab_json=$(cd "$dir" && "$ab" crf-search -i "$src" -e libx265 --preset "$preset" \
+    --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --cache false \
+    --stdout-format json \
+    --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
+  ab_search=$(secs "$t0" "$(now)")
+  # A search that finds no CRF (the file would grow past the input) prints no `crf`.
+  if [ -n "$ab_json" ] && [ "$(json "$ab_json" '"crf" in e')" = True ]; then
+    ab_crf=$(json "$ab_json" '"%.1f" % e["crf"]')
+    ab_pred=$(json "$ab_json" '"%.2f" % e["mean_score"] if "mean_score" in e else "%.2f" % e["vmaf"]' 2>/dev/null || echo ?)
+  else
+    ab_crf=-; ab_pred=-
+    echo "bench: ab-av1 found no CRF for $name: $(tail -n 2 "$dir/ab.err")" >&2
+  fi
+
+  read -r ours_bytes full_s < <(encode "$src" "$q" "$dir/ours.mkv")
+  ours_vmaf=$(vmaf "$dir/ours.mkv" "$src")
+  if [ "$ab_crf" != - ]; then
+    read -r ab_bytes _ < <(encode "$src" "$ab_crf" "$dir/ab.mkv")
+    ab_vmaf=$(vmaf "$dir/ab.mkv" "$src")
+  else
+    ab_bytes=-; ab_vmaf=-
+  fi
+  read -r q22_bytes _ < <(encode "$src" 22 "$dir/q22.mkv")
+  q22_vmaf=$(vmaf "$dir/q22.mkv" "$src")
+  printf '%s\t%.1f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
+    "$name" "$duration" "$q" "$ours_pred" "$ours_vmaf" "$trials" "$ours_search" "$ab_crf" \
+    "$ab_pred" "${ab_vmaf:--}" "$ab_search" "$full_s" "$ours_bytes" "$ab_bytes" "$q22_bytes" \
+    "$q22_vmaf" "$ours_file" "$(stat -c %s "$src")" >>"$out"
+  rm -rf "$dir"/*.mkv
+done
+
+python3 - "$out" "$target" "$preset" <<'EOF'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+print(f"VMAF target {sys.argv[2]}, libx265 preset {sys.argv[3]}, VMAF at native resolution\n")
+print("| file | length | ours: CRF | predicted | achieved | trials | search | ab-av1: CRF | predicted | achieved | search | full encode | search/full (ours, ab-av1) | size ours/ab-av1 | size ours/--quality 22 (its VMAF) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+def f(x):
+    try: return float(x)
+    except ValueError: return None
+for r in rows:
+    ours_s, ab_s, full = f(r["ours_search_s"]), f(r["ab_search_s"]), f(r["full_encode_s"])
+    ob, ab, qb = f(r["ours_video_bytes"]), f(r["ab_video_bytes"]), f(r["q22_video_bytes"])
+    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    print(f"| {r['file']} | {float(r['duration']):.0f} s | {r['ours_quality']} | {r['ours_predicted']} | {r['ours_achieved']} "
+          f"| {r['ours_trials']} | {ours_s:.0f} s | {r['ab_crf']} | {r['ab_predicted']} | {r['ab_achieved']} | {ab_s:.0f} s "
+          f"| {full:.0f} s | {ratio(ours_s, full)}, {ratio(ab_s, full)} | {ratio(ob, ab)} | {ratio(ob, qb)} ({r['q22_vmaf']}) |")
+EOF

