@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::config::{ConvertConfig, EncodeSettings, EncoderRequest};
+use crate::config::{ConvertConfig, EncoderRequest};
 use crate::decide::{Container, Plan, SkipReason};
-use crate::encoder::{Device, Encoder, EncoderSetup};
+use crate::encoder::{Device, EncodeSettings, Encoder, EncoderSetup};
 use crate::gpu::{self, Choice, ForSource};
 use crate::lock::Progress;
 use crate::output::{Event, Fallback, RejectedEncoder, Reporter};
