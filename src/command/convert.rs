@@ -21,7 +21,7 @@ use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
-use crate::probe::{self, MediaInfo};
+use crate::probe::{self, HdrMetadata, MediaInfo};
 use crate::process::Tools;
 use crate::scan::{self, MediaFile};
 use crate::signal;
@@ -490,260 +490,398 @@ impl Drop for TempOutput {
     }
 }
 
+/// Converts one file in three phases: claim it, encode and verify the new file, commit it
+/// (swap it into place, release the claims). A phase either hands the next what it needs or
+/// ends the file with its outcome.
 fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Plan) -> FileOutcome {
-    let Context {
-        tools,
-        encoders,
-        config,
-        reporter,
-        deadline,
-        claimer: _,
-    } = *ctx;
-    let started = Instant::now();
+    let one = OneFile {
+        ctx,
+        file,
+        info,
+        plan,
+        started: Instant::now(),
+    };
+    one.convert().unwrap_or_else(|ended| ended)
+}
 
-    let claim = match claim_name(ctx, &file.path, None) {
-        Ok(claim) => claim,
-        Err(outcome) => return outcome,
-    };
-    // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
-    // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
-    // write one name.
-    let output_claim = if plan.output_path == file.path {
-        None
-    } else {
-        match claim_name(ctx, &plan.output_path, Some(&file.path)) {
-            Ok(claim) => Some(claim),
-            Err(outcome) => return outcome,
+/// What every phase of one file's conversion reads.
+struct OneFile<'a> {
+    ctx: &'a Context<'a>,
+    file: &'a MediaFile,
+    info: &'a MediaInfo,
+    plan: &'a Plan,
+    started: Instant,
+}
+
+/// The claims one conversion holds: the file's, and its new name's when the name changes.
+struct Claims {
+    file: Claim,
+    output: Option<Claim>,
+}
+
+impl Claims {
+    fn iter(&self) -> impl Iterator<Item = &Claim> {
+        std::iter::once(&self.file).chain(&self.output)
+    }
+
+    /// Proves every claim is still ours right now (a fresh heartbeat, not the last one).
+    fn confirm(&self) -> Result<(), String> {
+        self.iter().try_for_each(Claim::confirm)
+    }
+
+    /// The outcome of a file that ended while claimed. A failure once a claim is gone is not
+    /// the file's: whoever broke the lock also removed our temp output. It must not count
+    /// towards the file's failure limit.
+    fn judge(&self, ended: FileOutcome) -> FileOutcome {
+        match ended {
+            FileOutcome::Failed(error) if self.confirm().is_err() => FileOutcome::Abandoned(
+                format!("lost the claim, then: {error}; not counted against the file"),
+            ),
+            other => other,
         }
-    };
-    let confirm_claims = || -> Result<(), String> {
-        claim.confirm()?;
-        output_claim.as_ref().map_or(Ok(()), Claim::confirm)
-    };
-    if let Some(hold) = crate::neighbours::held_by_original(&file.path, SystemTime::now()) {
+    }
+
+    /// Releases every claim, even after one fails; says what went wrong, if anything.
+    fn release(self) -> Result<(), String> {
+        let file = self.file.release();
+        let output = self.output.map_or(Ok(()), Claim::release);
+        file.and(output)
+    }
+}
+
+/// A verified new file, not yet in place.
+struct NewFile {
+    temp: TempOutput,
+    bytes: u64,
+    encoded: encode::Encoded,
+}
+
+/// A new file in place of the original.
+struct Placed {
+    bytes: u64,
+    encoded: encode::Encoded,
+}
+
+impl OneFile<'_> {
+    fn convert(&self) -> Result<FileOutcome, FileOutcome> {
+        let claims = self.claim()?;
+        let placed = self
+            .encode_and_verify(&claims)
+            .and_then(|new_file| self.commit(&claims, new_file))
+            .map_err(|ended| claims.judge(ended))?;
+        Ok(self.converted(claims, placed))
+    }
+
+    // ---- claim ----
+
+    /// Makes the file ours, and checks, now that it is, that it is still ours to convert.
+    fn claim(&self) -> Result<Claims, FileOutcome> {
+        let path = &self.file.path;
+        let file = claim_name(self.ctx, path, None)?;
+        // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
+        // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
+        // write one name.
+        let output = if self.plan.output_path == *path {
+            None
+        } else {
+            Some(claim_name(self.ctx, &self.plan.output_path, Some(path))?)
+        };
+        self.not_held_by_original()?;
+        // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first
+        // took it.
+        if let Some(Decision::Skip { reason, detail }) = decide::output_taken(path, self.plan) {
+            return Err(FileOutcome::Skipped(reason, detail));
+        }
+        self.unchanged_since_scan()?;
+        self.no_kept_original_in_the_way()?;
+        Ok(Claims { file, output })
+    }
+
+    /// The original mediabox tool, still at work beside this one, takes no part in our
+    /// claims: its own lock next to the file keeps us away.
+    fn not_held_by_original(&self) -> Result<(), FileOutcome> {
+        let Some(hold) = crate::neighbours::held_by_original(&self.file.path, SystemTime::now())
+        else {
+            return Ok(());
+        };
         if crate::neighbours::first_sighting() {
-            let message = crate::neighbours::at_work_message(&hold);
-            reporter.emit(Event::Warning {
+            self.ctx.reporter.emit(Event::Warning {
                 file: None,
-                message,
+                message: crate::neighbours::at_work_message(&hold),
             });
         }
-        drop(claim);
-        return FileOutcome::SkippedFor {
+        Err(FileOutcome::SkippedFor {
             reason: SkipReason::Locked,
             host: hold.hostname.unwrap_or_else(|| "unknown".into()),
             detail: format!(
                 "held by the original mediabox tool ({})",
                 hold.lock.display()
             ),
-        };
-    }
-    // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first took it.
-    if let Some(Decision::Skip { reason, detail }) = decide::output_taken(&file.path, plan) {
-        return FileOutcome::Skipped(reason, detail);
-    }
-    // Now that the file is ours, is it still worth it? Another host may have converted it
-    // between our scan and our claim (the swap keeps the mtime, never the size), or learned
-    // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
-    match crate::fresh::metadata(&file.path) {
-        Ok(meta) if meta.len() == file.size => {}
-        Ok(_) => {
-            return FileOutcome::Skipped(
-                SkipReason::Changed,
-                "changed since the scan (converted by another host?); the next run looks again"
-                    .into(),
-            );
-        }
-        Err(err) => return FileOutcome::Abandoned(format!("gone since the scan: {err}")),
-    }
-    if let Some(history) = cache::history_now(file, config.retry_failed) {
-        return FileOutcome::SkippedFor {
-            reason: history.reason,
-            detail: history.detail,
-            host: history.host,
-        };
+        })
     }
 
-    let file_name = file.path.file_name().unwrap_or_default();
-    let original_ext = file
-        .path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let kept = file
-        .path
-        .with_file_name(lock::kept_original_name(file_name, &original_ext));
-    // An original kept by an earlier conversion is never replaced, so a second
-    // `--keep-original` conversion of a file replaced since could not keep its own: say so
-    // before encoding, with nothing touched.
-    if config.keep_original && fs::symlink_metadata(&kept).is_ok() {
-        return FileOutcome::Abandoned(format!(
-            "{} already holds the original of an earlier conversion, and --keep-original \
-             never replaces it; move it elsewhere to convert this file again",
-            kept.display()
-        ));
-    }
-    let temp = TempOutput(file.path.with_file_name(lock::temp_output_name(
-        file_name,
-        claim.lock_id(),
-        plan.container.extension(),
-    )));
-
-    let hdr = match info.main_video().filter(|v| v.is_hdr()) {
-        Some(video) => match probe::hdr_metadata(&tools.ffprobe, &file.path, video.index) {
-            Ok(meta) => Some(meta),
-            Err(err) => return FileOutcome::Failed(format!("reading HDR metadata: {err}")),
-        },
-        None => None,
-    };
-    let setup = if plan.container == Container::Flac {
-        // FLAC needs no video encoder, and no detection of one.
-        EncoderSetup::software()
-    } else {
-        match encoders.for_video(reporter, info) {
-            Ok(setup) => setup,
-            Err(outcome) => return outcome,
+    /// Now that the file is ours, is it still worth it? Another host may have converted it
+    /// between our scan and our claim (the swap keeps the mtime, never the size), or learned
+    /// that it is not worth it, or failed it out: one cache read is cheap next to a
+    /// transcode.
+    fn unchanged_since_scan(&self) -> Result<(), FileOutcome> {
+        match crate::fresh::metadata(&self.file.path) {
+            Ok(meta) if meta.len() == self.file.size => {}
+            Ok(_) => {
+                return Err(FileOutcome::Skipped(
+                    SkipReason::Changed,
+                    "changed since the scan (converted by another host?); the next run looks \
+                     again"
+                        .into(),
+                ));
+            }
+            Err(err) => {
+                return Err(FileOutcome::Abandoned(format!(
+                    "gone since the scan: {err}"
+                )));
+            }
         }
-    };
-    let room = temp.0.parent().unwrap_or(Path::new("."));
-    if let Err(no_room) = space::check(room, file.size) {
-        return FileOutcome::Skipped(SkipReason::NoSpace, no_room.to_string());
+        match cache::history_now(self.file, self.ctx.config.retry_failed) {
+            Some(history) => Err(FileOutcome::SkippedFor {
+                reason: history.reason,
+                detail: history.detail,
+                host: history.host,
+            }),
+            None => Ok(()),
+        }
     }
-    let should_stop = || {
+
+    /// An original kept by an earlier conversion is never replaced, so a second
+    /// `--keep-original` conversion of a file replaced since could not keep its own: say so
+    /// before encoding, with nothing touched.
+    fn no_kept_original_in_the_way(&self) -> Result<(), FileOutcome> {
+        let kept = self.kept_name();
+        if self.ctx.config.keep_original && fs::symlink_metadata(&kept).is_ok() {
+            return Err(FileOutcome::Abandoned(format!(
+                "{} already holds the original of an earlier conversion, and --keep-original \
+                 never replaces it; move it elsewhere to convert this file again",
+                kept.display()
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- encode and verify ----
+
+    /// Encodes the file into a temp output beside it and verifies the result; a new file
+    /// that is not smaller enough is discarded here.
+    fn encode_and_verify(&self, claims: &Claims) -> Result<NewFile, FileOutcome> {
+        let Context {
+            tools,
+            config,
+            reporter,
+            ..
+        } = *self.ctx;
+        let temp = TempOutput(self.file.path.with_file_name(lock::temp_output_name(
+            self.file_name(),
+            claims.file.lock_id(),
+            self.plan.container.extension(),
+        )));
+        let hdr = self.hdr_metadata()?;
+        let setup = self.encoder_setup()?;
+        let room = temp.0.parent().unwrap_or(Path::new("."));
+        if let Err(no_room) = space::check(room, self.file.size) {
+            return Err(FileOutcome::Skipped(
+                SkipReason::NoSpace,
+                no_room.to_string(),
+            ));
+        }
+        let should_stop = || self.should_stop(claims);
+        let attempt = encode::Attempt {
+            tools,
+            config,
+            reporter,
+            file: self.file,
+            info: self.info,
+            plan: self.plan,
+            temp: &temp.0,
+            hdr: hdr.as_ref(),
+            should_stop: &should_stop,
+            set_phase: &|phase| claims.file.set_phase(phase),
+            set_progress: &|progress| claims.file.set_progress(progress),
+        };
+        let encoded = encode::encode_verified(&attempt, setup, config.fallback)?;
+        let bytes = fs::metadata(&temp.0)
+            .map_err(|err| FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())))?
+            .len();
+        self.smaller_enough(bytes)?;
+        if signal::interrupted() {
+            return Err(FileOutcome::Interrupted);
+        }
+        Ok(NewFile {
+            temp,
+            bytes,
+            encoded,
+        })
+    }
+
+    /// The HDR metadata the encoder must carry over, for an HDR source.
+    fn hdr_metadata(&self) -> Result<Option<HdrMetadata>, FileOutcome> {
+        let Some(video) = self.info.main_video().filter(|v| v.is_hdr()) else {
+            return Ok(None);
+        };
+        probe::hdr_metadata(&self.ctx.tools.ffprobe, &self.file.path, video.index)
+            .map(Some)
+            .map_err(|err| FileOutcome::Failed(format!("reading HDR metadata: {err}")))
+    }
+
+    fn encoder_setup(&self) -> Result<EncoderSetup, FileOutcome> {
+        if self.plan.container == Container::Flac {
+            // FLAC needs no video encoder, and no detection of one.
+            return Ok(EncoderSetup::software());
+        }
+        self.ctx.encoders.for_video(self.ctx.reporter, self.info)
+    }
+
+    /// Why a running encode must stop now, if it must.
+    fn should_stop(&self, claims: &Claims) -> Option<StopReason> {
         if signal::interrupted() {
             return Some(StopReason::Interrupted);
         }
-        if claim.lost() {
+        if claims.file.lost() {
             return Some(StopReason::LockLost);
         }
-        if config.limits.stop_at_deadline && deadline.is_some_and(|d| Instant::now() >= d) {
+        let limits = &self.ctx.config.limits;
+        if limits.stop_at_deadline && self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
             return Some(StopReason::Deadline);
         }
         None
-    };
-    let attempt = encode::Attempt {
-        tools,
-        config,
-        reporter,
-        file,
-        info,
-        plan,
-        temp: &temp.0,
-        hdr: hdr.as_ref(),
-        should_stop: &should_stop,
-        set_phase: &|phase| claim.set_phase(phase),
-        set_progress: &|progress| claim.set_progress(progress),
-    };
-    // A failure once the claim is gone is not the file's: whoever broke the lock also
-    // removed our temp output. It must not count towards the file's failure limit.
-    let unless_lost = |outcome: FileOutcome| match outcome {
-        FileOutcome::Failed(error) if confirm_claims().is_err() => FileOutcome::Abandoned(format!(
-            "lost the claim, then: {error}; not counted against the file"
-        )),
-        other => other,
-    };
-    let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
-        Ok(encoded) => encoded,
-        Err(outcome) => return unless_lost(outcome),
-    };
-    let after_bytes = match fs::metadata(&temp.0) {
-        Ok(meta) => meta.len(),
-        Err(err) => {
-            return unless_lost(FileOutcome::Failed(format!(
-                "reading {}: {err}",
-                temp.0.display()
-            )));
-        }
-    };
-    let limit = file.size as f64 * (1.0 - plan.min_savings_pct / 100.0);
-    if after_bytes as f64 > limit {
-        return FileOutcome::Skipped(
-            SkipReason::NotSmaller,
-            format!(
-                "the new file ({after_bytes} bytes) is not {}% smaller than the original ({} bytes)",
-                plan.min_savings_pct, file.size
-            ),
-        );
-    }
-    if signal::interrupted() {
-        return FileOutcome::Interrupted;
     }
 
-    // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
-    // the original exactly what was probed; otherwise someone else owns this file now, or
-    // changed it while we worked, and our output must not replace anything. The swap checks
-    // both again before each of its steps.
-    if let Err(lost) = confirm_claims() {
-        return FileOutcome::Abandoned(format!(
-            "lost the claim before the swap ({lost}); the new file was discarded"
-        ));
-    }
-    let original_meta = match original_unchanged(file) {
-        Ok(meta) => meta,
-        Err(why) => return FileOutcome::Abandoned(format!("{why}; the new file was discarded")),
-    };
-    if let Err(err) = swap::carry_over_metadata(&original_meta, &temp.0) {
-        return unless_lost(FileOutcome::Failed(format!(
-            "copying mtime and permissions: {err}"
-        )));
-    }
-    let backup =
-        file.path
-            .with_file_name(lock::backup_name(file_name, claim.lock_id(), &original_ext));
-    let stopped = std::cell::Cell::new(false);
-    let swapped = swap::swap(
-        &Swap {
-            original: &file.path,
-            new_file: &temp.0,
-            destination: &plan.output_path,
-            backup: &backup,
-            keep_as: config.keep_original.then_some(kept.as_path()),
-        },
-        &mut |phase| {
-            let text = phase.text(config.keep_original);
-            let checked = swap_step_allowed(phase, &text, file, &claim, output_claim.as_ref());
-            stopped.set(checked.is_err());
-            checked
-        },
-    );
-    if let Err(err) = swapped {
-        // Stopped by a check: the claim or the original changed under us, not the file's
-        // fault.
-        if stopped.get() {
-            return FileOutcome::Abandoned(format!("the swap stopped: {err}"));
+    fn smaller_enough(&self, bytes: u64) -> Result<(), FileOutcome> {
+        let (size, pct) = (self.file.size, self.plan.min_savings_pct);
+        if bytes as f64 > size as f64 * (1.0 - pct / 100.0) {
+            return Err(FileOutcome::Skipped(
+                SkipReason::NotSmaller,
+                format!(
+                    "the new file ({bytes} bytes) is not {pct}% smaller than the original \
+                     ({size} bytes)"
+                ),
+            ));
         }
-        return unless_lost(FileOutcome::Failed(format!(
-            "replacing the original: {err}"
-        )));
+        Ok(())
     }
-    let released = claim
-        .release()
-        .and(output_claim.map_or(Ok(()), Claim::release));
-    if let Err(err) = released {
-        reporter.emit(Event::Warning {
-            file: Some(shown(&file.path)),
-            message: format!(
-                "converted, but its lock could not be released ({err}); \
-                 `media-converter locks clean` removes it"
-            ),
+
+    // ---- commit ----
+
+    /// Puts the new file in place of the original, each step only while the claims are
+    /// still ours and the original is what was converted.
+    fn commit(&self, claims: &Claims, new_file: NewFile) -> Result<Placed, FileOutcome> {
+        let original_meta = self.self_fence(claims)?;
+        swap::carry_over_metadata(&original_meta, &new_file.temp.0)
+            .map_err(|err| FileOutcome::Failed(format!("copying mtime and permissions: {err}")))?;
+        self.swap(claims, &new_file.temp.0)?;
+        Ok(Placed {
+            bytes: new_file.bytes,
+            encoded: new_file.encoded,
+        })
+    }
+
+    /// The claims must still be ours (a fresh heartbeat, not the last one), and the original
+    /// exactly what was probed; otherwise someone else owns this file now, or changed it
+    /// while we worked, and our output must not replace anything. The swap checks both again
+    /// before each of its steps.
+    fn self_fence(&self, claims: &Claims) -> Result<fs::Metadata, FileOutcome> {
+        claims.confirm().map_err(|lost| {
+            FileOutcome::Abandoned(format!(
+                "lost the claim before the swap ({lost}); the new file was discarded"
+            ))
+        })?;
+        original_unchanged(self.file)
+            .map_err(|why| FileOutcome::Abandoned(format!("{why}; the new file was discarded")))
+    }
+
+    fn swap(&self, claims: &Claims, new_file: &Path) -> Result<(), FileOutcome> {
+        let keep_original = self.ctx.config.keep_original;
+        let kept = self.kept_name();
+        let backup = self.file.path.with_file_name(lock::backup_name(
+            self.file_name(),
+            claims.file.lock_id(),
+            &self.original_ext(),
+        ));
+        let stopped = std::cell::Cell::new(false);
+        let swapped = swap::swap(
+            &Swap {
+                original: &self.file.path,
+                new_file,
+                destination: &self.plan.output_path,
+                backup: &backup,
+                keep_as: keep_original.then_some(kept.as_path()),
+            },
+            &mut |phase| {
+                let text = phase.text(keep_original);
+                let checked = swap_step_allowed(phase, &text, self.file, claims);
+                stopped.set(checked.is_err());
+                checked
+            },
+        );
+        swapped.map_err(|err| {
+            // Stopped by a check: the claim or the original changed under us, not the
+            // file's fault.
+            if stopped.get() {
+                FileOutcome::Abandoned(format!("the swap stopped: {err}"))
+            } else {
+                FileOutcome::Failed(format!("replacing the original: {err}"))
+            }
+        })
+    }
+
+    /// Releases the claims of a converted file and reports it.
+    fn converted(&self, claims: Claims, placed: Placed) -> FileOutcome {
+        let reporter = self.ctx.reporter;
+        if let Err(err) = claims.release() {
+            reporter.emit(Event::Warning {
+                file: Some(shown(&self.file.path)),
+                message: format!(
+                    "converted, but its lock could not be released ({err}); \
+                     `media-converter locks clean` removes it"
+                ),
+            });
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        reporter.emit(Event::Converted {
+            file: shown(&self.file.path),
+            output: shown(&self.plan.output_path),
+            before_bytes: self.file.size,
+            after_bytes: placed.bytes,
+            seconds,
+            encoder: placed.encoded.encoder.clone(),
+            fallback: placed.encoded.fallback,
+            dropped: placed.encoded.dropped,
         });
+        FileOutcome::Converted {
+            after_bytes: placed.bytes,
+            encoder: placed.encoded.encoder,
+            seconds,
+            output: Box::new(placed.encoded.output),
+        }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    reporter.emit(Event::Converted {
-        file: shown(&file.path),
-        output: shown(&plan.output_path),
-        before_bytes: file.size,
-        after_bytes,
-        seconds,
-        encoder: encoded.encoder.clone(),
-        fallback: encoded.fallback,
-        dropped: encoded.dropped,
-    });
-    FileOutcome::Converted {
-        after_bytes,
-        encoder: encoded.encoder,
-        seconds,
-        output: Box::new(encoded.output),
+
+    // ---- names ----
+
+    fn file_name(&self) -> &std::ffi::OsStr {
+        self.file.path.file_name().unwrap_or_default()
+    }
+
+    fn original_ext(&self) -> String {
+        self.file
+            .path
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Where `--keep-original` keeps the original.
+    fn kept_name(&self) -> PathBuf {
+        self.file.path.with_file_name(lock::kept_original_name(
+            self.file_name(),
+            &self.original_ext(),
+        ))
     }
 }
 
@@ -754,10 +892,9 @@ fn swap_step_allowed(
     phase: SwapPhase,
     text: &str,
     file: &MediaFile,
-    claim: &Claim,
-    output_claim: Option<&Claim>,
+    claims: &Claims,
 ) -> Result<(), String> {
-    for claimed in std::iter::once(claim).chain(output_claim) {
+    for claimed in claims.iter() {
         claimed
             .set_phase_durably(text)
             .map_err(|lost| format!("lost the claim ({lost})"))?;
