@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::cache::stats::Stats;
@@ -17,7 +16,7 @@ use crate::duration::format_secs;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
-use crate::output::{Reporter, display_name};
+use crate::output::{Reporter, display_name, human_bytes};
 use crate::presence::{self, Found, HostState, Job, Unchanged};
 use crate::signal;
 use crate::unattended::{self, PauseInfo};
@@ -352,15 +351,15 @@ pub fn render(status: &Status) -> String {
     text.push_str(&format!(
         "totals: {} media files ({})\n  converted {} (saved {})\n  not smaller {}, failed {} ({} given up on)\n  candidates left {} ({}), estimated saving {}\n",
         t.files.files,
-        HumanBytes(t.files.bytes),
+        human_bytes(t.files.bytes),
         t.converted,
-        HumanBytes(t.saved_bytes),
+        human_bytes(t.saved_bytes),
         t.not_smaller.files,
         t.failed.files,
         t.failed_out.files,
         t.candidates.files,
-        HumanBytes(t.candidates.bytes),
-        HumanBytes(t.estimated_saving_bytes),
+        human_bytes(t.candidates.bytes),
+        human_bytes(t.estimated_saving_bytes),
     ));
     if t.unknown.files > 0 {
         text.push_str(&format!(
@@ -375,7 +374,7 @@ pub fn render(status: &Status) -> String {
             display_name(&host.host),
             host.state.map_or("-", HostState::word),
             host.converted,
-            HumanBytes(host.saved_bytes).to_string(),
+            human_bytes(host.saved_bytes).to_string(),
             host.last_converted_at.as_deref().unwrap_or("-"),
             if host.working_on > 0 {
                 format!(", working on {}", host.working_on)
@@ -404,7 +403,7 @@ fn presence_line(host: &HostSeen, p: &HostPresence) -> String {
             "this run: {} converted, {} failed, saved {}",
             p.run_converted,
             p.run_failed,
-            HumanBytes(p.run_saved_bytes)
+            human_bytes(p.run_saved_bytes)
         ),
         seen,
         format!("v{} {}", p.version, p.os),
