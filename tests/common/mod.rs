@@ -496,3 +496,32 @@ pub fn read_cache(dir: &Path) -> Value {
         .unwrap_or_else(|e| panic!("no cache in {}: {e}", dir.display()));
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// libfaketime, to run a real process on a clock hours off this host's.
+pub struct FakeClock {
+    lib: String,
+}
+
+impl FakeClock {
+    /// `None` where libfaketime is not installed (`apt-get install libfaketime`).
+    pub fn find() -> Option<FakeClock> {
+        [
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "/usr/lib/faketime/libfaketimeMT.so.1",
+        ]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .map(|lib| FakeClock { lib: lib.into() })
+    }
+
+    /// The environment that puts a process's clock `offset` off (`"-2h"`, `"+5h"`). Its
+    /// monotonic clock stays true, so its timeouts and heartbeats keep their pace.
+    pub fn env<'a>(&'a self, offset: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("LD_PRELOAD", self.lib.as_str()),
+            ("FAKETIME", offset),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ]
+    }
+}
