@@ -14,6 +14,13 @@
 say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
+# on_signal NAME: a trap's handler (trap 'on_signal INT' INT): the EXIT trap
+# tears down, and the script exits as a shell killed by that signal would.
+on_signal() {
+    say "interrupted by SIG$1, tearing down"
+    case $1 in INT) exit 130 ;; *) exit 143 ;; esac
+}
+
 # ---------------------------------------------------------------- processes
 
 # alive PID: running and not a zombie.

@@ -171,11 +171,6 @@ teardown() {
     exit "$rc"
 }
 
-on_signal() {
-    say "interrupted by SIG$1, tearing down"
-    case $1 in INT) exit 130 ;; *) exit 143 ;; esac
-}
-
 # ----------------------------------------------------------------- helpers
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.

@@ -117,11 +117,6 @@ teardown() {
     exit "$rc"
 }
 
-on_signal() {
-    say "interrupted by SIG$1, tearing down"
-    case $1 in INT) exit 130 ;; *) exit 143 ;; esac
-}
-
 # --------------------------------------------------------------------- logs
 
 show_logs() {
