@@ -37,8 +37,8 @@ pub struct Status {
     pub totals: Stats,
 }
 
-/// A file being converted.
-#[derive(Debug, Serialize)]
+/// A file being converted, as `status` and the dashboard show it.
+#[derive(Debug, Clone, Serialize)]
 pub struct InProgress {
     pub file: String,
     pub host: String,
@@ -46,8 +46,10 @@ pub struct InProgress {
     pub percent: Option<f64>,
     pub fps: Option<f64>,
     pub eta_secs: Option<f64>,
-    /// Since its last heartbeat.
-    pub heartbeat_age_secs: f64,
+    /// Since its lock's last heartbeat, where it was read from the lock (`status`); the
+    /// dashboard reads the hosts' presence records, which have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_secs: Option<f64>,
 }
 
 /// A host and what it has done.
@@ -153,7 +155,7 @@ pub fn gather(
             percent: holder.progress.as_ref().map(|p| p.percent),
             fps: holder.progress.as_ref().and_then(|p| p.fps),
             eta_secs: holder.progress.as_ref().and_then(|p| p.eta_secs),
-            heartbeat_age_secs: holder.age.as_secs_f64(),
+            heartbeat_age_secs: Some(holder.age.as_secs_f64()),
         });
     }
     let totals = gather_stats(
@@ -418,4 +420,39 @@ fn presence_line(host: &HostSeen, p: &HostPresence) -> String {
         parts.push("asleep, cut off from the share, or crashed".into());
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_progress_has_a_heartbeat_age_only_where_it_was_read_from_its_lock() {
+        let job = |heartbeat_age_secs| InProgress {
+            file: "Movie.mkv".into(),
+            host: "den-pc".into(),
+            phase: "transcoding".into(),
+            percent: Some(42.0),
+            fps: None,
+            eta_secs: Some(9.5),
+            heartbeat_age_secs,
+        };
+        // `status`, from the lock.
+        let from_lock = serde_json::to_value(job(Some(1.5))).unwrap();
+        assert_eq!(from_lock["heartbeat_age_secs"], 1.5);
+        assert_eq!(from_lock["percent"], 42.0);
+        // The dashboard, from a presence record: the same fields, and no age at all
+        // (not a null the page would show as "0 s ago").
+        let from_presence = serde_json::to_value(job(None)).unwrap();
+        let fields: Vec<&str> = from_presence
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            ["eta_secs", "file", "fps", "host", "percent", "phase"]
+        );
+    }
 }
