@@ -282,23 +282,11 @@ fn record(
             };
             recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
-        FileOutcome::Skipped(reason, detail) => {
-            if reason == SkipReason::NotSmaller {
-                recorder.not_smaller(file, &detail);
+        FileOutcome::Skipped(skip) => {
+            // Only this host's own finding: another host's history is not ours to repeat.
+            if skip.reason == SkipReason::NotSmaller && skip.host.is_none() {
+                recorder.not_smaller(file, &skip.detail);
             }
-            let skip = Skip::here(reason, detail);
-            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
-        }
-        FileOutcome::SkippedFor {
-            reason,
-            detail,
-            host,
-        } => {
-            let skip = Skip {
-                reason,
-                detail,
-                host: Some(host),
-            };
             skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
         FileOutcome::Failed(error) => {
@@ -422,17 +410,17 @@ fn claim_name(
 ) -> Result<Claim, FileOutcome> {
     match ctx.claimer.claim(path) {
         Ok(claim) => Ok(claim),
-        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::SkippedFor {
-            reason: SkipReason::Locked,
-            host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
-            detail: match for_file {
+        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::skipped_for(
+            SkipReason::Locked,
+            match for_file {
                 None => format!("locked by {holder}"),
                 Some(_) => format!(
                     "its new name {} is locked by {holder}; a later run converts it",
                     path.display()
                 ),
             },
-        }),
+            holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
+        )),
         Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
             if first_time {
                 ctx.reporter.emit(Event::Warning {
@@ -443,7 +431,7 @@ fn claim_name(
                         .into(),
                 });
             }
-            Err(FileOutcome::Skipped(
+            Err(FileOutcome::skipped(
                 SkipReason::NotWritable,
                 format!("{} is not writable", dir.display()),
             ))
@@ -465,13 +453,9 @@ enum FileOutcome {
         /// The new file's verified probe.
         output: Box<MediaInfo>,
     },
-    Skipped(SkipReason, String),
-    /// Skipped because of another host: it holds the file, or its history says so.
-    SkippedFor {
-        reason: SkipReason,
-        detail: String,
-        host: String,
-    },
+    /// Left alone: not worth it, not possible now, or another host's (it holds the file,
+    /// or its history says so).
+    Skipped(Skip),
     /// The file could not be converted: it counts towards the failure limit.
     Failed(String),
     /// The work was given up for reasons that are not the file's (a lost claim, a change
@@ -590,7 +574,7 @@ impl OneFile<'_> {
         // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first
         // took it.
         if let Some(Decision::Skip { reason, detail }) = decide::output_taken(path, self.plan) {
-            return Err(FileOutcome::Skipped(reason, detail));
+            return Err(FileOutcome::skipped(reason, detail));
         }
         self.unchanged_since_scan()?;
         self.no_kept_original_in_the_way()?;
@@ -610,14 +594,14 @@ impl OneFile<'_> {
                 message: crate::neighbours::at_work_message(&hold),
             });
         }
-        Err(FileOutcome::SkippedFor {
-            reason: SkipReason::Locked,
-            host: hold.hostname.unwrap_or_else(|| "unknown".into()),
-            detail: format!(
+        Err(FileOutcome::skipped_for(
+            SkipReason::Locked,
+            format!(
                 "held by the original mediabox tool ({})",
                 hold.lock.display()
             ),
-        })
+            hold.hostname.unwrap_or_else(|| "unknown".into()),
+        ))
     }
 
     /// Now that the file is ours, is it still worth it? Another host may have converted it
@@ -628,7 +612,7 @@ impl OneFile<'_> {
         match crate::fresh::metadata(&self.file.path) {
             Ok(meta) if meta.len() == self.file.size => {}
             Ok(_) => {
-                return Err(FileOutcome::Skipped(
+                return Err(FileOutcome::skipped(
                     SkipReason::Changed,
                     "changed since the scan (converted by another host?); the next run looks \
                      again"
@@ -642,11 +626,11 @@ impl OneFile<'_> {
             }
         }
         match cache::history_now(self.file, self.ctx.config.retry_failed) {
-            Some(history) => Err(FileOutcome::SkippedFor {
-                reason: history.reason,
-                detail: history.detail,
-                host: history.host,
-            }),
+            Some(history) => Err(FileOutcome::skipped_for(
+                history.reason,
+                history.detail,
+                history.host,
+            )),
             None => Ok(()),
         }
     }
@@ -686,7 +670,7 @@ impl OneFile<'_> {
         let setup = self.encoder_setup()?;
         let room = temp.0.parent().unwrap_or(Path::new("."));
         if let Err(no_room) = space::check(room, self.file.size) {
-            return Err(FileOutcome::Skipped(
+            return Err(FileOutcome::skipped(
                 SkipReason::NoSpace,
                 no_room.to_string(),
             ));
@@ -756,7 +740,7 @@ impl OneFile<'_> {
     fn smaller_enough(&self, bytes: u64) -> Result<(), FileOutcome> {
         let (size, pct) = (self.file.size, self.plan.min_savings_pct);
         if bytes as f64 > size as f64 * (1.0 - pct / 100.0) {
-            return Err(FileOutcome::Skipped(
+            return Err(FileOutcome::skipped(
                 SkipReason::NotSmaller,
                 format!(
                     "the new file ({bytes} bytes) is not {pct}% smaller than the original \
@@ -943,6 +927,22 @@ impl Skip {
             detail,
             host: None,
         }
+    }
+}
+
+impl FileOutcome {
+    /// Skipped for a reason of this host's.
+    fn skipped(reason: SkipReason, detail: String) -> FileOutcome {
+        FileOutcome::Skipped(Skip::here(reason, detail))
+    }
+
+    /// Skipped because of `host`: it holds the file, or its history says so.
+    fn skipped_for(reason: SkipReason, detail: String, host: String) -> FileOutcome {
+        FileOutcome::Skipped(Skip {
+            reason,
+            detail,
+            host: Some(host),
+        })
     }
 }
 
