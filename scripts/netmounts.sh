@@ -74,6 +74,8 @@
 set -euo pipefail
 
 readonly PROG=netmounts
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 readonly SHARE=share
 readonly READY_TIMEOUT=${NETMOUNTS_TIMEOUT:-20}
 
@@ -84,9 +86,6 @@ FUSE_PIDS=()         # sshfs / smbnetfs processes we started
 DAEMON_PIDS=()       # sshd / smbd processes we started
 MOUNTS=()            # mount points we created
 PORT=""
-
-say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
 
 usage() {
     cat >&2 <<EOF
@@ -99,36 +98,6 @@ EOF
 
 # ---------------------------------------------------------------- processes
 
-# alive PID: running and not a zombie.
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
-
-# descendants PID: all descendant pids, one per line.
-descendants() {
-    local -A kids=()
-    local f stat pid rest
-    for f in /proc/[0-9]*/stat; do
-        stat=$(cat "$f" 2>/dev/null) || continue
-        pid=${stat%% *}
-        rest=${stat##*) }          # "S PPID ..."
-        rest=${rest#* }
-        kids[${rest%% *}]+=" $pid"
-    done
-    local queue=("$1") p k
-    while ((${#queue[@]})); do
-        p=${queue[0]}
-        queue=("${queue[@]:1}")
-        for k in ${kids[$p]:-}; do
-            echo "$k"
-            queue+=("$k")
-        done
-    done
-}
-
 # ours PID: the process is one we started - our direct child, or a helper
 # whose command line names our temp dir. Guards against a recycled pid.
 ours() {
@@ -140,32 +109,10 @@ ours() {
     [[ -n $WORK ]] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$WORK"
 }
 
-# stop_tree PID: TERM the process and its descendants, KILL after 5 s.
-stop_tree() {
-    local root=$1 p i
-    [[ -n $root ]] && ours "$root" || return 0
-    local pids=("$root")
-    mapfile -t -O 1 pids < <(descendants "$root")
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        local any=""
-        for p in "${pids[@]}"; do alive "$p" && any=1; done
-        [[ -z $any ]] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    done
-    wait "$root" 2>/dev/null || true   # reap if it is our child
-}
-
-# start_bg LOG CMD...: run CMD in its own session in the background, with
-# stdin from /dev/null; the pid is left in $BG_PID.
-start_bg() {
-    local log=$1
-    shift
-    setsid "$@" </dev/null >>"$log" 2>&1 &
-    BG_PID=$!
+# stop_ours PID: stop_tree, for a process that is still ours (not a recycled pid).
+stop_ours() {
+    [[ -n $1 ]] && ours "$1" || return 0
+    stop_tree "$@"
 }
 
 # ------------------------------------------------------------------- mounts
@@ -194,22 +141,22 @@ teardown() {
     set +e
     if [[ -n $CMD_PID ]] && alive "$CMD_PID"; then
         say "stopping COMMAND (pid $CMD_PID)"
-        stop_tree "$CMD_PID"
+        stop_ours "$CMD_PID"
     fi
     local m p
     for m in "${MOUNTS[@]}"; do unmount "$m"; done
-    for p in "${FUSE_PIDS[@]}"; do stop_tree "$p"; done
+    for p in "${FUSE_PIDS[@]}"; do stop_ours "$p"; done
     for m in "${MOUNTS[@]}"; do
         if is_mounted "$m"; then
             say "warning: $m was busy or hung (a process still uses it?); lazy unmount"
             unmount "$m" lazy
         fi
     done
-    for p in "${DAEMON_PIDS[@]}"; do stop_tree "$p"; done
+    for p in "${DAEMON_PIDS[@]}"; do stop_ours "$p"; done
     if [[ -n $WORK && -s $WORK/smb/pid/samba-dcerpcd.pid ]]; then
         # Only if smbd started one despite the config: it is ours, by pidfile.
         p=$(<"$WORK/smb/pid/samba-dcerpcd.pid")
-        [[ $p =~ ^[0-9]+$ ]] && stop_tree "$p"
+        [[ $p =~ ^[0-9]+$ ]] && stop_ours "$p"
     fi
     [[ -n $CREATED_POLICY ]] && rm -f "$CREATED_POLICY"
     if [[ -n $WORK && -d $WORK ]]; then
@@ -222,43 +169,6 @@ teardown() {
         fi
     fi
     exit "$rc"
-}
-
-on_signal() {
-    say "interrupted by SIG$1, tearing down"
-    case $1 in INT) exit 130 ;; *) exit 143 ;; esac
-}
-
-# ----------------------------------------------------------------- packages
-
-ensure_packages() {
-    local p missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' ||
-            missing+=("$p")
-    done
-    ((${#missing[@]})) || return 0
-    command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and no apt-get"
-    say "installing ${missing[*]}"
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        # Keep the packages' own services (sshd on :22, smbd/nmbd) from starting.
-        CREATED_POLICY=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' >"$CREATED_POLICY"
-        chmod 755 "$CREATED_POLICY"
-    fi
-    local log=$WORK/logs/apt.log
-    if ! {
-        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -q update &&
-            DEBIAN_FRONTEND=noninteractive timeout 900 apt-get -q -y \
-                -o DPkg::Lock::Timeout=120 --no-install-recommends \
-                install "${missing[@]}"
-    } >"$log" 2>&1; then
-        say "error: apt-get install ${missing[*]} failed; last lines of its output:"
-        tail -n 15 "$log" | sed 's/^/    /' >&2
-        exit 1
-    fi
-    rm -f "$CREATED_POLICY"
-    CREATED_POLICY=""
 }
 
 # ----------------------------------------------------------------- helpers
@@ -373,7 +283,7 @@ EOF
         start_bg "$WORK/logs/sshd.log" /usr/sbin/sshd -D -e -f "$d/sshd_config"
         DAEMON_PIDS+=("$BG_PID")
         wait_daemon "$BG_PID" "$PORT" && break
-        stop_tree "$BG_PID"
+        stop_ours "$BG_PID"
         unset 'DAEMON_PIDS[-1]'
         PORT=""
     done
@@ -464,7 +374,7 @@ EOF
             smbd --foreground --no-process-group -s "$d/smb.conf"
         DAEMON_PIDS+=("$BG_PID")
         wait_daemon "$BG_PID" "$PORT" && break
-        stop_tree "$BG_PID"
+        stop_ours "$BG_PID"
         unset 'DAEMON_PIDS[-1]'
         PORT=""
     done

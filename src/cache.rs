@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
+use crate::clock;
 use crate::decide::{Calibration, SkipReason, SourceVideo};
 use crate::probe::MediaInfo;
 use crate::quality::{Metric, Score, Target};
@@ -695,10 +696,6 @@ fn host_name() -> String {
     crate::identity::HostIdentity::current().hostname
 }
 
-pub(crate) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
@@ -861,7 +858,7 @@ impl Recorder {
     /// Counts a failure to probe or convert a file toward [`FAILURE_LIMIT`].
     pub fn failed(&mut self, file: &MediaFile, error: &str, stderr_tail: &[String]) {
         let failure = Failed {
-            at: now_rfc3339(),
+            at: clock::now_rfc3339(),
             host: self.host.clone(),
             error: bounded(error),
             // Filled in by the merge, from the count on disk at that moment.
@@ -884,7 +881,7 @@ impl Recorder {
     /// Remembers that converting a file was not worth it, so no host tries again.
     pub fn not_smaller(&mut self, file: &MediaFile, detail: &str) {
         let record = NotSmaller {
-            at: now_rfc3339(),
+            at: clock::now_rfc3339(),
             host: self.host.clone(),
             detail: bounded(detail),
         };
@@ -915,7 +912,7 @@ impl Recorder {
             mtime: meta.modified().map_or(0.0, unix_secs),
         });
         let record = Converted {
-            at: now_rfc3339(),
+            at: clock::now_rfc3339(),
             host: self.host.clone(),
             encoder: encoder.to_owned(),
             before_bytes: file.size,

@@ -8,11 +8,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{
     CacheBuildConfig, CacheStatsConfig, ConvertConfig, DashboardConfig, DoctorConfig,
-    EncodeSettings, EncoderRequest, MediaType, MetricsConfig, Order, OutputConfig, StatusConfig,
-    Target, VerifyMode,
+    EncoderRequest, MediaType, MetricsConfig, Order, OutputConfig, StatusConfig, Target,
+    VerifyMode,
 };
 use crate::duration::parse_duration;
-use crate::encoder::Encoder;
+use crate::encoder::{EncodeSettings, Encoder};
 use crate::lock::{HumanDuration, LockSettings};
 use crate::quality;
 

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::encoder::Encoder;
+use crate::encoder::{EncodeSettings, Encoder};
 
 /// Which kinds of media a run converts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,25 +61,6 @@ pub enum Order {
     Oldest,
     /// By path.
     Name,
-}
-
-/// How the encoder is driven: the knobs shared by every encoder.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncodeSettings {
-    /// CRF-like quality: lower is better and bigger.
-    pub quality: u8,
-    /// Encoder speed preset (libx265 names: ultrafast … placebo).
-    pub preset: String,
-}
-
-impl Default for EncodeSettings {
-    /// The command line's defaults (`--quality 22 --preset medium`), for `doctor`'s trials.
-    fn default() -> EncodeSettings {
-        EncodeSettings {
-            quality: 22,
-            preset: "medium".into(),
-        }
-    }
 }
 
 /// Which encoder a run uses: `--encoder`.

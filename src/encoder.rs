@@ -10,8 +10,26 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use crate::config::EncodeSettings;
 use crate::probe::{HdrMetadata, Stream};
+
+/// How the encoder is driven: the knobs shared by every encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSettings {
+    /// CRF-like quality: lower is better and bigger.
+    pub quality: u8,
+    /// Encoder speed preset (libx265 names: ultrafast … placebo).
+    pub preset: String,
+}
+
+impl Default for EncodeSettings {
+    /// The command line's defaults (`--quality 22 --preset medium`), for `doctor`'s trials.
+    fn default() -> EncodeSettings {
+        EncodeSettings {
+            quality: 22,
+            preset: "medium".into(),
+        }
+    }
+}
 
 /// An HEVC encoder ffmpeg can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

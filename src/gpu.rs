@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{EncodeSettings, EncoderRequest};
-use crate::encoder::{Device, Encoder, EncoderSetup, NvencPresets};
+use crate::config::EncoderRequest;
+use crate::encoder::{Device, EncodeSettings, Encoder, EncoderSetup, NvencPresets};
 use crate::process::run_captured;
 
 pub use nvml::query_nvidia;

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod cache;
 pub mod claim;
 pub mod cli;
+mod clock;
 pub mod command;
 pub mod config;
 pub mod decide;

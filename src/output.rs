@@ -9,10 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::cache::stats::{Stats, Tally};
+use crate::clock;
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
@@ -581,21 +582,33 @@ impl Reporter {
         if self.config.stderr_is_tty {
             let _ = writeln!(stderr, "{text}");
         } else {
-            let _ = writeln!(stderr, "{} {text}", timestamp());
+            let _ = writeln!(stderr, "{} {text}", clock::now_for_log());
         }
     }
 
     fn write_log(&self, text: &str) {
         if let Some(log) = &self.log {
             if let Ok(mut file) = log.lock() {
-                let _ = writeln!(file, "{} {text}", timestamp());
+                let _ = writeln!(file, "{} {text}", clock::now_for_log());
             }
         }
     }
 }
 
-fn timestamp() -> String {
-    chrono::Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+/// Bytes for people, in binary units to two decimals: `1.50 GiB`, `300.00 MiB`, `512 B`.
+/// Every size the program shows goes through here.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
 }
 
 /// The line `--dry-run` prints on stdout for a planned file.
@@ -616,8 +629,8 @@ fn plan_text(event: &Event) -> String {
     match action {
         PlannedAction::Convert => format!(
             "convert  {codec:<10} {:>10} -> ~{:<10} {}{}",
-            HumanBytes(*size_bytes).to_string(),
-            HumanBytes(*estimated_bytes).to_string(),
+            human_bytes(*size_bytes),
+            human_bytes(*estimated_bytes),
             display_name(file),
             predicted_score
                 .map(|s| format!("  ({detail}; predicted score {s:.4})"))
@@ -625,7 +638,7 @@ fn plan_text(event: &Event) -> String {
         ),
         PlannedAction::Skip => format!(
             "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
-            HumanBytes(*size_bytes).to_string(),
+            human_bytes(*size_bytes),
             "",
             display_name(file)
         ),
@@ -653,7 +666,7 @@ fn human_text(event: &Event) -> Option<String> {
         } => format!(
             "converting {} ({codec}, {}) with {encoder}",
             display_name(file),
-            HumanBytes(*size_bytes)
+            human_bytes(*size_bytes)
         ),
         Event::Converted {
             file,
@@ -668,8 +681,8 @@ fn human_text(event: &Event) -> Option<String> {
             let mut text = format!(
                 "converted {}: {} -> {} ({saved:.0}% smaller) in {}",
                 display_name(file),
-                HumanBytes(*before_bytes),
-                HumanBytes(*after_bytes),
+                human_bytes(*before_bytes),
+                human_bytes(*after_bytes),
                 format_secs(*seconds)
             );
             if let Some(score) = score {
@@ -720,14 +733,14 @@ fn human_text(event: &Event) -> Option<String> {
                 "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
                  {predicted_score:.4}), searched by {}",
                 display_name(file),
-                HumanBytes(*predicted_bytes),
+                human_bytes(*predicted_bytes),
                 host.as_deref().unwrap_or("?")
             ),
             (Some(q), false) => format!(
                 "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
                  {predicted_score:.4}) after {trials} trials in {}",
                 display_name(file),
-                HumanBytes(*predicted_bytes),
+                human_bytes(*predicted_bytes),
                 format_secs(*seconds)
             ),
         },
@@ -790,9 +803,9 @@ fn summary_text(s: &Summary) -> String {
         s.converted,
         s.skipped,
         s.failed,
-        HumanBytes(s.saved_bytes),
-        HumanBytes(s.before_bytes),
-        HumanBytes(s.after_bytes),
+        human_bytes(s.saved_bytes),
+        human_bytes(s.before_bytes),
+        human_bytes(s.after_bytes),
         format_secs(s.seconds)
     );
     if let Some(estimate) = s.estimated_saving_bytes {
@@ -801,7 +814,7 @@ fn summary_text(s: &Summary) -> String {
             s.converted,
             s.skipped,
             s.failed,
-            HumanBytes(estimate)
+            human_bytes(estimate)
         );
     }
     if s.interrupted {
@@ -870,7 +883,7 @@ fn stats_text(s: &Stats) -> String {
             "  {:<24} {:>8} files {:>12}\n",
             display_name(label),
             t.files,
-            HumanBytes(t.bytes).to_string()
+            human_bytes(t.bytes)
         )
     };
     let mut text = format!("library {}\n", display_name(&s.dir));
@@ -887,9 +900,9 @@ fn stats_text(s: &Stats) -> String {
     text.push_str(&format!(
         "history\n  converted {:>8} files, {} -> {} (saved {})\n",
         s.converted,
-        HumanBytes(s.converted_before_bytes),
-        HumanBytes(s.converted_after_bytes),
-        HumanBytes(s.saved_bytes)
+        human_bytes(s.converted_before_bytes),
+        human_bytes(s.converted_after_bytes),
+        human_bytes(s.saved_bytes)
     ));
     text.push_str(&row("not smaller (kept)", &s.not_smaller));
     text.push_str(&row("failed at least once", &s.failed));
@@ -900,8 +913,8 @@ fn stats_text(s: &Stats) -> String {
     text.push_str(&format!(
         "work left\n  candidates {:>7} files {:>12}, estimated saving {}\n",
         s.candidates.files,
-        HumanBytes(s.candidates.bytes).to_string(),
-        HumanBytes(s.estimated_saving_bytes)
+        human_bytes(s.candidates.bytes),
+        human_bytes(s.estimated_saving_bytes)
     ));
     if !s.hosts.is_empty() {
         text.push_str("by host\n");
@@ -910,7 +923,7 @@ fn stats_text(s: &Stats) -> String {
                 "  {:<24} {:>8} files, saved {}, last {}\n",
                 display_name(host),
                 tally.converted,
-                HumanBytes(tally.saved_bytes),
+                human_bytes(tally.saved_bytes),
                 tally.last_converted_at
             ));
         }
@@ -921,6 +934,25 @@ fn stats_text(s: &Stats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.00 KiB");
+        assert_eq!(human_bytes(1536), "1.50 KiB");
+        assert_eq!(human_bytes(256 << 20), "256.00 MiB");
+        assert_eq!(human_bytes(3 * GIB / 2), "1.50 GiB");
+        assert_eq!(human_bytes(5 << 40), "5.00 TiB");
+        assert_eq!(human_bytes(u64::MAX), "16.00 EiB");
+        // The sizes the summary and `status` printed before (indicatif's `HumanBytes`) read
+        // the same.
+        for bytes in (0..64).flat_map(|shift| [1u64 << shift, (1u64 << shift) / 2 * 3 + 7]) {
+            let before = indicatif::HumanBytes(bytes).to_string();
+            assert_eq!(human_bytes(bytes), before, "{bytes}");
+        }
+    }
 
     #[test]
     fn control_characters_in_names_are_escaped() {

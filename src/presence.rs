@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{self, Flush};
+use crate::clock;
 use crate::config::{ConvertConfig, Target};
 use crate::identity::{self, HostIdentity, Liveness};
 use crate::lock::{LOCK_SUFFIX, Progress};
@@ -302,7 +303,7 @@ impl Presence {
             process_start: identity::process_start_token(pid),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-            started_at: now_rfc3339(),
+            started_at: clock::now_rfc3339(),
             renew_secs: interval.as_secs_f64(),
             ..PresenceRecord::default()
         };
@@ -436,7 +437,7 @@ impl Shared {
                 };
             }
             board.record.beat += 1;
-            board.record.seen_at = now_rfc3339();
+            board.record.seen_at = clock::now_rfc3339();
             let mut bytes = serde_json::to_vec_pretty(&board.record).map_err(io::Error::other)?;
             bytes.push(b'\n');
             bytes
@@ -532,10 +533,6 @@ fn gpus() -> Vec<String> {
             .map(|node| node.to_string_lossy().into_owned()),
     );
     gpus
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 // ------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Searched, Trial};
-use crate::config::EncodeSettings;
 use crate::decide::SkipReason;
+use crate::encoder::EncodeSettings;
 use crate::encoder::EncoderSetup;
 use crate::output::{Event, Reporter};
 use crate::probe::{MediaInfo, Stream};
@@ -356,7 +356,7 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
         )
     });
     Ok(Searched {
-        at: cache::now_rfc3339(),
+        at: crate::clock::now_rfc3339(),
         host: String::new(),
         metric: ask.target.metric,
         target: ask.target.score,

@@ -165,7 +165,7 @@ pub fn check(dir: &Path) -> ShareReport {
     let conversion = conversion(&mut probes);
     let (free_space, free_bytes) = match space::available(dir) {
         Ok(bytes) => (
-            Check::ok(format!("{} available", space::human_bytes(bytes))),
+            Check::ok(format!("{} available", crate::output::human_bytes(bytes))),
             Some(bytes),
         ),
         Err(err) => (Check::failed(format!("cannot tell: {err}")), None),

@@ -8,6 +8,8 @@ use std::fmt;
 use std::io;
 use std::path::Path;
 
+use crate::output::human_bytes;
+
 /// Space left free for everything else that writes to the share.
 pub const RESERVE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -84,21 +86,6 @@ pub fn check(dir: &Path, source_size: u64) -> Result<(), NoRoom> {
     }
 }
 
-/// Bytes for people: `1.5 GiB`, `300 MiB`, `512 B`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,11 +101,14 @@ mod tests {
         let text = err.to_string();
         assert!(
             text.starts_with(
-                "not enough free space on the share: 4.2 GiB available, 4.2 GiB needed"
+                "not enough free space on the share: 4.25 GiB available, 4.25 GiB needed"
             ),
             "{text}"
         );
-        assert!(text.contains("as large as the original, 4.0 GiB"), "{text}");
+        assert!(
+            text.contains("as large as the original, 4.00 GiB"),
+            "{text}"
+        );
         // A size near u64::MAX does not overflow into "fits".
         assert!(judge(u64::MAX - 1, u64::MAX).is_err());
     }
@@ -139,13 +129,5 @@ mod tests {
         }
         // No disk has room for an exabyte-sized original.
         assert!(check(dir.path(), 1 << 60).is_err());
-    }
-
-    #[test]
-    fn bytes_read_as_people_write_them() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(256 * 1024 * 1024), "256.0 MiB");
-        assert_eq!(human_bytes(3 * GIB / 2), "1.5 GiB");
     }
 }

@@ -468,6 +468,24 @@ mod tests {
         fn p(&self, name: &str) -> PathBuf {
             self.dir.path().join(name)
         }
+        /// `movie.mkv` replaced in place by `.new`, by way of `.bak`.
+        fn in_place(&self) -> Names {
+            self.swap_of("movie.mkv", "movie.mkv")
+        }
+        /// `original` replaced by `.new` at `destination`, by way of `.bak`; an original
+        /// other than `movie.mkv` is made here, holding `old avi`.
+        fn swap_of(&self, original: &str, destination: &str) -> Names {
+            if !self.p(original).exists() {
+                fs::write(self.p(original), b"old avi").unwrap();
+            }
+            Names {
+                original: self.p(original),
+                new_file: self.p(".new"),
+                destination: self.p(destination),
+                backup: self.p(".bak"),
+                kept: None,
+            }
+        }
         fn names(&self) -> Vec<String> {
             let mut names: Vec<_> = fs::read_dir(self.dir.path())
                 .unwrap()
@@ -478,26 +496,38 @@ mod tests {
         }
     }
 
+    /// The names of one swap.
+    struct Names {
+        original: PathBuf,
+        new_file: PathBuf,
+        destination: PathBuf,
+        backup: PathBuf,
+        kept: Option<PathBuf>,
+    }
+
+    impl Names {
+        fn swap(&self) -> Swap<'_> {
+            Swap {
+                original: &self.original,
+                new_file: &self.new_file,
+                destination: &self.destination,
+                backup: &self.backup,
+                keep_as: self.kept.as_deref(),
+            }
+        }
+    }
+
     #[test]
     fn in_place_swap_replaces_and_drops_the_backup() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
+        let names = f.in_place();
         let mut phases = vec![];
-        swap(
-            &Swap {
-                original: &orig,
-                new_file: &new,
-                destination: &orig,
-                backup: &backup,
-                keep_as: None,
-            },
-            &mut |p| {
-                phases.push(p);
-                Ok(())
-            },
-        )
+        swap(&names.swap(), &mut |p| {
+            phases.push(p);
+            Ok(())
+        })
         .unwrap();
-        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(fs::read(&names.original).unwrap(), b"new");
         assert_eq!(f.names(), ["movie.mkv"]);
         // ReplaceFileW passes through "original at the backup name" and says so first.
         let expected: &[SwapPhase] = if cfg!(windows) {
@@ -529,22 +559,17 @@ mod tests {
     #[test]
     fn a_player_letting_go_within_seconds_is_waited_for() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
-        let player = hold_open_like_a_player(&orig);
+        let names = f.in_place();
+        let orig = &names.original;
+        let player = hold_open_like_a_player(orig);
         let closes = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(1500));
             drop(player);
         });
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &orig,
-            backup: &backup,
-            keep_as: None,
-        };
+        let s = names.swap();
         swap(&s, &mut |_| Ok(())).unwrap();
         closes.join().unwrap();
-        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(fs::read(orig).unwrap(), b"new");
         assert_eq!(f.names(), ["movie.mkv"]);
     }
 
@@ -552,15 +577,10 @@ mod tests {
     #[test]
     fn a_player_that_keeps_the_file_open_fails_the_swap_and_loses_nothing() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
-        let _player = hold_open_like_a_player(&orig);
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &orig,
-            backup: &backup,
-            keep_as: None,
-        };
+        let names = f.in_place();
+        let (orig, new, backup) = (&names.original, &names.new_file, &names.backup);
+        let _player = hold_open_like_a_player(orig);
+        let s = names.swap();
         let started = std::time::Instant::now();
         let e = swap(&s, &mut |_| Ok(())).unwrap_err();
         let waited = started.elapsed();
@@ -568,9 +588,9 @@ mod tests {
         assert!(e.to_string().contains("still in use"), "{e}");
         let policy = crate::retry::Backoff::FILE_IN_USE;
         assert!(waited >= policy.total_wait(), "gave up after {waited:?}");
-        assert_eq!(fs::read(&orig).unwrap(), b"original bytes");
+        assert_eq!(fs::read(orig).unwrap(), b"original bytes");
         assert_eq!(
-            fs::read(&new).unwrap(),
+            fs::read(new).unwrap(),
             b"new",
             "the new file is kept to retry"
         );
@@ -669,14 +689,9 @@ mod tests {
         };
         for stop_at in [SwapPhase::BackingUp, last_check] {
             let f = Fixture::new();
-            let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
-            let s = Swap {
-                original: &orig,
-                new_file: &new,
-                destination: &orig,
-                backup: &backup,
-                keep_as: None,
-            };
+            let names = f.in_place();
+            let orig = &names.original;
+            let s = names.swap();
             let e = swap(&s, &mut |phase| {
                 if phase == stop_at {
                     Err("the claim is lost".into())
@@ -687,7 +702,7 @@ mod tests {
             .unwrap_err();
             assert!(e.to_string().contains("the claim is lost"), "{e}");
             assert!(e.original_at.is_none(), "{stop_at:?}: {e}");
-            assert_eq!(fs::read(&orig).unwrap(), b"original bytes");
+            assert_eq!(fs::read(orig).unwrap(), b"original bytes");
             assert_eq!(f.names(), [".new", "movie.mkv"], "{stop_at:?}");
         }
     }
@@ -696,76 +711,56 @@ mod tests {
     #[test]
     fn a_check_that_fails_once_the_new_file_is_in_place_removes_nothing() {
         let f = Fixture::new();
-        let (orig, new, backup) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"));
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &orig,
-            backup: &backup,
-            keep_as: None,
-        };
+        let names = f.in_place();
+        let (orig, backup) = (&names.original, &names.backup);
+        let s = names.swap();
         let e = swap(&s, &mut |phase| match phase {
             SwapPhase::Done => Err("the claim is lost".into()),
             _ => Ok(()),
         })
         .unwrap_err();
         assert_eq!(e.original_at.as_deref(), Some(backup.as_path()), "{e}");
-        assert_eq!(fs::read(&backup).unwrap(), b"original bytes");
-        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(fs::read(backup).unwrap(), b"original bytes");
+        assert_eq!(fs::read(orig).unwrap(), b"new");
     }
 
     #[test]
     fn keep_original_leaves_the_backup() {
         let f = Fixture::new();
-        let (orig, new, backup, kept) = (f.p("movie.mkv"), f.p(".new"), f.p(".bak"), f.p(".kept"));
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &orig,
-            backup: &backup,
-            keep_as: Some(&kept),
+        let names = Names {
+            kept: Some(f.p(".kept")),
+            ..f.in_place()
         };
+        let (orig, backup) = (&names.original, &names.backup);
+        let kept = f.p(".kept");
+        let s = names.swap();
         swap(&s, &mut |_| Ok(())).unwrap();
         assert_eq!(fs::read(&kept).unwrap(), b"original bytes");
         assert!(!backup.exists());
-        assert_eq!(fs::read(&orig).unwrap(), b"new");
+        assert_eq!(fs::read(orig).unwrap(), b"new");
     }
 
     #[test]
     fn new_name_never_overwrites_an_existing_file() {
         let f = Fixture::new();
-        fs::write(f.p("movie.avi"), b"old avi").unwrap();
-        let (orig, new, backup, dest) =
-            (f.p("movie.avi"), f.p(".new"), f.p(".bak"), f.p("movie.mkv"));
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &dest,
-            backup: &backup,
-            keep_as: None,
-        };
+        let names = f.swap_of("movie.avi", "movie.mkv");
+        let (orig, dest) = (&names.original, &names.destination);
+        let s = names.swap();
         let e = swap(&s, &mut |_| Ok(())).unwrap_err();
         assert!(e.to_string().contains("already exists"), "{e}");
-        assert_eq!(fs::read(&orig).unwrap(), b"old avi");
-        assert_eq!(fs::read(&dest).unwrap(), b"original bytes");
+        assert_eq!(fs::read(orig).unwrap(), b"old avi");
+        assert_eq!(fs::read(dest).unwrap(), b"original bytes");
         assert!(e.original_at.is_none());
     }
 
     #[test]
     fn new_name_swap_moves_and_removes_the_original() {
         let f = Fixture::new();
-        fs::write(f.p("clip.avi"), b"old avi").unwrap();
-        let (orig, new, backup, dest) =
-            (f.p("clip.avi"), f.p(".new"), f.p(".bak"), f.p("clip.mkv"));
-        let s = Swap {
-            original: &orig,
-            new_file: &new,
-            destination: &dest,
-            backup: &backup,
-            keep_as: None,
-        };
+        let names = f.swap_of("clip.avi", "clip.mkv");
+        let dest = &names.destination;
+        let s = names.swap();
         swap(&s, &mut |_| Ok(())).unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), b"new");
+        assert_eq!(fs::read(dest).unwrap(), b"new");
         assert_eq!(f.names(), ["clip.mkv", "movie.mkv"]);
     }
 

@@ -7,9 +7,8 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::config::EncodeSettings;
 use crate::decide::{Container, Plan};
-use crate::encoder::EncoderSetup;
+use crate::encoder::{EncodeSettings, EncoderSetup};
 use crate::probe::{HdrMetadata, MediaInfo, StreamKind};
 use crate::process::{
     self, CommandFailed, StderrTail, display_command, kill_and_reap, media_arg, media_command,

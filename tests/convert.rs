@@ -34,35 +34,13 @@ fn event_for<'a>(
 fn a_mixed_library_converts_and_bad_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    h264_aac_srt_mkv(&d.join("plain.mkv"));
-    multi_track_mkv(&d.join("multi.mkv"));
-    mp4_mov_text(&d.join("text.mp4"));
-    h264_10bit_mkv(&d.join("ten bit.mkv"));
-    hdr10_mkv(&d.join("hdr.mkv"));
-    avi(&d.join("old.avi"));
-    hevc_mkv(&d.join("already.mkv"));
-    truncated_mkv(&d.join("truncated.mkv"));
-    fs::write(d.join("empty.mkv"), b"").unwrap();
-    fs::write(d.join("not media.mp4"), b"this is a text file").unwrap();
+    mixed_library(d);
     age_all(d);
 
-    let sources: Vec<_> = [
-        "plain.mkv",
-        "multi.mkv",
-        "text.mp4",
-        "ten bit.mkv",
-        "hdr.mkv",
-        "old.avi",
-    ]
-    .iter()
-    .map(|n| {
-        (
-            n.to_string(),
-            stream_languages(&d.join(n)),
-            duration(&d.join(n)),
-        )
-    })
-    .collect();
+    let sources: Vec<_> = MIXED_CONVERTED
+        .iter()
+        .map(|n| Source::read(&d.join(n)))
+        .collect();
     let already_before = fs::read(d.join("already.mkv")).unwrap();
     let truncated_before = fs::read(d.join("truncated.mkv")).unwrap();
     let empty_meta = fs::metadata(d.join("empty.mkv")).unwrap();
@@ -74,44 +52,19 @@ fn a_mixed_library_converts_and_bad_files_are_reported() {
         "bad files make the exit code 1: {events:#?}"
     );
 
-    for (name, languages, secs) in &sources {
-        let output = if name == "old.avi" {
-            d.join("old.mkv")
-        } else {
-            d.join(name)
-        };
-        let converted = event_for(&events, "converted", &d.join(name))
-            .unwrap_or_else(|| panic!("{name} not converted: {events:#?}"));
+    for source in &sources {
+        let converted = event_for(&events, "converted", &source.path)
+            .unwrap_or_else(|| panic!("{} not converted: {events:#?}", source.path.display()));
         assert!(converted["after_bytes"].as_u64() < converted["before_bytes"].as_u64());
-        assert_eq!(video_codec(&output), "hevc", "{name}");
-        assert_eq!(
-            &stream_languages(&output),
-            languages,
-            "{name}: streams and languages kept"
-        );
-        assert!(
-            (duration(&output) - secs).abs() <= 1.0,
-            "{name}: duration within tolerance"
-        );
+        source.assert_converted();
     }
     assert!(
         !d.join("old.avi").exists(),
         "the avi is replaced by the mkv"
     );
 
-    // The mp4 stays mp4 with mov_text and the Apple tag.
-    let mp4 = ffprobe(&d.join("text.mp4"));
-    let video = &mp4["streams"][0];
-    assert_eq!(video["codec_tag_string"], "hvc1");
-    assert_eq!(mp4["streams"][2]["codec_name"], "mov_text");
-
-    // 10-bit stays 10-bit Main10; HDR tags survive.
-    let ten = ffprobe(&d.join("ten bit.mkv"));
-    assert_eq!(ten["streams"][0]["pix_fmt"], "yuv420p10le");
-    assert_eq!(ten["streams"][0]["profile"], "Main 10");
+    assert_mixed_formats_kept(d);
     let hdr = ffprobe(&d.join("hdr.mkv"));
-    assert_eq!(hdr["streams"][0]["color_transfer"], "smpte2084");
-    assert_eq!(hdr["streams"][0]["color_primaries"], "bt2020");
     assert_eq!(hdr["streams"][0]["color_space"], "bt2020nc");
 
     // Already HEVC: skipped and byte-identical.
@@ -120,7 +73,7 @@ fn a_mixed_library_converts_and_bad_files_are_reported() {
     assert_eq!(fs::read(d.join("already.mkv")).unwrap(), already_before);
 
     // Bad files: reported with the file named, left untouched.
-    for name in ["truncated.mkv", "empty.mkv", "not media.mp4"] {
+    for name in MIXED_BAD {
         let failed = event_for(&events, "failed", &d.join(name))
             .unwrap_or_else(|| panic!("{name} should fail: {events:#?}"));
         assert!(!failed["error"].as_str().unwrap().is_empty());

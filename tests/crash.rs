@@ -10,6 +10,7 @@
 //! die with it (`PR_SET_PDEATHSIG`), which the tests check too.
 #![cfg(target_os = "linux")]
 
+mod common;
 mod workload;
 
 use std::fs;
@@ -19,6 +20,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::FakeClock;
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockRecord, LockSettings, Locker, lock_path};
 use serde_json::Value;
@@ -499,35 +501,15 @@ fn a_paused_holder_never_swaps_after_another_host_took_over() {
     assert_eq!(debris(&scene.library), Vec::<String>::new());
 }
 
-/// libfaketime, to give a real converter process a clock hours off.
-fn libfaketime() -> Option<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/faketime/libfaketimeMT.so.1",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|path| path.exists())
-}
-
 #[test]
 fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
     let _serial = serial();
     let scene = Scene::new(false);
     // The encode takes 6 s, twice the lock timeout: only heartbeats keep the claim.
     scene.fake(Fake::SlowEncode(6));
-    let faketime = libfaketime();
-    let lib = faketime
-        .as_ref()
-        .map(|path| path.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let slow: Vec<(&str, &str)> = match faketime {
-        Some(_) => vec![
-            ("LD_PRELOAD", &lib),
-            ("FAKETIME", "-5h"),
-            ("DONT_FAKE_MONOTONIC", "1"),
-        ],
+    let faketime = FakeClock::find();
+    let slow = match &faketime {
+        Some(clock) => clock.env("-5h"),
         None => {
             // Past the harness's capture: a weaker check must not pass unseen.
             use std::io::Write;
@@ -539,14 +521,9 @@ fn a_heartbeating_holder_is_never_broken_by_hosts_whose_clocks_are_hours_off() {
             Vec::new()
         }
     };
-    let fast: Vec<(&str, &str)> = match faketime {
-        Some(_) => vec![
-            ("LD_PRELOAD", &lib),
-            ("FAKETIME", "+5h"),
-            ("DONT_FAKE_MONOTONIC", "1"),
-        ],
-        None => Vec::new(),
-    };
+    let fast = faketime
+        .as_ref()
+        .map_or_else(Vec::new, |clock| clock.env("+5h"));
     let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &slow);
     scene.wait_for(
         "the encode",
@@ -876,7 +853,7 @@ fn restamp_with_writers_clock(
 /// for 2h00m" on first sight.
 #[test]
 fn a_holder_2h_slow_on_a_share_stamping_the_writers_clock_is_never_broken() {
-    let Some(faketime) = libfaketime() else {
+    let Some(faketime) = FakeClock::find() else {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
@@ -885,15 +862,7 @@ fn a_holder_2h_slow_on_a_share_stamping_the_writers_clock_is_never_broken() {
         return;
     };
     let _serial = serial();
-    let lib = faketime.to_string_lossy().into_owned();
-    let skewed = |offset| {
-        vec![
-            ("LD_PRELOAD", lib.as_str()),
-            ("FAKETIME", offset),
-            ("DONT_FAKE_MONOTONIC", "1"),
-        ]
-    };
-    let (slow, fast) = (skewed("-2h"), skewed("+2h"));
+    let (slow, fast) = (faketime.env("-2h"), faketime.env("+2h"));
     let scene = Scene::new(false);
     scene.fake(Fake::SlowEncode(30));
     let mut holder = scene.start("host-1", "holder", SHORT_LOCKS, true, &slow);
@@ -1026,7 +995,7 @@ fn a_holder_in_another_pid_namespace_is_never_taken_for_dead() {
 /// minute ago; before, it saw the file 11 min old and converted it mid-download.
 #[test]
 fn min_age_is_judged_on_the_file_servers_clock() {
-    let Some(faketime) = libfaketime() else {
+    let Some(faketime) = FakeClock::find() else {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
@@ -1051,9 +1020,7 @@ fn min_age_is_judged_on_the_file_servers_clock() {
                 "--dir",
             ])
             .arg(&scene.library)
-            .env("LD_PRELOAD", &faketime)
-            .env("FAKETIME", offset)
-            .env("DONT_FAKE_MONOTONIC", "1")
+            .envs(faketime.env(offset))
             .output()
             .expect("run the converter");
         assert_eq!(out.status.code(), Some(0));

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
@@ -54,17 +54,6 @@ fn strace() -> Option<&'static str> {
         .status()
         .is_ok_and(|s| s.success());
     works.then_some("strace")
-}
-
-fn libfaketime() -> Option<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/faketime/libfaketimeMT.so.1",
-    ]
-    .into_iter()
-    .map(PathBuf::from)
-    .find(|path| path.exists())
 }
 
 #[test]
@@ -139,7 +128,7 @@ fn a_share_that_cannot_flush_cannot_convert() {
 
 #[test]
 fn a_write_is_seen_stamped_by_the_file_servers_clock() {
-    let Some(lib) = libfaketime() else {
+    let Some(clock) = FakeClock::find() else {
         loud(
             "libfaketime not installed (apt-get install libfaketime): whose clock stamps a \
              write was not told apart from this host's",
@@ -149,12 +138,7 @@ fn a_write_is_seen_stamped_by_the_file_servers_clock() {
     let share = tempfile::tempdir().unwrap();
     // This host's clock an hour slow; the kernel, the "file server" here, stamps files
     // with the true time, creations and writes alike.
-    let lib = lib.to_string_lossy();
-    let envs = [
-        ("LD_PRELOAD", lib.as_ref()),
-        ("FAKETIME", "-1h"),
-        ("DONT_FAKE_MONOTONIC", "1"),
-    ];
+    let envs = clock.env("-1h");
     let (out, report) = doctor_on(share.path(), &[], &envs);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
     let share_report = &report["share"];

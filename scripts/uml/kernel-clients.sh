@@ -43,6 +43,8 @@ set -euo pipefail
 readonly PROG=kernel-clients
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 readonly HERE
+# shellcheck source=scripts/lib.sh
+source "$HERE/../lib.sh"
 readonly BOOT_TIMEOUT=${KC_BOOT_TIMEOUT:-60}
 readonly MEM=${KC_MEM:-192M}
 readonly GUEST_SHARE=/run/kc/share
@@ -57,9 +59,6 @@ SERVER_PIDS=()     # server process trees we started
 GUEST_PIDS=()      # linux.uml processes we started
 GUEST_NAMES=()     # their names
 
-say() { printf '%s: %s\n' "$PROG" "$*" >&2; }
-die() { say "error: $*"; exit 1; }
-
 usage() {
     cat >&2 <<EOF
 usage: $0 run KIND -- COMMAND [ARGS...]
@@ -70,63 +69,6 @@ EOF
 }
 
 # ---------------------------------------------------------------- processes
-
-alive() {
-    local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    stat=${stat##*) }
-    [[ ${stat%% *} != Z ]]
-}
-
-# descendants PID: all descendant pids, one per line.
-descendants() {
-    local -A kids=()
-    local f stat pid rest
-    for f in /proc/[0-9]*/stat; do
-        stat=$(cat "$f" 2>/dev/null) || continue
-        pid=${stat%% *}
-        rest=${stat##*) }
-        rest=${rest#* }
-        kids[${rest%% *}]+=" $pid"
-    done
-    local queue=("$1") p k
-    while ((${#queue[@]})); do
-        p=${queue[0]}
-        queue=("${queue[@]:1}")
-        for k in ${kids[$p]:-}; do
-            echo "$k"
-            queue+=("$k")
-        done
-    done
-}
-
-# stop_tree PID [GRACE_S]: TERM the process and its descendants, KILL after
-# GRACE_S (5) seconds. Only for pids this script started (they are its children).
-stop_tree() {
-    local root=$1 grace=${2:-5} p i
-    [[ -n $root ]] && alive "$root" || return 0
-    local pids=("$root")
-    mapfile -t -O 1 pids < <(descendants "$root")
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    for ((i = 0; i < grace * 10; i++)); do
-        local any=""
-        for p in "${pids[@]}"; do alive "$p" && any=1; done
-        [[ -z $any ]] && break
-        sleep 0.1
-    done
-    for p in "${pids[@]}"; do
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    done
-    wait "$root" 2>/dev/null || true
-}
-
-# start_bg LOG CMD...: CMD in its own session, in the background; pid in BG_PID.
-start_bg() {
-    local log=$1
-    shift
-    setsid "$@" </dev/null >>"$log" 2>&1 &
-    BG_PID=$!
-}
 
 # ----------------------------------------------------------------- teardown
 
@@ -175,42 +117,7 @@ teardown() {
     exit "$rc"
 }
 
-on_signal() {
-    say "interrupted by SIG$1, tearing down"
-    case $1 in INT) exit 130 ;; *) exit 143 ;; esac
-}
-
-# ----------------------------------------------------------------- packages
-
-ensure_packages() {
-    local p missing=()
-    for p in "$@"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q ' installed$' ||
-            missing+=("$p")
-    done
-    ((${#missing[@]})) || return 0
-    command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and no apt-get"
-    say "installing ${missing[*]}"
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        # Keep the packages' own services (rpcbind, ganesha, smbd) from starting.
-        CREATED_POLICY=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' >"$CREATED_POLICY"
-        chmod 755 "$CREATED_POLICY"
-    fi
-    local log=$WORK/logs/apt.log
-    if ! {
-        DEBIAN_FRONTEND=noninteractive timeout 600 apt-get -q update &&
-            DEBIAN_FRONTEND=noninteractive timeout 900 apt-get -q -y \
-                -o DPkg::Lock::Timeout=120 --no-install-recommends \
-                install "${missing[@]}"
-    } >"$log" 2>&1; then
-        say "error: apt-get install ${missing[*]} failed; last lines of its output:"
-        tail -n 15 "$log" | sed 's/^/    /' >&2
-        exit 3
-    fi
-    rm -f "$CREATED_POLICY"
-    CREATED_POLICY=""
-}
+# --------------------------------------------------------------------- logs
 
 show_logs() {
     local f

@@ -20,7 +20,7 @@ use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
 use crate::output::{Event, PlannedAction, Reporter, Summary};
-use crate::probe::{self, MediaInfo};
+use crate::probe::{self, HdrMetadata, MediaInfo};
 use crate::process::Tools;
 use crate::quality::{self, Score};
 use crate::scan::{self, MediaFile, WalkOrder};
@@ -558,26 +558,15 @@ fn record(
             };
             recorder.facts(&new_file, *output, FactsSource::Ffprobe);
         }
-        FileOutcome::Skipped(reason, detail) => {
-            if matches!(
-                reason,
+        FileOutcome::Skipped(skip) => {
+            // Only this host's own finding: another host's history is not ours to repeat.
+            let not_worth_it = matches!(
+                skip.reason,
                 SkipReason::NotSmaller | SkipReason::PredictedNotSmaller
-            ) {
-                recorder.not_smaller(file, &detail);
+            );
+            if not_worth_it && skip.host.is_none() {
+                recorder.not_smaller(file, &skip.detail);
             }
-            let skip = Skip::here(reason, detail);
-            skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
-        }
-        FileOutcome::SkippedFor {
-            reason,
-            detail,
-            host,
-        } => {
-            let skip = Skip {
-                reason,
-                detail,
-                host: Some(host),
-            };
             skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
         FileOutcome::Failed(error) => {
@@ -703,17 +692,17 @@ fn claim_name(
 ) -> Result<Claim, FileOutcome> {
     match ctx.claimer.claim(path) {
         Ok(claim) => Ok(claim),
-        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::SkippedFor {
-            reason: SkipReason::Locked,
-            host: holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
-            detail: match for_file {
+        Err(ClaimRefused::Held(holder)) => Err(FileOutcome::skipped_for(
+            SkipReason::Locked,
+            match for_file {
                 None => format!("locked by {holder}"),
                 Some(_) => format!(
                     "its new name {} is locked by {holder}; a later run converts it",
                     path.display()
                 ),
             },
-        }),
+            holder.hostname.clone().unwrap_or_else(|| "unknown".into()),
+        )),
         Err(ClaimRefused::DirectoryNotWritable { dir, first_time }) => {
             if first_time {
                 ctx.reporter.emit(Event::Warning {
@@ -724,7 +713,7 @@ fn claim_name(
                         .into(),
                 });
             }
-            Err(FileOutcome::Skipped(
+            Err(FileOutcome::skipped(
                 SkipReason::NotWritable,
                 format!("{} is not writable", dir.display()),
             ))
@@ -748,13 +737,9 @@ enum FileOutcome {
         /// Its score against the original (`--target-*` runs).
         score: Option<Score>,
     },
-    Skipped(SkipReason, String),
-    /// Skipped because of another host: it holds the file, or its history says so.
-    SkippedFor {
-        reason: SkipReason,
-        detail: String,
-        host: String,
-    },
+    /// Left alone: not worth it, not possible now, or another host's (it holds the file,
+    /// or its history says so).
+    Skipped(Skip),
     /// The file could not be converted: it counts towards the failure limit.
     Failed(String),
     /// The work was given up for reasons that are not the file's (a lost claim, a change
@@ -773,316 +758,472 @@ impl Drop for TempOutput {
     }
 }
 
+/// Converts one file in three phases: claim it, encode and verify the new file, commit it
+/// (swap it into place, release the claims). A phase either hands the next what it needs or
+/// ends the file with its outcome.
 fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Plan) -> FileOutcome {
-    let Context {
-        tools,
-        encoders,
-        config,
-        reporter,
-        deadline,
-        claimer: _,
-    } = *ctx;
-    let started = Instant::now();
-
-    let claim = match claim_name(ctx, &file.path, None) {
-        Ok(claim) => claim,
-        Err(outcome) => return outcome,
-    };
-    // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
-    // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
-    // write one name.
-    let output_claim = if plan.output_path == file.path {
-        None
-    } else {
-        match claim_name(ctx, &plan.output_path, Some(&file.path)) {
-            Ok(claim) => Some(claim),
-            Err(outcome) => return outcome,
-        }
-    };
-    let confirm_claims = || -> Result<(), String> {
-        claim.confirm()?;
-        output_claim.as_ref().map_or(Ok(()), Claim::confirm)
-    };
-    if let Some((host, detail)) = original_skip(&file.path, reporter) {
-        drop(claim);
-        return FileOutcome::SkippedFor {
-            reason: SkipReason::Locked,
-            host,
-            detail,
-        };
-    }
-    // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first took it.
-    if let Some(Decision::Skip { reason, detail }) = decide::output_taken(&file.path, plan) {
-        return FileOutcome::Skipped(reason, detail);
-    }
-    // Now that the file is ours, is it still worth it? Another host may have converted it
-    // between our scan and our claim (the swap keeps the mtime, never the size), or learned
-    // that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
-    match crate::fresh::metadata(&file.path) {
-        Ok(meta) if meta.len() == file.size => {}
-        Ok(_) => {
-            return FileOutcome::Skipped(
-                SkipReason::Changed,
-                "changed since the scan (converted by another host?); the next run looks again"
-                    .into(),
-            );
-        }
-        Err(err) => return FileOutcome::Abandoned(format!("gone since the scan: {err}")),
-    }
-    if let Some(history) = cache::history_now(file, config.retry_failed) {
-        return FileOutcome::SkippedFor {
-            reason: history.reason,
-            detail: history.detail,
-            host: history.host,
-        };
-    }
-
-    let file_name = file.path.file_name().unwrap_or_default();
-    let original_ext = file
-        .path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let kept = file
-        .path
-        .with_file_name(lock::kept_original_name(file_name));
-    // An original kept by an earlier conversion is never replaced, so a second
-    // `--keep-original` conversion of a file replaced since could not keep its own: say so
-    // before encoding, with nothing touched.
-    if config.keep_original && fs::symlink_metadata(&kept).is_ok() {
-        return FileOutcome::Abandoned(format!(
-            "{} already holds the original of an earlier conversion, and --keep-original \
-             never replaces it; move it elsewhere to convert this file again",
-            kept.display()
-        ));
-    }
-    let temp = TempOutput(file.path.with_file_name(lock::temp_output_name(
-        file_name,
-        claim.lock_id(),
-        plan.container.extension(),
-    )));
-
-    let hdr = match info.main_video().filter(|v| v.is_hdr()) {
-        Some(video) => match probe::hdr_metadata(&tools.ffprobe, &file.path, video.index) {
-            Ok(meta) => Some(meta),
-            Err(err) => return FileOutcome::Failed(format!("reading HDR metadata: {err}")),
-        },
-        None => None,
-    };
-    let setup = if plan.container == Container::Flac {
-        // FLAC needs no video encoder, and no detection of one.
-        EncoderSetup::software()
-    } else {
-        match encoders.for_video(reporter, info) {
-            Ok(setup) => setup,
-            Err(outcome) => return outcome,
-        }
-    };
-    let room = temp.0.parent().unwrap_or(Path::new("."));
-    if let Err(no_room) = space::check(room, file.size) {
-        return FileOutcome::Skipped(SkipReason::NoSpace, no_room.to_string());
-    }
-    let should_stop = || {
-        if signal::interrupted() {
-            return Some(StopReason::Interrupted);
-        }
-        if claim.lost() {
-            return Some(StopReason::LockLost);
-        }
-        if config.limits.stop_at_deadline && deadline.is_some_and(|d| Instant::now() >= d) {
-            return Some(StopReason::Deadline);
-        }
-        None
-    };
-    // `--target-*`: the quality for this file, searched (or read from the cache) first.
-    let tuned;
-    let config = match config.quality_target {
-        Some(target) if plan.container != Container::Flac => {
-            let question = quality::Question {
-                file,
-                ask: quality::Ask {
-                    ffmpeg: &tools.ffmpeg,
-                    ffprobe: &tools.ffprobe,
-                    source: &file.path,
-                    info,
-                    size: file.size,
-                    crop_to: plan.crop_to,
-                    setup: &setup,
-                    settings: &config.encode,
-                    target,
-                    should_stop: &should_stop,
-                },
-                min_savings_pct: plan.min_savings_pct,
-                reporter,
-                set_phase: &|phase| claim.set_phase(phase),
-            };
-            match quality::settle(&question) {
-                Ok(quality) => {
-                    tuned = config.with_quality(quality);
-                    &tuned
-                }
-                Err(unsettled) => return unsettled_outcome(unsettled),
-            }
-        }
-        _ => config,
-    };
-    let attempt = encode::Attempt {
-        tools,
-        config,
-        reporter,
+    let one = OneFile {
+        ctx,
         file,
         info,
         plan,
-        temp: &temp.0,
-        hdr: hdr.as_ref(),
-        should_stop: &should_stop,
-        set_phase: &|phase| claim.set_phase(phase),
-        set_progress: &|progress| claim.set_progress(progress),
+        started: Instant::now(),
     };
-    // A failure once the claim is gone is not the file's: whoever broke the lock also
-    // removed our temp output. It must not count towards the file's failure limit.
-    let unless_lost = |outcome: FileOutcome| match outcome {
-        FileOutcome::Failed(error) if confirm_claims().is_err() => FileOutcome::Abandoned(format!(
-            "lost the claim, then: {error}; not counted against the file"
-        )),
-        other => other,
-    };
-    let encoded = match encode::encode_verified(&attempt, setup, config.fallback) {
-        Ok(encoded) => encoded,
-        Err(outcome) => return unless_lost(outcome),
-    };
-    let after_bytes = match fs::metadata(&temp.0) {
-        Ok(meta) => meta.len(),
-        Err(err) => {
-            return unless_lost(FileOutcome::Failed(format!(
-                "reading {}: {err}",
-                temp.0.display()
+    one.convert().unwrap_or_else(|ended| ended)
+}
+
+/// What every phase of one file's conversion reads.
+struct OneFile<'a> {
+    ctx: &'a Context<'a>,
+    file: &'a MediaFile,
+    info: &'a MediaInfo,
+    plan: &'a Plan,
+    started: Instant,
+}
+
+/// The claims one conversion holds: the file's, and its new name's when the name changes.
+struct Claims {
+    file: Claim,
+    output: Option<Claim>,
+    /// Set by a swap that failed with the original at its backup name only: the locks stay,
+    /// as a crash would leave them, for whoever settles dead claims to finish the swap.
+    settle_later: std::cell::Cell<bool>,
+}
+
+impl Claims {
+    fn iter(&self) -> impl Iterator<Item = &Claim> {
+        std::iter::once(&self.file).chain(&self.output)
+    }
+    /// Proves every claim is still ours right now (a fresh heartbeat, not the last one).
+    fn confirm(&self) -> Result<(), String> {
+        self.iter().try_for_each(Claim::confirm)
+    }
+
+    /// The outcome of a file that ended while claimed. A failure once a claim is gone is not
+    /// the file's: whoever broke the lock also removed our temp output. It must not count
+    /// towards the file's failure limit.
+    fn judge(&self, ended: FileOutcome) -> FileOutcome {
+        match ended {
+            FileOutcome::Failed(error) if self.confirm().is_err() => FileOutcome::Abandoned(
+                format!("lost the claim, then: {error}; not counted against the file"),
+            ),
+            other => other,
+        }
+    }
+
+    /// Leaves every lock where it is, heartbeats stopped (see `settle_later`).
+    fn leave_for_settling(self) {
+        self.file.leave_for_settling();
+        if let Some(output) = self.output {
+            output.leave_for_settling();
+        }
+    }
+
+    /// Releases every claim, even after one fails; says what went wrong, if anything.
+    fn release(self) -> Result<(), String> {
+        let file = self.file.release();
+        let output = self.output.map_or(Ok(()), Claim::release);
+        file.and(output)
+    }
+}
+
+/// A verified new file, not yet in place.
+struct NewFile {
+    temp: TempOutput,
+    bytes: u64,
+    encoded: encode::Encoded,
+    /// Its score against the original (`--target-*` runs).
+    score: Option<Score>,
+}
+
+/// A new file in place of the original.
+struct Placed {
+    bytes: u64,
+    encoded: encode::Encoded,
+    score: Option<Score>,
+}
+
+impl OneFile<'_> {
+    fn convert(&self) -> Result<FileOutcome, FileOutcome> {
+        let claims = self.claim()?;
+        let placed = self
+            .encode_and_verify(&claims)
+            .and_then(|new_file| self.commit(&claims, new_file));
+        match placed {
+            Ok(placed) => Ok(self.converted(claims, placed)),
+            Err(ended) if claims.settle_later.get() => {
+                claims.leave_for_settling();
+                Err(ended)
+            }
+            Err(ended) => Err(claims.judge(ended)),
+        }
+    }
+
+    // ---- claim ----
+
+    /// Makes the file ours, and checks, now that it is, that it is still ours to convert.
+    fn claim(&self) -> Result<Claims, FileOutcome> {
+        let path = &self.file.path;
+        let file = claim_name(self.ctx, path, None)?;
+        // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
+        // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
+        // write one name.
+        let output = if self.plan.output_path == *path {
+            None
+        } else {
+            Some(claim_name(self.ctx, &self.plan.output_path, Some(path))?)
+        };
+        self.not_held_by_original()?;
+        // Two files can become one name (demo.ogg and demo.ogv both demo.mkv): the first
+        // took it.
+        if let Some(Decision::Skip { reason, detail }) = decide::output_taken(path, self.plan) {
+            return Err(FileOutcome::skipped(reason, detail));
+        }
+        self.unchanged_since_scan()?;
+        self.no_kept_original_in_the_way()?;
+        Ok(Claims {
+            file,
+            output,
+            settle_later: std::cell::Cell::new(false),
+        })
+    }
+
+    /// The original mediabox tool, still at work beside this one, takes no part in our
+    /// claims: its own lock next to the file keeps us away.
+    fn not_held_by_original(&self) -> Result<(), FileOutcome> {
+        match original_skip(&self.file.path, self.ctx.reporter) {
+            Some((host, detail)) => Err(FileOutcome::skipped_for(SkipReason::Locked, detail, host)),
+            None => Ok(()),
+        }
+    }
+
+    /// Now that the file is ours, is it still worth it? Another host may have converted it
+    /// between our scan and our claim (the swap keeps the mtime, never the size), or learned
+    /// that it is not worth it, or failed it out: one cache read is cheap next to a
+    /// transcode.
+    fn unchanged_since_scan(&self) -> Result<(), FileOutcome> {
+        match crate::fresh::metadata(&self.file.path) {
+            Ok(meta) if meta.len() == self.file.size => {}
+            Ok(_) => {
+                return Err(FileOutcome::skipped(
+                    SkipReason::Changed,
+                    "changed since the scan (converted by another host?); the next run looks \
+                     again"
+                        .into(),
+                ));
+            }
+            Err(err) => {
+                return Err(FileOutcome::Abandoned(format!(
+                    "gone since the scan: {err}"
+                )));
+            }
+        }
+        match cache::history_now(self.file, self.ctx.config.retry_failed) {
+            Some(history) => Err(FileOutcome::skipped_for(
+                history.reason,
+                history.detail,
+                history.host,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// An original kept by an earlier conversion is never replaced, so a second
+    /// `--keep-original` conversion of a file replaced since could not keep its own: say so
+    /// before encoding, with nothing touched.
+    fn no_kept_original_in_the_way(&self) -> Result<(), FileOutcome> {
+        let kept = self.kept_name();
+        if self.ctx.config.keep_original && fs::symlink_metadata(&kept).is_ok() {
+            return Err(FileOutcome::Abandoned(format!(
+                "{} already holds the original of an earlier conversion, and --keep-original \
+                 never replaces it; move it elsewhere to convert this file again",
+                kept.display()
             )));
         }
-    };
-    let limit = file.size as f64 * (1.0 - plan.min_savings_pct / 100.0);
-    if after_bytes as f64 > limit {
-        return FileOutcome::Skipped(
-            SkipReason::NotSmaller,
-            format!(
-                "the new file ({after_bytes} bytes) is not {}% smaller than the original ({} bytes)",
-                plan.min_savings_pct, file.size
-            ),
-        );
+        Ok(())
     }
-    if signal::interrupted() {
-        return FileOutcome::Interrupted;
-    }
-    let score = config.quality_target.and_then(|target| {
-        claim.set_phase("scoring");
-        let new_file = (temp.0.as_path(), plan.crop_to);
-        quality::achieved_or_warn(reporter, &tools.ffmpeg, file, info, new_file, target.metric)
-    });
 
-    // Self-fence: the claim must still be ours (a fresh heartbeat, not the last one), and
-    // the original exactly what was probed; otherwise someone else owns this file now, or
-    // changed it while we worked, and our output must not replace anything. The swap checks
-    // both again before each of its steps.
-    if let Err(lost) = confirm_claims() {
-        return FileOutcome::Abandoned(format!(
-            "lost the claim before the swap ({lost}); the new file was discarded"
-        ));
-    }
-    let original_meta = match original_unchanged(file) {
-        Ok(meta) => meta,
-        Err(why) => return FileOutcome::Abandoned(format!("{why}; the new file was discarded")),
-    };
-    if let Err(err) = swap::carry_over_metadata(&original_meta, &temp.0) {
-        return unless_lost(FileOutcome::Failed(format!(
-            "copying mtime and permissions: {err}"
+    // ---- encode and verify ----
+
+    /// Encodes the file into a temp output beside it and verifies the result; a new file
+    /// that is not smaller enough is discarded here.
+    fn encode_and_verify(&self, claims: &Claims) -> Result<NewFile, FileOutcome> {
+        let Context {
+            tools,
+            config,
+            reporter,
+            ..
+        } = *self.ctx;
+        let temp = TempOutput(self.file.path.with_file_name(lock::temp_output_name(
+            self.file_name(),
+            claims.file.lock_id(),
+            self.plan.container.extension(),
         )));
-    }
-    let backup =
-        file.path
-            .with_file_name(lock::backup_name(file_name, claim.lock_id(), &original_ext));
-    let stopped = std::cell::Cell::new(false);
-    let swapped = swap::swap(
-        &Swap {
-            original: &file.path,
-            new_file: &temp.0,
-            destination: &plan.output_path,
-            backup: &backup,
-            keep_as: config.keep_original.then_some(kept.as_path()),
-        },
-        &mut |phase| {
-            let text = phase.text(config.keep_original);
-            let checked = swap_step_allowed(phase, &text, file, &claim, output_claim.as_ref());
-            stopped.set(checked.is_err());
-            checked
-        },
-    );
-    if let Err(err) = swapped {
-        // The original is at its backup name only (the new file is at its name): released,
-        // the lock would take along the record of how far the swap got, and the backup
-        // would be an orphan nobody may place. Left, it settles as a crashed swap does.
-        if err.original_at.as_deref().is_some_and(|at| at != file.path) {
-            claim.leave_for_settling();
-            if let Some(output_claim) = output_claim {
-                output_claim.leave_for_settling();
+        let hdr = self.hdr_metadata()?;
+        let setup = self.encoder_setup()?;
+        let room = temp.0.parent().unwrap_or(Path::new("."));
+        if let Err(no_room) = space::check(room, self.file.size) {
+            return Err(FileOutcome::skipped(
+                SkipReason::NoSpace,
+                no_room.to_string(),
+            ));
+        }
+        let should_stop = || self.should_stop(claims);
+        // `--target-*`: the quality for this file, searched (or read from the cache) first.
+        let tuned;
+        let config = match config.quality_target {
+            Some(target) if self.plan.container != Container::Flac => {
+                let question = quality::Question {
+                    file: self.file,
+                    ask: quality::Ask {
+                        ffmpeg: &tools.ffmpeg,
+                        ffprobe: &tools.ffprobe,
+                        source: &self.file.path,
+                        info: self.info,
+                        size: self.file.size,
+                        crop_to: self.plan.crop_to,
+                        setup: &setup,
+                        settings: &config.encode,
+                        target,
+                        should_stop: &should_stop,
+                    },
+                    min_savings_pct: self.plan.min_savings_pct,
+                    reporter,
+                    set_phase: &|phase| claims.file.set_phase(phase),
+                };
+                tuned = config.with_quality(quality::settle(&question).map_err(unsettled_outcome)?);
+                &tuned
             }
-            let outcome = format!(
-                "replacing the original: {err}; its lock stays for the next run or `locks \
-                 clean` to settle"
-            );
-            return if stopped.get() {
-                FileOutcome::Abandoned(outcome)
-            } else {
-                FileOutcome::Failed(outcome)
-            };
+            _ => config,
+        };
+        let attempt = encode::Attempt {
+            tools,
+            config,
+            reporter,
+            file: self.file,
+            info: self.info,
+            plan: self.plan,
+            temp: &temp.0,
+            hdr: hdr.as_ref(),
+            should_stop: &should_stop,
+            set_phase: &|phase| claims.file.set_phase(phase),
+            set_progress: &|progress| claims.file.set_progress(progress),
+        };
+        let encoded = encode::encode_verified(&attempt, setup, config.fallback)?;
+        let bytes = fs::metadata(&temp.0)
+            .map_err(|err| FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())))?
+            .len();
+        self.smaller_enough(bytes)?;
+        if signal::interrupted() {
+            return Err(FileOutcome::Interrupted);
         }
-        // Stopped by a check: the claim or the original changed under us, not the file's
-        // fault.
-        if stopped.get() {
-            return FileOutcome::Abandoned(format!("the swap stopped: {err}"));
-        }
-        return unless_lost(FileOutcome::Failed(format!(
-            "replacing the original: {err}"
-        )));
-    }
-    let released = claim
-        .release()
-        .and(output_claim.map_or(Ok(()), Claim::release));
-    if let Err(err) = released {
-        reporter.emit(Event::Warning {
-            file: Some(shown(&file.path)),
-            message: format!(
-                "converted, but its lock could not be released ({err}); \
-                 `media-converter locks clean` removes it"
-            ),
+        let score = config.quality_target.and_then(|target| {
+            claims.file.set_phase("scoring");
+            let new_file = (temp.0.as_path(), self.plan.crop_to);
+            let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
+            quality::achieved_or_warn(reporter, ffmpeg, file, info, new_file, target.metric)
         });
+        Ok(NewFile {
+            temp,
+            bytes,
+            encoded,
+            score,
+        })
     }
-    let seconds = started.elapsed().as_secs_f64();
-    reporter.emit(Event::Converted {
-        score,
-        file: shown(&file.path),
-        output: shown(&plan.output_path),
-        before_bytes: file.size,
-        after_bytes,
-        seconds,
-        encoder: encoded.encoder.clone(),
-        fallback: encoded.fallback,
-        dropped: encoded.dropped,
-    });
-    FileOutcome::Converted {
-        after_bytes,
-        encoder: encoded.encoder,
-        seconds,
-        output: Box::new(encoded.output),
-        score,
+
+    /// The HDR metadata the encoder must carry over, for an HDR source.
+    fn hdr_metadata(&self) -> Result<Option<HdrMetadata>, FileOutcome> {
+        let Some(video) = self.info.main_video().filter(|v| v.is_hdr()) else {
+            return Ok(None);
+        };
+        probe::hdr_metadata(&self.ctx.tools.ffprobe, &self.file.path, video.index)
+            .map(Some)
+            .map_err(|err| FileOutcome::Failed(format!("reading HDR metadata: {err}")))
+    }
+
+    fn encoder_setup(&self) -> Result<EncoderSetup, FileOutcome> {
+        if self.plan.container == Container::Flac {
+            // FLAC needs no video encoder, and no detection of one.
+            return Ok(EncoderSetup::software());
+        }
+        self.ctx.encoders.for_video(self.ctx.reporter, self.info)
+    }
+
+    /// Why a running encode must stop now, if it must.
+    fn should_stop(&self, claims: &Claims) -> Option<StopReason> {
+        if signal::interrupted() {
+            return Some(StopReason::Interrupted);
+        }
+        if claims.file.lost() {
+            return Some(StopReason::LockLost);
+        }
+        let limits = &self.ctx.config.limits;
+        if limits.stop_at_deadline && self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some(StopReason::Deadline);
+        }
+        None
+    }
+
+    fn smaller_enough(&self, bytes: u64) -> Result<(), FileOutcome> {
+        let (size, pct) = (self.file.size, self.plan.min_savings_pct);
+        if bytes as f64 > size as f64 * (1.0 - pct / 100.0) {
+            return Err(FileOutcome::skipped(
+                SkipReason::NotSmaller,
+                format!(
+                    "the new file ({bytes} bytes) is not {pct}% smaller than the original \
+                     ({size} bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    // ---- commit ----
+
+    /// Puts the new file in place of the original, each step only while the claims are
+    /// still ours and the original is what was converted.
+    fn commit(&self, claims: &Claims, new_file: NewFile) -> Result<Placed, FileOutcome> {
+        let original_meta = self.self_fence(claims)?;
+        swap::carry_over_metadata(&original_meta, &new_file.temp.0)
+            .map_err(|err| FileOutcome::Failed(format!("copying mtime and permissions: {err}")))?;
+        self.swap(claims, &new_file.temp.0)?;
+        Ok(Placed {
+            bytes: new_file.bytes,
+            encoded: new_file.encoded,
+            score: new_file.score,
+        })
+    }
+
+    /// The claims must still be ours (a fresh heartbeat, not the last one), and the original
+    /// exactly what was probed; otherwise someone else owns this file now, or changed it
+    /// while we worked, and our output must not replace anything. The swap checks both again
+    /// before each of its steps.
+    fn self_fence(&self, claims: &Claims) -> Result<fs::Metadata, FileOutcome> {
+        claims.confirm().map_err(|lost| {
+            FileOutcome::Abandoned(format!(
+                "lost the claim before the swap ({lost}); the new file was discarded"
+            ))
+        })?;
+        original_unchanged(self.file)
+            .map_err(|why| FileOutcome::Abandoned(format!("{why}; the new file was discarded")))
+    }
+
+    fn swap(&self, claims: &Claims, new_file: &Path) -> Result<(), FileOutcome> {
+        let keep_original = self.ctx.config.keep_original;
+        let kept = self.kept_name();
+        let backup = self.file.path.with_file_name(lock::backup_name(
+            self.file_name(),
+            claims.file.lock_id(),
+            &self.original_ext(),
+        ));
+        let stopped = std::cell::Cell::new(false);
+        let swapped = swap::swap(
+            &Swap {
+                original: &self.file.path,
+                new_file,
+                destination: &self.plan.output_path,
+                backup: &backup,
+                keep_as: keep_original.then_some(kept.as_path()),
+            },
+            &mut |phase| {
+                let text = phase.text(keep_original);
+                let checked = swap_step_allowed(phase, &text, self.file, claims);
+                stopped.set(checked.is_err());
+                checked
+            },
+        );
+        swapped.map_err(|err| {
+            // The original is at its backup name only (the new file is at its name):
+            // released, the lock would take along the record of how far the swap got, and
+            // the backup would be an orphan nobody may place. Left, it settles as a crashed
+            // swap does.
+            if err
+                .original_at
+                .as_deref()
+                .is_some_and(|at| at != self.file.path)
+            {
+                claims.settle_later.set(true);
+                let outcome = format!(
+                    "replacing the original: {err}; its lock stays for the next run or `locks \
+                     clean` to settle"
+                );
+                return if stopped.get() {
+                    FileOutcome::Abandoned(outcome)
+                } else {
+                    FileOutcome::Failed(outcome)
+                };
+            }
+            // Stopped by a check: the claim or the original changed under us, not the
+            // file's fault.
+            if stopped.get() {
+                FileOutcome::Abandoned(format!("the swap stopped: {err}"))
+            } else {
+                FileOutcome::Failed(format!("replacing the original: {err}"))
+            }
+        })
+    }
+
+    /// Releases the claims of a converted file and reports it.
+    fn converted(&self, claims: Claims, placed: Placed) -> FileOutcome {
+        let reporter = self.ctx.reporter;
+        if let Err(err) = claims.release() {
+            reporter.emit(Event::Warning {
+                file: Some(shown(&self.file.path)),
+                message: format!(
+                    "converted, but its lock could not be released ({err}); \
+                     `media-converter locks clean` removes it"
+                ),
+            });
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        reporter.emit(Event::Converted {
+            score: placed.score,
+            file: shown(&self.file.path),
+            output: shown(&self.plan.output_path),
+            before_bytes: self.file.size,
+            after_bytes: placed.bytes,
+            seconds,
+            encoder: placed.encoded.encoder.clone(),
+            fallback: placed.encoded.fallback,
+            dropped: placed.encoded.dropped,
+        });
+        FileOutcome::Converted {
+            after_bytes: placed.bytes,
+            encoder: placed.encoded.encoder,
+            seconds,
+            output: Box::new(placed.encoded.output),
+            score: placed.score,
+        }
+    }
+
+    // ---- names ----
+
+    fn file_name(&self) -> &std::ffi::OsStr {
+        self.file.path.file_name().unwrap_or_default()
+    }
+
+    fn original_ext(&self) -> String {
+        self.file
+            .path
+            .extension()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Where `--keep-original` keeps the original.
+    fn kept_name(&self) -> PathBuf {
+        self.file
+            .path
+            .with_file_name(lock::kept_original_name(self.file_name()))
     }
 }
 
 /// How a file whose quality could not be settled ends.
 fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
     match unsettled {
-        quality::Unsettled::Skip(reason, detail) => FileOutcome::Skipped(reason, detail),
+        quality::Unsettled::Skip(reason, detail) => FileOutcome::skipped(reason, detail),
         quality::Unsettled::Failed(error) => FileOutcome::Failed(error),
-        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::Skipped(
+        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::skipped(
             SkipReason::Deadline,
             "stopped at the deadline while searching its quality; left for a later run".into(),
         ),
@@ -1100,10 +1241,9 @@ fn swap_step_allowed(
     phase: SwapPhase,
     text: &str,
     file: &MediaFile,
-    claim: &Claim,
-    output_claim: Option<&Claim>,
+    claims: &Claims,
 ) -> Result<(), String> {
-    for claimed in std::iter::once(claim).chain(output_claim) {
+    for claimed in claims.iter() {
         claimed
             .set_phase_durably(text)
             .map_err(|lost| format!("lost the claim ({lost})"))?;
@@ -1152,6 +1292,22 @@ impl Skip {
             detail,
             host: None,
         }
+    }
+}
+
+impl FileOutcome {
+    /// Skipped for a reason of this host's.
+    fn skipped(reason: SkipReason, detail: String) -> FileOutcome {
+        FileOutcome::Skipped(Skip::here(reason, detail))
+    }
+
+    /// Skipped because of `host`: it holds the file, or its history says so.
+    fn skipped_for(reason: SkipReason, detail: String, host: String) -> FileOutcome {
+        FileOutcome::Skipped(Skip {
+            reason,
+            detail,
+            host: Some(host),
+        })
     }
 }
 

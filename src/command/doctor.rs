@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{DoctorConfig, EncodeSettings, EncoderRequest};
-use crate::encoder::{Device, Encoder, NvencPresets};
+use crate::config::{DoctorConfig, EncoderRequest};
+use crate::encoder::{Device, EncodeSettings, Encoder, NvencPresets};
 use crate::exit_codes::ExitCode;
 use crate::gpu::{self, Assessment, Nvenc, Nvidia, Platform, Verdict};
 use crate::output;

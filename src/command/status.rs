@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use indicatif::HumanBytes;
 use serde::Serialize;
 
 use crate::cache::stats::Stats;
@@ -17,7 +16,7 @@ use crate::duration::format_secs;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
-use crate::output::{Reporter, display_name};
+use crate::output::{Reporter, display_name, human_bytes};
 use crate::presence::{self, Found, HostState, Job, Unchanged};
 use crate::signal;
 use crate::unattended::{self, PauseInfo};
@@ -38,8 +37,8 @@ pub struct Status {
     pub totals: Stats,
 }
 
-/// A file being converted.
-#[derive(Debug, Serialize)]
+/// A file being converted, as `status` and the dashboard show it.
+#[derive(Debug, Clone, Serialize)]
 pub struct InProgress {
     pub file: String,
     pub host: String,
@@ -47,8 +46,10 @@ pub struct InProgress {
     pub percent: Option<f64>,
     pub fps: Option<f64>,
     pub eta_secs: Option<f64>,
-    /// Since its last heartbeat.
-    pub heartbeat_age_secs: f64,
+    /// Since its lock's last heartbeat, where it was read from the lock (`status`); the
+    /// dashboard reads the hosts' presence records, which have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_age_secs: Option<f64>,
 }
 
 /// A host and what it has done.
@@ -154,7 +155,7 @@ pub fn gather(
             percent: holder.progress.as_ref().map(|p| p.percent),
             fps: holder.progress.as_ref().and_then(|p| p.fps),
             eta_secs: holder.progress.as_ref().and_then(|p| p.eta_secs),
-            heartbeat_age_secs: holder.age.as_secs_f64(),
+            heartbeat_age_secs: Some(holder.age.as_secs_f64()),
         });
     }
     let totals = gather_stats(
@@ -352,15 +353,15 @@ pub fn render(status: &Status) -> String {
     text.push_str(&format!(
         "totals: {} media files ({})\n  converted {} (saved {})\n  not smaller {}, failed {} ({} given up on)\n  candidates left {} ({}), estimated saving {}\n",
         t.files.files,
-        HumanBytes(t.files.bytes),
+        human_bytes(t.files.bytes),
         t.converted,
-        HumanBytes(t.saved_bytes),
+        human_bytes(t.saved_bytes),
         t.not_smaller.files,
         t.failed.files,
         t.failed_out.files,
         t.candidates.files,
-        HumanBytes(t.candidates.bytes),
-        HumanBytes(t.estimated_saving_bytes),
+        human_bytes(t.candidates.bytes),
+        human_bytes(t.estimated_saving_bytes),
     ));
     for line in t.score_lines() {
         text.push_str(&format!("  {line}\n"));
@@ -378,7 +379,7 @@ pub fn render(status: &Status) -> String {
             display_name(&host.host),
             host.state.map_or("-", HostState::word),
             host.converted,
-            HumanBytes(host.saved_bytes).to_string(),
+            human_bytes(host.saved_bytes).to_string(),
             host.last_converted_at.as_deref().unwrap_or("-"),
             if host.working_on > 0 {
                 format!(", working on {}", host.working_on)
@@ -407,7 +408,7 @@ fn presence_line(host: &HostSeen, p: &HostPresence) -> String {
             "this run: {} converted, {} failed, saved {}",
             p.run_converted,
             p.run_failed,
-            HumanBytes(p.run_saved_bytes)
+            human_bytes(p.run_saved_bytes)
         ),
         seen,
         format!("v{} {}", p.version, p.os),
@@ -422,4 +423,39 @@ fn presence_line(host: &HostSeen, p: &HostPresence) -> String {
         parts.push("asleep, cut off from the share, or crashed".into());
     }
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_in_progress_has_a_heartbeat_age_only_where_it_was_read_from_its_lock() {
+        let job = |heartbeat_age_secs| InProgress {
+            file: "Movie.mkv".into(),
+            host: "den-pc".into(),
+            phase: "transcoding".into(),
+            percent: Some(42.0),
+            fps: None,
+            eta_secs: Some(9.5),
+            heartbeat_age_secs,
+        };
+        // `status`, from the lock.
+        let from_lock = serde_json::to_value(job(Some(1.5))).unwrap();
+        assert_eq!(from_lock["heartbeat_age_secs"], 1.5);
+        assert_eq!(from_lock["percent"], 42.0);
+        // The dashboard, from a presence record: the same fields, and no age at all
+        // (not a null the page would show as "0 s ago").
+        let from_presence = serde_json::to_value(job(None)).unwrap();
+        let fields: Vec<&str> = from_presence
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            ["eta_secs", "file", "fps", "host", "percent", "phase"]
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::config::EncodeSettings;
+use crate::encoder::EncodeSettings;
 use crate::encoder::EncoderSetup;
 use crate::probe::{Stream, StreamKind};
 use crate::process::{StderrTail, kill_and_reap, media_command};

@@ -496,3 +496,117 @@ pub fn read_cache(dir: &Path) -> Value {
         .unwrap_or_else(|e| panic!("no cache in {}: {e}", dir.display()));
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// libfaketime, to run a real process on a clock hours off this host's.
+pub struct FakeClock {
+    lib: String,
+}
+
+impl FakeClock {
+    /// `None` where libfaketime is not installed (`apt-get install libfaketime`).
+    pub fn find() -> Option<FakeClock> {
+        [
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+            "/usr/lib/faketime/libfaketimeMT.so.1",
+        ]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .map(|lib| FakeClock { lib: lib.into() })
+    }
+
+    /// The environment that puts a process's clock `offset` off (`"-2h"`, `"+5h"`). Its
+    /// monotonic clock stays true, so its timeouts and heartbeats keep their pace.
+    pub fn env<'a>(&'a self, offset: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("LD_PRELOAD", self.lib.as_str()),
+            ("FAKETIME", offset),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ]
+    }
+}
+
+/// The files of [`mixed_library`] that a run converts (`old.avi` into `old.mkv`).
+pub const MIXED_CONVERTED: [&str; 6] = [
+    "plain.mkv",
+    "multi.mkv",
+    "text.mp4",
+    "ten bit.mkv",
+    "hdr.mkv",
+    "old.avi",
+];
+
+/// The files of [`mixed_library`] that must fail, each named with a reason.
+pub const MIXED_BAD: [&str; 3] = ["truncated.mkv", "empty.mkv", "not media.mp4"];
+
+/// The mixed library of the convert tests, made in `dir`: [`MIXED_CONVERTED`], one file
+/// already HEVC (`already.mkv`) and [`MIXED_BAD`]. Not aged: callers add their own files,
+/// then age them all.
+pub fn mixed_library(dir: &Path) {
+    h264_aac_srt_mkv(&dir.join("plain.mkv"));
+    multi_track_mkv(&dir.join("multi.mkv"));
+    mp4_mov_text(&dir.join("text.mp4"));
+    h264_10bit_mkv(&dir.join("ten bit.mkv"));
+    hdr10_mkv(&dir.join("hdr.mkv"));
+    avi(&dir.join("old.avi"));
+    hevc_mkv(&dir.join("already.mkv"));
+    truncated_mkv(&dir.join("truncated.mkv"));
+    std::fs::write(dir.join("empty.mkv"), b"").unwrap();
+    std::fs::write(dir.join("not media.mp4"), b"this is a text file").unwrap();
+}
+
+/// What the conversion of a source must keep: its streams (kinds and languages) and its
+/// duration, read before the run.
+pub struct Source {
+    pub path: PathBuf,
+    languages: Vec<(String, String)>,
+    secs: f64,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Source {
+        Source {
+            path: path.to_path_buf(),
+            languages: stream_languages(path),
+            secs: duration(path),
+        }
+    }
+
+    /// Where its conversion lands: an avi becomes an mkv, anything else keeps its name.
+    pub fn output(&self) -> PathBuf {
+        match self.path.extension() {
+            Some(ext) if ext == "avi" => self.path.with_extension("mkv"),
+            _ => self.path.clone(),
+        }
+    }
+
+    /// Asserts that its output is HEVC with the same streams and about the same duration.
+    pub fn assert_converted(&self) {
+        let output = self.output();
+        let shown = output.display();
+        assert_eq!(video_codec(&output), "hevc", "{shown}");
+        assert_eq!(
+            stream_languages(&output),
+            self.languages,
+            "{shown}: streams and languages kept"
+        );
+        assert!(
+            (duration(&output) - self.secs).abs() <= 1.0,
+            "{shown}: duration within tolerance"
+        );
+    }
+}
+
+/// Asserts what [`mixed_library`]'s converted files keep beyond their streams: the mp4
+/// stays mp4 with mov_text and the Apple tag, 10-bit stays 10-bit Main 10, HDR tags survive.
+pub fn assert_mixed_formats_kept(dir: &Path) {
+    let mp4 = ffprobe(&dir.join("text.mp4"));
+    assert_eq!(mp4["streams"][0]["codec_tag_string"], "hvc1");
+    assert_eq!(mp4["streams"][2]["codec_name"], "mov_text");
+    let ten = ffprobe(&dir.join("ten bit.mkv"));
+    assert_eq!(ten["streams"][0]["pix_fmt"], "yuv420p10le");
+    assert_eq!(ten["streams"][0]["profile"], "Main 10");
+    let hdr = ffprobe(&dir.join("hdr.mkv"));
+    assert_eq!(hdr["streams"][0]["color_transfer"], "smpte2084");
+    assert_eq!(hdr["streams"][0]["color_primaries"], "bt2020");
+}

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::config::{ConvertConfig, EncodeSettings, EncoderRequest};
+use crate::config::{ConvertConfig, EncoderRequest};
 use crate::decide::{Container, Plan, SkipReason};
-use crate::encoder::{Device, Encoder, EncoderSetup};
+use crate::encoder::{Device, EncodeSettings, Encoder, EncoderSetup};
 use crate::gpu::{self, Choice, ForSource};
 use crate::lock::Progress;
 use crate::output::{Event, Fallback, RejectedEncoder, Reporter};
@@ -65,7 +65,7 @@ impl<'a> Encoders<'a> {
                 Ok(EncoderSetup::software())
             }
             ForSource::Skip { reason } => {
-                Err(FileOutcome::Skipped(SkipReason::HdrOnHardware, reason))
+                Err(FileOutcome::skipped(SkipReason::HdrOnHardware, reason))
             }
         }
     }
@@ -273,13 +273,13 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
             return Err(Failure::Final(FileOutcome::Interrupted));
         }
         Ok(Outcome::Stopped(StopReason::Deadline)) => {
-            return Err(Failure::Final(FileOutcome::Skipped(
+            return Err(Failure::Final(FileOutcome::skipped(
                 SkipReason::Deadline,
                 "stopped at the deadline (--stop-at-deadline); left for a later run".into(),
             )));
         }
         Ok(Outcome::Stopped(StopReason::WouldNotShrink)) => {
-            return Err(Failure::Final(FileOutcome::Skipped(
+            return Err(Failure::Final(FileOutcome::skipped(
                 SkipReason::NotSmaller,
                 format!(
                     "stopped after {:.0}% of the duration: the new file was heading past the original's {} bytes",

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::cache::stats::Stats;
 use crate::cache::{self, FAILURE_LIMIT, Fingerprint};
-use crate::command::status::{self, HostSeen};
+use crate::command::status::{self, HostSeen, InProgress};
 use crate::config::MediaType;
 use crate::decide::Rules;
 use crate::output::{Event, Reporter};
@@ -33,7 +33,7 @@ pub struct Snapshot {
     /// Every host: working, idle, gone quiet, stopped, or known only from the history.
     pub hosts: Vec<HostSeen>,
     /// The files hosts that are alive report converting, with their progress.
-    pub in_progress: Vec<Working>,
+    pub in_progress: Vec<InProgress>,
     /// The caches' figures; `None` until the first read of the library ends.
     pub totals: Option<Stats>,
     /// Source bytes a second the live hosts convert, from their past conversions.
@@ -51,17 +51,6 @@ pub struct Snapshot {
     /// How long the last read of the library took, and how long ago it ended.
     pub library_read_secs: Option<f64>,
     pub library_read_ago_secs: Option<f64>,
-}
-
-/// A file being converted.
-#[derive(Debug, Clone, Serialize)]
-pub struct Working {
-    pub file: String,
-    pub host: String,
-    pub phase: String,
-    pub percent: Option<f64>,
-    pub fps: Option<f64>,
-    pub eta_secs: Option<f64>,
 }
 
 /// What one host's conversions saved on one day.
@@ -238,13 +227,14 @@ pub fn compose(
         };
         live += 1;
         host.working_on = presence.jobs.len();
-        in_progress.extend(presence.jobs.iter().map(|job| Working {
+        in_progress.extend(presence.jobs.iter().map(|job| InProgress {
             file: job.file.clone(),
             host: host.host.clone(),
             phase: job.phase.clone(),
             percent: job.percent,
             fps: job.fps,
             eta_secs: job.eta_secs,
+            heartbeat_age_secs: None,
         }));
         let past = library.and_then(|(view, _)| view.throughput.get(&host.host));
         if let Some(&(bytes, secs)) = past {
