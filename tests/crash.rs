@@ -1429,7 +1429,11 @@ fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_
     );
     let guard = scene.library.join("clip-00.mkv.mediabox.lock.acquire");
     assert!(guard.is_dir(), "no acquire guard left");
-    fs::create_dir(scene.library.join(CACHE_GUARD)).expect("a dead writer's cache guard");
+    // The killed run's survey may have left its own cache guard already.
+    let cache_guard = scene.library.join(CACHE_GUARD);
+    if !cache_guard.is_dir() {
+        fs::create_dir(&cache_guard).expect("a dead writer's cache guard");
+    }
     fs::write(scene.library.join(".mediabox.clock-0123abcd"), b"").expect("a probe");
     let left = || {
         let mut left = debris(&scene.library);
