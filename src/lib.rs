@@ -12,10 +12,8 @@ pub mod decide;
 pub mod duration;
 pub mod encoder;
 pub mod exit_codes;
-pub mod fresh;
 pub mod gpu;
 pub mod header;
-pub mod identity;
 pub mod lock;
 pub mod neighbours;
 pub mod output;
@@ -24,21 +22,21 @@ pub mod priority;
 pub mod probe;
 pub mod process;
 pub mod progress;
-pub mod retry;
 pub mod scan;
 pub mod share;
 pub mod signal;
 pub mod space;
 pub mod survey;
 pub mod swap;
-#[cfg(test)]
-mod testing;
 pub mod tools;
 pub mod transcode;
 pub mod unattended;
 pub mod verify;
 #[cfg(any(windows, test))]
 pub mod winpath;
+
+// The coordination core, where this crate's modules have always found it.
+pub use share_lock::{fresh, identity, retry};
 
 use cli::{Cli, RunCommand};
 use exit_codes::ExitCode;

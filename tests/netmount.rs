@@ -10,7 +10,7 @@
 //! Child processes are this test binary re-run with `--exact hammer_child`, as in
 //! `tests/lock.rs`.
 
-#[path = "../examples/lock_hammer/hammer.rs"]
+#[path = "../crates/share-lock/examples/lock_hammer/hammer.rs"]
 mod hammer;
 mod workload;
 

@@ -10,13 +10,16 @@ use std::time::SystemTime;
 
 use walkdir::WalkDir;
 
-use super::files::{parent_dir, remove_if_present, rename_noreplace};
-use super::guard::{Abandoned, remove_guard_entry};
+use share_lock::names::parent_dir;
+use share_lock::{
+    Abandoned, BreakOutcome, Holder, LockError, Locker, remove_guard_entry, remove_if_present,
+    rename_noreplace,
+};
+
 use super::names::{
     Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify, kept_original_name,
     parse_work_file_name,
 };
-use super::{BreakOutcome, Holder, LockError, Locker};
 use super::{
     PHASE_KEEPING_SUFFIX, PHASE_SWAP_DONE, PHASE_SWAP_ORIGINAL_AT_BACKUP, PHASE_SWAP_PLACING,
     PHASE_SWAP_REPLACING,
@@ -72,14 +75,11 @@ fn inspect_for_listing(
     locker: &Locker,
     lock: &Path,
 ) -> Result<Option<(Holder, ClockSource)>, LockError> {
-    let Some(observed) = locker.observe(lock)? else {
-        return Ok(None);
-    };
     let (now, clock) = match locker.server_now(parent_dir(lock)) {
         Ok(now) => (now, ClockSource::Server),
-        Err(_) => ((locker.wall_clock)(), ClockSource::Local),
+        Err(_) => (locker.wall_now(), ClockSource::Local),
     };
-    Ok(Some((locker.judge(&observed, now), clock)))
+    Ok(locker.inspect_at(lock, now)?.map(|holder| (holder, clock)))
 }
 
 /// What [`clean`] did, or would do in a dry run.
@@ -289,7 +289,8 @@ pub fn settle_dead_claims(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
         if !matches!(artifact, Artifact::Lock { .. }) {
             continue;
         }
-        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock) {
+        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock, settle_now)
+        {
             actions.push(CleanAction::BrokeStaleLock { lock, holder });
             actions.extend(settled.actions.into_iter().flatten());
         }
@@ -357,15 +358,15 @@ impl Cleaner<'_> {
     fn lock(&mut self, lock: &Path) -> Result<(), LockError> {
         let outcome = if self.report.dry_run {
             match self.locker.inspect(lock)? {
-                Some((_, holder)) if holder.verdict.is_stale() => {
+                Some(holder) if holder.verdict.is_stale() => {
                     let settled = settle_dead_claim(lock, &holder, true);
                     BreakOutcome::Broken(holder, settled)
                 }
-                Some((_, holder)) => BreakOutcome::Live(holder),
+                Some(holder) => BreakOutcome::Live(holder),
                 None => BreakOutcome::Vanished,
             }
         } else {
-            self.locker.break_if_stale(lock)?
+            self.locker.break_if_stale(lock, settle_now)?
         };
         match outcome {
             BreakOutcome::Broken(holder, settled) => {
@@ -392,7 +393,7 @@ impl Cleaner<'_> {
 
     fn guard(&mut self, guard: &Path) -> Result<(), LockError> {
         let abandoned = if self.report.dry_run {
-            self.is_older_than(guard, self.locker.settings.guard_timeout)?
+            self.is_older_than(guard, self.locker.settings().guard_timeout)?
         } else {
             self.locker.retire_abandoned_guard(guard)? == Abandoned::Retired
         };
@@ -408,7 +409,7 @@ impl Cleaner<'_> {
     /// rename keeps the mtime, so only `stale_after` tells a crash's leftover from
     /// a live lock being put back.
     fn tombstone(&mut self, path: &Path) -> Result<(), LockError> {
-        if !self.is_older_than(path, self.locker.settings.stale_after)? {
+        if !self.is_older_than(path, self.locker.settings().stale_after)? {
             return Ok(());
         }
         if !self.report.dry_run {
@@ -422,7 +423,7 @@ impl Cleaner<'_> {
     }
 
     fn clock_probe(&mut self, path: &Path) -> Result<(), LockError> {
-        if !self.is_older_than(path, self.locker.settings.guard_timeout)? {
+        if !self.is_older_than(path, self.locker.settings().guard_timeout)? {
             return Ok(());
         }
         self.remove(path)?;
@@ -454,8 +455,8 @@ impl Cleaner<'_> {
     fn owned_by_live_lock(&self, lock: &Path, lock_id: &str) -> Result<bool, LockError> {
         Ok(match self.locker.inspect(lock)? {
             None => false,
-            Some((_, holder)) if holder.verdict.is_stale() => false,
-            Some((_, holder)) => holder.lock_id.as_deref().is_none_or(|id| id == lock_id),
+            Some(holder) if holder.verdict.is_stale() => false,
+            Some(holder) => holder.lock_id.as_deref().is_none_or(|id| id == lock_id),
         })
     }
 
@@ -730,6 +731,11 @@ fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
         }
         Ok(filled)
     }
+}
+
+/// Settles the work files of the dead claim whose lock was just broken.
+fn settle_now(lock: &Path, holder: &Holder) -> Settled {
+    settle_dead_claim(lock, holder, false)
 }
 
 /// What breaking a dead claim's lock did to the work files it left.

@@ -30,8 +30,6 @@ mod error;
 mod files;
 mod guard;
 mod heartbeat;
-mod maintenance;
-mod names;
 mod record;
 mod settings;
 mod verdict;
@@ -45,47 +43,24 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{LockError, LockLost, LostReason};
-pub use files::rename_noreplace;
-pub use guard::ShortGuard;
+pub use files::{random_hex, remove_if_present, rename_noreplace};
+pub use guard::{Abandoned, ShortGuard, remove_guard_entry};
 pub use heartbeat::Heartbeat;
-pub use maintenance::{
-    CleanAction, CleanReport, ClockSource, LockStatus, clean, list_locks, settle_dead_claims,
-};
-pub use names::{
-    LOCK_SUFFIX, MAX_NAME_BYTES, WorkFileKind, WorkFileName, backup_name, fits_work_names,
-    is_lock_artifact, kept_original_name, lock_path, parse_work_file_name, temp_output_name,
-};
 pub use record::{LockRecord, Progress, RecordError};
 pub use settings::LockSettings;
 pub use verdict::{Content, HumanDuration, LiveReason, StaleReason, Verdict};
 
 use crate::identity::{HostIdentity, process_liveness, process_start_token};
+use crate::names::{acquire_guard_path, guard_path, lock_path, parent_dir};
 use files::{
-    Retired, ServerClock, Snapshot, create_exclusive, parent_dir, probe_server_clock, put_back,
-    read_bounded, read_path_bounded, read_snapshot, retire, stamp_server_time,
+    Retired, ServerClock, Snapshot, create_exclusive, probe_server_clock, put_back, read_bounded,
+    read_path_bounded, read_snapshot, retire, stamp_server_time,
 };
 use guard::{Released, restore_lock};
-use names::{acquire_guard_path, guard_path};
 use verdict::{Facts, judge};
 
 /// The phase written when a file is first claimed.
 pub const PHASE_CLAIMED: &str = "claimed";
-/// The phase a swap to a new name writes, durably, before it reserves that name by
-/// exclusive create: an empty file at a dead claim's name in this phase is its reservation.
-pub const PHASE_SWAP_PLACING: &str = "swap:placing";
-/// The phase an in-place swap writes, durably, before it renames the new file over the
-/// original (which has a second name, the backup, by then).
-pub const PHASE_SWAP_REPLACING: &str = "swap:replacing";
-/// The phase an in-place swap without hard links writes, durably, before it renames the
-/// original to the backup name.
-pub const PHASE_SWAP_ORIGINAL_AT_BACKUP: &str = "swap:original-at-backup";
-/// The phase a swap writes, durably, once the new file is in place and before the
-/// original's other name is removed: a dead claim's backup is then debris.
-pub const PHASE_SWAP_DONE: &str = "swap:done";
-/// Appended to a swap phase with `--keep-original`: a dead claim's backup is then the
-/// original to keep aside (`swap:done:keeping-original`).
-pub const PHASE_KEEPING_SUFFIX: &str = ":keeping-original";
-
 /// How long a learned server clock is trusted before probing again. Our monotonic
 /// clock and the server's drift apart by parts per million; this only catches a
 /// server whose clock is stepped.
@@ -110,6 +85,9 @@ enum Created {
 /// clock is hours off.
 type WallClock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
+/// What runs after this locker broke a stale lock on its way to a claim.
+type OnBreak = Arc<dyn Fn(&Path, &Holder) + Send + Sync>;
+
 /// Takes, inspects and breaks locks for one run of this host.
 ///
 /// It remembers, for every lock it has looked at, what it last saw (mtime, size,
@@ -120,6 +98,7 @@ pub struct Locker {
     identity: HostIdentity,
     settings: LockSettings,
     wall_clock: WallClock,
+    on_break: Option<OnBreak>,
     pid: u32,
     process_start: Option<String>,
     seen: Mutex<HashMap<PathBuf, Seen>>,
@@ -228,12 +207,13 @@ impl fmt::Display for Holder {
     }
 }
 
-/// How an attempt to break a lock ended.
+/// How [`Locker::break_if_stale`] ended; `S` is what the caller's tidying of a dead
+/// claim returned.
 #[derive(Debug)]
-enum BreakOutcome {
-    /// It was stale and is gone now, and so are the work files it left that were
-    /// certainly debris.
-    Broken(Holder, maintenance::Settled),
+pub enum BreakOutcome<S> {
+    /// It was stale and is gone now, with what tidying the dead claim's leftovers
+    /// returned (the default when another host retired it first).
+    Broken(Holder, S),
     /// It is live.
     Live(Holder),
     /// It is stale, but another host is breaking it right now.
@@ -250,6 +230,7 @@ impl Locker {
             identity,
             settings,
             wall_clock: Arc::new(SystemTime::now),
+            on_break: None,
             pid,
             process_start: process_start_token(pid),
             seen: Mutex::new(HashMap::new()),
@@ -265,6 +246,15 @@ impl Locker {
         clock: impl Fn() -> SystemTime + Send + Sync + 'static,
     ) -> Locker {
         self.wall_clock = Arc::new(clock);
+        self
+    }
+
+    /// Runs `tidy` whenever [`Locker::try_acquire`] breaks a stale lock on its way to a
+    /// claim, right after the lock is retired, with the lock's path and its last record:
+    /// the place to deal with what the dead claim left (its temp files are named by its
+    /// lock id). A break the caller asks for ([`Locker::break_if_stale`]) gets its own.
+    pub fn on_break(mut self, tidy: impl Fn(&Path, &Holder) + Send + Sync + 'static) -> Locker {
+        self.on_break = Some(Arc::new(tidy));
         self
     }
 
@@ -302,7 +292,12 @@ impl Locker {
                 Created::Busy => return Ok(Acquire::Held(self.busy_holder(&lock)?)),
                 Created::Exists => {}
             }
-            match self.break_if_stale(&lock)? {
+            let tidy = |lock: &Path, holder: &Holder| {
+                if let Some(on_break) = &self.on_break {
+                    on_break(lock, holder);
+                }
+            };
+            match self.break_if_stale(&lock, tidy)? {
                 BreakOutcome::Live(holder) | BreakOutcome::Busy(holder) => {
                     return Ok(Acquire::Held(holder));
                 }
@@ -435,16 +430,22 @@ impl Locker {
     /// holder if there is a live one, else "changing hands".
     fn busy_holder(&self, lock: &Path) -> Result<Holder, LockError> {
         Ok(match self.inspect(lock)? {
-            Some((_, holder)) if !holder.verdict.is_stale() => holder,
+            Some(holder) if !holder.verdict.is_stale() => holder,
             _ => Holder::contended(),
         })
     }
 
     /// Breaks the lock at `lock` if it is stale, by the guarded protocol: take the
     /// guard `<lock>.break`, re-read and re-judge under it, retire the lock to a
-    /// tombstone and delete that only if it still holds what was judged stale.
-    fn break_if_stale(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
-        let Some((_, holder)) = self.inspect(lock)? else {
+    /// tombstone and delete that only if it still holds what was judged stale. Then,
+    /// still under the guard, `tidy` deals with what the dead claim left; its result
+    /// comes back in [`BreakOutcome::Broken`].
+    pub fn break_if_stale<S: Default>(
+        &self,
+        lock: &Path,
+        tidy: impl FnOnce(&Path, &Holder) -> S,
+    ) -> Result<BreakOutcome<S>, LockError> {
+        let Some((_, holder)) = self.observe_and_judge(lock)? else {
             return Ok(BreakOutcome::Vanished);
         };
         if !holder.verdict.is_stale() {
@@ -453,7 +454,7 @@ impl Locker {
         let Some(guard) = self.take_guard(&guard_path(lock))? else {
             return Ok(BreakOutcome::Busy(holder));
         };
-        let outcome = self.break_under_guard(lock);
+        let outcome = self.break_under_guard(lock, tidy);
         // A break guard held too long is left for others to retire; the break itself
         // was safe regardless (the tombstone check).
         let released = guard.release();
@@ -462,9 +463,13 @@ impl Locker {
         Ok(outcome)
     }
 
-    fn break_under_guard(&self, lock: &Path) -> Result<BreakOutcome, LockError> {
+    fn break_under_guard<S: Default>(
+        &self,
+        lock: &Path,
+        tidy: impl FnOnce(&Path, &Holder) -> S,
+    ) -> Result<BreakOutcome<S>, LockError> {
         // Someone may have broken and re-taken it since we judged: judge again.
-        let Some((observed, holder)) = self.inspect(lock)? else {
+        let Some((observed, holder)) = self.observe_and_judge(lock)? else {
             return Ok(BreakOutcome::Vanished);
         };
         if !holder.verdict.is_stale() {
@@ -473,10 +478,10 @@ impl Locker {
         let judged = observed.snapshot.bytes;
         match retire(lock, |bytes| bytes == judged.as_slice()).map_err(LockError::io(lock))? {
             Retired::Done => {
-                // The dead claim's own temp output (gigabytes, hidden) and backup are
-                // dealt with now, not left for a `locks clean` nobody may run.
-                let settled = maintenance::settle_dead_claim(lock, &holder, false);
-                Ok(BreakOutcome::Broken(holder, settled))
+                // What the dead claim left (a temp file of gigabytes) is dealt with
+                // now, not left for a clean-up nobody may run.
+                let tidied = tidy(lock, &holder);
+                Ok(BreakOutcome::Broken(holder, tidied))
             }
             Retired::Vanished => Ok(BreakOutcome::Broken(holder, Default::default())),
             // It changed between our last read and the rename: an owner is alive
@@ -484,7 +489,7 @@ impl Locker {
             Retired::Displaced { tomb } => {
                 restore_lock(lock, &tomb, self.settings.guard_timeout / 2)
                     .map_err(LockError::io(lock))?;
-                Ok(match self.inspect(lock)? {
+                Ok(match self.observe_and_judge(lock)? {
                     Some((_, now)) if !now.verdict.is_stale() => BreakOutcome::Live(now),
                     Some((_, now)) => BreakOutcome::Busy(now),
                     None => BreakOutcome::Busy(holder),
@@ -493,8 +498,27 @@ impl Locker {
         }
     }
 
-    /// Reads and judges the lock at `lock`; `None` when there is none.
-    fn inspect(&self, lock: &Path) -> Result<Option<(Observed, Holder)>, LockError> {
+    /// Reads and judges the lock at `lock` on the file server's clock; `None` when there
+    /// is none.
+    pub fn inspect(&self, lock: &Path) -> Result<Option<Holder>, LockError> {
+        Ok(self.observe_and_judge(lock)?.map(|(_, holder)| holder))
+    }
+
+    /// Reads the lock at `lock` and judges it as of `now`: for a listing where no file
+    /// server's clock can be learned (a read-only share), with [`Locker::wall_now`].
+    pub fn inspect_at(&self, lock: &Path, now: SystemTime) -> Result<Option<Holder>, LockError> {
+        Ok(self
+            .observe(lock)?
+            .map(|observed| self.judge(&observed, now)))
+    }
+
+    /// This host's wall clock (injectable, [`Locker::with_wall_clock`]): only for where the
+    /// file server's cannot be learned.
+    pub fn wall_now(&self) -> SystemTime {
+        (self.wall_clock)()
+    }
+
+    fn observe_and_judge(&self, lock: &Path) -> Result<Option<(Observed, Holder)>, LockError> {
         let Some(observed) = self.observe(lock)? else {
             return Ok(None);
         };
@@ -562,8 +586,8 @@ impl Locker {
         )
     }
 
-    /// The file server's clock for `dir` now.
-    fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
+    /// The file server's clock for `dir` now (learned at most every few minutes).
+    pub fn server_now(&self, dir: &Path) -> Result<SystemTime, LockError> {
         self.server_clock(dir).map(|clock| clock.now())
     }
 

@@ -16,8 +16,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use media_converter::identity::HostIdentity;
-use media_converter::lock::{
+use share_lock::identity::HostIdentity;
+use share_lock::{
     Acquire, Holder, LiveReason, LockGuard, LockRecord, LockSettings, Locker, Verdict, lock_path,
 };
 
@@ -500,7 +500,7 @@ fn empty_and_corrupt_locks_left_by_a_crash_are_broken_after_the_grace() -> TestR
 #[cfg(unix)]
 #[test]
 fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
-    use media_converter::identity::process_start_token;
+    use share_lock::identity::process_start_token;
 
     let scene = Scene::new()?;
     let us = Locker::new(host("nas-a"), settings());
@@ -554,19 +554,10 @@ fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResult {
-    use media_converter::lock::{LockError, clean};
+    use share_lock::LockError;
+    use share_lock::testing::Immutable;
 
     let scene = Scene::new()?;
-    // A stale lock and a tombstone that `clean` would deal with, were it allowed.
-    let stale = lock_path(&scene.library.join("Movie2.mkv")).unwrap_or_default();
-    fs::write(&stale, b"{}")?;
-    File::options()
-        .write(true)
-        .open(&stale)?
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))?;
-    let tomb = scene.library.join("Movie3.mkv.mediabox.lock.tomb-00ff");
-    fs::write(&tomb, b"{}")?;
-    let before = scene.leftovers();
     // Tests run as root, which ignores permission bits; the immutable attribute
     // binds root too.
     let Some(_immutable) = Immutable::set(&scene.library)? else {
@@ -578,56 +569,6 @@ fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResul
         Err(LockError::DirectoryNotWritable { dir, .. }) => assert_eq!(dir, scene.library),
         other => return Err(format!("expected DirectoryNotWritable, got {other:?}").into()),
     }
-    let report = clean(
-        &scene.library,
-        &Locker::new(host("nas-b"), settings()),
-        false,
-    );
-    assert!(report.actions.is_empty(), "{:?}", report.actions);
-    assert_eq!(
-        report.errors.len(),
-        1,
-        "reported once per directory: {:?}",
-        report.errors
-    );
-    assert!(
-        matches!(&report.errors[0], LockError::DirectoryNotWritable { dir, .. } if *dir == scene.library)
-    );
-    assert_eq!(scene.leftovers(), before);
+    assert_eq!(scene.leftovers(), Vec::<String>::new());
     Ok(())
-}
-
-/// Sets `chattr +i` on a directory for the life of the value.
-#[cfg(target_os = "linux")]
-struct Immutable(PathBuf);
-
-#[cfg(target_os = "linux")]
-impl Immutable {
-    fn set(dir: &Path) -> std::io::Result<Option<Immutable>> {
-        let status = Command::new("chattr")
-            .arg("+i")
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status();
-        let immutable = Immutable(dir.to_owned());
-        if !matches!(status, Ok(status) if status.success()) {
-            return Ok(None);
-        }
-        // Only a create that really fails proves the attribute works here.
-        match File::create_new(dir.join("probe")) {
-            Ok(_) => {
-                drop(immutable);
-                fs::remove_file(dir.join("probe"))?;
-                Ok(None)
-            }
-            Err(_) => Ok(Some(immutable)),
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
 }

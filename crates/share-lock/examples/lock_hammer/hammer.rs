@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
-use media_converter::identity::HostIdentity;
-use media_converter::lock::{Acquire, Heartbeat, LockGuard, LockSettings, Locker};
+use share_lock::identity::HostIdentity;
+use share_lock::{Acquire, Heartbeat, LockGuard, LockSettings, Locker};
 
 /// Hammers the lock of one media file from this process.
 ///

@@ -14,15 +14,16 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::error::LockError;
-use super::names::{CLOCK_PROBE_PREFIX, tomb_path};
 use super::verdict::Content;
+use crate::names::{CLOCK_PROBE_PREFIX, parent_dir, tomb_path};
 
 /// Lock records are a few hundred bytes; anything much bigger is not one of ours,
 /// and reading it whole could cost a lot on a slow share.
 const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
-/// `bytes` random bytes as lowercase hex.
-pub(super) fn random_hex(bytes: usize) -> io::Result<String> {
+/// `bytes` random bytes from the OS as lowercase hex: the one source of the unique names
+/// on the share (lock ids, tombstones, probes), for callers' own unique names too.
+pub fn random_hex(bytes: usize) -> io::Result<String> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer)
         .map_err(|err| io::Error::other(format!("no randomness from the OS: {err}")))?;
@@ -77,14 +78,6 @@ pub(super) fn exists(path: &Path) -> Option<bool> {
         Ok(_) => Some(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Some(false),
         Err(_) => None,
-    }
-}
-
-/// The directory holding `path` ("." for a bare file name).
-pub(super) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 
@@ -416,7 +409,7 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
 }
 
 /// Deletes a file whose name only we know (a tombstone or probe).
-pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
     match retry_busy(|| fs::remove_file(path)) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),
