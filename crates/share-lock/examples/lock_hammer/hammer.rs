@@ -1,5 +1,6 @@
-//! The body of `lock_hammer`, shared with `tests/lock.rs`, which runs it in child
-//! processes of its own test binary (so the tests never depend on the example
+//! The body of `lock_hammer`, shared with this crate's `tests/lock.rs` and the
+//! application's `tests/netmount.rs` and `tests/kernel_clients.rs`, which run it in child
+//! processes of their own test binaries (so the tests never depend on the example
 //! having been built).
 //!
 //! `cycle` mode claims one file `--iterations` times, holding each claim

@@ -1,5 +1,5 @@
 //! The protocol on a real directory, within one process. Races between processes
-//! are in `tests/lock.rs`.
+//! are in this crate's `tests/lock.rs`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
