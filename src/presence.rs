@@ -332,6 +332,7 @@ impl Presence {
     }
 
     /// The record file this process writes.
+    #[cfg(test)]
     pub fn file(&self) -> &Path {
         &self.shared.file
     }
