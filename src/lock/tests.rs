@@ -3,11 +3,9 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use share_lock::identity::HostIdentity;
-use share_lock::testing::set_mtime;
+use share_lock::testing::{Library, acquired, foreign_record, host, names_in, set_mtime};
 
 use super::*;
 
@@ -24,80 +22,9 @@ fn settings() -> LockSettings {
     }
 }
 
-fn host(name: &str) -> HostIdentity {
-    HostIdentity {
-        hostname: name.to_owned(),
-        host_id: format!("id-{name}"),
-    }
-}
-
 /// A locker as the application makes one: breaking a dead claim settles its work files.
 fn locker(name: &str) -> Locker {
     settling(Locker::new(host(name), settings()))
-}
-
-fn acquired(acquire: Acquire) -> Result<LockGuard, String> {
-    match acquire {
-        Acquire::Acquired(guard) => Ok(guard),
-        Acquire::Held(holder) => Err(format!("expected to acquire, held by {holder}")),
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn record_json(record: &LockRecord) -> Vec<u8> {
-    record.to_json().unwrap_or_default()
-}
-
-fn foreign_record(hostname: &str, lock_id: &str) -> LockRecord {
-    LockRecord {
-        hostname: hostname.to_owned(),
-        pid: 4242,
-        file: "Movie1.mkv".to_owned(),
-        lock_id: Some(lock_id.to_owned()),
-        host_id: Some(format!("id-{hostname}")),
-        stale_after_secs: Some(2.0),
-        phase: Some("transcoding".to_owned()),
-        ..LockRecord::default()
-    }
-}
-
-struct Library {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Library {
-    fn new() -> std::io::Result<Library> {
-        let dir = tempfile::tempdir()?;
-        let root = dir.path().to_owned();
-        Ok(Library { _dir: dir, root })
-    }
-
-    fn media(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    fn lock(&self, name: &str) -> PathBuf {
-        lock_path(&self.media(name)).unwrap_or_default()
-    }
-
-    /// A lock written by another host, last heartbeat `age` ago.
-    fn foreign_lock(&self, name: &str, record: &LockRecord, age: Duration) -> TestResult {
-        let lock = self.lock(name);
-        fs::write(&lock, record_json(record))?;
-        set_mtime(&lock, SystemTime::now() - age)?;
-        Ok(())
-    }
 }
 
 #[test]
@@ -176,7 +103,7 @@ fn clean_breaks_stale_locks_removes_debris_and_never_loses_an_original() -> Test
     )?;
     // Crash leftovers of the protocol itself.
     let tomb = share_lock::names::tomb_path(&library.lock("Movie5.mkv"), "00ff");
-    fs::write(&tomb, record_json(&foreign_record("nas-a", &old)))?;
+    fs::write(&tomb, foreign_record("nas-a", &old).to_json()?)?;
     set_mtime(&tomb, SystemTime::now() - HOUR)?;
     let guard = share_lock::names::guard_path(&library.lock("Movie6.mkv"));
     fs::write(&guard, b"{}")?;

@@ -82,9 +82,9 @@ pub mod retry;
 pub mod testing;
 
 pub use lock::{
-    Abandoned, Acquire, BreakOutcome, Content, Heartbeat, Holder, HumanDuration, LiveReason,
-    LockError, LockGuard, LockLost, LockRecord, LockSettings, Locker, LostReason, PHASE_CLAIMED,
-    Progress, RecordError, ShortGuard, StaleReason, Verdict, random_hex, remove_guard_entry,
-    remove_if_present, rename_noreplace, server_now,
+    Abandoned, Acquire, BreakOutcome, Heartbeat, Holder, HumanDuration, LiveReason, LockError,
+    LockGuard, LockLost, LockRecord, LockSettings, Locker, LostReason, PHASE_CLAIMED, Progress,
+    RecordError, ShortGuard, StaleReason, Verdict, remove_guard_entry, remove_if_present,
+    rename_noreplace, server_now,
 };
 pub use names::lock_path;

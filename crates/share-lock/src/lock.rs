@@ -43,12 +43,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use error::{LockError, LockLost, LostReason};
-pub use files::{random_hex, remove_if_present, rename_noreplace};
+pub use files::{remove_if_present, rename_noreplace};
 pub use guard::{Abandoned, ShortGuard, remove_guard_entry};
 pub use heartbeat::Heartbeat;
 pub use record::{LockRecord, Progress, RecordError};
 pub use settings::LockSettings;
-pub use verdict::{Content, HumanDuration, LiveReason, StaleReason, Verdict};
+use verdict::Content;
+pub use verdict::{HumanDuration, LiveReason, StaleReason, Verdict};
 
 use crate::identity::{HostIdentity, process_liveness, process_start_token};
 use crate::names::{acquire_guard_path, guard_path, lock_path, parent_dir};

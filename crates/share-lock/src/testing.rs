@@ -1,9 +1,10 @@
 //! Helpers for tests of this crate and of crates that use it (the `testing` feature).
 
-use std::path::Path;
-#[cfg(target_os = "linux")]
-use std::path::PathBuf;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::identity::HostIdentity;
+use crate::{Acquire, LockGuard, LockRecord, lock_path};
 
 /// Sets the mtime of a file or directory. POSIX: a read-only open, since directories cannot
 /// be opened for writing.
@@ -24,6 +25,86 @@ pub fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
         .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
         .open(path)?
         .set_modified(mtime)
+}
+
+/// The identity of a made-up host `name`, with the machine id `id-<name>`.
+pub fn host(name: &str) -> HostIdentity {
+    HostIdentity {
+        hostname: name.to_owned(),
+        host_id: format!("id-{name}"),
+    }
+}
+
+/// The guard of an acquired claim; an error naming the holder otherwise.
+pub fn acquired(acquire: Acquire) -> Result<LockGuard, String> {
+    match acquire {
+        Acquire::Acquired(guard) => Ok(guard),
+        Acquire::Held(holder) => Err(format!("expected to acquire, held by {holder}")),
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The record of a claim on `Movie1.mkv` by another host, `hostname`, with `lock_id`.
+pub fn foreign_record(hostname: &str, lock_id: &str) -> LockRecord {
+    LockRecord {
+        hostname: hostname.to_owned(),
+        pid: 4242,
+        file: "Movie1.mkv".to_owned(),
+        lock_id: Some(lock_id.to_owned()),
+        host_id: Some(format!("id-{hostname}")),
+        stale_after_secs: Some(2.0),
+        phase: Some("transcoding".to_owned()),
+        ..LockRecord::default()
+    }
+}
+
+/// A temporary directory of files to claim, removed when dropped.
+pub struct Library {
+    _dir: tempfile::TempDir,
+    /// The directory.
+    pub root: PathBuf,
+}
+
+impl Library {
+    /// A new, empty one.
+    pub fn new() -> std::io::Result<Library> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().to_owned();
+        Ok(Library { _dir: dir, root })
+    }
+
+    /// The file `name` in it.
+    pub fn media(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The lock of the file `name`.
+    pub fn lock(&self, name: &str) -> PathBuf {
+        lock_path(&self.media(name)).unwrap_or_default()
+    }
+
+    /// A lock on `name` written by another host, last heartbeat `age` ago.
+    pub fn foreign_lock(
+        &self,
+        name: &str,
+        record: &LockRecord,
+        age: Duration,
+    ) -> std::io::Result<()> {
+        let lock = self.lock(name);
+        std::fs::write(&lock, record.to_json().map_err(std::io::Error::other)?)?;
+        set_mtime(&lock, SystemTime::now() - age)
+    }
 }
 
 /// Sets `chattr +i` on a directory for the life of the value.

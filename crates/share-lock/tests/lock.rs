@@ -16,7 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use share_lock::identity::HostIdentity;
+use share_lock::testing::host;
 use share_lock::{
     Acquire, Holder, LiveReason, LockGuard, LockRecord, LockSettings, Locker, Verdict, lock_path,
 };
@@ -37,13 +37,6 @@ fn settings() -> LockSettings {
         stale_after: Duration::from_secs(2),
         unreadable_grace: Duration::from_secs(1),
         guard_timeout: Duration::from_secs(1),
-    }
-}
-
-fn host(name: &str) -> HostIdentity {
-    HostIdentity {
-        hostname: name.to_owned(),
-        host_id: format!("id-{name}"),
     }
 }
 

@@ -22,9 +22,9 @@ use crate::retry::{self, Backoff};
 /// and reading it whole could cost a lot on a slow share.
 const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
-/// `bytes` random bytes from the OS as lowercase hex: the one source of the unique names
-/// on the share (lock ids, tombstones, probes), for callers' own unique names too.
-pub fn random_hex(bytes: usize) -> io::Result<String> {
+/// `bytes` random bytes from the OS as lowercase hex: the one source of the protocol's
+/// unique names on the share (lock ids, tombstones, probes).
+pub(crate) fn random_hex(bytes: usize) -> io::Result<String> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer)
         .map_err(|err| io::Error::other(format!("no randomness from the OS: {err}")))?;

@@ -2,12 +2,12 @@
 //! are in this crate's `tests/lock.rs`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::names::{self, lock_path};
-use crate::testing::set_mtime;
+use crate::names;
+use crate::testing::{Library, acquired, foreign_record, host, names_in, set_mtime};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -22,85 +22,14 @@ fn settings() -> LockSettings {
     }
 }
 
-fn host(name: &str) -> HostIdentity {
-    HostIdentity {
-        hostname: name.to_owned(),
-        host_id: format!("id-{name}"),
-    }
-}
-
 fn locker(name: &str) -> Locker {
     Locker::new(host(name), settings())
-}
-
-fn acquired(acquire: Acquire) -> Result<LockGuard, String> {
-    match acquire {
-        Acquire::Acquired(guard) => Ok(guard),
-        Acquire::Held(holder) => Err(format!("expected to acquire, held by {holder}")),
-    }
 }
 
 fn held(acquire: Acquire) -> Result<Holder, String> {
     match acquire {
         Acquire::Held(holder) => Ok(holder),
         Acquire::Acquired(guard) => Err(format!("expected held, acquired {guard:?}")),
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-fn record_json(record: &LockRecord) -> Vec<u8> {
-    record.to_json().unwrap_or_default()
-}
-
-fn foreign_record(hostname: &str, lock_id: &str) -> LockRecord {
-    LockRecord {
-        hostname: hostname.to_owned(),
-        pid: 4242,
-        file: "Movie1.mkv".to_owned(),
-        lock_id: Some(lock_id.to_owned()),
-        host_id: Some(format!("id-{hostname}")),
-        stale_after_secs: Some(2.0),
-        phase: Some("transcoding".to_owned()),
-        ..LockRecord::default()
-    }
-}
-
-struct Library {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Library {
-    fn new() -> std::io::Result<Library> {
-        let dir = tempfile::tempdir()?;
-        let root = dir.path().to_owned();
-        Ok(Library { _dir: dir, root })
-    }
-
-    fn media(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-
-    fn lock(&self, name: &str) -> PathBuf {
-        lock_path(&self.media(name)).unwrap_or_default()
-    }
-
-    /// A lock written by another host, last heartbeat `age` ago.
-    fn foreign_lock(&self, name: &str, record: &LockRecord, age: Duration) -> TestResult {
-        let lock = self.lock(name);
-        fs::write(&lock, record_json(record))?;
-        set_mtime(&lock, SystemTime::now() - age)?;
-        Ok(())
     }
 }
 
@@ -214,7 +143,7 @@ fn a_claim_broken_behind_our_back_is_lost_and_never_recreated() -> TestResult {
 
     fs::write(
         &lock,
-        record_json(&foreign_record("nas-b", "b".repeat(32).as_str())),
+        foreign_record("nas-b", "b".repeat(32).as_str()).to_json()?,
     )?;
     let lost = guard
         .heartbeat("transcoding", None)
@@ -406,7 +335,7 @@ fn a_breaker_holding_the_guard_makes_others_wait_unless_it_is_old() -> TestResul
     let guard_file = names::guard_path(&lock);
     fs::write(
         &guard_file,
-        record_json(&foreign_record("nas-c", &"c".repeat(32))),
+        foreign_record("nas-c", &"c".repeat(32)).to_json()?,
     )?;
 
     let holder = held(locker("nas-b").try_acquire(&media)?)?;
@@ -621,7 +550,7 @@ fn heartbeat_thread_keeps_the_mtime_fresh_and_notices_a_lost_claim() -> TestResu
     }));
     assert!(!heartbeat.lost());
 
-    let theirs = record_json(&foreign_record("nas-b", &"b".repeat(32)));
+    let theirs = foreign_record("nas-b", &"b".repeat(32)).to_json()?;
     fs::write(&lock, &theirs)?;
     assert!(wait_until(Duration::from_secs(2), || heartbeat.lost()));
     let reason = heartbeat.lost_reason().unwrap_or_default();
