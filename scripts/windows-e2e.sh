@@ -154,7 +154,7 @@ for build in "${builds[@]}"; do
   WINEPATH="Z:${cache//\//\\}\\$build" \
     CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc \
     CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="timeout 300 $wine" \
-    cargo test --locked --target "$target" --lib -- \
+    cargo test --locked --target "$target" -p media-converter --lib -- \
     gpu::trial::tests::libx265_passes_a_real_trial_and_a_missing_gpu_fails_with_a_reason
   echo "windows-e2e: $build took $((SECONDS - build_start)) s"
 done

@@ -1,11 +1,13 @@
 //! The claim step of a conversion: a lock taken through [`crate::lock`], kept alive by a
-//! heartbeat while the file is worked on, and released however the work ends.
+//! heartbeat while the file is worked on, and released however the work ends. What the
+//! claim is doing is reported to this run's presence record as it changes.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::lock::{Acquire, Heartbeat, Holder, LockError, LockGuard, Locker, Progress};
+use crate::lock::{self, Acquire, Heartbeat, Holder, LockError, LockGuard, Locker, Progress};
+use crate::presence;
 
 /// A file this process owns until the claim is dropped or released.
 pub struct Claim {
@@ -31,10 +33,11 @@ pub struct Claimer {
 }
 
 impl Claimer {
-    /// A claimer over `locker` (one per run: it remembers what it saw of each lock).
+    /// A claimer over `locker` (one per run: it remembers what it saw of each lock). A dead
+    /// claim it breaks on its way has its work files settled ([`lock::settling`]).
     pub fn new(locker: Locker) -> Claimer {
         Claimer {
-            locker,
+            locker: lock::settling(locker),
             read_only: Mutex::new(HashSet::new()),
         }
     }
@@ -67,6 +70,9 @@ impl Claimer {
             Err(err) => return Err(ClaimRefused::Failed(format!("cannot claim it: {err}"))),
         };
         let heartbeat = Heartbeat::start(Arc::clone(&guard), self.locker.settings().heartbeat);
+        if let Ok(heartbeat) = &heartbeat {
+            presence::job_update(guard.path(), &heartbeat.phase(), None);
+        }
         let mut claim = Claim {
             guard: Some(guard),
             heartbeat: None,
@@ -89,8 +95,9 @@ impl Claim {
 
     /// Records what is being done, for `locks list` and `status` on any host.
     pub fn set_phase(&self, phase: &str) {
-        if let Some(heartbeat) = &self.heartbeat {
+        if let (Some(heartbeat), Some(guard)) = (&self.heartbeat, &self.guard) {
             heartbeat.set_phase(phase);
+            presence::job_update(guard.path(), phase, heartbeat.progress());
         }
     }
 
@@ -104,8 +111,9 @@ impl Claim {
 
     /// Records how far the transcode is.
     pub fn set_progress(&self, progress: Progress) {
-        if let Some(heartbeat) = &self.heartbeat {
+        if let (Some(heartbeat), Some(guard)) = (&self.heartbeat, &self.guard) {
             heartbeat.set_progress(Some(progress));
+            presence::job_update(guard.path(), &heartbeat.phase(), Some(progress));
         }
     }
 
@@ -146,6 +154,7 @@ impl Claim {
         let Some(guard) = self.guard.take() else {
             return Ok(());
         };
+        presence::job_ended(guard.path());
         match Arc::try_unwrap(guard) {
             Ok(guard) => guard.release().map_err(|err| err.to_string()),
             Err(_) => Err("the lock is still in use".into()),

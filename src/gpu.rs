@@ -21,7 +21,7 @@ use crate::encoder::{Device, EncodeSettings, Encoder, EncoderSetup, NvencPresets
 use crate::process::run_captured;
 
 pub use nvml::query_nvidia;
-pub use trial::{TRIAL_TIMEOUT, run_trial, trial_args};
+pub use trial::{TRIAL_TIMEOUT, run_trial};
 
 /// The operating system, which decides which hardware encoders can exist at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,46 +1,49 @@
 //! media-converter: shrinks media libraries on shared disks by re-encoding video to HEVC.
 //!
 //! See `ARCHITECTURE.md` for the flow of a run and which module owns each step.
+//!
+//! The public modules are those the binary (`cli`, `exit_codes`) and the integration tests
+//! and examples (`config`, `decide`, `header`, `lock`, `probe`, `scan`, `verify`, and the
+//! coordination core re-exported from `share-lock`) reach; `cache` too, whose `Cache::len`,
+//! `Cache::is_empty` and `Recorder::host` only its tests use. Everything else is private.
 
-pub mod atomic;
+mod atomic;
 pub mod cache;
-pub mod claim;
+mod claim;
 pub mod cli;
 mod clock;
-pub mod command;
+mod command;
 pub mod config;
 pub mod decide;
-pub mod duration;
-pub mod encoder;
+mod duration;
+mod encoder;
 pub mod exit_codes;
-pub mod fresh;
-pub mod gpu;
+mod gpu;
 pub mod header;
-pub mod identity;
 pub mod lock;
-pub mod neighbours;
-pub mod output;
-pub mod presence;
-pub mod priority;
+mod neighbours;
+mod output;
+mod presence;
+mod priority;
 pub mod probe;
-pub mod process;
-pub mod progress;
-pub mod quality;
-pub mod retry;
+mod process;
+mod progress;
+mod quality;
 pub mod scan;
-pub mod share;
-pub mod signal;
-pub mod space;
-pub mod survey;
-pub mod swap;
-#[cfg(test)]
-mod testing;
-pub mod tools;
-pub mod transcode;
-pub mod unattended;
+mod share;
+mod signal;
+mod space;
+mod survey;
+mod swap;
+mod tools;
+mod transcode;
+mod unattended;
 pub mod verify;
 #[cfg(any(windows, test))]
-pub mod winpath;
+mod winpath;
+
+// The coordination core, where this crate's modules have always found it.
+pub use share_lock::{fresh, identity, retry};
 
 use cli::{Cli, RunCommand};
 use exit_codes::ExitCode;

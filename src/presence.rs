@@ -333,6 +333,7 @@ impl Presence {
     }
 
     /// The record file this process writes.
+    #[cfg(test)]
     pub fn file(&self) -> &Path {
         &self.shared.file
     }

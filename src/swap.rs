@@ -24,7 +24,9 @@ pub enum SwapPhase {
     /// About to hard-link or rename the original to the backup name.
     BackingUp,
     /// The original has a second name (the backup); the new file is about to be renamed
-    /// over its first.
+    /// over its first. Not a step on Windows, where `ReplaceFileW` does both at once; a dead
+    /// claim from another host may still have written it.
+    #[cfg_attr(windows, allow(dead_code))]
     Replacing,
     /// The new file is about to be placed at a new name (hard link, or reservation by
     /// exclusive create and rename over it).

@@ -21,7 +21,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-#[path = "../examples/lock_hammer/hammer.rs"]
+#[path = "../crates/share-lock/examples/lock_hammer/hammer.rs"]
 mod hammer;
 mod workload;
 

@@ -8,9 +8,9 @@
 //! Run without the mounts (`MC_NET_A` unset), each test prints that it was SKIPPED.
 //!
 //! Child processes are this test binary re-run with `--exact hammer_child`, as in
-//! `tests/lock.rs`.
+//! `crates/share-lock/tests/lock.rs`.
 
-#[path = "../examples/lock_hammer/hammer.rs"]
+#[path = "../crates/share-lock/examples/lock_hammer/hammer.rs"]
 mod hammer;
 mod workload;
 

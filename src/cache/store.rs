@@ -296,7 +296,7 @@ fn nonce() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::set_mtime;
+    use share_lock::testing::set_mtime;
 
     fn age(path: &Path, secs: u64) {
         set_mtime(path, SystemTime::now() - Duration::from_secs(secs)).unwrap();

@@ -11,13 +11,16 @@ use std::time::{Duration, SystemTime};
 
 use walkdir::WalkDir;
 
-use super::files::{parent_dir, remove_if_present, rename_noreplace};
-use super::guard::{Abandoned, remove_guard_entry};
+use share_lock::names::parent_dir;
+use share_lock::{
+    Abandoned, BreakOutcome, Holder, HumanDuration, LiveReason, LockError, Locker, Verdict,
+    remove_guard_entry, remove_if_present, rename_noreplace,
+};
+
 use super::names::{
     Artifact, LOCK_SUFFIX, WorkFileKind, WorkFileName, classify, kept_original_name,
     parse_work_file_name,
 };
-use super::{BreakOutcome, Holder, HumanDuration, LiveReason, LockError, Locker, Verdict};
 use super::{
     PHASE_KEEPING_SUFFIX, PHASE_SWAP_DONE, PHASE_SWAP_ORIGINAL_AT_BACKUP, PHASE_SWAP_PLACING,
     PHASE_SWAP_REPLACING,
@@ -74,14 +77,11 @@ fn inspect_for_listing(
     locker: &Locker,
     lock: &Path,
 ) -> Result<Option<(Holder, ClockSource)>, LockError> {
-    let Some(observed) = locker.observe(lock)? else {
-        return Ok(None);
-    };
     let (now, clock) = match locker.server_now(parent_dir(lock)) {
         Ok(now) => (now, ClockSource::Server),
-        Err(_) => ((locker.wall_clock)(), ClockSource::Local),
+        Err(_) => (locker.wall_now(), ClockSource::Local),
     };
-    Ok(Some((locker.judge(&observed, now), clock)))
+    Ok(locker.inspect_at(lock, now)?.map(|holder| (holder, clock)))
 }
 
 /// What [`clean`] did, or would do in a dry run.
@@ -352,7 +352,10 @@ fn active_run(locker: &Locker, dir: &Path, locks: &[&Path]) -> Option<String> {
     }
     let mut watched = Vec::new();
     for &lock in locks {
-        let Ok(Some((observed, holder))) = locker.inspect(lock) else {
+        let Ok(Some(holder)) = locker.inspect(lock) else {
+            continue;
+        };
+        let Ok(Some(bytes)) = locker.lock_bytes(lock) else {
             continue;
         };
         match holder.verdict {
@@ -363,17 +366,17 @@ fn active_run(locker: &Locker, dir: &Path, locks: &[&Path]) -> Option<String> {
                     lock.display()
                 ));
             }
-            Verdict::Live(_) => watched.push((lock, observed.snapshot.bytes, holder)),
+            Verdict::Live(_) => watched.push((lock, bytes, holder)),
         }
     }
     if watched.is_empty() {
         return None;
     }
-    let heartbeat = locker.settings.heartbeat;
+    let heartbeat = locker.settings().heartbeat;
     thread::sleep(heartbeat + heartbeat / 2 + Duration::from_secs(1));
     for (lock, bytes, holder) in watched {
-        let now = locker.observe(lock).ok().flatten();
-        if now.is_none_or(|now| now.snapshot.bytes != bytes) {
+        let now = locker.lock_bytes(lock).ok().flatten();
+        if now.is_none_or(|now| now != bytes) {
             return Some(format!(
                 "a run is active: {} changed while watched (held by {} pid {})",
                 lock.display(),
@@ -401,7 +404,7 @@ fn present_host(locker: &Locker, dir: &Path) -> Option<String> {
         if !matches!(state, HostState::Working | HostState::Idle) {
             return None;
         }
-        let gone_from_here = record.host_id == locker.identity.host_id
+        let gone_from_here = record.host_id == locker.identity().host_id
             && process_liveness(record.pid, record.process_start.as_deref()) == Liveness::Gone;
         (!gone_from_here).then(|| {
             format!(
@@ -429,7 +432,8 @@ pub fn settle_dead_claims(dir: &Path, locker: &Locker) -> Vec<CleanAction> {
         if !matches!(item, Item::Ours(Artifact::Lock { .. })) {
             continue;
         }
-        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock) {
+        if let Ok(BreakOutcome::Broken(holder, settled)) = locker.break_if_stale(&lock, settle_now)
+        {
             actions.push(CleanAction::BrokeStaleLock { lock, holder });
             actions.extend(settled.actions.into_iter().flatten());
         }
@@ -516,17 +520,17 @@ impl Cleaner<'_> {
     fn lock(&mut self, lock: &Path) -> Result<(), LockError> {
         let outcome = if self.report.dry_run {
             match self.locker.inspect(lock)? {
-                Some((_, holder)) if self.force || holder.verdict.is_stale() => {
+                Some(holder) if self.force || holder.verdict.is_stale() => {
                     let settled = settle_dead_claim(lock, &holder, true);
                     BreakOutcome::Broken(holder, settled)
                 }
-                Some((_, holder)) => BreakOutcome::Live(holder),
+                Some(holder) => BreakOutcome::Live(holder),
                 None => BreakOutcome::Vanished,
             }
         } else if self.force {
-            self.locker.break_assumed_dead(lock)?
+            self.locker.break_assumed_dead(lock, settle_now)?
         } else {
-            self.locker.break_if_stale(lock)?
+            self.locker.break_if_stale(lock, settle_now)?
         };
         match outcome {
             BreakOutcome::Broken(holder, settled) => {
@@ -552,7 +556,7 @@ impl Cleaner<'_> {
     }
 
     fn guard(&mut self, guard: &Path) -> Result<(), LockError> {
-        if self.retire_guard(guard, self.locker.settings.guard_timeout)? {
+        if self.retire_guard(guard, self.locker.settings().guard_timeout)? {
             self.act(CleanAction::BrokeStaleGuard {
                 guard: guard.to_owned(),
             });
@@ -601,11 +605,11 @@ impl Cleaner<'_> {
         let is_dir = fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir());
         let dead = self.force
             || if is_dir {
-                self.is_older_than(path, self.locker.settings.guard_timeout)?
+                self.is_older_than(path, self.locker.settings().guard_timeout)?
             } else {
                 self.locker
                     .inspect(path)?
-                    .is_none_or(|(_, holder)| holder.verdict.is_stale())
+                    .is_none_or(|holder| holder.verdict.is_stale())
             };
         if !dead {
             return Ok(());
@@ -618,7 +622,7 @@ impl Cleaner<'_> {
     }
 
     fn clock_probe(&mut self, path: &Path) -> Result<(), LockError> {
-        if !self.force && !self.is_older_than(path, self.locker.settings.guard_timeout)? {
+        if !self.force && !self.is_older_than(path, self.locker.settings().guard_timeout)? {
             return Ok(());
         }
         self.remove(path)?;
@@ -650,8 +654,8 @@ impl Cleaner<'_> {
     fn owned_by_live_lock(&self, lock: &Path, lock_id: &str) -> Result<bool, LockError> {
         Ok(match self.locker.inspect(lock)? {
             None => false,
-            Some((_, holder)) if holder.verdict.is_stale() => false,
-            Some((_, holder)) => holder.lock_id.as_deref().is_none_or(|id| id == lock_id),
+            Some(holder) if holder.verdict.is_stale() => false,
+            Some(holder) => holder.lock_id.as_deref().is_none_or(|id| id == lock_id),
         })
     }
 
@@ -931,6 +935,11 @@ fn same_bytes(a: &Path, b: &Path) -> io::Result<bool> {
         }
         Ok(filled)
     }
+}
+
+/// Settles the work files of the dead claim whose lock was just broken.
+fn settle_now(lock: &Path, holder: &Holder) -> Settled {
+    settle_dead_claim(lock, holder, false)
 }
 
 /// What breaking a dead claim's lock did to the work files it left.

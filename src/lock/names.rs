@@ -4,22 +4,18 @@
 //! removes them and the scan that must skip them can never disagree.
 
 use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Appended to a media file's name to name its lock: `Movie1.mkv.mediabox.lock`.
-pub const LOCK_SUFFIX: &str = ".mediabox.lock";
-/// Appended to a lock's name to name the guard directory taken while breaking it.
-pub(super) const GUARD_SUFFIX: &str = ".break";
-/// Appended to a lock's name to name the guard directory that serializes the hosts
-/// creating it (`mkdir` is exclusive on every share; exclusive create is not on
-/// smbnetfs).
-pub(super) const ACQUIRE_SUFFIX: &str = ".acquire";
-/// Both guard suffixes.
-const GUARD_SUFFIXES: [&str; 2] = [GUARD_SUFFIX, ACQUIRE_SUFFIX];
-/// Appended (with random hex) to a lock or guard being retired.
-pub(super) const TOMB_MARK: &str = ".tomb-";
-/// Start of the name of a probe file that learns the file server's clock.
-pub(super) const CLOCK_PROBE_PREFIX: &str = ".mediabox.clock-";
+use share_lock::names::{
+    GUARD_SUFFIX, LOCK_ID_HEX_LEN, ProtocolFile, TOMB_MARK, is_lock_id, os_string_from,
+};
+pub use share_lock::names::{LOCK_SUFFIX, lock_path};
+#[cfg(test)]
+use {
+    share_lock::names::{CLOCK_PROBE_PREFIX, acquire_guard_path, guard_path, tomb_path},
+    std::path::PathBuf,
+};
+
 /// Separates the media name from the lock id in temp outputs and backups.
 const WORK_MARK: &str = ".mediabox-";
 const TEMP_OUTPUT_KIND: &str = "partial";
@@ -31,16 +27,6 @@ const BACKUP_KIND: &str = "orig";
 const WORK_END: &str = ".work";
 /// Ends the name of an original kept by `--keep-original`, for the same reason.
 const KEPT_MARK: &str = ".mediabox-kept";
-/// A lock id is 128 random bits in lowercase hex.
-pub(super) const LOCK_ID_HEX_LEN: usize = 32;
-
-/// The lock file that claims `media`, beside it; `None` when `media` names no file
-/// (`/`, `..`).
-pub fn lock_path(media: &Path) -> Option<PathBuf> {
-    let name = media.file_name()?;
-    Some(media.with_file_name(joined(name, LOCK_SUFFIX)))
-}
-
 /// The hidden file ffmpeg writes for `media_file_name` under the claim `lock_id`:
 /// `.<name>.mediabox-<lock_id>.partial.<ext>.work` (ffmpeg is told the muxer; the name
 /// only says what it will be). Carrying the lock id lets `locks clean`
@@ -170,11 +156,6 @@ fn parse_kind_and_ext(tail: &[u8]) -> Option<(WorkFileKind, &[u8])> {
     })
 }
 
-/// Whether `text` has the shape of a lock id (what [`super::Locker`] generates).
-pub(super) fn is_lock_id(text: &[u8]) -> bool {
-    text.len() == LOCK_ID_HEX_LEN && text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// Every kind of file this module leaves in a media directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Artifact {
@@ -193,27 +174,15 @@ pub(super) enum Artifact {
 
 /// What `file_name` is, if it is one of ours.
 pub(super) fn classify(file_name: &OsStr) -> Option<Artifact> {
-    let bytes = file_name.as_encoded_bytes();
-    if let Some(media_name) = bytes.strip_suffix(LOCK_SUFFIX.as_bytes()) {
-        if media_name.is_empty() {
-            return None;
-        }
-        return os_string_from(media_name).map(|media_name| Artifact::Lock { media_name });
-    }
-    if GUARD_SUFFIXES
-        .iter()
-        .any(|suffix| bytes.ends_with(joined_str(LOCK_SUFFIX, suffix).as_bytes()))
-    {
-        return Some(Artifact::Guard);
-    }
-    if is_tombstone(bytes) {
-        return Some(Artifact::Tombstone);
-    }
-    if bytes
-        .strip_prefix(CLOCK_PROBE_PREFIX.as_bytes())
-        .is_some_and(is_hex)
-    {
-        return Some(Artifact::ClockProbe);
+    if let Some(file) = share_lock::names::classify(file_name) {
+        return Some(match file {
+            ProtocolFile::Lock { target_name } => Artifact::Lock {
+                media_name: target_name,
+            },
+            ProtocolFile::Guard => Artifact::Guard,
+            ProtocolFile::Tombstone => Artifact::Tombstone,
+            ProtocolFile::ClockProbe => Artifact::ClockProbe,
+        });
     }
     parse_work_file_name(file_name).map(Artifact::Work)
 }
@@ -222,71 +191,6 @@ pub(super) fn classify(file_name: &OsStr) -> Option<Artifact> {
 /// makes; the scan must never take one for media.
 pub fn is_lock_artifact(file_name: &OsStr) -> bool {
     classify(file_name).is_some()
-}
-
-fn is_tombstone(name: &[u8]) -> bool {
-    let mark = TOMB_MARK.as_bytes();
-    let Some(at) = (0..name.len().saturating_sub(mark.len()) + 1)
-        .rev()
-        .find(|&at| name[at..].starts_with(mark))
-    else {
-        return false;
-    };
-    let (head, random) = (&name[..at], &name[at + mark.len()..]);
-    let head = GUARD_SUFFIXES
-        .iter()
-        .find_map(|suffix| head.strip_suffix(suffix.as_bytes()))
-        .unwrap_or(head);
-    is_hex(random) && head.ends_with(LOCK_SUFFIX.as_bytes())
-}
-
-fn is_hex(text: &[u8]) -> bool {
-    !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit)
-}
-
-/// The guard directory taken while breaking `lock`.
-pub(super) fn guard_path(lock: &Path) -> PathBuf {
-    with_suffix(lock, GUARD_SUFFIX)
-}
-
-/// The guard directory taken while creating `lock`.
-pub(super) fn acquire_guard_path(lock: &Path) -> PathBuf {
-    with_suffix(lock, ACQUIRE_SUFFIX)
-}
-
-/// A unique name beside `path` to retire it to.
-pub(super) fn tomb_path(path: &Path, random_hex: &str) -> PathBuf {
-    with_suffix(path, &joined_str(TOMB_MARK, random_hex))
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn joined(name: &OsStr, suffix: &str) -> OsString {
-    let mut joined = name.to_owned();
-    joined.push(suffix);
-    joined
-}
-
-fn joined_str(a: &str, b: &str) -> String {
-    format!("{a}{b}")
-}
-
-/// Rebuilds a name from a slice of an `OsStr`'s encoded bytes cut at ASCII
-/// boundaries. Unix names are bytes; on other platforms a name that is not UTF-8 is
-/// left alone (`None`) rather than converted unsafely.
-#[cfg(unix)]
-fn os_string_from(bytes: &[u8]) -> Option<OsString> {
-    use std::os::unix::ffi::OsStrExt;
-    Some(OsStr::from_bytes(bytes).to_owned())
-}
-
-#[cfg(not(unix))]
-fn os_string_from(bytes: &[u8]) -> Option<OsString> {
-    std::str::from_utf8(bytes).ok().map(OsString::from)
 }
 
 #[cfg(test)]

@@ -209,31 +209,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Decodes `%XX` and `+` of a query-string or form value.
-pub fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 /// Serves `listener` until `stop` says so, each connection on a thread of its own, at most
 /// [`MAX_CONNECTIONS`] at once. Accepting blocks; a watcher sees `stop` within 100 ms and
 /// wakes the accept by connecting to it.
@@ -416,15 +391,6 @@ mod tests {
             parse(b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
             Err(400)
         );
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c%2F").as_deref(), Some("a b c/"));
-        assert_eq!(percent_decode("%2e%2E"), Some("..".into()));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
-        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
     }
 
     #[test]

@@ -11,18 +11,20 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use super::error::LockError;
-use super::names::{CLOCK_PROBE_PREFIX, tomb_path};
 use super::verdict::Content;
+use crate::names::{CLOCK_PROBE_PREFIX, parent_dir, tomb_path};
+use crate::retry::{self, Backoff};
 
 /// Lock records are a few hundred bytes; anything much bigger is not one of ours,
 /// and reading it whole could cost a lot on a slow share.
 const MAX_LOCK_BYTES: u64 = 64 * 1024;
 
-/// `bytes` random bytes as lowercase hex.
-pub(super) fn random_hex(bytes: usize) -> io::Result<String> {
+/// `bytes` random bytes from the OS as lowercase hex: the one source of the protocol's
+/// unique names on the share (lock ids, tombstones, probes).
+pub(crate) fn random_hex(bytes: usize) -> io::Result<String> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer)
         .map_err(|err| io::Error::other(format!("no randomness from the OS: {err}")))?;
@@ -77,14 +79,6 @@ pub(super) fn exists(path: &Path) -> Option<bool> {
         Ok(_) => Some(true),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Some(false),
         Err(_) => None,
-    }
-}
-
-/// The directory holding `path` ("." for a bare file name).
-pub(super) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
     }
 }
 
@@ -289,37 +283,19 @@ pub(super) fn stamp_server_time(_file: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// How long an operation refused with "busy" is retried. smbnetfs refuses to rename
-/// or delete a file another client has open, and closes asynchronously: a reader
-/// that closed the lock a moment ago still blocks it for some milliseconds.
-const BUSY_PATIENCE: Duration = Duration::from_secs(3);
-
 /// Whether `err` says someone else has the file open (EBUSY through smbnetfs, a
 /// sharing violation on Windows).
 fn is_busy(err: &io::Error) -> bool {
     #[cfg(unix)]
     let busy = err.raw_os_error() == Some(libc::EBUSY);
-    // ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
-    #[cfg(windows)]
-    let busy = matches!(err.raw_os_error(), Some(32 | 33));
-    #[cfg(not(any(unix, windows)))]
+    #[cfg(not(unix))]
     let busy = false;
-    busy
+    busy || retry::is_file_in_use(err)
 }
 
-/// Runs `op`, retrying for up to [`BUSY_PATIENCE`] while the file is busy.
-pub(super) fn retry_busy<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    let deadline = Instant::now() + BUSY_PATIENCE;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        match op() {
-            Err(err) if is_busy(&err) && Instant::now() < deadline => {
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-            result => return result,
-        }
-    }
+/// Runs `op`, retrying by [`Backoff::SHARE_BUSY`] (about 3 s) while the file is busy.
+pub(super) fn retry_busy<T>(op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    retry::retry(&Backoff::SHARE_BUSY, is_busy, &mut thread::sleep, op)
 }
 
 /// How retiring a file went.
@@ -416,7 +392,7 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<bool> {
 }
 
 /// Deletes a file whose name only we know (a tombstone or probe).
-pub(super) fn remove_if_present(path: &Path) -> io::Result<()> {
+pub fn remove_if_present(path: &Path) -> io::Result<()> {
     match retry_busy(|| fs::remove_file(path)) {
         Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
         _ => Ok(()),

@@ -32,7 +32,8 @@ pub enum LockError {
 }
 
 impl LockError {
-    pub(super) fn io(path: &Path) -> impl FnOnce(io::Error) -> LockError + '_ {
+    /// Wraps an I/O error about `path`.
+    pub fn io(path: &Path) -> impl FnOnce(io::Error) -> LockError + '_ {
         move |source| LockError::Io {
             path: path.to_owned(),
             source,

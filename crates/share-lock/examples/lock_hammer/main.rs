@@ -2,9 +2,9 @@
 //! real processes, on one disk or across network mounts of one share.
 //!
 //! ```text
-//! MEDIA_CONVERTER_HOST_ID=host-a cargo run --example lock_hammer -- \
+//! MEDIA_CONVERTER_HOST_ID=host-a cargo run -p share-lock --example lock_hammer -- \
 //!     --dir /mnt/a/library --iterations 1000 --hold-ms 2 --out a.intervals
-//! MEDIA_CONVERTER_HOST_ID=host-b cargo run --example lock_hammer -- \
+//! MEDIA_CONVERTER_HOST_ID=host-b cargo run -p share-lock --example lock_hammer -- \
 //!     --dir /mnt/b/library --iterations 1000 --hold-ms 2 --out b.intervals
 //! ```
 //!

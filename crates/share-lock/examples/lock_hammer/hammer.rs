@@ -1,5 +1,6 @@
-//! The body of `lock_hammer`, shared with `tests/lock.rs`, which runs it in child
-//! processes of its own test binary (so the tests never depend on the example
+//! The body of `lock_hammer`, shared with this crate's `tests/lock.rs` and the
+//! application's `tests/netmount.rs` and `tests/kernel_clients.rs`, which run it in child
+//! processes of their own test binaries (so the tests never depend on the example
 //! having been built).
 //!
 //! `cycle` mode claims one file `--iterations` times, holding each claim
@@ -18,8 +19,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Parser, ValueEnum};
-use media_converter::identity::HostIdentity;
-use media_converter::lock::{Acquire, Heartbeat, LockGuard, LockSettings, Locker};
+use share_lock::identity::HostIdentity;
+use share_lock::{Acquire, Heartbeat, LockGuard, LockSettings, Locker};
 
 /// Hammers the lock of one media file from this process.
 ///

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::Locker;
 use super::error::LockError;
 use super::files::{
-    CreateFailure, classify_create_error, exists, parent_dir, put_back, random_hex,
-    remove_if_present, retry_busy,
+    CreateFailure, classify_create_error, exists, put_back, random_hex, remove_if_present,
+    retry_busy,
 };
-use super::names::{acquire_guard_path, tomb_path};
+use crate::names::{acquire_guard_path, parent_dir, tomb_path};
 
 /// How long a busy guard is waited for before the caller hears "busy". Guards are
 /// held for a few round trips to the server, so this is generous on a LAN; on
@@ -186,7 +186,7 @@ pub(super) fn restore_lock(lock: &Path, tomb: &Path, trusted_for: Duration) -> i
 
 /// What [`Locker::retire_abandoned_guard`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Abandoned {
+pub enum Abandoned {
     /// The guard is younger than `guard_timeout`: its holder is at work.
     Young,
     /// It was abandoned and is gone now.
@@ -217,13 +217,13 @@ impl Locker {
 
     /// Retires the guard at `guard` if it is older than `guard_timeout` on the
     /// server's clock (see [`retire_abandoned`]).
-    pub(super) fn retire_abandoned_guard(&self, guard: &Path) -> Result<Abandoned, LockError> {
+    pub fn retire_abandoned_guard(&self, guard: &Path) -> Result<Abandoned, LockError> {
         self.retire_guard_older_than(guard, self.settings.guard_timeout)
     }
 
     /// Retires the guard at `guard` if it is older than `timeout` (zero: whatever its age)
     /// on the server's clock, as [`Locker::retire_abandoned_guard`] does.
-    pub(super) fn retire_guard_older_than(
+    pub fn retire_guard_older_than(
         &self,
         guard: &Path,
         timeout: Duration,
@@ -278,7 +278,7 @@ fn retire_abandoned(
 }
 
 /// Removes a guard (a directory, or a file from an older version) or its tombstone.
-pub(super) fn remove_guard_entry(path: &Path, is_dir: bool) -> io::Result<()> {
+pub fn remove_guard_entry(path: &Path, is_dir: bool) -> io::Result<()> {
     let removed = if is_dir {
         retry_busy(|| fs::remove_dir(path))
     } else {

@@ -57,7 +57,6 @@ impl Heartbeat {
             .record()
             .phase
             .unwrap_or_else(|| PHASE_CLAIMED.to_owned());
-        crate::presence::job_update(guard.path(), &phase, None);
         let shared = Arc::new(Shared {
             guard,
             state: Mutex::new(State {
@@ -89,7 +88,6 @@ impl Heartbeat {
     pub fn set_phase(&self, phase: &str) {
         let mut state = lock_ignoring_poison(&self.shared.state);
         phase.clone_into(&mut state.phase);
-        crate::presence::job_update(self.shared.guard.path(), phase, state.progress);
         state.phase_changed = true;
         self.shared.wake.notify_all();
     }
@@ -98,7 +96,16 @@ impl Heartbeat {
     pub fn set_progress(&self, progress: Option<Progress>) {
         let mut state = lock_ignoring_poison(&self.shared.state);
         state.progress = progress;
-        crate::presence::job_update(self.shared.guard.path(), &state.phase, progress);
+    }
+
+    /// The phase last set.
+    pub fn phase(&self) -> String {
+        lock_ignoring_poison(&self.shared.state).phase.clone()
+    }
+
+    /// The progress last set.
+    pub fn progress(&self) -> Option<Progress> {
+        lock_ignoring_poison(&self.shared.state).progress
     }
 
     /// Heartbeats now, on this thread, with the current phase and progress.
@@ -128,7 +135,6 @@ impl Heartbeat {
     }
 
     fn shutdown(&mut self) {
-        crate::presence::job_ended(self.shared.guard.path());
         lock_ignoring_poison(&self.shared.state).stop = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.thread.take() {

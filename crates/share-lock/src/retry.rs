@@ -1,4 +1,5 @@
-//! Retrying a file operation that fails only because another program has the file open.
+//! Retrying a file operation that fails only because another program has the file open:
+//! the one backoff of the crate and of its users.
 //!
 //! On Windows a player, a thumbnailer or an antivirus scanner that opens a file without
 //! `FILE_SHARE_DELETE` makes every rename, replace or delete of it fail with a sharing
@@ -21,8 +22,10 @@ use std::time::Duration;
 pub struct Backoff {
     /// Tries in all, the first included; at least one is always made.
     pub attempts: u32,
-    /// The wait after the first failure; each later wait doubles it.
+    /// The wait after the first failure; each later wait doubles it...
     pub first_delay: Duration,
+    /// ... up to this.
+    pub max_delay: Duration,
 }
 
 impl Backoff {
@@ -32,6 +35,7 @@ impl Backoff {
     pub const FILE_IN_USE: Backoff = Backoff {
         attempts: 5,
         first_delay: Duration::from_millis(625),
+        max_delay: Duration::MAX,
     };
 
     /// For a file that others only read, each for milliseconds: 6 tries, the waits (20 +
@@ -39,6 +43,17 @@ impl Backoff {
     pub const READERS_LET_GO: Backoff = Backoff {
         attempts: 6,
         first_delay: Duration::from_millis(20),
+        max_delay: Duration::MAX,
+    };
+
+    /// For a lock, guard or tombstone that another client of the share has open for a
+    /// moment: smbnetfs refuses to rename or delete such a file, also for some milliseconds
+    /// after the other client closed it (FUSE closes asynchronously). 36 tries, the waits
+    /// doubling from 2 ms to at most 100 ms, about 3 s in all.
+    pub const SHARE_BUSY: Backoff = Backoff {
+        attempts: 36,
+        first_delay: Duration::from_millis(2),
+        max_delay: Duration::from_millis(100),
     };
 
     /// The wait after failed try number `failed` (1-based).
@@ -46,6 +61,7 @@ impl Backoff {
         // Capped exponent: a policy with many attempts must not overflow into a zero wait.
         self.first_delay
             .saturating_mul(1u32 << (failed - 1).min(16))
+            .min(self.max_delay)
     }
 
     /// The total wait when every try fails.
@@ -68,7 +84,8 @@ impl fmt::Display for StillInUse {
         write!(
             f,
             "{}; still in use after {} tries over {:.0} s: another program (a media player, a \
-             preview, a scanner) has the file open; close it and run again",
+             preview, a scanner, another host of the share) has the file open; close it and run \
+             again",
             self.source,
             self.attempts,
             self.waited.as_secs_f64()
@@ -208,6 +225,7 @@ mod tests {
     const FAST: Backoff = Backoff {
         attempts: 4,
         first_delay: Duration::from_millis(10),
+        max_delay: Duration::MAX,
     };
 
     #[test]
@@ -281,6 +299,21 @@ mod tests {
     }
 
     #[test]
+    fn the_share_busy_policy_waits_about_three_seconds_never_more_than_100_ms_at_once() {
+        let policy = Backoff::SHARE_BUSY;
+        let waits: Vec<Duration> = (1..policy.attempts)
+            .map(|n| policy.delay_after(n))
+            .collect();
+        assert_eq!(waits[..3], [2, 4, 8].map(Duration::from_millis));
+        assert!(waits.iter().all(|&wait| wait <= Duration::from_millis(100)));
+        let total = policy.total_wait();
+        assert!(
+            (Duration::from_millis(2900)..=Duration::from_millis(3100)).contains(&total),
+            "{total:?}"
+        );
+    }
+
+    #[test]
     fn a_zero_attempt_policy_still_tries_once() {
         let (op, calls) = scripted(vec![busy()]);
         let policy = Backoff {
@@ -296,6 +329,7 @@ mod tests {
         let policy = Backoff {
             attempts: 100,
             first_delay: Duration::from_millis(1),
+            max_delay: Duration::MAX,
         };
         assert!(policy.delay_after(99) >= policy.delay_after(17));
         assert!(policy.total_wait() > Duration::from_secs(60));

@@ -5,19 +5,19 @@
 //! `lock_hammer` example. That keeps the tests independent of whether (and for
 //! which profile) the example binary was built.
 
-#[path = "../examples/lock_hammer/hammer.rs"]
-mod hammer;
+mod scene;
 
-use std::env;
+use scene::{Scene, hammer, settings, short_thresholds};
+
 use std::error::Error;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::fs;
+use std::path::Path;
+
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use media_converter::identity::HostIdentity;
-use media_converter::lock::{
+use share_lock::testing::host;
+use share_lock::{
     Acquire, Holder, LiveReason, LockGuard, LockRecord, LockSettings, Locker, Verdict, lock_path,
 };
 
@@ -28,197 +28,6 @@ type TestResult = Result<(), Box<dyn Error>>;
 #[test]
 fn hammer_child() {
     hammer::child::main();
-}
-
-/// Short thresholds so staleness shows within seconds.
-fn settings() -> LockSettings {
-    LockSettings {
-        heartbeat: Duration::from_millis(300),
-        stale_after: Duration::from_secs(2),
-        unreadable_grace: Duration::from_secs(1),
-        guard_timeout: Duration::from_secs(1),
-    }
-}
-
-fn host(name: &str) -> HostIdentity {
-    HostIdentity {
-        hostname: name.to_owned(),
-        host_id: format!("id-{name}"),
-    }
-}
-
-/// `args` and the arguments that give a child the thresholds of [`settings`].
-fn short_thresholds<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let mut all = args.to_vec();
-    all.extend([
-        "--heartbeat-ms",
-        "300",
-        "--stale-after-ms",
-        "2000",
-        "--grace-ms",
-        "1000",
-        "--guard-timeout-ms",
-        "1000",
-    ]);
-    all
-}
-
-/// A library directory for the locks, and a separate one for the children's
-/// output, so "nothing left behind" can be checked on the first.
-struct Scene {
-    _temp: tempfile::TempDir,
-    library: PathBuf,
-    work: PathBuf,
-}
-
-impl Scene {
-    fn new() -> std::io::Result<Scene> {
-        let temp = tempfile::tempdir()?;
-        let library = temp.path().join("library");
-        let work = temp.path().join("work");
-        fs::create_dir(&library)?;
-        fs::create_dir(&work)?;
-        Ok(Scene {
-            _temp: temp,
-            library,
-            work,
-        })
-    }
-
-    fn media(&self) -> PathBuf {
-        self.library.join("Movie1.mkv")
-    }
-
-    fn lock(&self) -> PathBuf {
-        lock_path(&self.media()).unwrap_or_default()
-    }
-
-    fn leftovers(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&self.library)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.file_name().to_string_lossy().into_owned())
-            // The hosts' presence records are bookkeeping, tested in their own place.
-            .filter(|name| name != ".mediabox-hosts")
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Starts a child as host `host` on this scene's library.
-    /// A child on `host` that holds the lock for a minute, once it has it.
-    fn holder(&self, host: &str) -> Result<Hammer, Box<dyn Error>> {
-        let mut holder = self.spawn(
-            "holder",
-            host,
-            &short_thresholds(&["--mode", "hold", "--hold-ms", "60000"]),
-        )?;
-        holder.wait_for("acquired", Duration::from_secs(10))?;
-        Ok(holder)
-    }
-
-    fn spawn(&self, name: &str, host: &str, args: &[&str]) -> Result<Hammer, Box<dyn Error>> {
-        let out = self.work.join(format!("{name}.out"));
-        let log_path = self.work.join(format!("{name}.log"));
-        let mut all = vec![
-            "lock_hammer".to_owned(),
-            "--dir".to_owned(),
-            self.library.to_string_lossy().into_owned(),
-            "--out".to_owned(),
-            out.to_string_lossy().into_owned(),
-        ];
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        let log = File::create(&log_path)?;
-        let child = Command::new(env::current_exe()?)
-            .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-            .env(hammer::child::ARGS, serde_json::to_string(&all)?)
-            .env("MEDIA_CONVERTER_HOSTNAME", host)
-            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(Hammer {
-            child,
-            out,
-            log: log_path,
-        })
-    }
-}
-
-/// A child process; killed if a test ends while it still runs.
-struct Hammer {
-    child: Child,
-    out: PathBuf,
-    log: PathBuf,
-}
-
-impl Hammer {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn output(&self) -> String {
-        fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits for the child to exit; kills it and fails after `timeout`.
-    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                Ok(None) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Err(format!(
-                        "child did not exit in {timeout:?}; log:\n{}",
-                        self.log()
-                    ));
-                }
-                Err(err) => return Err(err.to_string()),
-            }
-        }
-    }
-
-    /// Waits until the child's output contains `needle`.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let output = self.output();
-            if output.contains(needle) {
-                return Ok(output);
-            }
-            if Instant::now() >= deadline || matches!(self.child.try_wait(), Ok(Some(_))) {
-                return Err(format!(
-                    "no {needle:?} from the child; output {output:?}; log:\n{}",
-                    self.log()
-                ));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the child the hard way (SIGKILL on unix) and reaps it.
-    fn kill(&mut self) -> std::io::Result<()> {
-        self.child.kill()?;
-        self.child.wait().map(drop)
-    }
-}
-
-impl Drop for Hammer {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 fn try_acquire(locker: &Locker, media: &Path) -> Result<Acquire, Box<dyn Error>> {
@@ -496,11 +305,11 @@ fn empty_and_corrupt_locks_left_by_a_crash_are_broken_after_the_grace() -> TestR
 #[cfg(unix)]
 #[test]
 fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
-    use media_converter::identity::process_start_token;
+    use share_lock::identity::process_start_token;
 
     let scene = Scene::new()?;
     let us = Locker::new(host("nas-a"), settings());
-    let mut stranger = Command::new("sleep").arg("30").spawn()?;
+    let mut stranger = std::process::Command::new("sleep").arg("30").spawn()?;
     let pid = stranger.id();
     let write_lock = |process_start: Option<String>| -> std::io::Result<()> {
         let record = LockRecord {
@@ -550,19 +359,10 @@ fn a_reused_pid_does_not_keep_a_lock() -> TestResult {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResult {
-    use media_converter::lock::{CleanOptions, LockError, clean};
+    use share_lock::LockError;
+    use share_lock::testing::Immutable;
 
     let scene = Scene::new()?;
-    // A stale lock and a tombstone that `clean` would deal with, were it allowed.
-    let stale = lock_path(&scene.library.join("Movie2.mkv")).unwrap_or_default();
-    fs::write(&stale, b"{}")?;
-    File::options()
-        .write(true)
-        .open(&stale)?
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))?;
-    let tomb = scene.library.join("Movie3.mkv.mediabox.lock.tomb-00ff");
-    fs::write(&tomb, b"{}")?;
-    let before = scene.leftovers();
     // Tests run as root, which ignores permission bits; the immutable attribute
     // binds root too.
     let Some(_immutable) = Immutable::set(&scene.library)? else {
@@ -574,129 +374,7 @@ fn a_directory_that_refuses_new_files_is_reported_as_not_writable() -> TestResul
         Err(LockError::DirectoryNotWritable { dir, .. }) => assert_eq!(dir, scene.library),
         other => return Err(format!("expected DirectoryNotWritable, got {other:?}").into()),
     }
-    let report = clean(
-        &scene.library,
-        &Locker::new(host("nas-b"), settings()),
-        CleanOptions::default(),
-    );
-    assert!(report.actions.is_empty(), "{:?}", report.actions);
-    assert_eq!(
-        report.errors.len(),
-        1,
-        "reported once per directory: {:?}",
-        report.errors
-    );
-    assert!(
-        matches!(&report.errors[0], LockError::DirectoryNotWritable { dir, .. } if *dir == scene.library)
-    );
-    assert_eq!(scene.leftovers(), before);
-    Ok(())
-}
-
-/// Sets `chattr +i` on a directory for the life of the value.
-#[cfg(target_os = "linux")]
-struct Immutable(PathBuf);
-
-#[cfg(target_os = "linux")]
-impl Immutable {
-    fn set(dir: &Path) -> std::io::Result<Option<Immutable>> {
-        let status = Command::new("chattr")
-            .arg("+i")
-            .arg(dir)
-            .stderr(Stdio::null())
-            .status();
-        let immutable = Immutable(dir.to_owned());
-        if !matches!(status, Ok(status) if status.success()) {
-            return Ok(None);
-        }
-        // Only a create that really fails proves the attribute works here.
-        match File::create_new(dir.join("probe")) {
-            Ok(_) => {
-                drop(immutable);
-                fs::remove_file(dir.join("probe"))?;
-                Ok(None)
-            }
-            Err(_) => Ok(Some(immutable)),
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
-    }
-}
-
-/// A tombstone of a lock (a release or break killed between its rename and its delete)
-/// holds the lock's record. `locks clean` used to keep any younger than `stale_after` (30
-/// min by default), though a tombstone lives for milliseconds; it now judges the record: a
-/// live holder's is kept (it may be put back), a dead one's goes at once.
-#[test]
-fn locks_clean_judges_a_lock_tombstone_by_the_record_it_holds() -> TestResult {
-    use media_converter::lock::{CleanAction, CleanOptions, clean};
-    let scene = Scene::new()?;
-    let mut holder = scene.holder("nas-a")?;
-    let lock = lock_path(&scene.media()).ok_or("no lock path")?;
-    let tomb = PathBuf::from(format!("{}.tomb-0123456789abcdef", lock.display()));
-    // As a retire leaves it: the live lock's bytes under the tombstone's name.
-    fs::copy(&lock, &tomb)?;
-    let same_host = Locker::new(host("nas-a"), settings());
-    let report = clean(&scene.library, &same_host, CleanOptions::default());
-    assert!(
-        tomb.exists(),
-        "a live holder's tombstone was removed: {report:?}"
-    );
-
-    holder.kill()?;
-    let report = clean(&scene.library, &same_host, CleanOptions::default());
-    assert!(
-        !tomb.exists(),
-        "a dead holder's tombstone stayed: {report:?}"
-    );
-    assert!(
-        report
-            .actions
-            .iter()
-            .any(|a| matches!(a, CleanAction::RemovedTombstone { path } if *path == tomb)),
-        "{report:?}"
-    );
     assert_eq!(scene.leftovers(), Vec::<String>::new());
-    Ok(())
-}
-
-/// `locks clean --force` (the user says no run is active) must still see a live holder, and
-/// then change nothing: on its own host by its process, on another host by its lock
-/// changing while watched for a heartbeat (the holder here publishes no presence, as a
-/// `--file` run does not).
-#[test]
-fn locks_clean_force_sees_a_live_holder_by_its_process_or_its_heartbeat() -> TestResult {
-    use media_converter::lock::{CleanOptions, clean};
-    let scene = Scene::new()?;
-    let mut holder = scene.holder("nas-a")?;
-    let force = CleanOptions {
-        dry_run: false,
-        force: true,
-    };
-    for (name, seen) in [
-        ("nas-a", "on this host"),
-        ("nas-b", "changed while watched"),
-    ] {
-        let report = clean(&scene.library, &Locker::new(host(name), settings()), force);
-        let refused = report.refused.as_deref().unwrap_or_default();
-        assert!(refused.contains(seen), "{name}: {report:?}");
-        assert!(report.actions.is_empty(), "{name}: {report:?}");
-        assert!(lock_path(&scene.media()).is_some_and(|l| l.exists()));
-    }
-    holder.kill()?;
-    // Dead, its lock no longer changes: the other host's forced clean removes it.
-    let report = clean(
-        &scene.library,
-        &Locker::new(host("nas-b"), settings()),
-        force,
-    );
-    assert_eq!(report.refused, None, "{report:?}");
-    assert_eq!(scene.leftovers(), Vec::<String>::new(), "{report:?}");
     Ok(())
 }
 
