@@ -20,9 +20,7 @@ cd "$(dirname "$0")/../.."
 # and the issue. Each still runs, alone, and its failure is shown in a loud
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
-KNOWN_DEFECTS=(
-    "cifs:hammer_across_two_kernel_clients_never_overlaps at times an open() of the lock waits on smbd for minutes (SMB2_open, no answer), and at times an operation on the lock fails with EINVAL; neither understood yet"
-)
+KNOWN_DEFECTS=()
 
 banner() {
     {
