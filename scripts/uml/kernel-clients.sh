@@ -37,7 +37,10 @@
 #   their pids: every wait is bounded, a hung guest is killed.
 #
 # Knobs: KC_BOOT_TIMEOUT (seconds for a guest to boot and mount, default 60),
-#        KC_MEM (guest memory, default 192M).
+#        KC_MEM (guest memory, default 192M),
+#        KC_SMB_LOG_LEVEL (smbd's `log level`, default 0; its log is among those
+#        shown on a failure and kept with KC_KEEP_FAILED=1),
+#        KC_SMB_SHARE_OPTS (more lines for the share's section of smb.conf).
 set -euo pipefail
 
 readonly PROG=kernel-clients
@@ -227,6 +230,8 @@ start_samba() {
     ncalrpc dir = $d/ncalrpc
     log file = $WORK/logs/smbd.log
     max log size = 0
+    log level = ${KC_SMB_LOG_LEVEL:-0}
+    debug pid = yes
     passdb backend = tdbsam:$d/private/passdb.tdb
     load printers = no
     printing = bsd
@@ -239,6 +244,11 @@ start_samba() {
     read only = no
     create mask = 0644
     directory mask = 0755
+    # No leases on the lock files (docs/locking.md, "Measured on real kernel
+    # clients"): with them, Samba 4.17 can hold one client's open of a lock for
+    # a minute, waiting on a lease break it never sends to the other client.
+    veto oplock files = /*.mediabox.lock*/.mediabox.clock-*/
+${KC_SMB_SHARE_OPTS:-}
 EOF
     printf '%s\n%s\n' "$SMB_PASSWORD" "$SMB_PASSWORD" |
         smbpasswd -c "$d/smb.conf" -s -a root >/dev/null || die "smbpasswd failed"

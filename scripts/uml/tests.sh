@@ -20,9 +20,7 @@ cd "$(dirname "$0")/../.."
 # and the issue. Each still runs, alone, and its failure is shown in a loud
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
-KNOWN_DEFECTS=(
-    "cifs:hammer_across_two_kernel_clients_never_overlaps at times an open() of the lock waits on smbd for minutes (SMB2_open, no answer), and at times an operation on the lock fails with EINVAL; neither understood yet"
-)
+KNOWN_DEFECTS=()
 
 banner() {
     {
@@ -86,8 +84,14 @@ filters=("$@")
 [[ $EUID -eq 0 ]] || skipped "not root (the guests need a network namespace and TAP devices)"
 [[ -c /dev/net/tun ]] || skipped "/dev/net/tun is missing (no TAP devices in this container)"
 
-# Build outside the guests; they only run what was built.
+# Build outside the guests; they only run what was built. The fault matrix's own test
+# binary runs in a guest too (tests/kernel_clients.rs finds it in MC_KC_FAULT_MATRIX).
 cargo test --locked --test kernel_clients --no-run
+matrix=$(cargo test --locked --test fault_matrix --no-run 2>&1 |
+    sed -n 's/.*Executable .*(\(.*fault_matrix-[0-9a-f]*\))$/\1/p' | tail -n 1)
+[[ -n $matrix ]] || { echo "tests.sh: cannot find the fault_matrix test binary" >&2; exit 1; }
+[[ $matrix == /* ]] || matrix=$PWD/$matrix
+export MC_KC_FAULT_MATRIX=$matrix
 
 # Every kind runs, so that one failing kind does not hide the others' results.
 failed=()
