@@ -109,6 +109,14 @@ fn try_once(path: &Path, trusted_for: Duration) -> Result<Try, LockError> {
             taken,
             trusted_for,
         })),
+        // NFS clients (v3 and v4.2, Linux 6.1) were seen to answer ENOENT to a `mkdir` that
+        // meets another client's guard being renamed away: with the directory still there,
+        // that is the guard changing hands, as EIO is through smbnetfs.
+        Err(err)
+            if err.kind() == io::ErrorKind::NotFound && exists(parent_dir(path)) == Some(true) =>
+        {
+            Ok(Try::Transient(err))
+        }
         Err(err) => match classify_create_error(&err, || exists(path)) {
             CreateFailure::MaybeHeld => Ok(Try::Busy),
             CreateFailure::DirectoryNotWritable => Err(LockError::DirectoryNotWritable {

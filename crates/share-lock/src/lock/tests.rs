@@ -630,3 +630,16 @@ fn writer_clock_mtimes_2h_off_never_break_a_live_lock_and_a_dead_one_goes_after_
     }
     Ok(())
 }
+
+/// A `mkdir` of a guard answered "no such file" is taken for the guard changing hands
+/// (NFS clients answer so when another client renames it away) only while the directory is
+/// there: a claim in a directory that is gone is an error at once, not a busy guard.
+#[test]
+fn a_claim_in_a_missing_directory_is_an_error_not_a_busy_guard() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let media = dir.path().join("gone").join("Movie1.mkv");
+    let result = locker("nas-a").try_acquire(&media);
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(names_in(dir.path()), Vec::<String>::new());
+    Ok(())
+}
