@@ -119,7 +119,7 @@ impl Probes {
     fn new(dir: &Path) -> Probes {
         Probes {
             dir: dir.to_path_buf(),
-            nonce: nonce(),
+            nonce: share_lock::names::unique_hex(8),
             made: Vec::new(),
         }
     }
@@ -141,19 +141,6 @@ impl Drop for Probes {
             let _ = fs::remove_file(path);
         }
     }
-}
-
-fn nonce() -> String {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: time and pid still make a name no other process uses.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        bytes[..4].copy_from_slice(&nanos.to_le_bytes());
-        bytes[4..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks a directory on the share. Never fails: each check says what went wrong.

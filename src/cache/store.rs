@@ -110,7 +110,7 @@ pub(crate) fn update(
     patience: Duration,
     apply: impl FnOnce(&mut BTreeMap<String, Entry>),
 ) -> Result<(), WriteError> {
-    let nonce = nonce();
+    let nonce = share_lock::names::unique_hex(16);
     let mut temp = TempFile::create(dir.join(format!("{CACHE_FILE_NAME}.{nonce}.tmp")))?;
     // The file server stamped this mtime: "now" on the clock that stamps the lock too.
     let server_now = temp.modified()?;
@@ -277,20 +277,6 @@ impl Drop for TempFile {
             let _ = fs::remove_file(&self.path);
         }
     }
-}
-
-/// 128 random bits in hex: a name no other writer uses.
-fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness: time and pid still make a name no other process uses.
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
-        bytes[12..].copy_from_slice(&std::process::id().to_le_bytes());
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

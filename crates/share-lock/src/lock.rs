@@ -390,7 +390,7 @@ impl Locker {
     /// back; `None` when the name is held (or our fresh file was displaced at once).
     /// The caller holds the acquire guard.
     fn create_owned(&self, path: &Path, media_name: &str) -> Result<Option<OwnedFile>, LockError> {
-        let lock_id = files::random_hex(16).map_err(LockError::io(path))?;
+        let lock_id = crate::names::unique_hex(16);
         let server_clock = self.server_clock(parent_dir(path))?;
         let record = self.new_record(&lock_id, media_name, PHASE_CLAIMED, server_clock.now());
         let bytes = record

@@ -6,6 +6,27 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// `bytes` random bytes as lowercase hex: the one source of unique names on the share (lock
+/// ids, tombstones, clock probes, and its users' temp files). From the OS; without OS
+/// randomness, the time and the pid still make a name no other process uses.
+pub fn unique_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    if getrandom::fill(&mut buffer).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = nanos
+            .to_le_bytes()
+            .into_iter()
+            .chain(std::process::id().to_le_bytes());
+        for (byte, from) in buffer.iter_mut().zip(seed.cycle()) {
+            *byte = from;
+        }
+    }
+    buffer.iter().map(|byte| format!("{byte:02x}")).collect()
+}
 
 /// Appended to a file's name to name its lock: `Movie1.mkv.mediabox.lock`.
 pub const LOCK_SUFFIX: &str = ".mediabox.lock";

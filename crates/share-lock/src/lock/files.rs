@@ -15,21 +15,12 @@ use std::time::{Instant, SystemTime};
 
 use super::error::LockError;
 use super::verdict::Content;
-use crate::names::{CLOCK_PROBE_PREFIX, parent_dir, tomb_path};
+use crate::names::{CLOCK_PROBE_PREFIX, parent_dir, tomb_path, unique_hex};
 use crate::retry::{self, Backoff};
 
 /// Lock records are a few hundred bytes; anything much bigger is not one of ours,
 /// and reading it whole could cost a lot on a slow share.
 const MAX_LOCK_BYTES: u64 = 64 * 1024;
-
-/// `bytes` random bytes from the OS as lowercase hex: the one source of the protocol's
-/// unique names on the share (lock ids, tombstones, probes).
-pub(crate) fn random_hex(bytes: usize) -> io::Result<String> {
-    let mut buffer = vec![0u8; bytes];
-    getrandom::fill(&mut buffer)
-        .map_err(|err| io::Error::other(format!("no randomness from the OS: {err}")))?;
-    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
-}
 
 /// What a failed exclusive create means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +309,7 @@ pub(super) enum Retired {
 /// else can change what we look at), read the tombstone, and delete it only if it
 /// is what we expected. Never deletes by the original path.
 pub(super) fn retire(path: &Path, is_expected: impl Fn(&[u8]) -> bool) -> io::Result<Retired> {
-    let tomb = tomb_path(path, &random_hex(8)?);
+    let tomb = tomb_path(path, &unique_hex(8));
     match retry_busy(|| fs::rename(path, &tomb)) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Retired::Vanished),
@@ -421,10 +412,7 @@ impl ServerClock {
 /// CIFS clients. On sshfs, whose protocol carries whole seconds, the answer is up to a
 /// second early, like every mtime read there.
 pub(super) fn probe_server_clock(dir: &Path) -> Result<ServerClock, LockError> {
-    let probe = dir.join(format!(
-        "{CLOCK_PROBE_PREFIX}{}",
-        random_hex(8).map_err(LockError::io(dir))?
-    ));
+    let probe = dir.join(format!("{CLOCK_PROBE_PREFIX}{}", unique_hex(8)));
     let before = Instant::now();
     let file = OpenOptions::new()
         .write(true)
@@ -538,9 +526,9 @@ mod tests {
     }
 
     #[test]
-    fn random_hex_is_hex_of_the_asked_length_and_varies() {
-        let a = random_hex(16).unwrap_or_default();
-        let b = random_hex(16).unwrap_or_default();
+    fn unique_hex_is_hex_of_the_asked_length_and_varies() {
+        let a = unique_hex(16);
+        let b = unique_hex(16);
         assert_eq!(a.len(), 32);
         assert!(
             a.bytes()

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::Locker;
 use super::error::LockError;
 use super::files::{
-    CreateFailure, classify_create_error, exists, put_back, random_hex, remove_if_present,
-    retry_busy,
+    CreateFailure, classify_create_error, exists, put_back, remove_if_present, retry_busy,
 };
-use crate::names::{acquire_guard_path, parent_dir, tomb_path};
+use crate::names::{acquire_guard_path, parent_dir, tomb_path, unique_hex};
 
 /// How long a busy guard is waited for before the caller hears "busy". Guards are
 /// held for a few round trips to the server, so this is generous on a LAN; on
@@ -73,10 +72,7 @@ impl DirGuard {
         if self.expired() {
             return Ok(Released::Expired);
         }
-        let tomb = tomb_path(
-            &self.path,
-            &random_hex(8).map_err(LockError::io(&self.path))?,
-        );
+        let tomb = tomb_path(&self.path, &unique_hex(8));
         match retry_busy(|| fs::rename(&self.path, &tomb)) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Released::Vanished),
@@ -260,7 +256,7 @@ fn retire_abandoned(
     if age < timeout {
         return Ok(Abandoned::Young);
     }
-    let tomb = tomb_path(guard, &random_hex(8).map_err(LockError::io(guard))?);
+    let tomb = tomb_path(guard, &unique_hex(8));
     match retry_busy(|| fs::rename(guard, &tomb)) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Abandoned::Vanished),
@@ -363,9 +359,6 @@ impl Drop for ShortGuard {
 
 /// A pause between `base` and twice it, so that waiting hosts do not retry in step.
 fn jittered(base: Duration) -> Duration {
-    let spread = random_hex(1)
-        .ok()
-        .and_then(|hex| u32::from_str_radix(&hex, 16).ok())
-        .unwrap_or(128);
+    let spread = u32::from_str_radix(&unique_hex(1), 16).ok().unwrap_or(128);
     base + base * spread / 256
 }
