@@ -5,22 +5,15 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::time::{Duration, SystemTime};
 
-use share_lock::testing::{Library, acquired, foreign_record, host, names_in, set_mtime};
+use share_lock::testing::{
+    Library, acquired, foreign_record, host, names_in, set_mtime, short_settings as settings,
+};
 
 use super::*;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn settings() -> LockSettings {
-    LockSettings {
-        heartbeat: Duration::from_millis(500),
-        stale_after: Duration::from_secs(2),
-        unreadable_grace: Duration::from_secs(1),
-        guard_timeout: Duration::from_secs(1),
-    }
-}
 
 /// A locker as the application makes one: breaking a dead claim settles its work files.
 fn locker(name: &str) -> Locker {

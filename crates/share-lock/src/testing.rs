@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::identity::HostIdentity;
-use crate::{Acquire, LockGuard, LockRecord, lock_path};
+use crate::{Acquire, LockGuard, LockRecord, LockSettings, lock_path};
 
 /// Sets the mtime of a file or directory. POSIX: a read-only open, since directories cannot
 /// be opened for writing.
@@ -25,6 +25,17 @@ pub fn set_mtime(path: &Path, mtime: SystemTime) -> std::io::Result<()> {
         .custom_flags(FILE_FLAG_BACKUP_SEMANTICS)
         .open(path)?
         .set_modified(mtime)
+}
+
+/// Thresholds short enough for staleness to show within seconds: a 500 ms heartbeat, stale
+/// after 2 s, unreadable records given 1 s, guards 1 s.
+pub fn short_settings() -> LockSettings {
+    LockSettings {
+        heartbeat: Duration::from_millis(500),
+        stale_after: Duration::from_secs(2),
+        unreadable_grace: Duration::from_secs(1),
+        guard_timeout: Duration::from_secs(1),
+    }
 }
 
 /// The identity of a made-up host `name`, with the machine id `id-<name>`.

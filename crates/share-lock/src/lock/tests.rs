@@ -7,20 +7,13 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::names;
-use crate::testing::{Library, acquired, foreign_record, host, names_in, set_mtime};
+use crate::testing::{
+    Library, acquired, foreign_record, host, names_in, set_mtime, short_settings as settings,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn settings() -> LockSettings {
-    LockSettings {
-        heartbeat: Duration::from_millis(500),
-        stale_after: Duration::from_secs(2),
-        unreadable_grace: Duration::from_secs(1),
-        guard_timeout: Duration::from_secs(1),
-    }
-}
 
 fn locker(name: &str) -> Locker {
     Locker::new(host(name), settings())
