@@ -10,6 +10,7 @@
 #   KC_MACHINE_ID  its /etc/machine-id
 #   KC_MODULES     kernel modules to load, space-separated
 #   KC_FSTYPE, KC_MOUNT, KC_OPTS   the share: mount -t KC_FSTYPE -o KC_OPTS KC_MOUNT
+#   KC_SETUP       optional: a script sourced before the agent starts (a server's setup)
 # It mounts what a host needs and the share on /run/kc/share, then serves jobs
 # from $KC_CTL/$KC_NAME (the agent below) until a `halt` file appears there.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -77,6 +78,11 @@ if [[ -n ${KC_FSTYPE:-} ]]; then
         sleep 0.25
     done
     [[ -n $ok ]] || fail "mount -t $KC_FSTYPE $KC_MOUNT: $(cat "$me/mount.err")"
+fi
+# A server guest's own setup (kernel-clients.sh's knfsd kinds: knfsd-server.sh).
+if [[ -n ${KC_SETUP:-} ]]; then
+    # shellcheck source=/dev/null
+    source "$KC_SETUP"
 fi
 log "ready: $(uname -r) $(hostname) $(grep " /run/kc/share " /proc/mounts)"
 

@@ -6,7 +6,8 @@
 #   scripts/uml/kernel-clients.sh run   KIND -- COMMAND [ARGS...]
 #   scripts/uml/kernel-clients.sh check KIND
 #   KIND: nfs3 | nfs4.2 | cifs (ganesha for NFS, Samba for SMB 3.1.1), or
-#         knfsd3 | knfsd4.2 (a third guest runs the kernel's own nfsd).
+#         knfsd3 | knfsd4.2 (a third guest, `srv`, runs the kernel's own nfsd on an
+#         ext4 disk: what NAS appliances run; see "The kernel's nfsd" below).
 #   Must run as root; needs /dev/net/tun. Installs its Debian packages itself.
 #
 # `run` makes a network namespace holding a bridge, starts the server(s) in it,
@@ -26,6 +27,19 @@
 # The exit code of COMMAND is the exit code of the script. `check` runs a short
 # self-test instead (a file made through a is read through b).
 #
+# The kernel's nfsd (knfsd3, knfsd4.2): nfsd cannot export hostfs (no file handles),
+# so the export is an ext4 disk of the server guest (a sparse image in the temp dir),
+# which this host cannot read while the guest runs. COMMAND therefore runs IN the
+# server guest, as a job of its agent, at this host's working directory, with the
+# environment above and this host's MC_*, RUST_*, FAULT_MATRIX_* and KERNEL_CLIENTS_*
+# variables; there MC_KC_EXPORT is the server's own view of the export (its ext4 at
+# the path of the host's empty export directory) and MC_KC_CTL the host's control
+# directory at its host path. Its output is copied to this host's stdout as it comes;
+# it has no stdin, and the host's root is read-only there (write to /tmp, the export
+# or MC_KC_CTL). Mounts: vers=3 (with the ports and `nolock` as for ganesha) or
+# vers=4.2; nfsd's NFSv4 grace period is cut to its least (10 s) and waited out
+# before COMMAND starts.
+#
 # Choices:
 # - Servers: nfs-ganesha (VFS FSAL, NFSv3 + v4.x, grace period off) with its own
 #   rpcbind, both in a private mount namespace so their sockets in /run are
@@ -38,6 +52,8 @@
 #
 # Knobs: KC_BOOT_TIMEOUT (seconds for a guest to boot and mount, default 60),
 #        KC_MEM (guest memory, default 192M),
+#        KC_SERVER_MEM (the knfsd server guest's memory, default 512M: its page
+#        cache, and COMMAND with what it runs), KC_DISK (its ext4 disk, default 4G),
 #        KC_SMB_LOG_LEVEL (smbd's `log level`, default 0; its log is among those
 #        shown on a failure and kept with KC_KEEP_FAILED=1),
 #        KC_SMB_SHARE_OPTS (more lines for the share's section of smb.conf).
@@ -52,6 +68,10 @@ readonly BOOT_TIMEOUT=${KC_BOOT_TIMEOUT:-60}
 readonly MEM=${KC_MEM:-192M}
 readonly GUEST_SHARE=/run/kc/share
 readonly PACKAGES=(user-mode-linux nfs-ganesha nfs-ganesha-vfs rpcbind samba kmod iproute2)
+# Only for the knfsd kinds: the server's daemons and tools, and mkfs.ext4.
+readonly KNFSD_PACKAGES=(nfs-kernel-server e2fsprogs)
+readonly SERVER_MEM=${KC_SERVER_MEM:-512M}
+readonly KNFSD_GRACE=10
 
 WORK=""            # the temp dir
 NS=""              # the network namespace
@@ -61,6 +81,10 @@ CMD_PID=""         # COMMAND, while it runs
 SERVER_PIDS=()     # server process trees we started
 GUEST_PIDS=()      # linux.uml processes we started
 GUEST_NAMES=()     # their names
+GUEST_CONFIG=""    # more lines for the next boot_guest's config
+GUEST_ARGS=()      # more linux.uml arguments for the next boot_guest
+GUEST_MEM=""       # the next boot_guest's memory, if not $MEM
+KNFSD_SINCE=""     # SECONDS when the knfsd server guest was serving
 
 usage() {
     cat >&2 <<EOF
@@ -287,18 +311,79 @@ KC_MODULES="$*"
 KC_FSTYPE=$fstype
 KC_MOUNT='$source'
 KC_OPTS='$options'
+$GUEST_CONFIG
 EOF
     add_tap "$name"
     # TMPDIR: where linux.uml keeps the file backing the guest's memory.
     mkdir -p "$WORK/uml/$name"
     start_bg "$WORK/logs/uml-$name.log" ip netns exec "$NS" \
         env TMPDIR="$WORK/uml/$name" LD_PRELOAD="$WORK/xstate-shim.so" linux.uml \
-        "umid=kc-$$-$name" "uml_dir=$WORK/uml" "mem=$MEM" \
+        "umid=kc-$$-$name" "uml_dir=$WORK/uml" "mem=${GUEST_MEM:-$MEM}" \
         rootfstype=hostfs rootflags=/ ro \
         "eth0=tuntap,tap-$name" con=null con0=null,fd:1 \
-        "init=$HERE/guest-init.sh" "KC_NAME=$name" "KC_CTL=$WORK/ctl"
+        "init=$HERE/guest-init.sh" "KC_NAME=$name" "KC_CTL=$WORK/ctl" "${GUEST_ARGS[@]}"
     GUEST_PIDS+=("$BG_PID")
     GUEST_NAMES+=("$name")
+}
+
+# ---------------------------------------------------------- the kernel's nfsd
+
+# start_knfsd: boot the server guest `srv` (.10): nfsd exporting an ext4 disk of its
+# own at $WORK/export (knfsd-server.sh); returns once it serves.
+start_knfsd() {
+    local disk=$WORK/export.img
+    truncate -s "${KC_DISK:-4G}" "$disk"
+    mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$disk" ||
+        die "mkfs.ext4 $disk failed"
+    GUEST_CONFIG="KC_SETUP=$HERE/knfsd-server.sh
+KC_EXPORT=$WORK/export
+KC_HOST_CTL=$WORK/ctl
+KC_GRACE=$KNFSD_GRACE"
+    GUEST_ARGS=("ubd0=$disk")
+    GUEST_MEM=$SERVER_MEM
+    boot_guest srv 0 "" "" "" nfsd
+    GUEST_MEM="" GUEST_CONFIG="" GUEST_ARGS=()
+    wait_guests
+    KNFSD_SINCE=$SECONDS
+}
+
+# wait_grace: until nfsd's NFSv4 grace period is over (counted from its start).
+wait_grace() {
+    local left=$((KNFSD_GRACE + 1 - (SECONDS - KNFSD_SINCE)))
+    ((left <= 0)) || sleep "$left"
+}
+
+# run_in_server COMMAND...: COMMAND as a job of the server guest (see the header);
+# its output to stdout as it comes; returns its exit code.
+run_in_server() {
+    local script id run=$WORK/ctl/srv/run tail_pid
+    script="cd $(printf %q "$PWD") || exit 1"$'\n'
+    script+=$(export -p | grep -E '^declare -x (MC_|RUST_|FAULT_MATRIX_|KERNEL_CLIENTS_)')
+    script+=$'\n'"exec $(printf '%q ' "$@")"
+    id=$(kc_spawn srv "$script")
+    until [[ -e $run/$id.out || -e $run/$id.rc ]]; do
+        alive "${GUEST_PIDS[0]}" || die "the server guest exited"
+        sleep 0.1
+    done
+    tail -n +1 -f "$run/$id.out" &
+    tail_pid=$!
+    until [[ -e $run/$id.rc ]]; do
+        alive "${GUEST_PIDS[0]}" || { kill "$tail_pid"; die "the server guest exited"; }
+        sleep 0.2
+    done
+    sleep 0.5
+    kill "$tail_pid" 2>/dev/null || true
+    wait "$tail_pid" 2>/dev/null || true
+    return "$(cat "$run/$id.rc")"
+}
+
+# on_server TEST-ARGS...: `test TEST-ARGS` on the file server's view of the export.
+on_server() {
+    if [[ -n $KNFSD_SINCE ]]; then
+        kc_run srv 20 "test $(printf '%q ' "$@")" >/dev/null
+    else
+        test "$@"
+    fi
 }
 
 # wait_guests: until every guest has mounted and its agent runs.
@@ -351,6 +436,22 @@ setup() {
                 modules="nfsv4"
             fi
             ;;
+        knfsd3 | knfsd4.2)
+            ensure_packages "${KNFSD_PACKAGES[@]}"
+            start_knfsd
+            fstype=nfs
+            if [[ $kind == knfsd3 ]]; then
+                source=$NET.10:$WORK/export
+                options=vers=3,nolock,addr=$NET.10,port=2049,mountport=20048,mountvers=3,mountproto=tcp,mountaddr=$NET.10
+                modules="nfsv3"
+            else
+                # The export is NFSv4's root (fsid=0): the guest's own root is
+                # hostfs, which cannot be part of a pseudo file system.
+                source=$NET.10:/
+                options=vers=4.2,addr=$NET.10
+                modules="nfsv4"
+            fi
+            ;;
         cifs)
             start_samba
             fstype=cifs
@@ -366,6 +467,7 @@ setup() {
         boot_guest "$name" "$index" "$fstype" "$source" "$options" $modules
     done
     wait_guests
+    [[ -z $KNFSD_SINCE ]] || wait_grace
     export MC_KC_KIND=$kind MC_KC_CTL=$WORK/ctl MC_KC_GUESTS="a b"
     export MC_KC_SHARE=$GUEST_SHARE MC_KC_EXPORT=$WORK/export
     say "$kind ready in $((SECONDS - started)) s: guests a and b mount it on $GUEST_SHARE"
@@ -385,10 +487,10 @@ self_test() {
     # while a's handle is open when that handle closes.
     local t
     for ((t = 0; t < 50; t++)); do
-        [[ -e $MC_KC_EXPORT/probe ]] || break
+        on_server -e "$MC_KC_EXPORT/probe" || break
         sleep 0.1
     done
-    [[ ! -e $MC_KC_EXPORT/probe ]] || { echo "probe still on the export after 5 s"; return 1; }
+    ! on_server -e "$MC_KC_EXPORT/probe" || { echo "probe still on the export after 5 s"; return 1; }
     echo "kernel-clients check: all ok"
 }
 
@@ -398,7 +500,7 @@ main() {
     (($# >= 2)) || usage
     local action=$1 kind=$2
     shift 2
-    case $kind in nfs3 | nfs4.2 | cifs) ;; *) usage ;; esac
+    case $kind in nfs3 | nfs4.2 | cifs | knfsd3 | knfsd4.2) ;; *) usage ;; esac
     trap teardown EXIT
     trap 'on_signal INT' INT
     trap 'on_signal TERM' TERM
@@ -412,7 +514,11 @@ main() {
             [[ ${1:-} == -- ]] && shift
             (($#)) || usage
             setup "$kind"
-            "$@" <&0 &
+            if [[ -n $KNFSD_SINCE ]]; then
+                run_in_server "$@" &
+            else
+                "$@" <&0 &
+            fi
             CMD_PID=$!
             local rc=0
             wait "$CMD_PID" || rc=$?

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests.sh - the lock protocol's proofs on REAL kernel NFS and SMB clients.
 #
-# Usage: scripts/uml/tests.sh [nfs3|nfs4.2|cifs ...] [-- TEST-FILTER...]
-#        (default: nfs3 nfs4.2 cifs, every test)
+# Usage: scripts/uml/tests.sh [nfs3|nfs4.2|cifs|knfsd3|knfsd4.2 ...] [-- TEST-FILTER...]
+#        (default: nfs3 nfs4.2 cifs, every test; the knfsd kinds, against the
+#        kernel's own nfsd in a third guest, run when named)
 #
 # For each kind, scripts/uml/kernel-clients.sh boots two user-mode-linux guests
 # mounting one export (one boot per kind) and runs
@@ -44,8 +45,13 @@ if [[ ${1:-} == --inner ]]; then
     kind=$2
     shift 2
     run() {
-        cargo test --locked --test kernel_clients -- --include-ignored --test-threads=1 \
-            --nocapture "$@"
+        if [[ $kind == knfsd* ]]; then
+            # In the server guest (kernel-clients.sh), where cargo cannot write.
+            "$MC_KC_TEST_BIN" --include-ignored --test-threads=1 --nocapture "$@"
+        else
+            cargo test --locked --test kernel_clients -- --include-ignored --test-threads=1 \
+                --nocapture "$@"
+        fi
     }
     (($#)) && { run "$@"; exit; }
     known=() skips=()
@@ -72,7 +78,7 @@ fi
 kinds=()
 while (($#)) && [[ $1 != -- ]]; do
     case $1 in
-        nfs3 | nfs4.2 | cifs) kinds+=("$1") ;;
+        nfs3 | nfs4.2 | cifs | knfsd3 | knfsd4.2) kinds+=("$1") ;;
         *) echo "tests.sh: unknown kind $1" >&2; exit 2 ;;
     esac
     shift
@@ -92,6 +98,12 @@ matrix=$(cargo test --locked --test fault_matrix --no-run 2>&1 |
 [[ -n $matrix ]] || { echo "tests.sh: cannot find the fault_matrix test binary" >&2; exit 1; }
 [[ $matrix == /* ]] || matrix=$PWD/$matrix
 export MC_KC_FAULT_MATRIX=$matrix
+# The knfsd kinds run tests/kernel_clients.rs's binary itself, in their server guest.
+MC_KC_TEST_BIN=$(cargo test --locked --test kernel_clients --no-run 2>&1 |
+    sed -n 's/.*Executable .*(\(.*kernel_clients-[0-9a-f]*\))$/\1/p' | tail -n 1)
+[[ -n $MC_KC_TEST_BIN ]] || { echo "tests.sh: cannot find the kernel_clients test binary" >&2; exit 1; }
+[[ $MC_KC_TEST_BIN == /* ]] || MC_KC_TEST_BIN=$PWD/$MC_KC_TEST_BIN
+export MC_KC_TEST_BIN
 
 # Every kind runs, so that one failing kind does not hide the others' results.
 failed=()
