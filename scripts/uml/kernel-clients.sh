@@ -101,9 +101,13 @@ EOF
 
 stop_guests() {
     local name i pid
-    for name in "${GUEST_NAMES[@]}"; do : >"$WORK/ctl/$name/halt"; done
-    for i in "${!GUEST_PIDS[@]}"; do
+    # The clients first: a client whose server has gone cannot unmount.
+    for name in "${GUEST_NAMES[@]}"; do
+        [[ $name == srv ]] || : >"$WORK/ctl/$name/halt"
+    done
+    for ((i = ${#GUEST_PIDS[@]} - 1; i >= 0; i--)); do
         pid=${GUEST_PIDS[$i]}
+        [[ ${GUEST_NAMES[$i]} != srv ]] || : >"$WORK/ctl/srv/halt"
         # A guest unmounts and powers off in about a second; a hung one is killed.
         for ((t = 0; t < 100; t++)); do
             alive "$pid" || break
