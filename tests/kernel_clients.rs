@@ -15,6 +15,10 @@
 //! project's binary, by their absolute paths: the guests' root is this host's `/`.
 //! The export's own directory (`MC_KC_EXPORT`) is the file server's view, which the
 //! assertions read.
+//! Against the kernel's own nfsd (kinds `knfsd3`, `knfsd4.2`) the file server is a third
+//! guest whose export this host cannot read, and this binary runs in that guest instead
+//! (`scripts/uml/tests.sh` runs it there directly, without cargo): there `MC_KC_EXPORT`
+//! is the server's own disk and `MC_KC_CTL` the host's control directory at its host path.
 //!
 //! The tests run one at a time in name order (`--test-threads=1`); the two that
 //! set a guest's clock apart (`skewed_...`, `what_...`) come last and put it back.
