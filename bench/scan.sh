@@ -3,6 +3,8 @@
 # library starts converting.
 #
 # Usage: bench/scan.sh [WORK_DIR]      (default: a fresh mktemp -d, removed at the end)
+#        bench/scan.sh --kernel KIND [WORK_DIR]   (only 5., on local disk and through a
+#                                                  kernel client; see "kernel" below)
 # Env:   FILES_DIRS (10000), FILES_PER_DIR (10), COLD_FILES (200), RUNS (3),
 #        FIRST_FILES (30000), COORDINATION (1; 0 skips bench/locks.sh --cold)
 #
@@ -30,6 +32,120 @@ dirs=${FILES_DIRS:-10000}
 per_dir=${FILES_PER_DIR:-10}
 cold_files=${COLD_FILES:-200}
 runs=${RUNS:-3}
+
+# ---- kernel ----
+# bench/scan.sh --kernel KIND [WORK_DIR]: only measurement 5, the seconds from start to the
+# first `converting` event on a cold library of FIRST_FILES files, best of RUNS, on local
+# disk and through a Linux kernel client, side by side in one run. KIND is one of
+# scripts/uml/kernel-clients.sh's (nfs3, nfs4.2, cifs, knfsd3, knfsd4.2): the tool runs in
+# its guest `a` (user-mode-linux, kernel 6.1) with the library on the export, made there
+# by make-library.sh. Before each try the run's own files (caches, presence records) are
+# removed on the server and the guest's caches dropped, so every try starts cold; a try
+# that has not converted within KERNEL_LIMIT seconds (600) counts as none. Needs root and
+# /dev/net/tun. The guest makes every system call cost several host context switches:
+# compare its figure with the local one as an upper bound of what a NAS adds.
+kernel=""
+if [ "${1:-}" = --kernel ]; then
+  [ $# -ge 2 ] || { echo "usage: $0 --kernel KIND [WORK_DIR]" >&2; exit 2; }
+  kernel=$2
+  shift 2
+fi
+
+# make_cold DIR: remove what a run leaves that would make the next one warm (caches,
+# presence records).
+make_cold() {
+  find "$1" \( -name .mediabox_cache.json -o -name .mediabox-hosts \) -prune \
+    -exec rm -rf {} + 2>/dev/null || true
+}
+
+# kernel_min A B: the smaller of two figures, either of which may be "none".
+kernel_min() {
+  if [ "$1" = none ] || [ -z "$1" ]; then echo "${2:-none}"
+  elif [ "$2" = none ] || [ -z "$2" ]; then echo "$1"
+  else awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? a : b }'
+  fi
+}
+
+# --kernel-inner BIN FILES RUNS: run by kernel-clients.sh (on this host, or in the knfsd
+# kinds' server guest); prints "FIRST_CONVERTING <best seconds or none> <files>".
+if [ "${1:-}" = --kernel-inner ]; then
+  # shellcheck source=scripts/uml/agent.sh
+  source scripts/uml/agent.sh
+  klib=$MC_KC_EXPORT/first
+  echo "scan.sh: generating a cold library of $3 files on the $MC_KC_KIND export" >&2
+  kstart=$SECONDS
+  bench/make-library.sh "$klib" "$((($3 + 9) / 10))" 10 2>/dev/null
+  kcount=$(find "$klib" -type f -not -name '.*' | wc -l)
+  echo "scan.sh: generated in $((SECONDS - kstart)) s" >&2
+  # The try, in the guest: its own clock from start to the first `converting` line.
+  kscript=$(
+    printf 'bin=%q lib=%q limit=%q\n' "$2" "$MC_KC_SHARE/first" "${KERNEL_LIMIT:-600}"
+    cat <<'EOF'
+sync
+echo 3 >/proc/sys/vm/drop_caches
+out=/tmp/first.jsonl
+: >"$out"
+start=$(date +%s.%N)
+SECONDS=0
+NO_COLOR=1 "$bin" --dir "$lib" --json --min-age 0s >"$out" 2>/tmp/first.err &
+pid=$!
+t=none
+while kill -0 "$pid" 2>/dev/null && ((SECONDS < limit)); do
+  if grep -q '"event":"converting"' "$out"; then
+    t=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+    break
+  fi
+  sleep 0.02
+done
+kill -TERM "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+[ "$t" != none ] || { echo "no converting event; its stderr:" >&2; tail -n 5 /tmp/first.err >&2; }
+echo "$t"
+EOF
+  )
+  kbest=none
+  for ((r = 0; r < $4; r++)); do
+    make_cold "$klib"
+    t=$(kc_run a "$((${KERNEL_LIMIT:-600} + 120))" "$kscript" | tail -n 1) || t=none
+    echo "scan.sh: $MC_KC_KIND, try $((r + 1)): ${t:-none} s" >&2
+    kbest=$(kernel_min "$kbest" "${t:-none}")
+  done
+  echo "FIRST_CONVERTING $kbest $kcount"
+  exit 0
+fi
+
+# kernel_main: the --kernel run (called once first_converting is defined).
+kernel_main() {
+  if [ "$(id -u)" != 0 ] || [ ! -c /dev/net/tun ]; then
+    echo "scan.sh: --kernel needs root and /dev/net/tun" >&2
+    exit 1
+  fi
+  if [ ! -d "$first" ]; then
+    echo "scan.sh: generating a cold library of $first_files files" >&2
+    bench/make-library.sh "$first" "$(((first_files + 9) / 10))" 10 2>/dev/null
+  fi
+  local count best=none r line kbest kcount
+  count=$(find "$first" -type f -not -name '.*' | wc -l)
+  echo "scan.sh: time to the first conversion, $count cold files, local disk" >&2
+  for ((r = 0; r < runs; r++)); do
+    best=$(kernel_min "$best" "$(first_converting)")
+  done
+  echo "scan.sh: the same through $kernel (scripts/uml/kernel-clients.sh)" >&2
+  line=$(scripts/uml/kernel-clients.sh run "$kernel" -- \
+    "$PWD/bench/scan.sh" --kernel-inner "$bin" "$first_files" "$runs" |
+    grep '^FIRST_CONVERTING' | tail -n 1) || true
+  read -r _ kbest kcount <<<"${line:-x failed 0}"
+  cat <<EOF
+Machine: $(nproc) cores, $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg);
+best of $runs runs, each cold (no cache anywhere; the guest's caches dropped).
+
+| first \`converting\` event, cold library | files | seconds |
+|---|---:|---:|
+| local disk | $count | $best |
+| $kernel, Linux 6.1 kernel client (user-mode-linux guest) | $kcount | $kbest |
+EOF
+}
+# ---- end kernel ----
 [ -x /usr/bin/time ] || { echo "scan.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
 if [ $# -ge 1 ]; then
@@ -44,6 +160,30 @@ echo "scan.sh: building the release binary" >&2
 cargo build --release --locked -q
 bin=${CARGO_TARGET_DIR:-target}/release/media-converter
 bin=$(realpath "$bin")
+
+first_files=${FIRST_FILES:-30000}
+first="$work/first"
+# Seconds from start to the first `converting` event; the run is then stopped cleanly and
+# what it left (caches, presence records) removed, so each try starts cold.
+first_converting() {
+  make_cold "$first"
+  local out="$work/first.jsonl" start pid t=""
+  : >"$out"
+  start=$(date +%s.%N)
+  "$bin" --dir "$first" --json --min-age 0s >"$out" 2>/dev/null &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    if grep -q '"event":"converting"' "$out"; then
+      t=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+      break
+    fi
+    sleep 0.02
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "${t:-none}"
+}
+[ -z "$kernel" ] || { kernel_main; exit 0; }
 
 # ffprobe that counts its calls, first on PATH.
 calls="$work/ffprobe-calls"
@@ -128,34 +268,11 @@ for ((r = 1; r < runs; r++)); do
   native=$(awk -v a="$n" -v b="$native" 'BEGIN { print (a < b) ? a : b }')
 done
 
-first_files=${FIRST_FILES:-30000}
-first="$work/first"
 if [ ! -d "$first" ]; then
   echo "scan.sh: generating a cold library of $first_files files" >&2
   bench/make-library.sh "$first" "$(((first_files + 9) / 10))" 10 2>/dev/null
 fi
 first_count=$(find "$first" -type f -not -name '.*' | wc -l)
-# Seconds from start to the first `converting` event; the run is then stopped cleanly and
-# what it left (caches, presence records) removed, so each try starts cold.
-first_converting() {
-  find "$first" \( -name .mediabox_cache.json -o -name .mediabox-hosts \) -prune \
-    -exec rm -rf {} + 2>/dev/null || true
-  local out="$work/first.jsonl" start pid t=""
-  : >"$out"
-  start=$(date +%s.%N)
-  "$bin" --dir "$first" --json --min-age 0s >"$out" 2>/dev/null &
-  pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    if grep -q '"event":"converting"' "$out"; then
-      t=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-      break
-    fi
-    sleep 0.02
-  done
-  kill -TERM "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  echo "${t:-none}"
-}
 echo "scan.sh: time to the first conversion, $first_count cold files" >&2
 first_secs=$(first_converting)
 for ((r = 1; r < runs; r++)); do
