@@ -3,7 +3,8 @@
 # the rows bench/locks.sh cannot measure on a machine whose kernel has no NFS or
 # CIFS client.
 #
-# Usage: bench/locks-kernel.sh [nfs3|nfs4.2|cifs ...]     (default: all three)
+# Usage: bench/locks-kernel.sh [nfs3|nfs4.2|cifs|knfsd3|knfsd4.2 ...]
+#        (default: all five; knfsd: the kernel's own nfsd in a third guest)
 #
 # For each kind, scripts/uml/kernel-clients.sh boots two user-mode-linux guests
 # (two hosts) mounting one export, and lock_hammer (release build) claims and
@@ -25,7 +26,8 @@ HAMMER=$(pwd)/$TARGET/release/examples/lock_hammer
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 if [[ ${1:-} == --inner ]]; then
-    # Inside kernel-clients.sh: measure through the guests' mounts, print one line.
+    # Inside kernel-clients.sh (for the knfsd kinds, in their server guest): measure
+    # through the guests' mounts, print one line.
     # shellcheck source=scripts/uml/agent.sh
     source scripts/uml/agent.sh
     results=$MC_KC_CTL/bench
@@ -59,7 +61,7 @@ if [[ ${1:-} == --inner ]]; then
 fi
 
 kinds=("$@")
-((${#kinds[@]})) || kinds=(nfs3 nfs4.2 cifs)
+((${#kinds[@]})) || kinds=(nfs3 nfs4.2 cifs knfsd3 knfsd4.2)
 [[ $EUID -eq 0 && -c /dev/net/tun ]] || { say "needs root and /dev/net/tun"; exit 1; }
 say "building lock_hammer (release)"
 cargo build --release --locked --example lock_hammer >&2
