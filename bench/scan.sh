@@ -133,7 +133,7 @@ kernel_main() {
   echo "scan.sh: the same through $kernel (scripts/uml/kernel-clients.sh)" >&2
   line=$(scripts/uml/kernel-clients.sh run "$kernel" -- \
     "$PWD/bench/scan.sh" --kernel-inner "$bin" "$first_files" "$runs" |
-    grep '^FIRST_CONVERTING' | tail -n 1) || true
+    tee /dev/stderr | grep '^FIRST_CONVERTING' | tail -n 1) || true
   read -r _ kbest kcount <<<"${line:-x failed 0}"
   cat <<EOF
 Machine: $(nproc) cores, $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg);
