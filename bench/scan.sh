@@ -75,7 +75,7 @@ if [ "${1:-}" = --kernel-inner ]; then
   echo "scan.sh: generating a cold library of $3 files on the $MC_KC_KIND export" >&2
   kstart=$SECONDS
   bench/make-library.sh "$klib" "$((($3 + 9) / 10))" 10 2>/dev/null
-  kcount=$(find "$klib" -type f -not -name '.*' | wc -l)
+  kcount=$(find "$klib" -type f -not -path '*/.*' | wc -l)
   echo "scan.sh: generated in $((SECONDS - kstart)) s" >&2
   # The try, in the guest: its own clock from start to the first `converting` line.
   kscript=$(
@@ -125,7 +125,7 @@ kernel_main() {
     bench/make-library.sh "$first" "$(((first_files + 9) / 10))" 10 2>/dev/null
   fi
   local count best=none r line kbest kcount
-  count=$(find "$first" -type f -not -name '.*' | wc -l)
+  count=$(find "$first" -type f -not -path '*/.*' | wc -l)
   echo "scan.sh: time to the first conversion, $count cold files, local disk" >&2
   for ((r = 0; r < runs; r++)); do
     best=$(kernel_min "$best" "$(first_converting)")
@@ -133,7 +133,7 @@ kernel_main() {
   echo "scan.sh: the same through $kernel (scripts/uml/kernel-clients.sh)" >&2
   line=$(scripts/uml/kernel-clients.sh run "$kernel" -- \
     "$PWD/bench/scan.sh" --kernel-inner "$bin" "$first_files" "$runs" |
-    tee /dev/stderr | grep '^FIRST_CONVERTING' | tail -n 1) || true
+    tee >(cat >&2) | grep '^FIRST_CONVERTING' | tail -n 1) || true
   read -r _ kbest kcount <<<"${line:-x failed 0}"
   cat <<EOF
 Machine: $(nproc) cores, $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg);

@@ -362,7 +362,7 @@ wait_grace() {
 run_in_server() {
     local script id run=$WORK/ctl/srv/run tail_pid
     script="cd $(printf %q "$PWD") || exit 1"$'\n'
-    script+=$(export -p | grep -E '^declare -x (MC_|RUST_|FAULT_MATRIX_|KERNEL_CLIENTS_)')
+    script+=$(export -p | grep -E '^declare -x (MC_|RUST_|FAULT_MATRIX_|KERNEL_CLIENTS_)' || true)
     script+=$'\n'"exec $(printf '%q ' "$@")"
     id=$(kc_spawn srv "$script")
     until [[ -e $run/$id.out || -e $run/$id.rc ]]; do
