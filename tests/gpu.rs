@@ -489,6 +489,67 @@ fn a_hardware_encode_that_meets_the_target_is_kept() {
     assert!(record.get("fallback").is_none(), "{cache:#}");
 }
 
+/// The static ffmpeg 6.0 has no NVENC at all (nor QSV, VAAPI): a run that asks for it says
+/// so, rather than the first NVENC option its trial's command line stumbles on
+/// ("Unrecognized option 'rc:v:0'"), both under `auto` and with `--encoder hevc_nvenc`.
+#[test]
+fn an_encoder_this_ffmpeg_lacks_is_named_as_missing_not_as_a_bad_option() {
+    let Some(dir6) = ffmpeg6("naming an encoder that ffmpeg 6.0 lacks") else {
+        return;
+    };
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("movie.mkv")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = cmd()
+            .arg("--dir")
+            .arg(d)
+            .arg("--ffmpeg")
+            .arg(dir6.join("ffmpeg"))
+            .arg("--ffprobe")
+            .arg(dir6.join("ffprobe"))
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        let events = events(&out);
+        (out, events)
+    };
+
+    // The encoder is chosen while the library is scanned, even when no file is converted.
+    let (out, events) = run(&["--max-files", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let chosen = only(&events, "encoder_chosen");
+    assert_eq!(chosen["encoder"], "libx265", "{chosen}");
+    let reason_for = |name: &str| {
+        chosen["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["encoder"] == name)
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reason_for("hevc_nvenc"),
+        "this ffmpeg was built without hevc_nvenc",
+        "{chosen}"
+    );
+
+    let (out, events) = run(&["--encoder", "hevc_nvenc", "--no-fallback"]);
+    assert_eq!(out.status.code(), Some(1), "{events:#?}");
+    let error = only(&events, "failed")["error"].as_str().unwrap();
+    assert!(
+        error
+            .starts_with("hevc_nvenc does not work here: this ffmpeg was built without hevc_nvenc"),
+        "{error}"
+    );
+    assert!(!error.contains("Unrecognized option"), "{error}");
+    assert_eq!(fs::read(d.join("movie.mkv")).unwrap(), before);
+}
+
 /// `doctor --json` on this machine, with the real ffmpeg.
 fn doctor(extra: &[&std::ffi::OsStr]) -> (Output, Value) {
     let out = cmd()
