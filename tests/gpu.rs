@@ -489,6 +489,40 @@ fn a_hardware_encode_that_meets_the_target_is_kept() {
     assert!(record.get("fallback").is_none(), "{cache:#}");
 }
 
+/// Under a target, a hardware encoder that fails (here already in the search's trial
+/// encodes) falls back as a failed encode does: libx265 searches its own quality and
+/// converts the file, instead of the file failing.
+#[cfg(unix)]
+#[test]
+fn a_failed_hardware_encode_under_a_target_is_redone_at_libx265s_own_quality() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+
+    let (out, events) = gpu.run(d, &target_args());
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    // NVENC's search started and failed; libx265 searched its own quality and encoded.
+    assert!(!of_kind(&events, "searching").is_empty(), "{events:#?}");
+    assert_eq!(encoders_of(&events, "searched"), ["libx265"]);
+    assert_eq!(encoders_of(&events, "converting"), ["libx265"]);
+    let fallback = only(&events, "fallback");
+    assert_eq!(fallback["from"], "hevc_nvenc");
+    let why = fallback["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("searching the quality for SSIM 0.9800: ") && why.contains(SESSION_LIMIT),
+        "{why}"
+    );
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "libx265");
+    let error = converted["fallback"]["error"].as_str().unwrap();
+    assert!(error.contains(SESSION_LIMIT), "{error}");
+    assert!(converted["fallback"].get("score").is_none(), "{converted}");
+    let achieved = converted["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= TARGET_SSIM - SSIM_TOLERANCE, "{achieved}");
+}
+
 /// The static ffmpeg 6.0 has no NVENC at all (nor QSV, VAAPI): a run that asks for it says
 /// so, rather than the first NVENC option its trial's command line stumbles on
 /// ("Unrecognized option 'rc:v:0'"), both under `auto` and with `--encoder hevc_nvenc`.

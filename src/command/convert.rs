@@ -1078,7 +1078,11 @@ impl OneFile<'_> {
                     reporter,
                     set_phase: &|phase| claims.file.set_phase(phase),
                 };
-                let quality = quality::settle(&question).map_err(unsettled_outcome)?;
+                let quality = quality::settle(&question).map_err(|unsettled| match unsettled {
+                    // The trial encodes failed: on hardware, as a failed encode does.
+                    quality::Unsettled::Failed(error) => encode::Failure::Encoder(error),
+                    other => encode::Failure::Final(unsettled_outcome(other)),
+                })?;
                 Ok(config.with_quality(quality).encode)
             }
             _ => Ok(config.encode.clone()),

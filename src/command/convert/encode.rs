@@ -156,7 +156,7 @@ pub(super) struct Encoded {
 }
 
 /// Why one try did not produce a verified file.
-enum Failure {
+pub(super) enum Failure {
     /// The encoder or its output failed: worth redoing in software.
     Encoder(String),
     /// Anything else decides the file's outcome at once: an interruption, an output heading
@@ -165,8 +165,10 @@ enum Failure {
 }
 
 /// The encode settings for one encoder: the run's, or with a `--target-*` the quality
-/// searched for that encoder (each encoder has its own scale), or how the file ends instead.
-pub(super) type SettingsFor<'a> = dyn Fn(&EncoderSetup) -> Result<EncodeSettings, FileOutcome> + 'a;
+/// searched for that encoder (each encoder has its own scale); or why there are none: a
+/// search whose trial encodes failed (redone in software like a failed encode), or how the
+/// file ends instead.
+pub(super) type SettingsFor<'a> = dyn Fn(&EncoderSetup) -> Result<EncodeSettings, Failure> + 'a;
 
 /// Encodes and verifies, redoing a failed hardware encode with libx265 where allowed, at the
 /// settings `settings_for` gives each encoder.
@@ -179,8 +181,9 @@ pub(super) fn encode_verified(
     let mut setup = first;
     let mut fallback = None;
     loop {
-        let settings = settings_for(&setup)?;
-        let error = match encode_once(attempt, &setup, &settings) {
+        let tried =
+            settings_for(&setup).and_then(|settings| encode_once(attempt, &setup, &settings));
+        let error = match tried {
             Ok((dropped, output)) => {
                 return Ok(Encoded {
                     encoder: encoder_name(attempt.plan, &setup).into(),
