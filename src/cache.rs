@@ -179,6 +179,9 @@ pub struct Converted {
     pub host: String,
     /// ffmpeg's name of the encoder (`libx265`, `hevc_nvenc`, ...).
     pub encoder: String,
+    /// The hardware encode that came first and was redone with libx265, if one was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
     /// The original's size.
     pub before_bytes: u64,
     /// The converted file's size.
@@ -196,6 +199,19 @@ pub struct Converted {
     pub score: Option<Score>,
 }
 
+/// A hardware encode that was redone with libx265: it failed, its output failed
+/// verification, or its output missed the quality target (`docs/encoders.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The hardware encoder.
+    pub from: String,
+    /// Why it was redone: ffmpeg's message, the failed verification, or the score missed.
+    pub error: String,
+    /// The score its output achieved against the original, when that is why it was redone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<Score>,
+}
+
 /// What a conversion made, as [`Recorder::converted`] records it.
 #[derive(Debug, Clone)]
 pub struct Made<'a> {
@@ -203,6 +219,8 @@ pub struct Made<'a> {
     pub output: &'a Path,
     pub after_bytes: u64,
     pub encoder: &'a str,
+    /// The hardware encode redone with libx265 first, if one was.
+    pub fallback: Option<Fallback>,
     pub seconds: f64,
     /// The original's video, which later estimates of its kind go by.
     pub source: Option<SourceVideo>,
@@ -898,6 +916,7 @@ impl Recorder {
             output,
             after_bytes,
             encoder,
+            fallback,
             seconds,
             source,
             score,
@@ -915,6 +934,7 @@ impl Recorder {
             at: clock::now_rfc3339(),
             host: self.host.clone(),
             encoder: encoder.to_owned(),
+            fallback,
             before_bytes: file.size,
             after_bytes,
             seconds,
@@ -1193,6 +1213,7 @@ mod tests {
                 output: &dir.path().join("old.mkv"),
                 after_bytes: 4,
                 encoder: "libx265",
+                fallback: None,
                 seconds: 1.5,
                 source: None,
                 score: None,

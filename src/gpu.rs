@@ -131,18 +131,18 @@ pub struct Facts {
 
 impl Facts {
     /// Gathers the facts of this machine that matter for the `wanted` encoders: asks ffmpeg
-    /// for its encoders (`Scope::Everything` only: in a run the trials tell as much), lists
-    /// render nodes, and asks NVML (loaded at run time; a machine without the driver gets a
-    /// reason) when NVENC is wanted.
-    pub fn gather(ffmpeg: &Path, wanted: &[Encoder], scope: Scope) -> Facts {
+    /// for its encoders, lists render nodes, and asks NVML (loaded at run time; a machine
+    /// without the driver gets a reason) when NVENC is wanted.
+    ///
+    /// The list is asked in a run too: the trial of an encoder this ffmpeg lacks fails on
+    /// the first of its options that no other encoder has (a static ffmpeg 6.0 without NVENC
+    /// says "Unrecognized option 'rc:v:0'"), which hides the real reason.
+    pub fn gather(ffmpeg: &Path, wanted: &[Encoder]) -> Facts {
         let platform = Platform::current();
         let nvenc = wanted.contains(&Encoder::HevcNvenc) && platform.has(Encoder::HevcNvenc);
         Facts {
             platform,
-            listed: match scope {
-                Scope::Everything => listed_encoders(ffmpeg),
-                Scope::Plausible => None,
-            },
+            listed: listed_encoders(ffmpeg),
             render_nodes: render_nodes(Path::new("/dev/dri")),
             nvidia: if nvenc {
                 query_nvidia()
@@ -520,7 +520,7 @@ pub fn detect(
     settings: &EncodeSettings,
     scope: Scope,
 ) -> (Facts, Vec<Assessment>) {
-    let facts = Facts::gather(ffmpeg, wanted, scope);
+    let facts = Facts::gather(ffmpeg, wanted);
     let ruled_out = match scope {
         Scope::Everything => Vec::new(),
         Scope::Plausible => implausible(&facts, wanted),

@@ -172,15 +172,9 @@ pub enum Event {
     CacheStats(Stats),
 }
 
-/// A hardware encode that failed before software produced the file; recorded with the
-/// outcome so that the cache can say which encoder really made it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Fallback {
-    /// The hardware encoder that failed.
-    pub from: String,
-    /// Its error: ffmpeg's message or the failed verification.
-    pub error: String,
-}
+/// A hardware encode redone with libx265 before the file was made; recorded with the
+/// outcome so that the cache can say which encoder really made it, and what came first.
+pub use crate::cache::Fallback;
 
 /// An encoder the run did not choose, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

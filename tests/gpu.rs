@@ -2,10 +2,12 @@
 //!
 //! A real GPU cannot be had on the test machines, so a fake ffmpeg stands first on `PATH`
 //! where one is needed: it passes `hevc_nvenc` trial encodes (or fails them, on request) and
-//! fails every real `hevc_nvenc` encode the way a driver out of sessions does; everything
-//! else it hands to the real ffmpeg.
+//! fails every real `hevc_nvenc` encode the way a driver out of sessions does, or, on
+//! request, has the real ffmpeg's libx265 play NVENC (at a deliberately poor quality for the
+//! whole file where a test needs a hardware encode that misses its quality target);
+//! everything else it hands to the real ffmpeg.
 //!
-//! Unix only: the fake ffmpeg is a shell script.
+//! Unix only: the fake ffmpeg is a bash script.
 #![cfg(unix)]
 
 mod common;
@@ -31,9 +33,12 @@ impl FakeGpu {
         let real_ffmpeg = which("ffmpeg");
         let dir = tempfile::tempdir().unwrap();
         let script = format!(
-            r#"#!/bin/sh
+            r#"#!/bin/bash
 # Fake ffmpeg: hevc_nvenc passes one-frame trials (unless FAKE_NVENC_TRIAL_FAILS is set)
-# and fails real encodes; anything else runs the real ffmpeg.
+# and fails real encodes, or with FAKE_NVENC_ENCODES set has them done by libx265: NVENC's
+# CQ as x265's CRF, except the whole-file encode (the one reporting -progress), which gets
+# FAKE_NVENC_WHOLE_CRF when that is set: a hardware encoder whose whole file falls short of
+# what its samples promised. Anything else runs the real ffmpeg.
 case " $* " in
   *" hevc_nvenc "*)
     case " $* " in
@@ -45,14 +50,32 @@ case " $* " in
         fi
         exit 0 ;;
       *)
-        echo "[hevc_nvenc @ 0x55d0c1d3a540] {SESSION_LIMIT}: (no details)" >&2
-        echo "Error initializing output stream 0:0 -- Error while opening encoder for output stream #0:0" >&2
-        exit 1 ;;
+        if [ -z "$FAKE_NVENC_ENCODES" ]; then
+          echo "[hevc_nvenc @ 0x55d0c1d3a540] {SESSION_LIMIT}: (no details)" >&2
+          echo "Error initializing output stream 0:0 -- Error while opening encoder for output stream #0:0" >&2
+          exit 1
+        fi
+        whole=
+        case " $* " in *" -progress "*) whole=1 ;; esac
+        args=()
+        while [ $# -gt 0 ]; do
+          case "$1" in
+            -c:v:*) [ "$2" = hevc_nvenc ] && args+=("$1" libx265) || args+=("$1" "$2"); shift 2 ;;
+            -rc:v:*|-b:v:*|-spatial_aq:v:*|-gpu:v:*) shift 2 ;;
+            -preset:v:*) args+=("$1" ultrafast); shift 2 ;;
+            -cq:v:*)
+              q=$2
+              [ -n "$whole" ] && [ -n "$FAKE_NVENC_WHOLE_CRF" ] && q=$FAKE_NVENC_WHOLE_CRF
+              args+=("-crf:${{1#-cq:}}" "$q"); shift 2 ;;
+            *) args+=("$1"); shift ;;
+          esac
+        done
+        exec '{ffmpeg}' "${{args[@]}}" ;;
     esac ;;
 esac
-exec '{}' "$@"
+exec '{ffmpeg}' "$@"
 "#,
-            real_ffmpeg.display()
+            ffmpeg = real_ffmpeg.display()
         );
         let fake = dir.path().join("ffmpeg");
         fs::write(&fake, script).unwrap();
@@ -71,9 +94,22 @@ exec '{}' "$@"
     }
 
     fn run(&self, library: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+        self.run_with(&[], library, extra)
+    }
+
+    /// A run with the fake's `FAKE_*` settings in `env`.
+    fn run_with(
+        &self,
+        env: &[(&str, &str)],
+        library: &Path,
+        extra: &[&str],
+    ) -> (Output, Vec<Value>) {
         let out = cmd()
             .env("PATH", self.path())
             .env_remove("FAKE_NVENC_TRIAL_FAILS")
+            .env_remove("FAKE_NVENC_ENCODES")
+            .env_remove("FAKE_NVENC_WHOLE_CRF")
+            .envs(env.iter().copied())
             .arg("--dir")
             .arg(library)
             .arg("--json")
@@ -297,6 +333,255 @@ fn a_forced_encoder_that_fails_its_trial_falls_back_unless_told_not_to() {
     assert_eq!(only(&events, "encoder_chosen")["encoder"], "libx265");
     assert_eq!(only(&events, "converted")["encoder"], "libx265");
     assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
+}
+
+/// A 3-second 256x144 clip of smooth synthetic pictures, nearly lossless MPEG-4 Part 2:
+/// a file every encoder shrinks at any sensible quality.
+fn smooth_clip(out: &Path) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=256x144:rate=24",
+        "-t",
+        "3",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// The SSIM target of the quality tests, and how far a file may fall short of it
+/// (`Metric::tolerance`).
+const TARGET_SSIM: f64 = 0.98;
+const SSIM_TOLERANCE: f64 = 0.002;
+
+fn target_args() -> Vec<&'static str> {
+    vec![
+        "--target-ssim",
+        "0.98",
+        "--min-savings",
+        "0",
+        "--preset",
+        "veryfast",
+    ]
+}
+
+fn encoders_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a str> {
+    of_kind(events, kind)
+        .iter()
+        .map(|e| e["encoder"].as_str().unwrap())
+        .collect()
+}
+
+/// NVENC (played by libx265) encodes the whole file far below what its samples promised:
+/// the achieved score misses the target, the file is redone with libx265 at libx265's own
+/// searched quality, and the final file meets the target. With --no-fallback the file fails
+/// instead and keeps its original.
+#[cfg(unix)]
+#[test]
+fn a_hardware_encode_that_misses_the_target_is_redone_with_libx265() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("clip.mkv")).unwrap();
+    let missing = [("FAKE_NVENC_ENCODES", "1"), ("FAKE_NVENC_WHOLE_CRF", "51")];
+
+    // --no-fallback: the miss fails the file, and the original stays.
+    let mut extra = target_args();
+    extra.push("--no-fallback");
+    let (out, events) = gpu.run_with(&missing, d, &extra);
+    assert_eq!(out.status.code(), Some(1), "{events:#?}");
+    assert_eq!(encoders_of(&events, "converting"), ["hevc_nvenc"]);
+    assert!(of_kind(&events, "fallback").is_empty(), "{events:#?}");
+    let error = only(&events, "failed")["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("hevc_nvenc: its file scored SSIM 0.")
+            && error.contains("short of the target 0.9800")
+            && error.ends_with("(not redone with libx265: --no-fallback)"),
+        "{error}"
+    );
+    assert_eq!(fs::read(d.join("clip.mkv")).unwrap(), before);
+    assert_eq!(walk(d), [d.join("clip.mkv")], "nothing left behind");
+
+    // With fallback allowed: searched and encoded on NVENC, scored, redone with libx265
+    // after a search of libx265's own.
+    let (out, events) = gpu.run_with(&missing, d, &target_args());
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(only(&events, "encoder_chosen")["encoder"], "hevc_nvenc");
+    // NVENC's search was cached by the first run; libx265's is made now.
+    let searched = of_kind(&events, "searched");
+    let searched: Vec<(&str, bool)> = searched
+        .iter()
+        .map(|e| (e["encoder"].as_str().unwrap(), e["cached"] == true))
+        .collect();
+    assert_eq!(searched, [("hevc_nvenc", true), ("libx265", false)]);
+    assert_eq!(
+        encoders_of(&events, "converting"),
+        ["hevc_nvenc", "libx265"]
+    );
+    let fallback = only(&events, "fallback");
+    assert_eq!(
+        (fallback["from"].as_str(), fallback["to"].as_str()),
+        (Some("hevc_nvenc"), Some("libx265"))
+    );
+    let why = fallback["error"].as_str().unwrap();
+    assert!(
+        why.contains("short of the target 0.9800") && why.contains("tolerance of 0.0020"),
+        "{why}"
+    );
+
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "libx265");
+    assert_eq!(converted["fallback"]["from"], "hevc_nvenc");
+    let missed = converted["fallback"]["score"]["value"].as_f64().unwrap();
+    assert!(
+        missed < TARGET_SSIM - SSIM_TOLERANCE,
+        "NVENC's miss: {missed}"
+    );
+    let achieved = converted["score"]["value"].as_f64().unwrap();
+    assert!(
+        achieved >= TARGET_SSIM - SSIM_TOLERANCE,
+        "the final file meets the target: {achieved}"
+    );
+    assert_eq!(video_codec(&d.join("clip.mkv")), "hevc");
+    assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
+
+    // The cache records both: the encoder that made the file with its score, and the
+    // hardware encode that missed with its own.
+    let cache = read_cache(d);
+    let record = &cache["files"]["clip.mkv"]["converted"];
+    assert_eq!(record["encoder"], "libx265", "{cache:#}");
+    assert_eq!(record["score"], converted["score"], "{cache:#}");
+    assert_eq!(record["fallback"], converted["fallback"], "{cache:#}");
+}
+
+/// NVENC (played by libx265) whose whole file is what its samples promised: the target is
+/// met and the file is kept as NVENC made it, with no second encode.
+#[cfg(unix)]
+#[test]
+fn a_hardware_encode_that_meets_the_target_is_kept() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+
+    let (out, events) = gpu.run_with(&[("FAKE_NVENC_ENCODES", "1")], d, &target_args());
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(encoders_of(&events, "searched"), ["hevc_nvenc"]);
+    assert_eq!(encoders_of(&events, "converting"), ["hevc_nvenc"]);
+    assert!(of_kind(&events, "fallback").is_empty(), "{events:#?}");
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "hevc_nvenc");
+    assert!(converted.get("fallback").is_none(), "{converted}");
+    let achieved = converted["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= TARGET_SSIM - SSIM_TOLERANCE, "{achieved}");
+    let cache = read_cache(d);
+    let record = &cache["files"]["clip.mkv"]["converted"];
+    assert_eq!(record["encoder"], "hevc_nvenc", "{cache:#}");
+    assert!(record.get("fallback").is_none(), "{cache:#}");
+}
+
+/// Under a target, a hardware encoder that fails (here already in the search's trial
+/// encodes) falls back as a failed encode does: libx265 searches its own quality and
+/// converts the file, instead of the file failing.
+#[cfg(unix)]
+#[test]
+fn a_failed_hardware_encode_under_a_target_is_redone_at_libx265s_own_quality() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+
+    let (out, events) = gpu.run(d, &target_args());
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    // NVENC's search started and failed; libx265 searched its own quality and encoded.
+    assert!(!of_kind(&events, "searching").is_empty(), "{events:#?}");
+    assert_eq!(encoders_of(&events, "searched"), ["libx265"]);
+    assert_eq!(encoders_of(&events, "converting"), ["libx265"]);
+    let fallback = only(&events, "fallback");
+    assert_eq!(fallback["from"], "hevc_nvenc");
+    let why = fallback["error"].as_str().unwrap();
+    assert!(
+        why.starts_with("searching the quality for SSIM 0.9800: ") && why.contains(SESSION_LIMIT),
+        "{why}"
+    );
+    let converted = only(&events, "converted");
+    assert_eq!(converted["encoder"], "libx265");
+    let error = converted["fallback"]["error"].as_str().unwrap();
+    assert!(error.contains(SESSION_LIMIT), "{error}");
+    assert!(converted["fallback"].get("score").is_none(), "{converted}");
+    let achieved = converted["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= TARGET_SSIM - SSIM_TOLERANCE, "{achieved}");
+}
+
+/// The static ffmpeg 6.0 has no NVENC at all (nor QSV, VAAPI): a run that asks for it says
+/// so, rather than the first NVENC option its trial's command line stumbles on
+/// ("Unrecognized option 'rc:v:0'"), both under `auto` and with `--encoder hevc_nvenc`.
+#[test]
+fn an_encoder_this_ffmpeg_lacks_is_named_as_missing_not_as_a_bad_option() {
+    let Some(dir6) = ffmpeg6("naming an encoder that ffmpeg 6.0 lacks") else {
+        return;
+    };
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("movie.mkv")).unwrap();
+    let run = |extra: &[&str]| {
+        let out = cmd()
+            .arg("--dir")
+            .arg(d)
+            .arg("--ffmpeg")
+            .arg(dir6.join("ffmpeg"))
+            .arg("--ffprobe")
+            .arg(dir6.join("ffprobe"))
+            .arg("--json")
+            .args(extra)
+            .output()
+            .unwrap();
+        let events = events(&out);
+        (out, events)
+    };
+
+    // The encoder is chosen while the library is scanned, even when no file is converted.
+    let (out, events) = run(&["--max-files", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let chosen = only(&events, "encoder_chosen");
+    assert_eq!(chosen["encoder"], "libx265", "{chosen}");
+    let reason_for = |name: &str| {
+        chosen["rejected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["encoder"] == name)
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reason_for("hevc_nvenc"),
+        "this ffmpeg was built without hevc_nvenc",
+        "{chosen}"
+    );
+
+    let (out, events) = run(&["--encoder", "hevc_nvenc", "--no-fallback"]);
+    assert_eq!(out.status.code(), Some(1), "{events:#?}");
+    let error = only(&events, "failed")["error"].as_str().unwrap();
+    assert!(
+        error
+            .starts_with("hevc_nvenc does not work here: this ffmpeg was built without hevc_nvenc"),
+        "{error}"
+    );
+    assert!(!error.contains("Unrecognized option"), "{error}");
+    assert_eq!(fs::read(d.join("movie.mkv")).unwrap(), before);
 }
 
 /// `doctor --json` on this machine, with the real ffmpeg.

@@ -272,6 +272,7 @@ mod tests {
             at: "2024-01-01T00:00:00Z".into(),
             host: "nas".into(),
             encoder: "libx265".into(),
+            fallback: None,
             before_bytes: 1000,
             after_bytes: 400,
             seconds: 10.0,

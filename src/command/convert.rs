@@ -19,7 +19,7 @@ use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
-use crate::output::{Event, PlannedAction, Reporter, Summary};
+use crate::output::{Event, Fallback, PlannedAction, Reporter, Summary};
 use crate::probe::{self, HdrMetadata, MediaInfo};
 use crate::process::Tools;
 use crate::quality::{self, Score};
@@ -531,6 +531,7 @@ fn record(
         FileOutcome::Converted {
             after_bytes,
             encoder,
+            fallback,
             seconds,
             output,
             score,
@@ -544,6 +545,7 @@ fn record(
                 output: &plan.output_path,
                 after_bytes,
                 encoder: &encoder,
+                fallback: fallback.map(|f| *f),
                 seconds,
                 source: plan.source.clone(),
                 score,
@@ -731,6 +733,8 @@ enum FileOutcome {
         after_bytes: u64,
         /// The encoder that finally produced it (after any fallback).
         encoder: String,
+        /// The hardware encode redone with libx265 first, if one was.
+        fallback: Option<Box<Fallback>>,
         seconds: f64,
         /// The new file's verified probe.
         output: Box<MediaInfo>,
@@ -834,6 +838,25 @@ struct NewFile {
     encoded: encode::Encoded,
     /// Its score against the original (`--target-*` runs).
     score: Option<Score>,
+}
+
+/// What one encode into the temp output made: a [`NewFile`] but for the temp output itself,
+/// which a redo writes again.
+struct Made {
+    bytes: u64,
+    encoded: encode::Encoded,
+    score: Option<Score>,
+}
+
+impl Made {
+    fn in_place_of(self, temp: TempOutput) -> NewFile {
+        NewFile {
+            temp,
+            bytes: self.bytes,
+            encoded: self.encoded,
+            score: self.score,
+        }
+    }
 }
 
 /// A new file in place of the original.
@@ -946,14 +969,10 @@ impl OneFile<'_> {
     // ---- encode and verify ----
 
     /// Encodes the file into a temp output beside it and verifies the result; a new file
-    /// that is not smaller enough is discarded here.
+    /// that is not smaller enough is discarded here. With a `--target-*`, a hardware encode
+    /// whose file misses the target by more than the tolerance is redone with libx265 at
+    /// libx265's own searched quality, as a failed one is.
     fn encode_and_verify(&self, claims: &Claims) -> Result<NewFile, FileOutcome> {
-        let Context {
-            tools,
-            config,
-            reporter,
-            ..
-        } = *self.ctx;
         let temp = TempOutput(self.file.path.with_file_name(lock::temp_output_name(
             self.file_name(),
             claims.file.lock_id(),
@@ -968,10 +987,78 @@ impl OneFile<'_> {
                 no_room.to_string(),
             ));
         }
+        let first = self.encode_scored(claims, &temp, setup, hdr.as_ref())?;
+        let Some(missed) = self.missed_target(&first) else {
+            return Ok(first.in_place_of(temp));
+        };
+        let config = self.ctx.config;
+        if !config.fallback {
+            return Err(FileOutcome::Failed(format!(
+                "{}: {missed} (not redone with libx265: --no-fallback)",
+                first.encoded.encoder
+            )));
+        }
+        let software = EncoderSetup::software();
+        self.ctx.reporter.emit(Event::Fallback {
+            file: shown(&self.file.path),
+            from: first.encoded.encoder.clone(),
+            to: software.encoder.name().into(),
+            error: missed.clone(),
+        });
+        let mut redone = self.encode_scored(claims, &temp, software, hdr.as_ref())?;
+        redone.encoded.fallback = Some(Fallback {
+            from: first.encoded.encoder,
+            error: missed,
+            score: first.score,
+        });
+        Ok(redone.in_place_of(temp))
+    }
+
+    /// Why a hardware encode's file is not kept though it was made and verified: its
+    /// achieved score is short of the target by more than the metric's tolerance (the
+    /// same tolerance the search's prediction is held to, `docs/quality.md`). `None` for a
+    /// hit, for software, and where no score could be taken.
+    fn missed_target(&self, made: &Made) -> Option<String> {
+        let target = self.ctx.config.quality_target?;
+        let score = made.score?;
+        // After a failed hardware encode libx265 made the file: nothing left to redo.
+        let hardware = (made.encoded.encoder.parse::<crate::encoder::Encoder>())
+            .is_ok_and(|e| e.is_hardware());
+        let tolerance = target.metric.tolerance();
+        let short = target.score - score.value;
+        (hardware && short > tolerance).then(|| {
+            let metric = target.metric;
+            format!(
+                "its file scored {} {} against the original, short of the target {} by {} \
+                 (more than the tolerance of {})",
+                metric.name(),
+                metric.format(score.value),
+                metric.format(target.score),
+                metric.format(short),
+                metric.format(tolerance)
+            )
+        })
+    }
+
+    /// One encode of the file into `temp` with `setup` (and its fallback to libx265 if it
+    /// fails): with a `--target-*`, at the quality searched for the encoder that encodes (or
+    /// read from the cache), and scored against the original once verified and smaller
+    /// enough.
+    fn encode_scored(
+        &self,
+        claims: &Claims,
+        temp: &TempOutput,
+        setup: EncoderSetup,
+        hdr: Option<&HdrMetadata>,
+    ) -> Result<Made, FileOutcome> {
+        let Context {
+            tools,
+            config,
+            reporter,
+            ..
+        } = *self.ctx;
         let should_stop = || self.should_stop(claims);
-        // `--target-*`: the quality for this file, searched (or read from the cache) first.
-        let tuned;
-        let config = match config.quality_target {
+        let settings_for = |setup: &EncoderSetup| match config.quality_target {
             Some(target) if self.plan.container != Container::Flac => {
                 let question = quality::Question {
                     file: self.file,
@@ -982,7 +1069,7 @@ impl OneFile<'_> {
                         info: self.info,
                         size: self.file.size,
                         crop_to: self.plan.crop_to,
-                        setup: &setup,
+                        setup,
                         settings: &config.encode,
                         target,
                         should_stop: &should_stop,
@@ -991,10 +1078,14 @@ impl OneFile<'_> {
                     reporter,
                     set_phase: &|phase| claims.file.set_phase(phase),
                 };
-                tuned = config.with_quality(quality::settle(&question).map_err(unsettled_outcome)?);
-                &tuned
+                let quality = quality::settle(&question).map_err(|unsettled| match unsettled {
+                    // The trial encodes failed: on hardware, as a failed encode does.
+                    quality::Unsettled::Failed(error) => encode::Failure::Encoder(error),
+                    other => encode::Failure::Final(unsettled_outcome(other)),
+                })?;
+                Ok(config.with_quality(quality).encode)
             }
-            _ => config,
+            _ => Ok(config.encode.clone()),
         };
         let attempt = encode::Attempt {
             tools,
@@ -1004,12 +1095,12 @@ impl OneFile<'_> {
             info: self.info,
             plan: self.plan,
             temp: &temp.0,
-            hdr: hdr.as_ref(),
+            hdr,
             should_stop: &should_stop,
             set_phase: &|phase| claims.file.set_phase(phase),
             set_progress: &|progress| claims.file.set_progress(progress),
         };
-        let encoded = encode::encode_verified(&attempt, setup, config.fallback)?;
+        let encoded = encode::encode_verified(&attempt, setup, config.fallback, &settings_for)?;
         let bytes = fs::metadata(&temp.0)
             .map_err(|err| FileOutcome::Failed(format!("reading {}: {err}", temp.0.display())))?
             .len();
@@ -1023,8 +1114,7 @@ impl OneFile<'_> {
             let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
             quality::achieved_or_warn(reporter, ffmpeg, file, info, new_file, target.metric)
         });
-        Ok(NewFile {
-            temp,
+        Ok(Made {
             bytes,
             encoded,
             score,
@@ -1184,12 +1274,13 @@ impl OneFile<'_> {
             after_bytes: placed.bytes,
             seconds,
             encoder: placed.encoded.encoder.clone(),
-            fallback: placed.encoded.fallback,
+            fallback: placed.encoded.fallback.clone(),
             dropped: placed.encoded.dropped,
         });
         FileOutcome::Converted {
             after_bytes: placed.bytes,
             encoder: placed.encoded.encoder,
+            fallback: placed.encoded.fallback.map(Box::new),
             seconds,
             output: Box::new(placed.encoded.output),
             score: placed.score,

@@ -610,3 +610,29 @@ pub fn assert_mixed_formats_kept(dir: &Path) {
     assert_eq!(hdr["streams"][0]["color_transfer"], "smpte2084");
     assert_eq!(hdr["streams"][0]["color_primaries"], "bt2020");
 }
+
+/// The folder of the static ffmpeg 6.0 (with libvmaf, without any hardware encoder) that
+/// `scripts/ffmpeg-6.sh` fetches, or `None`, said LOUDLY, when it is absent; absent while
+/// `MEDIA_CONVERTER_FFMPEG6_REQUIRED=1` (set by `.ci/run` after fetching it) is a failure.
+pub fn ffmpeg6(needed_for: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("MEDIA_CONVERTER_FFMPEG6_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            Some(cache.join("media-converter").join("ffmpeg-6.0"))
+        })?;
+    if dir.join("ffmpeg").is_file() && dir.join("ffprobe").is_file() {
+        return Some(dir);
+    }
+    let why = format!(
+        "{} has no ffmpeg and ffprobe; run scripts/ffmpeg-6.sh to fetch the ffmpeg 6.0",
+        dir.display()
+    );
+    if std::env::var_os("MEDIA_CONVERTER_FFMPEG6_REQUIRED").is_some_and(|v| v == "1") {
+        panic!("MEDIA_CONVERTER_FFMPEG6_REQUIRED=1, but {why}");
+    }
+    eprintln!("\n!!! SKIPPED: {needed_for} needs ffmpeg 6.0: {why}\n");
+    None
+}

@@ -156,7 +156,7 @@ pub(super) struct Encoded {
 }
 
 /// Why one try did not produce a verified file.
-enum Failure {
+pub(super) enum Failure {
     /// The encoder or its output failed: worth redoing in software.
     Encoder(String),
     /// Anything else decides the file's outcome at once: an interruption, an output heading
@@ -164,16 +164,26 @@ enum Failure {
     Final(FileOutcome),
 }
 
-/// Encodes and verifies, redoing a failed hardware encode with libx265 where allowed.
+/// The encode settings for one encoder: the run's, or with a `--target-*` the quality
+/// searched for that encoder (each encoder has its own scale); or why there are none: a
+/// search whose trial encodes failed (redone in software like a failed encode), or how the
+/// file ends instead.
+pub(super) type SettingsFor<'a> = dyn Fn(&EncoderSetup) -> Result<EncodeSettings, Failure> + 'a;
+
+/// Encodes and verifies, redoing a failed hardware encode with libx265 where allowed, at the
+/// settings `settings_for` gives each encoder.
 pub(super) fn encode_verified(
     attempt: &Attempt<'_>,
     first: EncoderSetup,
     fallback_allowed: bool,
+    settings_for: &SettingsFor<'_>,
 ) -> Result<Encoded, FileOutcome> {
     let mut setup = first;
     let mut fallback = None;
     loop {
-        let error = match encode_once(attempt, &setup) {
+        let tried =
+            settings_for(&setup).and_then(|settings| encode_once(attempt, &setup, &settings));
+        let error = match tried {
             Ok((dropped, output)) => {
                 return Ok(Encoded {
                     encoder: encoder_name(attempt.plan, &setup).into(),
@@ -203,6 +213,7 @@ pub(super) fn encode_verified(
         fallback = Some(Fallback {
             from: setup.encoder.name().into(),
             error,
+            score: None,
         });
         setup = software;
     }
@@ -218,7 +229,11 @@ fn encoder_name(plan: &Plan, setup: &EncoderSetup) -> &'static str {
 }
 
 /// One encode with one encoder, then the verification of its output.
-fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, MediaInfo), Failure> {
+fn encode_once(
+    a: &Attempt<'_>,
+    setup: &EncoderSetup,
+    settings: &EncodeSettings,
+) -> Result<(Vec<String>, MediaInfo), Failure> {
     let covers =
         transcode::Covers::extract(&a.tools.ffmpeg, &a.file.path, a.info, a.plan.container)
             .map_err(|err| {
@@ -230,7 +245,7 @@ fn encode_once(a: &Attempt<'_>, setup: &EncoderSetup) -> Result<(Vec<String>, Me
         info: a.info,
         plan: a.plan,
         encoder: setup,
-        settings: &a.config.encode,
+        settings,
         hdr: a.hdr,
         covers: &covers,
     });
