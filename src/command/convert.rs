@@ -98,7 +98,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             .map(|after| started + after),
     };
     // Conversions start as soon as the survey finds the first candidate, while it goes on.
-    let candidates = Candidates::new(config, reporter);
+    let candidates = Candidates::new(config, order, reporter);
     let mut summary = Summary::default();
     reporter.start_overall(0, 0);
     let (surveyed, stopped) = std::thread::scope(|scope| {
@@ -316,6 +316,8 @@ const WALK_GRACE: Duration = Duration::from_secs(2);
 /// by the priority file, then `--order`, among those known at that moment.
 struct Candidates<'a> {
     config: &'a ConvertConfig,
+    /// This host's order among files `--order` finds equal.
+    ties: WalkOrder,
     reporter: &'a Reporter,
     state: Mutex<Found>,
     ready: Condvar,
@@ -342,9 +344,10 @@ impl Drop for Closing<'_, '_> {
 }
 
 impl<'a> Candidates<'a> {
-    fn new(config: &'a ConvertConfig, reporter: &'a Reporter) -> Candidates<'a> {
+    fn new(config: &'a ConvertConfig, ties: WalkOrder, reporter: &'a Reporter) -> Candidates<'a> {
         Candidates {
             config,
+            ties,
             reporter,
             state: Mutex::new(Found {
                 waiting: Vec::new(),
@@ -419,7 +422,8 @@ impl<'a> Candidates<'a> {
                         .rank(&a.file.path)
                         .cmp(&ranks.rank(&b.file.path))
                         .then_with(|| {
-                            decide::compare(order, (&a.file, &a.plan), (&b.file, &b.plan))
+                            let (a, b) = ((&a.file, &a.plan), (&b.file, &b.plan));
+                            decide::compare_spread(order, self.ties, a, b)
                         })
                 })
                 .map(|(index, _)| index);
