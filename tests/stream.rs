@@ -503,3 +503,96 @@ fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded(
         &calls.lines()[before..]
     );
 }
+
+/// strace, if it is here and may trace; otherwise says so loudly (and fails where CI
+/// requires it).
+fn strace_works() -> bool {
+    let works = std::process::Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:retval=1",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        assert!(
+            std::env::var("STRACE_TESTS_REQUIRED").as_deref() != Ok("1"),
+            "strace cannot trace here"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED the slow-walk test: strace is missing or may not trace here ***\n"
+        );
+    }
+    works
+}
+
+#[test]
+fn probes_finished_while_the_walk_is_slow_reach_the_workers_before_it_ends() {
+    if !strace_works() {
+        return;
+    }
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // The root is walked first: a film to convert among 1,000 files already HEVC (hard
+    // links of one), enough for the walk to hand the root over at once.
+    let movie = root.join("movie.mkv");
+    long_h264_mkv(&movie, 1, "160x90");
+    let efficient = root.join("hevc0000.mkv");
+    hevc_mkv(&efficient);
+    for n in 1..1000 {
+        std::fs::hard_link(&efficient, root.join(format!("hevc{n:04}.mkv"))).unwrap();
+    }
+    // Then 40 directories of one file each, on a slow share: every directory listing takes
+    // 150 ms more (strace delays each getdents64), so the walk lasts 12 s or more.
+    let later = 40;
+    for d in 0..later {
+        let dir = root.join(format!("later/d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::hard_link(&efficient, dir.join("episode.mkv")).unwrap();
+    }
+    age_all(root);
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=getdents64"])
+        .args(["-e", "inject=getdents64:delay_exit=150000"])
+        .arg(bin())
+        .env_remove("MEDIA_CONVERTER_HOSTNAME")
+        .env("MEDIA_CONVERTER_HOST_ID", "slow-walk-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--jobs", "1", "--probe-jobs", "1"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let kind = e["event"].as_str().unwrap_or_default().to_owned();
+            (kind, e["file"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let converting = kinds
+        .iter()
+        .position(|(kind, _)| kind == "converting")
+        .unwrap_or_else(|| panic!("no conversion: {events:#?}"));
+    let later_dir = root.join("later");
+    let later_dir = later_dir.to_str().unwrap();
+    let walked_after = kinds[converting..]
+        .iter()
+        .filter(|(kind, file)| kind == "skipped" && file.starts_with(later_dir))
+        .count();
+    // Held until the walk's next hand-over, the film's probe would reach the workers with
+    // the last directories, and its conversion would start after they were surveyed.
+    assert!(
+        walked_after >= later / 2,
+        "only {walked_after} of the {later} directories walked after the conversion began"
+    );
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert_eq!(summary["skipped"], 1000 + later as u64, "{summary}");
+}
