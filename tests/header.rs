@@ -243,6 +243,41 @@ fn make_clips(dir: &Path) -> Vec<PathBuf> {
             .concat(),
         ),
         clip(
+            "mpeg4_mp3.avi",
+            &[
+                &VIDEO[..],
+                &TONE[..],
+                &["-c:v", "mpeg4", "-c:a", "libmp3lame"],
+            ]
+            .concat(),
+        ),
+        clip(
+            "xvid_mp2_ac3.avi",
+            &[
+                &VIDEO[..],
+                &TONE[..],
+                &TONE[..],
+                &["-map", "0", "-map", "1", "-map", "2"],
+                &[
+                    "-c:v", "mpeg4", "-vtag", "XVID", "-c:a:0", "mp2", "-c:a:1", "ac3",
+                ],
+            ]
+            .concat(),
+        ),
+        clip(
+            "msmpeg4v3_aac.avi",
+            &[&VIDEO[..], &TONE[..], &["-c:v", "msmpeg4", "-c:a", "aac"]].concat(),
+        ),
+        clip(
+            "mjpeg_pcm.avi",
+            &[
+                &VIDEO[..],
+                &TONE[..],
+                &["-c:v", "mjpeg", "-c:a", "pcm_s16le"],
+            ]
+            .concat(),
+        ),
+        clip(
             "mpeg4_mp3.mkv",
             &[
                 &VIDEO[..],
@@ -282,8 +317,11 @@ fn make_clips(dir: &Path) -> Vec<PathBuf> {
 fn assert_agrees(path: &Path, native: &MediaInfo, probed: &MediaInfo) {
     let name = path.display();
     assert_eq!(native.container, probed.container, "{name}: container");
-    let (a, b) = (native.duration_secs.unwrap(), probed.duration_secs.unwrap());
-    assert!((a - b).abs() < 0.05, "{name}: duration {a} vs ffprobe {b}");
+    // AVI leaves it unknown (see `header::read`); the others must give ffprobe's.
+    if native.container != "avi" || native.duration_secs.is_some() {
+        let (a, b) = (native.duration_secs.unwrap(), probed.duration_secs.unwrap());
+        assert!((a - b).abs() < 0.05, "{name}: duration {a} vs ffprobe {b}");
+    }
     let kinds = |info: &MediaInfo| -> Vec<(u32, StreamKind, String)> {
         info.streams
             .iter()
