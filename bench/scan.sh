@@ -14,8 +14,10 @@
 #   3. a cold `cache build` of COLD_FILES files with --probe-jobs 1 and with
 #      --probe-jobs $(nproc): the speedup of probing in parallel;
 #   4. the cold survey of the same COLD_FILES files, native header reads first
-#      (`--dry-run`), against ffprobe for every file (`cache build`), both at
-#      --probe-jobs $(nproc), and the share of files that still needed ffprobe;
+#      (`--dry-run`, which decides from the headers wherever they vouch, candidates
+#      too: a run's ffprobe of a candidate comes when a worker claims it), against
+#      ffprobe for every file (`cache build`), both at --probe-jobs $(nproc), and the
+#      share of files that still needed ffprobe;
 #   5. the seconds from start to the first `converting` event of a real run on a cold
 #      library of FIRST_FILES files (no cache anywhere), best of RUNS; the run is
 #      stopped (SIGTERM) there, and its caches and locks removed before the next;
