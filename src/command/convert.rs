@@ -220,10 +220,10 @@ fn plan(
     }
     if partial > 0 {
         reporter.note(&format!(
-            "{partial} of the {} files to convert were planned from their headers (or the \
-             original tool's cache), without ffprobe: a run has ffprobe read each one whole \
-             once it claims it, and still skips it if ffprobe finds what the headers do not \
-             show (closed captions inside the video, an audio track with no sample rate)",
+            "{partial} of the {} files to convert were planned without ffprobe, from the \
+             original tool's cache: a run has ffprobe read each one whole once it claims it, \
+             and still skips it if ffprobe finds what that cache does not say (Dolby Vision, \
+             closed captions inside the video, an audio track with no sample rate)",
             candidates.len()
         ));
     }
@@ -260,9 +260,15 @@ impl Judge<'_> {
                     skipped(reporter, summary, config, file, &codec, skip);
                     Next::Done
                 }
-                // Facts other than ffprobe's decide here too (a file the headers show worth
-                // converting is a candidate at once); the worker that claims it has ffprobe
-                // read it whole, and decides again, before anything is encoded.
+                // A plan shows every skip ffprobe would find (captions inside the video, a
+                // damaged audio track), which the headers do not: a dry run has ffprobe read
+                // every file it would convert.
+                Decision::Convert(_) if config.dry_run && source == FactsSource::Headers => {
+                    Next::ProbeFully
+                }
+                // Otherwise facts other than ffprobe's decide here too (a file the headers
+                // show worth converting is a candidate at once); the worker that claims it
+                // has ffprobe read it whole, and decides again, before anything is encoded.
                 Decision::Convert(plan) => {
                     // A dry run shows a file the original holds as the run would leave it.
                     let held = config.dry_run.then(|| original_skip(&file.path, reporter));
