@@ -5,8 +5,8 @@
 #
 # With DIR, measures the media files under it (a real library, the corpus). Without, makes
 # a synthetic library with bench/make-library.sh (1,000 hard links to four tiny clips:
-# H.264 mkv, HEVC mkv, MPEG-4 avi, H.264 mp4; the avi is not Matroska or MP4, so a quarter
-# of the files need ffprobe) and removes it afterwards. JOBS defaults to the core count.
+# H.264 mkv, HEVC mkv, MPEG-4 avi, H.264 mp4, all four of kinds the native reader knows)
+# and removes it afterwards. JOBS defaults to the core count.
 # The page cache is left as it is: both readers see the same warm or cold files.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

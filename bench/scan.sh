@@ -15,9 +15,11 @@
 #      a wrapper first on PATH and must be 0; peak RSS from /usr/bin/time;
 #   3. a cold `cache build` of COLD_FILES files with --probe-jobs 1 and with
 #      --probe-jobs $(nproc): the speedup of probing in parallel;
-#   4. the cold survey of the same COLD_FILES files, native header reads first
-#      (`--dry-run`), against ffprobe for every file (`cache build`), both at
-#      --probe-jobs $(nproc), and the share of files that still needed ffprobe;
+#   4. the cold survey of the same COLD_FILES files, native header reads first (a real
+#      run's survey, `--max-files 0`: it decides from the headers wherever they vouch,
+#      candidates too, whose ffprobe comes when a worker claims one), against ffprobe
+#      for every file (`cache build`), both at --probe-jobs $(nproc), and the share of
+#      files that still needed ffprobe;
 #   5. the seconds from start to the first `converting` event of a real run on a cold
 #      library of FIRST_FILES files (no cache anywhere), best of RUNS; the run is
 #      stopped (SIGTERM) there, and its caches and locks removed before the next;
@@ -257,9 +259,11 @@ done
 
 echo "scan.sh: cold survey of $cold_count files, native reads first, --probe-jobs $jobs" >&2
 cold_survey() {
-  find "$cold" -name .mediabox_cache.json -delete
+  find "$cold" \( -name .mediabox_cache.json -o -name .mediabox-hosts \) -prune \
+    -exec rm -rf {} + 2>/dev/null || true
   rm -f "$calls"
-  PATH=$counted_path measure '%e' "$bin" --dir "$cold" --dry-run --min-age 0s --probe-jobs "$jobs" -q
+  PATH=$counted_path measure '%e' "$bin" --dir "$cold" --max-files 0 --min-age 0s \
+    --probe-jobs "$jobs" -q
 }
 native=$(cold_survey)
 native_calls=$( [ -f "$calls" ] && wc -l <"$calls" || echo 0)
@@ -319,7 +323,7 @@ the machine slows the parallel figures); best of $runs runs, page cache warm.
 | cold \`cache build\`, ${cold_count} files, \`--probe-jobs 1\` | ${serial} s (${per_probe} ms a file) | |
 | cold \`cache build\`, ${cold_count} files, \`--probe-jobs ${jobs}\` | ${parallel} s (${speedup}x) | >= 1.8x on 2 cores |
 | cold survey, ffprobe for every file (\`cache build\`, \`--probe-jobs ${jobs}\`) | ${ffprobe_rate} files/s | |
-| cold survey, native reads first (\`--dry-run\`, \`--probe-jobs ${jobs}\`) | ${native_rate} files/s (${native_ratio}x) | >= 10x |
+| cold survey, native reads first (a run's survey, \`--max-files 0\`, \`--probe-jobs ${jobs}\`) | ${native_rate} files/s (${native_ratio}x) | >= 10x |
 | files of that survey that still needed ffprobe | ${needed}% (${native_calls} calls) | |
 | first \`converting\` event, cold library of ${first_count} files | ${first_secs} s | < 10 s |
 | the same, surveying everything first (at the cold \`cache build\` rate) | ~${survey_first} s | |

@@ -23,5 +23,10 @@ if [ -z "$(ls -A "$seeds")" ]; then
     -pix_fmt yuv420p10le -color_trc smpte2084 -color_primaries bt2020 -colorspace bt2020nc \
     -tag:v hvc1 "$seeds/hevc10.mp4"
 fi
+# AVI came later than the others: seeded into a corpus made before it too.
+if [ ! -e "$seeds/mpeg4.avi" ]; then
+  ffmpeg -hide_banner -nostdin -v error -y -f lavfi -i testsrc2=s=64x64:r=10:d=0.3 \
+    -f lavfi -i sine=d=0.3 -c:v mpeg4 -c:a libmp3lame "$seeds/mpeg4.avi"
+fi
 RUSTC_BOOTSTRAP=1 cargo fuzz run header "$seeds" -- \
   -max_total_time="$seconds" -max_len=262144 -rss_limit_mb=1024 -print_final_stats=1

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{MediaKind, Order};
 use crate::probe::{MediaInfo, StreamKind};
-use crate::scan::MediaFile;
+use crate::scan::{MediaFile, WalkOrder, seeded_key};
 
 /// Video codecs that are already efficient: re-encoding them would lose quality for little gain.
 pub const EFFICIENT_VIDEO_CODECS: &[&str] = &["hevc", "av1", "vp9"];
@@ -337,8 +337,17 @@ pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&M
 }
 
 /// Which of two files to convert first by `--order` (`Less`: the first); ties go by path.
-pub fn compare(
+pub fn compare(order: Order, a: (&MediaFile, &Plan), b: (&MediaFile, &Plan)) -> std::cmp::Ordering {
+    compare_spread(order, WalkOrder::Name, a, b)
+}
+
+/// [`compare`], with files equal by `--order` `largest`, `newest` or `oldest` (the same
+/// saving and size, the same mtime) taken in the seeded order `ties` before the order of
+/// their paths: hosts that start together then spread over equal files, each beginning with
+/// another, rather than all reaching for the same one and all but one finding it locked.
+pub fn compare_spread(
     order: Order,
+    ties: WalkOrder,
     (fa, pa): (&MediaFile, &Plan),
     (fb, pb): (&MediaFile, &Plan),
 ) -> std::cmp::Ordering {
@@ -349,16 +358,26 @@ pub fn compare(
             .then(fb.size.cmp(&fa.size)),
         Order::Newest => fb.modified.cmp(&fa.modified),
         Order::Oldest => fa.modified.cmp(&fb.modified),
-        Order::Name => std::cmp::Ordering::Equal,
+        Order::Name => return by_path(fa, fb),
     };
-    // Byte order of the paths: any fixed order makes ties stable across runs and hosts,
-    // and bytes compare far faster than path components.
-    first.then_with(|| {
-        fa.path
-            .as_os_str()
-            .as_encoded_bytes()
-            .cmp(fb.path.as_os_str().as_encoded_bytes())
-    })
+    first
+        .then_with(|| match ties {
+            WalkOrder::Seeded(seed) => {
+                seeded_key(seed, path_bytes(fa)).cmp(&seeded_key(seed, path_bytes(fb)))
+            }
+            WalkOrder::Name => std::cmp::Ordering::Equal,
+        })
+        .then_with(|| by_path(fa, fb))
+}
+
+/// Byte order of the paths: any fixed order makes ties stable across runs and hosts, and
+/// bytes compare far faster than path components.
+fn by_path(a: &MediaFile, b: &MediaFile) -> std::cmp::Ordering {
+    path_bytes(a).cmp(path_bytes(b))
+}
+
+fn path_bytes(file: &MediaFile) -> &[u8] {
+    file.path.as_os_str().as_encoded_bytes()
 }
 
 /// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can
@@ -778,6 +797,63 @@ mod tests {
         assert_eq!(names(&items), ["a.mkv", "b.mkv", "d.mkv", "c.mkv"]);
         sort_by_order(&mut items, Order::Name, |(f, p)| (f, p));
         assert_eq!(names(&items), ["a.mkv", "b.mkv", "c.mkv", "d.mkv"]);
+    }
+
+    #[test]
+    fn ties_go_by_each_hosts_seeded_order_and_the_rest_by_the_order_asked() {
+        let (_, rules) = file("x.mkv", MediaKind::Video, 3600);
+        let make = |name: &str, size: u64| {
+            let mut f = file(name, MediaKind::Video, 4000).0;
+            f.size = size;
+            let Decision::Convert(plan) =
+                decide(&f, &info(vec![stream(StreamKind::Video, "h264")]), &rules)
+            else {
+                panic!("h264 converts")
+            };
+            (f, plan)
+        };
+        // Twenty episodes of one size and age, and one larger film.
+        let mut items: Vec<(MediaFile, Plan)> = (0..20)
+            .map(|n| make(&format!("episode{n:02}.mkv"), 1000))
+            .collect();
+        items.push(make("film.mkv", 5000));
+        let first_of = |order: Order, ties: WalkOrder| -> Vec<String> {
+            let mut items = items.clone();
+            items.sort_by(|a, b| compare_spread(order, ties, (&a.0, &a.1), (&b.0, &b.1)));
+            items
+                .iter()
+                .map(|(f, _)| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        let (alpha, bravo) = (
+            WalkOrder::of_host("alpha-id"),
+            WalkOrder::of_host("bravo-id"),
+        );
+        for order in [Order::Largest, Order::Newest, Order::Oldest] {
+            let (a, b) = (first_of(order, alpha), first_of(order, bravo));
+            if order == Order::Largest {
+                // What the order decides, it still decides.
+                assert_eq!((a[0].as_str(), b[0].as_str()), ("film.mkv", "film.mkv"));
+            }
+            assert_ne!(
+                a[..3],
+                b[..3],
+                "{order:?}: both hosts begin with the same files"
+            );
+            assert_eq!(
+                a,
+                first_of(order, alpha),
+                "{order:?}: a host keeps its order"
+            );
+            let mut sorted = a.clone();
+            sorted.sort();
+            assert_ne!(a, sorted, "{order:?}: ties went by name");
+        }
+        // Without a seed (a dry run's plan), and for `--order name`, ties go by path.
+        let plain = first_of(Order::Largest, WalkOrder::Name);
+        assert_eq!(plain[..3], ["film.mkv", "episode00.mkv", "episode01.mkv"]);
+        let named = first_of(Order::Name, alpha);
+        assert_eq!(named[..2], ["episode00.mkv", "episode01.mkv"]);
     }
 
     #[test]

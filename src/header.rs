@@ -1,4 +1,4 @@
-//! The facts the survey needs, read from a Matroska/WebM or MP4/MOV file's own headers
+//! The facts the survey needs, read from a Matroska/WebM, MP4/MOV or AVI file's own headers
 //! instead of from ffprobe: a few small reads rather than a process per file.
 //!
 //! The reader is deliberately narrow. It reads at most [`MAX_HEADER_BYTES`] of any file,
@@ -11,13 +11,16 @@
 //! What it vouches for, per stream: kind, codec (ffprobe's names), language, cover art
 //! (`attached_pic`), Dolby Vision signalling, and for the main video codecs (H.264, HEVC,
 //! VP9, AV1) profile, pixel format, bit depth and size; colour as the container signals it;
-//! and the duration. `bit_rate` is left empty.
+//! and the duration. `bit_rate` is left empty. AVI, the container of older libraries, is
+//! read more narrowly still (`avi.rs`: its MPEG-4 Part 2 and Motion JPEG video and common
+//! audio, its frame size, no duration).
 //!
-//! Both readers are our own, small and bounded. Mozilla's `mp4parse` was considered for
+//! The readers are our own, small and bounded. Mozilla's `mp4parse` was considered for
 //! MP4: it exposes no HEVC configuration and no `colr` box, and reads through `mdat` to
 //! reach a `moov` stored at the end (ffmpeg's default layout), so it would still need a
 //! seeking walk like the one here.
 
+mod avi;
 mod codec;
 mod mkv;
 mod mp4;
@@ -47,8 +50,8 @@ pub(crate) fn cannot<T>(why: impl Into<String>) -> Result<T, CannotVouch> {
     Err(CannotVouch(why.into()))
 }
 
-/// Reads a file's headers; `CannotVouch` for anything but a plain Matroska/WebM or MP4/MOV
-/// file whose every stream the reader understands.
+/// Reads a file's headers; `CannotVouch` for anything but a plain Matroska/WebM, MP4/MOV or
+/// AVI file whose every stream the reader understands.
 ///
 /// A field left `None` is not known, not absent: `color` holds only what the container
 /// signals (Matroska `Colour`, MP4 `colr`), so a stream whose HDR transfer is written in
@@ -84,8 +87,10 @@ fn read_from<R: Read + Seek>(inner: R, len: u64) -> Result<(MediaInfo, u64), Can
         mkv::read(&mut source)?
     } else if magic.len() >= 8 && mp4::is_box_type(&magic[4..8]) {
         mp4::read(&mut source)?
+    } else if avi::is_avi(&magic) {
+        avi::read(&mut source)?
     } else {
-        return cannot("neither Matroska nor MP4");
+        return cannot("neither Matroska, MP4 nor AVI");
     };
     Ok((info, MAX_HEADER_BYTES - source.budget))
 }

@@ -203,6 +203,14 @@ pub fn probe(ffprobe: &Path, path: &Path) -> Result<MediaInfo, ProbeError> {
         "-show_format",
         "-show_streams",
         "-show_chapters",
+        // ffprobe 5.x reports a stream's `closed_captions` only once its own decoder has seen
+        // them: without decoding a few packets, CEA-608/708 captions inside the video read as
+        // absent, and a conversion would drop them without a word. The frames themselves
+        // are not wanted, only their stream.
+        "-read_intervals",
+        "%+#16",
+        "-show_entries",
+        "frame=stream_index",
     ]
     .iter()
     .map(OsString::from)

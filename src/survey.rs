@@ -96,21 +96,23 @@ pub struct Report {
 const SHARE_EVERY: Duration = Duration::from_secs(1);
 
 /// Surveys files given directory by directory (see [`walk_library`]), calling `on_known`
-/// once for each file (twice for one it sends back with [`Next::ProbeFully`]), on the
-/// calling thread, as soon as the file is known: while the walk and the probes of other
-/// files go on. What ffprobe learns is recorded in the caches of the files' directories,
-/// before `on_known` hears of it, and written at least every [`SHARE_EVERY`] and as soon as
-/// a directory's last file is probed.
+/// once for each file (twice for one it sends back with [`Next::ProbeFully`]) as soon as the
+/// file is known: while the walk and the probes of other files go on. `on_known` is called
+/// by one thread at a time: the calling thread for what the caches answer, and a thread of
+/// the survey's own for what the probes find, so that a probe finished while the walk keeps
+/// the calling thread waiting (a slow share) is heard of at once. What ffprobe learns is
+/// recorded in the caches of the files' directories, before `on_known` hears of it, and
+/// written at least every [`SHARE_EVERY`] and as soon as a directory's last file is probed.
 pub fn survey(
     batches: impl IntoIterator<Item = DirBatch>,
     options: &Options<'_>,
     recorder: &Mutex<Recorder>,
     reporter: &Reporter,
-    on_known: impl FnMut(&MediaFile, Known<'_>) -> Next,
+    on_known: impl FnMut(&MediaFile, Known<'_>) -> Next + Send,
 ) -> Report {
     let queue = JobQueue::default();
     let (sender, results) = mpsc::channel::<(Job, Probed)>();
-    let mut survey = Surveyor {
+    let survey = Mutex::new(Surveyor {
         options,
         recorder,
         reporter,
@@ -119,7 +121,7 @@ pub fn survey(
         report: Report::default(),
         dirs: Vec::new(),
         counter: reporter.counter("probing", 0),
-    };
+    });
     std::thread::scope(|scope| {
         for _ in 0..options.probe_jobs.max(1) {
             let sender = sender.clone();
@@ -134,25 +136,26 @@ pub fn survey(
             });
         }
         drop(sender);
+        // Ends when the last probe worker hangs up: everything probed, or Ctrl-C.
+        let settling = scope.spawn(|| {
+            for (job, probed) in results {
+                lock(&survey).settle(job, probed);
+            }
+        });
         for batch in batches {
             if signal::interrupted() {
                 break;
             }
-            survey.batch(batch);
-            // What the probes found meanwhile, so that conversions need not wait for the walk.
-            while let Ok((job, probed)) = results.try_recv() {
-                survey.settle(job, probed);
-            }
+            lock(&survey).batch(batch);
         }
         queue.finish_when_empty();
-        // Ends when the last probe worker hangs up: everything probed, or Ctrl-C.
-        for (job, probed) in results {
-            survey.settle(job, probed);
-        }
+        settling
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     });
     let Surveyor {
         report, counter, ..
-    } = survey;
+    } = survey.into_inner().unwrap_or_else(PoisonError::into_inner);
     drop(counter);
     // Directories left with news: lock held too long, or interrupted before their last probe.
     report_warnings(reporter, lock(recorder).flush_all(cache::WRITE_PATIENCE));

@@ -6,10 +6,11 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::*;
+use media_converter::header;
 use serde_json::Value;
 
 /// `count` hard links of one MP3 in `dir`: as many files for the survey, each needing ffprobe
@@ -235,4 +236,363 @@ fn on_a_warm_library_order_and_the_priority_file_choose_among_every_file() {
     assert_eq!(run(), [big.to_string_lossy()], "--order largest");
     std::fs::write(root.join(".mediabox.priority"), r#"{"paths": ["TV"]}"#).unwrap();
     assert_eq!(run(), [next.to_string_lossy()], "the priority file");
+}
+
+/// ffprobe and ffmpeg wrappers, first on `PATH`, that write every call into one log in the
+/// order they came: `ffprobe claimed ARGS` when the file named last already had its lock,
+/// `ffprobe unclaimed ARGS` when not, `ffmpeg ARGS`.
+struct Calls {
+    _dir: tempfile::TempDir,
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+impl Calls {
+    fn new() -> Calls {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = dir.path().join("calls.log");
+        for tool in ["ffprobe", "ffmpeg"] {
+            let real = which::which(tool).unwrap();
+            let claimed = if tool == "ffprobe" {
+                r#"for last; do :; done
+last=${last#file:}
+if [ -e "$last.mediabox.lock" ]; then state=claimed; else state=unclaimed; fi
+"#
+            } else {
+                "state=\n"
+            };
+            let script = format!(
+                "#!/bin/sh\n{claimed}printf '%s %s %s\\n' {tool} \"$state\" \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                real.display()
+            );
+            write_script(&bin.join(tool), &script);
+        }
+        Calls {
+            _dir: dir,
+            bin,
+            log,
+        }
+    }
+
+    fn path_var(&self) -> std::ffi::OsString {
+        let mut paths = vec![self.bin.clone()];
+        paths.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(paths).unwrap()
+    }
+
+    /// Every call so far, in order.
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The calls of `tool` that name `file`, with their place in the log.
+    fn on(&self, tool: &str, file: &Path) -> Vec<(usize, String)> {
+        let name = file.to_str().unwrap();
+        self.lines()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, line)| line.starts_with(&format!("{tool} ")) && line.contains(name))
+            .collect()
+    }
+}
+
+/// An H.264 clip (`secs` seconds at `size`) carrying CEA-608 closed captions inside its video
+/// stream (A/53 user data in an SEI before every picture), in Matroska: its headers show an
+/// H.264 video like any other; only decoding it shows the captions.
+fn captioned_h264_mkv(out: &Path, secs: u32, size: &str) {
+    let raw = out.with_extension("h264");
+    let src = format!("testsrc2=s={size}:r=24:d={secs}");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-bsf:v",
+        "h264_mp4toannexb",
+        "-f",
+        "h264",
+        raw.to_str().unwrap(),
+    ]);
+    let plain = std::fs::read(&raw).unwrap();
+    // NAL type 6 (SEI), payload type 4 (ITU-T T.35), 14 bytes: country 0xB5, provider 0x31
+    // (ATSC), "GA94", cc_data (type 3): one valid 608 pair, 0x94 0x2C (erase displayed memory).
+    let sei: [u8; 22] = [
+        0, 0, 0, 1, 0x06, 0x04, 0x0E, 0xB5, 0x00, 0x31, b'G', b'A', b'9', b'4', 0x03, 0x41, 0xFF,
+        0xFC, 0x94, 0x2C, 0xFF, 0x80,
+    ];
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while let Some(found) = plain[at..].windows(3).position(|w| w == [0, 0, 1]) {
+        let code = at + found;
+        let start = if code > 0 && plain[code - 1] == 0 {
+            code - 1
+        } else {
+            code
+        };
+        starts.push((start, code + 3));
+        at = code + 3;
+    }
+    let mut captioned = Vec::new();
+    let mut pictures = 0;
+    for (n, &(start, header)) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(plain.len(), |next| next.0);
+        // Before each slice of a picture (non-IDR 1, IDR 5).
+        if matches!(plain[header] & 0x1f, 1 | 5) {
+            captioned.extend_from_slice(&sei);
+            pictures += 1;
+        }
+        captioned.extend_from_slice(&plain[start..end]);
+    }
+    assert!(pictures >= 24, "only {pictures} pictures in the clip");
+    std::fs::write(&raw, captioned).unwrap();
+    ffmpeg(&[
+        "-f",
+        "h264",
+        "-r",
+        "24",
+        "-i",
+        raw.to_str().unwrap(),
+        "-c",
+        "copy",
+        out.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(raw).unwrap();
+}
+
+#[test]
+fn a_candidate_read_from_its_headers_is_probed_once_after_its_claim_and_before_its_encode() {
+    let library = tempfile::tempdir().unwrap();
+    let movie = library.path().join("movie.mkv");
+    long_h264_mkv(&movie, 1, "160x90");
+    age(&movie);
+    assert!(
+        header::read(&movie).is_ok(),
+        "the headers of an H.264 mkv are read natively"
+    );
+    let calls = Calls::new();
+    let out = cmd()
+        .env("PATH", calls.path_var())
+        .arg("--dir")
+        .arg(library.path())
+        .args(["--json", "--jobs", "1"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(
+        of_kind(&events, "summary")[0]["converted"],
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(video_codec(&movie), "hevc");
+
+    let log = calls.lines();
+    let probes = calls.on("ffprobe", &movie);
+    // The survey decided from the headers; ffprobe read the file once, by the worker that
+    // held its lock. (The new file is probed under its temp name, which is not the movie's.)
+    assert_eq!(probes.len(), 1, "ffprobe on the movie: {log:#?}");
+    let (probed_at, probe) = &probes[0];
+    assert!(
+        probe.starts_with("ffprobe claimed "),
+        "ffprobe ran before the claim: {log:#?}"
+    );
+    let (encoded_at, _) = calls
+        .on("ffmpeg", &movie)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no ffmpeg read the movie: {log:#?}"));
+    assert!(
+        probed_at < &encoded_at,
+        "the movie was encoded before ffprobe described it: {log:#?}"
+    );
+}
+
+#[test]
+fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // The captioned file is the larger, so `--order largest` takes it first; the movie is in
+    // a subdirectory, surveyed after it (one probe worker: in that order).
+    let captioned = root.join("captioned.mkv");
+    captioned_h264_mkv(&captioned, 3, "320x180");
+    let movie = root.join("sub/movie.mkv");
+    std::fs::create_dir(root.join("sub")).unwrap();
+    long_h264_mkv(&movie, 1, "160x90");
+    age_all(root);
+    let native = header::read(&captioned).expect("its headers are read natively");
+    assert!(
+        !native.main_video().unwrap().closed_captions,
+        "the headers cannot show captions inside the video"
+    );
+    let original = std::fs::read(&captioned).unwrap();
+
+    let calls = Calls::new();
+    let run = || {
+        cmd()
+            .env("PATH", calls.path_var())
+            .arg("--dir")
+            .arg(root)
+            .args(["--json", "--jobs", "1", "--probe-jobs", "1"])
+            .args(["--max-files", "1"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let events = events(&out);
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let log = calls.lines();
+    let skipped = of_kind(&events, "skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|e| e["file"] == captioned.to_str().unwrap() && e["reason"] == "closed_captions"),
+        "not skipped for its captions: {events:#?}"
+    );
+    assert!(
+        calls.on("ffmpeg", &captioned).is_empty(),
+        "the captioned file was encoded: {log:#?}"
+    );
+    let probes = calls.on("ffprobe", &captioned);
+    assert_eq!(probes.len(), 1, "{log:#?}");
+    assert!(probes[0].1.starts_with("ffprobe claimed "), "{log:#?}");
+    assert_eq!(std::fs::read(&captioned).unwrap(), original);
+    assert!(
+        !root.join("captioned.mkv.mediabox.lock").exists(),
+        "its claim was not released"
+    );
+    // Nothing was started on it: `--max-files 1` still converts the next file.
+    assert_eq!(converted(&events), [movie.to_string_lossy()], "{events:#?}");
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert_eq!(summary["skipped"], 1, "{summary}");
+
+    // ffprobe's facts are in the cache: the next run knows the skip without ffprobe.
+    let cache = read_cache(root);
+    let entry = &cache["files"]["captioned.mkv"];
+    assert_eq!(
+        entry["info"]["streams"][0]["closed_captions"], true,
+        "{cache:#}"
+    );
+    assert!(entry.get("facts").is_none(), "not ffprobe's facts: {entry}");
+    let before = calls.lines().len();
+    let events = common::events(&run());
+    assert!(
+        of_kind(&events, "skipped")
+            .iter()
+            .any(|e| e["file"] == captioned.to_str().unwrap() && e["reason"] == "closed_captions"),
+        "{events:#?}"
+    );
+    assert!(
+        calls.lines()[before..]
+            .iter()
+            .all(|line| !line.contains(captioned.to_str().unwrap())),
+        "the second run read it again: {:#?}",
+        &calls.lines()[before..]
+    );
+}
+
+/// strace, if it is here and may trace; otherwise says so loudly (and fails where CI
+/// requires it).
+fn strace_works() -> bool {
+    let works = std::process::Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:retval=1",
+            "true",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !works {
+        assert!(
+            std::env::var("STRACE_TESTS_REQUIRED").as_deref() != Ok("1"),
+            "strace cannot trace here"
+        );
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED the slow-walk test: strace is missing or may not trace here ***\n"
+        );
+    }
+    works
+}
+
+#[test]
+fn probes_finished_while_the_walk_is_slow_reach_the_workers_before_it_ends() {
+    if !strace_works() {
+        return;
+    }
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // The root is walked first: a film to convert among 1,000 files already HEVC (hard
+    // links of one), enough for the walk to hand the root over at once.
+    let movie = root.join("movie.mkv");
+    long_h264_mkv(&movie, 1, "160x90");
+    let efficient = root.join("hevc0000.mkv");
+    hevc_mkv(&efficient);
+    for n in 1..1000 {
+        std::fs::hard_link(&efficient, root.join(format!("hevc{n:04}.mkv"))).unwrap();
+    }
+    // Then 40 directories of one file each, on a slow share: every directory listing takes
+    // 150 ms more (strace delays each getdents64), so the walk lasts 12 s or more.
+    let later = 40;
+    for d in 0..later {
+        let dir = root.join(format!("later/d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::hard_link(&efficient, dir.join("episode.mkv")).unwrap();
+    }
+    age_all(root);
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=getdents64"])
+        .args(["-e", "inject=getdents64:delay_exit=150000"])
+        .arg(bin())
+        .env_remove("MEDIA_CONVERTER_HOSTNAME")
+        .env("MEDIA_CONVERTER_HOST_ID", "slow-walk-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--jobs", "1", "--probe-jobs", "1"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let kinds: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            let kind = e["event"].as_str().unwrap_or_default().to_owned();
+            (kind, e["file"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let converting = kinds
+        .iter()
+        .position(|(kind, _)| kind == "converting")
+        .unwrap_or_else(|| panic!("no conversion: {events:#?}"));
+    let later_dir = root.join("later");
+    let later_dir = later_dir.to_str().unwrap();
+    let walked_after = kinds[converting..]
+        .iter()
+        .filter(|(kind, file)| kind == "skipped" && file.starts_with(later_dir))
+        .count();
+    // Held until the walk's next hand-over, the film's probe would reach the workers with
+    // the last directories, and its conversion would start after they were surveyed.
+    assert!(
+        walked_after >= later / 2,
+        "only {walked_after} of the {later} directories walked after the conversion began"
+    );
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert_eq!(summary["skipped"], 1000 + later as u64, "{summary}");
 }

@@ -87,6 +87,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let encoders = encode::Encoders::new(&tools, config);
     let ctx = Context {
         claimer: &claimer,
+        rules: &rules,
         tools: &tools,
         encoders: &encoders,
         config,
@@ -97,7 +98,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
             .map(|after| started + after),
     };
     // Conversions start as soon as the survey finds the first candidate, while it goes on.
-    let candidates = Candidates::new(config, reporter);
+    let candidates = Candidates::new(config, order, reporter);
     let mut summary = Summary::default();
     reporter.start_overall(0, 0);
     let (surveyed, stopped) = std::thread::scope(|scope| {
@@ -123,7 +124,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
                         // Estimated from what this library's caches have seen so far.
                         let mut calibrated = |mut c: Candidate| {
                             let calibration = lock_ignoring_poison(&recorder);
-                            decide::calibrate(&mut c.3, c.0.size, calibration.calibration());
+                            decide::calibrate(&mut c.plan, c.file.size, calibration.calibration());
                             drop(calibration);
                             candidates.add(c);
                         };
@@ -174,17 +175,23 @@ fn plan(
     let mut recorder = recorder
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
-    for (file, _, _, plan) in &mut candidates {
-        decide::calibrate(plan, file.size, recorder.calibration());
+    for c in &mut candidates {
+        decide::calibrate(&mut c.plan, c.file.size, recorder.calibration());
     }
-    decide::sort_by_order(&mut candidates, config.order, |(file, _, _, plan)| {
-        (file, plan)
-    });
-    crate::priority::to_front(&config.target, &mut candidates, |(file, ..)| &file.path);
+    decide::sort_by_order(&mut candidates, config.order, |c| (&c.file, &c.plan));
+    crate::priority::to_front(&config.target, &mut candidates, |c| &c.file.path);
     let mut estimate = 0;
+    let mut partial = 0;
     // A quality search this content already had predicts its size and score.
     let mut searches = quality::KnownSearches::default();
-    for (file, _, codec, plan) in &candidates {
+    for Candidate {
+        file,
+        codec,
+        plan,
+        facts,
+        ..
+    } in &candidates
+    {
         summary.converted += 1;
         let searched = config
             .quality_target
@@ -194,16 +201,31 @@ fn plan(
             _ => (plan.estimated_bytes, None),
         };
         estimate += file.size.saturating_sub(estimated_bytes);
+        let mut detail = plan.describe();
+        if let Some(from) = partial_facts(*facts) {
+            partial += 1;
+            detail +=
+                &format!(" (planned from {from}; ffprobe reads it whole before it is converted)");
+        }
         reporter.emit(Event::Planned {
             file: shown(&file.path),
             codec: codec.clone(),
             action: PlannedAction::Convert,
             reason: None,
-            detail: plan.describe(),
+            detail,
             size_bytes: file.size,
             estimated_bytes,
             predicted_score,
         });
+    }
+    if partial > 0 {
+        reporter.note(&format!(
+            "{partial} of the {} files to convert were planned without ffprobe, from the \
+             original tool's cache: a run has ffprobe read each one whole once it claims it, \
+             and still skips it if ffprobe finds what that cache does not say (Dolby Vision, \
+             closed captions inside the video, an audio track with no sample rate)",
+            candidates.len()
+        ));
     }
     summary.estimated_saving_bytes = Some(estimate);
     survey::report_warnings(reporter, recorder.finish(cache::FINAL_WRITE_PATIENCE));
@@ -238,14 +260,15 @@ impl Judge<'_> {
                     skipped(reporter, summary, config, file, &codec, skip);
                     Next::Done
                 }
-                // Partial facts decide a skip, but converting needs every stream, and a plan
-                // its estimate from ffprobe's bit rates.
-                Decision::Convert(_)
-                    if source == FactsSource::Headers
-                        || (source == FactsSource::Legacy && !config.dry_run) =>
-                {
+                // A plan shows every skip ffprobe would find (captions inside the video, a
+                // damaged audio track), which the headers do not: a dry run has ffprobe read
+                // every file it would convert.
+                Decision::Convert(_) if config.dry_run && source == FactsSource::Headers => {
                     Next::ProbeFully
                 }
+                // Otherwise facts other than ffprobe's decide here too (a file the headers
+                // show worth converting is a candidate at once); the worker that claims it
+                // has ffprobe read it whole, and decides again, before anything is encoded.
                 Decision::Convert(plan) => {
                     // A dry run shows a file the original holds as the run would leave it.
                     let held = config.dry_run.then(|| original_skip(&file.path, reporter));
@@ -258,8 +281,13 @@ impl Judge<'_> {
                         skipped(reporter, summary, config, file, &main_codec(info), skip);
                         return Next::Done;
                     }
-                    let kept = (!config.dry_run).then(|| info.clone());
-                    keep((file.clone(), kept, main_codec(info), plan));
+                    keep(Candidate {
+                        file: file.clone(),
+                        info: (!config.dry_run).then(|| info.clone()),
+                        facts: source,
+                        codec: main_codec(info),
+                        plan,
+                    });
                     Next::Done
                 }
             },
@@ -294,6 +322,8 @@ const WALK_GRACE: Duration = Duration::from_secs(2);
 /// by the priority file, then `--order`, among those known at that moment.
 struct Candidates<'a> {
     config: &'a ConvertConfig,
+    /// This host's order among files `--order` finds equal.
+    ties: WalkOrder,
     reporter: &'a Reporter,
     state: Mutex<Found>,
     ready: Condvar,
@@ -320,9 +350,10 @@ impl Drop for Closing<'_, '_> {
 }
 
 impl<'a> Candidates<'a> {
-    fn new(config: &'a ConvertConfig, reporter: &'a Reporter) -> Candidates<'a> {
+    fn new(config: &'a ConvertConfig, ties: WalkOrder, reporter: &'a Reporter) -> Candidates<'a> {
         Candidates {
             config,
+            ties,
             reporter,
             state: Mutex::new(Found {
                 waiting: Vec::new(),
@@ -347,7 +378,7 @@ impl<'a> Candidates<'a> {
     }
 
     fn add(&self, candidate: Candidate) {
-        self.reporter.grow_overall(candidate.0.size);
+        self.reporter.grow_overall(candidate.file.size);
         let mut found = lock_ignoring_poison(&self.state);
         found.waiting.push(candidate);
         found.total += 1;
@@ -394,9 +425,12 @@ impl<'a> Candidates<'a> {
                 .enumerate()
                 .min_by(|(_, a), (_, b)| {
                     ranks
-                        .rank(&a.0.path)
-                        .cmp(&ranks.rank(&b.0.path))
-                        .then_with(|| decide::compare(order, (&a.0, &a.3), (&b.0, &b.3)))
+                        .rank(&a.file.path)
+                        .cmp(&ranks.rank(&b.file.path))
+                        .then_with(|| {
+                            let (a, b) = ((&a.file, &a.plan), (&b.file, &b.plan));
+                            decide::compare_spread(order, self.ties, a, b)
+                        })
                 })
                 .map(|(index, _)| index);
             // Another worker may have taken the last one meanwhile.
@@ -462,10 +496,30 @@ struct Context<'a> {
     /// No new file starts after this (`--until`, `--max-runtime`).
     deadline: Option<Instant>,
     claimer: &'a Claimer,
+    /// What a file ffprobe reads after its claim is decided by again.
+    rules: &'a Rules,
 }
 
-/// A file to convert: the scan's view of it, its probe, its main codec and the plan.
-type Candidate = (MediaFile, Option<MediaInfo>, String, Plan);
+/// A file to convert, as the survey found it.
+struct Candidate {
+    /// The scan's view of it.
+    file: MediaFile,
+    /// The facts it was judged on (none in a dry run, which keeps only its plan lines).
+    info: Option<MediaInfo>,
+    /// Where they came from: facts other than ffprobe's (its headers, the original tool's
+    /// cache) are completed by ffprobe once the file is claimed.
+    facts: FactsSource,
+    /// Its main codec, for the events.
+    codec: String,
+    plan: Plan,
+}
+
+impl Candidate {
+    /// Whether ffprobe must describe it before it is encoded.
+    fn needs_ffprobe(&self) -> bool {
+        self.facts != FactsSource::Ffprobe
+    }
+}
 
 /// Converts the candidates, `--jobs` at a time, as the survey finds them, until it is done
 /// or a limit says stop (then returns why). Workers convert; this thread alone accounts for
@@ -490,21 +544,32 @@ fn convert_all(
                         candidates.put_back(candidate);
                         break;
                     }
-                    let (file, info, codec, plan) = candidate;
-                    let outcome = match &info {
-                        Some(info) => convert_one(ctx, &file, info, &plan),
-                        // Only a dry run drops the facts, and it never gets here.
-                        None => continue,
-                    };
-                    if done_tx.send((file, codec, plan, outcome)).is_err() {
+                    let finished = convert_one(ctx, candidate);
+                    if finished.skipped_on_full_facts {
+                        // Nothing was started: `--max-files` counts conversions.
+                        gate.unstart();
+                    }
+                    if done_tx.send(finished).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(done_tx);
-        for (done, (file, codec, plan, outcome)) in done_rx.into_iter().enumerate() {
+        for (done, finished) in done_rx.into_iter().enumerate() {
+            let Finished {
+                file,
+                codec,
+                plan,
+                outcome,
+                probed,
+                ..
+            } = finished;
             let mut recorder = lock_ignoring_poison(recorder);
+            if let Some(info) = probed {
+                // Before the outcome: a conversion's record replaces the file's entry.
+                recorder.facts(&file, info, FactsSource::Ffprobe);
+            }
             record(ctx, summary, &mut recorder, &file, &codec, &plan, outcome);
             let dir = cache::dir_of(&file.path);
             let warnings = recorder.flush(&dir, cache::WRITE_PATIENCE);
@@ -515,6 +580,32 @@ fn convert_all(
         }
     });
     gate.stopped_because()
+}
+
+/// How one candidate ended, for the thread that accounts for outcomes.
+struct Finished {
+    file: MediaFile,
+    codec: String,
+    plan: Plan,
+    outcome: FileOutcome,
+    /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
+    /// go into the cache, for the fleet and the next run.
+    probed: Option<MediaInfo>,
+    /// ffprobe's facts decided a skip that the survey's could not see: nothing was encoded.
+    skipped_on_full_facts: bool,
+}
+
+impl Finished {
+    fn new(candidate: Candidate, outcome: FileOutcome) -> Finished {
+        Finished {
+            file: candidate.file,
+            codec: candidate.codec,
+            plan: candidate.plan,
+            outcome,
+            probed: None,
+            skipped_on_full_facts: false,
+        }
+    }
 }
 
 /// Accounts for one finished file: the summary, its event, and its history in the cache.
@@ -640,6 +731,14 @@ impl<'a> StartGate<'a> {
         }
     }
 
+    /// A file counted by [`StartGate::may_start`] was not converted after all, and nothing
+    /// of it was started.
+    fn unstart(&self) {
+        let _ = self
+            .started
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
     fn stopped_because(&self) -> Option<String> {
         self.stopped.lock().ok().and_then(|s| s.clone())
     }
@@ -762,18 +861,119 @@ impl Drop for TempOutput {
     }
 }
 
-/// Converts one file in three phases: claim it, encode and verify the new file, commit it
-/// (swap it into place, release the claims). A phase either hands the next what it needs or
-/// ends the file with its outcome.
-fn convert_one(ctx: &Context<'_>, file: &MediaFile, info: &MediaInfo, plan: &Plan) -> FileOutcome {
+/// Converts one file: claims it; where the survey judged it on facts that were not
+/// ffprobe's, has ffprobe read it whole and decides again; then encodes and verifies the new
+/// file and commits it (swaps it into place, releases the claims). A phase either hands the
+/// next what it needs or ends the file with its outcome.
+fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
+    let started = Instant::now();
+    let file = &candidate.file;
+    // Claimed first: the host that claims a candidate is the one that probes it, so the
+    // fleet probes each file once.
+    let claim = match claim_name(ctx, &file.path, None)
+        .and_then(|claim| unchanged_since_scan(ctx, file).map(|()| claim))
+    {
+        Ok(claim) => claim,
+        Err(ended) => return Finished::new(candidate, ended),
+    };
+    let (info, plan, probed) = match (candidate.needs_ffprobe(), &candidate.info) {
+        (false, Some(info)) => (info.clone(), candidate.plan.clone(), None),
+        // Only a dry run drops the facts, and it converts nothing; ffprobe reads them again.
+        _ => {
+            claim.set_phase("probing");
+            match described(ctx, file, &candidate.plan) {
+                Described::Convert(info, plan) => (*info.clone(), plan, Some(*info)),
+                Described::Skip(info, skip) => {
+                    drop(claim);
+                    let mut finished = Finished::new(candidate, FileOutcome::Skipped(skip));
+                    finished.codec = main_codec(&info);
+                    finished.probed = Some(*info);
+                    finished.skipped_on_full_facts = true;
+                    return finished;
+                }
+                Described::Ended(ended) => return Finished::new(candidate, ended),
+            }
+        }
+    };
     let one = OneFile {
         ctx,
         file,
-        info,
-        plan,
-        started: Instant::now(),
+        info: &info,
+        plan: &plan,
+        started,
     };
-    one.convert().unwrap_or_else(|ended| ended)
+    let outcome = one.convert(claim).unwrap_or_else(|ended| ended);
+    Finished {
+        codec: main_codec(&info),
+        probed,
+        outcome,
+        plan,
+        ..Finished::new(candidate, FileOutcome::Interrupted)
+    }
+}
+
+/// What ffprobe makes of a claimed file.
+enum Described {
+    /// Still worth converting: its full facts and the plan they give.
+    Convert(Box<MediaInfo>, Plan),
+    /// A skip the survey's facts could not show (closed captions inside the video, an audio
+    /// track with no sample rate).
+    Skip(Box<MediaInfo>, Skip),
+    /// ffprobe could not read it.
+    Ended(FileOutcome),
+}
+
+/// Has ffprobe read a claimed file whole and decides again on what it says, before anything
+/// is planned for the encode: the survey may have judged it on its headers, which decide
+/// fast but are not all that ffprobe sees.
+fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described {
+    let info = match probe::probe(&ctx.tools.ffprobe, &file.path) {
+        Ok(info) => Box::new(info),
+        // ffprobe ran and could not read the file: the file's failure. One that could not
+        // start says nothing about the file.
+        Err(err) if err.0.status.is_some() => {
+            return Described::Ended(FileOutcome::Failed(err.to_string()));
+        }
+        Err(err) => return Described::Ended(FileOutcome::Abandoned(err.to_string())),
+    };
+    match decide::decide(file, &info, ctx.rules) {
+        Decision::Convert(mut plan) => {
+            // Calibrated by the survey from the library's history; the order went by it.
+            plan.estimated_bytes = surveyed.estimated_bytes;
+            Described::Convert(info, plan)
+        }
+        Decision::Skip { reason, detail } => Described::Skip(info, Skip::here(reason, detail)),
+    }
+}
+
+/// Now that the file is ours, is it still worth it? Another host may have converted it
+/// between our scan and our claim (the swap keeps the mtime, never the size), or learned
+/// that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
+fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<(), FileOutcome> {
+    match crate::fresh::metadata(&file.path) {
+        Ok(meta) if meta.len() == file.size => {}
+        Ok(_) => {
+            return Err(FileOutcome::skipped(
+                SkipReason::Changed,
+                "changed since the scan (converted by another host?); the next run looks \
+                 again"
+                    .into(),
+            ));
+        }
+        Err(err) => {
+            return Err(FileOutcome::Abandoned(format!(
+                "gone since the scan: {err}"
+            )));
+        }
+    }
+    match cache::history_now(file, ctx.config.retry_failed) {
+        Some(history) => Err(FileOutcome::skipped_for(
+            history.reason,
+            history.detail,
+            history.host,
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What every phase of one file's conversion reads.
@@ -867,8 +1067,8 @@ struct Placed {
 }
 
 impl OneFile<'_> {
-    fn convert(&self) -> Result<FileOutcome, FileOutcome> {
-        let claims = self.claim()?;
+    fn convert(&self, file_claim: Claim) -> Result<FileOutcome, FileOutcome> {
+        let claims = self.claim(file_claim)?;
         let placed = self
             .encode_and_verify(&claims)
             .and_then(|new_file| self.commit(&claims, new_file));
@@ -884,10 +1084,10 @@ impl OneFile<'_> {
 
     // ---- claim ----
 
-    /// Makes the file ours, and checks, now that it is, that it is still ours to convert.
-    fn claim(&self) -> Result<Claims, FileOutcome> {
+    /// Makes the file's new name ours too, and checks, now that the file is ours, that it is
+    /// still ours to convert.
+    fn claim(&self, file: Claim) -> Result<Claims, FileOutcome> {
         let path = &self.file.path;
-        let file = claim_name(self.ctx, path, None)?;
         // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
         // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
         // write one name.
@@ -902,7 +1102,6 @@ impl OneFile<'_> {
         if let Some(Decision::Skip { reason, detail }) = decide::output_taken(path, self.plan) {
             return Err(FileOutcome::skipped(reason, detail));
         }
-        self.unchanged_since_scan()?;
         self.no_kept_original_in_the_way()?;
         Ok(Claims {
             file,
@@ -916,37 +1115,6 @@ impl OneFile<'_> {
     fn not_held_by_original(&self) -> Result<(), FileOutcome> {
         match original_skip(&self.file.path, self.ctx.reporter) {
             Some((host, detail)) => Err(FileOutcome::skipped_for(SkipReason::Locked, detail, host)),
-            None => Ok(()),
-        }
-    }
-
-    /// Now that the file is ours, is it still worth it? Another host may have converted it
-    /// between our scan and our claim (the swap keeps the mtime, never the size), or learned
-    /// that it is not worth it, or failed it out: one cache read is cheap next to a
-    /// transcode.
-    fn unchanged_since_scan(&self) -> Result<(), FileOutcome> {
-        match crate::fresh::metadata(&self.file.path) {
-            Ok(meta) if meta.len() == self.file.size => {}
-            Ok(_) => {
-                return Err(FileOutcome::skipped(
-                    SkipReason::Changed,
-                    "changed since the scan (converted by another host?); the next run looks \
-                     again"
-                        .into(),
-                ));
-            }
-            Err(err) => {
-                return Err(FileOutcome::Abandoned(format!(
-                    "gone since the scan: {err}"
-                )));
-            }
-        }
-        match cache::history_now(self.file, self.ctx.config.retry_failed) {
-            Some(history) => Err(FileOutcome::skipped_for(
-                history.reason,
-                history.detail,
-                history.host,
-            )),
             None => Ok(()),
         }
     }
@@ -1357,6 +1525,15 @@ fn original_unchanged(file: &MediaFile) -> Result<fs::Metadata, String> {
         return Err("the original changed during conversion".into());
     }
     Ok(meta)
+}
+
+/// What a plan was made from, where it was not ffprobe.
+fn partial_facts(facts: FactsSource) -> Option<&'static str> {
+    match facts {
+        FactsSource::Ffprobe => None,
+        FactsSource::Headers => Some("its headers"),
+        FactsSource::Legacy => Some("the original tool's cache"),
+    }
 }
 
 fn main_codec(info: &MediaInfo) -> String {
