@@ -250,21 +250,6 @@ impl Scene {
     }
 }
 
-/// Whether strace is missing, so that a case injecting faults with it must be skipped: said
-/// loudly, and a failure instead where `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever
-/// strace can trace), so a CI run cannot pass by skipping.
-fn strace_missing() -> bool {
-    if which::which("strace").is_ok() {
-        return false;
-    }
-    assert!(
-        std::env::var_os("STRACE_TESTS_REQUIRED").is_none_or(|v| v != "1"),
-        "strace is not installed (apt-get install strace), and STRACE_TESTS_REQUIRED=1"
-    );
-    eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
-    true
-}
-
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()
 }
@@ -786,7 +771,7 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
 /// conversion goes through its two renames: both convert, and no other file is touched.
 #[test]
 fn without_hard_links_both_swaps_convert_and_overwrite_nothing() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1062,7 +1047,7 @@ fn min_age_is_judged_on_the_file_servers_clock() {
 /// waits, so outcomes went unrecorded.
 #[test]
 fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let scene = Scene::new(false);
@@ -1117,7 +1102,7 @@ fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
 /// version and then removed the backup: the new version was gone.
 #[test]
 fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1235,7 +1220,7 @@ fn run_injected_on(
 /// restored it.
 #[test]
 fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1266,7 +1251,7 @@ fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
 /// the dead claim's reservation and convert.
 #[test]
 fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1302,7 +1287,7 @@ fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
 /// Before, ESTALE on opening the lock was an I/O error: "cannot claim it".
 #[test]
 fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let scene = Scene::new(false);
@@ -1366,7 +1351,7 @@ fn a_keep_original_swap_failing_before_the_keep_is_finished_by_the_next_run() {
 /// A `--keep-original` conversion whose third rename (the backup to the kept name) meets
 /// `fault`, then a run of the same host: the original must end at its kept name.
 fn keep_interrupted_before_the_keep(fault: &str) {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1416,7 +1401,7 @@ const CACHE_GUARD: &str = ".mediabox_cache.json.lock";
 /// timeouts (minutes), and the cache's guard was not even looked at.
 #[test]
 fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_be_live() {
-    if strace_missing() {
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
