@@ -91,10 +91,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         encoders: &encoders,
         config,
         reporter,
-        deadline: config
-            .limits
-            .deadline_after(&chrono::Local::now())
-            .map(|after| started + after),
+        deadline: unattended::Deadline::new(&config.limits, Instant::now(), &chrono::Local::now()),
     };
     // Conversions start as soon as the survey finds the first candidate, while it goes on.
     let candidates = Candidates::new(config, reporter);
@@ -460,7 +457,7 @@ struct Context<'a> {
     config: &'a ConvertConfig,
     reporter: &'a Reporter,
     /// No new file starts after this (`--until`, `--max-runtime`).
-    deadline: Option<Instant>,
+    deadline: unattended::Deadline,
     claimer: &'a Claimer,
 }
 
@@ -614,7 +611,7 @@ impl<'a> StartGate<'a> {
                 info.since,
                 file.display()
             ))
-        } else if self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        } else if self.ctx.deadline.passed(Instant::now()) {
             Some("deadline reached".to_string())
         } else {
             let limit = self.ctx.config.limits.max_files;
@@ -628,7 +625,10 @@ impl<'a> StartGate<'a> {
                 .then(|| format!("--max-files {} reached", limit.unwrap_or(0)))
         };
         match reason {
-            None => true,
+            None => {
+                self.ctx.deadline.work_starts(Instant::now());
+                true
+            }
             Some(reason) => {
                 if let Ok(mut stopped) = self.stopped.lock() {
                     stopped.get_or_insert(reason);
@@ -1058,7 +1058,7 @@ impl OneFile<'_> {
             return Some(StopReason::LockLost);
         }
         let limits = &self.ctx.config.limits;
-        if limits.stop_at_deadline && self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        if limits.stop_at_deadline && self.ctx.deadline.passed(Instant::now()) {
             return Some(StopReason::Deadline);
         }
         None
