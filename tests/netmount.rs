@@ -389,3 +389,63 @@ fn claim_workload_across_two_mounts_converts_every_file_exactly_once() -> TestRe
     fs::remove_dir_all(net.export.join(&dir))?;
     Ok(())
 }
+
+/// A presence record renewed through mount A (a host's renewal: a new file renamed over the
+/// old) is read with its new mtime through mount B at once, as the file server has it:
+/// `status` and the dashboard judge a host "gone quiet" by that mtime, and a cached one
+/// ages a working host by the client's cache time.
+#[test]
+#[ignore = "needs real network mounts: scripts/net-tests.sh"]
+fn a_presence_record_renewed_through_one_mount_is_read_fresh_through_the_other() -> TestResult {
+    const PAUSE: Duration = Duration::from_secs(3);
+    let Some(net) =
+        Net::get("a_presence_record_renewed_through_one_mount_is_read_fresh_through_the_other")
+    else {
+        return Ok(());
+    };
+    let dir = net.fresh_dir("presence")?;
+    let (root_a, root_b) = (net.a.join(&dir), net.b.join(&dir));
+    // A run on an empty library leaves its record (stopped) in the presence folder.
+    let run = Command::new(env!("CARGO_BIN_EXE_media-converter"))
+        .arg("--dir")
+        .arg(&root_a)
+        .args(["--json", "--quiet"])
+        .env("MEDIA_CONVERTER_HOSTNAME", "net-a")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-net-a")
+        .output()?;
+    assert!(run.status.success(), "{run:?}");
+    let record_a = root_a.join(".mediabox-hosts").join("id-net-a.json");
+    let record = fs::read(&record_a)?;
+    let unchanged_via_b = || -> Result<f64, Box<dyn Error>> {
+        let out = Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .arg("status")
+            .arg(&root_b)
+            .arg("--json")
+            .output()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        status["hosts"][0]["presence"]["unchanged_secs"]
+            .as_f64()
+            .ok_or_else(|| format!("no host's age in {status}").into())
+    };
+    unchanged_via_b()?;
+    let mut ages = Vec::new();
+    for _ in 0..4 {
+        thread::sleep(PAUSE);
+        let temp = record_a.with_file_name(".id-net-a.json.tmp");
+        fs::write(&temp, &record)?;
+        fs::rename(&temp, &record_a)?;
+        ages.push(unchanged_via_b()?);
+    }
+    eprintln!(
+        "{}: renewed records read through B as unchanged for {ages:?} s",
+        net.kind
+    );
+    // Renewed a moment ago; a cached mtime would be one pause or more behind.
+    assert!(
+        ages.iter()
+            .all(|&age| age < PAUSE.as_secs_f64() * 2.0 / 3.0),
+        "a renewed record read as {ages:?} s old through the other mount"
+    );
+    fs::remove_dir_all(net.export.join(&dir))?;
+    Ok(())
+}
