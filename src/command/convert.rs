@@ -785,6 +785,9 @@ struct OneFile<'a> {
 struct Claims {
     file: Claim,
     output: Option<Claim>,
+    /// The original as the file server had it once claimed: what the encode reads, and what
+    /// the swap must still find.
+    original: Original,
     /// Set by a swap that failed with the original at its backup name only: the locks stay,
     /// as a crash would leave them, for whoever settles dead claims to finish the swap.
     settle_later: std::cell::Cell<bool>,
@@ -879,11 +882,12 @@ impl OneFile<'_> {
         if let Some(Decision::Skip { reason, detail }) = decide::output_taken(path, self.plan) {
             return Err(FileOutcome::skipped(reason, detail));
         }
-        self.unchanged_since_scan()?;
+        let original = self.unchanged_since_scan()?;
         self.no_kept_original_in_the_way()?;
         Ok(Claims {
             file,
             output,
+            original,
             settle_later: std::cell::Cell::new(false),
         })
     }
@@ -900,10 +904,13 @@ impl OneFile<'_> {
     /// Now that the file is ours, is it still worth it? Another host may have converted it
     /// between our scan and our claim (the swap keeps the mtime, never the size), or learned
     /// that it is not worth it, or failed it out: one cache read is cheap next to a
-    /// transcode.
-    fn unchanged_since_scan(&self) -> Result<(), FileOutcome> {
-        match crate::fresh::metadata(&self.file.path) {
-            Ok(meta) if meta.len() == self.file.size => {}
+    /// transcode. Returns the original as the file server has it now, which the swap must
+    /// find unchanged: not the scan's view, which a network client may have answered from
+    /// its cache (sshfs keeps attributes 20 s), so that a stale mtime there never fails a
+    /// file as changed during its conversion.
+    fn unchanged_since_scan(&self) -> Result<Original, FileOutcome> {
+        let original = match crate::fresh::metadata(&self.file.path) {
+            Ok(meta) if meta.len() == self.file.size => Original::of(&meta),
             Ok(_) => {
                 return Err(FileOutcome::skipped(
                     SkipReason::Changed,
@@ -917,14 +924,14 @@ impl OneFile<'_> {
                     "gone since the scan: {err}"
                 )));
             }
-        }
+        };
         match cache::history_now(self.file, self.ctx.config.retry_failed) {
             Some(history) => Err(FileOutcome::skipped_for(
                 history.reason,
                 history.detail,
                 history.host,
             )),
-            None => Ok(()),
+            None => Ok(original),
         }
     }
 
@@ -1104,7 +1111,7 @@ impl OneFile<'_> {
                 "lost the claim before the swap ({lost}); the new file was discarded"
             ))
         })?;
-        original_unchanged(self.file)
+        original_unchanged(self.file, claims.original)
             .map_err(|why| FileOutcome::Abandoned(format!("{why}; the new file was discarded")))
     }
 
@@ -1252,17 +1259,33 @@ fn swap_step_allowed(
         SwapPhase::BackingUp
         | SwapPhase::Replacing
         | SwapPhase::OriginalAtBackup
-        | SwapPhase::Placing => original_unchanged(file).map(drop),
+        | SwapPhase::Placing => original_unchanged(file, claims.original).map(drop),
         SwapPhase::Done => Ok(()),
     }
 }
 
-/// The original as the file server has it now, if it is still the file that was scanned and
-/// converted (same size, same mtime).
-fn original_unchanged(file: &MediaFile) -> Result<fs::Metadata, String> {
+/// A file's size and mtime, as one fresh read of the file server gave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Original {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Original {
+    fn of(meta: &fs::Metadata) -> Original {
+        Original {
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// The original as the file server has it now, if it is still the file that was claimed and
+/// converted (same size, same mtime, both read fresh).
+fn original_unchanged(file: &MediaFile, at_claim: Original) -> Result<fs::Metadata, String> {
     let meta = crate::fresh::metadata(&file.path)
         .map_err(|err| format!("the original vanished during conversion: {err}"))?;
-    if meta.len() != file.size || meta.modified().ok() != Some(file.modified) {
+    if Original::of(&meta) != at_claim {
         return Err("the original changed during conversion".into());
     }
     Ok(meta)
