@@ -7,18 +7,18 @@
 //! `scripts/netmounts.sh run sshfs|smb -- cargo test --test netmount -- --include-ignored`.
 //! Run without the mounts (`MC_NET_A` unset), each test prints that it was SKIPPED.
 //!
-//! Child processes are this test binary re-run with `--exact hammer_child`, as in
-//! `crates/share-lock/tests/lock.rs`.
+//! Child processes are this test binary re-run with `--exact hammer_child`, started by the
+//! coordination crate's race scene (`crates/share-lock/tests/scene`) on a mount.
 
-#[path = "../crates/share-lock/examples/lock_hammer/hammer.rs"]
-mod hammer;
+#[path = "../crates/share-lock/tests/scene/mod.rs"]
+mod scene;
 mod workload;
 
 use std::env;
 use std::error::Error;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,11 +29,11 @@ use workload::{Host, Launch, assert_exactly_once, copy_all, debris, loud, make_c
 
 type TestResult = Result<(), Box<dyn Error>>;
 
-/// Not a test: the entry point of the hammer children. Without [`hammer::child::ARGS`] it
+/// Not a test: the entry point of the hammer children. Without [`scene::hammer::child::ARGS`] it
 /// does nothing.
 #[test]
 fn hammer_child() {
-    hammer::child::main();
+    scene::hammer::child::main();
 }
 
 /// The two mounts of one export, and the export as the server sees it.
@@ -90,34 +90,6 @@ fn host(name: &str) -> HostIdentity {
     }
 }
 
-/// A hammer child on `dir` as `host`, writing its intervals to `out`.
-fn spawn_hammer(
-    dir: &Path,
-    host: &str,
-    out: &Path,
-    log: &Path,
-    args: &[&str],
-) -> Result<Child, Box<dyn Error>> {
-    let mut all = vec![
-        "lock_hammer".to_owned(),
-        "--dir".to_owned(),
-        dir.to_string_lossy().into_owned(),
-        "--out".to_owned(),
-        out.to_string_lossy().into_owned(),
-    ];
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let log = File::create(log)?;
-    Ok(Command::new(env::current_exe()?)
-        .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-        .env(hammer::child::ARGS, serde_json::to_string(&all)?)
-        .env("MEDIA_CONVERTER_HOSTNAME", host)
-        .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
-}
-
 /// Two processes through mount A (one host), two through mount B (another), 100
 /// claims each of one lock: no two hold intervals overlap, every claim was held, and
 /// the export holds nothing afterwards.
@@ -148,18 +120,16 @@ fn hammer_across_two_mounts_never_overlaps() -> TestResult {
     let started = Instant::now();
     let mut children = Vec::new();
     for (name, mount, host) in plan {
-        let out = work.path().join(format!("{name}.out"));
-        let log = work.path().join(format!("{name}.log"));
-        let child = spawn_hammer(&mount.join(&dir), host, &out, &log, &args)?;
-        children.push((name, child, out, log));
+        let child = scene::spawn_on(&mount.join(&dir), work.path(), name, host, &args)?;
+        children.push((name, child));
     }
     let mut intervals = Vec::new();
-    for (name, child, out, log) in &mut children {
-        let status = child.wait()?;
-        let log = fs::read_to_string(&*log).unwrap_or_default();
+    for (name, child) in &mut children {
+        let status = child.wait(Duration::from_secs(300))?;
+        let log = child.log();
         assert!(status.success(), "{name}: {status}; log:\n{log}");
         eprintln!("{} hammer {name}: {}", net.kind, log.trim());
-        for line in fs::read_to_string(&*out)?.lines() {
+        for line in child.output().lines() {
             let (start, end) = line.split_once(' ').ok_or("bad interval line")?;
             intervals.push((start.parse::<u128>()?, end.parse::<u128>()?));
         }
