@@ -317,7 +317,9 @@ struct ConvertArgs {
     #[arg(long, value_name = "HH:MM", value_parser = parse_time_of_day)]
     until: Option<chrono::NaiveTime>,
 
-    /// Start no new file after the run has lasted this long (e.g. 4h).
+    /// Start no new file once this long has passed since the run's first conversion started
+    /// (e.g. 4h; the scan before it is not counted, so a run with work to do converts at
+    /// least one file).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_runtime: Option<Duration>,
 

@@ -493,7 +493,7 @@ fn record_file_name(dir: &Path, identity: &HostIdentity) -> String {
 /// all stamped the same way by the same file server.
 fn retire_old_records(ours: &Path) {
     let Some(dir) = ours.parent() else { return };
-    let Ok(server_now) = fs::metadata(ours).and_then(|m| m.modified()) else {
+    let Ok(server_now) = crate::fresh::metadata(ours).and_then(|m| m.modified()) else {
         return;
     };
     let Ok(entries) = fs::read_dir(dir) else {
@@ -510,10 +510,14 @@ fn retire_old_records(ours: &Path) {
         } else {
             continue;
         };
+        let old = |mtime: SystemTime| server_now.duration_since(mtime).unwrap_or_default() > limit;
         let Ok(mtime) = entry.metadata().and_then(|m| m.modified()) else {
             continue;
         };
-        if path != ours && server_now.duration_since(mtime).unwrap_or_default() > limit {
+        // Asked again past the client's cache before a record is removed: a cached mtime
+        // would make one renewed a moment ago look as old as the cache.
+        let fresh_mtime = || crate::fresh::metadata(&path).and_then(|m| m.modified());
+        if path != ours && old(mtime) && fresh_mtime().is_ok_and(old) {
             let _ = fs::remove_file(&path);
         }
     }
@@ -573,7 +577,11 @@ fn read_dir_bounded(dir: &Path) -> Vec<Found> {
     paths
         .into_iter()
         .filter_map(|path| {
-            let mtime = fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            // As the file server has it now: a client's cached mtime would age a host that
+            // just renewed its record by as long as the cache keeps it (sshfs: 20 s).
+            let mtime = crate::fresh::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()?;
             let record = read_bounded(&path)
                 .map_err(|err| err.to_string())
                 .and_then(|bytes| PresenceRecord::parse(&bytes));

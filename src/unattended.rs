@@ -4,7 +4,8 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Local, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
@@ -19,17 +20,16 @@ pub struct Limits {
     pub max_files: Option<u64>,
     /// No new file starts after this local time of day (the next one after the start).
     pub until: Option<NaiveTime>,
-    /// No new file starts after the run has lasted this long.
+    /// No new file starts once this long has passed since the run's first conversion started.
     pub max_runtime: Option<Duration>,
     /// At the deadline, stop the conversion in progress too (it is left for a later run).
     pub stop_at_deadline: bool,
 }
 
 impl Limits {
-    /// How long after `start` the deadline falls, if there is one: the earlier of `--until`
-    /// (its next occurrence, today or tomorrow) and `--max-runtime`.
-    pub fn deadline_after<Tz: TimeZone>(&self, start: &DateTime<Tz>) -> Option<Duration> {
-        let until = self.until.map(|until| {
+    /// How long after `start` the next `--until` falls (today or tomorrow), if there is one.
+    pub fn until_after<Tz: TimeZone>(&self, start: &DateTime<Tz>) -> Option<Duration> {
+        self.until.map(|until| {
             let today = start.date_naive().and_time(until);
             let start_naive = start.naive_local();
             let target = if today > start_naive {
@@ -38,11 +38,48 @@ impl Limits {
                 today + chrono::Duration::days(1)
             };
             (target - start_naive).to_std().unwrap_or(Duration::ZERO)
-        });
-        match (until, self.max_runtime) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        })
+    }
+}
+
+/// When a run stops starting new files: at `--until` on the clock, or once `--max-runtime`
+/// has passed since its first conversion started, whichever comes first.
+///
+/// The budget counts from the first conversion, not from the start of the process: the scan
+/// up to the first candidate, the probes and the encoder detection take what a slow share or
+/// a loaded machine makes them take, and a budget spent before any work would end a run with
+/// nothing done. So every run that has work to do, and is not past `--until`, converts at
+/// least one file.
+#[derive(Debug)]
+pub struct Deadline {
+    until: Option<Instant>,
+    max_runtime: Option<Duration>,
+    first_start: OnceLock<Instant>,
+}
+
+impl Deadline {
+    /// The deadline of a run that started at `now`, `local` on the local clock.
+    pub fn new<Tz: TimeZone>(limits: &Limits, now: Instant, local: &DateTime<Tz>) -> Deadline {
+        Deadline {
+            until: limits.until_after(local).map(|after| now + after),
+            max_runtime: limits.max_runtime,
+            first_start: OnceLock::new(),
         }
+    }
+
+    /// Says a conversion starts at `now`: the first one starts the `--max-runtime` budget.
+    pub fn work_starts(&self, now: Instant) {
+        self.first_start.get_or_init(|| now);
+    }
+
+    /// Whether the deadline has passed at `now`. Before the first conversion, only `--until`
+    /// can have.
+    pub fn passed(&self, now: Instant) -> bool {
+        let budget_end = self
+            .max_runtime
+            .zip(self.first_start.get())
+            .map(|(budget, &first)| first + budget);
+        self.until.into_iter().chain(budget_end).any(|at| now >= at)
     }
 }
 
@@ -126,32 +163,43 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(
-            limits.deadline_after(&at(1, 0)),
+            limits.until_after(&at(1, 0)),
             Some(Duration::from_secs(5 * 3600))
         );
         // Started at 23:00: the deadline is tomorrow morning, not in the past.
         assert_eq!(
-            limits.deadline_after(&at(23, 0)),
+            limits.until_after(&at(23, 0)),
             Some(Duration::from_secs(7 * 3600))
         );
+        assert_eq!(Limits::default().until_after(&at(5, 30)), None);
     }
 
     #[test]
-    fn the_earlier_limit_wins() {
+    fn the_budget_counts_from_the_first_conversion_and_the_earlier_limit_wins() {
+        let hour = Duration::from_secs(3600);
         let limits = Limits {
             until: Some(parse_time_of_day("06:00").unwrap()),
-            max_runtime: Some(Duration::from_secs(3600)),
+            max_runtime: Some(hour),
             ..Limits::default()
         };
-        assert_eq!(
-            limits.deadline_after(&at(1, 0)),
-            Some(Duration::from_secs(3600))
-        );
-        assert_eq!(
-            limits.deadline_after(&at(5, 30)),
-            Some(Duration::from_secs(1800))
-        );
-        assert_eq!(Limits::default().deadline_after(&at(5, 30)), None);
+        let run = Instant::now();
+        // Started at 01:00: --until falls at 06:00, five hours in.
+        let deadline = Deadline::new(&limits, run, &at(1, 0));
+        // A start-up longer than the budget spends none of it.
+        assert!(!deadline.passed(run + 2 * hour));
+        deadline.work_starts(run + 2 * hour);
+        // Only the first conversion starts the budget.
+        deadline.work_starts(run + 2 * hour + hour / 2);
+        assert!(!deadline.passed(run + 3 * hour - Duration::from_secs(1)));
+        assert!(deadline.passed(run + 3 * hour));
+        // Started at 05:30: --until comes first, work or not.
+        let deadline = Deadline::new(&limits, run, &at(5, 30));
+        assert!(!deadline.passed(run + hour / 2 - Duration::from_secs(1)));
+        assert!(deadline.passed(run + hour / 2));
+        // No limits: never.
+        let deadline = Deadline::new(&Limits::default(), run, &at(5, 30));
+        deadline.work_starts(run);
+        assert!(!deadline.passed(run + 1000 * hour));
     }
 
     #[test]

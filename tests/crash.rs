@@ -771,8 +771,7 @@ fn a_conversion_to_a_new_name_claims_that_name_too() {
 /// conversion goes through its two renames: both convert, and no other file is touched.
 #[test]
 fn without_hard_links_both_swaps_convert_and_overwrite_nothing() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1048,8 +1047,7 @@ fn min_age_is_judged_on_the_file_servers_clock() {
 /// waits, so outcomes went unrecorded.
 #[test]
 fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let scene = Scene::new(false);
@@ -1104,45 +1102,14 @@ fn a_full_disk_while_taking_the_cache_lock_leaves_nothing_that_blocks_writes() {
 /// version and then removed the backup: the new version was gone.
 #[test]
 fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
     let scene = Scene::new(false);
-    let mut converter = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null"])
-        .args(["-e", "inject=link,linkat:delay_exit=3000000"])
-        .arg(env!("CARGO_BIN_EXE_media-converter"))
-        .args([
-            "--json",
-            "--min-age",
-            "0s",
-            "--preset",
-            "ultrafast",
-            "--dir",
-        ])
-        .arg(&scene.library)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run under strace");
-    let backup_made = || {
-        fs::read_dir(&scene.library)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|entry| entry.file_name().to_string_lossy().contains(".orig."))
-    };
-    let deadline = Instant::now() + RUN;
-    while !backup_made() {
-        assert!(
-            converter.try_wait().ok().flatten().is_none(),
-            "the converter exited before its swap"
-        );
-        assert!(Instant::now() < deadline, "no swap within {RUN:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let options = ["-e", "inject=link,linkat:delay_exit=3000000"].map(String::from);
+    let mut converter = start_on_library(&scene, Some(&options));
+    wait_for_name(&scene, &mut converter, ".orig.", RUN);
     // The user puts a new version in place (by rename, as a download or copy tool does).
     let new_version = b"the user's new version".to_vec();
     let staged = scene.logs.join("new-version.mkv");
@@ -1150,11 +1117,7 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
     fs::copy(&staged, scene.library.join(".incoming")).expect("copy into the library");
     fs::rename(scene.library.join(".incoming"), &scene.clip).expect("replace the file");
 
-    let out = converter.wait_with_output().expect("the converter ends");
-    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect();
+    let events = events_at_end(converter);
     assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
     assert!(
         of_kind(&events, "failed").iter().any(|e| e["error"]
@@ -1172,6 +1135,159 @@ fn a_swap_stalled_after_its_hard_link_never_replaces_a_file_changed_meanwhile() 
     let cache: Value = serde_json::from_slice(&cache).unwrap_or_default();
     let failed = &cache["files"]["clip-00.mkv"]["failed"];
     assert!(failed.is_null(), "a failure was recorded: {cache:#}");
+}
+
+/// The scan's view of a file may be older than the file server's: a network client answers
+/// a plain stat from its cache (sshfs keeps attributes 20 s). So "changed during conversion"
+/// is judged against the original as the file server had it at the claim, read fresh, not
+/// against the scan's view. Here the original's mtime moves (its content stays) after the
+/// scan and before the claim, which strace holds for 5 s at the `mkdir` of its acquire
+/// guard: the file is converted, where before it failed as "changed during conversion".
+#[test]
+fn an_original_touched_between_the_scan_and_the_claim_is_converted() {
+    const HOLD: Duration = Duration::from_secs(5);
+    if common::strace_missing() {
+        return;
+    }
+    let _serial = serial();
+    let scene = Scene::new(false);
+    let guard = scene.lock().with_extension("lock.acquire");
+    let options = [
+        "-e".into(),
+        "trace=mkdir".into(),
+        "-P".into(),
+        guard.display().to_string(),
+        "-e".into(),
+        format!("inject=mkdir:delay_enter={}:when=1", HOLD.as_micros()),
+    ];
+    let converter = start_on_library(&scene, Some(&options));
+    let started = Instant::now();
+    // The probe's facts reach the directory's cache within a second of the scan: the scan
+    // has read the mtime by then, and the claim is still held.
+    let cache = scene.library.join(".mediabox_cache.json");
+    while !cache.exists() {
+        assert!(
+            started.elapsed() < HOLD,
+            "the scan wrote no cache while the claim waited"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let touched = SystemTime::now() + Duration::from_secs(7);
+    touch(&scene.clip, touched);
+    assert!(
+        started.elapsed() < HOLD,
+        "the claim was let go before the touch"
+    );
+    let events = events_at_end(converter);
+    assert!(of_kind(&events, "failed").is_empty(), "{events:#?}");
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    assert_eq!(video_codec(&scene.clip), "hevc");
+    assert_eq!(
+        fs::metadata(&scene.clip).and_then(|m| m.modified()).ok(),
+        Some(touched),
+        "the converted file carries the original's mtime as the claim saw it"
+    );
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+/// A real change while the file is encoded is still caught, however small: the original's
+/// mtime moves (its content stays) while the encode runs. The file fails as changed during
+/// conversion, the original stays as it is, and nothing is left behind.
+#[test]
+fn an_original_touched_during_its_encode_is_never_replaced() {
+    const RUN: Duration = Duration::from_secs(120);
+    let _serial = serial();
+    let scene = Scene::new(true);
+    let mut converter = start_on_library(&scene, None);
+    wait_for_name(&scene, &mut converter, ".partial.", RUN);
+    let touched = SystemTime::now() + Duration::from_secs(7);
+    touch(&scene.clip, touched);
+    let events = events_at_end(converter);
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    assert!(
+        of_kind(&events, "failed").iter().any(|e| e["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("original changed during conversion"))),
+        "{events:#?}"
+    );
+    assert!(
+        fs::read(&scene.clip).unwrap_or_default() == scene.original,
+        "the original was replaced"
+    );
+    assert_eq!(
+        fs::metadata(&scene.clip).and_then(|m| m.modified()).ok(),
+        Some(touched)
+    );
+    assert_eq!(debris(&scene.library), Vec::<String>::new());
+}
+
+/// The converter on the scene's library as host-1, its JSON events on a pipe; under
+/// `strace -f` with `strace` (its options) when given.
+fn start_on_library(scene: &Scene, strace: Option<&[String]>) -> std::process::Child {
+    let binary = env!("CARGO_BIN_EXE_media-converter");
+    let mut command = match strace {
+        Some(options) => {
+            let mut command = std::process::Command::new("strace");
+            command.args(["-f", "-qq", "-o", "/dev/null"]).args(options);
+            command.arg("--").arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    };
+    command
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--preset",
+            "ultrafast",
+            "--dir",
+        ])
+        .arg(&scene.library)
+        .env("MEDIA_CONVERTER_HOSTNAME", "host-1")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-host-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the converter")
+}
+
+/// Waits, up to `limit`, for a name in the library containing `part`, while `converter` runs.
+fn wait_for_name(scene: &Scene, converter: &mut std::process::Child, part: &str, limit: Duration) {
+    let seen = || {
+        fs::read_dir(&scene.library)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.file_name().to_string_lossy().contains(part))
+    };
+    let deadline = Instant::now() + limit;
+    while !seen() {
+        assert!(
+            converter.try_wait().ok().flatten().is_none(),
+            "the converter exited before a {part} name showed"
+        );
+        assert!(Instant::now() < deadline, "no {part} name within {limit:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The JSON events of a converter started by [`start_on_library`], once it has ended.
+fn events_at_end(converter: std::process::Child) -> Vec<Value> {
+    let out = converter.wait_with_output().expect("the converter ends");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Moves `path`'s mtime to `when`, its content untouched.
+fn touch(path: &Path, when: SystemTime) {
+    let file = fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open the clip");
+    file.set_modified(when).expect("move the mtime");
 }
 
 /// Runs the converter on `file` as host-1 under `strace -f` with the given `-e inject=`
@@ -1223,8 +1339,7 @@ fn run_injected_on(
 /// restored it.
 #[test]
 fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1255,8 +1370,7 @@ fn a_swap_killed_between_its_renames_is_finished_by_the_next_run() {
 /// the dead claim's reservation and convert.
 #[test]
 fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1292,8 +1406,7 @@ fn a_reservation_left_by_a_killed_placement_is_removed_by_the_next_run() {
 /// Before, ESTALE on opening the lock was an I/O error: "cannot claim it".
 #[test]
 fn a_stale_nfs_handle_on_the_lock_is_read_again_by_name() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let scene = Scene::new(false);
@@ -1357,8 +1470,7 @@ fn a_keep_original_swap_failing_before_the_keep_is_finished_by_the_next_run() {
 /// A `--keep-original` conversion whose third rename (the backup to the kept name) meets
 /// `fault`, then a run of the same host: the original must end at its kept name.
 fn keep_interrupted_before_the_keep(fault: &str) {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();
@@ -1408,8 +1520,7 @@ const CACHE_GUARD: &str = ".mediabox_cache.json.lock";
 /// timeouts (minutes), and the cache's guard was not even looked at.
 #[test]
 fn locks_clean_force_leaves_nothing_a_crash_left_and_the_default_keeps_what_may_be_live() {
-    if which::which("strace").is_err() {
-        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    if common::strace_missing() {
         return;
     }
     let _serial = serial();

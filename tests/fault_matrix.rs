@@ -515,33 +515,56 @@ fn on_share(args: &[String], host: &str, variant: Variant, log: &Path) -> Comman
     converter(&args, host, (!variant.links).then_some((&options[..], log)))
 }
 
-/// A reference run of `variant` in `dir` (a copy of the template), fully traced.
+/// A reference run's own directory, `root/<name>-<variant>`, with its library: a copy of the
+/// template.
+struct ReferenceRun {
+    work: PathBuf,
+    lib: PathBuf,
+    variant: Variant,
+}
+
+impl ReferenceRun {
+    fn new(template: &Path, root: &Path, name: &str, variant: Variant) -> ReferenceRun {
+        let work = root.join(format!("{name}-{}", variant.slug()));
+        fs::create_dir_all(&work).expect("reference dir");
+        let lib = work.join("lib");
+        copy_tree(template, &lib);
+        ReferenceRun { work, lib, variant }
+    }
+
+    /// The converter's arguments for the variant's source in this library.
+    fn args(&self) -> Vec<String> {
+        convert_args(&self.lib.join(self.variant.source()), self.variant)
+    }
+
+    /// Runs `command`, which must convert the source, and returns the trace it wrote to
+    /// `log`, with the library.
+    fn traced(self, command: Command, log: &Path, what: &str) -> (Trace, PathBuf) {
+        let ran = run(command, &self.work, "run");
+        assert!(
+            ran.status.is_some_and(|s| s.success()) && ran.converted() == 1,
+            "the {what} of [{}] did not convert: {}{}",
+            self.variant.name(),
+            ran.stdout,
+            ran.stderr
+        );
+        let trace = Trace::parse(&fs::read_to_string(log).expect("the reference trace"));
+        (trace, self.lib)
+    }
+}
+
+/// A reference run of `variant`, fully traced.
 fn reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf) {
-    let work = root.join(format!("reference-{}", variant.slug()));
-    fs::create_dir_all(&work).expect("reference dir");
-    let lib = work.join("lib");
-    copy_tree(template, &lib);
-    let log = work.join("strace.log");
+    let reference = ReferenceRun::new(template, root, "reference", variant);
+    let log = reference.work.join("strace.log");
     let mut options = vec!["-e".to_owned(), format!("trace={}", TRACED.join(","))];
     if !variant.links {
         options.extend(["-e".into(), "inject=linkat:error=EPERM".into()]);
     }
-    let args = convert_args(&lib.join(variant.source()), variant);
+    let args = reference.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ran = run(
-        converter(&args, HOST_A, Some((&options, &log))),
-        &work,
-        "run",
-    );
-    assert!(
-        ran.status.is_some_and(|s| s.success()) && ran.converted() == 1,
-        "the reference run of [{}] did not convert: {}{}",
-        variant.name(),
-        ran.stdout,
-        ran.stderr
-    );
-    let trace = Trace::parse(&fs::read_to_string(&log).expect("reference trace"));
-    (trace, lib)
+    let command = converter(&args, HOST_A, Some((&options, &log)));
+    reference.traced(command, &log, "reference run")
 }
 
 /// Writes `dir/bin/ffmpeg`: the real ffmpeg, except that the encode (the one whose last
@@ -583,30 +606,18 @@ fn path_with(first: &Path) -> std::ffi::OsString {
 
 /// A reference run of `variant` where only the encode runs under strace: its trace.
 fn encoder_reference(template: &Path, root: &Path, variant: Variant) -> (Trace, PathBuf) {
-    let work = root.join(format!("encoder-reference-{}", variant.slug()));
-    fs::create_dir_all(&work).expect("reference dir");
-    let lib = work.join("lib");
-    copy_tree(template, &lib);
-    let log = work.join("encode.strace");
+    let reference = ReferenceRun::new(template, root, "encoder-reference", variant);
+    let log = reference.work.join("encode.strace");
     let bin = encoder_wrapper(
-        &work,
+        &reference.work,
         &["-e".into(), format!("trace={}", TRACED.join(","))],
         &log,
     );
-    let args = convert_args(&lib.join(variant.source()), variant);
+    let args = reference.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut command = converter(&args, HOST_A, None);
     command.env("PATH", path_with(&bin));
-    let ran = run(command, &work, "run");
-    assert!(
-        ran.status.is_some_and(|s| s.success()) && ran.converted() == 1,
-        "the encoder reference run of [{}] did not convert: {}{}",
-        variant.name(),
-        ran.stdout,
-        ran.stderr
-    );
-    let trace = Trace::parse(&fs::read_to_string(&log).expect("the encode's trace"));
-    (trace, lib)
+    reference.traced(command, &log, "encoder reference run")
 }
 
 /// What one case showed.

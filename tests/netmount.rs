@@ -7,18 +7,18 @@
 //! `scripts/netmounts.sh run sshfs|smb -- cargo test --test netmount -- --include-ignored`.
 //! Run without the mounts (`MC_NET_A` unset), each test prints that it was SKIPPED.
 //!
-//! Child processes are this test binary re-run with `--exact hammer_child`, as in
-//! `crates/share-lock/tests/lock.rs`.
+//! Child processes are this test binary re-run with `--exact hammer_child`, started by the
+//! coordination crate's race scene (`crates/share-lock/tests/scene`) on a mount.
 
-#[path = "../crates/share-lock/examples/lock_hammer/hammer.rs"]
-mod hammer;
+#[path = "../crates/share-lock/tests/scene/mod.rs"]
+mod scene;
 mod workload;
 
 use std::env;
 use std::error::Error;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,11 +29,11 @@ use workload::{Host, Launch, assert_exactly_once, copy_all, debris, loud, make_c
 
 type TestResult = Result<(), Box<dyn Error>>;
 
-/// Not a test: the entry point of the hammer children. Without [`hammer::child::ARGS`] it
+/// Not a test: the entry point of the hammer children. Without [`scene::hammer::child::ARGS`] it
 /// does nothing.
 #[test]
 fn hammer_child() {
-    hammer::child::main();
+    scene::hammer::child::main();
 }
 
 /// The two mounts of one export, and the export as the server sees it.
@@ -90,34 +90,6 @@ fn host(name: &str) -> HostIdentity {
     }
 }
 
-/// A hammer child on `dir` as `host`, writing its intervals to `out`.
-fn spawn_hammer(
-    dir: &Path,
-    host: &str,
-    out: &Path,
-    log: &Path,
-    args: &[&str],
-) -> Result<Child, Box<dyn Error>> {
-    let mut all = vec![
-        "lock_hammer".to_owned(),
-        "--dir".to_owned(),
-        dir.to_string_lossy().into_owned(),
-        "--out".to_owned(),
-        out.to_string_lossy().into_owned(),
-    ];
-    all.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let log = File::create(log)?;
-    Ok(Command::new(env::current_exe()?)
-        .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-        .env(hammer::child::ARGS, serde_json::to_string(&all)?)
-        .env("MEDIA_CONVERTER_HOSTNAME", host)
-        .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
-}
-
 /// Two processes through mount A (one host), two through mount B (another), 100
 /// claims each of one lock: no two hold intervals overlap, every claim was held, and
 /// the export holds nothing afterwards.
@@ -148,18 +120,16 @@ fn hammer_across_two_mounts_never_overlaps() -> TestResult {
     let started = Instant::now();
     let mut children = Vec::new();
     for (name, mount, host) in plan {
-        let out = work.path().join(format!("{name}.out"));
-        let log = work.path().join(format!("{name}.log"));
-        let child = spawn_hammer(&mount.join(&dir), host, &out, &log, &args)?;
-        children.push((name, child, out, log));
+        let child = scene::spawn_on(&mount.join(&dir), work.path(), name, host, &args)?;
+        children.push((name, child));
     }
     let mut intervals = Vec::new();
-    for (name, child, out, log) in &mut children {
-        let status = child.wait()?;
-        let log = fs::read_to_string(&*log).unwrap_or_default();
+    for (name, child) in &mut children {
+        let status = child.wait(Duration::from_secs(300))?;
+        let log = child.log();
         assert!(status.success(), "{name}: {status}; log:\n{log}");
         eprintln!("{} hammer {name}: {}", net.kind, log.trim());
-        for line in fs::read_to_string(&*out)?.lines() {
+        for line in child.output().lines() {
             let (start, end) = line.split_once(' ').ok_or("bad interval line")?;
             intervals.push((start.parse::<u128>()?, end.parse::<u128>()?));
         }
@@ -386,6 +356,70 @@ fn claim_workload_across_two_mounts_converts_every_file_exactly_once() -> TestRe
     let label = format!("{} claim workload", net.kind);
     let outcome = launch.run(&hosts, names.len(), Duration::from_secs(150), &label);
     assert_exactly_once(&outcome, &names, &net.export.join(&dir).join("lib"));
+    fs::remove_dir_all(net.export.join(&dir))?;
+    Ok(())
+}
+
+/// A presence record renewed through mount A (a host's renewal: a new file renamed over the
+/// old) is read with its new mtime through mount B at once, as the file server has it:
+/// `status` and the dashboard judge a host "gone quiet" by that mtime, and a cached one
+/// ages a working host by the client's cache time.
+#[test]
+#[ignore = "needs real network mounts: scripts/net-tests.sh"]
+fn a_presence_record_renewed_through_one_mount_is_read_fresh_through_the_other() -> TestResult {
+    const PAUSE: Duration = Duration::from_secs(4);
+    let Some(net) =
+        Net::get("a_presence_record_renewed_through_one_mount_is_read_fresh_through_the_other")
+    else {
+        return Ok(());
+    };
+    let dir = net.fresh_dir("presence")?;
+    let (root_a, root_b) = (net.a.join(&dir), net.b.join(&dir));
+    // A run on an empty library leaves its record (stopped) in the presence folder.
+    let run = Command::new(env!("CARGO_BIN_EXE_media-converter"))
+        .arg("--dir")
+        .arg(&root_a)
+        .args(["--json", "--quiet"])
+        .env("MEDIA_CONVERTER_HOSTNAME", "net-a")
+        .env("MEDIA_CONVERTER_HOST_ID", "id-net-a")
+        .output()?;
+    assert!(run.status.success(), "{run:?}");
+    let record_a = root_a.join(".mediabox-hosts").join("id-net-a.json");
+    let record = fs::read(&record_a)?;
+    let unchanged_via_b = || -> Result<f64, Box<dyn Error>> {
+        let out = Command::new(env!("CARGO_BIN_EXE_media-converter"))
+            .arg("status")
+            .arg(&root_b)
+            .arg("--json")
+            .output()?;
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        status["hosts"][0]["presence"]["unchanged_secs"]
+            .as_f64()
+            .ok_or_else(|| format!("no host's age in {status}").into())
+    };
+    unchanged_via_b()?;
+    let mut ages = Vec::new();
+    for _ in 0..4 {
+        thread::sleep(PAUSE);
+        let temp = record_a.with_file_name(".id-net-a.json.tmp");
+        fs::write(&temp, &record)?;
+        fs::rename(&temp, &record_a)?;
+        let renewed = Instant::now();
+        let age = unchanged_via_b()?;
+        ages.push((age, renewed.elapsed().as_secs_f64()));
+    }
+    eprintln!(
+        "{}: renewed records read through B as unchanged for (s, with s since the renewal) \
+         {ages:?}",
+        net.kind
+    );
+    // Through sshfs both the record's mtime and the server's clock probe are whole seconds,
+    // so a fresh read is at most 1 s more than the time since the renewal, however long
+    // `status` took; a cached mtime, the previous renewal's, at least PAUSE - 1 s more.
+    assert!(
+        ages.iter().all(|&(age, since)| age < since + 2.0),
+        "a renewed record read as older than it is through the other mount: {ages:?}"
+    );
     fs::remove_dir_all(net.export.join(&dir))?;
     Ok(())
 }

@@ -48,7 +48,10 @@ fn max_files_stops_after_n_conversions() {
 
 #[test]
 fn the_deadline_stops_new_files_and_optionally_the_current_one() {
-    // Without --stop-at-deadline, the file in progress finishes; nothing new starts.
+    // Without --stop-at-deadline, the file in progress finishes; nothing new starts. The
+    // budget counts from the first conversion, so however long the start-up takes on a
+    // loaded machine the first file starts, and the second never does: encoding 4 s at
+    // `slow` takes longer than 1 s, and load only makes it longer.
     let dir = library(&["a.mkv", "b.mkv"], 4);
     let out = cmd()
         .arg("--dir")
@@ -97,6 +100,42 @@ fn the_deadline_stops_new_files_and_optionally_the_current_one() {
         walk(dir.path()),
         vec![dir.path().join("a.mkv")],
         "no temp file left"
+    );
+}
+
+/// `--max-runtime` counts from the run's first conversion, so a run whose start-up (the
+/// presence record, the scan, the probes) outlasts the budget still converts one file: a
+/// slow share or a loaded machine never makes a run with work to do end with nothing done.
+/// The start-up is made slow on purpose: strace holds the `mkdir` of the presence folder,
+/// the first thing a run does on the share, for 1.5 s.
+#[test]
+fn a_budget_shorter_than_the_start_up_still_converts_one_file() {
+    if strace_missing() {
+        return;
+    }
+    let dir = library(&["a.mkv", "b.mkv"], 4);
+    let presence = dir.path().join(".mediabox-hosts");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=mkdir", "-P"])
+        .arg(&presence)
+        .args(["-e", "inject=mkdir:delay_enter=1500000", "--"])
+        .arg(common::bin())
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--json", "--max-runtime", "1s", "--preset", "slow"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run under strace");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let events = events(&out);
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    let notice = of_kind(&events, "notice");
+    assert!(
+        notice[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("deadline reached: 1 file(s) left"),
+        "{notice:?}"
     );
 }
 

@@ -92,10 +92,7 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
         encoders: &encoders,
         config,
         reporter,
-        deadline: config
-            .limits
-            .deadline_after(&chrono::Local::now())
-            .map(|after| started + after),
+        deadline: unattended::Deadline::new(&config.limits, Instant::now(), &chrono::Local::now()),
     };
     // Conversions start as soon as the survey finds the first candidate, while it goes on.
     let candidates = Candidates::new(config, order, reporter);
@@ -494,7 +491,7 @@ struct Context<'a> {
     config: &'a ConvertConfig,
     reporter: &'a Reporter,
     /// No new file starts after this (`--until`, `--max-runtime`).
-    deadline: Option<Instant>,
+    deadline: unattended::Deadline,
     claimer: &'a Claimer,
     /// What a file ffprobe reads after its claim is decided by again.
     rules: &'a Rules,
@@ -707,7 +704,7 @@ impl<'a> StartGate<'a> {
                 info.since,
                 file.display()
             ))
-        } else if self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        } else if self.ctx.deadline.passed(Instant::now()) {
             Some("deadline reached".to_string())
         } else {
             let limit = self.ctx.config.limits.max_files;
@@ -721,7 +718,10 @@ impl<'a> StartGate<'a> {
                 .then(|| format!("--max-files {} reached", limit.unwrap_or(0)))
         };
         match reason {
-            None => true,
+            None => {
+                self.ctx.deadline.work_starts(Instant::now());
+                true
+            }
             Some(reason) => {
                 if let Ok(mut stopped) = self.stopped.lock() {
                     stopped.get_or_insert(reason);
@@ -870,10 +870,10 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
     let file = &candidate.file;
     // Claimed first: the host that claims a candidate is the one that probes it, so the
     // fleet probes each file once.
-    let claim = match claim_name(ctx, &file.path, None)
-        .and_then(|claim| unchanged_since_scan(ctx, file).map(|()| claim))
+    let (claim, original) = match claim_name(ctx, &file.path, None)
+        .and_then(|claim| unchanged_since_scan(ctx, file).map(|original| (claim, original)))
     {
-        Ok(claim) => claim,
+        Ok(claimed) => claimed,
         Err(ended) => return Finished::new(candidate, ended),
     };
     let (info, plan, probed) = match (candidate.needs_ffprobe(), &candidate.info) {
@@ -902,7 +902,7 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
         plan: &plan,
         started,
     };
-    let outcome = one.convert(claim).unwrap_or_else(|ended| ended);
+    let outcome = one.convert(claim, original).unwrap_or_else(|ended| ended);
     Finished {
         codec: main_codec(&info),
         probed,
@@ -949,9 +949,13 @@ fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described 
 /// Now that the file is ours, is it still worth it? Another host may have converted it
 /// between our scan and our claim (the swap keeps the mtime, never the size), or learned
 /// that it is not worth it, or failed it out: one cache read is cheap next to a transcode.
-fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<(), FileOutcome> {
-    match crate::fresh::metadata(&file.path) {
-        Ok(meta) if meta.len() == file.size => {}
+/// Returns the original as the file server has it now, which the swap must find unchanged:
+/// not the scan's view, which a network client may have answered from its cache (sshfs
+/// keeps attributes 20 s), so that a stale mtime there never fails a file as changed during
+/// its conversion.
+fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original, FileOutcome> {
+    let original = match crate::fresh::metadata(&file.path) {
+        Ok(meta) if meta.len() == file.size => Original::of(&meta),
         Ok(_) => {
             return Err(FileOutcome::skipped(
                 SkipReason::Changed,
@@ -965,14 +969,14 @@ fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<(), FileO
                 "gone since the scan: {err}"
             )));
         }
-    }
+    };
     match cache::history_now(file, ctx.config.retry_failed) {
         Some(history) => Err(FileOutcome::skipped_for(
             history.reason,
             history.detail,
             history.host,
         )),
-        None => Ok(()),
+        None => Ok(original),
     }
 }
 
@@ -989,6 +993,9 @@ struct OneFile<'a> {
 struct Claims {
     file: Claim,
     output: Option<Claim>,
+    /// The original as the file server had it once claimed: what the encode reads, and what
+    /// the swap must still find.
+    original: Original,
     /// Set by a swap that failed with the original at its backup name only: the locks stay,
     /// as a crash would leave them, for whoever settles dead claims to finish the swap.
     settle_later: std::cell::Cell<bool>,
@@ -1067,8 +1074,8 @@ struct Placed {
 }
 
 impl OneFile<'_> {
-    fn convert(&self, file_claim: Claim) -> Result<FileOutcome, FileOutcome> {
-        let claims = self.claim(file_claim)?;
+    fn convert(&self, file_claim: Claim, original: Original) -> Result<FileOutcome, FileOutcome> {
+        let claims = self.claim(file_claim, original)?;
         let placed = self
             .encode_and_verify(&claims)
             .and_then(|new_file| self.commit(&claims, new_file));
@@ -1086,7 +1093,7 @@ impl OneFile<'_> {
 
     /// Makes the file's new name ours too, and checks, now that the file is ours, that it is
     /// still ours to convert.
-    fn claim(&self, file: Claim) -> Result<Claims, FileOutcome> {
+    fn claim(&self, file: Claim, original: Original) -> Result<Claims, FileOutcome> {
         let path = &self.file.path;
         // A new name (Movie.avi -> Movie.mkv) is claimed too: another host may be converting
         // Movie.mkv in place, or clip.mpg into the same clip.mkv, and no two conversions may
@@ -1106,6 +1113,7 @@ impl OneFile<'_> {
         Ok(Claims {
             file,
             output,
+            original,
             settle_later: std::cell::Cell::new(false),
         })
     }
@@ -1316,7 +1324,7 @@ impl OneFile<'_> {
             return Some(StopReason::LockLost);
         }
         let limits = &self.ctx.config.limits;
-        if limits.stop_at_deadline && self.ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        if limits.stop_at_deadline && self.ctx.deadline.passed(Instant::now()) {
             return Some(StopReason::Deadline);
         }
         None
@@ -1362,7 +1370,7 @@ impl OneFile<'_> {
                 "lost the claim before the swap ({lost}); the new file was discarded"
             ))
         })?;
-        original_unchanged(self.file)
+        original_unchanged(self.file, claims.original)
             .map_err(|why| FileOutcome::Abandoned(format!("{why}; the new file was discarded")))
     }
 
@@ -1511,17 +1519,33 @@ fn swap_step_allowed(
         SwapPhase::BackingUp
         | SwapPhase::Replacing
         | SwapPhase::OriginalAtBackup
-        | SwapPhase::Placing => original_unchanged(file).map(drop),
+        | SwapPhase::Placing => original_unchanged(file, claims.original).map(drop),
         SwapPhase::Done => Ok(()),
     }
 }
 
-/// The original as the file server has it now, if it is still the file that was scanned and
-/// converted (same size, same mtime).
-fn original_unchanged(file: &MediaFile) -> Result<fs::Metadata, String> {
+/// A file's size and mtime, as one fresh read of the file server gave them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Original {
+    size: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Original {
+    fn of(meta: &fs::Metadata) -> Original {
+        Original {
+            size: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// The original as the file server has it now, if it is still the file that was claimed and
+/// converted (same size, same mtime, both read fresh).
+fn original_unchanged(file: &MediaFile, at_claim: Original) -> Result<fs::Metadata, String> {
     let meta = crate::fresh::metadata(&file.path)
         .map_err(|err| format!("the original vanished during conversion: {err}"))?;
-    if meta.len() != file.size || meta.modified().ok() != Some(file.modified) {
+    if Original::of(&meta) != at_claim {
         return Err("the original changed during conversion".into());
     }
     Ok(meta)

@@ -636,3 +636,18 @@ pub fn ffmpeg6(needed_for: &str) -> Option<PathBuf> {
     eprintln!("\n!!! SKIPPED: {needed_for} needs ffmpeg 6.0: {why}\n");
     None
 }
+
+/// Whether strace is missing, so that a case injecting faults with it must be skipped: said
+/// loudly, and a failure instead where `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever
+/// strace can trace), so a CI run cannot pass by skipping.
+pub fn strace_missing() -> bool {
+    if which::which("strace").is_ok() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("STRACE_TESTS_REQUIRED").is_none_or(|v| v != "1"),
+        "strace is not installed (apt-get install strace), and STRACE_TESTS_REQUIRED=1"
+    );
+    eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    true
+}

@@ -10,7 +10,7 @@ pub mod hammer;
 use std::env;
 use std::error::Error;
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -99,32 +99,44 @@ impl Scene {
     }
 
     pub fn spawn(&self, name: &str, host: &str, args: &[&str]) -> Result<Hammer, Box<dyn Error>> {
-        let out = self.work.join(format!("{name}.out"));
-        let log_path = self.work.join(format!("{name}.log"));
-        let mut all = vec![
-            "lock_hammer".to_owned(),
-            "--dir".to_owned(),
-            self.library.to_string_lossy().into_owned(),
-            "--out".to_owned(),
-            out.to_string_lossy().into_owned(),
-        ];
-        all.extend(args.iter().map(|arg| (*arg).to_owned()));
-        let log = File::create(&log_path)?;
-        let child = Command::new(env::current_exe()?)
-            .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
-            .env(hammer::child::ARGS, serde_json::to_string(&all)?)
-            .env("MEDIA_CONVERTER_HOSTNAME", host)
-            .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(Hammer {
-            child,
-            out,
-            log: log_path,
-        })
+        spawn_on(&self.library, &self.work, name, host, args)
     }
+}
+
+/// Starts a child named `name` as host `host` on the locks in `library` (a scene's, or a
+/// network mount's), its output and log in `work`.
+pub fn spawn_on(
+    library: &Path,
+    work: &Path,
+    name: &str,
+    host: &str,
+    args: &[&str],
+) -> Result<Hammer, Box<dyn Error>> {
+    let out = work.join(format!("{name}.out"));
+    let log_path = work.join(format!("{name}.log"));
+    let mut all = vec![
+        "lock_hammer".to_owned(),
+        "--dir".to_owned(),
+        library.to_string_lossy().into_owned(),
+        "--out".to_owned(),
+        out.to_string_lossy().into_owned(),
+    ];
+    all.extend(args.iter().map(|arg| (*arg).to_owned()));
+    let log = File::create(&log_path)?;
+    let child = Command::new(env::current_exe()?)
+        .args(["--exact", "hammer_child", "--nocapture", "--test-threads=1"])
+        .env(hammer::child::ARGS, serde_json::to_string(&all)?)
+        .env("MEDIA_CONVERTER_HOSTNAME", host)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("id-{host}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok(Hammer {
+        child,
+        out,
+        log: log_path,
+    })
 }
 
 /// A child process; killed if a test ends while it still runs.
