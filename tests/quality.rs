@@ -133,7 +133,28 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
         let trials = searched["trials"].as_u64().unwrap();
         assert!((1..=6).contains(&trials), "{name}: {trials} trials");
         assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
-        found.push(searched["quality"].as_u64().unwrap());
+        let quality = searched["quality"].as_f64().unwrap();
+        found.push(quality);
+        // The quality found is the highest tried that met the target, tenths included.
+        let cache = read_cache(lib.path());
+        let tried = cache["files"][name]["converted"]["search"]["trials"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: the search kept with the conversion: {cache:#}"))
+            .iter()
+            .map(|t| (t["quality"].as_f64().unwrap(), t["score"].as_f64().unwrap()))
+            .collect::<Vec<_>>();
+        assert!(tried.contains(&(quality, searched["predicted_score"].as_f64().unwrap())));
+        assert!(
+            tried.iter().all(|&(q, score)| q <= quality || score < 93.0),
+            "{name}: {quality} of {tried:?}"
+        );
+        // That quality reached x265: its settings, written into the stream, say so.
+        let written = std::fs::read(lib.path().join(name)).unwrap();
+        let crf = format!("crf={quality:.1}");
+        assert!(
+            written.windows(crf.len()).any(|w| w == crf.as_bytes()),
+            "{name}: no {crf} in the new file's x265 settings"
+        );
         // Each trial was reported as the bar's and the heartbeat's `searching` phase.
         assert_eq!(
             for_file(&events, "searching", name).len() as u64,
@@ -150,6 +171,12 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
     assert!(
         found[1] < found[0],
         "the grain needs a lower --quality value than the smooth clip: {found:?}"
+    );
+    // x265's CRF takes tenths, and the refining trial found them here (27.8 and 23.9 when
+    // measured); a search in whole steps ends on integers.
+    assert!(
+        found.iter().any(|q| q.fract() != 0.0),
+        "no tenths found: {found:?}"
     );
 
     // The achieved scores are in the history, and `cache stats` gives median and lowest.
@@ -227,7 +254,8 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
     let code = first.wait().unwrap().code();
     let searched = searched.expect("the first run searched");
     assert_eq!(code, Some(130), "interrupted");
-    let quality = searched["quality"].as_u64().unwrap();
+    let quality = searched["quality"].clone();
+    assert!(quality.is_number(), "{searched}");
 
     let cache = read_cache(lib.path());
     let entry = &cache["files"]["smooth.mkv"];
@@ -501,4 +529,72 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
         cache["files"]["long.mkv"].get("search").is_none(),
         "{cache:#}"
     );
+}
+
+/// A search recorded before tenths existed holds integers; it is still the answer: the
+/// next run encodes at its quality without a trial.
+#[test]
+fn an_old_search_record_in_whole_values_is_still_used() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let meta = std::fs::metadata(&file).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let old = serde_json::json!({
+        "media_converter": {"version": 1, "written_by": "media-converter 0.1.0"},
+        "files": {"smooth.mkv": {
+            "size": meta.len(),
+            "mtime": mtime,
+            "search": {
+                "at": "2026-01-01T00:00:00Z", "host": "old", "metric": "ssim", "target": 0.98,
+                "encoder": "libx265", "preset": "veryfast", "quality": 30,
+                "predicted_bytes": 1000, "predicted_score": 0.981,
+                "sample_secs": 3.0, "seconds": 9.0,
+                "trials": [
+                    {"quality": 22, "score": 0.995, "bytes": 9000},
+                    {"quality": 30, "score": 0.981, "bytes": 1000},
+                    {"quality": 31, "score": 0.978, "bytes": 900}
+                ]
+            }
+        }}
+    });
+    std::fs::write(
+        lib.path().join(common::CACHE_FILE),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    let (code, events, stderr) = run_json(
+        &[
+            "--file",
+            file.to_str().unwrap(),
+            "--target-ssim",
+            "0.98",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert!(of_kind(&events, "searching").is_empty(), "{events:#?}");
+    let searched = of_kind(&events, "searched");
+    assert_eq!(searched[0]["cached"], true, "{events:#?}");
+    assert_eq!(searched[0]["host"], "old");
+    assert_eq!(searched[0]["quality"], 30);
+    let written = std::fs::read(&file).unwrap();
+    assert!(
+        written.windows(8).any(|w| w == b"crf=30.0"),
+        "the new file was not encoded at CRF 30"
+    );
+    // Kept with the conversion, still in whole values.
+    let cache = read_cache(lib.path());
+    let kept = &cache["files"]["smooth.mkv"]["converted"]["search"];
+    assert_eq!(kept["quality"], 30, "{cache:#}");
+    assert_eq!(kept["trials"][2]["quality"], 31, "{cache:#}");
 }
