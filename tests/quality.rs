@@ -598,3 +598,101 @@ fn an_old_search_record_in_whole_values_is_still_used() {
     assert_eq!(kept["quality"], 30, "{cache:#}");
     assert_eq!(kept["trials"][2]["quality"], 31, "{cache:#}");
 }
+
+/// Three episodes of one grain: the first is searched from 22, the next ones from a
+/// neighbour's result (said in their `searching` event), in fewer trials than each needs
+/// alone, and each still meets the target.
+#[test]
+fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
+    let tools = system_tools();
+    let show = tempfile::tempdir().unwrap();
+    let episodes = ["ep1.mkv", "ep2.mkv", "ep3.mkv"];
+    for (seed, name) in episodes.iter().enumerate() {
+        clip(
+            &show.path().join(name),
+            &format!(
+                "testsrc2=size=256x144:rate=24,noise=alls=8:allf=t+u:all_seed={}",
+                seed + 1
+            ),
+        );
+    }
+    // Each episode alone, in a folder of its own: no neighbour.
+    let mut alone = Vec::new();
+    for name in episodes {
+        let own = tempfile::tempdir().unwrap();
+        std::fs::copy(show.path().join(name), own.path().join(name)).unwrap();
+        age_all(own.path());
+        let (code, events, stderr) = run_json(
+            &[
+                "--file",
+                own.path().join(name).to_str().unwrap(),
+                "--target-ssim",
+                "0.98",
+                "--min-savings",
+                "0",
+            ],
+            &tools,
+        );
+        assert_eq!(code, 0, "{stderr}\n{events:#?}");
+        let start = &for_file(&events, "searching", name)[0];
+        assert!(start.get("seeded_from").is_none(), "{start}");
+        alone.push(
+            for_file(&events, "searched", name)[0]["trials"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+
+    age_all(show.path());
+    let (code, events, stderr) = run_json(
+        &[
+            "--dir",
+            show.path().to_str().unwrap(),
+            "--target-ssim",
+            "0.98",
+            "--min-savings",
+            "0",
+        ],
+        &tools,
+    );
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    // In the order searched.
+    let order: Vec<&str> = of_kind(&events, "searching")
+        .into_iter()
+        .filter(|e| e["trial"] == 0)
+        .map(|e| e["file"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3, "{events:#?}");
+    let (mut together, mut apart) = (0, 0);
+    for (i, name) in order.iter().enumerate() {
+        let start = &for_file(&events, "searching", name)[0];
+        let searched = for_file(&events, "searched", name)[0];
+        let trials = searched["trials"].as_u64().unwrap();
+        if i == 0 {
+            assert!(start.get("seeded_from").is_none(), "{start}");
+        } else {
+            // The first trial is at the quality an episode searched before found.
+            let seed = &start["seeded_from"];
+            assert!(
+                order[..i].contains(&seed["file"].as_str().unwrap()),
+                "{start}"
+            );
+            let first = &for_file(&events, "searching", name)[1];
+            assert_eq!(first["quality"], seed["quality"], "{first}");
+        }
+        assert!(searched["predicted_score"].as_f64().unwrap() >= 0.98);
+        let converted = for_file(&events, "converted", name);
+        let achieved = converted[0]["score"]["value"].as_f64().unwrap();
+        assert!(achieved >= 0.98 - 0.002, "{name}: SSIM {achieved}");
+        if i > 0 {
+            together += trials;
+            apart += alone[episodes.iter().position(|e| e == name).unwrap()];
+        }
+    }
+    eprintln!("seeded episodes: {together} trials, {apart} alone ({alone:?})");
+    assert!(together < apart, "seeded {together} trials, alone {apart}");
+    // The seed is kept with the search, in the cache.
+    let cache = read_cache(show.path());
+    let kept = &cache["files"][order[2]]["converted"]["search"]["seed"];
+    assert!(kept["file"].is_string(), "{cache:#}");
+}
