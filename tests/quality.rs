@@ -102,6 +102,22 @@ fn run_json(args: &[&str], tools: &(PathBuf, PathBuf)) -> (i32, Vec<Value>, Stri
     )
 }
 
+/// `--target-ssim 0.98 --min-savings 0` on a `--file` or a `--dir`, with the system's ffmpeg.
+fn ssim_98(which: &str, path: &Path) -> (i32, Vec<Value>, String) {
+    let path = path.to_str().unwrap();
+    let args = [which, path, "--target-ssim", "0.98", "--min-savings", "0"];
+    run_json(&args, &system_tools())
+}
+
+/// Whether x265 encoded the file at CRF `crf`: its settings, written into the stream, say so.
+fn x265_crf_is(file: &Path, crf: f64) -> bool {
+    let written = std::fs::read(file).unwrap();
+    let setting = format!("crf={crf:.1}");
+    written
+        .windows(setting.len())
+        .any(|w| w == setting.as_bytes())
+}
+
 fn for_file<'a>(events: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
     of_kind(events, kind)
         .into_iter()
@@ -148,12 +164,9 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
             tried.iter().all(|&(q, score)| q <= quality || score < 93.0),
             "{name}: {quality} of {tried:?}"
         );
-        // That quality reached x265: its settings, written into the stream, say so.
-        let written = std::fs::read(lib.path().join(name)).unwrap();
-        let crf = format!("crf={quality:.1}");
         assert!(
-            written.windows(crf.len()).any(|w| w == crf.as_bytes()),
-            "{name}: no {crf} in the new file's x265 settings"
+            x265_crf_is(&lib.path().join(name), quality),
+            "{name}: not encoded at CRF {quality}"
         );
         // Each trial was reported as the bar's and the heartbeat's `searching` phase.
         assert_eq!(
@@ -301,22 +314,11 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
 
 #[test]
 fn ssim_target_works_with_any_ffmpeg_and_the_score_is_recorded() {
-    let tools = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
     testsrc2(&file);
     age_all(lib.path());
-    let (code, events, stderr) = run_json(
-        &[
-            "--file",
-            file.to_str().unwrap(),
-            "--target-ssim",
-            "0.98",
-            "--min-savings",
-            "0",
-        ],
-        &tools,
-    );
+    let (code, events, stderr) = ssim_98("--file", &file);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
     let searched = of_kind(&events, "searched");
     assert_eq!(searched.len(), 1, "{events:#?}");
@@ -535,7 +537,6 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
 /// next run encodes at its quality without a trial.
 #[test]
 fn an_old_search_record_in_whole_values_is_still_used() {
-    let tools = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
     testsrc2(&file);
@@ -570,28 +571,14 @@ fn an_old_search_record_in_whole_values_is_still_used() {
         serde_json::to_vec(&old).unwrap(),
     )
     .unwrap();
-    let (code, events, stderr) = run_json(
-        &[
-            "--file",
-            file.to_str().unwrap(),
-            "--target-ssim",
-            "0.98",
-            "--min-savings",
-            "0",
-        ],
-        &tools,
-    );
+    let (code, events, stderr) = ssim_98("--file", &file);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
     assert!(of_kind(&events, "searching").is_empty(), "{events:#?}");
     let searched = of_kind(&events, "searched");
     assert_eq!(searched[0]["cached"], true, "{events:#?}");
     assert_eq!(searched[0]["host"], "old");
     assert_eq!(searched[0]["quality"], 30);
-    let written = std::fs::read(&file).unwrap();
-    assert!(
-        written.windows(8).any(|w| w == b"crf=30.0"),
-        "the new file was not encoded at CRF 30"
-    );
+    assert!(x265_crf_is(&file, 30.0), "not encoded at CRF 30");
     // Kept with the conversion, still in whole values.
     let cache = read_cache(lib.path());
     let kept = &cache["files"]["smooth.mkv"]["converted"]["search"];
@@ -604,7 +591,6 @@ fn an_old_search_record_in_whole_values_is_still_used() {
 /// alone, and each still meets the target.
 #[test]
 fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
-    let tools = system_tools();
     let show = tempfile::tempdir().unwrap();
     let episodes = ["ep1.mkv", "ep2.mkv", "ep3.mkv"];
     for (seed, name) in episodes.iter().enumerate() {
@@ -622,17 +608,7 @@ fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
         let own = tempfile::tempdir().unwrap();
         std::fs::copy(show.path().join(name), own.path().join(name)).unwrap();
         age_all(own.path());
-        let (code, events, stderr) = run_json(
-            &[
-                "--file",
-                own.path().join(name).to_str().unwrap(),
-                "--target-ssim",
-                "0.98",
-                "--min-savings",
-                "0",
-            ],
-            &tools,
-        );
+        let (code, events, stderr) = ssim_98("--file", &own.path().join(name));
         assert_eq!(code, 0, "{stderr}\n{events:#?}");
         let start = &for_file(&events, "searching", name)[0];
         assert!(start.get("seeded_from").is_none(), "{start}");
@@ -644,17 +620,7 @@ fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
     }
 
     age_all(show.path());
-    let (code, events, stderr) = run_json(
-        &[
-            "--dir",
-            show.path().to_str().unwrap(),
-            "--target-ssim",
-            "0.98",
-            "--min-savings",
-            "0",
-        ],
-        &tools,
-    );
+    let (code, events, stderr) = ssim_98("--dir", show.path());
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
     // In the order searched.
     let order: Vec<&str> = of_kind(&events, "searching")
