@@ -1044,6 +1044,23 @@ mod tests {
             "/lib/a.mkv: --quality 27 for VMAF 95.00 (libx265; predicted 1.00 MiB at score \
              95.3100) after 4 trials in 1m01s"
         );
+        let seeded = Event::Searching {
+            file: "/lib/b.mkv".into(),
+            target: "VMAF 95.00".into(),
+            trial: 0,
+            quality: None,
+            score: None,
+            seeded_from: Some(crate::cache::Seed {
+                file: "a.mkv".into(),
+                quality: Quality::from_tenths(263),
+            }),
+        };
+        assert_eq!(
+            human_text(&seeded).unwrap(),
+            "searching /lib/b.mkv for VMAF 95.00, from --quality 26.3 as a.mkv found"
+        );
+        let json = serde_json::to_value(&seeded).unwrap();
+        assert_eq!(json["seeded_from"]["quality"], 26.3, "{json}");
         let converted = Event::Converted {
             file: "/lib/a.mkv".into(),
             output: "/lib/a.mkv".into(),
