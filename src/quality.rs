@@ -1295,6 +1295,83 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_is_the_median_of_similar_neighbours_searched_for_the_same_question() {
+        use crate::encoder::Device;
+        let info = |w: u32, h: u32| {
+            serde_json::json!({"container": "matroska,webm", "streams": [{
+                "index": 0, "kind": "video", "codec": "h264", "width": w, "height": h
+            }]})
+        };
+        let search = |quality: f64, preset: &str| {
+            serde_json::json!({
+                "at": "2026-01-01T00:00:00Z", "host": "h", "metric": "vmaf", "target": 95.0,
+                "encoder": "libx265", "preset": preset, "quality": quality,
+                "predicted_bytes": 1, "predicted_score": 95.1, "sample_secs": 1.0,
+                "seconds": 1.0, "trials": []
+            })
+        };
+        let entry = |w, h, quality, preset| {
+            serde_json::json!({"size": 1, "mtime": 1.0, "info": info(w, h),
+                "search": search(quality, preset)})
+        };
+        let files = serde_json::json!({
+            "own.mkv": entry(640, 272, 31.0, "medium"),
+            "a.mkv": entry(640, 272, 26.3, "medium"),
+            // 1.3 times the pixels: similar.
+            "b.mkv": entry(640, 360, 24.0, "medium"),
+            // Not similar: another frame size, another preset.
+            "c.mkv": entry(1920, 1080, 25.0, "medium"),
+            "d.mkv": entry(640, 272, 20.0, "slow"),
+            // Converted: its original's search kept with the conversion.
+            "e.mkv": {"size": 1, "mtime": 1.0, "converted": {
+                "at": "2026-01-01T00:00:00Z", "host": "h", "encoder": "libx265",
+                "before_bytes": 2, "after_bytes": 1, "seconds": 1.0,
+                "source": {"codec": "h264", "width": 640, "height": 272},
+                "search": search(27.0, "medium")
+            }},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cache = serde_json::json!({
+            "media_converter": {"version": cache::SCHEMA_VERSION, "written_by": "test"},
+            "files": files,
+        });
+        fs::write(
+            dir.path().join(".mediabox_cache.json"),
+            serde_json::to_vec(&cache).unwrap(),
+        )
+        .unwrap();
+        let loaded = cache::DirCache::load(dir.path()).cache;
+        let own_info: MediaInfo = serde_json::from_value(info(640, 272)).unwrap();
+        let setup = EncoderSetup::on(Encoder::Libx265, Device::Default);
+        let settings = EncodeSettings::default();
+        let ask = |metric, score| Ask {
+            ffmpeg: Path::new("ffmpeg"),
+            ffprobe: Path::new("ffprobe"),
+            source: Path::new("own.mkv"),
+            info: &own_info,
+            size: 1,
+            crop_to: None,
+            setup: &setup,
+            settings: &settings,
+            target: Target { metric, score },
+            should_stop: &|| None,
+        };
+        // a (26.3), b (24) and e (27): the median is a's.
+        assert_eq!(
+            neighbour_seed(&loaded, "own.mkv", &ask(Metric::Vmaf, 95.0)),
+            Some(cache::Seed {
+                file: "a.mkv".into(),
+                quality: Quality::from_tenths(263)
+            })
+        );
+        // Another target: no neighbour answers it.
+        assert_eq!(
+            neighbour_seed(&loaded, "own.mkv", &ask(Metric::Vmaf, 93.0)),
+            None
+        );
+    }
+
+    #[test]
     fn qualities_read_old_integer_records_and_write_tenths_only_where_they_are() {
         let whole: Quality = serde_json::from_str("27").unwrap();
         assert_eq!(whole, Quality::whole(27));
