@@ -6,10 +6,12 @@
 # (ab-av1 with --vmaf-scale none, the convention docs/quality.md names):
 #   ours     media-converter --file COPY --target-vmaf T --min-savings 0: the quality found,
 #            the predicted score, its trials and search time (the `searched` event), the
-#            converted file's size;
+#            converted file's size; then on a second copy with --min-savings 99.99, which
+#            skips the file once searched: the search's CPU seconds (user and system, every
+#            ffmpeg included), which a loaded machine does not inflate as it does the wall;
 #   ab-av1   ab-av1 crf-search with the same encoder, preset and target: its CRF (to 0.1),
-#            predicted score and wall-clock time (its sample cache off, so that a second
-#            run of this script searches again);
+#            predicted score, wall-clock time and CPU seconds (its sample cache off, so that
+#            a second run of this script searches again);
 #   encodes  the video alone, with the same ffmpeg command, at our quality, at ab-av1's CRF
 #            and at --quality 22: its size, wall-clock time (the full encode the search is
 #            measured against) and the whole file's VMAF against the source, every frame.
@@ -17,17 +19,33 @@
 # ./quality-bench.tsv).
 #
 # Usage: bench/quality.sh [TARGET [PRESET [FILE...]]]   (default 95, medium, the set below)
+#
+#        bench/quality.sh --neighbours FILE N [TARGET [PRESET]]
+#   Seeding from neighbours: N segments of FILE (a corpus file, cut evenly and encoded
+#   near-losslessly with x264 CRF 14) in one folder, searched one after another (each
+#   starts from a neighbour's result), against each searched alone in a folder of its own:
+#   the trials and CPU seconds each way, the qualities found and their scores (files up to
+#   40 s are searched whole: the score is the whole file's). Prints a Markdown table.
 # Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh, and ab-av1 (AB_AV1, else PATH, else it is
 # installed with `cargo install ab-av1 --locked` into ~/.cache/media-converter/ab-av1: a
 # few minutes of compiling, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
+mode=side-by-side
+if [ "${1:-}" = --neighbours ]; then
+  mode=neighbours
+  neighbours_file=$2
+  segments=$3
+  shift 3
+fi
 target=${1:-95}
 preset=${2:-medium}
 shift $(($# > 2 ? 2 : $#))
 corpus=$(scripts/corpus.sh --dir)
-if [ $# -gt 0 ]; then
+if [ "$mode" = neighbours ]; then
+  files=()
+elif [ $# -gt 0 ]; then
   files=("$@")
 else
   files=(bigbuckbunny.mp4 bikes.mp4 flashmob.mkv breakdance.flv demo.f4v)
@@ -50,7 +68,77 @@ trap 'rm -rf "$work"' EXIT
 
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
+# Runs a command, writing the CPU seconds (user and system) it and its children used to $1.
+cpu() {
+  python3 -c 'import resource, subprocess, sys
+rc = subprocess.call(sys.argv[2:])
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write("%.1f" % (r.ru_utime + r.ru_stime))
+sys.exit(rc)' "$@"
+}
 json() { python3 -c 'import json,sys; e=json.loads(sys.argv[1]); print(eval(sys.argv[2], {}, {"e": e}))' "$1" "$2"; }
+
+if [ "$mode" = neighbours ]; then
+  src=$corpus/$neighbours_file
+  [ -f "$src" ] || { echo "bench: $src is missing" >&2; exit 1; }
+  duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$src")
+  length=$(echo "$duration / $segments" | bc -l)
+  mkdir -p "$work/folder"
+  for i in $(seq 0 $((segments - 1))); do
+    ffmpeg -hide_banner -nostdin -v error -y -ss "$(echo "$i * $length" | bc -l)" -i "$src" \
+      -t "$length" -map 0:v:0 -c:v libx264 -crf 14 -preset veryfast \
+      "$work/folder/part$i.mkv"
+    mkdir -p "$work/alone$i"
+    cp "$work/folder/part$i.mkv" "$work/alone$i/"
+  done
+  find "$work" -name '*.mkv' -exec touch -d '1 hour ago' {} +
+  search() {
+    # --min-savings 99.99: each file is skipped once searched, its search kept.
+    cpu "$1.cpu" "$bin" "$2" "$3" --jobs 1 --order name --target-vmaf "$target" \
+      --preset "$preset" --min-savings 99.99 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" \
+      --json >"$1.jsonl" 2>"$1.err" || true
+  }
+  echo "bench: $segments parts of $neighbours_file in one folder" >&2
+  search "$work/seeded" --dir "$work/folder"
+  for i in $(seq 0 $((segments - 1))); do
+    echo "bench: part$i.mkv alone" >&2
+    search "$work/alone$i" --file "$work/alone$i/part$i.mkv"
+  done
+  python3 - "$work" "$segments" "$target" "$preset" "$neighbours_file" <<'EOF'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+def events(path):
+    return [json.loads(l) for l in open(path) if l.strip()]
+def by_file(evs):
+    out = {}
+    for e in evs:
+        name = e.get("file", "").rsplit("/", 1)[-1]
+        if e["event"] == "searching" and e["trial"] == 0:
+            out.setdefault(name, {})["seed"] = e.get("seeded_from")
+        if e["event"] == "searched":
+            out.setdefault(name, {})["searched"] = e
+    return out
+seeded = by_file(events(f"{work}/seeded.jsonl"))
+print(f"{n} parts of {sys.argv[5]}, VMAF target {sys.argv[3]}, libx265 preset {sys.argv[4]}\n")
+print("| part | seeded from | trials | quality | score | alone: trials | quality | score |")
+print("|---|---|---|---|---|---|---|---|")
+totals = [0, 0]
+for i in range(n):
+    name = f"part{i}.mkv"
+    s = seeded[name]["searched"]
+    seed = seeded[name].get("seed")
+    a = by_file(events(f"{work}/alone{i}.jsonl"))[name]["searched"]
+    totals[0] += s["trials"]; totals[1] += a["trials"]
+    origin = f"{seed['file']} ({seed['quality']})" if seed else "-"
+    print(f"| {name} | {origin} | {s['trials']} | {s.get('quality')} | {s['predicted_score']:.2f} "
+          f"| {a['trials']} | {a.get('quality')} | {a['predicted_score']:.2f} |")
+cpu_alone = sum(float(open(f"{work}/alone{i}.cpu").read()) for i in range(n))
+cpu_seeded = float(open(f"{work}/seeded.cpu").read())
+print(f"\ntrials: {totals[0]} in one folder, {totals[1]} alone; CPU seconds (search, probe "
+      f"and start-up): {cpu_seeded:.1f} in one folder, {cpu_alone:.1f} alone")
+EOF
+  exit 0
+fi
 
 # The video alone at a CRF, timed: prints "bytes seconds".
 encode() {
@@ -68,7 +156,7 @@ vmaf() {
     -f null - 2>&1 | sed -n 's/.*VMAF score: \([0-9.]*\).*/\1/p' | tail -n 1
 }
 
-printf 'file\tduration\tours_quality\tours_predicted\tours_achieved\tours_trials\tours_search_s\tab_crf\tab_predicted\tab_achieved\tab_search_s\tfull_encode_s\tours_video_bytes\tab_video_bytes\tq22_video_bytes\tq22_vmaf\tours_file_bytes\tsource_bytes\n' >"$out"
+printf 'file\tduration\tours_quality\tours_predicted\tours_achieved\tours_trials\tours_search_s\tab_crf\tab_predicted\tab_achieved\tab_search_s\tfull_encode_s\tours_search_cpu_s\tab_search_cpu_s\tours_video_bytes\tab_video_bytes\tq22_video_bytes\tq22_vmaf\tours_file_bytes\tsource_bytes\n' >"$out"
 for name in "${files[@]}"; do
   src=$corpus/$name
   [ -f "$src" ] || { echo "bench: $src is missing" >&2; continue; }
@@ -90,10 +178,19 @@ for name in "${files[@]}"; do
   trials=$(json "$searched" 'e["trials"]')
   ours_search=$(json "$searched" '"%.1f" % e["seconds"]')
   ours_file=$([ -n "$converted" ] && json "$converted" 'e["after_bytes"]' || echo -)
+  # The search alone, on a second copy that it skips (predicted not 99.99% smaller).
+  mkdir -p "$dir/cpu"
+  cp "$src" "$dir/cpu/$name"
+  touch -d '1 hour ago' "$dir/cpu/$name"
+  cpu "$dir/ours.cpu" "$bin" --file "$dir/cpu/$name" --target-vmaf "$target" --preset "$preset" \
+    --min-savings 99.99 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json \
+    >"$dir/cpu.jsonl" 2>&1 || true
+  grep -q '"reason":"predicted_not_smaller"' "$dir/cpu.jsonl" ||
+    echo "bench: the search-only run of $name did not end after its search" >&2
 
   # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
   t0=$(now)
-  ab_json=$(cd "$dir" && "$ab" crf-search -i "$src" -e libx265 --preset "$preset" \
+  ab_json=$(cd "$dir" && cpu "$dir/ab.cpu" "$ab" crf-search -i "$src" -e libx265 --preset "$preset" \
     --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --cache false \
     --stdout-format json \
     --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
@@ -117,9 +214,10 @@ for name in "${files[@]}"; do
   fi
   read -r q22_bytes _ < <(encode "$src" 22 "$dir/q22.mkv")
   q22_vmaf=$(vmaf "$dir/q22.mkv" "$src")
-  printf '%s\t%.1f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
+  printf '%s\t%.1f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
     "$name" "$duration" "$q" "$ours_pred" "$ours_vmaf" "$trials" "$ours_search" "$ab_crf" \
-    "$ab_pred" "${ab_vmaf:--}" "$ab_search" "$full_s" "$ours_bytes" "$ab_bytes" "$q22_bytes" \
+    "$ab_pred" "${ab_vmaf:--}" "$ab_search" "$full_s" "$(cat "$dir/ours.cpu")" \
+    "$(cat "$dir/ab.cpu")" "$ours_bytes" "$ab_bytes" "$q22_bytes" \
     "$q22_vmaf" "$ours_file" "$(stat -c %s "$src")" >>"$out"
   rm -rf "$dir"/*.mkv
 done
@@ -128,16 +226,16 @@ python3 - "$out" "$target" "$preset" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 print(f"VMAF target {sys.argv[2]}, libx265 preset {sys.argv[3]}, VMAF at native resolution\n")
-print("| file | length | ours: CRF | predicted | achieved | trials | search | ab-av1: CRF | predicted | achieved | search | full encode | search/full (ours, ab-av1) | size ours/ab-av1 | size ours/--quality 22 (its VMAF) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| file | length | ours: CRF | predicted | achieved | trials | search | search CPU | ab-av1: CRF | predicted | achieved | search | search CPU | full encode | search/full (ours, ab-av1) | size ours/ab-av1 | size ours/--quality 22 (its VMAF) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 def f(x):
     try: return float(x)
     except ValueError: return None
 for r in rows:
     ours_s, ab_s, full = f(r["ours_search_s"]), f(r["ab_search_s"]), f(r["full_encode_s"])
     ob, ab, qb = f(r["ours_video_bytes"]), f(r["ab_video_bytes"]), f(r["q22_video_bytes"])
-    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "-"
+    ratio = lambda a, b, d=2: f"{a / b:.{d}f}" if a and b else "-"
     print(f"| {r['file']} | {float(r['duration']):.0f} s | {r['ours_quality']} | {r['ours_predicted']} | {r['ours_achieved']} "
-          f"| {r['ours_trials']} | {ours_s:.0f} s | {r['ab_crf']} | {r['ab_predicted']} | {r['ab_achieved']} | {ab_s:.0f} s "
-          f"| {full:.0f} s | {ratio(ours_s, full)}, {ratio(ab_s, full)} | {ratio(ob, ab)} | {ratio(ob, qb)} ({r['q22_vmaf']}) |")
+          f"| {r['ours_trials']} | {ours_s:.0f} s | {r['ours_search_cpu_s']} s | {r['ab_crf']} | {r['ab_predicted']} | {r['ab_achieved']} | {ab_s:.0f} s | {r['ab_search_cpu_s']} s "
+          f"| {full:.0f} s | {ratio(ours_s, full)}, {ratio(ab_s, full)} | {ratio(ob, ab, 3)} | {ratio(ob, qb, 3)} ({r['q22_vmaf']}) |")
 EOF

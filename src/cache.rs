@@ -33,6 +33,7 @@ use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 use crate::clock;
 use crate::decide::{Calibration, SkipReason, SourceVideo};
+use crate::encoder::Quality;
 use crate::probe::MediaInfo;
 use crate::quality::{Metric, Score, Target};
 use crate::scan::MediaFile;
@@ -197,6 +198,10 @@ pub struct Converted {
     /// The score the new file achieved against the original (`--target-*` runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<Score>,
+    /// The quality search of the original's content, kept from its entry as history: a
+    /// neighbour's search may start from it ([`DirCache::searches`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<Box<Searched>>,
 }
 
 /// A hardware encode that was redone with libx265: it failed, its output failed
@@ -243,8 +248,10 @@ pub struct Searched {
     pub encoder: String,
     pub preset: String,
     /// The `--quality` value found; absent when even the best value missed the target.
+    /// A whole value, or a tenth where the encoder takes one; records written before
+    /// tenths existed hold integers, which read as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<u8>,
+    pub quality: Option<Quality>,
     /// The whole file's predicted size at that quality.
     pub predicted_bytes: u64,
     /// The samples' score at that quality.
@@ -255,12 +262,25 @@ pub struct Searched {
     pub seconds: f64,
     /// Every trial, in the order made.
     pub trials: Vec<Trial>,
+    /// The neighbour's result the search started from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Seed>,
+}
+
+/// A neighbour's search result another file's search starts from: its first trial is
+/// that quality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seed {
+    /// The neighbour's name in the folder.
+    pub file: String,
+    /// The quality its search found.
+    pub quality: Quality,
 }
 
 /// One trial of a search: the samples encoded at one `--quality` value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Trial {
-    pub quality: u8,
+    pub quality: Quality,
     /// The samples' mean score, frame-weighted.
     pub score: f64,
     /// The encoded samples' bytes.
@@ -494,6 +514,27 @@ impl DirCache {
         self.files.is_empty()
     }
 
+    /// Every quality search the cache holds, with the file it was made of and that file's
+    /// video frame size when known: the current content's searches, and those kept with
+    /// conversions. What a neighbour's search starts from (`docs/quality.md`).
+    pub fn searches(&self) -> impl Iterator<Item = (&str, Option<(u32, u32)>, &Searched)> {
+        self.files.iter().flat_map(|(name, entry)| {
+            let current = entry.search.as_ref().map(|search| {
+                let video = entry.info.as_ref().and_then(SourceVideo::of);
+                (name.as_str(), video.map(|v| (v.width, v.height)), search)
+            });
+            let kept = entry.converted.as_ref().and_then(|converted| {
+                let video = converted.source.as_ref().map(|v| (v.width, v.height));
+                let name = converted.from.as_deref().unwrap_or(name);
+                converted
+                    .search
+                    .as_deref()
+                    .map(|search| (name, video, search))
+            });
+            current.into_iter().chain(kept)
+        })
+    }
+
     /// Adds what its conversions came to, and its conversions not worth keeping (no saving),
     /// to `calibration`.
     pub fn teach(&self, calibration: &mut Calibration) {
@@ -688,7 +729,15 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 output_fingerprint,
                 record,
             } => {
-                let previous = files.remove(&original);
+                let mut previous = files.remove(&original);
+                let mut record = record;
+                // The search that was made of the original's content stays, as history.
+                if record.search.is_none() {
+                    record.search = previous
+                        .as_mut()
+                        .and_then(|p| p.search.take())
+                        .map(Box::new);
+                }
                 if output != original {
                     // The original name is gone; its entry would only be pruned later.
                     files.remove(&output);
@@ -941,6 +990,7 @@ impl Recorder {
             from: None,
             source,
             score,
+            search: None,
         };
         self.push(file, |original, _| {
             let mut record = record;

@@ -651,7 +651,7 @@ impl ConvertArgs {
             media_type: self.media_type.into_config(),
             dry_run: self.dry_run,
             encode: EncodeSettings {
-                quality: self.quality,
+                quality: crate::encoder::Quality::whole(self.quality),
                 preset: self.preset,
             },
             quality_target: match (self.target_vmaf, self.target_ssim) {
@@ -794,7 +794,7 @@ mod tests {
         let config = convert(&["--dir", "/lib"]);
         assert_eq!(config.target, Target::Dir("/lib".into()));
         assert_eq!(config.media_type, MediaType::Video);
-        assert_eq!(config.encode.quality, 22);
+        assert_eq!(config.encode.quality, crate::encoder::Quality::whole(22));
         assert_eq!(config.encode.preset, "medium");
         assert_eq!(config.encode, EncodeSettings::default());
         assert_eq!(config.min_savings_pct, 10.0);

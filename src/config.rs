@@ -111,7 +111,7 @@ pub struct ConvertConfig {
 
 impl ConvertConfig {
     /// The same run at another `--quality`: what a quality search found for one file.
-    pub fn with_quality(&self, quality: u8) -> ConvertConfig {
+    pub fn with_quality(&self, quality: crate::encoder::Quality) -> ConvertConfig {
         let mut config = self.clone();
         config.encode.quality = quality;
         config

@@ -16,7 +16,7 @@ use crate::probe::{HdrMetadata, Stream};
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodeSettings {
     /// CRF-like quality: lower is better and bigger.
-    pub quality: u8,
+    pub quality: Quality,
     /// Encoder speed preset (libx265 names: ultrafast … placebo).
     pub preset: String,
 }
@@ -25,9 +25,82 @@ impl Default for EncodeSettings {
     /// The command line's defaults (`--quality 22 --preset medium`), for `doctor`'s trials.
     fn default() -> EncodeSettings {
         EncodeSettings {
-            quality: 22,
+            quality: Quality::whole(22),
             preset: "medium".into(),
         }
+    }
+}
+
+/// A value of the `--quality` scale, to a tenth: what `--quality` gives (whole) or a quality
+/// search finds (a tenth where the encoder's control takes one, [`Encoder::quality_step`]).
+/// In JSON it is a number: a whole value as an integer, as before tenths existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Quality(u16);
+
+impl Quality {
+    /// A whole value: `--quality 22`.
+    pub const fn whole(value: u8) -> Quality {
+        Quality(value as u16 * 10)
+    }
+
+    /// A value in tenths: `from_tenths(263)` is 26.3.
+    pub const fn from_tenths(tenths: u16) -> Quality {
+        Quality(tenths)
+    }
+
+    pub const fn tenths(self) -> u16 {
+        self.0
+    }
+
+    pub fn value(self) -> f64 {
+        f64::from(self.0) / 10.0
+    }
+
+    /// The nearest whole value, for the controls that take only integers.
+    pub fn rounded(self) -> u8 {
+        u8::try_from(self.0.saturating_add(5) / 10).unwrap_or(u8::MAX)
+    }
+
+    pub fn is_whole(self) -> bool {
+        self.0 % 10 == 0
+    }
+
+    fn clamp_whole(self, low: u8, high: u8) -> Quality {
+        Quality(self.0.clamp(Quality::whole(low).0, Quality::whole(high).0))
+    }
+}
+
+impl fmt::Display for Quality {
+    /// `26` or `26.3`: what ffmpeg's float options read.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 % 10 {
+            0 => write!(f, "{}", self.0 / 10),
+            tenth => write!(f, "{}.{tenth}", self.0 / 10),
+        }
+    }
+}
+
+impl serde::Serialize for Quality {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.is_whole() {
+            serializer.serialize_u16(self.0 / 10)
+        } else {
+            serializer.serialize_f64(self.value())
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Quality {
+    /// Any number from 0 to 255, to the nearest tenth: the integers written before tenths
+    /// existed read as they were.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Quality, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !(0.0..=255.0).contains(&value) {
+            return Err(serde::de::Error::custom(format!(
+                "a quality of {value}, outside 0-255"
+            )));
+        }
+        Ok(Quality((value * 10.0).round() as u16))
     }
 }
 
@@ -112,13 +185,29 @@ impl Encoder {
         }
     }
 
-    /// The encoder's own value for a `--quality` value: what `video_args` passes.
-    pub fn own_quality(self, quality: u8) -> u8 {
+    /// The finest step of the encoder's own quality control, on the `--quality` scale: a
+    /// tenth where it takes fractions (x265's `-crf` and NVENC's `-cq` are floats), one
+    /// where it takes integers only (Quick Sync's `global_quality`, VAAPI's and AMF's QP) or
+    /// maps the scale coarsely (VideoToolbox's q, two per step).
+    pub fn quality_step(self) -> Quality {
+        match self {
+            Encoder::Libx265 | Encoder::HevcNvenc => Quality::from_tenths(1),
+            Encoder::HevcQsv
+            | Encoder::HevcVaapi
+            | Encoder::HevcAmf
+            | Encoder::HevcVideotoolbox => Quality::whole(1),
+        }
+    }
+
+    /// The encoder's own value for a `--quality` value: what `video_args` passes (rounded
+    /// to a whole value for the controls that take integers only).
+    pub fn own_quality(self, quality: Quality) -> Quality {
         match self {
             Encoder::Libx265 => quality,
-            Encoder::HevcNvenc | Encoder::HevcQsv => quality.clamp(1, 51),
-            Encoder::HevcVaapi | Encoder::HevcAmf => quality.min(51),
-            Encoder::HevcVideotoolbox => videotoolbox_quality(quality),
+            Encoder::HevcNvenc => quality.clamp_whole(1, 51),
+            Encoder::HevcQsv => Quality::whole(quality.rounded().clamp(1, 51)),
+            Encoder::HevcVaapi | Encoder::HevcAmf => Quality::whole(quality.rounded().min(51)),
+            Encoder::HevcVideotoolbox => Quality::whole(videotoolbox_quality(quality.rounded())),
         }
     }
 }
@@ -380,8 +469,9 @@ impl EncoderSetup {
             Encoder::HevcAmf => {
                 push("quality", amf_quality(&settings.preset).into());
                 push("rc", "cqp".into());
-                push("qp_i", quality.min(51).to_string());
-                push("qp_p", quality.min(51).to_string());
+                let qp = self.encoder.own_quality(quality).to_string();
+                push("qp_i", qp.clone());
+                push("qp_p", qp);
                 push("pix_fmt", if ten_bit { "p010le" } else { "nv12" }.into());
             }
             Encoder::HevcVideotoolbox => {
@@ -488,7 +578,7 @@ mod tests {
 
     fn settings() -> EncodeSettings {
         EncodeSettings {
-            quality: 22,
+            quality: Quality::whole(22),
             preset: "medium".into(),
         }
     }

@@ -17,6 +17,7 @@ use crate::clock;
 use crate::config::OutputConfig;
 use crate::decide::SkipReason;
 use crate::duration::format_secs;
+use crate::encoder::Quality;
 use crate::quality::Score;
 
 /// Something that happened during a run. Serialized as one JSON object per line with an
@@ -64,9 +65,12 @@ pub enum Event {
         trial: usize,
         /// The last trial's `--quality` and score.
         #[serde(skip_serializing_if = "Option::is_none")]
-        quality: Option<u8>,
+        quality: Option<Quality>,
         #[serde(skip_serializing_if = "Option::is_none")]
         score: Option<f64>,
+        /// At the start: the neighbour's result the first trial takes (`docs/quality.md`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        seeded_from: Option<crate::cache::Seed>,
     },
     /// A file's quality is settled: searched now, or read from the cache.
     Searched {
@@ -76,7 +80,7 @@ pub enum Event {
         encoder: String,
         /// The `--quality` found; absent when no quality meets the target.
         #[serde(skip_serializing_if = "Option::is_none")]
-        quality: Option<u8>,
+        quality: Option<Quality>,
         /// The whole file's predicted size and score at that quality.
         predicted_bytes: u64,
         predicted_score: f64,
@@ -695,8 +699,17 @@ fn human_text(event: &Event) -> Option<String> {
             file,
             target,
             trial: 0,
+            seeded_from,
             ..
-        } => format!("searching {} for {target}", display_name(file)),
+        } => match seeded_from {
+            None => format!("searching {} for {target}", display_name(file)),
+            Some(seed) => format!(
+                "searching {} for {target}, from --quality {} as {} found",
+                display_name(file),
+                seed.quality,
+                seed.file
+            ),
+        },
         Event::Searching {
             file,
             trial,
@@ -706,7 +719,7 @@ fn human_text(event: &Event) -> Option<String> {
         } => format!(
             "searching {}: trial {trial}, --quality {} scored {:.4}",
             display_name(file),
-            quality.unwrap_or_default(),
+            quality.map(|q| q.to_string()).unwrap_or_default(),
             score.unwrap_or_default()
         ),
         Event::Searched {
@@ -1011,7 +1024,7 @@ mod tests {
             file: "/lib/a.mkv".into(),
             target: "VMAF 95.00".into(),
             encoder: "libx265".into(),
-            quality: Some(27),
+            quality: Some(Quality::whole(27)),
             predicted_bytes: 1 << 20,
             predicted_score: 95.31,
             trials: 4,
@@ -1025,6 +1038,23 @@ mod tests {
             "/lib/a.mkv: --quality 27 for VMAF 95.00 (libx265; predicted 1.00 MiB at score \
              95.3100) after 4 trials in 1m01s"
         );
+        let seeded = Event::Searching {
+            file: "/lib/b.mkv".into(),
+            target: "VMAF 95.00".into(),
+            trial: 0,
+            quality: None,
+            score: None,
+            seeded_from: Some(crate::cache::Seed {
+                file: "a.mkv".into(),
+                quality: Quality::from_tenths(263),
+            }),
+        };
+        assert_eq!(
+            human_text(&seeded).unwrap(),
+            "searching /lib/b.mkv for VMAF 95.00, from --quality 26.3 as a.mkv found"
+        );
+        let json = serde_json::to_value(&seeded).unwrap();
+        assert_eq!(json["seeded_from"]["quality"], 26.3, "{json}");
         let converted = Event::Converted {
             file: "/lib/a.mkv".into(),
             output: "/lib/a.mkv".into(),

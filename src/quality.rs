@@ -26,8 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Searched, Trial};
 use crate::decide::SkipReason;
-use crate::encoder::EncodeSettings;
-use crate::encoder::EncoderSetup;
+use crate::encoder::{EncodeSettings, Encoder, EncoderSetup, Quality};
 use crate::output::{Event, Reporter};
 use crate::probe::{MediaInfo, Stream};
 use crate::process::{self, StderrTail, display_command, media_arg, media_command};
@@ -105,9 +104,12 @@ pub struct Score {
     pub value: f64,
 }
 
-/// The most trials a search makes; the bracketing converges in four to six over the
-/// 33-step span.
-pub const MAX_TRIALS: usize = 8;
+/// The most trials the bracketing makes; it converges in four to six over the 33-step span.
+const BRACKET_TRIALS: usize = 8;
+
+/// The most trials a search makes: the bracketing's, and one to refine the bracket to the
+/// encoder's finest step.
+pub const MAX_TRIALS: usize = BRACKET_TRIALS + 1;
 
 /// Files up to this long are searched whole.
 const WHOLE_FILE_SECS: f64 = 40.0;
@@ -139,33 +141,115 @@ pub fn sample_windows(duration_secs: Option<f64>) -> Vec<(f64, f64)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Encode and score at this `--quality`.
-    Try(u8),
+    Try(Quality),
     /// This is the highest quality value that meets the target.
-    Found(u8),
+    Found(Quality),
     /// Not even the lowest value of the range meets the target.
     Unreachable,
 }
 
-/// The next step of a search for the highest `--quality` value in `range` (the smallest
+/// The values a search may try: the encoder's range, in its finest step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scale {
+    pub range: std::ops::RangeInclusive<u8>,
+    pub step: Quality,
+}
+
+impl Scale {
+    /// The scale of `encoder`'s own control ([`Encoder::search_range`],
+    /// [`Encoder::quality_step`]).
+    pub fn of(encoder: Encoder) -> Scale {
+        Scale {
+            range: encoder.search_range(),
+            step: encoder.quality_step(),
+        }
+    }
+}
+
+/// One whole `--quality` step, in tenths.
+const WHOLE: i32 = 10;
+
+/// The next step of a search for the highest `--quality` value of `scale` (the smallest
 /// file) whose score meets `target`, given the trials so far (scores fall as the value
 /// rises). The first trial is `start`; then the search keeps the best bracket (the highest
-/// value that met the target, the lowest that did not) and interpolates inside it, or
-/// extrapolates along the measured slope while one side is missing.
+/// value that met the target, the lowest that did not) and interpolates inside it in whole
+/// steps, or extrapolates along the measured slope while one side is missing. Once the
+/// bracket is one whole step wide, one more trial refines it where the line between its two
+/// ends crosses the target, rounded down to the encoder's step (a tenth for x265's CRF and
+/// NVENC's CQ): taken when it meets the target, else the bracket's lower end stands.
 ///
 /// It works on the score's distance from perfect on a log scale (`ln(100 - VMAF)`,
 /// `ln(1 - SSIM)`), which grows nearly in a straight line with x265's CRF (about 0.2 a
 /// step for both metrics on the recorded curves in the tests), where the score itself
 /// bends.
-pub fn next_step(
-    trials: &[Trial],
-    target: Target,
-    range: std::ops::RangeInclusive<u8>,
-    start: u8,
-) -> Step {
-    let (lo, hi) = (*range.start(), *range.end());
-    if trials.is_empty() {
-        return Step::Try(start.clamp(lo, hi));
+pub fn next_step(trials: &[Trial], target: Target, scale: &Scale, start: Quality) -> Step {
+    let lo = i32::from(*scale.range.start()) * WHOLE;
+    let hi = i32::from(*scale.range.end()) * WHOLE;
+    let step = i32::from(scale.step.tenths()).clamp(1, WHOLE);
+    let at = |tenths: i32| Quality::from_tenths(tenths.clamp(lo, hi) as u16);
+    let tenths = |t: &Trial| i32::from(t.quality.tenths());
+    let first = Step::Try(at(i32::from(start.tenths()) / step * step));
+    let (good, bad) = bracket(trials, target);
+    let loss = |score: f64| target.metric.loss(score);
+    let wanted = loss(target.score);
+    let guess = match (good, bad) {
+        (None, None) => return first,
+        (Some(g), Some(b)) if tenths(b) - tenths(g) <= step => return Step::Found(g.quality),
+        (Some(g), Some(b)) if tenths(b) - tenths(g) <= WHOLE => {
+            if refined(trials, target) || trials.len() >= MAX_TRIALS {
+                return Step::Found(g.quality);
+            }
+            let (gq, bq) = (f64::from(tenths(g)), f64::from(tenths(b)));
+            let rise = (loss(b.score) - loss(g.score)).max(f64::EPSILON);
+            let crossing = gq + (wanted - loss(g.score)) / rise * (bq - gq);
+            let q = ((crossing / f64::from(step)).floor() as i32 * step).min(tenths(b) - step);
+            if q <= tenths(g) {
+                // The target is crossed less than a step above the lower end.
+                return Step::Found(g.quality);
+            }
+            return Step::Try(at(q));
+        }
+        (Some(g), None) if tenths(g) >= hi => return Step::Found(g.quality),
+        (None, Some(b)) if tenths(b) <= lo => return Step::Unreachable,
+        (Some(g), Some(b)) => {
+            // Where the line between the two crosses the target, kept out of the bracket's
+            // outer quarters: on a curve with a cliff the line keeps landing beside the
+            // same end, and the bracket must shrink by a quarter at least each time. A
+            // whole value strictly inside: the bracket is wider than one.
+            let (gq, bq) = (f64::from(tenths(g)), f64::from(tenths(b)));
+            let rise = (loss(b.score) - loss(g.score)).max(f64::EPSILON);
+            let crossing = gq + (wanted - loss(g.score)) / rise * (bq - gq);
+            let margin = ((bq - gq) / 4.0).max(f64::from(WHOLE));
+            let whole = (crossing.clamp(gq + margin, bq - margin) / f64::from(WHOLE)).round();
+            (whole as i32 * WHOLE).clamp(
+                (tenths(g) / WHOLE + 1) * WHOLE,
+                (tenths(b) - 1) / WHOLE * WHOLE,
+            )
+        }
+        (Some(g), None) => {
+            let steps = ((wanted - loss(g.score)) / slope(trials, target.metric)).round();
+            tenths(g) + steps.clamp(1.0, 12.0) as i32 * WHOLE
+        }
+        (None, Some(b)) => {
+            let steps = ((loss(b.score) - wanted) / slope(trials, target.metric)).round();
+            tenths(b) - steps.clamp(1.0, 12.0) as i32 * WHOLE
+        }
+    };
+    let settled = good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
+    if trials.len() >= BRACKET_TRIALS {
+        return settled;
     }
+    let q = at(guess);
+    if trials.iter().any(|t| t.quality == q) {
+        // Only when clamping met an end already tried: that end decides.
+        return settled;
+    }
+    Step::Try(q)
+}
+
+/// The best bracket of the trials: the highest value that met the target, and the lowest
+/// above it that did not.
+fn bracket(trials: &[Trial], target: Target) -> (Option<&Trial>, Option<&Trial>) {
     let meets = |t: &&Trial| t.score >= target.score;
     let good = trials.iter().filter(meets).max_by_key(|t| t.quality);
     let bad = trials
@@ -173,52 +257,28 @@ pub fn next_step(
         .filter(|t| !meets(t))
         .filter(|t| good.is_none_or(|g| t.quality > g.quality))
         .min_by_key(|t| t.quality);
-    let loss = |score: f64| target.metric.loss(score);
-    let wanted = loss(target.score);
-    let guess = match (good, bad) {
-        (Some(g), Some(b)) if b.quality <= g.quality + 1 => return Step::Found(g.quality),
-        (Some(g), None) if g.quality >= hi => return Step::Found(hi),
-        (None, Some(b)) if b.quality <= lo => return Step::Unreachable,
-        (Some(g), Some(b)) => {
-            // Where the line between the two crosses the target, kept out of the bracket's
-            // outer quarters: on a curve with a cliff the line keeps landing beside the
-            // same end, and the bracket must shrink by a quarter at least each time.
-            let (gq, bq) = (g.quality as f64, b.quality as f64);
-            let rise = (loss(b.score) - loss(g.score)).max(f64::EPSILON);
-            let at = gq + (wanted - loss(g.score)) / rise * (bq - gq);
-            let margin = ((bq - gq) / 4.0).max(1.0);
-            (at.clamp(gq + margin, bq - margin).round() as i64)
-                .clamp(g.quality as i64 + 1, b.quality as i64 - 1)
-        }
-        (Some(g), None) => {
-            let steps = ((wanted - loss(g.score)) / slope(trials, target.metric)).round();
-            g.quality as i64 + steps.clamp(1.0, 12.0) as i64
-        }
-        (None, Some(b)) => {
-            let steps = ((loss(b.score) - wanted) / slope(trials, target.metric)).round();
-            b.quality as i64 - steps.clamp(1.0, 12.0) as i64
-        }
-        (None, None) => return Step::Try(start.clamp(lo, hi)),
-    };
-    if trials.len() >= MAX_TRIALS {
-        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
-    }
-    let q = guess.clamp(lo as i64, hi as i64) as u8;
-    if trials.iter().any(|t| t.quality == q) {
-        // Only when clamping met an end already tried: that end decides.
-        return good.map_or(Step::Unreachable, |g| Step::Found(g.quality));
-    }
-    Step::Try(q)
+    (good, bad)
 }
 
-/// The log-loss gained per `--quality` step, from the two trials farthest apart, or the
-/// typical 0.2 before there are two (or when they disagree with the direction).
+/// Whether the refining trial was made: a trial made while the bracket before it was one
+/// whole step wide already.
+fn refined(trials: &[Trial], target: Target) -> bool {
+    (1..trials.len()).any(|made| match bracket(&trials[..made], target) {
+        (Some(g), Some(b)) => {
+            i32::from(b.quality.tenths()) - i32::from(g.quality.tenths()) <= WHOLE
+        }
+        _ => false,
+    })
+}
+
+/// The log-loss gained per whole `--quality` step, from the two trials farthest apart, or
+/// the typical 0.2 before there are two (or when they disagree with the direction).
 fn slope(trials: &[Trial], metric: Metric) -> f64 {
     let low = trials.iter().min_by_key(|t| t.quality);
     let high = trials.iter().max_by_key(|t| t.quality);
     match (low, high) {
         (Some(l), Some(h)) if h.quality > l.quality && l.score > h.score => {
-            (metric.loss(h.score) - metric.loss(l.score)) / (h.quality - l.quality) as f64
+            (metric.loss(h.score) - metric.loss(l.score)) / (h.quality.value() - l.quality.value())
         }
         _ => TYPICAL_LOSS_SLOPE,
     }
@@ -251,10 +311,14 @@ pub enum SearchError {
     Failed(String),
 }
 
-/// Searches the file: the quality that meets the target (or `None`: unreachable), with
-/// its trials and predictions. `on_trial` is told each trial as it is scored (its number
-/// from 1, quality, score).
-pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Searched, SearchError> {
+/// Searches the file from `start` (its first trial): the quality that meets the target (or
+/// `None`: unreachable), with its trials and predictions. `on_trial` is told each trial as
+/// it is scored (its number from 1, quality, score).
+pub fn search(
+    ask: &Ask<'_>,
+    start: Quality,
+    on_trial: &dyn Fn(usize, Quality, f64),
+) -> Result<Searched, SearchError> {
     let started = Instant::now();
     let video = ask
         .info
@@ -268,21 +332,8 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
     let mut sampled_secs = 0.0;
     for (i, &(start, length)) in windows.iter().enumerate() {
         let reference = work.0.join(format!("ref{i}.mkv"));
-        let mut args = quiet_args();
-        if !whole {
-            args.extend(["-ss".into(), format!("{start:.3}").into()]);
-        }
-        args.extend(["-i".into(), media_arg(ask.source)]);
-        if !whole {
-            args.extend(["-t".into(), format!("{length:.3}").into()]);
-        }
-        args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
-        if let Some((w, h)) = ask.crop_to {
-            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
-        }
-        // Lossless, every pixel format: the reference is the source's frames themselves.
-        args.extend(os(&["-c:v", "ffv1", "-level", "3"]));
-        args.push(reference.clone().into());
+        let window = (!whole).then_some((start, length));
+        let args = reference_args(ask.source, video.index, window, ask.crop_to, &reference);
         run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
         let (bytes, secs) = if whole {
             // The whole file is its own sample: its size scales by one, whatever its
@@ -308,10 +359,10 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
     };
     let width = ask.crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
 
-    let range = ask.setup.encoder.search_range();
+    let scale = Scale::of(ask.setup.encoder);
     let mut trials: Vec<Trial> = Vec::new();
     let found = loop {
-        let quality = match next_step(&trials, ask.target, range.clone(), ask.settings.quality) {
+        let quality = match next_step(&trials, ask.target, &scale, start) {
             Step::Try(q) => q,
             Step::Found(q) => break Some(q),
             Step::Unreachable => break None,
@@ -368,6 +419,7 @@ pub fn search(ask: &Ask<'_>, on_trial: &dyn Fn(usize, u8, f64)) -> Result<Search
         sample_secs: sampled_secs,
         seconds: started.elapsed().as_secs_f64(),
         trials,
+        seed: None,
     })
 }
 
@@ -390,13 +442,40 @@ pub fn predicted_size(
     (file_size as f64 - source_video + new_video).max(0.0) as u64
 }
 
+/// The lossless reference of a window of the source (`(start, length)` in seconds; all of
+/// it when `None`): its main video alone, cropped as the real encode crops it, in FFV1,
+/// which keeps every pixel format, so the reference is the source's frames themselves.
+fn reference_args(
+    source: &Path,
+    video_index: u32,
+    window: Option<(f64, f64)>,
+    crop_to: Option<(u32, u32)>,
+    output: &Path,
+) -> Vec<OsString> {
+    let mut args = quiet_args();
+    if let Some((start, _)) = window {
+        args.extend(["-ss".into(), format!("{start:.3}").into()]);
+    }
+    args.extend(["-i".into(), media_arg(source)]);
+    if let Some((_, length)) = window {
+        args.extend(["-t".into(), format!("{length:.3}").into()]);
+    }
+    args.extend(os(&["-map", &format!("0:{video_index}"), "-an", "-sn"]));
+    if let Some((w, h)) = crop_to {
+        args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
+    }
+    args.extend(os(&["-c:v", "ffv1", "-level", "3"]));
+    args.push(output.into());
+    args
+}
+
 /// Encodes one reference at `quality` with exactly the video options the real encode uses.
 fn encode_sample(
     ask: &Ask<'_>,
     video: &Stream,
     reference: &Path,
     output: &Path,
-    quality: u8,
+    quality: Quality,
 ) -> Result<(), SearchError> {
     let args = sample_encode_args(
         ask.setup,
@@ -415,7 +494,7 @@ fn sample_encode_args(
     setup: &EncoderSetup,
     video: &Stream,
     preset: &str,
-    quality: u8,
+    quality: Quality,
     reference: &Path,
     output: &Path,
 ) -> Vec<OsString> {
@@ -589,11 +668,7 @@ pub fn achieved(
         None => source.to_path_buf(),
         Some((w, h)) => {
             let cropped = work.0.join("reference.mkv");
-            let mut args = quiet_args();
-            args.extend(["-i".into(), media_arg(source)]);
-            args.extend(os(&["-map", &format!("0:{}", video.index), "-an", "-sn"]));
-            args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0"), "-c:v", "ffv1"]));
-            args.push(cropped.clone().into());
+            let args = reference_args(source, video.index, None, Some((w, h)), &cropped);
             process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
             cropped
         }
@@ -764,37 +839,49 @@ pub struct Question<'a> {
 /// host already searched this content with this encoder and preset, else a search, whose
 /// result goes into the cache at once. A file whose predicted size saves less than
 /// `--min-savings`, or whose target no quality meets, is skipped before the long encode.
-pub fn settle(q: &Question<'_>) -> Result<u8, Unsettled> {
+pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
     let ask = &q.ask;
     let name = q.file.path.to_string_lossy().into_owned();
-    let cached = cache::search_now(q.file)
+    let dir = cache::DirCache::load(&cache::dir_of(&q.file.path)).cache;
+    let key = q.file.path.file_name().and_then(cache::key_of);
+    let cached = key
+        .as_deref()
+        .and_then(|key| dir.fresh(key, cache::Fingerprint::of(q.file)))
+        .and_then(|entry| entry.search.clone())
         .filter(|s| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset));
     let (searched, from_cache) = match cached {
         Some(searched) => (searched, true),
         None => {
             (q.set_phase)("searching");
+            let seed = key
+                .as_deref()
+                .and_then(|key| neighbour_seed(&dir, key, ask));
             q.reporter.emit(Event::Searching {
                 file: name.clone(),
                 target: ask.target.to_string(),
                 trial: 0,
                 quality: None,
                 score: None,
+                seeded_from: seed.clone(),
             });
-            let on_trial = |trial: usize, quality: u8, score: f64| {
+            let on_trial = |trial: usize, quality: Quality, score: f64| {
                 q.reporter.emit(Event::Searching {
                     file: name.clone(),
                     target: ask.target.to_string(),
                     trial,
                     quality: Some(quality),
                     score: Some(score),
+                    seeded_from: None,
                 });
             };
-            let searched = search(ask, &on_trial).map_err(|e| match e {
+            let start = seed.as_ref().map_or(ask.settings.quality, |s| s.quality);
+            let mut searched = search(ask, start, &on_trial).map_err(|e| match e {
                 SearchError::Stopped(reason) => Unsettled::Stopped(reason),
                 SearchError::Failed(error) => {
                     Unsettled::Failed(format!("searching the quality for {}: {error}", ask.target))
                 }
             })?;
+            searched.seed = seed;
             if let Err(err) = cache::record_search(q.file, searched.clone()) {
                 q.reporter.emit(Event::Warning {
                     file: Some(name.clone()),
@@ -829,6 +916,39 @@ pub fn settle(q: &Question<'_>) -> Result<u8, Unsettled> {
     )
 }
 
+/// Neighbours whose frame sizes differ by more than this factor in pixels do not seed each
+/// other's searches.
+const SIMILAR_PIXELS: f64 = 1.5;
+
+/// The neighbour's result a file's search starts from: among the searches of the other
+/// files of its folder (current ones and those kept with conversions) made for the same
+/// target, encoder and preset, of a frame size within [`SIMILAR_PIXELS`] of its own, that
+/// found a quality, the one with the median quality (the lower of the two middle ones).
+pub fn neighbour_seed(dir: &cache::DirCache, own: &str, ask: &Ask<'_>) -> Option<cache::Seed> {
+    let video = ask.info.main_video()?;
+    let (width, height) = ask.crop_to.or(video.width.zip(video.height))?;
+    let pixels = |(w, h): (u32, u32)| f64::from(w) * f64::from(h);
+    let own_pixels = pixels((width, height));
+    let mut found: Vec<(Quality, &str)> = dir
+        .searches()
+        .filter(|(name, _, _)| *name != own)
+        .filter(|(_, size, _)| {
+            size.is_some_and(|size| {
+                let ratio = pixels(size) / own_pixels;
+                (1.0 / SIMILAR_PIXELS..=SIMILAR_PIXELS).contains(&ratio)
+            })
+        })
+        .filter(|(_, _, s)| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset))
+        .filter_map(|(name, _, s)| Some((s.quality?, name)))
+        .collect();
+    found.sort();
+    let &(quality, file) = found.get(found.len().checked_sub(1)? / 2)?;
+    Some(cache::Seed {
+        file: file.to_owned(),
+        quality,
+    })
+}
+
 /// What a search result means for the file: encode at its quality, or skip it.
 pub fn decide_after_search(
     searched: &Searched,
@@ -836,7 +956,7 @@ pub fn decide_after_search(
     setup: &EncoderSetup,
     size: u64,
     min_savings_pct: f64,
-) -> Result<u8, Unsettled> {
+) -> Result<Quality, Unsettled> {
     let metric = target.metric;
     let Some(quality) = searched.quality else {
         let best = searched
@@ -932,37 +1052,56 @@ mod tests {
     ];
 
     /// The recorded curve at any CRF, straight between the measured points.
-    fn curve(points: &Curve, quality: u8, metric: Metric) -> f64 {
+    fn curve(points: &Curve, quality: Quality, metric: Metric) -> f64 {
         let value = |p: &(u8, f64, f64)| match metric {
             Metric::Vmaf => p.1,
             Metric::Ssim => p.2,
         };
+        let q = quality.value();
         let after = points
             .iter()
-            .position(|p| p.0 >= quality)
+            .position(|p| f64::from(p.0) >= q)
             .unwrap_or(points.len() - 1);
         let b = &points[after];
-        if after == 0 || b.0 == quality {
+        if after == 0 || f64::from(b.0) <= q {
             return value(b);
         }
         let a = &points[after - 1];
-        let t = (quality - a.0) as f64 / (b.0 - a.0) as f64;
+        let t = (q - f64::from(a.0)) / f64::from(b.0 - a.0);
         value(a) + t * (value(b) - value(a))
     }
 
-    /// Runs a search against the curve: its result and the trials it took.
-    fn run(points: &Curve, target: Target, start: u8) -> (Step, usize) {
+    const TENTHS: Scale = Scale {
+        range: 10..=42,
+        step: Quality::from_tenths(1),
+    };
+    const WHOLES: Scale = Scale {
+        range: 10..=42,
+        step: Quality::whole(1),
+    };
+
+    /// Runs a search against a score curve: its result and the trials it took.
+    fn run_on(
+        score: &dyn Fn(Quality) -> f64,
+        target: Target,
+        scale: &Scale,
+        start: Quality,
+    ) -> (Step, usize) {
         let mut trials = Vec::new();
         loop {
-            match next_step(&trials, target, 10..=42, start) {
+            match next_step(&trials, target, scale, start) {
                 Step::Try(q) => {
                     assert!(
                         !trials.iter().any(|t: &Trial| t.quality == q),
                         "{q} tried twice"
                     );
+                    assert!(
+                        q.tenths() % scale.step.tenths() == 0,
+                        "{q} is off the encoder's step"
+                    );
                     trials.push(Trial {
                         quality: q,
-                        score: curve(points, q, target.metric),
+                        score: score(q),
                         bytes: 0,
                     });
                     assert!(trials.len() <= MAX_TRIALS, "no end: {trials:?}");
@@ -972,43 +1111,170 @@ mod tests {
         }
     }
 
-    /// The right answer: the highest CRF whose score meets the target.
-    fn best(points: &Curve, target: Target) -> Step {
-        (10..=42)
+    fn run(points: &Curve, target: Target, scale: &Scale, start: u8) -> (Step, usize) {
+        let score = |q| curve(points, q, target.metric);
+        run_on(&score, target, scale, Quality::whole(start))
+    }
+
+    /// The right answer: the highest value of the scale whose score meets the target.
+    fn best(points: &Curve, target: Target, scale: &Scale) -> Step {
+        (100..=420)
             .rev()
+            .step_by(usize::from(scale.step.tenths()))
+            .map(Quality::from_tenths)
             .find(|&q| curve(points, q, target.metric) >= target.score)
             .map_or(Step::Unreachable, Step::Found)
     }
 
+    fn targets() -> Vec<Target> {
+        let vmaf = [80.0, 90.0, 93.0, 95.0, 96.0, 97.0, 98.0, 99.0].map(|score| Target {
+            metric: Metric::Vmaf,
+            score,
+        });
+        let ssim = [0.95, 0.98, 0.99, 0.995].map(|score| Target {
+            metric: Metric::Ssim,
+            score,
+        });
+        vmaf.into_iter().chain(ssim).collect()
+    }
+
     #[test]
-    fn the_search_finds_the_highest_quality_value_that_meets_each_target() {
+    fn in_whole_steps_the_search_finds_the_highest_value_that_meets_each_target() {
         for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
-            for (metric, scores) in [
-                (
-                    Metric::Vmaf,
-                    &[80.0, 90.0, 93.0, 95.0, 96.0, 97.0, 98.0, 99.0][..],
-                ),
-                (Metric::Ssim, &[0.95, 0.98, 0.99, 0.995][..]),
-            ] {
-                for &score in scores {
-                    let target = Target { metric, score };
-                    for start in [22, 30, 10, 42] {
-                        let (found, trials) = run(points, target, start);
-                        let case = format!("{name}: {target} from {start}");
-                        assert_eq!(found, best(points, target), "{case}");
-                        // From 22, where every search starts, in five at most on the
-                        // smooth curve and six on the noise's cliff; from farther starts,
-                        // still inside the limit.
-                        let most = match (start, name) {
-                            (22, "testsrc2") => 5,
-                            (22, _) => 6,
-                            _ => MAX_TRIALS - 1,
-                        };
-                        assert!(trials <= most, "{case}: {trials} trials");
+            for target in targets() {
+                for start in [22, 30, 10, 42] {
+                    let (found, trials) = run(points, target, &WHOLES, start);
+                    let case = format!("{name}: {target} from {start}");
+                    assert_eq!(found, best(points, target, &WHOLES), "{case}");
+                    // From 22, where a search without a neighbour starts, in five at most
+                    // on the smooth curve and six on the noise's cliff; from farther
+                    // starts, still inside the bracketing's limit.
+                    let most = match (start, name) {
+                        (22, "testsrc2") => 5,
+                        (22, _) => 6,
+                        _ => BRACKET_TRIALS - 1,
+                    };
+                    assert!(trials <= most, "{case}: {trials} trials");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn in_tenths_one_more_trial_refines_the_whole_answer_and_never_misses_the_target() {
+        let mut fractional = 0;
+        let mut cases = 0;
+        for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
+            for target in targets() {
+                let Step::Found(whole) = best(points, target, &WHOLES) else {
+                    continue;
+                };
+                let Step::Found(finest) = best(points, target, &TENTHS) else {
+                    unreachable!("a whole value meets it");
+                };
+                for start in [22, 30, 10, 42] {
+                    let case = format!("{name}: {target} from {start}");
+                    let (found, trials) = run(points, target, &TENTHS, start);
+                    let Step::Found(found) = found else {
+                        panic!("{case}: {found:?}");
+                    };
+                    // At or above the whole answer, below the next whole value, never
+                    // past the finest answer: its score meets the target.
+                    assert!(whole <= found && found <= finest, "{case}: {found}");
+                    assert!(
+                        curve(points, found, target.metric) >= target.score,
+                        "{case}"
+                    );
+                    let (_, whole_trials) = run(points, target, &WHOLES, start);
+                    assert!(trials <= whole_trials + 1, "{case}: {trials} trials");
+                    if finest.tenths() >= whole.tenths() + 2 {
+                        // Room for a tenth, with one to spare.
+                        cases += 1;
+                        fractional += usize::from(!found.is_whole());
                     }
                 }
             }
         }
+        // Where there is room, most answers gain tenths (the misses: a noise clip's cliff).
+        assert!(fractional * 4 >= cases * 3, "{fractional} of {cases}");
+    }
+
+    /// A curve straight on the search's log scale: `ln(100 - VMAF)` grows 0.2 a step.
+    fn log_straight(q: f64) -> f64 {
+        100.0 - (0.2 * q - 4.0).exp()
+    }
+
+    #[test]
+    fn the_refinement_lands_on_the_tenth_below_where_the_line_crosses_the_target() {
+        // The target crossed at 26.55 (the curve's score there).
+        let target = Target {
+            metric: Metric::Vmaf,
+            score: log_straight(26.55),
+        };
+        let start = Quality::whole(22);
+        let curve = |q: Quality| log_straight(q.value());
+        let (found, trials) = run_on(&curve, target, &TENTHS, start);
+        assert_eq!(found, Step::Found(Quality::from_tenths(265)));
+        let (whole, whole_trials) = run_on(&curve, target, &WHOLES, start);
+        assert_eq!(whole, Step::Found(Quality::whole(26)));
+        assert_eq!(trials, whole_trials + 1);
+        // Crossed less than a tenth above a whole value: no refining trial is made.
+        let just_above = Target {
+            metric: Metric::Vmaf,
+            score: log_straight(26.05),
+        };
+        let (found, trials) = run_on(&curve, just_above, &TENTHS, start);
+        assert_eq!(found, Step::Found(Quality::whole(26)));
+        assert_eq!(trials, run_on(&curve, just_above, &WHOLES, start).1);
+    }
+
+    #[test]
+    fn a_search_seeded_with_a_neighbours_answer_needs_fewer_trials_and_meets_the_target() {
+        // Neighbours: the same curve, a target a little apart; the seed is the neighbour's
+        // answer, the file's own answer is near it.
+        let mut seeded_total = 0;
+        let mut unseeded_total = 0;
+        for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
+            for target in targets() {
+                let neighbour = Target {
+                    score: match target.metric {
+                        Metric::Vmaf => target.score - 0.3,
+                        Metric::Ssim => target.score - 0.0005,
+                    },
+                    ..target
+                };
+                let Step::Found(seed) = best(points, neighbour, &TENTHS) else {
+                    continue;
+                };
+                let score = |q| curve(points, q, target.metric);
+                let (seeded, trials) = run_on(&score, target, &TENTHS, seed);
+                let (unseeded, unseeded_trials) =
+                    run_on(&score, target, &TENTHS, Quality::whole(22));
+                let case = format!("{name}: {target} seeded at {seed}");
+                let Step::Found(seeded) = seeded else {
+                    panic!("{case}: {seeded:?}");
+                };
+                assert!(score(seeded) >= target.score, "{case}: {seeded}");
+                // Less than a whole step below the finest answer, as an unseeded search.
+                let Step::Found(finest) = best(points, target, &TENTHS) else {
+                    unreachable!("the seed meets it");
+                };
+                assert!(
+                    finest.value() - seeded.value() < 1.0,
+                    "{case}: {seeded}, the finest {finest}, unseeded {unseeded:?}"
+                );
+                assert!(
+                    trials <= unseeded_trials,
+                    "{case}: {trials} > {unseeded_trials}"
+                );
+                seeded_total += trials;
+                unseeded_total += unseeded_trials;
+            }
+        }
+        assert!(
+            seeded_total * 4 <= unseeded_total * 3,
+            "seeded {seeded_total} trials, unseeded {unseeded_total}"
+        );
     }
 
     #[test]
@@ -1017,12 +1283,109 @@ mod tests {
             metric: Metric::Vmaf,
             score: 99.99,
         };
-        assert_eq!(run(&TESTSRC2, too_high, 22).0, Step::Unreachable);
+        assert_eq!(run(&TESTSRC2, too_high, &TENTHS, 22).0, Step::Unreachable);
         let met_everywhere = Target {
             metric: Metric::Vmaf,
             score: 60.0,
         };
-        assert_eq!(run(&TESTSRC2, met_everywhere, 22).0, Step::Found(42));
+        assert_eq!(
+            run(&TESTSRC2, met_everywhere, &TENTHS, 22).0,
+            Step::Found(Quality::whole(42))
+        );
+    }
+
+    #[test]
+    fn the_seed_is_the_median_of_similar_neighbours_searched_for_the_same_question() {
+        use crate::encoder::Device;
+        let info = |w: u32, h: u32| {
+            serde_json::json!({"container": "matroska,webm", "streams": [{
+                "index": 0, "kind": "video", "codec": "h264", "width": w, "height": h
+            }]})
+        };
+        let search = |quality: f64, preset: &str| {
+            serde_json::json!({
+                "at": "2026-01-01T00:00:00Z", "host": "h", "metric": "vmaf", "target": 95.0,
+                "encoder": "libx265", "preset": preset, "quality": quality,
+                "predicted_bytes": 1, "predicted_score": 95.1, "sample_secs": 1.0,
+                "seconds": 1.0, "trials": []
+            })
+        };
+        let entry = |w, h, quality, preset| {
+            serde_json::json!({"size": 1, "mtime": 1.0, "info": info(w, h),
+                "search": search(quality, preset)})
+        };
+        let files = serde_json::json!({
+            "own.mkv": entry(640, 272, 31.0, "medium"),
+            "a.mkv": entry(640, 272, 26.3, "medium"),
+            // 1.3 times the pixels: similar.
+            "b.mkv": entry(640, 360, 24.0, "medium"),
+            // Not similar: another frame size, another preset.
+            "c.mkv": entry(1920, 1080, 25.0, "medium"),
+            "d.mkv": entry(640, 272, 20.0, "slow"),
+            // Converted: its original's search kept with the conversion.
+            "e.mkv": {"size": 1, "mtime": 1.0, "converted": {
+                "at": "2026-01-01T00:00:00Z", "host": "h", "encoder": "libx265",
+                "before_bytes": 2, "after_bytes": 1, "seconds": 1.0,
+                "source": {"codec": "h264", "width": 640, "height": 272},
+                "search": search(27.0, "medium")
+            }},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let cache = serde_json::json!({
+            "media_converter": {"version": cache::SCHEMA_VERSION, "written_by": "test"},
+            "files": files,
+        });
+        fs::write(
+            dir.path().join(".mediabox_cache.json"),
+            serde_json::to_vec(&cache).unwrap(),
+        )
+        .unwrap();
+        let loaded = cache::DirCache::load(dir.path()).cache;
+        let own_info: MediaInfo = serde_json::from_value(info(640, 272)).unwrap();
+        let setup = EncoderSetup::on(Encoder::Libx265, Device::Default);
+        let settings = EncodeSettings::default();
+        let ask = |metric, score| Ask {
+            ffmpeg: Path::new("ffmpeg"),
+            ffprobe: Path::new("ffprobe"),
+            source: Path::new("own.mkv"),
+            info: &own_info,
+            size: 1,
+            crop_to: None,
+            setup: &setup,
+            settings: &settings,
+            target: Target { metric, score },
+            should_stop: &|| None,
+        };
+        // a (26.3), b (24) and e (27): the median is a's.
+        assert_eq!(
+            neighbour_seed(&loaded, "own.mkv", &ask(Metric::Vmaf, 95.0)),
+            Some(cache::Seed {
+                file: "a.mkv".into(),
+                quality: Quality::from_tenths(263)
+            })
+        );
+        // Another target: no neighbour answers it.
+        assert_eq!(
+            neighbour_seed(&loaded, "own.mkv", &ask(Metric::Vmaf, 93.0)),
+            None
+        );
+    }
+
+    #[test]
+    fn qualities_read_old_integer_records_and_write_tenths_only_where_they_are() {
+        let whole: Quality = serde_json::from_str("27").unwrap();
+        assert_eq!(whole, Quality::whole(27));
+        assert_eq!(serde_json::to_string(&whole).unwrap(), "27");
+        let tenth: Quality = serde_json::from_str("26.3").unwrap();
+        assert_eq!(tenth, Quality::from_tenths(263));
+        assert_eq!(serde_json::to_string(&tenth).unwrap(), "26.3");
+        assert_eq!(tenth.to_string(), "26.3");
+        assert_eq!(tenth.rounded(), 26);
+        assert_eq!(Quality::from_tenths(265).rounded(), 27);
+        assert!(serde_json::from_str::<Quality>("-1").is_err());
+        let old: Trial =
+            serde_json::from_str(r#"{"quality": 26, "score": 95.2, "bytes": 100}"#).unwrap();
+        assert_eq!(old.quality, Quality::whole(26));
     }
 
     #[test]
@@ -1094,7 +1457,7 @@ mod tests {
                 &setup,
                 &video,
                 "medium",
-                27,
+                Quality::from_tenths(273),
                 Path::new("ref0.mkv"),
                 Path::new("trial.mkv"),
             );
@@ -1105,12 +1468,12 @@ mod tests {
         };
         let x265 = args(Encoder::Libx265, Device::Default);
         assert!(
-            x265.contains("-c:v:0 libx265 -preset:v:0 medium -crf:v:0 27"),
+            x265.contains("-c:v:0 libx265 -preset:v:0 medium -crf:v:0 27.3 "),
             "{x265}"
         );
         let nvenc = args(Encoder::HevcNvenc, Device::NvidiaGpu(1));
         assert!(
-            nvenc.contains("-cq:v:0 27") && nvenc.contains("-gpu:v:0 1"),
+            nvenc.contains("-cq:v:0 27.3 ") && nvenc.contains("-gpu:v:0 1"),
             "{nvenc}"
         );
         let qsv = args(
@@ -1119,12 +1482,20 @@ mod tests {
         );
         assert!(
             qsv.starts_with("-hide_banner -nostats -loglevel error -y -init_hw_device qsv=")
-                && qsv.contains("-global_quality:v:0 27")
+                && qsv.contains("-global_quality:v:0 27 ")
                 && qsv.ends_with("trial.mkv"),
             "{qsv}"
         );
         let toolbox = args(Encoder::HevcVideotoolbox, Device::Default);
-        assert!(toolbox.contains("-q:v:0 46"), "{toolbox}");
+        assert!(toolbox.contains("-q:v:0 46 "), "{toolbox}");
+        // Integer controls take the nearest whole value.
+        let amf = args(Encoder::HevcAmf, Device::Default);
+        assert!(amf.contains("-qp_i:v:0 27 -qp_p:v:0 27 "), "{amf}");
+        let vaapi = args(
+            Encoder::HevcVaapi,
+            Device::RenderNode("/dev/dri/renderD128".into()),
+        );
+        assert!(vaapi.contains("-qp:v:0 27"), "{vaapi}");
     }
 
     #[test]

@@ -406,7 +406,7 @@ mod tests {
         let info = parse_ffprobe_json(json.as_bytes()).unwrap();
         let plan = plan(container);
         let settings = EncodeSettings {
-            quality: 22,
+            quality: crate::encoder::Quality::whole(22),
             preset: "medium".into(),
         };
         let job = Job {

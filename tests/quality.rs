@@ -102,6 +102,22 @@ fn run_json(args: &[&str], tools: &(PathBuf, PathBuf)) -> (i32, Vec<Value>, Stri
     )
 }
 
+/// `--target-ssim 0.98 --min-savings 0` on a `--file` or a `--dir`, with the system's ffmpeg.
+fn ssim_98(which: &str, path: &Path) -> (i32, Vec<Value>, String) {
+    let path = path.to_str().unwrap();
+    let args = [which, path, "--target-ssim", "0.98", "--min-savings", "0"];
+    run_json(&args, &system_tools())
+}
+
+/// Whether x265 encoded the file at CRF `crf`: its settings, written into the stream, say so.
+fn x265_crf_is(file: &Path, crf: f64) -> bool {
+    let written = std::fs::read(file).unwrap();
+    let setting = format!("crf={crf:.1}");
+    written
+        .windows(setting.len())
+        .any(|w| w == setting.as_bytes())
+}
+
 fn for_file<'a>(events: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
     of_kind(events, kind)
         .into_iter()
@@ -133,7 +149,25 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
         let trials = searched["trials"].as_u64().unwrap();
         assert!((1..=6).contains(&trials), "{name}: {trials} trials");
         assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
-        found.push(searched["quality"].as_u64().unwrap());
+        let quality = searched["quality"].as_f64().unwrap();
+        found.push(quality);
+        // The quality found is the highest tried that met the target, tenths included.
+        let cache = read_cache(lib.path());
+        let tried = cache["files"][name]["converted"]["search"]["trials"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: the search kept with the conversion: {cache:#}"))
+            .iter()
+            .map(|t| (t["quality"].as_f64().unwrap(), t["score"].as_f64().unwrap()))
+            .collect::<Vec<_>>();
+        assert!(tried.contains(&(quality, searched["predicted_score"].as_f64().unwrap())));
+        assert!(
+            tried.iter().all(|&(q, score)| q <= quality || score < 93.0),
+            "{name}: {quality} of {tried:?}"
+        );
+        assert!(
+            x265_crf_is(&lib.path().join(name), quality),
+            "{name}: not encoded at CRF {quality}"
+        );
         // Each trial was reported as the bar's and the heartbeat's `searching` phase.
         assert_eq!(
             for_file(&events, "searching", name).len() as u64,
@@ -150,6 +184,12 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
     assert!(
         found[1] < found[0],
         "the grain needs a lower --quality value than the smooth clip: {found:?}"
+    );
+    // x265's CRF takes tenths, and the refining trial found them here (27.8 and 23.9 when
+    // measured); a search in whole steps ends on integers.
+    assert!(
+        found.iter().any(|q| q.fract() != 0.0),
+        "no tenths found: {found:?}"
     );
 
     // The achieved scores are in the history, and `cache stats` gives median and lowest.
@@ -227,7 +267,8 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
     let code = first.wait().unwrap().code();
     let searched = searched.expect("the first run searched");
     assert_eq!(code, Some(130), "interrupted");
-    let quality = searched["quality"].as_u64().unwrap();
+    let quality = searched["quality"].clone();
+    assert!(quality.is_number(), "{searched}");
 
     let cache = read_cache(lib.path());
     let entry = &cache["files"]["smooth.mkv"];
@@ -273,22 +314,11 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
 
 #[test]
 fn ssim_target_works_with_any_ffmpeg_and_the_score_is_recorded() {
-    let tools = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
     testsrc2(&file);
     age_all(lib.path());
-    let (code, events, stderr) = run_json(
-        &[
-            "--file",
-            file.to_str().unwrap(),
-            "--target-ssim",
-            "0.98",
-            "--min-savings",
-            "0",
-        ],
-        &tools,
-    );
+    let (code, events, stderr) = ssim_98("--file", &file);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
     let searched = of_kind(&events, "searched");
     assert_eq!(searched.len(), 1, "{events:#?}");
@@ -501,4 +531,134 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
         cache["files"]["long.mkv"].get("search").is_none(),
         "{cache:#}"
     );
+}
+
+/// A search recorded before tenths existed holds integers; it is still the answer: the
+/// next run encodes at its quality without a trial.
+#[test]
+fn an_old_search_record_in_whole_values_is_still_used() {
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let meta = std::fs::metadata(&file).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let old = serde_json::json!({
+        "media_converter": {"version": 1, "written_by": "media-converter 0.1.0"},
+        "files": {"smooth.mkv": {
+            "size": meta.len(),
+            "mtime": mtime,
+            "search": {
+                "at": "2026-01-01T00:00:00Z", "host": "old", "metric": "ssim", "target": 0.98,
+                "encoder": "libx265", "preset": "veryfast", "quality": 30,
+                "predicted_bytes": 1000, "predicted_score": 0.981,
+                "sample_secs": 3.0, "seconds": 9.0,
+                "trials": [
+                    {"quality": 22, "score": 0.995, "bytes": 9000},
+                    {"quality": 30, "score": 0.981, "bytes": 1000},
+                    {"quality": 31, "score": 0.978, "bytes": 900}
+                ]
+            }
+        }}
+    });
+    std::fs::write(
+        lib.path().join(common::CACHE_FILE),
+        serde_json::to_vec(&old).unwrap(),
+    )
+    .unwrap();
+    let (code, events, stderr) = ssim_98("--file", &file);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert!(of_kind(&events, "searching").is_empty(), "{events:#?}");
+    let searched = of_kind(&events, "searched");
+    assert_eq!(searched[0]["cached"], true, "{events:#?}");
+    assert_eq!(searched[0]["host"], "old");
+    assert_eq!(searched[0]["quality"], 30);
+    assert!(x265_crf_is(&file, 30.0), "not encoded at CRF 30");
+    // Kept with the conversion, still in whole values.
+    let cache = read_cache(lib.path());
+    let kept = &cache["files"]["smooth.mkv"]["converted"]["search"];
+    assert_eq!(kept["quality"], 30, "{cache:#}");
+    assert_eq!(kept["trials"][2]["quality"], 31, "{cache:#}");
+}
+
+/// Three episodes of one grain: the first is searched from 22, the next ones from a
+/// neighbour's result (said in their `searching` event), in fewer trials than each needs
+/// alone, and each still meets the target.
+#[test]
+fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
+    let show = tempfile::tempdir().unwrap();
+    let episodes = ["ep1.mkv", "ep2.mkv", "ep3.mkv"];
+    for (seed, name) in episodes.iter().enumerate() {
+        clip(
+            &show.path().join(name),
+            &format!(
+                "testsrc2=size=256x144:rate=24,noise=alls=8:allf=t+u:all_seed={}",
+                seed + 1
+            ),
+        );
+    }
+    // Each episode alone, in a folder of its own: no neighbour.
+    let mut alone = Vec::new();
+    for name in episodes {
+        let own = tempfile::tempdir().unwrap();
+        std::fs::copy(show.path().join(name), own.path().join(name)).unwrap();
+        age_all(own.path());
+        let (code, events, stderr) = ssim_98("--file", &own.path().join(name));
+        assert_eq!(code, 0, "{stderr}\n{events:#?}");
+        let start = &for_file(&events, "searching", name)[0];
+        assert!(start.get("seeded_from").is_none(), "{start}");
+        alone.push(
+            for_file(&events, "searched", name)[0]["trials"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+
+    age_all(show.path());
+    let (code, events, stderr) = ssim_98("--dir", show.path());
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    // In the order searched.
+    let order: Vec<&str> = of_kind(&events, "searching")
+        .into_iter()
+        .filter(|e| e["trial"] == 0)
+        .map(|e| e["file"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(order.len(), 3, "{events:#?}");
+    let (mut together, mut apart) = (0, 0);
+    for (i, name) in order.iter().enumerate() {
+        let start = &for_file(&events, "searching", name)[0];
+        let searched = for_file(&events, "searched", name)[0];
+        let trials = searched["trials"].as_u64().unwrap();
+        if i == 0 {
+            assert!(start.get("seeded_from").is_none(), "{start}");
+        } else {
+            // The first trial is at the quality an episode searched before found.
+            let seed = &start["seeded_from"];
+            assert!(
+                order[..i].contains(&seed["file"].as_str().unwrap()),
+                "{start}"
+            );
+            let first = &for_file(&events, "searching", name)[1];
+            assert_eq!(first["quality"], seed["quality"], "{first}");
+        }
+        assert!(searched["predicted_score"].as_f64().unwrap() >= 0.98);
+        let converted = for_file(&events, "converted", name);
+        let achieved = converted[0]["score"]["value"].as_f64().unwrap();
+        assert!(achieved >= 0.98 - 0.002, "{name}: SSIM {achieved}");
+        if i > 0 {
+            together += trials;
+            apart += alone[episodes.iter().position(|e| e == name).unwrap()];
+        }
+    }
+    eprintln!("seeded episodes: {together} trials, {apart} alone ({alone:?})");
+    assert!(together < apart, "seeded {together} trials, alone {apart}");
+    // The seed is kept with the search, in the cache.
+    let cache = read_cache(show.path());
+    let kept = &cache["files"][order[2]]["converted"]["search"]["seed"];
+    assert!(kept["file"].is_string(), "{cache:#}");
 }

@@ -282,6 +282,7 @@ mod tests {
                 metric: Metric::Vmaf,
                 value: 95.4,
             }),
+            search: None,
         });
         stats.add(&hevc, Some(&converted), &rules);
 
