@@ -5,12 +5,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use serde::{Deserialize, Serialize};
+
 /// The file every variant converts, the file that must never change, and the cache.
 pub const BYSTANDER: &str = "other.mkv";
 pub const CACHE: &str = ".mediabox_cache.json";
 
 /// How the file is converted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variant {
     /// `clip.avi` becomes `clip.mkv` (a new name); otherwise `clip.mkv` is replaced in place.
     pub container_change: bool,
