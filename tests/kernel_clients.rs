@@ -498,7 +498,12 @@ fn claim_workload_on_two_kernel_clients_converts_every_file_exactly_once() -> Te
         let log = logs_host.join(format!("{tag}.json"));
         let stderr =
             fs::read_to_string(logs_host.join(format!("{tag}.json.stderr"))).unwrap_or_default();
-        assert_eq!(code, 0, "{tag} exited {code}; stderr:\n{stderr}");
+        assert_eq!(
+            code,
+            0,
+            "{tag} exited {code}; its failures: {:#?}\nstderr:\n{stderr}",
+            of_kind(&events(&log), "failed")
+        );
         outcome.tally(&format!("kc-{guest}"), &events(&log));
     }
     outcome.elapsed = started.elapsed();
