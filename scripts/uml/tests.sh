@@ -21,12 +21,7 @@ cd "$(dirname "$0")/../.."
 # and the issue. Each still runs, alone, and its failure is shown in a loud
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
-KNOWN_DEFECTS=(
-    "cifs:crash_and_fault_matrix_on_a_kernel_client_loses_nothing issue 10: on cifs the \
-matrix's own copy of what a fault left (cp -a in guest a) gets EINVAL opening the second name \
-of a hard-linked file (the backup link of the original; the temp output linked to its new \
-name), so those cases' recoveries never run"
-)
+KNOWN_DEFECTS=()
 
 banner() {
     {
