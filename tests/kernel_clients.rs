@@ -502,7 +502,12 @@ fn claim_workload_on_two_kernel_clients_converts_every_file_exactly_once() -> Te
         let log = logs_host.join(format!("{tag}.json"));
         let stderr =
             fs::read_to_string(logs_host.join(format!("{tag}.json.stderr"))).unwrap_or_default();
-        assert_eq!(code, 0, "{tag} exited {code}; stderr:\n{stderr}");
+        assert_eq!(
+            code,
+            0,
+            "{tag} exited {code}; its failures: {:#?}\nstderr:\n{stderr}",
+            of_kind(&events(&log), "failed")
+        );
         outcome.tally(&format!("kc-{guest}"), &events(&log));
     }
     outcome.elapsed = started.elapsed();
@@ -751,13 +756,33 @@ fn skew_cases(kc: &Kc) -> TestResult {
     Ok(())
 }
 
+/// The cases of the crash-and-fault matrix run here (`MC_KC_FAULT_MATRIX_ONLY` overrides
+/// them, `|` between alternatives): SIGKILL at every rename of the plain in-place
+/// conversion (its lock's, its guards' and the swap's), at its link of the original to the
+/// backup and its unlinks of the backup and the temp output; and, for a conversion to a new
+/// name, at the link of the temp output to its new name and the unlinks of the original and
+/// the temp output.
+const MATRIX_SUBSET: &str = "[mkv] SIGKILL at media-converter rename\
+    |[mkv] SIGKILL at media-converter linkat\
+    |[mkv] SIGKILL at media-converter unlink(backup\
+    |[mkv] SIGKILL at media-converter unlink(temp output\
+    |[avi->mkv] SIGKILL at media-converter linkat\
+    |[avi->mkv] SIGKILL at media-converter unlink(source\
+    |[avi->mkv] SIGKILL at media-converter unlink(temp output";
+
+/// The kinds [`MATRIX_SUBSET`] runs on (bounded time): NFSv4.2, and CIFS, whose client
+/// stamps mtimes with the writer's clock.
+const MATRIX_KINDS: [&str; 2] = ["nfs4.2", "cifs"];
+
 /// The convert path of the crash-and-fault matrix (`tests/fault_matrix.rs`) with its
-/// library on this share, through guest a's kernel client: the matrix's own binary runs
-/// in the guest with its temp directory on the export, so every faulted conversion and
-/// its three recoveries (the same host again, `locks clean`, another host's identity once
-/// the lock timeout has passed) go through the client's caches. A bounded subset, on
-/// NFSv4.2 only (`MC_KC_FAULT_MATRIX_ONLY`, default every SIGKILL at a rename of the
-/// plain in-place variant: the lock's, its guards' and the swap's). Nothing may be lost.
+/// library on this share, as two hosts of the share meet it: the matrix's own binary runs
+/// in guest a with its temp directory on the export, so every faulted conversion goes
+/// through a's kernel client; each of its three recoveries (the same host's identity after
+/// a reboot, `locks clean`, another host's identity once the lock timeout has passed) runs
+/// in guest b, another kernel client with caches of its own, on a copy of what the fault
+/// left that a wrote, and is judged there. The matrix's verdicts are those on local disk:
+/// nothing lost, nothing damaged, no kept original misplaced, nothing converted twice,
+/// nothing of ours left after `locks clean`. [`MATRIX_SUBSET`] on [`MATRIX_KINDS`].
 #[test]
 #[ignore = "needs the kernel-client guests: scripts/uml/tests.sh"]
 fn crash_and_fault_matrix_on_a_kernel_client_loses_nothing() -> TestResult {
@@ -765,9 +790,10 @@ fn crash_and_fault_matrix_on_a_kernel_client_loses_nothing() -> TestResult {
     let Some(kc) = Kc::get(TEST) else {
         return Ok(());
     };
-    if kc.kind != "nfs4.2" {
+    if !MATRIX_KINDS.contains(&kc.kind.as_str()) {
         eprintln!(
-            "{TEST}: runs on nfs4.2 only (bounded time), not on {}",
+            "{TEST}: runs on {} only (bounded time), not on {}",
+            MATRIX_KINDS.join(" and "),
             kc.kind
         );
         return Ok(());
@@ -779,14 +805,15 @@ fn crash_and_fault_matrix_on_a_kernel_client_loses_nothing() -> TestResult {
         ));
         return Ok(());
     };
-    let only = env::var("MC_KC_FAULT_MATRIX_ONLY")
-        .unwrap_or_else(|_| "[mkv] SIGKILL at media-converter rename".to_owned());
+    let only = env::var("MC_KC_FAULT_MATRIX_ONLY").unwrap_or_else(|_| MATRIX_SUBSET.to_owned());
     let dir = kc.fresh_dir("matrix")?;
     let script = format!(
-        "export TMPDIR={} FAULT_MATRIX_REQUIRED=1 FAULT_MATRIX_JOBS=2 FAULT_MATRIX_ONLY={}\n\
+        "export TMPDIR={} FAULT_MATRIX_REQUIRED=1 FAULT_MATRIX_JOBS=2 FAULT_MATRIX_ONLY={} \
+         FAULT_MATRIX_RECOVERY_AGENT={}\n\
          exec {} --exact every_crash_and_fault_point_loses_nothing --nocapture --test-threads=1",
         quote(&kc.shared(&dir).to_string_lossy()),
         quote(&only),
+        quote(&format!("{GUEST_CTL}/b")),
         quote(&matrix.to_string_lossy())
     );
     let job = kc.spawn("a", &script)?;
@@ -804,12 +831,22 @@ fn crash_and_fault_matrix_on_a_kernel_client_loses_nothing() -> TestResult {
     eprintln!("{} ({only}):\n{}", kc.kind, report.join("\n"));
     assert_eq!(code, 0, "the fault matrix failed in guest a:\n{out}");
     assert!(
-        summary.contains(" 0 losses, 0 damaged"),
+        summary.contains(" 0 losses, 0 damaged, 0 misplaced"),
         "the fault matrix in guest a: {summary}\n{out}"
     );
     assert!(
         !summary.contains(" 0 cases,"),
         "no case matched {only:?}: {summary}"
+    );
+    // Every recovery ran in guest b, and no other machine.
+    let recoveries = summary
+        .split(" cases, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .ok_or("no count of recoveries in the summary")?;
+    assert!(
+        summary.contains(&format!("recoveries run on {{\"kc-b\": {recoveries}}}")),
+        "the recoveries did not all run in guest b: {summary}"
     );
     fs::remove_dir_all(kc.export.join(&dir))?;
     Ok(())

@@ -24,7 +24,8 @@
 #   MC_KC_EXPORT   the export directory on this host (the server's view)
 # Every guest's root is this host's `/`, read-only, so the project's binaries
 # run in them by their absolute paths; results come back through MC_KC_CTL.
-# The exit code of COMMAND is the exit code of the script. `check` runs a short
+# The exit code of COMMAND is the exit code of the script; 75 when the servers or
+# guests did not come up (COMMAND never ran), 3 when its packages cannot be installed. `check` runs a short
 # self-test instead (a file made through a is read through b).
 #
 # The kernel's nfsd (knfsd3, knfsd4.2): nfsd cannot export hostfs (no file handles),
@@ -78,6 +79,7 @@ NS=""              # the network namespace
 NET=""             # its first three octets
 CREATED_POLICY=""  # policy-rc.d we created and must remove
 CMD_PID=""         # COMMAND, while it runs
+CMD_STARTED=""     # set once COMMAND (or the self-test) has started
 SERVER_PIDS=()     # server process trees we started
 GUEST_PIDS=()      # linux.uml processes we started
 GUEST_NAMES=()     # their names
@@ -125,6 +127,7 @@ teardown() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
+    rc=$(setup_failure_code "$rc")
     if ((rc != 0)) && [[ -n $WORK && -d $WORK/logs ]]; then
         say "failed (exit $rc); the servers' and guests' logs:"
         show_logs
@@ -146,6 +149,17 @@ teardown() {
         fi
     fi
     exit "$rc"
+}
+
+# setup_failure_code RC: RC, but 75 for an error before COMMAND started (a server, a
+# guest's boot or its mount did not come up), so that a caller can tell a harness
+# that did not start from a failing test (scripts/uml/tests.sh retries it once).
+setup_failure_code() {
+    if (($1 == 1)) && [[ -z $CMD_STARTED ]]; then
+        echo 75
+    else
+        echo "$1"
+    fi
 }
 
 # --------------------------------------------------------------------- logs
@@ -512,12 +526,14 @@ main() {
         check)
             (($# == 0)) || usage
             setup "$kind"
+            CMD_STARTED=1
             self_test
             ;;
         run)
             [[ ${1:-} == -- ]] && shift
             (($#)) || usage
             setup "$kind"
+            CMD_STARTED=1
             if [[ -n $KNFSD_SINCE ]]; then
                 run_in_server "$@" &
             else

@@ -13,7 +13,8 @@
 # Needs root and /dev/net/tun (kernel-clients.sh installs its Debian packages).
 # Without them, or when the packages cannot be installed, this prints a loud
 # SKIPPED banner and exits 0, or 1 when KERNEL_CLIENTS_REQUIRED=1 (so a CI that
-# must run them cannot pass by skipping). Any failure of a boot or a test fails.
+# must run them cannot pass by skipping). A kind whose servers or guests do not come
+# up is retried once, with a loud banner; any other failure of a boot or a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -105,13 +106,26 @@ MC_KC_TEST_BIN=$(cargo test --locked --test kernel_clients --no-run 2>&1 |
 [[ $MC_KC_TEST_BIN == /* ]] || MC_KC_TEST_BIN=$PWD/$MC_KC_TEST_BIN
 export MC_KC_TEST_BIN
 
+# run_kind KIND: boot KIND's guests and run the tests in them (kernel-clients.sh's exit
+# code: 75 when the servers or guests did not come up, 3 without its packages).
+run_kind() {
+    scripts/uml/kernel-clients.sh run "$1" -- "$0" --inner "$1" "${filters[@]}"
+}
+
 # Every kind runs, so that one failing kind does not hide the others' results.
 failed=()
 for kind in "${kinds[@]}"; do
     started=$SECONDS
     echo "kernel-clients: $kind: booting the guests and running tests/kernel_clients.rs" >&2
     rc=0
-    scripts/uml/kernel-clients.sh run "$kind" -- "$0" --inner "$kind" "${filters[@]}" || rc=$?
+    run_kind "$kind" || rc=$?
+    if ((rc == 75)); then
+        # The servers or the guests did not come up: the harness, not a test. Once more.
+        banner "KERNEL CLIENTS: $kind: the servers or guests did not come up (see above);" \
+            "retrying ONCE (no test had run)"
+        rc=0
+        run_kind "$kind" || rc=$?
+    fi
     # 3: its Debian packages could not be installed.
     ((rc != 3)) || skipped "the packages for $kind could not be installed (see above)"
     if ((rc == 0)); then

@@ -5,12 +5,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use serde::{Deserialize, Serialize};
+
 /// The file every variant converts, the file that must never change, and the cache.
 pub const BYSTANDER: &str = "other.mkv";
 pub const CACHE: &str = ".mediabox_cache.json";
 
 /// How the file is converted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Variant {
     /// `clip.avi` becomes `clip.mkv` (a new name); otherwise `clip.mkv` is replaced in place.
     pub container_change: bool,
@@ -148,20 +150,32 @@ pub fn make_template(dir: &Path, variant: Variant, bin: &Path) {
 }
 
 /// `cp -a`: contents, mtimes and hard links as they are.
+///
+/// Retried once, loudly, after 2 s: on Linux's cifs client against Samba, opening one name of
+/// a hard-linked file within about a second of closing another name of it fails with EINVAL
+/// (the client keys its lease by the inode and keeps a closed handle for `closetimeo`, 1 s;
+/// Samba refuses one key for two names), which a run killed a moment ago leaves behind.
 pub fn copy_tree(from: &Path, to: &Path) {
-    let _ = fs::remove_dir_all(to);
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .expect("run cp");
-    assert!(
-        status.success(),
-        "cp -a {} {}",
+    let copy = || {
+        let _ = fs::remove_dir_all(to);
+        Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .expect("run cp")
+            .success()
+    };
+    if copy() {
+        return;
+    }
+    eprintln!(
+        "\n*** cp -a {} {} failed; retrying ONCE in 2 s ***\n",
         from.display(),
         to.display()
     );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(copy(), "cp -a {} {}", from.display(), to.display());
 }
 
 /// What a verified HEVC file is here: ffprobe finds HEVC video of the source's length, and
