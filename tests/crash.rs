@@ -1152,7 +1152,11 @@ fn an_original_touched_between_the_scan_and_the_claim_is_converted() {
     let _serial = serial();
     let scene = Scene::new(false);
     let guard = scene.lock().with_extension("lock.acquire");
+    // strace writes a call's arguments as it enters it: the held `mkdir` shows there at once.
+    let trace = scene.logs.join("claim.trace");
     let options = [
+        "-o".into(),
+        trace.display().to_string(),
         "-e".into(),
         "trace=mkdir".into(),
         "-P".into(),
@@ -1161,21 +1165,21 @@ fn an_original_touched_between_the_scan_and_the_claim_is_converted() {
         format!("inject=mkdir:delay_enter={}:when=1", HOLD.as_micros()),
     ];
     let converter = start_on_library(&scene, Some(&options));
+    // The scan has read the mtime once the claim is under way.
     let started = Instant::now();
-    // The probe's facts reach the directory's cache within a second of the scan: the scan
-    // has read the mtime by then, and the claim is still held.
-    let cache = scene.library.join(".mediabox_cache.json");
-    while !cache.exists() {
+    let claiming = || fs::read_to_string(&trace).is_ok_and(|t| t.contains("lock.acquire"));
+    while !claiming() {
         assert!(
-            started.elapsed() < HOLD,
-            "the scan wrote no cache while the claim waited"
+            started.elapsed() < Duration::from_secs(60),
+            "the claim's guard was never made"
         );
         thread::sleep(Duration::from_millis(20));
     }
+    let holding = Instant::now();
     let touched = SystemTime::now() + Duration::from_secs(7);
     touch(&scene.clip, touched);
     assert!(
-        started.elapsed() < HOLD,
+        holding.elapsed() < HOLD,
         "the claim was let go before the touch"
     );
     let events = events_at_end(converter);
