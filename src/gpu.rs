@@ -21,7 +21,7 @@ use crate::encoder::{Device, EncodeSettings, Encoder, EncoderSetup, NvencPresets
 use crate::process::run_captured;
 
 pub use nvml::query_nvidia;
-pub use trial::{TRIAL_TIMEOUT, run_trial};
+pub use trial::{run_trial, trial_timeout};
 
 /// The operating system, which decides which hardware encoders can exist at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -531,7 +531,7 @@ pub fn detect(
         .filter(|e| !ruled_out.iter().any(|(out, _)| out == e))
         .collect();
     let mut assessments = assess(&facts, &tried, &|setup| {
-        run_trial(ffmpeg, setup, settings, TRIAL_TIMEOUT)
+        run_trial(ffmpeg, setup, settings, trial_timeout(setup.encoder))
     });
     assessments.extend(ruled_out.into_iter().map(|(encoder, reason)| Assessment {
         setup: EncoderSetup::on(encoder, Device::Default),

@@ -38,7 +38,13 @@ impl FakeGpu {
 # and fails real encodes, or with FAKE_NVENC_ENCODES set has them done by libx265: NVENC's
 # CQ as x265's CRF, except the whole-file encode (the one reporting -progress), which gets
 # FAKE_NVENC_WHOLE_CRF when that is set: a hardware encoder whose whole file falls short of
-# what its samples promised. Anything else runs the real ffmpeg.
+# what its samples promised. libx265's trial waits FAKE_X265_TRIAL_SECS first when that is
+# set. Anything else runs the real ffmpeg.
+case " $* " in
+  *" lavfi "*" libx265 "*" null "*)
+    # libx265's one-frame trial as on a machine too busy to finish it quickly.
+    [ -n "$FAKE_X265_TRIAL_SECS" ] && sleep "$FAKE_X265_TRIAL_SECS" ;;
+esac
 case " $* " in
   *" hevc_nvenc "*)
     case " $* " in
@@ -109,6 +115,7 @@ exec '{ffmpeg}' "$@"
             .env_remove("FAKE_NVENC_TRIAL_FAILS")
             .env_remove("FAKE_NVENC_ENCODES")
             .env_remove("FAKE_NVENC_WHOLE_CRF")
+            .env_remove("FAKE_X265_TRIAL_SECS")
             .envs(env.iter().copied())
             .arg("--dir")
             .arg(library)
@@ -330,6 +337,30 @@ fn a_forced_encoder_that_fails_its_trial_falls_back_unless_told_not_to() {
             .ends_with("libx265 is used instead"),
         "{warning}"
     );
+    assert_eq!(only(&events, "encoder_chosen")["encoder"], "libx265");
+    assert_eq!(only(&events, "converted")["encoder"], "libx265");
+    assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
+}
+
+/// libx265 has no driver to hang: a trial slower than a hardware encoder's timeout means a
+/// busy machine, and every file of such a run once failed as "libx265 does not work here".
+#[cfg(unix)]
+#[test]
+fn a_slow_libx265_trial_on_a_busy_machine_still_converts() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    h264_aac_srt_mkv(&d.join("movie.mkv"));
+    age_all(d);
+    // Over the 15 s a hardware encoder's trial gets before it counts as a hung driver.
+    let slower_than_a_driver = "17";
+
+    let (out, events) = gpu.run_with(
+        &[("FAKE_X265_TRIAL_SECS", slower_than_a_driver)],
+        d,
+        &["--encoder", "libx265"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
     assert_eq!(only(&events, "encoder_chosen")["encoder"], "libx265");
     assert_eq!(only(&events, "converted")["encoder"], "libx265");
     assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");

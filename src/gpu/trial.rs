@@ -5,13 +5,28 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::encoder::EncodeSettings;
-use crate::encoder::EncoderSetup;
+use crate::encoder::{EncodeSettings, Encoder, EncoderSetup};
 use crate::probe::{Stream, StreamKind};
 use crate::process::{StderrTail, kill_and_reap, media_command};
 
-/// How long a trial may take before it counts as failed: a hung driver must not hang the run.
+/// How long a hardware encoder's trial may take before it counts as failed: a hung driver
+/// must not hang the run.
 pub const TRIAL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long libx265's trial may take. It has no driver to hang: a slow trial means a busy
+/// machine, not a broken encoder (one 256x256 frame took over 15 s on two cores at a load
+/// average of 30, and every file of that run failed as "libx265 does not work here"), and
+/// libx265 is the encoder every fallback ends on. A build that cannot encode fails at once.
+pub const SOFTWARE_TRIAL_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// How long a trial of `encoder` may take before it counts as failed.
+pub fn trial_timeout(encoder: Encoder) -> Duration {
+    if encoder.is_hardware() {
+        TRIAL_TIMEOUT
+    } else {
+        SOFTWARE_TRIAL_TIMEOUT
+    }
+}
 
 /// The generated input: black 256x256 frames. NVENC refuses frames below about 145x49 and
 /// some VAAPI drivers want sizes aligned to 16, so the trial stays well clear of both.
@@ -63,8 +78,8 @@ pub fn run_trial(
             Ok(None) if Instant::now() >= deadline => {
                 kill_and_reap(&mut child);
                 break Err(format!(
-                    "the trial encode did not finish within {} s (a hung driver?) and was \
-                     stopped",
+                    "the trial encode did not finish within {} s (a hung driver, or a machine \
+                     too busy?) and was stopped",
                     timeout.as_secs()
                 ));
             }
