@@ -207,7 +207,7 @@ for n in 1 2 4 8; do
         pids+=($!)
     done
     for pid in "${pids[@]}"; do
-        wait "$pid" || { say "a process failed:"; cat "$WORK"/err.* >&2; FAILED=1; }
+        wait "$pid" || { say "a process failed (exit status $?):"; cat "$WORK"/err.* >&2; FAILED=1; }
     done
     end=$(date +%s.%N)
     LOAD_END[$n]=$(load)
