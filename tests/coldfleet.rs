@@ -100,6 +100,13 @@ fn hosts_starting_together_probe_each_video_file_about_once() {
 
     let orders: Vec<Vec<String>> = counters.iter().map(probed).collect();
     let total: usize = orders.iter().map(Vec::len).sum();
+    eprintln!(
+        "ffprobe ran {total} times on {files} files: {} by {}, {} by {}",
+        orders[0].len(),
+        hosts[0],
+        orders[1].len(),
+        hosts[1]
+    );
     let mut distinct: Vec<&String> = orders.iter().flatten().collect();
     distinct.sort();
     distinct.dedup();
