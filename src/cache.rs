@@ -1068,6 +1068,7 @@ mod tests {
             kind: MediaKind::Video,
             size: meta.len(),
             modified: meta.modified().unwrap(),
+            listing: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Finding the media files of a library: extensions, hidden and own files, links, age.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::MediaKind;
@@ -25,6 +27,51 @@ pub struct MediaFile {
     pub kind: MediaKind,
     pub size: u64,
     pub modified: SystemTime,
+    /// Every name its directory held when the walk listed it; `None` for a file named on
+    /// the command line, or when the listing could not be read whole.
+    pub listing: Option<Arc<Listing>>,
+}
+
+impl MediaFile {
+    /// Whether a file named `name` may sit beside this one: `false` only when the walk's
+    /// listing of its directory held no such name, so a caller stats only what may exist.
+    pub fn sibling_may_exist(&self, name: &OsStr) -> bool {
+        self.listing
+            .as_ref()
+            .is_none_or(|listing| listing.may_hold(name))
+    }
+}
+
+/// The names of one directory as its listing gave them, to answer "is there a file named
+/// this beside it" with no stat. Names are kept case-folded: on a share that ignores case
+/// a stat of `Movie.mkv` finds `movie.MKV`, so the listing must never say "absent" where a
+/// stat would say "present"; a folded match is confirmed by the caller's stat.
+#[derive(Default, PartialEq)]
+pub struct Listing {
+    folded: HashSet<String>,
+}
+
+impl Listing {
+    fn add(&mut self, name: &OsStr) {
+        self.folded.insert(fold(name));
+    }
+
+    /// Whether the listing held `name`, or a name that differs only in case.
+    pub fn may_hold(&self, name: &OsStr) -> bool {
+        self.folded.contains(&fold(name))
+    }
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listing({} names)", self.folded.len())
+    }
+}
+
+/// Lower then upper case: names a case-insensitive share takes as one (`ſ` and `s`, the
+/// Kelvin sign and `k`) fold to one key.
+fn fold(name: &OsStr) -> String {
+    name.to_string_lossy().to_lowercase().to_uppercase()
 }
 
 /// Something the scan could not read; reported, never fatal.
@@ -197,6 +244,7 @@ fn list(
 ) -> (Vec<MediaFile>, Vec<PathBuf>) {
     let mut files = Vec::new();
     let mut subdirs = Vec::new();
+    let mut listing = Some(Listing::default());
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
@@ -215,10 +263,14 @@ fn list(
                     path: dir.to_path_buf(),
                     message: format!("cannot read all of it: {err}"),
                 });
+                listing = None;
                 break;
             }
         };
         let name = entry.file_name();
+        if let Some(listing) = &mut listing {
+            listing.add(&name);
+        }
         if is_hidden_or_own(&name) || hidden_by_attribute(&entry) || is_mid_write(&name) {
             continue;
         }
@@ -271,11 +323,17 @@ fn list(
                 kind,
                 size: meta.len(),
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                listing: None,
             }),
             Err(err) => on_warning(ScanWarning {
                 path: entry.path(),
                 message: format!("cannot read its metadata: {err}"),
             }),
+        }
+    }
+    if let Some(listing) = listing.filter(|_| !files.is_empty()).map(Arc::new) {
+        for file in &mut files {
+            file.listing = Some(Arc::clone(&listing));
         }
     }
     files.sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
@@ -301,6 +359,7 @@ pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
         kind,
         size: meta.len(),
         modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        listing: None,
     })
 }
 
