@@ -43,22 +43,30 @@ impl MediaFile {
 }
 
 /// The names of one directory as its listing gave them, to answer "is there a file named
-/// this beside it" with no stat. Names are kept case-folded: on a share that ignores case
-/// a stat of `Movie.mkv` finds `movie.MKV`, so the listing must never say "absent" where a
-/// stat would say "present"; a folded match is confirmed by the caller's stat.
+/// this beside it" with no stat. Each name is kept as a hash of its case-folded form: on a
+/// share that ignores case a stat of `Movie.mkv` finds `movie.MKV`, so the listing must
+/// never say "absent" where a stat would say "present". A match (or a hash collision) is
+/// only "may exist": the caller's stat confirms it. No allocation a name.
 #[derive(Default, PartialEq)]
 pub struct Listing {
-    folded: HashSet<String>,
+    folded: Vec<u64>,
 }
 
 impl Listing {
     fn add(&mut self, name: &OsStr) {
-        self.folded.insert(fold(name));
+        self.folded.push(folded_hash(name));
+    }
+
+    /// Sorted, for the lookups.
+    fn seal(mut self) -> Listing {
+        self.folded.sort_unstable();
+        self.folded.dedup();
+        self
     }
 
     /// Whether the listing held `name`, or a name that differs only in case.
     pub fn may_hold(&self, name: &OsStr) -> bool {
-        self.folded.contains(&fold(name))
+        self.folded.binary_search(&folded_hash(name)).is_ok()
     }
 }
 
@@ -68,14 +76,27 @@ impl std::fmt::Debug for Listing {
     }
 }
 
-/// Lower then upper case: names a case-insensitive share takes as one (`ſ` and `s`, the
-/// Kelvin sign and `k`) fold to one key. An ASCII name, nearly every one, folds to its
-/// ASCII upper case, the same key, with one allocation instead of three.
-fn fold(name: &OsStr) -> String {
+/// FNV-1a over the name lower- then upper-cased, so that names a case-insensitive share
+/// takes as one (`ſ` and `s`, the Kelvin sign and `k`) hash alike; an ASCII byte is just
+/// upper-cased, which is the same.
+fn folded_hash(name: &OsStr) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
     match name.to_str() {
-        Some(ascii) if ascii.is_ascii() => ascii.to_ascii_uppercase(),
-        _ => name.to_string_lossy().to_lowercase().to_uppercase(),
+        Some(ascii) if ascii.is_ascii() => ascii.bytes().for_each(|b| feed(b.to_ascii_uppercase())),
+        _ => {
+            let mut buf = [0; 4];
+            for c in name.to_string_lossy().chars().flat_map(char::to_lowercase) {
+                for upper in c.to_uppercase() {
+                    upper.encode_utf8(&mut buf).bytes().for_each(&mut feed);
+                }
+            }
+        }
     }
+    hash
 }
 
 /// Something the scan could not read; reported, never fatal.
@@ -335,7 +356,10 @@ fn list(
             }),
         }
     }
-    if let Some(listing) = listing.filter(|_| !files.is_empty()).map(Arc::new) {
+    if let Some(listing) = listing
+        .filter(|_| !files.is_empty())
+        .map(|l| Arc::new(l.seal()))
+    {
         for file in &mut files {
             file.listing = Some(Arc::clone(&listing));
         }
@@ -378,6 +402,7 @@ mod tests {
         for name in ["Movie.mkv.LOCK", "straße.mkv", "ſong.avi"] {
             listing.add(OsStr::new(name));
         }
+        let listing = listing.seal();
         for name in [
             "movie.MKV.lock",
             "STRASSE.mkv",
