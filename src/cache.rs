@@ -1138,6 +1138,7 @@ mod tests {
             kind: MediaKind::Video,
             size: meta.len(),
             modified: meta.modified().unwrap(),
+            listing: None,
         }
     }
 

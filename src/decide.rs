@@ -204,7 +204,14 @@ fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
             ),
         );
     }
-    if let Some(taken) = output_taken(&file.path, &plan) {
+    // The walk's listing answers for a new name beside the file: a stat only where it held it.
+    let beside = plan.output_path.parent() == file.path.parent();
+    let may_be_taken =
+        !beside || file.sibling_may_exist(plan.output_path.file_name().unwrap_or_default());
+    if let Some(taken) = may_be_taken
+        .then(|| output_taken(&file.path, &plan))
+        .flatten()
+    {
         return taken;
     }
     if !fits_work_names(file, &plan) {
@@ -564,6 +571,7 @@ mod tests {
             kind,
             size: 1_000_000,
             modified: now - Duration::from_secs(age_secs),
+            listing: None,
         };
         let rules = Rules {
             min_age: Duration::from_secs(300),

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::scan::Listing;
+
 /// How long the original holds a file after it wrote its lock (its `FileLock(timeout=1800)`).
 pub const ORIGINAL_LOCK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
@@ -86,11 +88,19 @@ fn judge(
 
 /// The skip a run or a dry run shows for a file the original holds, as `(host, detail)`;
 /// the first in this process also hands `warn` the loud notice that the original is at work.
+///
+/// With the walk's `listing` of the file's directory at hand (a plan), a lock it did not hold
+/// costs no stat; a claim passes `None`, to see the lock as it is now.
 pub fn original_skip(
     media: &Path,
+    listing: Option<&Listing>,
     now: SystemTime,
     warn: impl FnOnce(String),
 ) -> Option<(String, String)> {
+    let lock_name = original_lock_path(media);
+    if listing.is_some_and(|l| !l.may_hold(lock_name.file_name().unwrap_or_default())) {
+        return None;
+    }
     let hold = held_by_original(media, now)?;
     if first_sighting() {
         warn(at_work_message(&hold));

@@ -1,7 +1,9 @@
 //! Finding the media files of a library: extensions, hidden and own files, links, age.
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::config::MediaKind;
@@ -25,6 +27,76 @@ pub struct MediaFile {
     pub kind: MediaKind,
     pub size: u64,
     pub modified: SystemTime,
+    /// Every name its directory held when the walk listed it; `None` for a file named on
+    /// the command line, or when the listing could not be read whole.
+    pub listing: Option<Arc<Listing>>,
+}
+
+impl MediaFile {
+    /// Whether a file named `name` may sit beside this one: `false` only when the walk's
+    /// listing of its directory held no such name, so a caller stats only what may exist.
+    pub fn sibling_may_exist(&self, name: &OsStr) -> bool {
+        self.listing
+            .as_ref()
+            .is_none_or(|listing| listing.may_hold(name))
+    }
+}
+
+/// The names of one directory as its listing gave them, to answer "is there a file named
+/// this beside it" with no stat. Each name is kept as a hash of its case-folded form: on a
+/// share that ignores case a stat of `Movie.mkv` finds `movie.MKV`, so the listing must
+/// never say "absent" where a stat would say "present". A match (or a hash collision) is
+/// only "may exist": the caller's stat confirms it. No allocation a name.
+#[derive(Default, PartialEq)]
+pub struct Listing {
+    folded: Vec<u64>,
+}
+
+impl Listing {
+    fn add(&mut self, name: &OsStr) {
+        self.folded.push(folded_hash(name));
+    }
+
+    /// Sorted, for the lookups.
+    fn seal(mut self) -> Listing {
+        self.folded.sort_unstable();
+        self.folded.dedup();
+        self
+    }
+
+    /// Whether the listing held `name`, or a name that differs only in case.
+    pub fn may_hold(&self, name: &OsStr) -> bool {
+        self.folded.binary_search(&folded_hash(name)).is_ok()
+    }
+}
+
+impl std::fmt::Debug for Listing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Listing({} names)", self.folded.len())
+    }
+}
+
+/// FNV-1a over the name lower- then upper-cased, so that names a case-insensitive share
+/// takes as one (`ſ` and `s`, the Kelvin sign and `k`) hash alike; an ASCII byte is just
+/// upper-cased, which is the same.
+fn folded_hash(name: &OsStr) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |byte: u8| {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    match name.to_str() {
+        Some(ascii) if ascii.is_ascii() => ascii.bytes().for_each(|b| feed(b.to_ascii_uppercase())),
+        _ => {
+            let mut buf = [0; 4];
+            for c in name.to_string_lossy().chars().flat_map(char::to_lowercase) {
+                for upper in c.to_uppercase() {
+                    upper.encode_utf8(&mut buf).bytes().for_each(&mut feed);
+                }
+            }
+        }
+    }
+    hash
 }
 
 /// Something the scan could not read; reported, never fatal.
@@ -197,6 +269,7 @@ fn list(
 ) -> (Vec<MediaFile>, Vec<PathBuf>) {
     let mut files = Vec::new();
     let mut subdirs = Vec::new();
+    let mut listing = Some(Listing::default());
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
@@ -215,10 +288,14 @@ fn list(
                     path: dir.to_path_buf(),
                     message: format!("cannot read all of it: {err}"),
                 });
+                listing = None;
                 break;
             }
         };
         let name = entry.file_name();
+        if let Some(listing) = &mut listing {
+            listing.add(&name);
+        }
         if is_hidden_or_own(&name) || hidden_by_attribute(&entry) || is_mid_write(&name) {
             continue;
         }
@@ -271,11 +348,20 @@ fn list(
                 kind,
                 size: meta.len(),
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                listing: None,
             }),
             Err(err) => on_warning(ScanWarning {
                 path: entry.path(),
                 message: format!("cannot read its metadata: {err}"),
             }),
+        }
+    }
+    if let Some(listing) = listing
+        .filter(|_| !files.is_empty())
+        .map(|l| Arc::new(l.seal()))
+    {
+        for file in &mut files {
+            file.listing = Some(Arc::clone(&listing));
         }
     }
     files.sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
@@ -301,6 +387,7 @@ pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
         kind,
         size: meta.len(),
         modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        listing: None,
     })
 }
 
@@ -308,6 +395,27 @@ pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_listing_holds_a_name_whatever_its_case() {
+        let mut listing = Listing::default();
+        for name in ["Movie.mkv.LOCK", "straße.mkv", "ſong.avi"] {
+            listing.add(OsStr::new(name));
+        }
+        let listing = listing.seal();
+        for name in [
+            "movie.MKV.lock",
+            "STRASSE.mkv",
+            "Straße.MKV",
+            "song.AVI",
+            "SONG.avi",
+        ] {
+            // ß upper-cases to SS: a share may or may not take them as one, so it is asked.
+            assert!(listing.may_hold(OsStr::new(name)), "{name}");
+        }
+        assert!(!listing.may_hold(OsStr::new("Movie.mkv")));
+        assert!(!listing.may_hold(OsStr::new("song.mkv")));
+    }
 
     #[test]
     fn kinds_by_extension_ignore_case() {

@@ -375,6 +375,7 @@ fn assert_agrees(path: &Path, native: &MediaInfo, probed: &MediaInfo) {
         kind: media_kind(path).unwrap_or(MediaKind::Video),
         size: std::fs::metadata(path).unwrap().len(),
         modified: SystemTime::UNIX_EPOCH,
+        listing: None,
     };
     for allowed in 0..8u8 {
         let rules = Rules {

@@ -343,16 +343,17 @@ fn a_dry_run_shows_what_the_original_holds() {
         .output()
         .unwrap();
     let events = events(&out);
-    let plan = |name: &str| {
-        of_kind(&events, "planned")
-            .into_iter()
-            .find(|e| e["file"].as_str().unwrap().ends_with(name))
-            .cloned()
-            .unwrap_or_else(|| panic!("no plan for {name}: {events:#?}"))
-    };
-    assert_eq!(plan("held.mkv")["reason"], "locked", "{events:#?}");
-    assert_eq!(plan("free.mkv")["action"], "convert", "{events:#?}");
+    assert_eq!(plan_of(&events, "held.mkv")["reason"], "locked");
+    assert_eq!(plan_of(&events, "free.mkv")["action"], "convert");
     assert_eq!(notices(&events), 1, "{events:#?}");
+}
+
+/// The plan line a dry run's `events` give for the file whose path ends with `name`.
+fn plan_of<'a>(events: &'a [Value], name: &str) -> &'a Value {
+    of_kind(events, "planned")
+        .into_iter()
+        .find(|e| e["file"].as_str().unwrap().ends_with(name))
+        .unwrap_or_else(|| panic!("no plan for {name}: {events:#?}"))
 }
 
 /// Clips in `dir`, those named in `held` under a minute-old lock of the original's.
@@ -377,4 +378,115 @@ fn notices(events: &[Value]) -> usize {
                 .contains("ORIGINAL MEDIABOX TOOL")
         })
         .count()
+}
+
+/// A warm dry run looks for the original's `<file>.lock` and for a file at each new name in
+/// the walk's listing of the directory, and stats only what the listing holds: beyond the
+/// walk's one stat a file, no stat per file, and none that finds nothing (strace counts
+/// them). The lock it lists is still read and honoured, the taken name still skipped.
+#[test]
+fn a_warm_dry_run_stats_each_file_once() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    const DIRS: usize = 4;
+    const PER_DIR: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library");
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let (mkv, avi_clip) = (dir.path().join("clip.mkv"), dir.path().join("clip.avi"));
+    h264_aac_srt_mkv(&mkv);
+    avi(&avi_clip);
+    for d in 0..DIRS {
+        let sub = library.join(format!("Show {d}"));
+        fs::create_dir_all(&sub).unwrap();
+        for f in 0..PER_DIR {
+            // Half of them avi: each has a new name, `.mkv`, to look for.
+            let (clip, ext) = if f % 2 == 0 {
+                (&mkv, "mkv")
+            } else {
+                (&avi_clip, "avi")
+            };
+            fs::copy(clip, sub.join(format!("Episode {f}.{ext}"))).unwrap();
+        }
+    }
+    // One avi whose new name is already taken by another file.
+    let taken = library.join("Show 0/Episode 1.mkv");
+    fs::write(&taken, b"another file").unwrap();
+    age_all(&library);
+    original_lock(
+        &library.join("Show 1/Episode 2.mkv"),
+        "nas",
+        Duration::from_secs(60),
+    );
+    let files = DIRS * PER_DIR + 1;
+
+    let dry_run = |d: &Path| {
+        let trace = dir.path().join("stat.trace");
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args(["-e", "trace=execve,statx,?newfstatat,?fstat,?stat,?lstat"])
+            .arg(bin())
+            .env_remove("MEDIA_CONVERTER_HOSTNAME")
+            .env_remove("MEDIA_CONVERTER_HOST_ID")
+            .env("NO_COLOR", "1")
+            .args(["--json", "--dry-run", "--dir"])
+            .arg(d)
+            .output()
+            .expect("run under strace");
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+        // The tool's own calls, not those of the programs it starts (ffprobe's library
+        // loading): every process but the first begins with an execve.
+        let trace = fs::read_to_string(&trace).unwrap();
+        let pid = |line: &str| {
+            line.split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let started: BTreeSet<String> = trace
+            .lines()
+            .filter(|l| l.contains(" execve("))
+            .skip(1)
+            .map(pid)
+            .collect();
+        let ours: Vec<&str> = trace
+            .lines()
+            .filter(|l| !started.contains(&pid(l)) && !l.contains("execve"))
+            .collect();
+        // A call cut by another thread's is two lines, its result on the second.
+        let calls = ours.iter().filter(|l| !l.contains("resumed>")).count();
+        let missing = ours.iter().filter(|l| l.contains("ENOENT")).count();
+        (events(&out), calls, missing)
+    };
+    // Cold: the facts go to the caches.
+    dry_run(&library);
+    let (_, base_stats, base_missing) = dry_run(&empty);
+    let (events, stats, missing) = dry_run(&library);
+
+    for (name, field, expected) in [
+        ("Show 1/Episode 2.mkv", "reason", "locked"),
+        ("Show 0/Episode 1.avi", "reason", "output_exists"),
+        ("Show 2/Episode 3.avi", "action", "convert"),
+        ("Show 2/Episode 4.mkv", "action", "convert"),
+    ] {
+        assert_eq!(plan_of(&events, name)[field], expected, "{name}");
+    }
+
+    let (stats, missing) = (stats - base_stats, missing.saturating_sub(base_missing));
+    // A few a directory (its listing, its cache's stamp and read) and the two names found:
+    // one more for each planned file (a lock or a new name looked for) passes it.
+    let bound = files + 6 * DIRS + 4;
+    eprintln!(
+        "{files} files in {DIRS} dirs: {stats} stat calls beyond an empty library's \
+         {base_stats}, {missing} of them for names that do not exist (bound {bound})"
+    );
+    assert!(
+        stats <= bound,
+        "{stats} stat calls for {files} files: more than {bound}"
+    );
+    assert!(missing <= 2, "{missing} stats of names that do not exist");
 }

@@ -84,11 +84,10 @@ fn log(what: &str, output: &Path) -> Result<(), String> {
 }
 
 fn ffprobe(args: &[OsString]) -> Result<u8, String> {
-    let size = args
-        .last()
-        .map(media_path)
-        .and_then(|path| fs::metadata(path).ok())
-        .map_or(0, |meta| meta.len());
+    let path = args.last().map(media_path).unwrap_or_default();
+    // Every probe is counted, memoized or not: how many the fleet ran is what is measured.
+    log("probe", &path)?;
+    let size = fs::metadata(&path).map_or(0, |meta| meta.len());
     let mut hasher = DefaultHasher::new();
     args[..args.len().saturating_sub(1)].hash(&mut hasher);
     size.hash(&mut hasher);

@@ -9,7 +9,8 @@
 //! decode check of verification exits 0 at once. Anything else (encoder trials) is
 //! the real ffmpeg, `BENCH_REAL_FFMPEG`.
 //!
-//! As `ffprobe`: the real ffprobe (`BENCH_REAL_FFPROBE`), its answer memoized in
+//! As `ffprobe`: logs the call (`probe <unix secs> <file> <ppid>`), then the real
+//! ffprobe (`BENCH_REAL_FFPROBE`), its answer memoized in
 //! `BENCH_MEMO` per (arguments, file size). The benchmark's files are copies of one
 //! source clip and of one HEVC clip, so equal size means equal bytes and the same
 //! answer the real ffprobe would give.

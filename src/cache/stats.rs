@@ -243,6 +243,7 @@ mod tests {
             kind: MediaKind::Video,
             size,
             modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
+            listing: None,
         }
     }
 

@@ -268,7 +268,9 @@ impl Judge<'_> {
                 // has ffprobe read it whole, and decides again, before anything is encoded.
                 Decision::Convert(plan) => {
                     // A dry run shows a file the original holds as the run would leave it.
-                    let held = config.dry_run.then(|| original_skip(&file.path, reporter));
+                    let held = config
+                        .dry_run
+                        .then(|| original_skip(&file.path, file.listing.as_deref(), reporter));
                     if let Some((host, detail)) = held.flatten() {
                         let skip = Skip {
                             reason: SkipReason::Locked,
@@ -644,6 +646,7 @@ fn record(
             let new_file = MediaFile {
                 path: plan.output_path.clone(),
                 size: after_bytes,
+                listing: None,
                 ..file.clone()
             };
             recorder.facts(&new_file, *output, FactsSource::Ffprobe);
@@ -1121,7 +1124,7 @@ impl OneFile<'_> {
     /// The original mediabox tool, still at work beside this one, takes no part in our
     /// claims: its own lock next to the file keeps us away.
     fn not_held_by_original(&self) -> Result<(), FileOutcome> {
-        match original_skip(&self.file.path, self.ctx.reporter) {
+        match original_skip(&self.file.path, None, self.ctx.reporter) {
             Some((host, detail)) => Err(FileOutcome::skipped_for(SkipReason::Locked, detail, host)),
             None => Ok(()),
         }
@@ -1606,8 +1609,12 @@ impl FileOutcome {
 /// Counts and reports a skipped file: a `skipped` event, or a plan line in a dry run.
 /// The original tool's hold on `path`, as the skip's `(host, detail)`; the first one seen
 /// is also said, loudly, once.
-fn original_skip(path: &Path, reporter: &Reporter) -> Option<(String, String)> {
-    crate::neighbours::original_skip(path, SystemTime::now(), |message| {
+fn original_skip(
+    path: &Path,
+    listing: Option<&crate::scan::Listing>,
+    reporter: &Reporter,
+) -> Option<(String, String)> {
+    crate::neighbours::original_skip(path, listing, SystemTime::now(), |message| {
         reporter.emit(Event::Warning {
             file: None,
             message,
