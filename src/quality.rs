@@ -220,7 +220,14 @@ pub fn next_step(trials: &[Trial], target: Target, scale: &Scale, start: Quality
             let rise = (loss(b.score) - loss(g.score)).max(f64::EPSILON);
             let crossing = gq + (wanted - loss(g.score)) / rise * (bq - gq);
             let margin = ((bq - gq) / 4.0).max(f64::from(WHOLE));
-            let whole = (crossing.clamp(gq + margin, bq - margin) / f64::from(WHOLE)).round();
+            // Under two steps wide (ends off the whole values: a seed, a refinement) the
+            // margins overlap: the middle, and the whole value inside it, is all there is.
+            let inside = if bq - gq > 2.0 * margin {
+                crossing.clamp(gq + margin, bq - margin)
+            } else {
+                (gq + bq) / 2.0
+            };
+            let whole = (inside / f64::from(WHOLE)).round();
             (whole as i32 * WHOLE).clamp(
                 (tenths(g) / WHOLE + 1) * WHOLE,
                 (tenths(b) - 1) / WHOLE * WHOLE,
@@ -1226,6 +1233,26 @@ mod tests {
         let (found, trials) = run_on(&curve, just_above, &TENTHS, start);
         assert_eq!(found, Step::Found(Quality::whole(26)));
         assert_eq!(trials, run_on(&curve, just_above, &WHOLES, start).1);
+    }
+
+    #[test]
+    fn a_bracket_between_one_and_two_steps_wide_tries_the_whole_value_inside() {
+        // Ends off the whole values (a seed, a refining trial) 1.2 steps apart: the quarter
+        // margins overlap, and the search once panicked there ("min > max").
+        let target = Target {
+            metric: Metric::Vmaf,
+            score: 95.0,
+        };
+        let trial = |tenths: u16, score: f64| Trial {
+            quality: Quality::from_tenths(tenths),
+            score,
+            bytes: 1000,
+        };
+        for (good, bad) in [(238, 250), (230, 241), (235, 249)] {
+            let trials = [trial(good, 95.4), trial(bad, 94.1)];
+            let step = next_step(&trials, target, &TENTHS, Quality::from_tenths(good));
+            assert_eq!(step, Step::Try(Quality::whole(24)), "{good}..{bad}");
+        }
     }
 
     #[test]
