@@ -13,33 +13,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{age_all, cmd, events, ffmpeg, of_kind, read_cache};
+use common::{age_all, cmd, events, ffmpeg, ffmpeg6, of_kind, read_cache};
 use serde_json::Value;
-
-/// The folder of ffmpeg 6.0 with libvmaf, or `None` (said loudly) when it is absent.
-fn ffmpeg6() -> Option<PathBuf> {
-    let dir = std::env::var_os("MEDIA_CONVERTER_FFMPEG6_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-            Some(cache.join("media-converter").join("ffmpeg-6.0"))
-        })?;
-    if dir.join("ffmpeg").is_file() && dir.join("ffprobe").is_file() {
-        return Some(dir);
-    }
-    let why = format!(
-        "{} has no ffmpeg and ffprobe; run scripts/ffmpeg-6.sh to fetch the ffmpeg 6.0 \
-         with libvmaf",
-        dir.display()
-    );
-    if std::env::var_os("MEDIA_CONVERTER_FFMPEG6_REQUIRED").is_some_and(|v| v == "1") {
-        panic!("MEDIA_CONVERTER_FFMPEG6_REQUIRED=1, but {why}");
-    }
-    eprintln!("\n!!! SKIPPED: the VMAF test needs ffmpeg 6.0 with libvmaf: {why}\n");
-    None
-}
 
 /// The system's ffmpeg and ffprobe, by full path.
 fn system_tools() -> (PathBuf, PathBuf) {
@@ -127,7 +102,9 @@ fn for_file<'a>(events: &'a [Value], kind: &str, name: &str) -> Vec<&'a Value> {
 
 #[test]
 fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_target() {
-    let Some(dir6) = ffmpeg6() else { return };
+    let Some(dir6) = ffmpeg6("the VMAF test (libvmaf)") else {
+        return;
+    };
     let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
     let lib = tempfile::tempdir().unwrap();
     testsrc2(&lib.path().join("smooth.mkv"));
@@ -224,7 +201,9 @@ fn events_of(stdout: &[u8]) -> Vec<Value> {
 /// quality found without a single trial.
 #[test]
 fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
-    let Some(dir6) = ffmpeg6() else { return };
+    let Some(dir6) = ffmpeg6("the VMAF test (libvmaf)") else {
+        return;
+    };
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
     testsrc2(&file);
