@@ -40,13 +40,7 @@ ff6=$(scripts/ffmpeg-6.sh)
 export PATH="$ff6:$PATH"
 bin=${BIN:-$repo/target/debug/media-converter}
 [ -x "$bin" ] || cargo build --quiet
-ab=${AB_AV1:-$(command -v ab-av1 || true)}
-if [ -z "$ab" ]; then
-  root=${XDG_CACHE_HOME:-$HOME/.cache}/media-converter/ab-av1
-  [ -x "$root/bin/ab-av1" ] ||
-    CARGO_HOME="$root/cargo" cargo install ab-av1 --locked --root "$root" >&2
-  ab=$root/bin/ab-av1
-fi
+ab=$(scripts/ab-av1.sh)
 # KEEP_WORK=1 keeps the work folder (the film, every log) and names it.
 work=$(mktemp -d)
 if [ "${KEEP_WORK:-}" = 1 ]; then
