@@ -772,19 +772,23 @@ mod tests {
         );
     }
 
+    /// An H.264 video file of `size` bytes, `age_secs` old, and the plan that converts it.
+    fn h264_candidate(name: &str, size: u64, age_secs: u64, rules: &Rules) -> (MediaFile, Plan) {
+        let mut f = file(name, MediaKind::Video, age_secs).0;
+        f.size = size;
+        let Decision::Convert(plan) =
+            decide(&f, &info(vec![stream(StreamKind::Video, "h264")]), rules)
+        else {
+            panic!("h264 converts")
+        };
+        (f, plan)
+    }
+
     #[test]
     fn candidates_sort_by_the_requested_order() {
         let (_, rules) = file("x.mkv", MediaKind::Video, 3600);
-        let make = |name: &str, size: u64, age_secs: u64| {
-            let mut f = file(name, MediaKind::Video, age_secs).0;
-            f.size = size;
-            let Decision::Convert(plan) =
-                decide(&f, &info(vec![stream(StreamKind::Video, "h264")]), &rules)
-            else {
-                panic!("h264 converts")
-            };
-            (f, plan)
-        };
+        let make =
+            |name: &str, size: u64, age_secs: u64| h264_candidate(name, size, age_secs, &rules);
         let mut items = vec![
             make("b.mkv", 100, 4000),
             make("a.mkv", 300, 5000),
@@ -810,16 +814,7 @@ mod tests {
     #[test]
     fn ties_go_by_each_hosts_seeded_order_and_the_rest_by_the_order_asked() {
         let (_, rules) = file("x.mkv", MediaKind::Video, 3600);
-        let make = |name: &str, size: u64| {
-            let mut f = file(name, MediaKind::Video, 4000).0;
-            f.size = size;
-            let Decision::Convert(plan) =
-                decide(&f, &info(vec![stream(StreamKind::Video, "h264")]), &rules)
-            else {
-                panic!("h264 converts")
-            };
-            (f, plan)
-        };
+        let make = |name: &str, size: u64| h264_candidate(name, size, 4000, &rules);
         // Twenty episodes of one size and age, and one larger film.
         let mut items: Vec<(MediaFile, Plan)> = (0..20)
             .map(|n| make(&format!("episode{n:02}.mkv"), 1000))
