@@ -124,20 +124,7 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
 
 #[test]
 fn a_share_that_refuses_the_presence_record_gets_one_warning_and_the_run_goes_on() {
-    if std::process::Command::new("strace")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var("STRACE_TESTS_REQUIRED").as_deref() != Ok("1"),
-            "strace is missing"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED the presence fault test: no strace (apt-get install strace) ***\n"
-        );
+    if strace_missing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -180,4 +167,11 @@ fn a_share_that_refuses_the_presence_record_gets_one_warning_and_the_run_goes_on
         "{warnings:?}"
     );
     assert!(!folder.exists());
+}
+
+#[test]
+fn the_presence_fault_case_cannot_pass_by_skipping_where_strace_is_required() {
+    assert_strace_case_skips_only_where_allowed(
+        "a_share_that_refuses_the_presence_record_gets_one_warning_and_the_run_goes_on",
+    );
 }

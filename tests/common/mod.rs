@@ -637,17 +637,71 @@ pub fn ffmpeg6(needed_for: &str) -> Option<PathBuf> {
     None
 }
 
-/// Whether strace is missing, so that a case injecting faults with it must be skipped: said
-/// loudly, and a failure instead where `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever
-/// strace can trace), so a CI run cannot pass by skipping.
+/// Whether strace is missing or may not trace here (containers may forbid ptrace), so that
+/// a case injecting faults with it must be skipped: said loudly, and a failure instead where
+/// `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever strace can trace), so a CI run
+/// cannot pass by skipping.
 pub fn strace_missing() -> bool {
-    if which::which("strace").is_ok() {
+    // The probe `.ci/run` makes: a traced program whose call strace rewrites.
+    let works = Command::new("strace")
+        .args([
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "inject=getpid:retval=1",
+            "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works {
         return false;
     }
+    let why = "strace is not installed (apt-get install strace) or may not trace here \
+               (CAP_SYS_PTRACE)";
     assert!(
         std::env::var_os("STRACE_TESTS_REQUIRED").is_none_or(|v| v != "1"),
-        "strace is not installed (apt-get install strace), and STRACE_TESTS_REQUIRED=1"
+        "{why}, and STRACE_TESTS_REQUIRED=1"
     );
-    eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+    // Past the harness's capture, so that the skip is seen even in a passing run.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED: {why}\n");
     true
+}
+
+/// Proves that the strace case `name` of the calling test binary cannot pass by skipping:
+/// run again alone with no strace on `PATH`, it fails where `STRACE_TESTS_REQUIRED=1` and
+/// passes, saying it skipped, where not.
+pub fn assert_strace_case_skips_only_where_allowed(name: &str) {
+    let run = |required: bool| -> (bool, String) {
+        let no_tools = tempfile::tempdir().unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env("PATH", no_tools.path());
+        if required {
+            command.env("STRACE_TESTS_REQUIRED", "1");
+        } else {
+            command.env_remove("STRACE_TESTS_REQUIRED");
+        }
+        let out = command.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (passed, text) = run(true);
+    assert!(
+        !passed && text.contains("1 failed") && text.contains("STRACE_TESTS_REQUIRED=1"),
+        "{name} without strace but with STRACE_TESTS_REQUIRED=1 must fail, naming it:\n{text}"
+    );
+    let (passed, text) = run(false);
+    assert!(
+        passed && text.contains("1 passed") && text.contains("SKIPPED"),
+        "{name} without strace and not required must skip, loudly:\n{text}"
+    );
 }
