@@ -883,6 +883,21 @@ impl Drop for Counter<'_> {
     }
 }
 
+/// What the candidates of `cache stats` and `status` leave out, for people; `None` when the
+/// caches know every file. A run decides from a file's own headers and records only what
+/// ffprobe read (a claimed file's facts, a dry run's candidates), so a file it left for later
+/// or skipped from its headers alone is neither a candidate nor a skip in the caches.
+pub fn unsurveyed_line(unknown: &Tally) -> Option<String> {
+    (unknown.files > 0).then(|| {
+        format!(
+            "not surveyed by ffprobe yet: {} file(s) ({}), counted as neither candidates nor \
+             skips; `cache build` surveys them",
+            unknown.files,
+            human_bytes(unknown.bytes)
+        )
+    })
+}
+
 /// `cache stats` for people: aligned columns on stdout.
 fn stats_text(s: &Stats) -> String {
     let row = |label: &str, t: &Tally| {
@@ -923,6 +938,9 @@ fn stats_text(s: &Stats) -> String {
         human_bytes(s.candidates.bytes),
         human_bytes(s.estimated_saving_bytes)
     ));
+    if let Some(line) = unsurveyed_line(&s.unknown) {
+        text.push_str(&format!("  {line}\n"));
+    }
     if !s.hosts.is_empty() {
         text.push_str("by host\n");
         for (host, tally) in &s.hosts {
@@ -1012,6 +1030,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("estimated saving 1.00 GiB"), "{text}");
+        assert!(!text.contains("not surveyed"), "{text}");
+        stats.unknown = Tally {
+            files: 1,
+            bytes: 2048,
+        };
+        let text = stats_text(&stats);
+        let work_left = text.split("work left").nth(1).unwrap();
+        assert!(
+            work_left.contains("not surveyed by ffprobe yet: 1 file(s) (2.00 KiB)"),
+            "{text}"
+        );
         let json = serde_json::to_value(Event::CacheStats(stats)).unwrap();
         assert_eq!(json["event"], "cache_stats");
         assert_eq!(json["candidates"]["files"], 2);

@@ -109,3 +109,55 @@ fn status_of_a_missing_library_is_a_setup_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/library"));
 }
+
+/// A run decides from the files' own headers and records only what ffprobe read, so after a
+/// run that converted nothing the caches know none of a cold library: `status` and `cache
+/// stats` must say that their candidates leave those files out, and how many they are.
+#[test]
+fn files_not_surveyed_by_ffprobe_are_named_beside_the_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["a.mkv", "b.mkv", "c.mkv"] {
+        h264_aac_srt_mkv(&d.join(name));
+    }
+    hevc_mkv(&d.join("done.mkv"));
+    age_all(d);
+    let run = |args: &[&str]| {
+        let out = cmd().args(args).arg(d).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let size_of = |names: &[&str]| -> u64 {
+        let bytes = names.iter().map(|n| d.join(n).metadata().unwrap().len());
+        bytes.sum()
+    };
+    let human = |bytes: u64| format!("{:.2} KiB", bytes as f64 / 1024.0);
+
+    run(&["--max-files", "0", "--dir"]);
+    let all = size_of(&["a.mkv", "b.mkv", "c.mkv", "done.mkv"]);
+    let line = format!("not surveyed by ffprobe yet: 4 file(s) ({})", human(all));
+    let stats = run(&["cache", "stats", "--json"]);
+    let stats: Value = serde_json::from_str(stats.trim()).unwrap();
+    assert_eq!(stats["unknown"]["files"], 4, "{stats:#}");
+    assert_eq!(stats["candidates"]["files"], 0, "{stats:#}");
+    let text = run(&["cache", "stats"]);
+    let work_left = text.split("work left").nth(1).unwrap_or_default();
+    assert!(work_left.contains(&line), "{text}");
+    let text = run(&["status"]);
+    assert!(text.contains(&line), "{text}");
+
+    // A dry run reads every file it would convert with ffprobe, and records it; the file
+    // whose headers alone said "already HEVC" stays unsurveyed.
+    run(&["--dry-run", "--dir"]);
+    let line = format!(
+        "not surveyed by ffprobe yet: 1 file(s) ({})",
+        human(size_of(&["done.mkv"]))
+    );
+    let status = status(d);
+    assert_eq!(status["totals"]["candidates"]["files"], 3, "{status:#}");
+    assert_eq!(status["totals"]["unknown"]["files"], 1, "{status:#}");
+    let text = run(&["status"]);
+    assert!(text.contains(&line), "{text}");
+    let text = run(&["cache", "stats"]);
+    assert!(text.contains(&line), "{text}");
+}

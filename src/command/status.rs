@@ -16,7 +16,7 @@ use crate::duration::format_secs;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
 use crate::lock::{self, Locker};
-use crate::output::{Reporter, display_name, human_bytes};
+use crate::output::{Reporter, display_name, human_bytes, unsurveyed_line};
 use crate::presence::{self, Found, HostState, Job, Unchanged};
 use crate::signal;
 use crate::unattended::{self, PauseInfo};
@@ -366,11 +366,8 @@ pub fn render(status: &Status) -> String {
     for line in t.score_lines() {
         text.push_str(&format!("  {line}\n"));
     }
-    if t.unknown.files > 0 {
-        text.push_str(&format!(
-            "  {} file(s) not probed yet: figures grow as runs (or `cache build`) reach them\n",
-            t.unknown.files
-        ));
+    if let Some(line) = unsurveyed_line(&t.unknown) {
+        text.push_str(&format!("  {line}\n"));
     }
     text.push_str("hosts:\n");
     for host in &status.hosts {
