@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn run_json(dir: &Path, extra: &[&str]) -> (std::process::Output, Vec<serde_json::Value>) {
-    let out = cmd()
-        .arg("--dir")
-        .arg(dir)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .unwrap();
-    let events = events(&out);
-    (out, events)
-}
-
 fn event_for<'a>(
     events: &'a [serde_json::Value],
     kind: &str,

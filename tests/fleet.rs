@@ -8,17 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use serde_json::Value;
 
-fn status(dir: &std::path::Path) -> Value {
-    let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    events(&out).remove(0)
-}
-
 fn host<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["hosts"]
         .as_array()
@@ -40,7 +29,7 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
     // While it converts: working, with the file and its progress, from the record alone.
     let deadline = Instant::now() + Duration::from_secs(60);
     let working = loop {
-        let now = status(d);
+        let now = status_json(d);
         let den = now["hosts"]
             .as_array()
             .unwrap()
@@ -65,7 +54,7 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
     assert!(seen < 30.0, "judged on the share's clock: {seen}");
 
     assert_eq!(worker.wait().unwrap().code(), Some(0));
-    let after = status(d);
+    let after = status_json(d);
     let den = host(&after, "den-pc");
     assert_eq!(den["state"], "stopped", "{after:#}");
     assert_eq!(den["presence"]["run_converted"], 1);
@@ -93,7 +82,7 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
     }
     doomed.kill().unwrap();
     doomed.wait().unwrap();
-    assert_eq!(host(&status(d), "attic")["state"], "working");
+    assert_eq!(host(&status_json(d), "attic")["state"], "working");
     // Ten minutes pass on the server's clock: the mtime is what it judges by.
     fs::File::options()
         .write(true)
@@ -101,7 +90,7 @@ fn status_shows_a_host_working_then_stopped_and_a_crashed_one_gone_quiet() {
         .unwrap()
         .set_modified(SystemTime::now() - Duration::from_secs(600))
         .unwrap();
-    let later = status(d);
+    let later = status_json(d);
     let attic = host(&later, "attic");
     assert_eq!(attic["state"], "gone_quiet", "{later:#}");
     assert!(attic["presence"]["unchanged_secs"].as_f64().unwrap() > 590.0);

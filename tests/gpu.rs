@@ -30,7 +30,7 @@ struct FakeGpu {
 
 impl FakeGpu {
     fn new() -> FakeGpu {
-        let real_ffmpeg = which("ffmpeg");
+        let real_ffmpeg = tool_on_path("ffmpeg");
         let dir = tempfile::tempdir().unwrap();
         let script = format!(
             r#"#!/bin/bash
@@ -83,20 +83,14 @@ exec '{ffmpeg}' "$@"
 "#,
             ffmpeg = real_ffmpeg.display()
         );
-        let fake = dir.path().join("ffmpeg");
-        fs::write(&fake, script).unwrap();
-        make_executable(&fake);
-        symlink(&which("ffprobe"), &dir.path().join("ffprobe"));
+        write_script(&dir.path().join("ffmpeg"), &script);
+        std::os::unix::fs::symlink(tool_on_path("ffprobe"), dir.path().join("ffprobe")).unwrap();
         FakeGpu { dir }
     }
 
     /// `PATH` with the fake first.
     fn path(&self) -> std::ffi::OsString {
-        let mut dirs = vec![self.dir.path().to_path_buf()];
-        dirs.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        std::env::join_paths(dirs).unwrap()
+        path_with_first(self.dir.path())
     }
 
     fn run(&self, library: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
@@ -110,41 +104,16 @@ exec '{ffmpeg}' "$@"
         library: &Path,
         extra: &[&str],
     ) -> (Output, Vec<Value>) {
-        let out = cmd()
+        let mut command = cmd();
+        command
             .env("PATH", self.path())
             .env_remove("FAKE_NVENC_TRIAL_FAILS")
             .env_remove("FAKE_NVENC_ENCODES")
             .env_remove("FAKE_NVENC_WHOLE_CRF")
             .env_remove("FAKE_X265_TRIAL_SECS")
-            .envs(env.iter().copied())
-            .arg("--dir")
-            .arg(library)
-            .arg("--json")
-            .args(extra)
-            .output()
-            .unwrap();
-        let events = events(&out);
-        (out, events)
+            .envs(env.iter().copied());
+        run_json_with(command, library, extra)
     }
-}
-
-fn which(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{name} must be installed for the tests"))
-}
-
-#[cfg(unix)]
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-#[cfg(unix)]
-fn symlink(target: &Path, link: &Path) {
-    std::os::unix::fs::symlink(target, link).unwrap();
 }
 
 fn only<'a>(events: &'a [Value], kind: &str) -> &'a Value {
@@ -216,8 +185,7 @@ fn a_failed_hardware_encode_is_redone_with_libx265() {
     assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
 
     // The shared cache records the encoder that finally produced the file.
-    let cache: serde_json::Value =
-        serde_json::from_slice(&fs::read(d.join(".mediabox_cache.json")).unwrap()).unwrap();
+    let cache = read_cache(d);
     let history = &cache["files"]["movie.mkv"]["converted"];
     assert_eq!(history["encoder"], "libx265", "{cache}");
 }
@@ -294,17 +262,8 @@ fn a_forced_encoder_that_fails_its_trial_falls_back_unless_told_not_to() {
     age_all(d);
     let before = fs::read(d.join("movie.mkv")).unwrap();
     let run = |extra: &[&str]| {
-        let out = cmd()
-            .env("PATH", gpu.path())
-            .env("FAKE_NVENC_TRIAL_FAILS", "1")
-            .arg("--dir")
-            .arg(d)
-            .args(["--json", "--encoder", "hevc_nvenc"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let events = events(&out);
-        (out, events)
+        let forced = [&["--encoder", "hevc_nvenc"], extra].concat();
+        gpu.run_with(&[("FAKE_NVENC_TRIAL_FAILS", "1")], d, &forced)
     };
 
     // --no-fallback: the file fails with the trial's reason and is left alone.
@@ -364,26 +323,6 @@ fn a_slow_libx265_trial_on_a_busy_machine_still_converts() {
     assert_eq!(only(&events, "encoder_chosen")["encoder"], "libx265");
     assert_eq!(only(&events, "converted")["encoder"], "libx265");
     assert_eq!(video_codec(&d.join("movie.mkv")), "hevc");
-}
-
-/// A 3-second 256x144 clip of smooth synthetic pictures, nearly lossless MPEG-4 Part 2:
-/// a file every encoder shrinks at any sensible quality.
-fn smooth_clip(out: &Path) {
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=256x144:rate=24",
-        "-t",
-        "3",
-        "-c:v",
-        "mpeg4",
-        "-q:v",
-        "2",
-        "-pix_fmt",
-        "yuv420p",
-        out.to_str().unwrap(),
-    ]);
 }
 
 /// The SSIM target of the quality tests, and how far a file may fall short of it
@@ -568,19 +507,13 @@ fn an_encoder_this_ffmpeg_lacks_is_named_as_missing_not_as_a_bad_option() {
     age_all(d);
     let before = fs::read(d.join("movie.mkv")).unwrap();
     let run = |extra: &[&str]| {
-        let out = cmd()
-            .arg("--dir")
-            .arg(d)
+        let mut command = cmd();
+        command
             .arg("--ffmpeg")
             .arg(dir6.join("ffmpeg"))
             .arg("--ffprobe")
-            .arg(dir6.join("ffprobe"))
-            .arg("--json")
-            .args(extra)
-            .output()
-            .unwrap();
-        let events = events(&out);
-        (out, events)
+            .arg(dir6.join("ffprobe"));
+        run_json_with(command, d, extra)
     };
 
     // The encoder is chosen while the library is scanned, even when no file is converted.
@@ -645,8 +578,7 @@ fn auto_uses_what_doctor_finds_and_libx265_without_a_gpu() {
     let d = library.path();
     h264_aac_srt_mkv(&d.join("movie.mkv"));
     age_all(d);
-    let out = cmd().arg("--dir").arg(d).arg("--json").output().unwrap();
-    let events = events(&out);
+    let (out, events) = run_json(d, &[]);
     assert_eq!(out.status.code(), Some(0), "{events:#?}");
     let chosen = only(&events, "encoder_chosen");
     let device = chosen["device"]

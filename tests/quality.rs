@@ -13,48 +13,20 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{age_all, cmd, events, ffmpeg, ffmpeg6, of_kind, read_cache};
+use common::{
+    age_all, cmd, events, ffmpeg, ffmpeg6, mpeg4_clip, of_kind, read_cache, smooth_clip,
+    tool_on_path,
+};
 use serde_json::Value;
 
 /// The system's ffmpeg and ffprobe, by full path.
 fn system_tools() -> (PathBuf, PathBuf) {
-    let which = |name: &str| {
-        let out = Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .unwrap();
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    };
-    (which("ffmpeg"), which("ffprobe"))
-}
-
-/// A 3-second 256x144 clip, nearly lossless MPEG-4 Part 2, of a source `lavfi` describes.
-fn clip(out: &Path, source: &str) {
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        source,
-        "-t",
-        "3",
-        "-c:v",
-        "mpeg4",
-        "-q:v",
-        "2",
-        "-pix_fmt",
-        "yuv420p",
-        out.to_str().unwrap(),
-    ]);
-}
-
-/// Smooth synthetic pictures: easy to encode.
-fn testsrc2(out: &Path) {
-    clip(out, "testsrc2=size=256x144:rate=24");
+    (tool_on_path("ffmpeg"), tool_on_path("ffprobe"))
 }
 
 /// Grain that moves every frame: hard to encode, and needing a lower --quality value.
 fn noise(out: &Path) {
-    clip(
+    mpeg4_clip(
         out,
         "testsrc2=size=256x144:rate=24,noise=alls=30:allf=t+u,gblur=sigma=0.6",
     );
@@ -107,7 +79,7 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
     };
     let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
     let lib = tempfile::tempdir().unwrap();
-    testsrc2(&lib.path().join("smooth.mkv"));
+    smooth_clip(&lib.path().join("smooth.mkv"));
     noise(&lib.path().join("grain.mkv"));
     age_all(lib.path());
     let dir = lib.path().to_str().unwrap();
@@ -206,7 +178,7 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
     };
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
-    testsrc2(&file);
+    smooth_clip(&file);
     age_all(lib.path());
     let file_arg = file.to_str().unwrap();
 
@@ -295,7 +267,7 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
 fn ssim_target_works_with_any_ffmpeg_and_the_score_is_recorded() {
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
-    testsrc2(&file);
+    smooth_clip(&file);
     age_all(lib.path());
     let (code, events, stderr) = ssim_98("--file", &file);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
@@ -366,7 +338,7 @@ fn target_vmaf_on_an_ffmpeg_without_libvmaf_exits_2_naming_the_fix() {
         return;
     }
     let lib = tempfile::tempdir().unwrap();
-    testsrc2(&lib.path().join("a.mkv"));
+    smooth_clip(&lib.path().join("a.mkv"));
     age_all(lib.path());
     let before = std::fs::read(lib.path().join("a.mkv")).unwrap();
     let (code, events, stderr) = run_json(
@@ -518,7 +490,7 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
 fn an_old_search_record_in_whole_values_is_still_used() {
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
-    testsrc2(&file);
+    smooth_clip(&file);
     age_all(lib.path());
     let meta = std::fs::metadata(&file).unwrap();
     let mtime = meta
@@ -573,7 +545,7 @@ fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
     let show = tempfile::tempdir().unwrap();
     let episodes = ["ep1.mkv", "ep2.mkv", "ep3.mkv"];
     for (seed, name) in episodes.iter().enumerate() {
-        clip(
+        mpeg4_clip(
             &show.path().join(name),
             &format!(
                 "testsrc2=size=256x144:rate=24,noise=alls=8:allf=t+u:all_seed={}",

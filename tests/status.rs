@@ -8,19 +8,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-fn status(dir: &std::path::Path) -> Value {
-    let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let events = events(&out);
-    assert_eq!(events.len(), 1, "one status object: {events:?}");
-    events[0].clone()
-}
-
 #[test]
 fn status_shows_another_hosts_conversion_and_the_totals_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,7 +30,7 @@ fn status_shows_another_hosts_conversion_and_the_totals_after() {
     // While it works, another process sees the file, its host, phase and percent.
     let deadline = Instant::now() + Duration::from_secs(60);
     let seen = loop {
-        let now = status(d);
+        let now = status_json(d);
         let job = now["in_progress"]
             .as_array()
             .unwrap()
@@ -66,7 +53,7 @@ fn status_shows_another_hosts_conversion_and_the_totals_after() {
     assert_eq!(worker.wait().unwrap().code(), Some(0));
 
     // Afterwards: nothing in progress, both conversions in the totals and under the host.
-    let after = status(d);
+    let after = status_json(d);
     assert!(
         after["in_progress"].as_array().unwrap().is_empty(),
         "{after}"
@@ -90,7 +77,7 @@ fn status_shows_another_hosts_conversion_and_the_totals_after() {
         .output()
         .unwrap();
     assert_eq!(pause.status.code(), Some(0));
-    assert_eq!(status(d)["paused"]["reason"], "rebuild");
+    assert_eq!(status_json(d)["paused"]["reason"], "rebuild");
     let human = cmd().arg("status").arg(d).output().unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("PAUSED by"), "{text}");
@@ -153,7 +140,7 @@ fn files_not_surveyed_by_ffprobe_are_named_beside_the_candidates() {
         "not surveyed by ffprobe yet: 1 file(s) ({})",
         human(size_of(&["done.mkv"]))
     );
-    let status = status(d);
+    let status = status_json(d);
     assert_eq!(status["totals"]["candidates"]["files"], 3, "{status:#}");
     assert_eq!(status["totals"]["unknown"]["files"], 1, "{status:#}");
     let text = run(&["status"]);

@@ -53,6 +53,52 @@ pub fn ffprobe(path: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The full path of `name` on `PATH`, for a test that puts a wrapper of it first there.
+pub fn tool_on_path(name: &str) -> PathBuf {
+    which::which(name).unwrap_or_else(|_| panic!("{name} must be installed for the tests"))
+}
+
+/// `PATH` with `dir` first: how a test puts a wrapper or a fake of a tool before the real one.
+pub fn path_with_first(dir: &Path) -> std::ffi::OsString {
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).unwrap()
+}
+
+/// The binary converting `dir` with `--json` and `extra`: its output and events.
+pub fn run_json(dir: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+    run_json_with(cmd(), dir, extra)
+}
+
+/// As [`run_json`], through `command`: [`cmd`] with what the test sets on it (environment).
+pub fn run_json_with(mut command: Command, dir: &Path, extra: &[&str]) -> (Output, Vec<Value>) {
+    let out = command
+        .arg("--dir")
+        .arg(dir)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .unwrap();
+    let events = events(&out);
+    (out, events)
+}
+
+/// `status DIR --json`, which must succeed: its one object.
+pub fn status_json(dir: &Path) -> Value {
+    let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = events(&out);
+    assert_eq!(events.len(), 1, "one status object: {events:?}");
+    events[0].clone()
+}
+
 /// The video input every fixture uses: a moving test pattern, 1 s at 160x90.
 const VIDEO: &[&str] = &["-f", "lavfi", "-i", "testsrc2=s=160x90:r=24:d=1"];
 const TONE: &[&str] = &["-f", "lavfi", "-i", "sine=f=440:d=1"];
@@ -231,6 +277,34 @@ pub fn avi(out: &Path) {
 pub fn long_h264_mkv(out: &Path, secs: u32, size: &str) {
     let src = format!("testsrc2=s={size}:r=24:d={secs}");
     run_fixture(&[&["-f", "lavfi", "-i", &src], H264_SOURCE], out);
+}
+
+/// Smooth synthetic pictures at 256x144: easy to encode.
+pub const SMOOTH_PICTURES: &str = "testsrc2=size=256x144:rate=24";
+
+/// A 3-second clip of what the `lavfi` `source` describes, nearly lossless MPEG-4 Part 2: a
+/// file every encoder shrinks at any sensible quality, and big enough for a quality search.
+pub fn mpeg4_clip(out: &Path, source: &str) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        source,
+        "-t",
+        "3",
+        "-c:v",
+        "mpeg4",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// [`mpeg4_clip`] of [`SMOOTH_PICTURES`].
+pub fn smooth_clip(out: &Path) {
+    mpeg4_clip(out, SMOOTH_PICTURES);
 }
 
 /// PCM WAV with a title tag.
@@ -420,7 +494,7 @@ pub struct CountingFfprobe {
 impl CountingFfprobe {
     pub fn new() -> CountingFfprobe {
         let dir = tempfile::tempdir().unwrap();
-        let real = which::which("ffprobe").expect("ffprobe must be installed");
+        let real = tool_on_path("ffprobe");
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let log = dir.path().join("calls.log");
@@ -439,11 +513,7 @@ impl CountingFfprobe {
 
     /// `PATH` with the wrapper first.
     pub fn path_var(&self) -> std::ffi::OsString {
-        let mut paths = vec![self.bin.clone()];
-        paths.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
-        std::env::join_paths(paths).unwrap()
+        path_with_first(&self.bin)
     }
 
     /// The argument lines of every call so far.
