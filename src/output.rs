@@ -886,7 +886,8 @@ impl Drop for Counter<'_> {
 /// What the candidates of `cache stats` and `status` leave out, for people; `None` when the
 /// caches know every file. A run decides from a file's own headers and records only what
 /// ffprobe read (a claimed file's facts, a dry run's candidates), so a file it left for later
-/// or skipped from its headers alone is neither a candidate nor a skip in the caches.
+/// or skipped from its headers alone is neither a candidate nor a skip in the caches. The
+/// dashboard's card (`command/dashboard/app.js`) uses the same words.
 pub fn unsurveyed_line(unknown: &Tally) -> Option<String> {
     (unknown.files > 0).then(|| {
         format!(

@@ -450,6 +450,8 @@ fn a_real_browser_sees_a_host_convert_and_pauses_the_library() {
     long_h264_mkv(&d.join("Movies/long.mkv"), 30, "640x360");
     // Only the new file: touching the others would void their history in the caches.
     age(&d.join("Movies/long.mkv"));
+    // Still being written as far as --min-age can tell: no host surveys it yet.
+    h264_aac_srt_mkv(&d.join("Movies/arriving.mkv"));
     let worker = convert_as(d, "den-pc");
 
     // Without --allow-control the page offers nothing, and the server refuses a forged request.
@@ -466,6 +468,20 @@ fn a_real_browser_sees_a_host_convert_and_pauses_the_library() {
     assert_eq!(seen["retry_buttons"], 0, "{seen}");
     assert_eq!(seen["refused"], 403, "{seen}");
     assert_eq!(seen["paused"], false, "{seen}");
+    // The card for files ffprobe has not surveyed says what `status` and `cache stats` say.
+    let cards: Vec<&str> = seen["cards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        cards
+            .iter()
+            .any(|c| c.contains("not surveyed by ffprobe yet")
+                && c.contains("`cache build` surveys them")),
+        "{cards:?}"
+    );
     drop(dash);
     // With it, pressing pause writes the pause file.
     let dash = Dashboard::start(d, &["--allow-control"]);

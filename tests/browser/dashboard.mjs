@@ -49,6 +49,7 @@ try {
   await page.locator("#chart svg").waitFor({ timeout: 30000 }).catch(() => fail("no chart drawn"));
   seen.hosts = await page.locator("#hosts tbody tr").count();
   seen.chart = await page.locator("#chart svg polyline").count();
+  seen.cards = await page.locator("#totals .card").allTextContents();
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
 
   seen.errors = [...errors];

@@ -92,7 +92,11 @@ function drawTotals(data) {
     card("media files", String(t.files.files), bytes(t.files.bytes));
     card("failed", String(t.failed.files), t.failed_out.files + " given up");
     card("kept: not smaller", String(t.not_smaller.files));
-    if (t.unknown.files > 0) card("not probed yet", String(t.unknown.files));
+    // The words of `status` and `cache stats` (output::unsurveyed_line).
+    if (t.unknown.files > 0) {
+      card("not surveyed by ffprobe yet", String(t.unknown.files),
+        bytes(t.unknown.bytes) + ", counted as neither candidates nor skips; `cache build` surveys them");
+    }
   }
   $("totals").replaceChildren(...cards);
 }
