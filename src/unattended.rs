@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Local, NaiveTime, TimeZone};
+use chrono::{DateTime, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
 /// The file at a library's root that pauses every host.
@@ -126,7 +126,7 @@ pub fn find_pause(path: &Path) -> Option<(PathBuf, PauseInfo)> {
 pub fn pause(dir: &Path, host: &str, reason: Option<String>) -> io::Result<PathBuf> {
     let info = PauseInfo {
         host: host.into(),
-        since: Local::now().to_rfc3339(),
+        since: crate::clock::now_rfc3339(),
         reason,
     };
     let file = dir.join(PAUSE_FILE);

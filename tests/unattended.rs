@@ -287,3 +287,31 @@ fn the_log_file_gets_plain_lines() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-file"));
 }
+
+#[test]
+fn a_pause_says_since_when_as_the_share_s_other_records_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = chrono::Utc::now().timestamp();
+    // A host east of Greenwich: its local time is not what the share records.
+    let pause = cmd()
+        .arg("pause")
+        .arg(dir.path())
+        .env("TZ", "Asia/Kolkata")
+        .output()
+        .unwrap();
+    assert_eq!(pause.status.code(), Some(0), "{pause:?}");
+    let after = chrono::Utc::now().timestamp();
+    let text = fs::read_to_string(dir.path().join(".mediabox.pause")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let since = info["since"].as_str().unwrap();
+    // RFC 3339 in UTC to the second, `2026-12-01T18:30:00Z`, as clock::now_rfc3339 writes.
+    assert_eq!(since.len(), 20, "{since}");
+    assert!(since.ends_with('Z'), "{since}");
+    let at = chrono::DateTime::parse_from_rfc3339(since)
+        .unwrap()
+        .timestamp();
+    assert!((before..=after).contains(&at), "{since}");
+    let status = cmd().arg("status").arg(dir.path()).output().unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(shown.contains(&format!("since {since}")), "{shown}");
+}
