@@ -320,7 +320,20 @@ fn a_corrupt_cache_is_set_aside_reported_once_and_rebuilt() {
     let garbage = b"{\"version\": 1, \"files\": {\"a.mkv\": {\"size\": tru";
     fs::write(lib.join(CACHE_FILE), garbage).unwrap();
 
+    // `cache stats` (which `status` and the dashboard share) names it, and only reads.
     let probe = CountingFfprobe::new();
+    let (out, events) = run(
+        &probe,
+        "host-a",
+        &[os("cache"), os("stats"), lib.as_os_str()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warnings = of_kind(&events, "warning");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0]["file"], lib.join(CACHE_FILE).to_str().unwrap());
+    assert_eq!(of_kind(&events, "cache_stats")[0]["unknown"]["files"], 1);
+    assert_eq!(fs::read(lib.join(CACHE_FILE)).unwrap(), garbage);
+
     let events = dry_run(&probe, "host-a", lib, &[]);
     let warnings = of_kind(&events, "warning");
     assert_eq!(warnings.len(), 1, "reported once: {warnings:#?}");

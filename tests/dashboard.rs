@@ -99,6 +99,19 @@ impl Dashboard {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// `/api/status` once the first read of the library has ended.
+    fn read_status(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = self.status();
+            if !status["totals"].is_null() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the library was never read");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn post(&self, path: &str, token: &str, body: &str) -> (u16, String) {
         self.raw(
             format!(
@@ -189,15 +202,7 @@ fn the_dashboard_shows_the_share_and_changes_only_what_it_is_allowed_to() {
     assert!(page.contains("<script src=\"/app.js\">"), "{page}");
     assert_eq!(dash.get("/app.js").0, 200);
     assert_eq!(dash.get("/style.css").0, 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        let status = dash.status();
-        if !status["totals"].is_null() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the library was never read");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = dash.read_status();
     assert_eq!(status["control"], false);
     let totals = &status["totals"];
     assert_eq!(totals["converted"], 2, "{status:#}");
@@ -386,6 +391,31 @@ fn the_dashboard_shows_the_share_and_changes_only_what_it_is_allowed_to() {
         String::from_utf8_lossy(&out.stderr).contains("--allow-remote"),
         "{out:?}"
     );
+}
+
+// Linux keeps any bytes as a name; other systems refuse names that are not UTF-8.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_dashboard_counts_every_media_file_as_status_does() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    h264_aac_srt_mkv(&d.join("a.mkv"));
+    // Latin-1 from an old Windows share: not a valid Unicode name.
+    let latin1 = d.join(std::ffi::OsStr::from_bytes(b"caf\xe9.mkv"));
+    fs::copy(d.join("a.mkv"), &latin1).unwrap();
+    age_all(d);
+    let status = status_json(d);
+    let dash = Dashboard::start(d, &[]);
+    let seen = dash.read_status();
+    assert_eq!(status["totals"]["files"]["files"], 2, "{status:#}");
+    assert_eq!(status["totals"]["unknown"]["files"], 2, "{status:#}");
+    for tally in ["files", "unknown", "candidates"] {
+        assert_eq!(
+            seen["totals"][tally], status["totals"][tally],
+            "{tally}: {seen:#}"
+        );
+    }
 }
 
 /// Says `message` on stderr past the test harness's capture.

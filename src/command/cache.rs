@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail};
 
 use crate::cache::stats::Stats;
-use crate::cache::{self, FactsSource, Fingerprint, Recorder};
+use crate::cache::{self, Entry, FactsSource, Fingerprint, Recorder};
 use crate::config::{CacheBuildConfig, CacheStatsConfig};
 use crate::decide::Rules;
 use crate::exit_codes::ExitCode;
@@ -100,14 +100,7 @@ pub fn stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<E
 /// `cache stats` and `status`.
 pub fn gather_stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::Result<Stats> {
     check_dir(&config.dir)?;
-    let rules = Rules {
-        // Stats describe the library, including files that a run would leave for later.
-        min_age: Duration::ZERO,
-        min_savings_pct: 10.0,
-        allow_dv_loss: false,
-        allow: Default::default(),
-        now: SystemTime::now(),
-    };
+    let rules = stats_rules();
     let mut stats = Stats::new(config.dir.to_string_lossy().into_owned());
     survey::walk_library(
         &config.dir,
@@ -116,35 +109,56 @@ pub fn gather_stats(config: &CacheStatsConfig, reporter: &Reporter) -> anyhow::R
         reporter,
         |groups| {
             // One directory's cache in memory at a time, however large the library.
-            for DirBatch {
-                dir,
-                files,
-                cache: loaded,
-                ..
-            } in groups
-            {
-                if let Some(problem) = loaded.problem {
-                    reporter.emit(Event::Warning {
-                        file: Some(
-                            dir.join(cache::CACHE_FILE_NAME)
-                                .to_string_lossy()
-                                .into_owned(),
-                        ),
-                        message: problem.to_string(),
-                    });
-                }
-                for file in &files {
-                    let fresh = file
-                        .path
-                        .file_name()
-                        .and_then(cache::key_of)
-                        .and_then(|key| loaded.cache.fresh(&key, Fingerprint::of(file)));
+            for batch in groups {
+                for (file, fresh) in fresh_entries(&batch, reporter) {
                     stats.add(file, fresh, &rules);
                 }
             }
         },
     );
     Ok(stats)
+}
+
+/// The rules [`Stats`] judge candidates by: the library as it is, including files that a run
+/// would leave for later.
+pub fn stats_rules() -> Rules {
+    Rules {
+        min_age: Duration::ZERO,
+        min_savings_pct: 10.0,
+        allow_dv_loss: false,
+        allow: Default::default(),
+        now: SystemTime::now(),
+    }
+}
+
+/// Each media file of one directory with its cache entry, when the entry is still fresh,
+/// after a warning when the cache could not be read; what `cache stats`, `status` and the
+/// dashboard count. A file whose name is not valid Unicode has no entry: it counts as not
+/// surveyed, never as nothing.
+pub fn fresh_entries<'a>(
+    batch: &'a DirBatch,
+    reporter: &Reporter,
+) -> impl Iterator<Item = (&'a MediaFile, Option<&'a Entry>)> {
+    if let Some(problem) = &batch.cache.problem {
+        reporter.emit(Event::Warning {
+            file: Some(
+                batch
+                    .dir
+                    .join(cache::CACHE_FILE_NAME)
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            message: problem.to_string(),
+        });
+    }
+    batch.files.iter().map(|file| {
+        let fresh = file
+            .path
+            .file_name()
+            .and_then(cache::key_of)
+            .and_then(|key| batch.cache.cache.fresh(&key, Fingerprint::of(file)));
+        (file, fresh)
+    })
 }
 
 fn check_dir(dir: &Path) -> anyhow::Result<()> {

@@ -4,19 +4,19 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::cache::FAILURE_LIMIT;
 use crate::cache::stats::Stats;
-use crate::cache::{self, FAILURE_LIMIT, Fingerprint};
+use crate::command;
 use crate::command::status::{self, HostSeen, InProgress};
 use crate::config::MediaType;
-use crate::decide::Rules;
-use crate::output::{Event, Reporter};
+use crate::output::Reporter;
 use crate::presence::{self, HostState, Watcher};
 use crate::priority;
-use crate::survey::{self, DirBatch};
+use crate::survey;
 use crate::unattended::{self, PauseInfo};
 
 /// The most failures and not-smaller files listed (the most recent); the counts are whole.
@@ -100,38 +100,15 @@ pub struct LibraryView {
 /// behind the chart, the pace and the lists.
 pub fn read_library(root: &Path, media_type: MediaType, reporter: &Reporter) -> LibraryView {
     let started = Instant::now();
-    let rules = Rules {
-        min_age: Duration::ZERO,
-        min_savings_pct: 10.0,
-        allow_dv_loss: false,
-        allow: Default::default(),
-        now: std::time::SystemTime::now(),
-    };
+    let rules = command::cache::stats_rules();
     let mut view = LibraryView {
         stats: Stats::new(root.to_string_lossy().into_owned()),
         ..LibraryView::default()
     };
     let mut days: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     survey::walk_library(root, false, media_type, reporter, |groups| {
-        for DirBatch {
-            dir, files, cache, ..
-        } in groups
-        {
-            if let Some(problem) = cache.problem {
-                reporter.emit(Event::Warning {
-                    file: Some(
-                        dir.join(cache::CACHE_FILE_NAME)
-                            .to_string_lossy()
-                            .into_owned(),
-                    ),
-                    message: problem.to_string(),
-                });
-            }
-            for file in &files {
-                let Some(key) = file.path.file_name().and_then(cache::key_of) else {
-                    continue;
-                };
-                let entry = cache.cache.fresh(&key, Fingerprint::of(file));
+        for batch in groups {
+            for (file, entry) in command::cache::fresh_entries(&batch, reporter) {
                 view.stats.add(file, entry, &rules);
                 let Some(entry) = entry else { continue };
                 let name = relative(root, &file.path);
