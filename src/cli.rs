@@ -293,7 +293,8 @@ struct ConvertArgs {
     #[arg(long)]
     no_fallback: bool,
 
-    /// How many ffprobe processes run at once [default: number of cores].
+    /// How many files are surveyed at once: native header reads, or ffprobe processes where
+    /// the headers cannot decide [default: number of cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     probe_jobs: Option<u16>,
 
@@ -942,5 +943,25 @@ mod tests {
     fn rejects_out_of_range_quality_and_bad_durations() {
         assert!(parse(&["--dir", "a", "--quality", "60"]).is_err());
         assert!(parse(&["--dir", "a", "--min-age", "5 parsecs"]).is_err());
+    }
+
+    #[test]
+    fn probe_jobs_help_names_what_each_command_runs_at_once() {
+        let help = |command: &clap::Command| {
+            let arg = command.get_arguments().find(|a| a.get_id() == "probe_jobs");
+            arg.and_then(|a| a.get_long_help().or(a.get_help()))
+                .map(|h| h.to_string())
+                .unwrap()
+        };
+        let root = Cli::command();
+        // A run's survey reads headers itself and runs ffprobe only where they cannot decide.
+        let convert = help(&root);
+        assert!(convert.contains("header reads"), "{convert}");
+        assert!(convert.contains("ffprobe"), "{convert}");
+        // `cache build` wants ffprobe's full facts: ffprobe for every file.
+        let cache = root.find_subcommand("cache").unwrap();
+        let build = help(cache.find_subcommand("build").unwrap());
+        assert!(build.contains("ffprobe processes"), "{build}");
+        assert!(!build.contains("header"), "{build}");
     }
 }

@@ -92,7 +92,7 @@ pub struct ConvertConfig {
     pub follow_links: bool,
     pub allow_dv_loss: bool,
     pub allow: crate::decide::AllowedLosses,
-    /// How many ffprobe processes run at once.
+    /// How many files are surveyed at once (native header reads or ffprobe processes).
     pub probe_jobs: usize,
     /// How many conversions run at once on this host.
     pub jobs: usize,
