@@ -504,37 +504,16 @@ fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded(
     );
 }
 
-/// strace, if it is here and may trace; otherwise says so loudly (and fails where CI
-/// requires it).
-fn strace_works() -> bool {
-    let works = std::process::Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=getpid:retval=1",
-            "true",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !works {
-        assert!(
-            std::env::var("STRACE_TESTS_REQUIRED").as_deref() != Ok("1"),
-            "strace cannot trace here"
-        );
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED the slow-walk test: strace is missing or may not trace here ***\n"
-        );
-    }
-    works
+#[test]
+fn the_slow_walk_case_cannot_pass_by_skipping() {
+    assert_strace_case_skips_only_where_allowed(
+        "probes_finished_while_the_walk_is_slow_reach_the_workers_before_it_ends",
+    );
 }
 
 #[test]
 fn probes_finished_while_the_walk_is_slow_reach_the_workers_before_it_ends() {
-    if !strace_works() {
+    if strace_missing() {
         return;
     }
     let library = tempfile::tempdir().unwrap();
