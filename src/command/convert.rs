@@ -99,10 +99,15 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let mut summary = Summary::default();
     reporter.start_overall(0, 0);
     let (surveyed, stopped) = std::thread::scope(|scope| {
-        // The encoder trials run while the library is scanned and probed; an audio-only run
-        // needs no video encoder.
+        // The encoder trials run once the survey finds a file that needs a video encoder,
+        // beside the survey and that file's claim: a run with nothing to encode (an
+        // audio-only run, a library already converted) starts no trial at all.
         if config.media_type != MediaType::Audio {
-            scope.spawn(|| encoders.prefetch(reporter));
+            scope.spawn(|| {
+                if candidates.video_wanted() {
+                    encoders.prefetch(reporter);
+                }
+            });
         }
         let surveying = scope.spawn(|| {
             let _closing = candidates.closing();
@@ -336,6 +341,8 @@ struct Found {
     surveying: bool,
     /// The walk is over, and every file the caches know has been judged.
     walked: bool,
+    /// A candidate found so far needs a video encoder.
+    video: bool,
 }
 
 /// Ends the survey's part in [`Candidates`] when dropped, however the survey ends.
@@ -359,6 +366,7 @@ impl<'a> Candidates<'a> {
                 total: 0,
                 surveying: true,
                 walked: false,
+                video: false,
             }),
             ready: Condvar::new(),
             created: Instant::now(),
@@ -379,9 +387,35 @@ impl<'a> Candidates<'a> {
     fn add(&self, candidate: Candidate) {
         self.reporter.grow_overall(candidate.file.size);
         let mut found = lock_ignoring_poison(&self.state);
+        let first_video = !found.video && candidate.plan.container != Container::Flac;
+        found.video |= first_video;
         found.waiting.push(candidate);
         found.total += 1;
-        self.ready.notify_one();
+        if first_video {
+            // The encoder detection waits for this one too.
+            self.ready.notify_all();
+        } else {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits until the survey finds a candidate that needs a video encoder (`true`), or ends
+    /// without one (`false`).
+    fn video_wanted(&self) -> bool {
+        let mut found = lock_ignoring_poison(&self.state);
+        loop {
+            if found.video {
+                return true;
+            }
+            if !found.surveying || signal::interrupted() {
+                return false;
+            }
+            found = self
+                .ready
+                .wait_timeout(found, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// A candidate taken and then not started goes back for a later taker.
