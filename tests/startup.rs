@@ -48,3 +48,113 @@ fn a_run_with_nothing_to_encode_starts_no_ffmpeg() {
         "ffmpeg ran though nothing was to be encoded"
     );
 }
+
+/// Waits up to a minute for `path` to exist.
+fn wait_for(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_claim() {
+    if strace_missing() {
+        return;
+    }
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let files = 6;
+    let first = root.join("clip0.mkv");
+    long_h264_mkv(&first, 1, "160x90");
+    for n in 1..files {
+        std::fs::copy(&first, root.join(format!("clip{n}.mkv"))).unwrap();
+    }
+    // Host B's first ffprobe (the one it runs on the first file it claims) waits for the
+    // test's word: meanwhile host A converts every other file, which B's survey has already
+    // found to be candidates.
+    let gate = tempfile::tempdir().unwrap();
+    let gate = gate.path();
+    let wrappers = gate.join("bin");
+    std::fs::create_dir(&wrappers).unwrap();
+    let real = which::which("ffprobe").unwrap();
+    write_script(
+        &wrappers.join("ffprobe"),
+        &format!(
+            "#!/bin/sh\nif mkdir '{g}/first' 2>/dev/null; then\n  : > '{g}/entered'\n  \
+             while [ ! -e '{g}/go' ]; do sleep 0.05; done\nfi\nexec '{real}' \"$@\"\n",
+            g = gate.display(),
+            real = real.display()
+        ),
+    );
+    let mut path = vec![wrappers];
+    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
+    let trace = gate.join("b.trace");
+    let b = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=mkdir", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--jobs",
+            "1",
+            "--preset",
+            "ultrafast",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Running(b);
+    wait_for(&gate.join("entered"));
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    std::fs::write(gate.join("go"), "").unwrap();
+    let mut b = b;
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut b.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let status = b.wait().unwrap();
+    let b = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
+    let (a, b) = (events(&a), events(&b));
+    let converted = |events: &[serde_json::Value]| of_kind(events, "converted").len();
+    assert_eq!(converted(&a) + converted(&b), files, "{a:#?}\n{b:#?}");
+    assert!(
+        converted(&a) >= files - 1,
+        "host A waited on nothing: {a:#?}"
+    );
+    let changed = of_kind(&b, "skipped")
+        .iter()
+        .filter(|e| e["reason"] == "changed")
+        .count();
+    assert_eq!(changed, files - converted(&b), "{b:#?}");
+    // B claimed only what it converted: a file whose size already says another host
+    // converted it costs no lock, no heartbeat and no presence update.
+    let claims = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(".mkv.mediabox.lock.acquire\"") && l.ends_with("= 0"))
+        .count();
+    assert_eq!(claims, converted(&b), "host B's claims");
+}

@@ -578,7 +578,7 @@ fn convert_all(
                         break;
                     }
                     let finished = convert_one(ctx, candidate);
-                    if finished.skipped_on_full_facts {
+                    if finished.nothing_started {
                         // Nothing was started: `--max-files` counts conversions.
                         gate.unstart();
                     }
@@ -624,8 +624,9 @@ struct Finished {
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
     /// go into the cache, for the fleet and the next run.
     probed: Option<MediaInfo>,
-    /// ffprobe's facts decided a skip that the survey's could not see: nothing was encoded.
-    skipped_on_full_facts: bool,
+    /// Skipped before anything was started: ffprobe's facts decided a skip that the
+    /// survey's could not see, or another host had converted it already.
+    nothing_started: bool,
 }
 
 impl Finished {
@@ -636,7 +637,7 @@ impl Finished {
             plan: candidate.plan,
             outcome,
             probed: None,
-            skipped_on_full_facts: false,
+            nothing_started: false,
         }
     }
 }
@@ -905,6 +906,15 @@ impl Drop for TempOutput {
 fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
     let started = Instant::now();
     let file = &candidate.file;
+    // A file whose size already says another host converted it since the survey is not
+    // claimed: a claim costs a lock written and synced, a heartbeat and two presence
+    // updates, and near the end of a fleet's run most candidates left are such files.
+    if let Some(changed) = changed_at_a_glance(file) {
+        return Finished {
+            nothing_started: true,
+            ..Finished::new(candidate, changed)
+        };
+    }
     // Claimed first: the host that claims a candidate is the one that probes it, so the
     // fleet probes each file once.
     let (claim, original) = match claim_name(ctx, &file.path, None)
@@ -925,7 +935,7 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
                     let mut finished = Finished::new(candidate, FileOutcome::Skipped(skip));
                     finished.codec = main_codec(&info);
                     finished.probed = Some(*info);
-                    finished.skipped_on_full_facts = true;
+                    finished.nothing_started = true;
                     return finished;
                 }
                 Described::Ended(ended) => return Finished::new(candidate, ended),
@@ -993,14 +1003,7 @@ fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described 
 fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original, FileOutcome> {
     let original = match crate::fresh::metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => Original::of(&meta),
-        Ok(_) => {
-            return Err(FileOutcome::skipped(
-                SkipReason::Changed,
-                "changed since the scan (converted by another host?); the next run looks \
-                 again"
-                    .into(),
-            ));
-        }
+        Ok(_) => return Err(changed_since_scan()),
         Err(err) => {
             return Err(FileOutcome::Abandoned(format!(
                 "gone since the scan: {err}"
@@ -1015,6 +1018,22 @@ fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original,
         )),
         None => Ok(original),
     }
+}
+
+/// The file's size as this host sees it now, without a claim, differs from the survey's:
+/// it changed since (a conversion keeps the mtime, never the size). A size that looks the
+/// same proves nothing (a network client may answer from its attribute cache): the claim
+/// reads it fresh.
+fn changed_at_a_glance(file: &MediaFile) -> Option<FileOutcome> {
+    let meta = fs::metadata(&file.path).ok()?;
+    (meta.len() != file.size).then(changed_since_scan)
+}
+
+fn changed_since_scan() -> FileOutcome {
+    FileOutcome::skipped(
+        SkipReason::Changed,
+        "changed since the scan (converted by another host?); the next run looks again".into(),
+    )
 }
 
 /// What every phase of one file's conversion reads.
