@@ -158,3 +158,74 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
         .count();
     assert_eq!(claims, converted(&b), "host B's claims");
 }
+
+#[test]
+fn a_software_run_starts_one_ffmpeg_before_its_first_encode_its_trial() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    long_h264_mkv(&root.join("movie.mkv"), 1, "160x90");
+    let ffmpeg = CountingTool::wrapping("ffmpeg");
+    let out = cmd()
+        .env("PATH", ffmpeg.path_var())
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--encoder", "libx265"])
+        .args(["--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    let calls = ffmpeg.calls();
+    // The encode writes its temp output, a `.partial.` name.
+    let first_encode = calls
+        .iter()
+        .position(|c| c.contains(".partial."))
+        .unwrap_or_else(|| panic!("no encode: {calls:#?}"));
+    // libx265 alone is wanted: its trial says all there is to know, and `ffmpeg -encoders`
+    // is asked only to explain a trial that fails.
+    let before = &calls[..first_encode];
+    assert_eq!(before.len(), 1, "{before:#?}");
+    assert!(
+        before[0].contains("libx265") && before[0].contains("lavfi"),
+        "{before:#?}"
+    );
+}
+
+#[test]
+fn an_ffmpeg_without_libx265_is_named_as_such_when_its_trial_fails() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let movie = root.join("movie.mkv");
+    long_h264_mkv(&movie, 1, "160x90");
+    let before = std::fs::read(&movie).unwrap();
+    // An ffmpeg built without libx265: it lists no libx265, and its trial fails as such a
+    // build fails it.
+    let fake = tempfile::tempdir().unwrap();
+    let real = which::which("ffmpeg").unwrap();
+    write_script(
+        &fake.path().join("ffmpeg"),
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in\n  *\" -encoders \"*)\n    '{real}' \"$@\" | grep -v \
+             libx265; exit 0 ;;\n  *\" libx265 \"*)\n    echo \"Unknown encoder 'libx265'\" >&2; \
+             exit 1 ;;\nesac\nexec '{real}' \"$@\"\n",
+            real = real.display()
+        ),
+    );
+    let out = cmd()
+        .arg("--dir")
+        .arg(root)
+        .arg("--ffmpeg")
+        .arg(fake.path().join("ffmpeg"))
+        .args(["--json", "--min-age", "0s", "--encoder", "libx265"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let failed = of_kind(&events, "failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("this ffmpeg was built without libx265"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&movie).unwrap(), before);
+}
