@@ -229,3 +229,47 @@ fn an_ffmpeg_without_libx265_is_named_as_such_when_its_trial_fails() {
     );
     assert_eq!(std::fs::read(&movie).unwrap(), before);
 }
+
+#[test]
+fn a_file_another_host_holds_does_not_count_against_max_files() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // The larger file comes first by `--order largest`, and host A is converting it, slowly.
+    let held = root.join("held.mkv");
+    long_h264_mkv(&held, 20, "640x360");
+    let free = root.join("free.mkv");
+    long_h264_mkv(&free, 1, "160x90");
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--file")
+        .arg(&held)
+        .args(["--json", "--min-age", "0s", "--preset", "veryslow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _a = Running(a);
+    wait_for(&root.join("held.mkv.mediabox.lock"));
+    let out = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--max-files", "1"])
+        .args(["--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let locked = of_kind(&events, "skipped");
+    assert!(
+        locked
+            .iter()
+            .any(|e| e["reason"] == "locked" && e["file"] == held.to_str().unwrap()),
+        "host B did not meet A's claim first: {events:#?}"
+    );
+    // Started nothing of the held file: its one conversion is the free file's.
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert_eq!(converted[0]["file"], free.to_str().unwrap());
+}

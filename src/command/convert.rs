@@ -624,8 +624,8 @@ struct Finished {
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
     /// go into the cache, for the fleet and the next run.
     probed: Option<MediaInfo>,
-    /// Skipped before anything was started: ffprobe's facts decided a skip that the
-    /// survey's could not see, or another host had converted it already.
+    /// Ended before anything was started: another host holds it or had converted it
+    /// already, or ffprobe's facts decided a skip that the survey's could not see.
     nothing_started: bool,
 }
 
@@ -921,7 +921,13 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
         .and_then(|claim| unchanged_since_scan(ctx, file).map(|original| (claim, original)))
     {
         Ok(claimed) => claimed,
-        Err(ended) => return Finished::new(candidate, ended),
+        // Held by another host, or changed since the survey: nothing was started.
+        Err(ended) => {
+            return Finished {
+                nothing_started: true,
+                ..Finished::new(candidate, ended)
+            };
+        }
     };
     let (info, plan, probed) = match (candidate.needs_ffprobe(), &candidate.info) {
         (false, Some(info)) => (info.clone(), candidate.plan.clone(), None),
