@@ -39,6 +39,9 @@
 #    processes is the least load-sensitive row. "probes" counts the fleet's ffprobe runs
 #    on source files (memoized or not; not with --real-ffprobe): on a cold library a
 #    fleet that shares its probing through the caches probes each file about once.
+#    "before it" and "after it" are what lies outside the encode phase: the seconds from
+#    the start to the fleet's first encode (start-up: the scan, the survey, the encoder
+#    trial, the first claim and probe) and from its last encode's end to the last exit.
 #
 # Env: BENCH_BIN, the converter to measure (default: the release build of this tree).
 #
@@ -187,7 +190,7 @@ PATH="$WORK/fakebin:$PATH" MEDIA_CONVERTER_HOST_ID=bench-0 \
 children_cpu
 STARTUP_CPU=$(awk -v a="$before" -v b="$CHILDREN_CPU" 'BEGIN { printf "%.2f", b - a }')
 
-declare -A WALL PHASE CONVERTED DOUBLES LOCKED CPU PROBES LOAD_START LOAD_END
+declare -A WALL PHASE CONVERTED DOUBLES LOCKED CPU PROBES LOAD_START LOAD_END LEAD TAIL
 FAILED=0
 for n in 1 2 4 8; do
     rm -rf "$WORK/lib" "$WORK"/out.* "$WORK/encodes.log"
@@ -219,6 +222,12 @@ for n in 1 2 4 8; do
     PHASE[$n]=$(awk '$1 == "start" && (!first || $2 < first) { first = $2 }
                      $1 == "end" && $2 > last { last = $2 }
                      END { printf "%.2f", last - first }' "$WORK/encodes.log")
+    # Outside the encode phase: from the start to the first encode, and from the last
+    # encode's end to the last process's exit (its verification, swap, cache and exit).
+    read -r LEAD[$n] TAIL[$n] < <(awk -v s="$start" -v e="$end" \
+        '$1 == "start" && (!first || $2 < first) { first = $2 }
+         $1 == "end" && $2 > last { last = $2 }
+         END { printf "%.2f %.2f\n", first - s, e - last }' "$WORK/encodes.log")
     CONVERTED[$n]=$(cat "$WORK"/out.* | grep -c '"event":"converted"' || true)
     DOUBLES[$n]=$(cat "$WORK"/out.* | grep '"event":"converting"' |
         grep -o '"file":"[^"]*"' | sort | uniq -d | wc -l)
@@ -248,16 +257,17 @@ if ((COLD)); then probe_note="$probe_note, no cache"; else probe_note="$probe_no
 echo "Coordination: $N_FILES files on local disk, fake encoder sleeping ${ENCODE_SECS} s, $probe_note, $cpus cores;"
 echo "one process's start-up on an empty library: ${STARTUP_CPU} CPU s:"
 echo
-echo "| processes | load start-end | wall s | CPU s | ideal s | vs ideal | vs N x 1 process | encode phase s | vs N x 1 process | probes | converted | twice | skipped as locked |"
-echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| processes | load start-end | wall s | CPU s | ideal s | vs ideal | vs N x 1 process | encode phase s | vs N x 1 process | before it s | after it s | probes | converted | twice | skipped as locked |"
+echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in 1 2 4 8; do
     awk -v n="$n" -v w="${WALL[$n]}" -v w1="${WALL[1]}" -v p="${PHASE[$n]}" -v p1="${PHASE[1]}" \
         -v cpu="${CPU[$n]}" -v cpu1="${CPU[1]}" -v s0="$STARTUP_CPU" -v cores="$cpus" \
         -v ls="${LOAD_START[$n]}" -v le="${LOAD_END[$n]}" -v pr="${PROBES[$n]}" \
         -v c="${CONVERTED[$n]}" -v d="${DOUBLES[$n]}" -v l="${LOCKED[$n]}" \
+        -v lead="${LEAD[$n]}" -v tail="${TAIL[$n]}" \
         'BEGIN { floor = (cpu1 + (n - 1) * s0) / cores; ideal = w1 / n; if (floor > ideal) ideal = floor
-                 printf "| %d | %s-%s | %.1f | %.1f | %.1f | %.0f %% | %.0f %% | %.1f | %.0f %% | %s | %d | %d | %d |\n",
+                 printf "| %d | %s-%s | %.1f | %.1f | %.1f | %.0f %% | %.0f %% | %.1f | %.0f %% | %.2f | %.2f | %s | %d | %d | %d |\n",
                  n, ls, le, w, cpu, ideal, 100 * ideal / w, 100 * w1 / (n * w), p, 100 * p1 / (n * p),
-                 pr, c, d, l }'
+                 lead, tail, pr, c, d, l }'
 done
 exit "$FAILED"

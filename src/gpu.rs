@@ -134,15 +134,19 @@ impl Facts {
     /// for its encoders, lists render nodes, and asks NVML (loaded at run time; a machine
     /// without the driver gets a reason) when NVENC is wanted.
     ///
-    /// The list is asked in a run too: the trial of an encoder this ffmpeg lacks fails on
-    /// the first of its options that no other encoder has (a static ffmpeg 6.0 without NVENC
-    /// says "Unrecognized option 'rc:v:0'"), which hides the real reason.
+    /// The list is asked in a run too, where hardware is wanted: the trial of an encoder
+    /// this ffmpeg lacks fails on the first of its options that no other encoder has (a
+    /// static ffmpeg 6.0 without NVENC says "Unrecognized option 'rc:v:0'"), which hides the
+    /// real reason. Where only libx265 is wanted its trial says all there is to know, and
+    /// [`detect`] asks for the list only to explain a trial that fails: one ffmpeg process
+    /// fewer at every start.
     pub fn gather(ffmpeg: &Path, wanted: &[Encoder]) -> Facts {
         let platform = Platform::current();
         let nvenc = wanted.contains(&Encoder::HevcNvenc) && platform.has(Encoder::HevcNvenc);
+        let hardware = wanted.iter().any(|e| e.is_hardware());
         Facts {
             platform,
-            listed: listed_encoders(ffmpeg),
+            listed: hardware.then(|| listed_encoders(ffmpeg)).flatten(),
             render_nodes: render_nodes(Path::new("/dev/dri")),
             nvidia: if nvenc {
                 query_nvidia()
@@ -264,9 +268,7 @@ pub fn assess(facts: &Facts, wanted: &[Encoder], trial: &Trial<'_>) -> Vec<Asses
             continue;
         }
         if facts.listed.as_ref().is_some_and(|l| !l.contains(&encoder)) {
-            rows.push(unavailable(format!(
-                "this ffmpeg was built without {encoder}"
-            )));
+            rows.push(unavailable(not_built_with(encoder)));
             continue;
         }
         match encoder {
@@ -321,6 +323,10 @@ pub fn assess(facts: &Facts, wanted: &[Encoder], trial: &Trial<'_>) -> Vec<Asses
             verdict: verdict.unwrap_or(Verdict::Failed("not tried".into())),
         })
         .collect()
+}
+
+fn not_built_with(encoder: Encoder) -> String {
+    format!("this ffmpeg was built without {encoder}")
 }
 
 fn platform_name(platform: Platform) -> &'static str {
@@ -520,7 +526,7 @@ pub fn detect(
     settings: &EncodeSettings,
     scope: Scope,
 ) -> (Facts, Vec<Assessment>) {
-    let facts = Facts::gather(ffmpeg, wanted);
+    let mut facts = Facts::gather(ffmpeg, wanted);
     let ruled_out = match scope {
         Scope::Everything => Vec::new(),
         Scope::Plausible => implausible(&facts, wanted),
@@ -533,6 +539,19 @@ pub fn detect(
     let mut assessments = assess(&facts, &tried, &|setup| {
         run_trial(ffmpeg, setup, settings, trial_timeout(setup.encoder))
     });
+    let failed = |a: &Assessment| matches!(a.verdict, Verdict::Failed(_));
+    if facts.listed.is_none() && assessments.iter().any(failed) {
+        // Not asked before the trials (see [`Facts::gather`]): a build without the encoder
+        // is named as such, not by ffmpeg's words for an unknown one.
+        facts.listed = listed_encoders(ffmpeg);
+        if let Some(listed) = &facts.listed {
+            for a in assessments.iter_mut().filter(|a| failed(a)) {
+                if !listed.contains(&a.setup.encoder) {
+                    a.verdict = Verdict::Unavailable(not_built_with(a.setup.encoder));
+                }
+            }
+        }
+    }
     assessments.extend(ruled_out.into_iter().map(|(encoder, reason)| Assessment {
         setup: EncoderSetup::on(encoder, Device::Default),
         verdict: Verdict::Unavailable(reason),

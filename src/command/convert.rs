@@ -99,10 +99,15 @@ pub fn run(config: &ConvertConfig, reporter: &Reporter) -> anyhow::Result<ExitCo
     let mut summary = Summary::default();
     reporter.start_overall(0, 0);
     let (surveyed, stopped) = std::thread::scope(|scope| {
-        // The encoder trials run while the library is scanned and probed; an audio-only run
-        // needs no video encoder.
+        // The encoder trials run once the survey finds a file that needs a video encoder,
+        // beside the survey and that file's claim: a run with nothing to encode (an
+        // audio-only run, a library already converted) starts no trial at all.
         if config.media_type != MediaType::Audio {
-            scope.spawn(|| encoders.prefetch(reporter));
+            scope.spawn(|| {
+                if candidates.video_wanted() {
+                    encoders.prefetch(reporter);
+                }
+            });
         }
         let surveying = scope.spawn(|| {
             let _closing = candidates.closing();
@@ -336,6 +341,8 @@ struct Found {
     surveying: bool,
     /// The walk is over, and every file the caches know has been judged.
     walked: bool,
+    /// A candidate found so far needs a video encoder.
+    video: bool,
 }
 
 /// Ends the survey's part in [`Candidates`] when dropped, however the survey ends.
@@ -359,6 +366,7 @@ impl<'a> Candidates<'a> {
                 total: 0,
                 surveying: true,
                 walked: false,
+                video: false,
             }),
             ready: Condvar::new(),
             created: Instant::now(),
@@ -379,9 +387,35 @@ impl<'a> Candidates<'a> {
     fn add(&self, candidate: Candidate) {
         self.reporter.grow_overall(candidate.file.size);
         let mut found = lock_ignoring_poison(&self.state);
+        let first_video = !found.video && candidate.plan.container != Container::Flac;
+        found.video |= first_video;
         found.waiting.push(candidate);
         found.total += 1;
-        self.ready.notify_one();
+        if first_video {
+            // The encoder detection waits for this one too.
+            self.ready.notify_all();
+        } else {
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits until the survey finds a candidate that needs a video encoder (`true`), or ends
+    /// without one (`false`).
+    fn video_wanted(&self) -> bool {
+        let mut found = lock_ignoring_poison(&self.state);
+        loop {
+            if found.video {
+                return true;
+            }
+            if !found.surveying || signal::interrupted() {
+                return false;
+            }
+            found = self
+                .ready
+                .wait_timeout(found, Duration::from_millis(200))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// A candidate taken and then not started goes back for a later taker.
@@ -544,7 +578,7 @@ fn convert_all(
                         break;
                     }
                     let finished = convert_one(ctx, candidate);
-                    if finished.skipped_on_full_facts {
+                    if finished.nothing_started {
                         // Nothing was started: `--max-files` counts conversions.
                         gate.unstart();
                     }
@@ -590,8 +624,9 @@ struct Finished {
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
     /// go into the cache, for the fleet and the next run.
     probed: Option<MediaInfo>,
-    /// ffprobe's facts decided a skip that the survey's could not see: nothing was encoded.
-    skipped_on_full_facts: bool,
+    /// Ended before anything was started: another host holds it or had converted it
+    /// already, or ffprobe's facts decided a skip that the survey's could not see.
+    nothing_started: bool,
 }
 
 impl Finished {
@@ -602,7 +637,7 @@ impl Finished {
             plan: candidate.plan,
             outcome,
             probed: None,
-            skipped_on_full_facts: false,
+            nothing_started: false,
         }
     }
 }
@@ -871,13 +906,28 @@ impl Drop for TempOutput {
 fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
     let started = Instant::now();
     let file = &candidate.file;
+    // A file whose size already says another host converted it since the survey is not
+    // claimed: a claim costs a lock written and synced, a heartbeat and two presence
+    // updates, and near the end of a fleet's run most candidates left are such files.
+    if let Some(changed) = changed_at_a_glance(file) {
+        return Finished {
+            nothing_started: true,
+            ..Finished::new(candidate, changed)
+        };
+    }
     // Claimed first: the host that claims a candidate is the one that probes it, so the
     // fleet probes each file once.
     let (claim, original) = match claim_name(ctx, &file.path, None)
         .and_then(|claim| unchanged_since_scan(ctx, file).map(|original| (claim, original)))
     {
         Ok(claimed) => claimed,
-        Err(ended) => return Finished::new(candidate, ended),
+        // Held by another host, or changed since the survey: nothing was started.
+        Err(ended) => {
+            return Finished {
+                nothing_started: true,
+                ..Finished::new(candidate, ended)
+            };
+        }
     };
     let (info, plan, probed) = match (candidate.needs_ffprobe(), &candidate.info) {
         (false, Some(info)) => (info.clone(), candidate.plan.clone(), None),
@@ -891,7 +941,7 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
                     let mut finished = Finished::new(candidate, FileOutcome::Skipped(skip));
                     finished.codec = main_codec(&info);
                     finished.probed = Some(*info);
-                    finished.skipped_on_full_facts = true;
+                    finished.nothing_started = true;
                     return finished;
                 }
                 Described::Ended(ended) => return Finished::new(candidate, ended),
@@ -959,14 +1009,7 @@ fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described 
 fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original, FileOutcome> {
     let original = match crate::fresh::metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => Original::of(&meta),
-        Ok(_) => {
-            return Err(FileOutcome::skipped(
-                SkipReason::Changed,
-                "changed since the scan (converted by another host?); the next run looks \
-                 again"
-                    .into(),
-            ));
-        }
+        Ok(_) => return Err(changed_since_scan()),
         Err(err) => {
             return Err(FileOutcome::Abandoned(format!(
                 "gone since the scan: {err}"
@@ -981,6 +1024,22 @@ fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original,
         )),
         None => Ok(original),
     }
+}
+
+/// The file's size as this host sees it now, without a claim, differs from the survey's:
+/// it changed since (a conversion keeps the mtime, never the size). A size that looks the
+/// same proves nothing (a network client may answer from its attribute cache): the claim
+/// reads it fresh.
+fn changed_at_a_glance(file: &MediaFile) -> Option<FileOutcome> {
+    let meta = fs::metadata(&file.path).ok()?;
+    (meta.len() != file.size).then(changed_since_scan)
+}
+
+fn changed_since_scan() -> FileOutcome {
+    FileOutcome::skipped(
+        SkipReason::Changed,
+        "changed since the scan (converted by another host?); the next run looks again".into(),
+    )
 }
 
 /// What every phase of one file's conversion reads.

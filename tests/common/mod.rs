@@ -485,16 +485,26 @@ pub fn ffmpeg_running_on(needle: &str) -> bool {
 
 /// An `ffprobe` first on `PATH` that logs each call's arguments, one line each, then runs the
 /// real one: how tests prove that a cache answered instead of ffprobe.
-pub struct CountingFfprobe {
+pub type CountingFfprobe = CountingTool;
+
+/// A tool (`ffprobe`, `ffmpeg`) first on `PATH` that logs each call's arguments, one line
+/// each, then runs the real one.
+pub struct CountingTool {
     _dir: tempfile::TempDir,
     bin: PathBuf,
     log: PathBuf,
 }
 
-impl CountingFfprobe {
-    pub fn new() -> CountingFfprobe {
+impl CountingTool {
+    /// A counting `ffprobe`.
+    pub fn new() -> CountingTool {
+        CountingTool::wrapping("ffprobe")
+    }
+
+    /// A counting `tool`.
+    pub fn wrapping(tool: &str) -> CountingTool {
         let dir = tempfile::tempdir().unwrap();
-        let real = tool_on_path("ffprobe");
+        let real = tool_on_path(tool);
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let log = dir.path().join("calls.log");
@@ -503,8 +513,8 @@ impl CountingFfprobe {
             log.display(),
             real.display()
         );
-        write_script(&bin.join("ffprobe"), &script);
-        CountingFfprobe {
+        write_script(&bin.join(tool), &script);
+        CountingTool {
             _dir: dir,
             bin,
             log,

@@ -19,8 +19,9 @@ use crate::verify;
 
 use super::{FileOutcome, main_codec, shown};
 
-/// The run's video encoder, detected once: in the background while the library is scanned
-/// (not in a dry run or an audio-only run), or on first use, whichever comes first.
+/// The run's video encoder, detected once: in the background as soon as the survey finds a
+/// file that needs one (never in a dry run, an audio-only run, or a run with nothing to
+/// encode), or on first use, whichever comes first.
 pub(super) struct Encoders<'a> {
     ffmpeg: &'a Path,
     request: EncoderRequest,
@@ -40,8 +41,9 @@ impl<'a> Encoders<'a> {
         }
     }
 
-    /// Detects the encoder now, if no one has yet; run beside the scan, so the trial encodes
-    /// cost the first conversion no time.
+    /// Detects the encoder now, if no one has yet; run beside the survey and the first
+    /// candidate's claim and probe, so the trial encodes cost the first conversion little
+    /// time.
     pub(super) fn prefetch(&self, reporter: &Reporter) {
         self.choice.get_or_init(|| self.detect(reporter));
     }

@@ -1,0 +1,275 @@
+//! What a run costs before its first conversion and after its last: the processes it starts
+//! and the time it takes where there is nothing (left) for it to do. Every host of a fleet
+//! pays these on every run, a nightly run over a converted library pays nothing else.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+/// A conversion run of `dir` through `tools`, as `host`.
+fn run_as(dir: &Path, tools: &CountingTool, host: &str) -> std::process::Output {
+    cmd()
+        .env("PATH", tools.path_var())
+        .env("MEDIA_CONVERTER_HOSTNAME", host)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("{host}-id"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["--json", "--min-age", "0s"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_run_with_nothing_to_encode_starts_no_ffmpeg() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // Already HEVC, and lossy audio: nothing here is worth an encode, and the encoder choice
+    // (the trial encodes of every encoder that could work here) is never needed.
+    for dir in ["show", "music"] {
+        std::fs::create_dir(root.join(dir)).unwrap();
+    }
+    hevc_mkv(&root.join("show/episode.mkv"));
+    mp3(&root.join("music/track.mp3"));
+    let ffmpeg = CountingTool::wrapping("ffmpeg");
+    let out = run_as(root, &ffmpeg, "idle");
+    let events = events(&out);
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["converted"], 0, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert!(
+        of_kind(&events, "encoder_chosen").is_empty(),
+        "an encoder was chosen for nothing: {events:#?}"
+    );
+    assert_eq!(
+        ffmpeg.calls(),
+        Vec::<String>::new(),
+        "ffmpeg ran though nothing was to be encoded"
+    );
+}
+
+/// Waits up to a minute for `path` to exist.
+fn wait_for(path: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_claim() {
+    if strace_missing() {
+        return;
+    }
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let files = 6;
+    let first = root.join("clip0.mkv");
+    long_h264_mkv(&first, 1, "160x90");
+    for n in 1..files {
+        std::fs::copy(&first, root.join(format!("clip{n}.mkv"))).unwrap();
+    }
+    // Host B's first ffprobe (the one it runs on the first file it claims) waits for the
+    // test's word: meanwhile host A converts every other file, which B's survey has already
+    // found to be candidates.
+    let gate = tempfile::tempdir().unwrap();
+    let gate = gate.path();
+    let wrappers = gate.join("bin");
+    std::fs::create_dir(&wrappers).unwrap();
+    let real = which::which("ffprobe").unwrap();
+    write_script(
+        &wrappers.join("ffprobe"),
+        &format!(
+            "#!/bin/sh\nif mkdir '{g}/first' 2>/dev/null; then\n  : > '{g}/entered'\n  \
+             while [ ! -e '{g}/go' ]; do sleep 0.05; done\nfi\nexec '{real}' \"$@\"\n",
+            g = gate.display(),
+            real = real.display()
+        ),
+    );
+    let mut path = vec![wrappers];
+    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
+    let trace = gate.join("b.trace");
+    let b = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=mkdir", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--jobs",
+            "1",
+            "--preset",
+            "ultrafast",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Running(b);
+    wait_for(&gate.join("entered"));
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    std::fs::write(gate.join("go"), "").unwrap();
+    let mut b = b;
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut b.0.stdout.take().unwrap(), &mut stdout).unwrap();
+    let status = b.wait().unwrap();
+    let b = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
+    let (a, b) = (events(&a), events(&b));
+    let converted = |events: &[serde_json::Value]| of_kind(events, "converted").len();
+    assert_eq!(converted(&a) + converted(&b), files, "{a:#?}\n{b:#?}");
+    assert!(
+        converted(&a) >= files - 1,
+        "host A waited on nothing: {a:#?}"
+    );
+    let changed = of_kind(&b, "skipped")
+        .iter()
+        .filter(|e| e["reason"] == "changed")
+        .count();
+    assert_eq!(changed, files - converted(&b), "{b:#?}");
+    // B claimed only what it converted: a file whose size already says another host
+    // converted it costs no lock, no heartbeat and no presence update.
+    let claims = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(".mkv.mediabox.lock.acquire\"") && l.ends_with("= 0"))
+        .count();
+    assert_eq!(claims, converted(&b), "host B's claims");
+}
+
+#[test]
+fn a_software_run_starts_one_ffmpeg_before_its_first_encode_its_trial() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    long_h264_mkv(&root.join("movie.mkv"), 1, "160x90");
+    let ffmpeg = CountingTool::wrapping("ffmpeg");
+    let out = cmd()
+        .env("PATH", ffmpeg.path_var())
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--encoder", "libx265"])
+        .args(["--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    assert_eq!(of_kind(&events, "converted").len(), 1, "{events:#?}");
+    let calls = ffmpeg.calls();
+    // The encode writes its temp output, a `.partial.` name.
+    let first_encode = calls
+        .iter()
+        .position(|c| c.contains(".partial."))
+        .unwrap_or_else(|| panic!("no encode: {calls:#?}"));
+    // libx265 alone is wanted: its trial says all there is to know, and `ffmpeg -encoders`
+    // is asked only to explain a trial that fails.
+    let before = &calls[..first_encode];
+    assert_eq!(before.len(), 1, "{before:#?}");
+    assert!(
+        before[0].contains("libx265") && before[0].contains("lavfi"),
+        "{before:#?}"
+    );
+}
+
+#[test]
+fn an_ffmpeg_without_libx265_is_named_as_such_when_its_trial_fails() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let movie = root.join("movie.mkv");
+    long_h264_mkv(&movie, 1, "160x90");
+    let before = std::fs::read(&movie).unwrap();
+    // An ffmpeg built without libx265: it lists no libx265, and its trial fails as such a
+    // build fails it.
+    let fake = tempfile::tempdir().unwrap();
+    let real = which::which("ffmpeg").unwrap();
+    write_script(
+        &fake.path().join("ffmpeg"),
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in\n  *\" -encoders \"*)\n    '{real}' \"$@\" | grep -v \
+             libx265; exit 0 ;;\n  *\" libx265 \"*)\n    echo \"Unknown encoder 'libx265'\" >&2; \
+             exit 1 ;;\nesac\nexec '{real}' \"$@\"\n",
+            real = real.display()
+        ),
+    );
+    let out = cmd()
+        .arg("--dir")
+        .arg(root)
+        .arg("--ffmpeg")
+        .arg(fake.path().join("ffmpeg"))
+        .args(["--json", "--min-age", "0s", "--encoder", "libx265"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let failed = of_kind(&events, "failed");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("this ffmpeg was built without libx265"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&movie).unwrap(), before);
+}
+
+#[test]
+fn a_file_another_host_holds_does_not_count_against_max_files() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // The larger file comes first by `--order largest`, and host A is converting it, slowly.
+    let held = root.join("held.mkv");
+    long_h264_mkv(&held, 20, "640x360");
+    let free = root.join("free.mkv");
+    long_h264_mkv(&free, 1, "160x90");
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--file")
+        .arg(&held)
+        .args(["--json", "--min-age", "0s", "--preset", "veryslow"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _a = Running(a);
+    wait_for(&root.join("held.mkv.mediabox.lock"));
+    let out = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--max-files", "1"])
+        .args(["--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let locked = of_kind(&events, "skipped");
+    assert!(
+        locked
+            .iter()
+            .any(|e| e["reason"] == "locked" && e["file"] == held.to_str().unwrap()),
+        "host B did not meet A's claim first: {events:#?}"
+    );
+    // Started nothing of the held file: its one conversion is the free file's.
+    let converted = of_kind(&events, "converted");
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert_eq!(converted[0]["file"], free.to_str().unwrap());
+}
