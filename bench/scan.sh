@@ -6,7 +6,9 @@
 #        bench/scan.sh --kernel KIND [WORK_DIR]   (only 5., on local disk and through a
 #                                                  kernel client; see "kernel" below)
 # Env:   FILES_DIRS (10000), FILES_PER_DIR (10), COLD_FILES (200), RUNS (3),
-#        FIRST_FILES (30000), COORDINATION (1; 0 skips bench/locks.sh --cold)
+#        FIRST_FILES (30000), COORDINATION (1; 0 skips bench/locks.sh --cold),
+#        WARM_ONLY (1: only measurement 2 against 1, with CPU seconds, then stop),
+#        BEFORE (another build's binary: its warm dry run in the same rounds, side by side)
 #
 # Measures, side by side, in one run:
 #   1. `find DIR -type f -printf '%s %T@\n'`: the bare cost of walking and stat-ing;
@@ -27,7 +29,9 @@
 #      library, throughput against the ideal (N x 1 process, or the CPU floor of N
 #      processes sharing this machine's cores; bench/locks.sh says which) and against
 #      N x 1 process.
-# Times are the best of RUNS (the page cache warm). Prints a markdown table.
+# Times are the best of RUNS (the page cache warm). Prints a markdown table. Files are
+# counted outside hidden folders: a run's presence records (`.mediabox-hosts/*.json`) are
+# not media.
 # Needs: cargo, ffmpeg/ffprobe, GNU find, /usr/bin/time (apt-get install time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -229,23 +233,68 @@ if [ ! -d "$lib" ]; then
   gen_secs=$(awk -v a="$gen_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   echo "scan.sh: generated in ${gen_secs}s" >&2
 fi
-files=$(find "$lib" -type f -not -name '.*' | wc -l)
+files=$(find "$lib" -type f -not -path '*/.*' | wc -l)
 
 echo "scan.sh: warm scan, $files files" >&2
 find "$lib" -type f -printf '%s %T@\n' >/dev/null   # warm the page cache
-find_secs=$(best_of find "$lib" -type f -printf '%s %T@\n')
+# The warm rows side by side: each round runs find, the dry run, its --json form and, with
+# BEFORE (another build's binary), that build's dry run, one after another, so a change in
+# the machine's load falls on all alike. Wall: the best round; CPU seconds (user + system,
+# which the load inflates less): the lowest and the highest.
+before=${BEFORE:-}
+declare -A wall cpu_lo cpu_hi
+smaller() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+warm_one() {
+  local key=$1 e u s c
+  shift
+  read -r e u s <<<"$(measure '%e %U %S' "$@")"
+  c=$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')
+  if [ -z "${wall[$key]:-}" ] || smaller "$e" "${wall[$key]}"; then wall[$key]=$e; fi
+  if [ -z "${cpu_lo[$key]:-}" ] || smaller "$c" "${cpu_lo[$key]}"; then cpu_lo[$key]=$c; fi
+  if [ -z "${cpu_hi[$key]:-}" ] || smaller "${cpu_hi[$key]}" "$c"; then cpu_hi[$key]=$c; fi
+}
 rm -f "$calls"
-dry_secs=$(PATH=$counted_path best_of "$bin" --dir "$lib" --dry-run)
-json_secs=$(PATH=$counted_path best_of "$bin" --dir "$lib" --dry-run --json)
+for ((r = 0; r < runs; r++)); do
+  warm_one find find "$lib" -type f -printf '%s %T@\n'
+  PATH=$counted_path warm_one dry "$bin" --dir "$lib" --dry-run
+  PATH=$counted_path warm_one json "$bin" --dir "$lib" --dry-run --json
+  [ -z "$before" ] || PATH=$counted_path warm_one before "$before" --dir "$lib" --dry-run
+done
+find_secs=${wall[find]} dry_secs=${wall[dry]} json_secs=${wall[json]}
 warm_calls=$( [ -f "$calls" ] && wc -l <"$calls" || echo 0)
 rss_kb=$(PATH=$counted_path measure '%M' "$bin" --dir "$lib" --dry-run)
 planned=$("$bin" --dir "$lib" --dry-run --json | grep -c '"event":"planned"')
+# "0.61 s (1.33x find), CPU 0.60-0.70 s (2.10x find)" for KEY.
+warm_row() {
+  awk -v w="${wall[$1]}" -v fw="$find_secs" -v lo="${cpu_lo[$1]}" -v hi="${cpu_hi[$1]}" \
+    -v flo="${cpu_lo[find]}" 'BEGIN {
+      printf "%s s (%.2fx find), CPU %s-%s s (%.2fx find)", w, w / fw, lo, hi, lo / flo }'
+}
+if [ "${WARM_ONLY:-0}" = 1 ]; then
+  cat <<EOF
+Machine: $(nproc) cores, $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg);
+$runs rounds, page cache warm; wall: the best round; CPU: user + system, lowest-highest.
+
+| measurement, $files files in $dirs directories | result |
+|---|---|
+| \`find DIR -type f -printf '%s %T@\\n'\` | ${find_secs} s, CPU ${cpu_lo[find]}-${cpu_hi[find]} s |
+| warm \`--dry-run\` (plan lines to /dev/null) | $(warm_row dry) |
+| warm \`--dry-run --json\` (to /dev/null) | $(warm_row json) |
+EOF
+  [ -z "$before" ] || echo "| the same dry run by $before | $(warm_row before) |"
+  cat <<EOF
+| ffprobe calls during the warm runs | ${warm_calls} |
+| files planned by the warm dry run | ${planned} of ${files} |
+| peak RSS of the warm \`--dry-run\` | $(awk -v k="$rss_kb" 'BEGIN { printf "%.1f", k / 1024 }') MB |
+EOF
+  exit 0
+fi
 
 echo "scan.sh: cold cache build of $cold_files files" >&2
 cold="$work/cold"
 rm -rf "$cold" "$cold.clips"
 bench/make-library.sh "$cold" "$(((cold_files + 9) / 10))" 10 2>/dev/null
-cold_count=$(find "$cold" -type f -not -name '.*' | wc -l)
+cold_count=$(find "$cold" -type f -not -path '*/.*' | wc -l)
 jobs=$(nproc)
 cold_build() {
   find "$cold" -name .mediabox_cache.json -delete
@@ -278,7 +327,7 @@ if [ ! -d "$first" ]; then
   echo "scan.sh: generating a cold library of $first_files files" >&2
   bench/make-library.sh "$first" "$(((first_files + 9) / 10))" 10 2>/dev/null
 fi
-first_count=$(find "$first" -type f -not -name '.*' | wc -l)
+first_count=$(find "$first" -type f -not -path '*/.*' | wc -l)
 echo "scan.sh: time to the first conversion, $first_count cold files" >&2
 first_secs=$(first_converting)
 for ((r = 1; r < runs; r++)); do

@@ -442,48 +442,80 @@ pub struct Loaded {
     pub cache: DirCache,
     /// What was wrong, to report once.
     pub problem: Option<LoadProblem>,
+    /// The stamp of the file read; `None` when there was none, or it could not be read.
+    pub stamp: Option<CacheStamp>,
+}
+
+/// The size and mtime of a directory's cache file: a change means another writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStamp {
+    len: u64,
+    modified: SystemTime,
+}
+
+impl CacheStamp {
+    /// The stamp of `dir`'s cache now; `None` when there is none.
+    pub fn of(dir: &Path) -> Option<CacheStamp> {
+        CacheStamp::of_metadata(&std::fs::metadata(dir.join(CACHE_FILE_NAME)).ok()?)
+    }
+
+    fn of_metadata(meta: &std::fs::Metadata) -> Option<CacheStamp> {
+        Some(CacheStamp {
+            len: meta.len(),
+            modified: meta.modified().ok()?,
+        })
+    }
 }
 
 impl DirCache {
     /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
     /// with the problem alongside for the caller to report.
     pub fn load(dir: &Path) -> Loaded {
-        match store::read(dir) {
-            Ok(None) => Loaded {
-                cache: DirCache::default(),
-                problem: None,
-            },
-            Ok(Some(bytes)) => match parse(&bytes) {
-                Parsed::Current(files) => Loaded {
-                    cache: DirCache {
-                        files,
-                        needs_rewrite: false,
-                    },
-                    problem: None,
-                },
-                Parsed::Earlier(files) | Parsed::Legacy(files) => Loaded {
-                    cache: DirCache {
-                        files,
-                        needs_rewrite: true,
-                    },
-                    problem: None,
-                },
-                Parsed::Newer(version) => Loaded {
+        let (bytes, stamp) = match store::read(dir) {
+            Ok(Some(read)) => read,
+            Ok(None) => {
+                return Loaded {
                     cache: DirCache::default(),
-                    problem: Some(LoadProblem::Newer(version)),
+                    problem: None,
+                    stamp: None,
+                };
+            }
+            Err(err) => {
+                return Loaded {
+                    cache: DirCache::default(),
+                    problem: Some(LoadProblem::Unreadable(err)),
+                    stamp: None,
+                };
+            }
+        };
+        let (cache, problem) = match parse(&bytes) {
+            Parsed::Current(files) => (
+                DirCache {
+                    files,
+                    needs_rewrite: false,
                 },
-                Parsed::Corrupt(why) => Loaded {
-                    cache: DirCache {
-                        files: BTreeMap::new(),
-                        needs_rewrite: true,
-                    },
-                    problem: Some(LoadProblem::Corrupt(why)),
+                None,
+            ),
+            Parsed::Earlier(files) | Parsed::Legacy(files) => (
+                DirCache {
+                    files,
+                    needs_rewrite: true,
                 },
-            },
-            Err(err) => Loaded {
-                cache: DirCache::default(),
-                problem: Some(LoadProblem::Unreadable(err)),
-            },
+                None,
+            ),
+            Parsed::Newer(version) => (DirCache::default(), Some(LoadProblem::Newer(version))),
+            Parsed::Corrupt(why) => (
+                DirCache {
+                    files: BTreeMap::new(),
+                    needs_rewrite: true,
+                },
+                Some(LoadProblem::Corrupt(why)),
+            ),
+        };
+        Loaded {
+            cache,
+            problem,
+            stamp,
         }
     }
 

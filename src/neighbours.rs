@@ -9,6 +9,7 @@
 //! side, to never touch a file it holds: the README's "Migrating from the original tool"
 //! says why to stop it first.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -33,9 +34,14 @@ pub struct OriginalHold {
 
 /// The original tool's lock for a media file: `<file>.lock`.
 pub fn original_lock_path(media: &Path) -> PathBuf {
+    media.with_file_name(original_lock_name(media))
+}
+
+/// The file name of [`original_lock_path`].
+fn original_lock_name(media: &Path) -> OsString {
     let mut name = media.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
-    media.with_file_name(name)
+    name
 }
 
 /// Whether the original tool holds `media` now, by its own rules, read conservatively: the
@@ -97,8 +103,8 @@ pub fn original_skip(
     now: SystemTime,
     warn: impl FnOnce(String),
 ) -> Option<(String, String)> {
-    let lock_name = original_lock_path(media);
-    if listing.is_some_and(|l| !l.may_hold(lock_name.file_name().unwrap_or_default())) {
+    // Only the name for the listing: a plan asks this of every file it would convert.
+    if listing.is_some_and(|l| !l.may_hold(&original_lock_name(media))) {
         return None;
     }
     let hold = held_by_original(media, now)?;

@@ -108,10 +108,16 @@ pub struct ScanWarning {
 
 /// The kind of media a file name denotes, if any (case-insensitive extension).
 pub fn media_kind(path: &Path) -> Option<MediaKind> {
-    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    if VIDEO_EXTENSIONS.contains(&ext.as_str()) {
+    kind_of_extension(path.extension()?.as_encoded_bytes())
+}
+
+/// The kind an extension (without its dot) denotes, compared without a copy: the walk asks
+/// once for every file of a library.
+fn kind_of_extension(ext: &[u8]) -> Option<MediaKind> {
+    let is = |known: &&str| known.as_bytes().eq_ignore_ascii_case(ext);
+    if VIDEO_EXTENSIONS.iter().any(is) {
         Some(MediaKind::Video)
-    } else if AUDIO_EXTENSIONS.contains(&ext.as_str()) {
+    } else if AUDIO_EXTENSIONS.iter().any(is) {
         Some(MediaKind::Audio)
     } else {
         None
@@ -131,14 +137,18 @@ const MID_WRITE_INFIXES: &[&str] = &["part", "partial", "tmp", "temp"];
 /// Whether a name is a file that another program is still writing (see
 /// `MID_WRITE_EXTENSIONS` and `MID_WRITE_INFIXES`).
 pub fn is_mid_write(name: &std::ffi::OsStr) -> bool {
-    let name = name.to_string_lossy().to_ascii_lowercase();
-    let mut parts = name.rsplit('.');
+    let one_of = |marks: &[&str], part: &[u8]| {
+        marks
+            .iter()
+            .any(|mark| mark.as_bytes().eq_ignore_ascii_case(part))
+    };
+    let mut parts = name.as_encoded_bytes().rsplit(|&b| b == b'.');
     let last = parts.next().unwrap_or_default();
     let before = parts.next();
-    MID_WRITE_EXTENSIONS.contains(&last)
-        || (media_kind(Path::new(&name)).is_some()
-            && before.is_some_and(|infix| MID_WRITE_INFIXES.contains(&infix))
-            && parts.next().is_some())
+    one_of(MID_WRITE_EXTENSIONS, last)
+        || (before.is_some_and(|infix| one_of(MID_WRITE_INFIXES, infix))
+            && parts.next().is_some()
+            && kind_of_extension(last).is_some())
 }
 
 /// Whether a name is hidden (dot file) or one of this tool's own lock, temp or cache files.
@@ -424,6 +434,12 @@ mod tests {
         assert_eq!(media_kind(Path::new("song.flac")), Some(MediaKind::Audio));
         assert_eq!(media_kind(Path::new("notes.txt")), None);
         assert_eq!(media_kind(Path::new("mkv")), None);
+        assert_eq!(media_kind(Path::new("a.mkvx")), None);
+        assert_eq!(media_kind(Path::new("a.mk")), None);
+        assert_eq!(
+            media_kind(Path::new("Ünïcode.FLAC")),
+            Some(MediaKind::Audio)
+        );
         for camera_or_web in [
             "a.MTS", "a.m2t", "a.webm", "a.ogv", "a.3gp", "a.3g2", "a.asf",
         ] {
@@ -446,6 +462,7 @@ mod tests {
             "Movie.mkv.!ut",
             "Movie.mp4.crdownload",
             "Movie.partial",
+            "Épisode.Part.MKV",
         ] {
             assert!(is_mid_write(name.as_ref()), "{name}");
         }
@@ -457,6 +474,8 @@ mod tests {
             "The.Temp.Job.1999.mkv",
             "Movie.mkv",
             "Free.Download.mkv",
+            "Movie.part.txt",
+            "Movie.partial.",
         ] {
             assert!(!is_mid_write(name.as_ref()), "{name}");
         }

@@ -8,11 +8,11 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::cache::{
-    self, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem, Loaded,
-    Recorder,
+    self, CacheStamp, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem,
+    Loaded, Recorder,
 };
 use crate::config::MediaType;
 use crate::decide::{self, Decision, Rules, SkipReason};
@@ -479,24 +479,6 @@ fn learned_meanwhile(job: &Job, retry_failed: bool) -> Option<Learned> {
     })
 }
 
-/// The size and mtime of a directory's cache file: a change means another writer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStamp {
-    len: u64,
-    modified: SystemTime,
-}
-
-impl CacheStamp {
-    /// The stamp of `dir`'s cache now; `None` when there is none.
-    pub fn of(dir: &Path) -> Option<CacheStamp> {
-        let meta = std::fs::metadata(dir.join(cache::CACHE_FILE_NAME)).ok()?;
-        Some(CacheStamp {
-            len: meta.len(),
-            modified: meta.modified().ok()?,
-        })
-    }
-}
-
 /// The probe workers' queue: first in, first out. Workers end once no more jobs will come,
 /// the queue is empty and every result handed out has been settled (a settled result may
 /// send its file back for ffprobe).
@@ -572,15 +554,15 @@ pub struct DirBatch {
     pub files: Vec<MediaFile>,
     /// Its cache as read.
     pub cache: Loaded,
-    /// The cache file's stamp before it was read: a later change is another writer's.
+    /// The stamp of the cache file read: a later change is another writer's.
     pub stamp: Option<CacheStamp>,
 }
 
 impl DirBatch {
     /// Reads the cache of `dir` for these files.
     pub fn load(dir: PathBuf, files: Vec<MediaFile>) -> DirBatch {
-        let stamp = CacheStamp::of(&dir);
         let cache = DirCache::load(&dir);
+        let stamp = cache.stamp;
         DirBatch {
             dir,
             files,

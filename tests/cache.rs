@@ -748,3 +748,80 @@ fn a_dry_run_estimates_from_what_the_library_has_converted() {
         "estimated {estimated}, the library's ratio gives {expected} ({after}/{before} of {size})"
     );
 }
+
+/// A warm dry run reads each directory's cache with one open, and takes the cache's stamp
+/// (what tells another writer's change) from the very file it read: no stat of the cache by
+/// its name, which walks the whole path again from the root, and no seek; no ffprobe either.
+/// strace shows each call with the file its descriptor is open on.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_warm_dry_run_opens_each_cache_once_and_stats_none_by_name() {
+    if which::which("strace").is_err() {
+        eprintln!("!!! SKIPPED: strace is not installed (apt-get install strace)");
+        return;
+    }
+    const DIRS: usize = 3;
+    const PER_DIR: usize = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let library = dir.path().join("library");
+    let (mkv, hevc) = (dir.path().join("h264.mkv"), dir.path().join("hevc.mkv"));
+    h264_aac_srt_mkv(&mkv);
+    hevc_mkv(&hevc);
+    for d in 0..DIRS {
+        let season = library.join(format!("Season {d}"));
+        fs::create_dir_all(&season).unwrap();
+        fs::copy(&mkv, season.join("Episode 1.mkv")).unwrap();
+        fs::copy(&hevc, season.join("Episode 2.mkv")).unwrap();
+    }
+    age_all(&library);
+    let probe = CountingFfprobe::new();
+    build(&probe, "alpha", &library);
+    let probed = probe.calls().len();
+    assert_eq!(probed, DIRS * PER_DIR, "the cold build probes every file");
+
+    let trace = dir.path().join("cache.trace");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-o"])
+        .arg(&trace)
+        .args(["-e", "trace=openat,statx,newfstatat,lseek"])
+        .arg(bin())
+        .env("PATH", probe.path_var())
+        .env("NO_COLOR", "1")
+        .args(["--json", "--dry-run", "--dir"])
+        .arg(&library)
+        .output()
+        .expect("run under strace");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let events = events(&out);
+    assert_eq!(
+        probe.calls().len(),
+        probed,
+        "a warm dry run runs no ffprobe"
+    );
+    assert_eq!(
+        of_kind(&events, "planned").len(),
+        DIRS * PER_DIR,
+        "{events:#?}"
+    );
+
+    let trace = fs::read_to_string(&trace).unwrap();
+    // By name: the path in quotes; by descriptor: the path strace names after the number.
+    let calls = |call: &str, on: &str| {
+        trace
+            .lines()
+            .filter(|l| l.contains(&format!("{call}(")) && l.contains(on))
+            .count()
+    };
+    let (by_name, by_fd) = (".mediabox_cache.json\"", ".mediabox_cache.json>");
+    assert_eq!(calls("openat", by_name), DIRS, "one open a cache:\n{trace}");
+    assert_eq!(
+        calls("statx", by_name) + calls("newfstatat", by_name),
+        0,
+        "a stat of a cache by its name:\n{trace}"
+    );
+    assert_eq!(calls("lseek", by_fd), 0, "a seek in a cache:\n{trace}");
+    assert!(
+        calls("statx", by_fd) <= 2 * DIRS,
+        "more than two stats of an open cache:\n{trace}"
+    );
+}

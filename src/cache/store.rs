@@ -16,7 +16,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{CACHE_FILE_NAME, Entry, Parsed, key, parse, serialize};
+use super::{CACHE_FILE_NAME, CacheStamp, Entry, Parsed, key, parse, serialize};
 use crate::lock::ShortGuard;
 
 /// The write lock beside the cache.
@@ -54,7 +54,8 @@ impl From<io::Error> for WriteError {
 /// Some SMB servers replace a file in two steps, so a reader can find no file for a moment
 /// while a writer holds the lock: then it looks again, briefly. Without a lock there is no
 /// writer, and a missing file is simply missing (no sleep: a cold library has thousands).
-pub(crate) fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
+/// The stamp is that of the file read (see [`CacheStamp`]).
+pub(crate) fn read(dir: &Path) -> io::Result<Option<(Vec<u8>, Option<CacheStamp>)>> {
     let mut tries = 0;
     loop {
         match read_once(dir)? {
@@ -62,15 +63,18 @@ pub(crate) fn read(dir: &Path) -> io::Result<Option<Vec<u8>>> {
                 tries += 1;
                 std::thread::sleep(READ_RETRY_DELAY);
             }
-            read => return Ok(read),
+            read => {
+                return Ok(read.map(|(bytes, meta)| (bytes, CacheStamp::of_metadata(&meta))));
+            }
         }
     }
 }
 
-/// One read of the cache file, as the file server has it now; `None` when there is none.
-fn read_once(dir: &Path) -> io::Result<Option<Vec<u8>>> {
-    match crate::fresh::read(&dir.join(CACHE_FILE_NAME)) {
-        Ok(bytes) => Ok(Some(bytes)),
+/// One read of the cache file, as the file server has it now, with the file's metadata;
+/// `None` when there is none.
+fn read_once(dir: &Path) -> io::Result<Option<(Vec<u8>, fs::Metadata)>> {
+    match crate::fresh::read_with_metadata(&dir.join(CACHE_FILE_NAME)) {
+        Ok(read) => Ok(Some(read)),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err),
     }
@@ -85,12 +89,13 @@ const CORRUPT_REREAD_DELAY: Duration = Duration::from_millis(300);
 /// Reads the cache under the lock; a corrupt read is tried again a few times, so only a
 /// cache that stays corrupt is set aside.
 fn read_settled(dir: &Path) -> io::Result<Option<Vec<u8>>> {
-    let mut read = read_once(dir)?;
+    let bytes_once = || Ok::<_, io::Error>(read_once(dir)?.map(|(bytes, _)| bytes));
+    let mut read = bytes_once()?;
     for _ in 0..CORRUPT_REREADS {
         match &read {
             Some(bytes) if matches!(parse(bytes), Parsed::Corrupt(_)) => {
                 std::thread::sleep(CORRUPT_REREAD_DELAY);
-                read = read_once(dir)?;
+                read = bytes_once()?;
             }
             _ => break,
         }

@@ -51,9 +51,22 @@ fn force_attribute_refresh(_file: &File) {}
 /// The whole content of `path`, read after the attributes are refreshed, so a file another
 /// host replaced a moment ago is not read to its old length.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
+    read_with_metadata(path).map(|(bytes, _)| bytes)
+}
+
+/// [`read`], with the size and mtime of the very file read: another writer that replaces
+/// the name a moment later changes what a stat of the name says, never these.
+pub fn read_with_metadata(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
+    let file = File::open(path)?;
     force_attribute_refresh(&file);
+    let meta = file.metadata()?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
+    // Room for the whole file and one byte more, which finds the end at once. The length is
+    // only a hint (a failed reservation just reads in steps), and `take` keeps the standard
+    // library from a stat and a seek of its own for the same hint: a warm scan reads a cache
+    // in each of thousands of directories.
+    let hint = usize::try_from(meta.len()).map_or(0, |len| len.saturating_add(1));
+    let _ = bytes.try_reserve_exact(hint);
+    (&file).take(u64::MAX).read_to_end(&mut bytes)?;
+    Ok((bytes, meta))
 }

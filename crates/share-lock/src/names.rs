@@ -108,10 +108,12 @@ pub fn classify(file_name: &OsStr) -> Option<ProtocolFile> {
         }
         return os_string_from(target_name).map(|target_name| ProtocolFile::Lock { target_name });
     }
-    if GUARD_SUFFIXES
-        .iter()
-        .any(|suffix| bytes.ends_with(format!("{LOCK_SUFFIX}{suffix}").as_bytes()))
-    {
+    // No string built per suffix: a library walk asks this of every name it lists.
+    if GUARD_SUFFIXES.iter().any(|suffix| {
+        bytes
+            .strip_suffix(suffix.as_bytes())
+            .is_some_and(|head| head.ends_with(LOCK_SUFFIX.as_bytes()))
+    }) {
         return Some(ProtocolFile::Guard);
     }
     if is_tombstone(bytes) {
