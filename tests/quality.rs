@@ -124,7 +124,11 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
         let searched = searched[0];
         assert_eq!(searched["cached"], false);
         let trials = searched["trials"].as_u64().unwrap();
-        assert!((1..=6).contains(&trials), "{name}: {trials} trials");
+        // The smooth clip from the first guess for VMAF 93 (28): 3 trials, where a start at
+        // 22 took 4. The grain starts from the smooth clip's answer (its neighbour) or the
+        // guess, both far above its own: up to 6.
+        let most = if name == "smooth.mkv" { 3 } else { 6 };
+        assert!((1..=most).contains(&trials), "{name}: {trials} trials");
         assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
         let quality = searched["quality"].as_f64().unwrap();
         found.push(quality);
