@@ -575,8 +575,7 @@ pub fn score(
         Metric::Ssim => "ssim".into(),
     };
     let graph = format!(
-        "[0:v]format={format},setpts=PTS-STARTPTS[d];\
-         [1:v]format={format},setpts=PTS-STARTPTS[r];\
+        "[0:v]format={format},{ALIGN}[d];[1:v]format={format},{ALIGN}[r];\
          [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}"
     );
     let mut args: Vec<OsString> = os(&["-hide_banner", "-nostats", "-loglevel", "info"]);
@@ -608,6 +607,16 @@ pub fn score(
         ))
     })
 }
+
+/// What both streams' timestamps become before they are compared: from zero, and rounded to
+/// their frame slot (at the stream's frame rate, in microseconds for both), so that frame N
+/// of the new file meets frame N of the source even when one container stores times to the
+/// millisecond (Matroska: 23.976 fps frames at 42, 83, 125 ms) and the other exactly (90 kHz
+/// MPEG-TS, MP4): the comparison takes the reference frame at or before each new frame's
+/// time, and a new frame 0.4 ms early met the frame before its own. A stream without a
+/// frame rate keeps its times.
+const ALIGN: &str = "settb=AVTB,setpts=if(gt(FRAME_RATE\\,0)\\,\
+     round((PTS-STARTPTS)*TB*FRAME_RATE)/(FRAME_RATE*TB)\\,PTS-STARTPTS)";
 
 /// libvmaf's summary line: `[Parsed_libvmaf_5 @ 0x…] VMAF score: 95.123456`.
 pub fn parse_vmaf(line: &str) -> Option<f64> {
@@ -1579,7 +1588,11 @@ mod tests {
             metric: Metric::Ssim,
             score: 0.5,
         };
-        assert_eq!(first_guess(far, &TENTHS), Quality::whole(42), "inside the range");
+        assert_eq!(
+            first_guess(far, &TENTHS),
+            Quality::whole(42),
+            "inside the range"
+        );
         let (mut guessed, mut from_22) = (0, 0);
         for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
             for target in targets() {
@@ -1594,6 +1607,9 @@ mod tests {
             }
         }
         // 99 trials from the guesses against 106 from 22 on these two curves.
-        assert!(guessed < from_22, "{guessed} from the guesses, {from_22} from 22");
+        assert!(
+            guessed < from_22,
+            "{guessed} from the guesses, {from_22} from 22"
+        );
     }
 }
