@@ -362,10 +362,20 @@ pub fn search(
     let mut source_video_bytes = 0u64;
     let mut sampled_secs = 0.0;
     for (i, &(start, length)) in windows.iter().enumerate() {
-        let reference = work.0.join(format!("ref{i}.mkv"));
         let window = (!whole).then_some((start, length));
-        let args = reference_args(ask.source, video.index, window, ask.crop_to, &reference);
-        run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+        let reference = match ask.crop_to {
+            None => Reference::Source {
+                path: ask.source,
+                stream: video.index,
+                window,
+            },
+            Some(crop) => {
+                let copy = work.0.join(format!("ref{i}.mkv"));
+                let args = reference_args(ask.source, video.index, window, Some(crop), &copy);
+                run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+                Reference::Lossless(copy)
+            }
+        };
         let (bytes, secs) = if whole {
             // The whole file is its own sample: its size scales by one, whatever its
             // duration (unknown, for some streams).
@@ -410,9 +420,9 @@ pub fn search(
                 &encoded,
                 reference,
                 ask.target.metric,
-                video,
-                width,
+                (video, width),
                 1,
+                ask.should_stop,
             )?;
             weighted += score * frames.max(1) as f64;
             frames_total += frames.max(1) as f64;
@@ -473,6 +483,53 @@ pub fn predicted_size(
     (file_size as f64 - source_video + new_video).max(0.0) as u64
 }
 
+/// The frames a trial encodes and is scored against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reference<'a> {
+    /// Stream `stream` of the source, in a window (`(start, length)` in seconds; all of it
+    /// when `None`), decoded afresh for each use: the same frames every time (the tests
+    /// compare them with a lossless copy's), without the copy's pass and disk space, and
+    /// read faster than FFV1 by most decoders.
+    Source {
+        path: &'a Path,
+        stream: u32,
+        window: Option<(f64, f64)>,
+    },
+    /// A lossless copy (FFV1) of the source's frames cropped as the real encode crops them
+    /// (odd sizes): its first stream.
+    Lossless(PathBuf),
+}
+
+impl Reference<'_> {
+    /// The input options that read it: `-ss START -t LENGTH -i FILE` for a window.
+    pub fn input_args(&self) -> Vec<OsString> {
+        match self {
+            Reference::Source { path, window, .. } => {
+                let mut args = Vec::new();
+                if let Some((start, length)) = window {
+                    args.extend(os(&[
+                        "-ss",
+                        &format!("{start:.3}"),
+                        "-t",
+                        &format!("{length:.3}"),
+                    ]));
+                }
+                args.extend(["-i".into(), media_arg(path)]);
+                args
+            }
+            Reference::Lossless(path) => vec!["-i".into(), media_arg(path)],
+        }
+    }
+
+    /// Its stream's index in that input.
+    pub fn stream(&self) -> u32 {
+        match self {
+            Reference::Source { stream, .. } => *stream,
+            Reference::Lossless(_) => 0,
+        }
+    }
+}
+
 /// The lossless reference of a window of the source (`(start, length)` in seconds; all of
 /// it when `None`): its main video alone, cropped as the real encode crops it, in FFV1,
 /// which keeps every pixel format, so the reference is the source's frames themselves.
@@ -484,13 +541,13 @@ fn reference_args(
     output: &Path,
 ) -> Vec<OsString> {
     let mut args = quiet_args();
-    if let Some((start, _)) = window {
-        args.extend(["-ss".into(), format!("{start:.3}").into()]);
-    }
-    args.extend(["-i".into(), media_arg(source)]);
-    if let Some((_, length)) = window {
-        args.extend(["-t".into(), format!("{length:.3}").into()]);
-    }
+    let read = Reference::Source {
+        path: source,
+        stream: video_index,
+        window,
+    };
+    // Read as the search reads the source uncropped: the same frames.
+    args.extend(read.input_args());
     args.extend(os(&["-map", &format!("0:{video_index}"), "-an", "-sn"]));
     if let Some((w, h)) = crop_to {
         args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
@@ -504,7 +561,7 @@ fn reference_args(
 fn encode_sample(
     ask: &Ask<'_>,
     video: &Stream,
-    reference: &Path,
+    reference: &Reference<'_>,
     output: &Path,
     quality: Quality,
 ) -> Result<(), SearchError> {
@@ -516,7 +573,7 @@ fn encode_sample(
         reference,
         output,
     );
-    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+    run_stoppable(ask.ffmpeg, &args, ask.should_stop).map(|_| ())
 }
 
 /// The trial encode of one reference: the encoder's device options, then its video options
@@ -526,7 +583,7 @@ fn sample_encode_args(
     video: &Stream,
     preset: &str,
     quality: Quality,
-    reference: &Path,
+    reference: &Reference<'_>,
     output: &Path,
 ) -> Vec<OsString> {
     let settings = EncodeSettings {
@@ -535,24 +592,25 @@ fn sample_encode_args(
     };
     let mut args = quiet_args();
     args.extend(setup.input_args());
-    args.extend(["-i".into(), media_arg(reference)]);
-    args.extend(os(&["-map", "0:v:0"]));
+    args.extend(reference.input_args());
+    args.extend(os(&["-map", &format!("0:{}", reference.stream())]));
     args.extend(setup.video_args(0, video, &settings, None));
     args.push(output.into());
     args
 }
 
 /// Scores `distorted` against `reference`, frame by frame at the reference's size and in
-/// one pixel format, their timestamps both starting at zero; every `subsample`-th frame
-/// for VMAF. Returns the mean score and the frames compared.
+/// one pixel format, their timestamps aligned ([`ALIGN`]); every `subsample`-th frame for
+/// VMAF, with the model for `video` at `width`. Stops (killing ffmpeg) when `should_stop`
+/// says so. Returns the mean score and the frames compared.
 pub fn score(
     ffmpeg: &Path,
     distorted: &Path,
-    reference: &Path,
+    reference: &Reference<'_>,
     metric: Metric,
-    video: &Stream,
-    width: u32,
+    (video, width): (&Stream, u32),
     subsample: u32,
+    should_stop: &dyn Fn() -> Option<StopReason>,
 ) -> Result<(f64, u64), SearchError> {
     let format = if video.is_high_bit_depth() {
         "yuv420p10le"
@@ -575,25 +633,20 @@ pub fn score(
         Metric::Ssim => "ssim".into(),
     };
     let graph = format!(
-        "[0:v]format={format},{ALIGN}[d];[1:v]format={format},{ALIGN}[r];\
-         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}"
+        "[0:v:0]format={format},{ALIGN}[d];[1:{}]format={format},{ALIGN}[r];\
+         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}",
+        reference.stream()
     );
     let mut args: Vec<OsString> = os(&["-hide_banner", "-nostats", "-loglevel", "info"]);
     args.extend(["-i".into(), media_arg(distorted)]);
-    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(reference.input_args());
     args.extend(os(&["-lavfi", &graph, "-f", "null", "-"]));
-    let captured = process::run_captured(ffmpeg, &args)
-        .map_err(|e| SearchError::Failed(format!("scoring {}: {e}", distorted.display())))?;
-    let parsed = captured
-        .stderr_tail
-        .iter()
-        .rev()
-        .find_map(|line| match metric {
-            Metric::Vmaf => parse_vmaf(line),
-            Metric::Ssim => parse_ssim(line),
-        });
-    let frames = captured
-        .stderr_tail
+    let stderr_tail = run_stoppable(ffmpeg, &args, should_stop)?;
+    let parsed = stderr_tail.iter().rev().find_map(|line| match metric {
+        Metric::Vmaf => parse_vmaf(line),
+        Metric::Ssim => parse_ssim(line),
+    });
+    let frames = stderr_tail
         .iter()
         .rev()
         .find_map(|line| parse_frames(line))
@@ -603,7 +656,7 @@ pub fn score(
             "ffmpeg printed no {} score for {}: {}",
             metric.name(),
             display_command(ffmpeg, &args),
-            captured.stderr_tail.join(" | ")
+            stderr_tail.join(" | ")
         ))
     })
 }
@@ -705,12 +758,16 @@ pub fn achieved(
     let work = WorkDir::new().map_err(|e| format!("a temp folder: {e}"))?;
     // A cropped source is scored as the encode saw it.
     let reference = match crop_to {
-        None => source.to_path_buf(),
+        None => Reference::Source {
+            path: source,
+            stream: video.index,
+            window: None,
+        },
         Some((w, h)) => {
             let cropped = work.0.join("reference.mkv");
             let args = reference_args(source, video.index, None, Some((w, h)), &cropped);
             process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
-            cropped
+            Reference::Lossless(cropped)
         }
     };
     let fps = 30.0;
@@ -718,7 +775,13 @@ pub fn achieved(
     let subsample = (frames / 2000.0).ceil().max(1.0) as u32;
     let width = crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
     let (value, _) = score(
-        ffmpeg, new_file, &reference, metric, video, width, subsample,
+        ffmpeg,
+        new_file,
+        &reference,
+        metric,
+        (video, width),
+        subsample,
+        &|| None,
     )
     .map_err(|e| match e {
         SearchError::Failed(e) => e,
@@ -788,12 +851,13 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it.
+/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it. Returns the
+/// tail of what it printed to stderr.
 fn run_stoppable(
     ffmpeg: &Path,
     args: &[OsString],
     should_stop: &dyn Fn() -> Option<StopReason>,
-) -> Result<(), SearchError> {
+) -> Result<Vec<String>, SearchError> {
     let failed = |tail: Vec<String>| {
         SearchError::Failed(format!(
             "{} failed: {}",
@@ -817,7 +881,7 @@ fn run_stoppable(
             Ok(Some(status)) => {
                 let tail = tail.map(StderrTail::finish).unwrap_or_default();
                 return if status.success() {
-                    Ok(())
+                    Ok(tail)
                 } else {
                     Err(failed(tail))
                 };
@@ -1521,7 +1585,7 @@ mod tests {
                 &video,
                 "medium",
                 Quality::from_tenths(273),
-                Path::new("ref0.mkv"),
+                &Reference::Lossless("ref0.mkv".into()),
                 Path::new("trial.mkv"),
             );
             args.iter()
@@ -1611,5 +1675,68 @@ mod tests {
             guessed < from_22,
             "{guessed} from the guesses, {from_22} from 22"
         );
+    }
+
+    /// The frame hashes of stream `map` of what `input` reads (`ffmpeg INPUT -map MAP -f
+    /// framemd5`), without their timestamps.
+    fn frame_hashes(input: &[OsString], map: &str) -> Vec<String> {
+        let mut args = os(&["-hide_banner", "-v", "error"]);
+        args.extend_from_slice(input);
+        args.extend(os(&["-map", map, "-f", "framemd5", "-"]));
+        let out = process::run_captured(Path::new("ffmpeg"), &args).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_source_read_at_a_samples_window_gives_the_frames_of_its_lossless_copy() {
+        // H.264 with B-frames and a keyframe every 50 frames, audio before the video (the
+        // video is stream 1), 23.976 fps: windows that start between keyframes, the whole file.
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.mkv");
+        let make = os(&[
+            "-hide_banner",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x96:rate=24000/1001:duration=12,noise=alls=10:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=12",
+            "-map",
+            "1",
+            "-map",
+            "0",
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-bf",
+            "3",
+        ]);
+        let mut make = make;
+        make.push(media_arg(&source));
+        process::run_captured(Path::new("ffmpeg"), &make).unwrap();
+        for window in [Some((3.3, 4.0)), Some((0.0, 2.5)), None] {
+            let copy = dir.path().join("copy.mkv");
+            let mut args = reference_args(&source, 1, window, None, &copy);
+            args.splice(0..0, os(&["-v", "error"]));
+            process::run_captured(Path::new("ffmpeg"), &args).unwrap();
+            let lossless = frame_hashes(&Reference::Lossless(copy).input_args(), "0:0");
+            let direct = Reference::Source {
+                path: &source,
+                stream: 1,
+                window,
+            };
+            let read = frame_hashes(&direct.input_args(), &format!("0:{}", direct.stream()));
+            assert!(lossless.len() > 50, "{window:?}: {} frames", lossless.len());
+            assert_eq!(read, lossless, "{window:?}");
+        }
     }
 }

@@ -688,3 +688,101 @@ fn a_film_rate_file_is_scored_frame_against_its_own_source_frame() {
         "achieved SSIM {achieved}, predicted {predicted}"
     );
 }
+
+/// The children of `pid` whose command line contains `needle`, from /proc.
+fn children_with(pid: u32, needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the parent after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            ppid == Some(pid) && String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Ctrl-C while a trial is being scored: the scoring ffmpeg is stopped at once, not waited
+/// for. The scorer is frozen (SIGSTOP) before the signal, so a run that waited for it
+/// would never end; one that stops it ends in a moment and leaves no samples behind.
+#[test]
+fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
+    let (ffmpeg_path, ffprobe_path) = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("clip.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let mut run = cmd()
+        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
+        .arg("--ffmpeg")
+        .arg(&ffmpeg_path)
+        .arg("--ffprobe")
+        .arg(&ffprobe_path)
+        .args(["--json", "--preset", "ultrafast"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let started = std::time::Instant::now();
+    let scorer = loop {
+        if let Some(&scorer) = children_with(pid, "-lavfi").first() {
+            break scorer;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before scoring"
+        );
+        assert!(started.elapsed().as_secs() < 120, "no trial was scored");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    signal(scorer, "STOP");
+    signal(pid, "INT");
+    let signalled = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status.code();
+        }
+        if signalled.elapsed().as_secs() >= 10 {
+            // Let both go before failing.
+            signal(scorer, "CONT");
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("still running 10 s after Ctrl-C, waiting for its scoring ffmpeg");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(130));
+    assert!(
+        signalled.elapsed().as_secs_f64() < 5.0,
+        "{:?} after Ctrl-C",
+        signalled.elapsed()
+    );
+    let scorer_state = std::fs::read_to_string(format!("/proc/{scorer}/stat")).unwrap_or_default();
+    assert!(
+        scorer_state.is_empty() || !scorer_state.contains("-lavfi"),
+        "the scoring ffmpeg {scorer} outlived the run: {scorer_state}"
+    );
+    let prefix = format!("media-converter-search-{pid}-");
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "samples left behind: {left:?}");
+}
