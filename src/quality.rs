@@ -123,11 +123,17 @@ const MAX_SAMPLES: usize = 12;
 /// Where the samples start, in seconds, and how long each is: spread evenly, each in the
 /// middle of its share of the file; the whole file (one sample from 0) when it is short or
 /// its duration unknown.
+///
+/// The count is the duration in [`SECS_PER_SAMPLE`] rounded to the nearest whole, so a
+/// one-hour film gets 6 samples whether its container says 3599.96 s or 3600.04 s (audio
+/// padding, a last frame's duration): rounded up, the 0.04 s past the hour bought a seventh
+/// sample, a sixth more trial encoding, for no more of the film seen in any way that
+/// matters. The shares are 8.6 to 12 minutes, one per 10 minutes on average.
 pub fn sample_windows(duration_secs: Option<f64>) -> Vec<(f64, f64)> {
     let Some(duration) = duration_secs.filter(|d| d.is_finite() && *d > WHOLE_FILE_SECS) else {
         return vec![(0.0, duration_secs.unwrap_or(0.0))];
     };
-    let count = ((duration / SECS_PER_SAMPLE).ceil() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
+    let count = ((duration / SECS_PER_SAMPLE).round() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
     let share = duration / count as f64;
     (0..count)
         .map(|i| {
@@ -1522,6 +1528,12 @@ mod tests {
         let ten_minutes = sample_windows(Some(600.0));
         assert_eq!(ten_minutes.len(), MIN_SAMPLES);
         assert_eq!(ten_minutes[0], (100.0 - SAMPLE_SECS / 2.0, SAMPLE_SECS));
+        // An hour, give or take a container's rounding: one sample per 10 minutes.
+        for hour in [3599.96, 3600.0, 3600.041667] {
+            assert_eq!(sample_windows(Some(hour)).len(), 6, "{hour} s");
+        }
+        assert_eq!(sample_windows(Some(3899.0)).len(), 6);
+        assert_eq!(sample_windows(Some(3901.0)).len(), 7);
         let film = sample_windows(Some(2.0 * 3600.0));
         assert_eq!(film.len(), MAX_SAMPLES);
         assert!(film.iter().all(|(start, len)| start + len <= 7200.0));
