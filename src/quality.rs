@@ -957,8 +957,10 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
     let cached = key
         .as_deref()
         .and_then(|key| dir.fresh(key, cache::Fingerprint::of(q.file)))
-        .and_then(|entry| entry.search.clone())
-        .filter(|s| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset));
+        .and_then(|entry| {
+            entry.search_for(ask.target, ask.setup.encoder.name(), &ask.settings.preset)
+        })
+        .cloned();
     let (searched, from_cache) = match cached {
         Some(searched) => (searched, true),
         None => {
@@ -1121,11 +1123,13 @@ impl KnownSearches {
             .dirs
             .entry(dir.clone())
             .or_insert_with(|| cache::DirCache::load(&dir).cache);
-        cache
-            .fresh(&name, cache::Fingerprint::of(file))?
+        let entry = cache.fresh(&name, cache::Fingerprint::of(file))?;
+        // The latest search first, then those for other encoders.
+        entry
             .search
-            .as_ref()
-            .filter(|s| s.answers(target, &s.encoder, preset))
+            .iter()
+            .chain(&entry.other_searches)
+            .find(|s| s.answers(target, &s.encoder, preset))
     }
 }
 
