@@ -904,17 +904,48 @@ fn run_stoppable(
 /// A private folder for samples and trials, removed with everything in it.
 struct WorkDir(PathBuf);
 
+/// The start of every work folder's name, before the process id.
+const WORK_PREFIX: &str = "media-converter-search-";
+
 impl WorkDir {
     fn new() -> std::io::Result<WorkDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        let temp = std::env::temp_dir();
+        remove_orphans(&temp);
         let name = format!(
-            "media-converter-search-{}-{}",
+            "{WORK_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = std::env::temp_dir().join(name);
+        let dir = temp.join(name);
         fs::create_dir_all(&dir)?;
         Ok(WorkDir(dir))
+    }
+}
+
+/// Removes the work folders of processes that are gone (a second Ctrl-C exits at once,
+/// a killed or crashed run never cleans up). Where a process's liveness cannot be read
+/// (no `/proc`: Windows, macOS), nothing is removed.
+fn remove_orphans(temp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -786,3 +786,30 @@ fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
         .collect();
     assert!(left.is_empty(), "samples left behind: {left:?}");
 }
+
+/// A run that exited without cleaning up (a second Ctrl-C, a kill) left its samples; the
+/// next search on the machine removes them, and leaves a live run's alone.
+#[test]
+fn a_search_removes_the_samples_a_gone_run_left_behind() {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let temp = std::env::temp_dir();
+    let orphan = temp.join(format!("media-converter-search-{gone_pid}-0"));
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("trial0-26.mkv"), b"left").unwrap();
+    // This test's own process is alive: its folder stays.
+    let alive = temp.join(format!("media-converter-search-{}-7", std::process::id()));
+    std::fs::create_dir_all(&alive).unwrap();
+
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let (code, events, stderr) = ssim_98("--file", &file);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert_eq!(of_kind(&events, "searched").len(), 1, "{events:#?}");
+    assert!(!orphan.exists(), "{} is still there", orphan.display());
+    assert!(alive.exists(), "a live process's folder was removed");
+    std::fs::remove_dir_all(&alive).unwrap();
+}
