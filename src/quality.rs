@@ -923,9 +923,15 @@ impl WorkDir {
     }
 }
 
+/// A work folder untouched for this long, of a process that is gone, is an orphan. Every
+/// trial's encode touches its folder, so a live search's is minutes old at most; the wait
+/// keeps the folder of a search whose process another PID namespace (a container sharing
+/// the temp directory) hides from `/proc`.
+const ORPHAN_AGE: Duration = Duration::from_secs(6 * 3600);
+
 /// Removes the work folders of processes that are gone (a second Ctrl-C exits at once,
-/// a killed or crashed run never cleans up). Where a process's liveness cannot be read
-/// (no `/proc`: Windows, macOS), nothing is removed.
+/// a killed or crashed run never cleans up), once untouched for [`ORPHAN_AGE`]. Where a
+/// process's liveness cannot be read (no `/proc`: Windows, macOS), nothing is removed.
 fn remove_orphans(temp: &Path) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -943,7 +949,13 @@ fn remove_orphans(temp: &Path) {
         else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        let untouched = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= ORPHAN_AGE);
+        if untouched && !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -788,7 +788,7 @@ fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
 }
 
 /// A run that exited without cleaning up (a second Ctrl-C, a kill) left its samples; the
-/// next search on the machine removes them, and leaves a live run's alone.
+/// next search on the machine removes them once 6 hours old, and leaves a live run's alone.
 #[test]
 fn a_search_removes_the_samples_a_gone_run_left_behind() {
     let mut gone = Command::new("true").spawn().unwrap();
@@ -798,9 +798,20 @@ fn a_search_removes_the_samples_a_gone_run_left_behind() {
     let orphan = temp.join(format!("media-converter-search-{gone_pid}-0"));
     std::fs::create_dir_all(&orphan).unwrap();
     std::fs::write(orphan.join("trial0-26.mkv"), b"left").unwrap();
-    // This test's own process is alive: its folder stays.
+    // A gone process's folder touched lately may belong to a process another PID namespace
+    // hides: it stays, as does a live process's (this test's own) however old.
+    let recent = temp.join(format!("media-converter-search-{gone_pid}-1"));
+    std::fs::create_dir_all(&recent).unwrap();
     let alive = temp.join(format!("media-converter-search-{}-7", std::process::id()));
     std::fs::create_dir_all(&alive).unwrap();
+    for old in [&orphan, &alive] {
+        let touched = Command::new("touch")
+            .args(["-d", "7 hours ago"])
+            .arg(old)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
 
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
@@ -811,5 +822,7 @@ fn a_search_removes_the_samples_a_gone_run_left_behind() {
     assert_eq!(of_kind(&events, "searched").len(), 1, "{events:#?}");
     assert!(!orphan.exists(), "{} is still there", orphan.display());
     assert!(alive.exists(), "a live process's folder was removed");
+    assert!(recent.exists(), "a folder touched lately was removed");
     std::fs::remove_dir_all(&alive).unwrap();
+    std::fs::remove_dir_all(&recent).unwrap();
 }
