@@ -451,11 +451,38 @@ fn a_long_file_is_searched_on_samples_whose_prediction_holds() {
     assert!(achieved >= 0.97 - 0.002, "achieved SSIM {achieved}");
 }
 
+/// `--file FILE --target-ssim 0.99` at `preset` with the system's ffmpeg, running, its JSON
+/// events to `stdout`.
+fn spawn_ssim_99(file: &Path, preset: &str, stdout: Stdio) -> std::process::Child {
+    let (ffmpeg_path, ffprobe_path) = system_tools();
+    cmd()
+        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
+        .arg("--ffmpeg")
+        .arg(&ffmpeg_path)
+        .arg("--ffprobe")
+        .arg(&ffprobe_path)
+        .args(["--json", "--preset", preset])
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The search work folders process `pid` has in the temp directory.
+fn work_folders_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("media-converter-search-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Ctrl-C in the middle of a search stops its ffmpeg, removes its samples and leaves the
 /// file and the cache as they were: no half search is recorded.
 #[test]
 fn an_interrupted_search_leaves_no_samples_and_no_record() {
-    let (ffmpeg_path, ffprobe_path) = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("long.mkv");
     ffmpeg(&[
@@ -471,17 +498,7 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
     ]);
     age_all(lib.path());
     let before = std::fs::read(&file).unwrap();
-    let mut run = cmd()
-        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
-        .arg("--ffmpeg")
-        .arg(&ffmpeg_path)
-        .arg("--ffprobe")
-        .arg(&ffprobe_path)
-        .args(["--json", "--preset", "slow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_ssim_99(&file, "slow", Stdio::piped());
     let pid = run.id();
     let stdout = run.stdout.take().unwrap();
     let mut events = Vec::new();
@@ -500,13 +517,7 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
     }
     assert_eq!(run.wait().unwrap().code(), Some(130), "{events:#?}");
     assert!(of_kind(&events, "searched").is_empty(), "{events:#?}");
-    let prefix = format!("media-converter-search-{pid}-");
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect();
+    let left = work_folders_of(pid);
     assert!(left.is_empty(), "samples left behind: {left:?}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
     let cache = read_cache(lib.path());
@@ -721,22 +732,11 @@ fn signal(pid: u32, name: &str) {
 /// would never end; one that stops it ends in a moment and leaves no samples behind.
 #[test]
 fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
-    let (ffmpeg_path, ffprobe_path) = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("clip.mkv");
     testsrc2(&file);
     age_all(lib.path());
-    let mut run = cmd()
-        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
-        .arg("--ffmpeg")
-        .arg(&ffmpeg_path)
-        .arg("--ffprobe")
-        .arg(&ffprobe_path)
-        .args(["--json", "--preset", "ultrafast"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_ssim_99(&file, "ultrafast", Stdio::null());
     let pid = run.id();
     let started = std::time::Instant::now();
     let scorer = loop {
@@ -777,13 +777,7 @@ fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
         scorer_state.is_empty() || !scorer_state.contains("-lavfi"),
         "the scoring ffmpeg {scorer} outlived the run: {scorer_state}"
     );
-    let prefix = format!("media-converter-search-{pid}-");
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect();
+    let left = work_folders_of(pid);
     assert!(left.is_empty(), "samples left behind: {left:?}");
 }
 
