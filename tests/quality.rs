@@ -124,10 +124,17 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
         let searched = searched[0];
         assert_eq!(searched["cached"], false);
         let trials = searched["trials"].as_u64().unwrap();
-        // The smooth clip from the first guess for VMAF 93 (28): 3 trials, where a start at
-        // 22 took 4. The grain starts from the smooth clip's answer (its neighbour) or the
-        // guess, both far above its own: up to 6.
-        let most = if name == "smooth.mkv" { 3 } else { 6 };
+        // The smooth clip searched first, from the guess for VMAF 93 (28): 3 trials, where a
+        // start at 22 took 4. A clip searched second starts from the other's answer (its
+        // neighbour), the grain's far from its own: up to 6.
+        let seeded = for_file(&events, "searching", name)[0]
+            .get("seeded_from")
+            .is_some();
+        let most = if name == "smooth.mkv" && !seeded {
+            3
+        } else {
+            6
+        };
         assert!((1..=most).contains(&trials), "{name}: {trials} trials");
         assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
         let quality = searched["quality"].as_f64().unwrap();
@@ -259,7 +266,10 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
     assert_eq!(entry["search"]["host"], "first");
     assert_eq!(entry["search"]["encoder"], "libx265");
     assert_eq!(entry["search"]["metric"], "vmaf");
-    assert!(entry["search"]["trials"].as_array().unwrap().len() >= 2);
+    // From the first guess for VMAF 93 (28), 3 trials (28, 27, 27.8 when measured); from
+    // 22, where searches once started, 4.
+    let trials = entry["search"]["trials"].as_array().unwrap().len();
+    assert!((2..=3).contains(&trials), "{trials} trials: {cache:#}");
     assert!(entry.get("converted").is_none(), "not converted: {cache:#}");
 
     let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
