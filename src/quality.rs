@@ -1,9 +1,9 @@
 //! `--target-vmaf N` and `--target-ssim X`: the quality that meets a named score, found by a
 //! search on samples of the file, once for the whole fleet.
 //!
-//! The search takes samples spread over the file (the whole file when it is short), keeps
-//! each as a lossless reference (FFV1: the source's own frames, cropped as the real encode
-//! crops them), encodes the references at trial `--quality` values with the run's encoder
+//! The search takes samples spread over the file (the whole file when it is short), reads
+//! each straight from the source (a lossless FFV1 copy only where the real encode crops),
+//! encodes them at trial `--quality` values with the run's encoder
 //! (each encoder maps that scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's
 //! ICQ), scores every trial against its reference frame by frame, and interpolates between
 //! the trials until the highest quality value (the smallest file) that still meets the
@@ -308,9 +308,8 @@ const TYPICAL_AT: (u8, f64, f64) = (22, 97.7, 0.995);
 /// The first trial of a search without a neighbour's result: where the typical curve (the
 /// score of [`TYPICAL_AT`], its loss growing [`TYPICAL_LOSS_SLOPE`] a step) crosses the
 /// target, in whole steps inside the range. For VMAF 95 that is 26, where the answers of
-/// typical video lie (26.3 and 26.4 on the corpus files above), not 22, which would
-/// cost a trial more on each of them; a file far from typical costs what a start at 22
-/// would have.
+/// typical video lie (26.3 and 26.4 on the corpus files above), not 22, which costs a
+/// trial more on each of them; a file far from typical may take a trial more than from 22.
 pub fn first_guess(target: Target, scale: &Scale) -> Quality {
     let (at, vmaf, ssim) = TYPICAL_AT;
     let typical = match target.metric {
