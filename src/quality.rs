@@ -3,9 +3,9 @@
 //!
 //! The search takes samples spread over the file (the whole file when it is short), reads
 //! each straight from the source (a lossless FFV1 copy only where the real encode crops),
-//! encodes them at trial `--quality` values with the run's encoder
-//! (each encoder maps that scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's
-//! ICQ), scores every trial against its reference frame by frame, and interpolates between
+//! encodes them at trial `--quality` values with the run's encoder (each encoder maps that
+//! scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's ICQ), scores every
+//! trial against the same frames of the source frame by frame, and interpolates between
 //! the trials until the highest quality value (the smallest file) that still meets the
 //! target is pinned between two neighbours. The samples also give the size of the whole
 //! file at that quality, so a file that would not save `--min-savings` is skipped before
