@@ -166,6 +166,11 @@ pub struct Entry {
     /// the fingerprint holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<Searched>,
+    /// Searches of this content for other questions (another encoder, target or preset)
+    /// made before `search`: a GPU host's NVENC search stays beside the libx265 search of
+    /// its redone encode, so that a GPU host meeting the file again does not search again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_searches: Vec<Searched>,
     /// The original tool's history fields (`action`, `conversion_count`, ...), kept as found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legacy: Option<serde_json::Map<String, serde_json::Value>>,
@@ -295,6 +300,15 @@ impl Searched {
             && self.encoder == encoder
             && self.preset == preset
     }
+
+    /// The question it answers: its target, encoder and preset.
+    fn question(&self) -> (Target, String, String) {
+        let target = Target {
+            metric: self.metric,
+            score: self.target,
+        };
+        (target, self.encoder.clone(), self.preset.clone())
+    }
 }
 
 /// A conversion whose result was not enough smaller; the original was kept.
@@ -336,7 +350,30 @@ impl Entry {
             not_smaller: None,
             failed: None,
             search: None,
+            other_searches: Vec::new(),
             legacy: None,
+        }
+    }
+
+    /// The search of this content that answers a run's question (the same target, encoder
+    /// and preset), if a host made one.
+    pub fn search_for(&self, target: Target, encoder: &str, preset: &str) -> Option<&Searched> {
+        self.search
+            .iter()
+            .chain(&self.other_searches)
+            .find(|s| s.answers(target, encoder, preset))
+    }
+
+    /// Records `searched` as this content's latest search; the one it follows stays in
+    /// `other_searches` unless it answered the same question.
+    fn add_search(&mut self, searched: Searched) {
+        let question = searched.question();
+        self.other_searches
+            .retain(|s| !s.answers(question.0, &question.1, &question.2));
+        if let Some(previous) = self.search.replace(searched)
+            && !previous.answers(question.0, &question.1, &question.2)
+        {
+            self.other_searches.push(previous);
         }
     }
 
@@ -382,6 +419,7 @@ impl Entry {
             self.not_smaller = None;
             self.failed = None;
             self.search = None;
+            self.other_searches.clear();
         }
         self.size = fingerprint.size;
         self.mtime = fingerprint.mtime;
@@ -551,10 +589,16 @@ impl DirCache {
     /// conversions. What a neighbour's search starts from (`docs/quality.md`).
     pub fn searches(&self) -> impl Iterator<Item = (&str, Option<(u32, u32)>, &Searched)> {
         self.files.iter().flat_map(|(name, entry)| {
-            let current = entry.search.as_ref().map(|search| {
-                let video = entry.info.as_ref().and_then(SourceVideo::of);
-                (name.as_str(), video.map(|v| (v.width, v.height)), search)
-            });
+            let video = entry
+                .info
+                .as_ref()
+                .and_then(SourceVideo::of)
+                .map(|v| (v.width, v.height));
+            let current = entry
+                .search
+                .iter()
+                .chain(&entry.other_searches)
+                .map(move |search| (name.as_str(), video, search));
             let kept = entry.converted.as_ref().and_then(|converted| {
                 let video = converted.source.as_ref().map(|v| (v.width, v.height));
                 let name = converted.from.as_deref().unwrap_or(name);
@@ -839,7 +883,7 @@ pub fn record_search(file: &MediaFile, mut searched: Searched) -> std::io::Resul
             .entry(name.clone())
             .or_insert_with(|| Entry::new(fingerprint));
         entry.refingerprint(fingerprint);
-        entry.search = Some(searched.clone());
+        entry.add_search(searched.clone());
     })
     .map_err(|err| match err {
         store::WriteError::Io(err) => err,
@@ -1484,5 +1528,52 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_search_for_another_encoder_keeps_the_first_beside_it() {
+        // A GPU host searched with NVENC, its encode missed the target and was redone with
+        // libx265, whose search was recorded too; the file was not converted in the end
+        // (interrupted). When a GPU host meets it again, NVENC's search still answers.
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", b"content");
+        let target = Target {
+            metric: Metric::Vmaf,
+            score: 95.0,
+        };
+        let searched = |encoder: &str, tenths: u16| Searched {
+            at: "2026-01-01T00:00:00Z".into(),
+            host: String::new(),
+            metric: Metric::Vmaf,
+            target: 95.0,
+            encoder: encoder.into(),
+            preset: "medium".into(),
+            quality: Some(Quality::from_tenths(tenths)),
+            predicted_bytes: 1,
+            predicted_score: 95.1,
+            sample_secs: 8.0,
+            seconds: 1.0,
+            trials: Vec::new(),
+            seed: None,
+        };
+        record_search(&file, searched("hevc_nvenc", 280)).unwrap();
+        record_search(&file, searched("libx265", 263)).unwrap();
+        // The same question again replaces its answer, never adds a second.
+        record_search(&file, searched("libx265", 264)).unwrap();
+        let cache = DirCache::load(dir.path()).cache;
+        let entry = cache.fresh("a.mkv", Fingerprint::of(&file)).unwrap();
+        let found = |encoder| {
+            entry
+                .search_for(target, encoder, "medium")
+                .and_then(|s| s.quality)
+        };
+        assert_eq!(found("hevc_nvenc"), Some(Quality::from_tenths(280)));
+        assert_eq!(found("libx265"), Some(Quality::from_tenths(264)));
+        assert_eq!(
+            entry.search.as_ref().unwrap().encoder,
+            "libx265",
+            "the latest"
+        );
+        assert_eq!(cache.searches().count(), 2, "both seed neighbours");
     }
 }

@@ -1,11 +1,11 @@
 //! `--target-vmaf N` and `--target-ssim X`: the quality that meets a named score, found by a
 //! search on samples of the file, once for the whole fleet.
 //!
-//! The search takes samples spread over the file (the whole file when it is short), keeps
-//! each as a lossless reference (FFV1: the source's own frames, cropped as the real encode
-//! crops them), encodes the references at trial `--quality` values with the run's encoder
-//! (each encoder maps that scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's
-//! ICQ), scores every trial against its reference frame by frame, and interpolates between
+//! The search takes samples spread over the file (the whole file when it is short), reads
+//! each straight from the source (a lossless FFV1 copy only where the real encode crops),
+//! encodes them at trial `--quality` values with the run's encoder (each encoder maps that
+//! scale onto its own control: x265's CRF, NVENC's CQ, Quick Sync's ICQ), scores every
+//! trial against the same frames of the source frame by frame, and interpolates between
 //! the trials until the highest quality value (the smallest file) that still meets the
 //! target is pinned between two neighbours. The samples also give the size of the whole
 //! file at that quality, so a file that would not save `--min-savings` is skipped before
@@ -123,11 +123,17 @@ const MAX_SAMPLES: usize = 12;
 /// Where the samples start, in seconds, and how long each is: spread evenly, each in the
 /// middle of its share of the file; the whole file (one sample from 0) when it is short or
 /// its duration unknown.
+///
+/// The count is the duration in [`SECS_PER_SAMPLE`] rounded to the nearest whole, so a
+/// one-hour film gets 6 samples whether its container says 3599.96 s or 3600.04 s (audio
+/// padding, a last frame's duration): rounded up, the 0.04 s past the hour bought a seventh
+/// sample, a sixth more trial encoding, for no more of the film seen in any way that
+/// matters. The shares are 8.6 to 12 minutes, one per 10 minutes on average.
 pub fn sample_windows(duration_secs: Option<f64>) -> Vec<(f64, f64)> {
     let Some(duration) = duration_secs.filter(|d| d.is_finite() && *d > WHOLE_FILE_SECS) else {
         return vec![(0.0, duration_secs.unwrap_or(0.0))];
     };
-    let count = ((duration / SECS_PER_SAMPLE).ceil() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
+    let count = ((duration / SECS_PER_SAMPLE).round() as usize).clamp(MIN_SAMPLES, MAX_SAMPLES);
     let share = duration / count as f64;
     (0..count)
         .map(|i| {
@@ -294,6 +300,29 @@ fn slope(trials: &[Trial], metric: Metric) -> f64 {
 /// How much [`Metric::loss`] grows per `--quality` step on typical video.
 const TYPICAL_LOSS_SLOPE: f64 = 0.2;
 
+/// Where [`first_guess`] anchors the typical curve: the score typical video gets at
+/// `--quality 22` with libx265 (VMAF 97.7 on bikes.mp4 and flashmob.mkv of the corpus, 97.4
+/// and 98.6 on the recorded curves of the tests; SSIM 0.995 on those curves).
+const TYPICAL_AT: (u8, f64, f64) = (22, 97.7, 0.995);
+
+/// The first trial of a search without a neighbour's result: where the typical curve (the
+/// score of [`TYPICAL_AT`], its loss growing [`TYPICAL_LOSS_SLOPE`] a step) crosses the
+/// target, in whole steps inside the range. For VMAF 95 that is 26, where the answers of
+/// typical video lie (26.3 and 26.4 on the corpus files above), not 22, which costs a
+/// trial more on each of them; a file far from typical may take a trial more than from 22.
+pub fn first_guess(target: Target, scale: &Scale) -> Quality {
+    let (at, vmaf, ssim) = TYPICAL_AT;
+    let typical = match target.metric {
+        Metric::Vmaf => vmaf,
+        Metric::Ssim => ssim,
+    };
+    let metric = target.metric;
+    let steps = (metric.loss(target.score) - metric.loss(typical)) / TYPICAL_LOSS_SLOPE;
+    let guess = (f64::from(at) + steps).round();
+    let (lo, hi) = (*scale.range.start(), *scale.range.end());
+    Quality::whole(guess.clamp(f64::from(lo), f64::from(hi)) as u8)
+}
+
 /// Everything a search needs from the run.
 pub struct Ask<'a> {
     pub ffmpeg: &'a Path,
@@ -338,10 +367,20 @@ pub fn search(
     let mut source_video_bytes = 0u64;
     let mut sampled_secs = 0.0;
     for (i, &(start, length)) in windows.iter().enumerate() {
-        let reference = work.0.join(format!("ref{i}.mkv"));
         let window = (!whole).then_some((start, length));
-        let args = reference_args(ask.source, video.index, window, ask.crop_to, &reference);
-        run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+        let reference = match ask.crop_to {
+            None => Reference::Source {
+                path: ask.source,
+                stream: video.index,
+                window,
+            },
+            Some(crop) => {
+                let copy = work.0.join(format!("ref{i}.mkv"));
+                let args = reference_args(ask.source, video.index, window, Some(crop), &copy);
+                run_stoppable(ask.ffmpeg, &args, ask.should_stop)?;
+                Reference::Lossless(copy)
+            }
+        };
         let (bytes, secs) = if whole {
             // The whole file is its own sample: its size scales by one, whatever its
             // duration (unknown, for some streams).
@@ -386,9 +425,9 @@ pub fn search(
                 &encoded,
                 reference,
                 ask.target.metric,
-                video,
-                width,
+                (video, width),
                 1,
+                ask.should_stop,
             )?;
             weighted += score * frames.max(1) as f64;
             frames_total += frames.max(1) as f64;
@@ -449,6 +488,53 @@ pub fn predicted_size(
     (file_size as f64 - source_video + new_video).max(0.0) as u64
 }
 
+/// The frames a trial encodes and is scored against.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reference<'a> {
+    /// Stream `stream` of the source, in a window (`(start, length)` in seconds; all of it
+    /// when `None`), decoded afresh for each use: the same frames every time (the tests
+    /// compare them with a lossless copy's), without the copy's pass and disk space, and
+    /// read faster than FFV1 by most decoders.
+    Source {
+        path: &'a Path,
+        stream: u32,
+        window: Option<(f64, f64)>,
+    },
+    /// A lossless copy (FFV1) of the source's frames cropped as the real encode crops them
+    /// (odd sizes): its first stream.
+    Lossless(PathBuf),
+}
+
+impl Reference<'_> {
+    /// The input options that read it: `-ss START -t LENGTH -i FILE` for a window.
+    pub fn input_args(&self) -> Vec<OsString> {
+        match self {
+            Reference::Source { path, window, .. } => {
+                let mut args = Vec::new();
+                if let Some((start, length)) = window {
+                    args.extend(os(&[
+                        "-ss",
+                        &format!("{start:.3}"),
+                        "-t",
+                        &format!("{length:.3}"),
+                    ]));
+                }
+                args.extend(["-i".into(), media_arg(path)]);
+                args
+            }
+            Reference::Lossless(path) => vec!["-i".into(), media_arg(path)],
+        }
+    }
+
+    /// Its stream's index in that input.
+    pub fn stream(&self) -> u32 {
+        match self {
+            Reference::Source { stream, .. } => *stream,
+            Reference::Lossless(_) => 0,
+        }
+    }
+}
+
 /// The lossless reference of a window of the source (`(start, length)` in seconds; all of
 /// it when `None`): its main video alone, cropped as the real encode crops it, in FFV1,
 /// which keeps every pixel format, so the reference is the source's frames themselves.
@@ -460,13 +546,13 @@ fn reference_args(
     output: &Path,
 ) -> Vec<OsString> {
     let mut args = quiet_args();
-    if let Some((start, _)) = window {
-        args.extend(["-ss".into(), format!("{start:.3}").into()]);
-    }
-    args.extend(["-i".into(), media_arg(source)]);
-    if let Some((_, length)) = window {
-        args.extend(["-t".into(), format!("{length:.3}").into()]);
-    }
+    let read = Reference::Source {
+        path: source,
+        stream: video_index,
+        window,
+    };
+    // Read as the search reads the source uncropped: the same frames.
+    args.extend(read.input_args());
     args.extend(os(&["-map", &format!("0:{video_index}"), "-an", "-sn"]));
     if let Some((w, h)) = crop_to {
         args.extend(os(&["-vf", &format!("crop={w}:{h}:0:0")]));
@@ -480,7 +566,7 @@ fn reference_args(
 fn encode_sample(
     ask: &Ask<'_>,
     video: &Stream,
-    reference: &Path,
+    reference: &Reference<'_>,
     output: &Path,
     quality: Quality,
 ) -> Result<(), SearchError> {
@@ -492,7 +578,7 @@ fn encode_sample(
         reference,
         output,
     );
-    run_stoppable(ask.ffmpeg, &args, ask.should_stop)
+    run_stoppable(ask.ffmpeg, &args, ask.should_stop).map(|_| ())
 }
 
 /// The trial encode of one reference: the encoder's device options, then its video options
@@ -502,7 +588,7 @@ fn sample_encode_args(
     video: &Stream,
     preset: &str,
     quality: Quality,
-    reference: &Path,
+    reference: &Reference<'_>,
     output: &Path,
 ) -> Vec<OsString> {
     let settings = EncodeSettings {
@@ -511,24 +597,25 @@ fn sample_encode_args(
     };
     let mut args = quiet_args();
     args.extend(setup.input_args());
-    args.extend(["-i".into(), media_arg(reference)]);
-    args.extend(os(&["-map", "0:v:0"]));
+    args.extend(reference.input_args());
+    args.extend(os(&["-map", &format!("0:{}", reference.stream())]));
     args.extend(setup.video_args(0, video, &settings, None));
     args.push(output.into());
     args
 }
 
 /// Scores `distorted` against `reference`, frame by frame at the reference's size and in
-/// one pixel format, their timestamps both starting at zero; every `subsample`-th frame
-/// for VMAF. Returns the mean score and the frames compared.
+/// one pixel format, their timestamps aligned ([`ALIGN`]); every `subsample`-th frame for
+/// VMAF, with the model for `video` at `width`. Stops (killing ffmpeg) when `should_stop`
+/// says so. Returns the mean score and the frames compared.
 pub fn score(
     ffmpeg: &Path,
     distorted: &Path,
-    reference: &Path,
+    reference: &Reference<'_>,
     metric: Metric,
-    video: &Stream,
-    width: u32,
+    (video, width): (&Stream, u32),
     subsample: u32,
+    should_stop: &dyn Fn() -> Option<StopReason>,
 ) -> Result<(f64, u64), SearchError> {
     let format = if video.is_high_bit_depth() {
         "yuv420p10le"
@@ -551,26 +638,20 @@ pub fn score(
         Metric::Ssim => "ssim".into(),
     };
     let graph = format!(
-        "[0:v]format={format},setpts=PTS-STARTPTS[d];\
-         [1:v]format={format},setpts=PTS-STARTPTS[r];\
-         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}"
+        "[0:v:0]format={format},{ALIGN}[d];[1:{}]format={format},{ALIGN}[r];\
+         [d][r]scale2ref=flags=bicubic[d2][r2];[d2][r2]{compare}",
+        reference.stream()
     );
     let mut args: Vec<OsString> = os(&["-hide_banner", "-nostats", "-loglevel", "info"]);
     args.extend(["-i".into(), media_arg(distorted)]);
-    args.extend(["-i".into(), media_arg(reference)]);
+    args.extend(reference.input_args());
     args.extend(os(&["-lavfi", &graph, "-f", "null", "-"]));
-    let captured = process::run_captured(ffmpeg, &args)
-        .map_err(|e| SearchError::Failed(format!("scoring {}: {e}", distorted.display())))?;
-    let parsed = captured
-        .stderr_tail
-        .iter()
-        .rev()
-        .find_map(|line| match metric {
-            Metric::Vmaf => parse_vmaf(line),
-            Metric::Ssim => parse_ssim(line),
-        });
-    let frames = captured
-        .stderr_tail
+    let stderr_tail = run_stoppable(ffmpeg, &args, should_stop)?;
+    let parsed = stderr_tail.iter().rev().find_map(|line| match metric {
+        Metric::Vmaf => parse_vmaf(line),
+        Metric::Ssim => parse_ssim(line),
+    });
+    let frames = stderr_tail
         .iter()
         .rev()
         .find_map(|line| parse_frames(line))
@@ -580,10 +661,20 @@ pub fn score(
             "ffmpeg printed no {} score for {}: {}",
             metric.name(),
             display_command(ffmpeg, &args),
-            captured.stderr_tail.join(" | ")
+            stderr_tail.join(" | ")
         ))
     })
 }
+
+/// What both streams' timestamps become before they are compared: from zero, and rounded to
+/// their frame slot (at the stream's frame rate, in microseconds for both), so that frame N
+/// of the new file meets frame N of the source even when one container stores times to the
+/// millisecond (Matroska: 23.976 fps frames at 42, 83, 125 ms) and the other exactly (90 kHz
+/// MPEG-TS, MP4): the comparison takes the reference frame at or before each new frame's
+/// time, and a new frame 0.4 ms early met the frame before its own. A stream without a
+/// frame rate keeps its times.
+const ALIGN: &str = "settb=AVTB,setpts=if(gt(FRAME_RATE\\,0)\\,\
+     round((PTS-STARTPTS)*TB*FRAME_RATE)/(FRAME_RATE*TB)\\,PTS-STARTPTS)";
 
 /// libvmaf's summary line: `[Parsed_libvmaf_5 @ 0x…] VMAF score: 95.123456`.
 pub fn parse_vmaf(line: &str) -> Option<f64> {
@@ -672,12 +763,16 @@ pub fn achieved(
     let work = WorkDir::new().map_err(|e| format!("a temp folder: {e}"))?;
     // A cropped source is scored as the encode saw it.
     let reference = match crop_to {
-        None => source.to_path_buf(),
+        None => Reference::Source {
+            path: source,
+            stream: video.index,
+            window: None,
+        },
         Some((w, h)) => {
             let cropped = work.0.join("reference.mkv");
             let args = reference_args(source, video.index, None, Some((w, h)), &cropped);
             process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
-            cropped
+            Reference::Lossless(cropped)
         }
     };
     let fps = 30.0;
@@ -685,7 +780,13 @@ pub fn achieved(
     let subsample = (frames / 2000.0).ceil().max(1.0) as u32;
     let width = crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
     let (value, _) = score(
-        ffmpeg, new_file, &reference, metric, video, width, subsample,
+        ffmpeg,
+        new_file,
+        &reference,
+        metric,
+        (video, width),
+        subsample,
+        &|| None,
     )
     .map_err(|e| match e {
         SearchError::Failed(e) => e,
@@ -755,12 +856,13 @@ fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
 
-/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it.
+/// Runs ffmpeg to the end, asking `should_stop` every 200 ms; a stop kills it. Returns the
+/// tail of what it printed to stderr.
 fn run_stoppable(
     ffmpeg: &Path,
     args: &[OsString],
     should_stop: &dyn Fn() -> Option<StopReason>,
-) -> Result<(), SearchError> {
+) -> Result<Vec<String>, SearchError> {
     let failed = |tail: Vec<String>| {
         SearchError::Failed(format!(
             "{} failed: {}",
@@ -784,7 +886,7 @@ fn run_stoppable(
             Ok(Some(status)) => {
                 let tail = tail.map(StderrTail::finish).unwrap_or_default();
                 return if status.success() {
-                    Ok(())
+                    Ok(tail)
                 } else {
                     Err(failed(tail))
                 };
@@ -801,17 +903,60 @@ fn run_stoppable(
 /// A private folder for samples and trials, removed with everything in it.
 struct WorkDir(PathBuf);
 
+/// The start of every work folder's name, before the process id.
+const WORK_PREFIX: &str = "media-converter-search-";
+
 impl WorkDir {
     fn new() -> std::io::Result<WorkDir> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        let temp = std::env::temp_dir();
+        remove_orphans(&temp);
         let name = format!(
-            "media-converter-search-{}-{}",
+            "{WORK_PREFIX}{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let dir = std::env::temp_dir().join(name);
+        let dir = temp.join(name);
         fs::create_dir_all(&dir)?;
         Ok(WorkDir(dir))
+    }
+}
+
+/// A work folder untouched for this long, of a process that is gone, is an orphan. Every
+/// trial's encode touches its folder, so a live search's is minutes old at most; the wait
+/// keeps the folder of a search whose process another PID namespace (a container sharing
+/// the temp directory) hides from `/proc`.
+const ORPHAN_AGE: Duration = Duration::from_secs(6 * 3600);
+
+/// Removes the work folders of processes that are gone (a second Ctrl-C exits at once,
+/// a killed or crashed run never cleans up), once untouched for [`ORPHAN_AGE`]. Where a
+/// process's liveness cannot be read (no `/proc`: Windows, macOS), nothing is removed.
+fn remove_orphans(temp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(WORK_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let untouched = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age >= ORPHAN_AGE);
+        if untouched && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -854,8 +999,10 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
     let cached = key
         .as_deref()
         .and_then(|key| dir.fresh(key, cache::Fingerprint::of(q.file)))
-        .and_then(|entry| entry.search.clone())
-        .filter(|s| s.answers(ask.target, ask.setup.encoder.name(), &ask.settings.preset));
+        .and_then(|entry| {
+            entry.search_for(ask.target, ask.setup.encoder.name(), &ask.settings.preset)
+        })
+        .cloned();
     let (searched, from_cache) = match cached {
         Some(searched) => (searched, true),
         None => {
@@ -881,7 +1028,10 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
                     seeded_from: None,
                 });
             };
-            let start = seed.as_ref().map_or(ask.settings.quality, |s| s.quality);
+            let start = seed.as_ref().map_or_else(
+                || first_guess(ask.target, &Scale::of(ask.setup.encoder)),
+                |s| s.quality,
+            );
             let mut searched = search(ask, start, &on_trial).map_err(|e| match e {
                 SearchError::Stopped(reason) => Unsettled::Stopped(reason),
                 SearchError::Failed(error) => {
@@ -1015,11 +1165,13 @@ impl KnownSearches {
             .dirs
             .entry(dir.clone())
             .or_insert_with(|| cache::DirCache::load(&dir).cache);
-        cache
-            .fresh(&name, cache::Fingerprint::of(file))?
+        let entry = cache.fresh(&name, cache::Fingerprint::of(file))?;
+        // The latest search first, then those for other encoders.
+        entry
             .search
-            .as_ref()
-            .filter(|s| s.answers(target, &s.encoder, preset))
+            .iter()
+            .chain(&entry.other_searches)
+            .find(|s| s.answers(target, &s.encoder, preset))
     }
 }
 
@@ -1422,6 +1574,12 @@ mod tests {
         let ten_minutes = sample_windows(Some(600.0));
         assert_eq!(ten_minutes.len(), MIN_SAMPLES);
         assert_eq!(ten_minutes[0], (100.0 - SAMPLE_SECS / 2.0, SAMPLE_SECS));
+        // An hour, give or take a container's rounding: one sample per 10 minutes.
+        for hour in [3599.96, 3600.0, 3600.041667] {
+            assert_eq!(sample_windows(Some(hour)).len(), 6, "{hour} s");
+        }
+        assert_eq!(sample_windows(Some(3899.0)).len(), 6);
+        assert_eq!(sample_windows(Some(3901.0)).len(), 7);
         let film = sample_windows(Some(2.0 * 3600.0));
         assert_eq!(film.len(), MAX_SAMPLES);
         assert!(film.iter().all(|(start, len)| start + len <= 7200.0));
@@ -1485,7 +1643,7 @@ mod tests {
                 &video,
                 "medium",
                 Quality::from_tenths(273),
-                Path::new("ref0.mkv"),
+                &Reference::Lossless("ref0.mkv".into()),
                 Path::new("trial.mkv"),
             );
             args.iter()
@@ -1536,5 +1694,107 @@ mod tests {
         assert!(!lists_libvmaf(
             " ... vmafmotion        V->V       Calculate the VMAF Motion score."
         ));
+    }
+
+    #[test]
+    fn the_first_guess_from_the_target_saves_trials_and_finds_the_same_answers() {
+        // VMAF 95 starts at 26, where typical video's answers lie (26.3 and 26.4 on the
+        // corpus files of the README's benchmark), not at 22.
+        let vmaf = |score| Target {
+            metric: Metric::Vmaf,
+            score,
+        };
+        assert_eq!(first_guess(vmaf(95.0), &TENTHS), Quality::whole(26));
+        assert_eq!(first_guess(vmaf(99.0), &TENTHS), Quality::whole(18));
+        let far = Target {
+            metric: Metric::Ssim,
+            score: 0.5,
+        };
+        assert_eq!(
+            first_guess(far, &TENTHS),
+            Quality::whole(42),
+            "inside the range"
+        );
+        let (mut guessed, mut from_22) = (0, 0);
+        for (name, points) in [("testsrc2", &TESTSRC2), ("noise", &NOISE)] {
+            for target in targets() {
+                let score = |q| curve(points, q, target.metric);
+                let start = first_guess(target, &TENTHS);
+                let (found, trials) = run_on(&score, target, &TENTHS, start);
+                let (found_22, trials_22) = run(points, target, &TENTHS, 22);
+                assert_eq!(found, found_22, "{name}: {target} from {start}");
+                assert!(trials <= 7, "{name}: {target} from {start}: {trials}");
+                guessed += trials;
+                from_22 += trials_22;
+            }
+        }
+        // 99 trials from the guesses against 106 from 22 on these two curves.
+        assert!(
+            guessed < from_22,
+            "{guessed} from the guesses, {from_22} from 22"
+        );
+    }
+
+    /// The frame hashes of stream `map` of what `input` reads (`ffmpeg INPUT -map MAP -f
+    /// framemd5`), without their timestamps.
+    fn frame_hashes(input: &[OsString], map: &str) -> Vec<String> {
+        let mut args = os(&["-hide_banner", "-v", "error"]);
+        args.extend_from_slice(input);
+        args.extend(os(&["-map", map, "-f", "framemd5", "-"]));
+        let out = process::run_captured(Path::new("ffmpeg"), &args).unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit(',').next().unwrap().trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_source_read_at_a_samples_window_gives_the_frames_of_its_lossless_copy() {
+        // H.264 with B-frames and a keyframe every 50 frames, audio before the video (the
+        // video is stream 1), 23.976 fps: windows that start between keyframes, the whole file.
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source.mkv");
+        let make = os(&[
+            "-hide_banner",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x96:rate=24000/1001:duration=12,noise=alls=10:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=12",
+            "-map",
+            "1",
+            "-map",
+            "0",
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-bf",
+            "3",
+        ]);
+        let mut make = make;
+        make.push(media_arg(&source));
+        process::run_captured(Path::new("ffmpeg"), &make).unwrap();
+        for window in [Some((3.3, 4.0)), Some((0.0, 2.5)), None] {
+            let copy = dir.path().join("copy.mkv");
+            let mut args = reference_args(&source, 1, window, None, &copy);
+            args.splice(0..0, os(&["-v", "error"]));
+            process::run_captured(Path::new("ffmpeg"), &args).unwrap();
+            let lossless = frame_hashes(&Reference::Lossless(copy).input_args(), "0:0");
+            let direct = Reference::Source {
+                path: &source,
+                stream: 1,
+                window,
+            };
+            let read = frame_hashes(&direct.input_args(), &format!("0:{}", direct.stream()));
+            assert!(lossless.len() > 50, "{window:?}: {} frames", lossless.len());
+            assert_eq!(read, lossless, "{window:?}");
+        }
     }
 }

@@ -96,7 +96,18 @@ fn vmaf_clips_of_distinct_complexity_land_at_distinct_qualities_and_meet_the_tar
         let searched = searched[0];
         assert_eq!(searched["cached"], false);
         let trials = searched["trials"].as_u64().unwrap();
-        assert!((1..=6).contains(&trials), "{name}: {trials} trials");
+        // The smooth clip searched first, from the guess for VMAF 93 (28): 3 trials, where a
+        // start at 22 took 4. A clip searched second starts from the other's answer (its
+        // neighbour), the grain's far from its own: up to 6.
+        let seeded = for_file(&events, "searching", name)[0]
+            .get("seeded_from")
+            .is_some();
+        let most = if name == "smooth.mkv" && !seeded {
+            3
+        } else {
+            6
+        };
+        assert!((1..=most).contains(&trials), "{name}: {trials} trials");
         assert!(searched["predicted_score"].as_f64().unwrap() >= 93.0);
         let quality = searched["quality"].as_f64().unwrap();
         found.push(quality);
@@ -227,7 +238,10 @@ fn vmaf_the_search_is_kept_in_the_cache_and_the_next_run_does_not_search() {
     assert_eq!(entry["search"]["host"], "first");
     assert_eq!(entry["search"]["encoder"], "libx265");
     assert_eq!(entry["search"]["metric"], "vmaf");
-    assert!(entry["search"]["trials"].as_array().unwrap().len() >= 2);
+    // From the first guess for VMAF 93 (28), 3 trials (28, 27, 27.8 when measured); from
+    // 22, where searches once started, 4.
+    let trials = entry["search"]["trials"].as_array().unwrap().len();
+    assert!((2..=3).contains(&trials), "{trials} trials: {cache:#}");
     assert!(entry.get("converted").is_none(), "not converted: {cache:#}");
 
     let tools = (dir6.join("ffmpeg"), dir6.join("ffprobe"));
@@ -419,11 +433,38 @@ fn a_long_file_is_searched_on_samples_whose_prediction_holds() {
     assert!(achieved >= 0.97 - 0.002, "achieved SSIM {achieved}");
 }
 
+/// `--file FILE --target-ssim 0.99` at `preset` with the system's ffmpeg, running, its JSON
+/// events to `stdout`.
+fn spawn_ssim_99(file: &Path, preset: &str, stdout: Stdio) -> std::process::Child {
+    let (ffmpeg_path, ffprobe_path) = system_tools();
+    cmd()
+        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
+        .arg("--ffmpeg")
+        .arg(&ffmpeg_path)
+        .arg("--ffprobe")
+        .arg(&ffprobe_path)
+        .args(["--json", "--preset", preset])
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The search work folders process `pid` has in the temp directory.
+fn work_folders_of(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("media-converter-search-{pid}-");
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Ctrl-C in the middle of a search stops its ffmpeg, removes its samples and leaves the
 /// file and the cache as they were: no half search is recorded.
 #[test]
 fn an_interrupted_search_leaves_no_samples_and_no_record() {
-    let (ffmpeg_path, ffprobe_path) = system_tools();
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("long.mkv");
     ffmpeg(&[
@@ -439,17 +480,7 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
     ]);
     age_all(lib.path());
     let before = std::fs::read(&file).unwrap();
-    let mut run = cmd()
-        .args(["--file", file.to_str().unwrap(), "--target-ssim", "0.99"])
-        .arg("--ffmpeg")
-        .arg(&ffmpeg_path)
-        .arg("--ffprobe")
-        .arg(&ffprobe_path)
-        .args(["--json", "--preset", "slow"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_ssim_99(&file, "slow", Stdio::piped());
     let pid = run.id();
     let stdout = run.stdout.take().unwrap();
     let mut events = Vec::new();
@@ -468,13 +499,7 @@ fn an_interrupted_search_leaves_no_samples_and_no_record() {
     }
     assert_eq!(run.wait().unwrap().code(), Some(130), "{events:#?}");
     assert!(of_kind(&events, "searched").is_empty(), "{events:#?}");
-    let prefix = format!("media-converter-search-{pid}-");
-    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .map(|e| e.path())
-        .collect();
+    let left = work_folders_of(pid);
     assert!(left.is_empty(), "samples left behind: {left:?}");
     assert_eq!(std::fs::read(&file).unwrap(), before);
     let cache = read_cache(lib.path());
@@ -612,4 +637,168 @@ fn episodes_of_a_folder_start_from_a_neighbours_result_and_need_fewer_trials() {
     let cache = read_cache(show.path());
     let kept = &cache["files"][order[2]]["converted"]["search"]["seed"];
     assert!(kept["file"].is_string(), "{cache:#}");
+}
+
+/// A 23.976 fps MPEG-TS source (90 kHz timestamps) becomes Matroska (1 ms timestamps): the
+/// new file's frames sit up to half a millisecond from the source's, and each must still be
+/// scored against the source frame it was made from, not the one before (an SSIM of 0.94
+/// was once reported for a file whose search predicted 0.98).
+#[test]
+fn a_film_rate_file_is_scored_frame_against_its_own_source_frame() {
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("film.ts");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=256x144:rate=24000/1001",
+        "-t",
+        "3",
+        "-c:v",
+        "mpeg2video",
+        "-q:v",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        file.to_str().unwrap(),
+    ]);
+    age_all(lib.path());
+    let (code, events, stderr) = ssim_98("--file", &file);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let predicted = of_kind(&events, "searched")[0]["predicted_score"]
+        .as_f64()
+        .unwrap();
+    let converted = of_kind(&events, "converted");
+    assert_eq!(
+        converted[0]["output"].as_str().unwrap().rsplit('.').next(),
+        Some("mkv")
+    );
+    let achieved = converted[0]["score"]["value"].as_f64().unwrap();
+    // A file searched whole: the achieved score is the predicted one, give or take the
+    // encoder's run-to-run noise.
+    assert!(
+        (achieved - predicted).abs() < 0.002,
+        "achieved SSIM {achieved}, predicted {predicted}"
+    );
+}
+
+/// The children of `pid` whose command line contains `needle`, from /proc.
+fn children_with(pid: u32, needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the parent after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            ppid == Some(pid) && String::from_utf8_lossy(&cmdline).contains(needle)
+        })
+        .collect()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Ctrl-C while a trial is being scored: the scoring ffmpeg is stopped at once, not waited
+/// for. The scorer is frozen (SIGSTOP) before the signal, so a run that waited for it
+/// would never end; one that stops it ends in a moment and leaves no samples behind.
+#[test]
+fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("clip.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let mut run = spawn_ssim_99(&file, "ultrafast", Stdio::null());
+    let pid = run.id();
+    let started = std::time::Instant::now();
+    let scorer = loop {
+        if let Some(&scorer) = children_with(pid, "-lavfi").first() {
+            break scorer;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before scoring"
+        );
+        assert!(started.elapsed().as_secs() < 120, "no trial was scored");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    signal(scorer, "STOP");
+    signal(pid, "INT");
+    let signalled = std::time::Instant::now();
+    let code = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status.code();
+        }
+        if signalled.elapsed().as_secs() >= 10 {
+            // Let both go before failing.
+            signal(scorer, "CONT");
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("still running 10 s after Ctrl-C, waiting for its scoring ffmpeg");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(130));
+    assert!(
+        signalled.elapsed().as_secs_f64() < 5.0,
+        "{:?} after Ctrl-C",
+        signalled.elapsed()
+    );
+    let scorer_state = std::fs::read_to_string(format!("/proc/{scorer}/stat")).unwrap_or_default();
+    assert!(
+        scorer_state.is_empty() || !scorer_state.contains("-lavfi"),
+        "the scoring ffmpeg {scorer} outlived the run: {scorer_state}"
+    );
+    let left = work_folders_of(pid);
+    assert!(left.is_empty(), "samples left behind: {left:?}");
+}
+
+/// A run that exited without cleaning up (a second Ctrl-C, a kill) left its samples; the
+/// next search on the machine removes them once 6 hours old, and leaves a live run's alone.
+#[test]
+fn a_search_removes_the_samples_a_gone_run_left_behind() {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let gone_pid = gone.id();
+    gone.wait().unwrap();
+    let temp = std::env::temp_dir();
+    let orphan = temp.join(format!("media-converter-search-{gone_pid}-0"));
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("trial0-26.mkv"), b"left").unwrap();
+    // A gone process's folder touched lately may belong to a process another PID namespace
+    // hides: it stays, as does a live process's (this test's own) however old.
+    let recent = temp.join(format!("media-converter-search-{gone_pid}-1"));
+    std::fs::create_dir_all(&recent).unwrap();
+    let alive = temp.join(format!("media-converter-search-{}-7", std::process::id()));
+    std::fs::create_dir_all(&alive).unwrap();
+    for old in [&orphan, &alive] {
+        let touched = Command::new("touch")
+            .args(["-d", "7 hours ago"])
+            .arg(old)
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    }
+
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("smooth.mkv");
+    testsrc2(&file);
+    age_all(lib.path());
+    let (code, events, stderr) = ssim_98("--file", &file);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    assert_eq!(of_kind(&events, "searched").len(), 1, "{events:#?}");
+    assert!(!orphan.exists(), "{} is still there", orphan.display());
+    assert!(alive.exists(), "a live process's folder was removed");
+    assert!(recent.exists(), "a folder touched lately was removed");
+    std::fs::remove_dir_all(&alive).unwrap();
+    std::fs::remove_dir_all(&recent).unwrap();
 }
