@@ -716,7 +716,7 @@ fn signal(pid: u32, name: &str) {
 fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("clip.mkv");
-    testsrc2(&file);
+    smooth_clip(&file);
     age_all(lib.path());
     let mut run = spawn_ssim_99(&file, "ultrafast", Stdio::null());
     let pid = run.id();
@@ -791,7 +791,7 @@ fn a_search_removes_the_samples_a_gone_run_left_behind() {
 
     let lib = tempfile::tempdir().unwrap();
     let file = lib.path().join("smooth.mkv");
-    testsrc2(&file);
+    smooth_clip(&file);
     age_all(lib.path());
     let (code, events, stderr) = ssim_98("--file", &file);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
