@@ -1298,3 +1298,85 @@ fn every_crash_and_fault_point_loses_nothing() {
     );
     assert_eq!(failures, 0, "{summary}");
 }
+
+/// The matrix proves only what its judge sees: each library below is one a broken step would
+/// leave (the original deleted, a half-written output renamed over it, the original hidden
+/// under another name, the kept original not where `--keep-original` puts it, the bystander
+/// touched), and each must fail the judgement the matrix applies after every recovery.
+#[test]
+fn the_judge_fails_every_library_a_broken_step_would_leave() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let plain = Variant {
+        container_change: false,
+        keep: false,
+        links: true,
+    };
+    let keep = Variant {
+        keep: true,
+        ..plain
+    };
+    let template = root.path().join("template");
+    make_template(&template, plain, Path::new(BIN));
+    let original = fs::read(template.join(plain.source())).expect("the clip");
+    let bystander = fs::read(template.join(library::BYSTANDER)).expect("the bystander");
+    let source = plain.source();
+    let judged = |name: &str, variant: Variant, break_it: &dyn Fn(&Path)| {
+        let lib = root.path().join(name);
+        copy_tree(&template, &lib);
+        break_it(&lib);
+        judge(&lib, variant, &original, &bystander)
+    };
+    let write = |path: PathBuf, bytes: &[u8]| fs::write(path, bytes).expect("write");
+
+    let intact = judged("intact", plain, &|_| {});
+    assert_eq!(
+        (
+            intact.losses.len(),
+            intact.damage.len(),
+            intact.state.as_str()
+        ),
+        (0, 0, "original")
+    );
+    // A verified HEVC file (the bystander is one) at the original's name: converted.
+    let converted = judged("converted", plain, &|lib| {
+        write(lib.join(source), &bystander);
+    });
+    assert_eq!(
+        (converted.losses.len(), converted.state.as_str()),
+        (0, "hevc")
+    );
+
+    let gone = judged("gone", plain, &|lib| {
+        fs::remove_file(lib.join(source)).expect("remove");
+    });
+    assert!(!gone.losses.is_empty(), "a deleted original: {gone:?}");
+    let half = judged("half-written", plain, &|lib| {
+        write(lib.join(source), &bystander[..bystander.len() / 2]);
+    });
+    assert!(!half.losses.is_empty(), "a half-written output: {half:?}");
+    let hidden = judged("hidden", plain, &|lib| {
+        fs::rename(lib.join(source), lib.join(".clip.mkv.somewhere")).expect("rename");
+    });
+    assert!(
+        hidden
+            .losses
+            .iter()
+            .any(|l| l.contains(".clip.mkv.somewhere")),
+        "a hidden original, and where it is: {hidden:?}"
+    );
+    let misplaced = judged("misplaced", keep, &|lib| {
+        write(lib.join(".clip.mkv.somewhere"), &original);
+        write(lib.join(source), &bystander);
+    });
+    assert!(
+        !misplaced.misplaced.is_empty(),
+        "a kept original elsewhere: {misplaced:?}"
+    );
+    let touched = judged("bystander", plain, &|lib| {
+        write(lib.join(library::BYSTANDER), b"not the bystander");
+    });
+    assert!(
+        !touched.losses.is_empty(),
+        "a changed bystander: {touched:?}"
+    );
+}
