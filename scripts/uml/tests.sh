@@ -10,6 +10,12 @@
 #   cargo test --locked --test kernel_clients -- --include-ignored --test-threads=1
 # on this host, which drives the guests (see tests/kernel_clients.rs).
 #
+# Each test prints its duration (KIND TEST: N s), each kind its total.
+# On request: MC_KC_MEASURE=1 also measures what docs/locking.md's table shows
+# but no test asserts (about a minute more a kind on NFS);
+# MC_KC_FAULT_MATRIX_KINDS="nfs4.2 cifs" runs the crash-and-fault matrix's subset
+# on CIFS too (5 minutes more); MC_KC_FAULT_MATRIX_ONLY picks its cases.
+#
 # Needs root and /dev/net/tun (kernel-clients.sh installs its Debian packages).
 # Without them, or when the packages cannot be installed, this prints a loud
 # SKIPPED banner and exits 0, or 1 when KERNEL_CLIENTS_REQUIRED=1 (so a CI that
