@@ -273,3 +273,82 @@ fn a_file_another_host_holds_does_not_count_against_max_files() {
     assert_eq!(converted.len(), 1, "{events:#?}");
     assert_eq!(converted[0]["file"], free.to_str().unwrap());
 }
+
+/// An `ffmpeg` that holds every call naming `needle` until `gate` exists (a minute at most),
+/// then runs the real one: a run's conversion of that file waits for the test.
+fn gated_ffmpeg(dir: &Path, needle: &str, gate: &Path) -> std::ffi::OsString {
+    let real = tool_on_path("ffmpeg");
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *{needle}*)\n  n=0\n  while [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done;;\nesac\nexec '{}' \"$@\"\n",
+        gate.display(),
+        real.display()
+    );
+    write_script(&dir.join("ffmpeg"), &script);
+    path_with_first(dir)
+}
+
+#[test]
+fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let tools = tempfile::tempdir().unwrap();
+    let gate = tools.path().join("gate");
+    // Host B surveys both and starts on the larger; its encode waits for the gate.
+    let big = root.join("big.mkv");
+    long_h264_mkv(&big, 10, "640x360");
+    let movie = root.join("Movie.avi");
+    avi(&movie);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&big) > size(&movie), "big.mkv must come first");
+    let b = cmd()
+        .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--jobs", "1"])
+        .args(["--order", "largest", "--preset", "ultrafast"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = Running(b);
+    wait_for(&root.join("big.mkv.mediabox.lock"));
+    // Meanwhile host A converts Movie.avi into Movie.mkv: the .avi is gone.
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--file")
+        .arg(&movie)
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!movie.exists() && root.join("Movie.mkv").exists());
+    std::fs::write(&gate, "").unwrap();
+    let status = b.wait().unwrap();
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(b.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
+    let events = events(&out);
+    assert!(of_kind(&events, "failed").is_empty(), "{events:#?}");
+    let skipped = of_kind(&events, "skipped");
+    let gone = skipped
+        .iter()
+        .find(|e| e["file"] == movie.to_str().unwrap())
+        .unwrap_or_else(|| panic!("Movie.avi was not skipped: {events:#?}"));
+    assert_eq!(gone["reason"], "changed", "{gone}");
+    let detail = gone["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("converted by a") && detail.contains("Movie.mkv"),
+        "{gone}"
+    );
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert!(status.success(), "{summary}");
+}

@@ -917,9 +917,10 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
     }
     // Claimed first: the host that claims a candidate is the one that probes it, so the
     // fleet probes each file once.
-    let (claim, original) = match claim_name(ctx, &file.path, None)
-        .and_then(|claim| unchanged_since_scan(ctx, file).map(|original| (claim, original)))
-    {
+    let (claim, original) = match claim_name(ctx, &file.path, None).and_then(|claim| {
+        unchanged_since_scan(ctx, file, &candidate.plan.output_path)
+            .map(|original| (claim, original))
+    }) {
         Ok(claimed) => claimed,
         // Held by another host, or changed since the survey: nothing was started.
         Err(ended) => {
@@ -1006,13 +1007,20 @@ fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described 
 /// not the scan's view, which a network client may have answered from its cache (sshfs
 /// keeps attributes 20 s), so that a stale mtime there never fails a file as changed during
 /// its conversion.
-fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original, FileOutcome> {
+fn unchanged_since_scan(
+    ctx: &Context<'_>,
+    file: &MediaFile,
+    new_name: &Path,
+) -> Result<Original, FileOutcome> {
     let original = match crate::fresh::metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => Original::of(&meta),
         Ok(_) => return Err(changed_since_scan()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(gone_since_scan(file, new_name));
+        }
         Err(err) => {
             return Err(FileOutcome::Abandoned(format!(
-                "gone since the scan: {err}"
+                "cannot read it since the scan: {err}"
             )));
         }
     };
@@ -1033,6 +1041,47 @@ fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original,
 fn changed_at_a_glance(file: &MediaFile) -> Option<FileOutcome> {
     let meta = fs::metadata(&file.path).ok()?;
     (meta.len() != file.size).then(changed_since_scan)
+}
+
+/// The file is gone since the survey: most often another host converted it under its new
+/// name (`Movie.avi` -> `Movie.mkv`) meanwhile, else it was moved or deleted. Neither is a
+/// failure, of ours or of the file's: a skip that says which, and the next run looks again.
+fn gone_since_scan(file: &MediaFile, new_name: &Path) -> FileOutcome {
+    if new_name != file.path {
+        if let Some(host) = converted_into(file, new_name) {
+            return FileOutcome::skipped_for(
+                SkipReason::Changed,
+                format!(
+                    "converted by {host} into {} since the scan",
+                    new_name.display()
+                ),
+                host,
+            );
+        }
+        if fs::metadata(new_name).is_ok() {
+            return FileOutcome::skipped(
+                SkipReason::Changed,
+                format!(
+                    "gone since the scan, and {} is there now (converted by another host?); \
+                     the next run looks again",
+                    new_name.display()
+                ),
+            );
+        }
+    }
+    FileOutcome::skipped(
+        SkipReason::Changed,
+        "gone since the scan (moved or deleted?); the next run looks again".into(),
+    )
+}
+
+/// The host that, by the cache, converted `file` into `new_name`.
+fn converted_into(file: &MediaFile, new_name: &Path) -> Option<String> {
+    let original = file.path.file_name().and_then(cache::key_of)?;
+    let output = new_name.file_name().and_then(cache::key_of)?;
+    let loaded = cache::DirCache::load(&cache::dir_of(new_name));
+    let converted = loaded.cache.get(&output)?.converted.as_ref()?;
+    (converted.from.as_deref() == Some(&*original)).then(|| converted.host.clone())
 }
 
 fn changed_since_scan() -> FileOutcome {
