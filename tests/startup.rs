@@ -352,3 +352,63 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     assert_eq!(summary["converted"], 1, "{summary}");
     assert!(status.success(), "{summary}");
 }
+
+#[test]
+fn a_file_whose_new_name_was_taken_at_its_claim_does_not_count_against_max_files() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // demo.avi and demo.mpg both become demo.mkv: the larger converts first and takes the
+    // name, and the other finds it taken at its claim. free.mkv comes last.
+    let first = root.join("demo.avi");
+    avi(&first);
+    let second = root.join("demo.mpg");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=320x180:r=24:d=1",
+        "-c:v",
+        "mpeg2video",
+        "-q:v",
+        "4",
+        "-f",
+        "mpeg",
+        second.to_str().unwrap(),
+    ]);
+    let free = root.join("free.mkv");
+    long_h264_mkv(&free, 1, "160x90");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&first) > size(&second) && size(&second) > size(&free));
+    let out = cmd()
+        .arg("--dir")
+        .arg(root)
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--max-files",
+            "2",
+            "--jobs",
+            "1",
+        ])
+        .args(["--order", "largest", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let skipped = of_kind(&events, "skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|e| e["reason"] == "output_exists" && e["file"] == second.to_str().unwrap()),
+        "demo.mpg did not find its new name taken at its claim: {events:#?}"
+    );
+    let converted: Vec<_> = of_kind(&events, "converted")
+        .iter()
+        .map(|e| e["file"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        converted,
+        [first.to_str().unwrap(), free.to_str().unwrap()],
+        "{events:#?}"
+    );
+}

@@ -624,8 +624,9 @@ struct Finished {
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
     /// go into the cache, for the fleet and the next run.
     probed: Option<MediaInfo>,
-    /// Ended before anything was started: another host holds it or had converted it
-    /// already, or ffprobe's facts decided a skip that the survey's could not see.
+    /// Ended before anything was started: another host holds it or its new name, or had
+    /// converted it already; its new name was taken since the survey; or ffprobe's facts
+    /// decided a skip that the survey's could not see.
     nothing_started: bool,
 }
 
@@ -956,12 +957,18 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
         plan: &plan,
         started,
     };
-    let outcome = one.convert(claim, original).unwrap_or_else(|ended| ended);
+    let (outcome, nothing_started) = match one.claim(claim, original) {
+        Ok(claims) => (one.convert(claims).unwrap_or_else(|ended| ended), false),
+        // Its new name held or taken, the original tool's lock beside it: nothing was
+        // started.
+        Err(ended) => (ended, true),
+    };
     Finished {
         codec: main_codec(&info),
         probed,
         outcome,
         plan,
+        nothing_started,
         ..Finished::new(candidate, FileOutcome::Interrupted)
     }
 }
@@ -1185,8 +1192,8 @@ struct Placed {
 }
 
 impl OneFile<'_> {
-    fn convert(&self, file_claim: Claim, original: Original) -> Result<FileOutcome, FileOutcome> {
-        let claims = self.claim(file_claim, original)?;
+    /// Encodes, verifies and commits the file, every claim held (see [`OneFile::claim`]).
+    fn convert(&self, claims: Claims) -> Result<FileOutcome, FileOutcome> {
         let placed = self
             .encode_and_verify(&claims)
             .and_then(|new_file| self.commit(&claims, new_file));
