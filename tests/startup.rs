@@ -232,6 +232,19 @@ fn an_ffmpeg_without_libx265_is_named_as_such_when_its_trial_fails() {
 
 #[test]
 fn a_file_another_host_holds_does_not_count_against_max_files() {
+    another_host_holds_the_first_of_two_with_max_files_1("1");
+}
+
+/// With two workers, the second asks for a file while the first's is still at its claim:
+/// it must wait for that claim's end, not stop the run at the limit.
+#[test]
+fn a_file_another_host_holds_does_not_count_against_max_files_with_two_workers() {
+    another_host_holds_the_first_of_two_with_max_files_1("2");
+}
+
+/// Host A converts the larger of two files, slowly; host B, with `jobs` workers and
+/// `--max-files 1`, meets A's claim first and must convert the other.
+fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
     // The larger file comes first by `--order largest`, and host A is converting it, slowly.
@@ -256,7 +269,15 @@ fn a_file_another_host_holds_does_not_count_against_max_files() {
         .env("MEDIA_CONVERTER_HOST_ID", "b-id")
         .arg("--dir")
         .arg(root)
-        .args(["--json", "--min-age", "0s", "--max-files", "1"])
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--max-files",
+            "1",
+            "--jobs",
+            jobs,
+        ])
         .args(["--preset", "ultrafast"])
         .output()
         .unwrap();

@@ -5,7 +5,6 @@ mod encode;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -578,10 +577,9 @@ fn convert_all(
                         break;
                     }
                     let finished = convert_one(ctx, candidate);
-                    if finished.nothing_started {
-                        // Nothing was started: `--max-files` counts conversions.
-                        gate.unstart();
-                    }
+                    // `--max-files` counts conversions: one that ended at its claim frees
+                    // its count.
+                    gate.ended(finished.nothing_started);
                     if done_tx.send(finished).is_err() {
                         break;
                     }
@@ -713,8 +711,27 @@ fn record(
 struct StartGate<'a> {
     ctx: &'a Context<'a>,
     pause_root: PathBuf,
-    started: AtomicU64,
+    counts: Mutex<Counts>,
+    /// Signalled when a counted file ends: a worker held at `--max-files` looks again.
+    file_ended: Condvar,
     stopped: Mutex<Option<String>>,
+}
+
+/// The files [`StartGate`] let start.
+#[derive(Default)]
+struct Counts {
+    /// Conversions started, or maybe started: what `--max-files` counts.
+    started: u64,
+    /// Let start and not ended yet: any may still end at its claim, and then not count.
+    in_flight: u64,
+}
+
+/// What `--max-files` says to one more file.
+enum Limit {
+    Taken,
+    Reached,
+    /// At the limit, with files in flight: wait for one to end, then ask again.
+    Wait,
 }
 
 impl<'a> StartGate<'a> {
@@ -726,16 +743,27 @@ impl<'a> StartGate<'a> {
         StartGate {
             ctx,
             pause_root,
-            started: AtomicU64::new(0),
+            counts: Mutex::new(Counts::default()),
+            file_ended: Condvar::new(),
             stopped: Mutex::new(None),
         }
     }
 
-    /// Whether one more file may start; counts it when it may.
+    /// Whether one more file may start; counts it when it may. At `--max-files` while files
+    /// counted are in flight, waits for them: one that ends at its claim frees its count.
     fn may_start(&self) -> bool {
-        if signal::interrupted() || self.stopped_because().is_some() {
-            return false;
+        loop {
+            if signal::interrupted() || self.stopped_because().is_some() {
+                return false;
+            }
+            if let Some(may) = self.may_start_now() {
+                return may;
+            }
         }
+    }
+
+    /// [`StartGate::may_start`] as things are now; `None` after waiting for a file to end.
+    fn may_start_now(&self) -> Option<bool> {
         let reason = if let Some((file, info)) = unattended::find_pause(&self.pause_root) {
             Some(format!(
                 "paused by {} since {} ({}); `media-converter resume` lifts it",
@@ -746,17 +774,16 @@ impl<'a> StartGate<'a> {
         } else if self.ctx.deadline.passed(Instant::now()) {
             Some("deadline reached".to_string())
         } else {
-            let limit = self.ctx.config.limits.max_files;
-            let taken = self
-                .started
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (limit.is_none_or(|max| n < max)).then_some(n + 1)
-                });
-            taken
-                .is_err()
-                .then(|| format!("--max-files {} reached", limit.unwrap_or(0)))
+            match self.take_one() {
+                Limit::Taken => None,
+                Limit::Reached => Some(format!(
+                    "--max-files {} reached",
+                    self.ctx.config.limits.max_files.unwrap_or(0)
+                )),
+                Limit::Wait => return None,
+            }
         };
-        match reason {
+        Some(match reason {
             None => {
                 self.ctx.deadline.work_starts(Instant::now());
                 true
@@ -767,15 +794,38 @@ impl<'a> StartGate<'a> {
                 }
                 false
             }
-        }
+        })
     }
 
-    /// A file counted by [`StartGate::may_start`] was not converted after all, and nothing
-    /// of it was started.
-    fn unstart(&self) {
+    /// Counts one more file under `--max-files`; at the limit with files in flight, waits
+    /// (a while at most, so that Ctrl-C and a pause are seen) for one to end.
+    fn take_one(&self) -> Limit {
+        let limit = self.ctx.config.limits.max_files;
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if limit.is_none_or(|max| counts.started < max) {
+            counts.started += 1;
+            counts.in_flight += 1;
+            return Limit::Taken;
+        }
+        if counts.in_flight == 0 {
+            return Limit::Reached;
+        }
         let _ = self
-            .started
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            .file_ended
+            .wait_timeout(counts, Duration::from_millis(500));
+        Limit::Wait
+    }
+
+    /// A file counted by [`StartGate::may_start`] ended; with `nothing_started` (it ended at
+    /// its claim) it no longer counts.
+    fn ended(&self, nothing_started: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.in_flight = counts.in_flight.saturating_sub(1);
+        if nothing_started {
+            counts.started = counts.started.saturating_sub(1);
+        }
+        drop(counts);
+        self.file_ended.notify_all();
     }
 
     fn stopped_because(&self) -> Option<String> {
