@@ -50,6 +50,10 @@
 # Prints a markdown table on stdout; progress on stderr. Exit 1 if any file was
 # converted twice or not converted.
 set -euo pipefail
+# A relative BENCH_BIN names a file from where the script was started.
+if [[ -n ${BENCH_BIN:-} && $BENCH_BIN != /* ]]; then
+    BENCH_BIN=$PWD/$BENCH_BIN
+fi
 cd "$(dirname "$0")/.."
 
 NET=1

@@ -33,7 +33,7 @@ fn locks_bench(dir: &Path, bench_bin: Option<&Path>) -> (Output, String) {
     if let Some(bench_bin) = bench_bin {
         command.env("BENCH_BIN", bench_bin);
     }
-    let out = command.output().unwrap();
+    let out = command.current_dir(dir).output().unwrap();
     (out, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
@@ -61,5 +61,15 @@ fn locks_bench_names_a_bench_bin_that_is_not_there() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    assert_eq!(calls, "", "{stderr}");
+}
+
+#[test]
+fn locks_bench_takes_a_relative_bench_bin_from_where_it_was_started() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(bin(), dir.path().join("converter")).unwrap();
+    let (out, calls) = locks_bench(dir.path(), Some(Path::new("./converter")));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("measuring"), "{stderr}");
     assert_eq!(calls, "", "{stderr}");
 }
