@@ -321,6 +321,15 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     avi(&movie);
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
     assert!(size(&big) > size(&movie), "big.mkv must come first");
+    // Both known from the cache as B's walk reads the folder: Movie.avi is surveyed before
+    // B's first claim, whatever the load.
+    let built = cmd()
+        .args(["cache", "build"])
+        .arg(root)
+        .args(["--min-age", "0s", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
     let b = cmd()
         .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
         .env("MEDIA_CONVERTER_HOSTNAME", "b")
