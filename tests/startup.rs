@@ -295,6 +295,18 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     assert_eq!(converted[0]["file"], free.to_str().unwrap());
 }
 
+/// Surveys `dir` into its caches: a run then knows every file as its walk reads the
+/// folder, and its first choice is among them all, whatever the load.
+fn build_cache(dir: &Path) {
+    let built = cmd()
+        .args(["cache", "build"])
+        .arg(dir)
+        .args(["--min-age", "0s", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+}
+
 /// An `ffmpeg` that holds every call naming `needle` until `gate` exists (a minute at most),
 /// then runs the real one: a run's conversion of that file waits for the test.
 fn gated_ffmpeg(dir: &Path, needle: &str, gate: &Path) -> std::ffi::OsString {
@@ -323,13 +335,7 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     assert!(size(&big) > size(&movie), "big.mkv must come first");
     // Both known from the cache as B's walk reads the folder: Movie.avi is surveyed before
     // B's first claim, whatever the load.
-    let built = cmd()
-        .args(["cache", "build"])
-        .arg(root)
-        .args(["--min-age", "0s", "-q"])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
+    build_cache(root);
     let b = cmd()
         .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
         .env("MEDIA_CONVERTER_HOSTNAME", "b")
@@ -387,16 +393,17 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
 fn a_file_whose_new_name_was_taken_at_its_claim_does_not_count_against_max_files() {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
-    // demo.avi and demo.mpg both become demo.mkv: the larger converts first and takes the
-    // name, and the other finds it taken at its claim. free.mkv comes last.
-    let first = root.join("demo.avi");
-    avi(&first);
-    let second = root.join("demo.mpg");
+    // demo.avi and demo.mpg both become demo.mkv: the one that saves more converts first
+    // and takes the name, and the other finds it taken at its claim. free.mkv, small and
+    // already H.264, saves least and comes last.
+    let demos = [root.join("demo.avi"), root.join("demo.mpg")];
+    avi(&demos[0]);
+    let second = &demos[1];
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=s=320x180:r=24:d=1",
+        "testsrc2=s=320x180:r=24:d=3",
         "-c:v",
         "mpeg2video",
         "-q:v",
@@ -407,8 +414,7 @@ fn a_file_whose_new_name_was_taken_at_its_claim_does_not_count_against_max_files
     ]);
     let free = root.join("free.mkv");
     long_h264_mkv(&free, 1, "160x90");
-    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
-    assert!(size(&first) > size(&second) && size(&second) > size(&free));
+    build_cache(root);
     let out = cmd()
         .arg("--dir")
         .arg(root)
@@ -425,20 +431,26 @@ fn a_file_whose_new_name_was_taken_at_its_claim_does_not_count_against_max_files
         .output()
         .unwrap();
     let events = events(&out);
+    let file_of = |kind: &str| -> Vec<String> {
+        of_kind(&events, kind)
+            .iter()
+            .map(|e| e["file"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let converted = file_of("converted");
+    assert_eq!(converted.len(), 2, "{events:#?}");
+    let took = demos
+        .iter()
+        .position(|demo| converted[0] == demo.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no demo file converted first: {events:#?}"));
+    let other = &demos[1 - took];
     let skipped = of_kind(&events, "skipped");
     assert!(
         skipped
             .iter()
-            .any(|e| e["reason"] == "output_exists" && e["file"] == second.to_str().unwrap()),
-        "demo.mpg did not find its new name taken at its claim: {events:#?}"
+            .any(|e| e["reason"] == "output_exists" && e["file"] == other.to_str().unwrap()),
+        "{} did not find its new name taken at its claim: {events:#?}",
+        other.display()
     );
-    let converted: Vec<_> = of_kind(&events, "converted")
-        .iter()
-        .map(|e| e["file"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        converted,
-        [first.to_str().unwrap(), free.to_str().unwrap()],
-        "{events:#?}"
-    );
+    assert_eq!(converted[1], free.to_str().unwrap(), "{events:#?}");
 }
