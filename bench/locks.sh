@@ -43,11 +43,17 @@
 #    the start to the fleet's first encode (start-up: the scan, the survey, the encoder
 #    trial, the first claim and probe) and from its last encode's end to the last exit.
 #
-# Env: BENCH_BIN, the converter to measure (default: the release build of this tree).
+# Env: BENCH_BIN, the converter to measure (default: the release build of this tree,
+# built first). With BENCH_BIN set nothing of this tree is rebuilt: lock_hammer and
+# bench_fake are built only where missing.
 #
 # Prints a markdown table on stdout; progress on stderr. Exit 1 if any file was
 # converted twice or not converted.
 set -euo pipefail
+# A relative BENCH_BIN names a file from where the script was started.
+if [[ -n ${BENCH_BIN:-} && $BENCH_BIN != /* ]]; then
+    BENCH_BIN=$PWD/$BENCH_BIN
+fi
 cd "$(dirname "$0")/.."
 
 NET=1
@@ -118,8 +124,21 @@ if [[ ${MODE:-} == net-inner ]]; then
     exit 0
 fi
 
-say "building the release binary and lock_hammer"
-cargo build --release --locked --bin media-converter --example lock_hammer --example bench_fake >&2
+if [[ -n ${BENCH_BIN:-} ]]; then
+    if [[ ! -x $BIN ]]; then
+        echo "bench: BENCH_BIN=$BIN is not an executable file; name a built media-converter" >&2
+        exit 2
+    fi
+    if [[ -x $HAMMER && -x $TARGET/release/examples/bench_fake ]]; then
+        say "measuring $BIN; lock_hammer and bench_fake as built in $TARGET/release"
+    else
+        say "measuring $BIN; building lock_hammer and bench_fake"
+        cargo build --release --locked --example lock_hammer --example bench_fake >&2
+    fi
+else
+    say "building the release binary and lock_hammer"
+    cargo build --release --locked --bin media-converter --example lock_hammer --example bench_fake >&2
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 

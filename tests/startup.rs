@@ -232,6 +232,19 @@ fn an_ffmpeg_without_libx265_is_named_as_such_when_its_trial_fails() {
 
 #[test]
 fn a_file_another_host_holds_does_not_count_against_max_files() {
+    another_host_holds_the_first_of_two_with_max_files_1("1");
+}
+
+/// With two workers, the second asks for a file while the first's is still at its claim:
+/// it must wait for that claim's end, not stop the run at the limit.
+#[test]
+fn a_file_another_host_holds_does_not_count_against_max_files_with_two_workers() {
+    another_host_holds_the_first_of_two_with_max_files_1("2");
+}
+
+/// Host A converts the larger of two files, slowly; host B, with `jobs` workers and
+/// `--max-files 1`, meets A's claim first and must convert the other.
+fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
     // The larger file comes first by `--order largest`, and host A is converting it, slowly.
@@ -256,7 +269,15 @@ fn a_file_another_host_holds_does_not_count_against_max_files() {
         .env("MEDIA_CONVERTER_HOST_ID", "b-id")
         .arg("--dir")
         .arg(root)
-        .args(["--json", "--min-age", "0s", "--max-files", "1"])
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--max-files",
+            "1",
+            "--jobs",
+            jobs,
+        ])
         .args(["--preset", "ultrafast"])
         .output()
         .unwrap();
@@ -272,4 +293,164 @@ fn a_file_another_host_holds_does_not_count_against_max_files() {
     let converted = of_kind(&events, "converted");
     assert_eq!(converted.len(), 1, "{events:#?}");
     assert_eq!(converted[0]["file"], free.to_str().unwrap());
+}
+
+/// Surveys `dir` into its caches: a run then knows every file as its walk reads the
+/// folder, and its first choice is among them all, whatever the load.
+fn build_cache(dir: &Path) {
+    let built = cmd()
+        .args(["cache", "build"])
+        .arg(dir)
+        .args(["--min-age", "0s", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+}
+
+/// An `ffmpeg` that holds every call naming `needle` until `gate` exists (a minute at most),
+/// then runs the real one: a run's conversion of that file waits for the test.
+fn gated_ffmpeg(dir: &Path, needle: &str, gate: &Path) -> std::ffi::OsString {
+    let real = tool_on_path("ffmpeg");
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in *{needle}*)\n  n=0\n  while [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done;;\nesac\nexec '{}' \"$@\"\n",
+        gate.display(),
+        real.display()
+    );
+    write_script(&dir.join("ffmpeg"), &script);
+    path_with_first(dir)
+}
+
+#[test]
+fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    let tools = tempfile::tempdir().unwrap();
+    let gate = tools.path().join("gate");
+    // Host B surveys both and starts on the larger; its encode waits for the gate.
+    let big = root.join("big.mkv");
+    long_h264_mkv(&big, 10, "640x360");
+    let movie = root.join("Movie.avi");
+    avi(&movie);
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(size(&big) > size(&movie), "big.mkv must come first");
+    // Both known from the cache as B's walk reads the folder: Movie.avi is surveyed before
+    // B's first claim, whatever the load.
+    build_cache(root);
+    let b = cmd()
+        .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
+        .env("MEDIA_CONVERTER_HOSTNAME", "b")
+        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+        .arg("--dir")
+        .arg(root)
+        .args(["--json", "--min-age", "0s", "--jobs", "1"])
+        .args(["--order", "largest", "--preset", "ultrafast"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = Running(b);
+    wait_for(&root.join("big.mkv.mediabox.lock"));
+    // Meanwhile host A converts Movie.avi into Movie.mkv: the .avi is gone.
+    let a = cmd()
+        .env("MEDIA_CONVERTER_HOSTNAME", "a")
+        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+        .arg("--file")
+        .arg(&movie)
+        .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!movie.exists() && root.join("Movie.mkv").exists());
+    std::fs::write(&gate, "").unwrap();
+    let status = b.wait().unwrap();
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(b.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr: Vec::new(),
+    };
+    let events = events(&out);
+    assert!(of_kind(&events, "failed").is_empty(), "{events:#?}");
+    let skipped = of_kind(&events, "skipped");
+    let gone = skipped
+        .iter()
+        .find(|e| e["file"] == movie.to_str().unwrap())
+        .unwrap_or_else(|| panic!("Movie.avi was not skipped: {events:#?}"));
+    assert_eq!(gone["reason"], "changed", "{gone}");
+    let detail = gone["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("converted by a") && detail.contains("Movie.mkv"),
+        "{gone}"
+    );
+    let summary = of_kind(&events, "summary")[0];
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(summary["converted"], 1, "{summary}");
+    assert!(status.success(), "{summary}");
+}
+
+#[test]
+fn a_file_whose_new_name_was_taken_at_its_claim_does_not_count_against_max_files() {
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path();
+    // demo.avi and demo.mpg both become demo.mkv: the one that saves more converts first
+    // and takes the name, and the other finds it taken at its claim. free.mkv, small and
+    // already H.264, saves least and comes last.
+    let demos = [root.join("demo.avi"), root.join("demo.mpg")];
+    avi(&demos[0]);
+    let second = &demos[1];
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=320x180:r=24:d=3",
+        "-c:v",
+        "mpeg2video",
+        "-q:v",
+        "4",
+        "-f",
+        "mpeg",
+        second.to_str().unwrap(),
+    ]);
+    let free = root.join("free.mkv");
+    long_h264_mkv(&free, 1, "160x90");
+    build_cache(root);
+    let out = cmd()
+        .arg("--dir")
+        .arg(root)
+        .args([
+            "--json",
+            "--min-age",
+            "0s",
+            "--max-files",
+            "2",
+            "--jobs",
+            "1",
+        ])
+        .args(["--order", "largest", "--preset", "ultrafast"])
+        .output()
+        .unwrap();
+    let events = events(&out);
+    let file_of = |kind: &str| -> Vec<String> {
+        of_kind(&events, kind)
+            .iter()
+            .map(|e| e["file"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let converted = file_of("converted");
+    assert_eq!(converted.len(), 2, "{events:#?}");
+    let took = demos
+        .iter()
+        .position(|demo| converted[0] == demo.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no demo file converted first: {events:#?}"));
+    let other = &demos[1 - took];
+    let skipped = of_kind(&events, "skipped");
+    assert!(
+        skipped
+            .iter()
+            .any(|e| e["reason"] == "output_exists" && e["file"] == other.to_str().unwrap()),
+        "{} did not find its new name taken at its claim: {events:#?}",
+        other.display()
+    );
+    assert_eq!(converted[1], free.to_str().unwrap(), "{events:#?}");
 }

@@ -5,7 +5,6 @@ mod encode;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -578,10 +577,9 @@ fn convert_all(
                         break;
                     }
                     let finished = convert_one(ctx, candidate);
-                    if finished.nothing_started {
-                        // Nothing was started: `--max-files` counts conversions.
-                        gate.unstart();
-                    }
+                    // `--max-files` counts conversions: one that ended at its claim frees
+                    // its count.
+                    gate.ended(finished.nothing_started);
                     if done_tx.send(finished).is_err() {
                         break;
                     }
@@ -624,8 +622,9 @@ struct Finished {
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
     /// go into the cache, for the fleet and the next run.
     probed: Option<MediaInfo>,
-    /// Ended before anything was started: another host holds it or had converted it
-    /// already, or ffprobe's facts decided a skip that the survey's could not see.
+    /// Ended before anything was started: another host holds it or its new name, or had
+    /// converted it already; its new name was taken since the survey; or ffprobe's facts
+    /// decided a skip that the survey's could not see.
     nothing_started: bool,
 }
 
@@ -712,8 +711,27 @@ fn record(
 struct StartGate<'a> {
     ctx: &'a Context<'a>,
     pause_root: PathBuf,
-    started: AtomicU64,
+    counts: Mutex<Counts>,
+    /// Signalled when a counted file ends: a worker held at `--max-files` looks again.
+    file_ended: Condvar,
     stopped: Mutex<Option<String>>,
+}
+
+/// The files [`StartGate`] let start.
+#[derive(Default)]
+struct Counts {
+    /// Conversions started, or maybe started: what `--max-files` counts.
+    started: u64,
+    /// Let start and not ended yet: any may still end at its claim, and then not count.
+    in_flight: u64,
+}
+
+/// What `--max-files` says to one more file.
+enum Limit {
+    Taken,
+    Reached,
+    /// At the limit, with files in flight: wait for one to end, then ask again.
+    Wait,
 }
 
 impl<'a> StartGate<'a> {
@@ -725,16 +743,27 @@ impl<'a> StartGate<'a> {
         StartGate {
             ctx,
             pause_root,
-            started: AtomicU64::new(0),
+            counts: Mutex::new(Counts::default()),
+            file_ended: Condvar::new(),
             stopped: Mutex::new(None),
         }
     }
 
-    /// Whether one more file may start; counts it when it may.
+    /// Whether one more file may start; counts it when it may. At `--max-files` while files
+    /// counted are in flight, waits for them: one that ends at its claim frees its count.
     fn may_start(&self) -> bool {
-        if signal::interrupted() || self.stopped_because().is_some() {
-            return false;
+        loop {
+            if signal::interrupted() || self.stopped_because().is_some() {
+                return false;
+            }
+            if let Some(may) = self.may_start_now() {
+                return may;
+            }
         }
+    }
+
+    /// [`StartGate::may_start`] as things are now; `None` after waiting for a file to end.
+    fn may_start_now(&self) -> Option<bool> {
         let reason = if let Some((file, info)) = unattended::find_pause(&self.pause_root) {
             Some(format!(
                 "paused by {} since {} ({}); `media-converter resume` lifts it",
@@ -745,17 +774,16 @@ impl<'a> StartGate<'a> {
         } else if self.ctx.deadline.passed(Instant::now()) {
             Some("deadline reached".to_string())
         } else {
-            let limit = self.ctx.config.limits.max_files;
-            let taken = self
-                .started
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (limit.is_none_or(|max| n < max)).then_some(n + 1)
-                });
-            taken
-                .is_err()
-                .then(|| format!("--max-files {} reached", limit.unwrap_or(0)))
+            match self.take_one() {
+                Limit::Taken => None,
+                Limit::Reached => Some(format!(
+                    "--max-files {} reached",
+                    self.ctx.config.limits.max_files.unwrap_or(0)
+                )),
+                Limit::Wait => return None,
+            }
         };
-        match reason {
+        Some(match reason {
             None => {
                 self.ctx.deadline.work_starts(Instant::now());
                 true
@@ -766,15 +794,38 @@ impl<'a> StartGate<'a> {
                 }
                 false
             }
-        }
+        })
     }
 
-    /// A file counted by [`StartGate::may_start`] was not converted after all, and nothing
-    /// of it was started.
-    fn unstart(&self) {
+    /// Counts one more file under `--max-files`; at the limit with files in flight, waits
+    /// (a while at most, so that Ctrl-C and a pause are seen) for one to end.
+    fn take_one(&self) -> Limit {
+        let limit = self.ctx.config.limits.max_files;
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if limit.is_none_or(|max| counts.started < max) {
+            counts.started += 1;
+            counts.in_flight += 1;
+            return Limit::Taken;
+        }
+        if counts.in_flight == 0 {
+            return Limit::Reached;
+        }
         let _ = self
-            .started
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            .file_ended
+            .wait_timeout(counts, Duration::from_millis(500));
+        Limit::Wait
+    }
+
+    /// A file counted by [`StartGate::may_start`] ended; with `nothing_started` (it ended at
+    /// its claim) it no longer counts.
+    fn ended(&self, nothing_started: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.in_flight = counts.in_flight.saturating_sub(1);
+        if nothing_started {
+            counts.started = counts.started.saturating_sub(1);
+        }
+        drop(counts);
+        self.file_ended.notify_all();
     }
 
     fn stopped_because(&self) -> Option<String> {
@@ -917,9 +968,10 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
     }
     // Claimed first: the host that claims a candidate is the one that probes it, so the
     // fleet probes each file once.
-    let (claim, original) = match claim_name(ctx, &file.path, None)
-        .and_then(|claim| unchanged_since_scan(ctx, file).map(|original| (claim, original)))
-    {
+    let (claim, original) = match claim_name(ctx, &file.path, None).and_then(|claim| {
+        unchanged_since_scan(ctx, file, &candidate.plan.output_path)
+            .map(|original| (claim, original))
+    }) {
         Ok(claimed) => claimed,
         // Held by another host, or changed since the survey: nothing was started.
         Err(ended) => {
@@ -955,12 +1007,18 @@ fn convert_one(ctx: &Context<'_>, candidate: Candidate) -> Finished {
         plan: &plan,
         started,
     };
-    let outcome = one.convert(claim, original).unwrap_or_else(|ended| ended);
+    let (outcome, nothing_started) = match one.claim(claim, original) {
+        Ok(claims) => (one.convert(claims).unwrap_or_else(|ended| ended), false),
+        // Its new name held or taken, the original tool's lock beside it: nothing was
+        // started.
+        Err(ended) => (ended, true),
+    };
     Finished {
         codec: main_codec(&info),
         probed,
         outcome,
         plan,
+        nothing_started,
         ..Finished::new(candidate, FileOutcome::Interrupted)
     }
 }
@@ -1006,13 +1064,20 @@ fn described(ctx: &Context<'_>, file: &MediaFile, surveyed: &Plan) -> Described 
 /// not the scan's view, which a network client may have answered from its cache (sshfs
 /// keeps attributes 20 s), so that a stale mtime there never fails a file as changed during
 /// its conversion.
-fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original, FileOutcome> {
+fn unchanged_since_scan(
+    ctx: &Context<'_>,
+    file: &MediaFile,
+    new_name: &Path,
+) -> Result<Original, FileOutcome> {
     let original = match crate::fresh::metadata(&file.path) {
         Ok(meta) if meta.len() == file.size => Original::of(&meta),
         Ok(_) => return Err(changed_since_scan()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            return Err(gone_since_scan(file, new_name));
+        }
         Err(err) => {
             return Err(FileOutcome::Abandoned(format!(
-                "gone since the scan: {err}"
+                "cannot read it since the scan: {err}"
             )));
         }
     };
@@ -1033,6 +1098,47 @@ fn unchanged_since_scan(ctx: &Context<'_>, file: &MediaFile) -> Result<Original,
 fn changed_at_a_glance(file: &MediaFile) -> Option<FileOutcome> {
     let meta = fs::metadata(&file.path).ok()?;
     (meta.len() != file.size).then(changed_since_scan)
+}
+
+/// The file is gone since the survey: most often another host converted it under its new
+/// name (`Movie.avi` -> `Movie.mkv`) meanwhile, else it was moved or deleted. Neither is a
+/// failure, of ours or of the file's: a skip that says which, and the next run looks again.
+fn gone_since_scan(file: &MediaFile, new_name: &Path) -> FileOutcome {
+    if new_name != file.path {
+        if let Some(host) = converted_into(file, new_name) {
+            return FileOutcome::skipped_for(
+                SkipReason::Changed,
+                format!(
+                    "converted by {host} into {} since the scan",
+                    new_name.display()
+                ),
+                host,
+            );
+        }
+        if fs::metadata(new_name).is_ok() {
+            return FileOutcome::skipped(
+                SkipReason::Changed,
+                format!(
+                    "gone since the scan, and {} is there now (converted by another host?); \
+                     the next run looks again",
+                    new_name.display()
+                ),
+            );
+        }
+    }
+    FileOutcome::skipped(
+        SkipReason::Changed,
+        "gone since the scan (moved or deleted?); the next run looks again".into(),
+    )
+}
+
+/// The host that, by the cache, converted `file` into `new_name`.
+fn converted_into(file: &MediaFile, new_name: &Path) -> Option<String> {
+    let original = file.path.file_name().and_then(cache::key_of)?;
+    let output = new_name.file_name().and_then(cache::key_of)?;
+    let loaded = cache::DirCache::load(&cache::dir_of(new_name));
+    let converted = loaded.cache.get(&output)?.converted.as_ref()?;
+    (converted.from.as_deref() == Some(&*original)).then(|| converted.host.clone())
 }
 
 fn changed_since_scan() -> FileOutcome {
@@ -1136,8 +1242,8 @@ struct Placed {
 }
 
 impl OneFile<'_> {
-    fn convert(&self, file_claim: Claim, original: Original) -> Result<FileOutcome, FileOutcome> {
-        let claims = self.claim(file_claim, original)?;
+    /// Encodes, verifies and commits the file, every claim held (see [`OneFile::claim`]).
+    fn convert(&self, claims: Claims) -> Result<FileOutcome, FileOutcome> {
         let placed = self
             .encode_and_verify(&claims)
             .and_then(|new_file| self.commit(&claims, new_file));
