@@ -5,7 +5,7 @@
 //! scan's one stat: no ffprobe, no second stat. Files are handed to the caller one at a time
 //! and not kept, so a library of any size is surveyed in little memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant};
@@ -581,15 +581,12 @@ const CHUNK_FILES: usize = 1000;
 /// enough that a huge library is never all in memory.
 const WALK_BACKLOG: usize = 16;
 
-/// How many threads read and parse directory caches while the walk goes on. Parsing is
-/// most of a warm survey's work; two parsers with the walker and the deciding thread keep
-/// two cores busy, and more gain nothing on the machines this runs on.
-const CACHE_PARSERS: usize = 2;
-
-/// Walks a library on another thread while [`CACHE_PARSERS`] threads read and parse each
-/// directory's cache, and `consume` surveys the directories in the walk's order: the walk
-/// is mostly the kernel listing and stat-ing, the parse mostly JSON, the survey deciding, so
-/// they overlap. What the walk cannot read is reported as it is found.
+/// Walks a library on another thread while `consume` reads each directory's cache and
+/// surveys its files: the walk is mostly the kernel listing and stat-ing, the survey mostly
+/// parsing and deciding, so on two cores they overlap. Caches are read here, on the
+/// consuming thread, not by the walker: their many small allocations are then freed by the
+/// thread that made them, which glibc's allocator does far faster. What the walk cannot
+/// read is reported as it is found.
 pub fn walk_library<R>(
     root: &Path,
     follow_links: bool,
@@ -616,17 +613,12 @@ pub fn walk_library_in<R>(
     reporter: &Reporter,
     consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
 ) -> R {
-    type Chunk = (usize, Vec<(PathBuf, Vec<MediaFile>)>);
-    let (sender, chunks) = mpsc::sync_channel::<Chunk>(WALK_BACKLOG);
-    let (parsed_sender, parsed) = mpsc::sync_channel::<(usize, Vec<DirBatch>)>(WALK_BACKLOG);
-    // Dropped with the last parser, so that a walk no one listens to any more stops.
-    let chunks = Arc::new(Mutex::new(chunks));
+    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Vec<MediaFile>)>>(WALK_BACKLOG);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut chunk = Vec::new();
             let mut chunk_files = 0;
-            let mut sequence = 0;
-            // Once the parsers have stopped listening the sends fail, and nothing is lost.
+            // Once the consumer has stopped listening the sends fail, and nothing is lost.
             scan::walk(
                 root,
                 follow_links,
@@ -640,8 +632,7 @@ pub fn walk_library_in<R>(
                     chunk.push((dir, files));
                     if chunk_files >= CHUNK_FILES {
                         chunk_files = 0;
-                        let _ = sender.send((sequence, std::mem::take(&mut chunk)));
-                        sequence += 1;
+                        let _ = sender.send(std::mem::take(&mut chunk));
                     }
                 },
                 &mut |warning| {
@@ -652,64 +643,16 @@ pub fn walk_library_in<R>(
                 },
             );
             if !chunk.is_empty() {
-                let _ = sender.send((sequence, chunk));
+                let _ = sender.send(chunk);
             }
         });
-        for _ in 0..CACHE_PARSERS {
-            let chunks = Arc::clone(&chunks);
-            let parsed_sender = parsed_sender.clone();
-            scope.spawn(move || {
-                // Ends when the walk is done and its chunks taken, or the consumer has
-                // stopped listening.
-                while let Ok((sequence, chunk)) = lock(&chunks).recv() {
-                    let batches = chunk
-                        .into_iter()
-                        .map(|(dir, files)| DirBatch::load(dir, files))
-                        .collect();
-                    if parsed_sender.send((sequence, batches)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(parsed_sender);
-        drop(chunks);
-        consume(&mut InWalkOrder::new(parsed).flatten())
+        consume(
+            &mut receiver
+                .into_iter()
+                .flatten()
+                .map(|(dir, files)| DirBatch::load(dir, files)),
+        )
     })
-}
-
-/// Parsed chunks put back in the walk's order: the parsers finish them in any.
-struct InWalkOrder {
-    parsed: mpsc::Receiver<(usize, Vec<DirBatch>)>,
-    early: BTreeMap<usize, Vec<DirBatch>>,
-    next: usize,
-}
-
-impl InWalkOrder {
-    fn new(parsed: mpsc::Receiver<(usize, Vec<DirBatch>)>) -> InWalkOrder {
-        InWalkOrder {
-            parsed,
-            early: BTreeMap::new(),
-            next: 0,
-        }
-    }
-}
-
-impl Iterator for InWalkOrder {
-    type Item = Vec<DirBatch>;
-
-    fn next(&mut self) -> Option<Vec<DirBatch>> {
-        loop {
-            if let Some(batches) = self.early.remove(&self.next) {
-                self.next += 1;
-                return Some(batches);
-            }
-            // Every chunk before `next` was sent before any after it was taken, so when
-            // all parsers have hung up nothing is missing.
-            let (sequence, batches) = self.parsed.recv().ok()?;
-            self.early.insert(sequence, batches);
-        }
-    }
 }
 
 fn warn(reporter: &Reporter, dir: &Path, message: &str) {
@@ -727,82 +670,5 @@ fn warn(reporter: &Reporter, dir: &Path, message: &str) {
 pub fn report_warnings(reporter: &Reporter, warnings: Vec<CacheWarning>) {
     for warning in warnings {
         warn(reporter, &warning.dir, &warning.message);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::OutputConfig;
-    use std::fs;
-
-    fn reporter() -> Reporter {
-        Reporter::new(OutputConfig {
-            json: false,
-            quiet: true,
-            verbose: false,
-            stderr_is_tty: false,
-            log_file: None,
-        })
-        .unwrap()
-    }
-
-    /// A library of `dirs` directories of one film each: several chunks for the parsers.
-    fn library(dirs: usize, films: usize) -> tempfile::TempDir {
-        let root = tempfile::tempdir().unwrap();
-        for n in 0..dirs {
-            let dir = root.path().join(format!("{:02}/{n:05}", n % 7));
-            fs::create_dir_all(&dir).unwrap();
-            for film in 0..films {
-                fs::write(dir.join(format!("{film}.mkv")), b"x").unwrap();
-            }
-        }
-        root
-    }
-
-    #[test]
-    fn caches_parsed_in_parallel_come_in_the_walks_order() {
-        let root = library(CHUNK_FILES * 4 + 321, 1);
-        for order in [WalkOrder::Name, WalkOrder::Seeded(12_345)] {
-            let mut walked = Vec::new();
-            scan::walk(
-                root.path(),
-                false,
-                order,
-                &mut |dir, _| walked.push(dir),
-                &mut |warning| panic!("{}", warning.message),
-            );
-            let surveyed: Vec<PathBuf> = walk_library_in(
-                order,
-                root.path(),
-                false,
-                MediaType::Video,
-                &reporter(),
-                |batches| batches.map(|batch| batch.dir).collect(),
-            );
-            assert_eq!(walked.len(), CHUNK_FILES * 4 + 321);
-            assert_eq!(surveyed, walked, "{order:?}");
-        }
-    }
-
-    #[test]
-    fn a_consumer_that_stops_early_ends_the_walk() {
-        // More chunks than the walk's backlog, the parsers' hands and the parsed backlog
-        // hold: a walker no one stopped would wait for ever.
-        let films = 10;
-        let chunks = 2 * WALK_BACKLOG + CACHE_PARSERS + 4;
-        let root = library(chunks * CHUNK_FILES / films, films);
-        let (done, finished) = mpsc::channel();
-        let path = root.path().to_path_buf();
-        std::thread::spawn(move || {
-            let first = walk_library(&path, false, MediaType::Video, &reporter(), |batches| {
-                batches.next().map(|batch| batch.files.len())
-            });
-            done.send(first).unwrap();
-        });
-        let first = finished
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the walk ends once no one listens");
-        assert_eq!(first, Some(films));
     }
 }
