@@ -2,6 +2,7 @@
 //! look: JSON lines on stdout, progress bars on a terminal, or sparse timestamped lines in a
 //! log.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
@@ -223,6 +224,17 @@ pub fn print_data(text: &str) {
 /// File names as shown on a terminal: control characters escaped, so a name with a newline
 /// or an escape sequence cannot garble the screen.
 pub fn display_name(name: &str) -> String {
+    shown_name(name).into_owned()
+}
+
+/// [`display_name`] without a copy of a name that needs no escape: for the plan's lines,
+/// one a file.
+fn shown_name(name: &str) -> Cow<'_, str> {
+    // A control character is below 0x20, 0x7f, or (U+0080 to U+009F) starts with 0xc2 in
+    // UTF-8: a name with none of those bytes, nearly every name, is shown as it is.
+    if !name.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return Cow::Borrowed(name);
+    }
     let mut shown = String::with_capacity(name.len());
     for c in name.chars() {
         if c.is_control() {
@@ -231,7 +243,7 @@ pub fn display_name(name: &str) -> String {
             shown.push(c);
         }
     }
-    shown
+    Cow::Owned(shown)
 }
 
 /// Receives every event and shows it in the way the output configuration asks for.
@@ -594,19 +606,40 @@ impl Reporter {
 }
 
 /// Bytes for people, in binary units to two decimals: `1.50 GiB`, `300.00 MiB`, `512 B`.
-/// Every size the program shows goes through here.
+/// Every size the program shows goes through here. A plan prints two a line, so the
+/// hundredths are worked out in integers, rounded as the float formatting rounds (half to
+/// even); sizes beyond 2^53 bytes, which a float cannot hold exactly, take the float's way.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
     }
-    let mut value = bytes as f64 / 1024.0;
+    if bytes >= 1 << 53 {
+        let mut value = bytes as f64 / 1024.0;
+        let mut unit = 0;
+        while value >= 1024.0 && unit + 1 < UNITS.len() {
+            value /= 1024.0;
+            unit += 1;
+        }
+        return format!("{value:.2} {}", UNITS[unit]);
+    }
     let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
+    let mut divisor: u64 = 1024;
+    while bytes / divisor >= 1024 && unit + 1 < UNITS.len() {
+        divisor *= 1024;
         unit += 1;
     }
-    format!("{value:.2} {}", UNITS[unit])
+    let scaled = bytes * 100;
+    let (mut hundredths, rest) = (scaled / divisor, scaled % divisor);
+    if 2 * rest > divisor || (2 * rest == divisor && hundredths % 2 == 1) {
+        hundredths += 1;
+    }
+    format!(
+        "{}.{:02} {}",
+        hundredths / 100,
+        hundredths % 100,
+        UNITS[unit]
+    )
 }
 
 /// The line `--dry-run` prints on stdout for a planned file.
@@ -629,7 +662,7 @@ fn plan_text(event: &Event) -> String {
             "convert  {codec:<10} {:>10} -> ~{:<10} {}{}",
             human_bytes(*size_bytes),
             human_bytes(*estimated_bytes),
-            display_name(file),
+            shown_name(file),
             predicted_score
                 .map(|s| format!("  ({detail}; predicted score {s:.4})"))
                 .unwrap_or_default()
@@ -638,7 +671,7 @@ fn plan_text(event: &Event) -> String {
             "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
             human_bytes(*size_bytes),
             "",
-            display_name(file)
+            shown_name(file)
         ),
     }
 }
@@ -984,6 +1017,80 @@ mod tests {
     fn control_characters_in_names_are_escaped() {
         assert_eq!(display_name("a\nb\x1b[31m.mkv"), "a\\nb\\u{1b}[31m.mkv");
         assert_eq!(display_name("Amélie (2001).mkv"), "Amélie (2001).mkv");
+    }
+
+    #[test]
+    fn names_are_escaped_char_by_char_only_when_a_control_character_may_be_there() {
+        // U+0085 and U+009F are C1 controls, two bytes from 0xc2; © and U+00A0 share the
+        // lead byte and are shown.
+        assert_eq!(display_name("a\u{85}b\u{9f}.mkv"), "a\\u{85}b\\u{9f}.mkv");
+        assert_eq!(display_name("© \u{a0}x\u{7f}.mkv"), "© \u{a0}x\\u{7f}.mkv");
+        assert!(matches!(shown_name("Amélie (2001).mkv"), Cow::Borrowed(_)));
+        assert!(matches!(shown_name("© 2001.mkv"), Cow::Owned(_)));
+        for c in (0..0x800).filter_map(char::from_u32) {
+            let name = format!("x{c}y");
+            let slow: String = name
+                .chars()
+                .flat_map(|c| {
+                    let escaped: Vec<char> = if c.is_control() {
+                        c.escape_debug().collect()
+                    } else {
+                        vec![c]
+                    };
+                    escaped
+                })
+                .collect();
+            assert_eq!(display_name(&name), slow, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn sizes_in_integers_round_as_the_float_formatting_does() {
+        fn by_float(bytes: u64) -> String {
+            const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+            if bytes < 1024 {
+                return format!("{bytes} B");
+            }
+            let mut value = bytes as f64 / 1024.0;
+            let mut unit = 0;
+            while value >= 1024.0 && unit + 1 < UNITS.len() {
+                value /= 1024.0;
+                unit += 1;
+            }
+            format!("{value:.2} {}", UNITS[unit])
+        }
+        let mut sizes: Vec<u64> = (0..300_000).collect();
+        for unit in 1..6u32 {
+            let divisor = 1u64 << (10 * unit);
+            // Exact halves of a hundredth (bytes * 100 = divisor * (k + 1/2)), odd and even
+            // k, and the units' edges.
+            for n in 0..2_000u64 {
+                sizes.push(divisor / 8 * 25 * (2 * n + 1));
+            }
+            sizes.extend([divisor - 1, divisor, divisor + 1, 1024 * divisor - 1]);
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            sizes.push(x >> (x % 60));
+        }
+        sizes.extend([(1 << 53) - 1, 1 << 53, u64::MAX]);
+        let halves = sizes
+            .iter()
+            .filter(|&&bytes| {
+                let divisor = (1..6u32)
+                    .map(|unit| 1u64 << (10 * unit))
+                    .take_while(|&d| bytes / d > 0)
+                    .find(|&d| bytes / d < 1024);
+                divisor.is_some_and(|d| bytes < 1 << 53 && (bytes * 100) % d == d / 2)
+            })
+            .count();
+        assert!(halves > 1_500, "{halves} exact halves");
+        for bytes in sizes {
+            assert_eq!(human_bytes(bytes), by_float(bytes), "{bytes}");
+        }
     }
 
     #[test]
