@@ -1083,6 +1083,7 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
         seconds: searched.seconds,
         cached: from_cache,
         host: from_cache.then(|| searched.host.clone()),
+        cut_short: searched.cut_short,
     });
     decide_after_search(
         &searched,

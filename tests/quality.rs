@@ -362,6 +362,9 @@ fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
         .collect();
     assert_eq!(trials.len(), 1, "{events:#?}");
     assert!(trials[0]["score"].as_f64().unwrap() < 0.98, "{events:#?}");
+    let searched = of_kind(&events, "searched");
+    assert_eq!(searched[0]["cut_short"], true, "{events:#?}");
+    assert!(searched[0].get("quality").is_none(), "{events:#?}");
     assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
     let skipped = of_kind(&events, "skipped");
     assert_eq!(skipped.len(), 1, "{events:#?}");
