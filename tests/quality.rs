@@ -380,6 +380,23 @@ fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
     let (_, again, _) = run_json(&args, &tools);
     assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
     assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+
+    // Without the history's skip, a lower --min-savings, which the lower bound no longer
+    // rules out, searches the file again: the record claims no quality to encode at.
+    let mut cache = read_cache(lib.path());
+    cache["files"]["grain.mkv"]
+        .as_object_mut()
+        .unwrap()
+        .remove("not_smaller");
+    let cache_file = lib.path().join(common::CACHE_FILE);
+    std::fs::write(&cache_file, serde_json::to_vec(&cache).unwrap()).unwrap();
+    let mut lower = args;
+    lower[5] = "0";
+    let (code, third, stderr) = run_json(&lower, &tools);
+    assert_eq!(code, 0, "{stderr}\n{third:#?}");
+    let searched = of_kind(&third, "searched");
+    assert_eq!(searched[0]["cached"], false, "{third:#?}");
+    assert!(searched[0]["quality"].is_number(), "{third:#?}");
 }
 
 #[test]
