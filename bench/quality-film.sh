@@ -9,10 +9,12 @@
 #
 # Measured, each with its wall-clock seconds and its CPU seconds (user + system, children
 # included; a shared machine's load inflates the first, hardly the second):
-#   ours     media-converter --file FILM --target-vmaf T --preset P --min-savings 99: the search
-#            alone (with --min-savings 99 the prediction ends the file before the long encode,
-#            as `predicted_not_smaller`); the `searched` event gives the quality found, the
-#            trials, the predicted score and the search's own seconds;
+#   ours     media-converter --file FILM --target-vmaf T --preset P --min-savings 0: the search
+#            alone, the run stopped with SIGINT as soon as its `searched` event appears
+#            (bench/search-only.sh; a high --min-savings would end the search at its first
+#            trial that shows the film cannot shrink enough, not measure it whole); the
+#            `searched` event gives the quality found, the trials, the predicted score and the
+#            search's own seconds;
 #   stretch  the full encode (libx265, preset P, the quality found, video alone, the same
 #            ffmpeg command as bench/quality.sh) of a STRETCH_SECS stretch from the middle of
 #            the 10-minute loop, timed, and extrapolated LINEARLY to the whole film: a full encode of an
@@ -82,9 +84,9 @@ json() { python3 -c 'import json,sys; e=json.loads(sys.argv[1]); print(eval(sys.
 
 # Ours: the search alone.
 echo "bench: ours: --target-vmaf $target --preset $preset" >&2
-timed "$work/ours.time" "$bin" --file "$film" --target-vmaf "$target" --preset "$preset" \
-  --min-savings 99 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json \
-  >"$work/ours.jsonl" 2>"$work/ours.err"
+timed "$work/ours.time" bench/search-only.sh "$work/ours.jsonl" "$work/ours.err" \
+  "$bin" --file "$film" --target-vmaf "$target" --preset "$preset" \
+  --min-savings 0 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json
 searched=$(grep '"event":"searched"' "$work/ours.jsonl" | head -n 1 || true)
 [ -n "$searched" ] || { echo "bench: no search: $(tail -n 5 "$work/ours.err")" >&2; exit 1; }
 q=$(json "$searched" 'e["quality"]')

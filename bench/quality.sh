@@ -6,9 +6,10 @@
 # (ab-av1 with --vmaf-scale none, the convention docs/quality.md names):
 #   ours     media-converter --file COPY --target-vmaf T --min-savings 0: the quality found,
 #            the predicted score, its trials and search time (the `searched` event), the
-#            converted file's size; then on a second copy with --min-savings 99.99, which
-#            skips the file once searched: the search's CPU seconds (user and system, every
-#            ffmpeg included), which a loaded machine does not inflate as it does the wall;
+#            converted file's size; then on a second copy, stopped with SIGINT as soon as
+#            it is searched (bench/search-only.sh): the search's CPU seconds (user and system,
+#            every ffmpeg included), which a loaded machine does not inflate as it does the
+#            wall;
 #   ab-av1   ab-av1 crf-search with the same encoder, preset and target: its CRF (to 0.1),
 #            predicted score, wall-clock time and CPU seconds (its sample cache off, so that
 #            a second run of this script searches again);
@@ -22,8 +23,10 @@
 #
 #        bench/quality.sh --neighbours FILE N [TARGET [PRESET]]
 #   Seeding from neighbours: N segments of FILE (a corpus file, cut evenly and encoded
-#   near-losslessly with x264 CRF 14) in one folder, searched one after another (each
-#   starts from a neighbour's result), against each searched alone in a folder of its own:
+#   near-losslessly with x264 CRF 14) in one folder, searched one after another in name
+#   order, one --file run each (each starts from a neighbour's result in the folder's
+#   cache), against each searched alone in a folder of its own (every run stopped with
+#   SIGINT once searched, bench/search-only.sh):
 #   the trials and CPU seconds each way, the qualities found and their scores (files up to
 #   40 s are searched whole: the score is the whole file's). Prints a Markdown table.
 # Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh, and ab-av1 (AB_AV1, else PATH, else it is
@@ -87,16 +90,19 @@ if [ "$mode" = neighbours ]; then
   done
   find "$work" -name '*.mkv' -exec touch -d '1 hour ago' {} +
   search() {
-    # --min-savings 99.99: each file is skipped once searched, its search kept.
-    cpu "$1.cpu" "$bin" "$2" "$3" --jobs 1 --order name --target-vmaf "$target" \
-      --preset "$preset" --min-savings 99.99 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" \
-      --json >"$1.jsonl" 2>"$1.err" || true
+    # Each file stopped once searched, its search kept (a high --min-savings would cut a
+    # search short at the first trial that shows the file cannot shrink enough).
+    cpu "$1.cpu" bench/search-only.sh "$1.jsonl" "$1.err" "$bin" --file "$2" \
+      --target-vmaf "$target" --preset "$preset" --min-savings 0 --ffmpeg "$ff6/ffmpeg" \
+      --ffprobe "$ff6/ffprobe" --json || true
   }
   echo "bench: $segments parts of $neighbours_file in one folder" >&2
-  search "$work/seeded" --dir "$work/folder"
+  for i in $(seq 0 $((segments - 1))); do
+    search "$work/seeded$i" "$work/folder/part$i.mkv"
+  done
   for i in $(seq 0 $((segments - 1))); do
     echo "bench: part$i.mkv alone" >&2
-    search "$work/alone$i" --file "$work/alone$i/part$i.mkv"
+    search "$work/alone$i" "$work/alone$i/part$i.mkv"
   done
   python3 - "$work" "$segments" "$target" "$preset" "$neighbours_file" <<'EOF'
 import json, sys
@@ -112,7 +118,7 @@ def by_file(evs):
         if e["event"] == "searched":
             out.setdefault(name, {})["searched"] = e
     return out
-seeded = by_file(events(f"{work}/seeded.jsonl"))
+seeded = by_file([e for i in range(n) for e in events(f"{work}/seeded{i}.jsonl")])
 print(f"{n} parts of {sys.argv[5]}, VMAF target {sys.argv[3]}, libx265 preset {sys.argv[4]}\n")
 print("| part | seeded from | trials | quality | score | alone: trials | quality | score |")
 print("|---|---|---|---|---|---|---|---|")
@@ -127,7 +133,7 @@ for i in range(n):
     print(f"| {name} | {origin} | {s['trials']} | {s.get('quality')} | {s['predicted_score']:.2f} "
           f"| {a['trials']} | {a.get('quality')} | {a['predicted_score']:.2f} |")
 cpu_alone = sum(float(open(f"{work}/alone{i}.cpu").read()) for i in range(n))
-cpu_seeded = float(open(f"{work}/seeded.cpu").read())
+cpu_seeded = sum(float(open(f"{work}/seeded{i}.cpu").read()) for i in range(n))
 print(f"\ntrials: {totals[0]} in one folder, {totals[1]} alone; CPU seconds (search, probe "
       f"and start-up): {cpu_seeded:.1f} in one folder, {cpu_alone:.1f} alone")
 EOF
@@ -172,15 +178,15 @@ for name in "${files[@]}"; do
   trials=$(json "$searched" 'e["trials"]')
   ours_search=$(json "$searched" '"%.1f" % e["seconds"]')
   ours_file=$([ -n "$converted" ] && json "$converted" 'e["after_bytes"]' || echo -)
-  # The search alone, on a second copy that it skips (predicted not 99.99% smaller).
+  # The search alone, on a second copy, stopped once searched.
   mkdir -p "$dir/cpu"
   cp "$src" "$dir/cpu/$name"
   touch -d '1 hour ago' "$dir/cpu/$name"
-  cpu "$dir/ours.cpu" "$bin" --file "$dir/cpu/$name" --target-vmaf "$target" --preset "$preset" \
-    --min-savings 99.99 --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json \
-    >"$dir/cpu.jsonl" 2>&1 || true
-  grep -q '"reason":"predicted_not_smaller"' "$dir/cpu.jsonl" ||
-    echo "bench: the search-only run of $name did not end after its search" >&2
+  cpu "$dir/ours.cpu" bench/search-only.sh "$dir/cpu.jsonl" "$dir/cpu.err" "$bin" \
+    --file "$dir/cpu/$name" --target-vmaf "$target" --preset "$preset" --min-savings 0 \
+    --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json || true
+  grep -q '"event":"searched"' "$dir/cpu.jsonl" ||
+    echo "bench: the search-only run of $name ended before its search" >&2
 
   # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
   t0=$(now)

@@ -270,6 +270,11 @@ pub struct Searched {
     /// The neighbour's result the search started from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<Seed>,
+    /// Ended at a trial below the target whose predicted size already missed
+    /// `--min-savings`: no quality is claimed, and the prediction (bytes, score) is that
+    /// trial's, the bytes a lower bound of what meeting the target takes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cut_short: bool,
 }
 
 /// A neighbour's search result another file's search starts from: its first trial is
@@ -1555,6 +1560,7 @@ mod tests {
             seconds: 1.0,
             trials: Vec::new(),
             seed: None,
+            cut_short: false,
         };
         record_search(&file, searched("hevc_nvenc", 280)).unwrap();
         record_search(&file, searched("libx265", 263)).unwrap();

@@ -96,6 +96,10 @@ pub enum Event {
         /// The host that searched, when the result came from the cache.
         #[serde(skip_serializing_if = "Option::is_none")]
         host: Option<String>,
+        /// The search ended at a trial under the target whose predicted size already missed
+        /// `--min-savings`: no quality, the predicted bytes a lower bound (`docs/quality.md`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        cut_short: bool,
     },
     /// How far a conversion is.
     Progress {
@@ -766,8 +770,21 @@ fn human_text(event: &Event) -> Option<String> {
             seconds,
             cached,
             host,
+            cut_short,
             ..
         } => match (quality, cached) {
+            (None, cached) if *cut_short => format!(
+                "{}: not searched further for {target} ({encoder}): a trial under it already \
+                 predicts at least {}, {}",
+                display_name(file),
+                human_bytes(*predicted_bytes),
+                if *cached {
+                    format!("searched by {}", host.as_deref().unwrap_or("?"))
+                } else {
+                    let plural = if *trials == 1 { "" } else { "s" };
+                    format!("after {trials} trial{plural} in {}", format_secs(*seconds))
+                }
+            ),
             (None, _) => format!("{}: no quality meets {target}", display_name(file)),
             (Some(q), true) => format!(
                 "{}: --quality {q} for {target} ({encoder}; predicted {} at score \
@@ -1169,11 +1186,39 @@ mod tests {
             seconds: 61.0,
             cached: false,
             host: None,
+            cut_short: false,
         };
         assert_eq!(
             human_text(&searched).unwrap(),
             "/lib/a.mkv: --quality 27 for VMAF 95.00 (libx265; predicted 1.00 MiB at score \
              95.3100) after 4 trials in 1m01s"
+        );
+        let cut = Event::Searched {
+            file: "/lib/c.mkv".into(),
+            target: "VMAF 95.00".into(),
+            encoder: "libx265".into(),
+            quality: None,
+            predicted_bytes: 1 << 20,
+            predicted_score: 93.64,
+            trials: 1,
+            sample_secs: 24.0,
+            seconds: 61.0,
+            cached: false,
+            host: None,
+            cut_short: true,
+        };
+        assert_eq!(
+            human_text(&cut).unwrap(),
+            "/lib/c.mkv: not searched further for VMAF 95.00 (libx265): a trial under it \
+             already predicts at least 1.00 MiB, after 1 trial in 1m01s"
+        );
+        let json = serde_json::to_value(&cut).unwrap();
+        assert_eq!(json["cut_short"], true, "{json}");
+        assert!(
+            serde_json::to_value(&searched)
+                .unwrap()
+                .get("cut_short")
+                .is_none()
         );
         let seeded = Event::Searching {
             file: "/lib/b.mkv".into(),

@@ -350,9 +350,15 @@ pub enum SearchError {
 /// Searches the file from `start` (its first trial): the quality that meets the target (or
 /// `None`: unreachable), with its trials and predictions. `on_trial` is told each trial as
 /// it is scored (its number from 1, quality, score).
+///
+/// A trial below the target whose predicted size is already above `largest` (the size
+/// `--min-savings` allows) ends the search, `cut_short`: every quality that meets the
+/// target is a lower value, whose file is no smaller, so the file will be skipped whatever
+/// the remaining trials find. Its prediction is then that trial's: a lower bound.
 pub fn search(
     ask: &Ask<'_>,
     start: Quality,
+    largest: f64,
     on_trial: &dyn Fn(usize, Quality, f64),
 ) -> Result<Searched, SearchError> {
     let started = Instant::now();
@@ -407,6 +413,16 @@ pub fn search(
 
     let scale = Scale::of(ask.setup.encoder);
     let mut trials: Vec<Trial> = Vec::new();
+    let predict = |t: &Trial| {
+        predicted_size(
+            ask.size,
+            source_video_bytes,
+            t.bytes,
+            sampled_secs,
+            duration,
+        )
+    };
+    let mut cut_short = None;
     let found = loop {
         let quality = match next_step(&trials, ask.target, &scale, start) {
             Step::Try(q) => q,
@@ -440,18 +456,17 @@ pub fn search(
             bytes,
         });
         on_trial(trials.len(), quality, score);
+        let last = trials[trials.len() - 1];
+        if score < ask.target.score && predict(&last) as f64 > largest {
+            cut_short = Some(last);
+            break None;
+        }
     };
 
-    let chosen = found.and_then(|q| trials.iter().find(|t| t.quality == q));
-    let predicted_bytes = chosen.map_or(ask.size, |t| {
-        predicted_size(
-            ask.size,
-            source_video_bytes,
-            t.bytes,
-            sampled_secs,
-            duration,
-        )
-    });
+    let chosen = found
+        .and_then(|q| trials.iter().find(|t| t.quality == q))
+        .or(cut_short.as_ref());
+    let predicted_bytes = chosen.map_or(ask.size, predict);
     Ok(Searched {
         at: crate::clock::now_rfc3339(),
         host: String::new(),
@@ -466,6 +481,7 @@ pub fn search(
         seconds: started.elapsed().as_secs_f64(),
         trials,
         seed: None,
+        cut_short: cut_short.is_some(),
     })
 }
 
@@ -993,6 +1009,7 @@ pub struct Question<'a> {
 /// `--min-savings`, or whose target no quality meets, is skipped before the long encode.
 pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
     let ask = &q.ask;
+    let largest = allowed_size(q.file.size, q.min_savings_pct);
     let name = q.file.path.to_string_lossy().into_owned();
     let dir = cache::DirCache::load(&cache::dir_of(&q.file.path)).cache;
     let key = q.file.path.file_name().and_then(cache::key_of);
@@ -1002,6 +1019,9 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
         .and_then(|entry| {
             entry.search_for(ask.target, ask.setup.encoder.name(), &ask.settings.preset)
         })
+        // A search cut short answers only while its lower bound still misses the savings
+        // asked for (a lower --min-savings may want the quality it never found).
+        .filter(|s| !s.cut_short || s.predicted_bytes as f64 > largest)
         .cloned();
     let (searched, from_cache) = match cached {
         Some(searched) => (searched, true),
@@ -1032,7 +1052,7 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
                 || first_guess(ask.target, &Scale::of(ask.setup.encoder)),
                 |s| s.quality,
             );
-            let mut searched = search(ask, start, &on_trial).map_err(|e| match e {
+            let mut searched = search(ask, start, largest, &on_trial).map_err(|e| match e {
                 SearchError::Stopped(reason) => Unsettled::Stopped(reason),
                 SearchError::Failed(error) => {
                     Unsettled::Failed(format!("searching the quality for {}: {error}", ask.target))
@@ -1063,6 +1083,7 @@ pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
         seconds: searched.seconds,
         cached: from_cache,
         host: from_cache.then(|| searched.host.clone()),
+        cut_short: searched.cut_short,
     });
     decide_after_search(
         &searched,
@@ -1115,6 +1136,26 @@ pub fn decide_after_search(
     min_savings_pct: f64,
 ) -> Result<Quality, Unsettled> {
     let metric = target.metric;
+    if searched.cut_short {
+        return Err(Unsettled::Skip(
+            SkipReason::PredictedNotSmaller,
+            format!(
+                "at {} {} (predicted {} {}, under the target of {}), the new file is \
+                 predicted at least {} bytes, not {}% smaller than the original's {size} \
+                 bytes, and a quality meeting the target only makes it larger; not encoded",
+                setup.encoder.quality_control(),
+                searched.trials.last().map_or_else(String::new, |t| setup
+                    .encoder
+                    .own_quality(t.quality)
+                    .to_string()),
+                metric.name(),
+                metric.format(searched.predicted_score),
+                metric.format(target.score),
+                searched.predicted_bytes,
+                min_savings_pct
+            ),
+        ));
+    }
     let Some(quality) = searched.quality else {
         let best = searched
             .trials
@@ -1129,8 +1170,7 @@ pub fn decide_after_search(
             ),
         ));
     };
-    let limit = size as f64 * (1.0 - min_savings_pct / 100.0);
-    if searched.predicted_bytes as f64 > limit {
+    if searched.predicted_bytes as f64 > allowed_size(size, min_savings_pct) {
         return Err(Unsettled::Skip(
             SkipReason::PredictedNotSmaller,
             format!(
@@ -1147,6 +1187,11 @@ pub fn decide_after_search(
         ));
     }
     Ok(quality)
+}
+
+/// The largest new file of a `size`-byte original that saves `--min-savings`.
+fn allowed_size(size: u64, min_savings_pct: f64) -> f64 {
+    size as f64 * (1.0 - min_savings_pct / 100.0)
 }
 
 /// The searches the caches hold, read once per directory: what a dry run shows.

@@ -336,6 +336,69 @@ fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
     assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
 }
 
+/// A trial below the target whose predicted size already misses --min-savings ends the
+/// search: every quality that meets the target is lower, so its file larger still. The
+/// skip is the same, its size said as a lower bound, and the cache claims no quality.
+#[test]
+fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
+    let tools = system_tools();
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("grain.mkv");
+    noise(&file);
+    age_all(lib.path());
+    let args = [
+        "--file",
+        file.to_str().unwrap(),
+        "--target-ssim",
+        "0.98",
+        "--min-savings",
+        "99",
+    ];
+    let (code, events, stderr) = run_json(&args, &tools);
+    assert_eq!(code, 0, "{stderr}\n{events:#?}");
+    let trials: Vec<&Value> = of_kind(&events, "searching")
+        .into_iter()
+        .filter(|e| e["trial"] != 0)
+        .collect();
+    assert_eq!(trials.len(), 1, "{events:#?}");
+    assert!(trials[0]["score"].as_f64().unwrap() < 0.98, "{events:#?}");
+    let searched = of_kind(&events, "searched");
+    assert_eq!(searched[0]["cut_short"], true, "{events:#?}");
+    assert!(searched[0].get("quality").is_none(), "{events:#?}");
+    assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
+    let skipped = of_kind(&events, "skipped");
+    assert_eq!(skipped.len(), 1, "{events:#?}");
+    assert_eq!(skipped[0]["reason"], "predicted_not_smaller");
+    let detail = skipped[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("at least"), "{detail}");
+
+    let cache = read_cache(lib.path());
+    let search = &cache["files"]["grain.mkv"]["search"];
+    assert!(search["quality"].is_null(), "{cache:#}");
+    assert_eq!(search["trials"].as_array().unwrap().len(), 1, "{cache:#}");
+
+    let (_, again, _) = run_json(&args, &tools);
+    assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
+    assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+
+    // Without the history's skip, a lower --min-savings, which the lower bound no longer
+    // rules out, searches the file again: the record claims no quality to encode at.
+    let mut cache = read_cache(lib.path());
+    cache["files"]["grain.mkv"]
+        .as_object_mut()
+        .unwrap()
+        .remove("not_smaller");
+    let cache_file = lib.path().join(common::CACHE_FILE);
+    std::fs::write(&cache_file, serde_json::to_vec(&cache).unwrap()).unwrap();
+    let mut lower = args;
+    lower[5] = "0";
+    let (code, third, stderr) = run_json(&lower, &tools);
+    assert_eq!(code, 0, "{stderr}\n{third:#?}");
+    let searched = of_kind(&third, "searched");
+    assert_eq!(searched[0]["cached"], false, "{third:#?}");
+    assert!(searched[0]["quality"].is_number(), "{third:#?}");
+}
+
 #[test]
 fn target_vmaf_on_an_ffmpeg_without_libvmaf_exits_2_naming_the_fix() {
     let tools = system_tools();
