@@ -1,4 +1,6 @@
 //! The benchmark scripts' own behaviour (not their figures): what they build before measuring.
+//! The scripts are bash, run where the benchmarks run: Unix only.
+#![cfg(unix)]
 
 mod common;
 
