@@ -52,6 +52,7 @@
 //! of the share, as a second host of a real share would meet what the first one left.
 #![cfg(target_os = "linux")]
 
+mod common;
 #[path = "fault_matrix/library.rs"]
 mod library;
 #[path = "fault_matrix/trace.rs"]
@@ -988,25 +989,9 @@ fn recovery_child() {
     );
 }
 
-fn strace_works() -> bool {
-    Command::new("strace")
-        .args([
-            "-qq",
-            "-o",
-            "/dev/null",
-            "-e",
-            "inject=getpid:retval=1",
-            "true",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 #[test]
 fn every_crash_and_fault_point_loses_nothing() {
-    if !strace_works() {
+    if !common::strace_can_inject() {
         let required = std::env::var_os("FAULT_MATRIX_REQUIRED").is_some_and(|v| v == "1");
         let message = "FAULT MATRIX SKIPPED: strace (with -e inject) is not installed or cannot \
                        trace here (apt-get install strace; containers need ptrace allowed)";

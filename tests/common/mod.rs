@@ -717,13 +717,10 @@ pub fn ffmpeg6(needed_for: &str) -> Option<PathBuf> {
     None
 }
 
-/// Whether strace is missing or may not trace here (containers may forbid ptrace), so that
-/// a case injecting faults with it must be skipped: said loudly, and a failure instead where
-/// `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever strace can trace), so a CI run
-/// cannot pass by skipping.
-pub fn strace_missing() -> bool {
-    // The probe `.ci/run` makes: a traced program whose call strace rewrites.
-    let works = Command::new("strace")
+/// Whether strace runs here and can rewrite a call (`-e inject=`): the probe `.ci/run` makes,
+/// a traced program whose call strace rewrites.
+pub fn strace_can_inject() -> bool {
+    Command::new("strace")
         .args([
             "-qq",
             "-o",
@@ -735,8 +732,15 @@ pub fn strace_missing() -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    if works {
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether strace is missing or may not trace here (containers may forbid ptrace), so that
+/// a case injecting faults with it must be skipped: said loudly, and a failure instead where
+/// `STRACE_TESTS_REQUIRED=1` (`.ci/run` sets it wherever strace can trace), so a CI run
+/// cannot pass by skipping.
+pub fn strace_missing() -> bool {
+    if strace_can_inject() {
         return false;
     }
     let why = "strace is not installed (apt-get install strace) or may not trace here \
