@@ -32,6 +32,30 @@ fn noise(out: &Path) {
     );
 }
 
+/// A library holding [`noise`]'s clip as `grain.mkv`, old enough to be converted.
+fn aged_grain() -> (tempfile::TempDir, PathBuf) {
+    let lib = tempfile::tempdir().unwrap();
+    let file = lib.path().join("grain.mkv");
+    noise(&file);
+    age_all(lib.path());
+    (lib, file)
+}
+
+/// The detail of the run's one skip, which must be `predicted_not_smaller`.
+fn the_prediction_skip(events: &[Value]) -> String {
+    let skipped = of_kind(events, "skipped");
+    assert_eq!(skipped.len(), 1, "{events:#?}");
+    assert_eq!(skipped[0]["reason"], "predicted_not_smaller");
+    skipped[0]["detail"].as_str().unwrap().to_owned()
+}
+
+/// Runs `args` again: the file is skipped as `not_smaller` from its history, with no search.
+fn the_next_run_skips_without_a_search(args: &[&str], tools: &(PathBuf, PathBuf)) {
+    let (_, again, _) = run_json(args, tools);
+    assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
+    assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+}
+
 fn run_json(args: &[&str], tools: &(PathBuf, PathBuf)) -> (i32, Vec<Value>, String) {
     let out = cmd()
         .args(args)
@@ -301,10 +325,7 @@ fn ssim_target_works_with_any_ffmpeg_and_the_score_is_recorded() {
 #[test]
 fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
     let tools = system_tools();
-    let lib = tempfile::tempdir().unwrap();
-    let file = lib.path().join("grain.mkv");
-    noise(&file);
-    age_all(lib.path());
+    let (_lib, file) = aged_grain();
     let before = std::fs::read(&file).unwrap();
     let args = [
         "--file",
@@ -317,10 +338,7 @@ fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
     let (code, events, stderr) = run_json(&args, &tools);
     assert_eq!(code, 0, "{stderr}\n{events:#?}");
     assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
-    let skipped = of_kind(&events, "skipped");
-    assert_eq!(skipped.len(), 1, "{events:#?}");
-    assert_eq!(skipped[0]["reason"], "predicted_not_smaller");
-    let detail = skipped[0]["detail"].as_str().unwrap();
+    let detail = the_prediction_skip(&events);
     assert!(
         detail.contains("predicted at") && detail.contains("SSIM"),
         "{detail}"
@@ -331,9 +349,7 @@ fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
         "the original is untouched"
     );
 
-    let (_, again, _) = run_json(&args, &tools);
-    assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
-    assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+    the_next_run_skips_without_a_search(&args, &tools);
 }
 
 /// A trial below the target whose predicted size already misses --min-savings ends the
@@ -342,10 +358,7 @@ fn a_file_predicted_not_to_shrink_enough_is_skipped_before_the_long_encode() {
 #[test]
 fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
     let tools = system_tools();
-    let lib = tempfile::tempdir().unwrap();
-    let file = lib.path().join("grain.mkv");
-    noise(&file);
-    age_all(lib.path());
+    let (lib, file) = aged_grain();
     let args = [
         "--file",
         file.to_str().unwrap(),
@@ -366,10 +379,7 @@ fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
     assert_eq!(searched[0]["cut_short"], true, "{events:#?}");
     assert!(searched[0].get("quality").is_none(), "{events:#?}");
     assert!(of_kind(&events, "converting").is_empty(), "{events:#?}");
-    let skipped = of_kind(&events, "skipped");
-    assert_eq!(skipped.len(), 1, "{events:#?}");
-    assert_eq!(skipped[0]["reason"], "predicted_not_smaller");
-    let detail = skipped[0]["detail"].as_str().unwrap();
+    let detail = the_prediction_skip(&events);
     assert!(detail.contains("at least"), "{detail}");
 
     let cache = read_cache(lib.path());
@@ -377,9 +387,7 @@ fn a_search_ends_at_the_first_trial_that_shows_the_file_cannot_shrink_enough() {
     assert!(search["quality"].is_null(), "{cache:#}");
     assert_eq!(search["trials"].as_array().unwrap().len(), 1, "{cache:#}");
 
-    let (_, again, _) = run_json(&args, &tools);
-    assert!(of_kind(&again, "searching").is_empty(), "{again:#?}");
-    assert_eq!(of_kind(&again, "skipped")[0]["reason"], "not_smaller");
+    the_next_run_skips_without_a_search(&args, &tools);
 
     // Without the history's skip, a lower --min-savings, which the lower bound no longer
     // rules out, searches the file again: the record claims no quality to encode at.
