@@ -8,12 +8,19 @@ use std::path::Path;
 
 use common::*;
 
+/// The tool run as host `host` (its name, and `<host>-id` as its id).
+fn as_host(host: &str) -> std::process::Command {
+    let mut command = cmd();
+    command
+        .env("MEDIA_CONVERTER_HOSTNAME", host)
+        .env("MEDIA_CONVERTER_HOST_ID", format!("{host}-id"));
+    command
+}
+
 /// A conversion run of `dir` through `tools`, as `host`.
 fn run_as(dir: &Path, tools: &CountingTool, host: &str) -> std::process::Output {
-    cmd()
+    as_host(host)
         .env("PATH", tools.path_var())
-        .env("MEDIA_CONVERTER_HOSTNAME", host)
-        .env("MEDIA_CONVERTER_HOST_ID", format!("{host}-id"))
         .arg("--dir")
         .arg(dir)
         .args(["--json", "--min-age", "0s"])
@@ -92,14 +99,12 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
             real = real.display()
         ),
     );
-    let mut path = vec![wrappers];
-    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap()));
     let trace = gate.join("b.trace");
     let b = std::process::Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=mkdir", "-o"])
         .arg(&trace)
         .arg(bin())
-        .env("PATH", std::env::join_paths(path).unwrap())
+        .env("PATH", path_with_first(&wrappers))
         .env("MEDIA_CONVERTER_HOSTNAME", "b")
         .env("MEDIA_CONVERTER_HOST_ID", "b-id")
         .arg("--dir")
@@ -119,9 +124,7 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
         .unwrap();
     let b = Running(b);
     wait_for(&gate.join("entered"));
-    let a = cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", "a")
-        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+    let a = as_host("a")
         .arg("--dir")
         .arg(root)
         .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
@@ -252,9 +255,7 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     long_h264_mkv(&held, 20, "640x360");
     let free = root.join("free.mkv");
     long_h264_mkv(&free, 1, "160x90");
-    let a = cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", "a")
-        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+    let a = as_host("a")
         .arg("--file")
         .arg(&held)
         .args(["--json", "--min-age", "0s", "--preset", "veryslow"])
@@ -264,9 +265,7 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
         .unwrap();
     let _a = Running(a);
     wait_for(&root.join("held.mkv.mediabox.lock"));
-    let out = cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", "b")
-        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
+    let out = as_host("b")
         .arg("--dir")
         .arg(root)
         .args([
@@ -336,10 +335,8 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     // Both known from the cache as B's walk reads the folder: Movie.avi is surveyed before
     // B's first claim, whatever the load.
     build_cache(root);
-    let b = cmd()
+    let b = as_host("b")
         .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
-        .env("MEDIA_CONVERTER_HOSTNAME", "b")
-        .env("MEDIA_CONVERTER_HOST_ID", "b-id")
         .arg("--dir")
         .arg(root)
         .args(["--json", "--min-age", "0s", "--jobs", "1"])
@@ -351,9 +348,7 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     let mut b = Running(b);
     wait_for(&root.join("big.mkv.mediabox.lock"));
     // Meanwhile host A converts Movie.avi into Movie.mkv: the .avi is gone.
-    let a = cmd()
-        .env("MEDIA_CONVERTER_HOSTNAME", "a")
-        .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+    let a = as_host("a")
         .arg("--file")
         .arg(&movie)
         .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
