@@ -30,7 +30,7 @@
 # Environment: FILM_SECS (3600), STRETCH_SECS (300), KEEP_WORK (1: keep the logs), AB_LIMIT (3600),
 # AB_MAX_PERCENT (100), OUT (quality-film.tsv)
 # Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh --large, ab-av1 (as bench/quality.sh finds
-# or installs it), GNU time (/usr/bin/time), unzip.
+# or installs it), GNU time (/usr/bin/time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -54,23 +54,15 @@ else
   trap 'rm -rf "$work"' EXIT
 fi
 
-# The 10-minute film from the sdist that `scripts/corpus.sh --large` downloads.
+# The 10-minute film, which `scripts/corpus.sh --large` fetches (and checks) as bbb.mp4.
 scripts/corpus.sh --large >/dev/null
-corpus=$(scripts/corpus.sh --dir)
-sdist=$corpus/.downloads/pypi-sdist-moviepy-2.2.1/moviepy-2.2.1.tar.gz
-zip=moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip
-tar -xzf "$sdist" -C "$work" "$zip"
-unzip -q -p "$work/$zip" moviepy_10_minutes/resources/bbb.mp4 >"$work/bbb.mp4"
-echo "475fbbf34c4c367998f80c29ea03b15a743941179b12da3373fc6706e68621d0  $work/bbb.mp4" |
-  sha256sum --check --quiet - 2>/dev/null ||
-  { echo "bench: bbb.mp4 is not the expected file: $(sha256sum "$work/bbb.mp4")" >&2; exit 1; }
-one=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$work/bbb.mp4")
+bbb=$(scripts/corpus.sh --dir)/bbb.mp4
+one=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$bbb")
 loops=$(python3 -c "import math,sys; print(math.ceil($film_secs / $one))")
 mkdir -p "$work/lib"
 film=$work/lib/film.mp4
-ffmpeg -hide_banner -nostdin -v error -y -stream_loop $((loops - 1)) -i "$work/bbb.mp4" \
+ffmpeg -hide_banner -nostdin -v error -y -stream_loop $((loops - 1)) -i "$bbb" \
   -map 0 -c copy -t "$film_secs" "$film"
-rm "$work/bbb.mp4"
 touch -d '1 hour ago' "$film"
 duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$film")
 size=$(stat -c %s "$film")

@@ -29,6 +29,8 @@
 #   SIGINT once searched, bench/search-only.sh):
 #   the trials and CPU seconds each way, the qualities found and their scores (files up to
 #   40 s are searched whole: the score is the whole file's). Prints a Markdown table.
+# AB_MAX_PERCENT (default 100) is ab-av1's --max-encoded-percent: past it, ab-av1 gives up on a
+# file that would grow (as ours skips it, `predicted_not_smaller`); 1000 lets it search to the end.
 # Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh, and ab-av1 (AB_AV1, else PATH, else it is
 # installed with `cargo install ab-av1 --locked` into ~/.cache/media-converter/ab-av1: a
 # few minutes of compiling, once).
@@ -50,6 +52,10 @@ if [ "$mode" = neighbours ]; then
   files=()
 elif [ $# -gt 0 ]; then
   files=("$@")
+  # A named file of the large set (the 10-minute bbb.mp4) is fetched with it.
+  for name in "${files[@]}"; do
+    [ -f "$corpus/$name" ] || { scripts/corpus.sh --large >/dev/null; break; }
+  done
 else
   files=(bigbuckbunny.mp4 bikes.mp4 flashmob.mkv breakdance.flv demo.f4v)
   scripts/corpus.sh >/dev/null
@@ -191,7 +197,7 @@ for name in "${files[@]}"; do
   # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
   t0=$(now)
   ab_json=$(cd "$dir" && cpu "$dir/ab.cpu" "$ab" crf-search -i "$src" -e libx265 --preset "$preset" \
-    --min-vmaf "$target" --vmaf-scale none --max-encoded-percent 100 --cache false \
+    --min-vmaf "$target" --vmaf-scale none --max-encoded-percent "${AB_MAX_PERCENT:-100}" --cache false \
     --stdout-format json \
     --temp-dir "$dir" 2>"$dir/ab.err" | tail -n 1) || true
   ab_search=$(secs "$t0" "$(now)")
@@ -204,17 +210,22 @@ for name in "${files[@]}"; do
     echo "bench: ab-av1 found no CRF for $name: $(tail -n 2 "$dir/ab.err")" >&2
   fi
 
-  read -r ours_bytes full_s < <(encode "$src" "$q" "$dir/ours.mkv")
-  ours_vmaf=$(vmaf "$dir/ours.mkv" "$src")
+  # A search cut short (the file would not shrink: `predicted_not_smaller`) gives no quality.
+  ours_bytes=- ours_vmaf=- full_s=-
+  if [ "$q" != None ]; then
+    read -r ours_bytes full_s < <(encode "$src" "$q" "$dir/ours.mkv")
+    ours_vmaf=$(printf %.2f "$(vmaf "$dir/ours.mkv" "$src")")
+  fi
   if [ "$ab_crf" != - ]; then
-    read -r ab_bytes _ < <(encode "$src" "$ab_crf" "$dir/ab.mkv")
+    read -r ab_bytes ab_full_s < <(encode "$src" "$ab_crf" "$dir/ab.mkv")
     ab_vmaf=$(vmaf "$dir/ab.mkv" "$src")
+    [ "$full_s" != - ] || full_s=$ab_full_s
   else
     ab_bytes=-; ab_vmaf=-
   fi
   read -r q22_bytes _ < <(encode "$src" 22 "$dir/q22.mkv")
   q22_vmaf=$(vmaf "$dir/q22.mkv" "$src")
-  printf '%s\t%.1f\t%s\t%s\t%.2f\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
+  printf '%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
     "$name" "$duration" "$q" "$ours_pred" "$ours_vmaf" "$trials" "$ours_search" "$ab_crf" \
     "$ab_pred" "${ab_vmaf:--}" "$ab_search" "$full_s" "$(cat "$dir/ours.cpu")" \
     "$(cat "$dir/ab.cpu")" "$ours_bytes" "$ab_bytes" "$q22_bytes" \
@@ -237,5 +248,5 @@ for r in rows:
     ratio = lambda a, b, d=2: f"{a / b:.{d}f}" if a and b else "-"
     print(f"| {r['file']} | {float(r['duration']):.0f} s | {r['ours_quality']} | {r['ours_predicted']} | {r['ours_achieved']} "
           f"| {r['ours_trials']} | {ours_s:.0f} s | {r['ours_search_cpu_s']} s | {r['ab_crf']} | {r['ab_predicted']} | {r['ab_achieved']} | {ab_s:.0f} s | {r['ab_search_cpu_s']} s "
-          f"| {full:.0f} s | {ratio(ours_s, full)}, {ratio(ab_s, full)} | {ratio(ob, ab, 3)} | {ratio(ob, qb, 3)} ({r['q22_vmaf']}) |")
+          f"| {f'{full:.0f} s' if full else '-'} | {ratio(ours_s, full)}, {ratio(ab_s, full)} | {ratio(ob, ab, 3)} | {ratio(ob, qb, 3)} ({r['q22_vmaf']}) |")
 EOF

