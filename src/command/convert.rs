@@ -1452,12 +1452,27 @@ impl OneFile<'_> {
         if signal::interrupted() {
             return Err(FileOutcome::Interrupted);
         }
-        let score = config.quality_target.and_then(|target| {
-            claims.file.set_phase("scoring");
-            let new_file = (temp.0.as_path(), self.plan.crop_to);
-            let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
-            quality::achieved_or_warn(reporter, ffmpeg, file, info, new_file, target.metric)
-        });
+        let score = match config.quality_target {
+            None => None,
+            Some(target) => {
+                claims.file.set_phase("scoring");
+                let new_file = (temp.0.as_path(), self.plan.crop_to);
+                let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
+                let metric = target.metric;
+                // A stop here ends the file as during the encode: before the swap, so the
+                // new file goes and the original (and the search's record) stays.
+                quality::achieved_or_warn(
+                    reporter,
+                    ffmpeg,
+                    file,
+                    info,
+                    new_file,
+                    metric,
+                    &should_stop,
+                )
+                .map_err(|reason| stopped_outcome(reason, "scoring its new file"))?
+            }
+        };
         Ok(Made {
             bytes,
             encoded,
@@ -1658,14 +1673,21 @@ fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
     match unsettled {
         quality::Unsettled::Skip(reason, detail) => FileOutcome::skipped(reason, detail),
         quality::Unsettled::Failed(error) => FileOutcome::Failed(error),
-        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::skipped(
+        quality::Unsettled::Stopped(reason) => stopped_outcome(reason, "searching its quality"),
+    }
+}
+
+/// How a file ends that was stopped from outside while `doing` something before its swap.
+fn stopped_outcome(reason: StopReason, doing: &str) -> FileOutcome {
+    match reason {
+        StopReason::Deadline => FileOutcome::skipped(
             SkipReason::Deadline,
-            "stopped at the deadline while searching its quality; left for a later run".into(),
+            format!("stopped at the deadline while {doing}; left for a later run"),
         ),
-        quality::Unsettled::Stopped(StopReason::LockLost) => FileOutcome::Abandoned(
-            "lost the claim while searching its quality (another host took the file over)".into(),
-        ),
-        quality::Unsettled::Stopped(_) => FileOutcome::Interrupted,
+        StopReason::LockLost => FileOutcome::Abandoned(format!(
+            "lost the claim while {doing} (another host took the file over)"
+        )),
+        StopReason::Interrupted | StopReason::WouldNotShrink => FileOutcome::Interrupted,
     }
 }
 
