@@ -987,8 +987,9 @@ impl Drop for WorkDir {
 /// Why a file gets no quality from [`settle`]: how its conversion ends instead.
 #[derive(Debug)]
 pub enum Unsettled {
-    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable).
-    Skip(SkipReason, String),
+    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable),
+    /// with the predicted size that was too large, for the history.
+    Skip(SkipReason, String, Option<cache::TooLarge>),
     /// The search failed on this file.
     Failed(String),
     /// Stopped from outside.
@@ -1156,6 +1157,7 @@ pub fn decide_after_search(
                 searched.predicted_bytes,
                 min_savings_pct
             ),
+            Some(searched.too_large()),
         ));
     }
     let Some(quality) = searched.quality else {
@@ -1170,6 +1172,7 @@ pub fn decide_after_search(
                 "no quality meets {target}: the best tried scored {}; a lower target converts it",
                 metric.format(best)
             ),
+            None,
         ));
     };
     if searched.predicted_bytes as f64 > allowed_size(size, min_savings_pct) {
@@ -1186,6 +1189,7 @@ pub fn decide_after_search(
                 searched.predicted_bytes,
                 min_savings_pct
             ),
+            Some(searched.too_large()),
         ));
     }
     Ok(quality)

@@ -206,7 +206,7 @@ impl Stats {
             self.not_smaller.add(file.size);
             return;
         }
-        if entry.history_skip(false).is_some() {
+        if entry.history_skip(false, rules.min_savings_pct).is_some() {
             return;
         }
         if let Decision::Convert(plan) = decide::decide(file, info, rules) {
@@ -293,6 +293,8 @@ mod tests {
             at: String::new(),
             host: "nas".into(),
             detail: "bigger".into(),
+            bytes: None,
+            at_least: false,
         });
         stats.add(&kept, Some(&not_smaller), &rules);
 
