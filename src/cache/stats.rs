@@ -255,13 +255,7 @@ mod tests {
 
     #[test]
     fn stats_count_codecs_history_and_candidates() {
-        let rules = Rules {
-            min_age: Duration::ZERO,
-            min_savings_pct: 10.0,
-            allow_dv_loss: false,
-            allow: Default::default(),
-            now: SystemTime::now(),
-        };
+        let rules = crate::command::cache::stats_rules();
         let mut stats = Stats::new("/lib".into());
 
         let h264 = file("a.mkv", 1000);
