@@ -180,9 +180,11 @@ done
 FAKE=$(cd "$TARGET/release/examples" && pwd)/bench_fake
 ln -s "$FAKE" "$WORK/fakebin/ffmpeg"
 ((REAL_FFPROBE)) || ln -s "$FAKE" "$WORK/fakebin/ffprobe"
+# Looked up apart from the export, so that a missing tool stops the script (set -e).
+real_ffmpeg=$(command -v ffmpeg)
+real_ffprobe=$(command -v ffprobe)
 export BENCH_ENCODE_SECS=$ENCODE_SECS BENCH_HEVC=$WORK/hevc.mkv BENCH_LOG=$WORK/encodes.log \
-    BENCH_MEMO=$WORK/memo BENCH_REAL_FFMPEG=$(command -v ffmpeg) \
-    BENCH_REAL_FFPROBE=$(command -v ffprobe)
+    BENCH_MEMO=$WORK/memo BENCH_REAL_FFMPEG=$real_ffmpeg BENCH_REAL_FFPROBE=$real_ffprobe
 
 if ((!COLD)); then
     say "warming the library's cache (cache build)"
@@ -212,7 +214,7 @@ STARTUP_CPU=$(awk -v a="$before" -v b="$CHILDREN_CPU" 'BEGIN { printf "%.2f", b 
 declare -A WALL PHASE CONVERTED DOUBLES LOCKED CPU PROBES LOAD_START LOAD_END LEAD TAIL
 FAILED=0
 for n in 1 2 4 8; do
-    rm -rf "$WORK/lib" "$WORK"/out.* "$WORK/encodes.log"
+    rm -rf "${WORK:?}/lib" "$WORK"/out.* "$WORK/encodes.log"
     cp -a "$WORK/pristine" "$WORK/lib"
     : >"$WORK/encodes.log"
     say "coordination: $n process(es), $N_FILES files"

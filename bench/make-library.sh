@@ -21,7 +21,10 @@ if [ $# -lt 3 ]; then
   exit 2
 fi
 root=$1 dirs=$2 per_dir=$3 converter=${4:-}
-[ "$dirs" -ge 1 ] && [ "$per_dir" -ge 1 ] || { echo "$0: DIRS and FILES_PER_DIR must be >= 1" >&2; exit 2; }
+if ! { [ "$dirs" -ge 1 ] && [ "$per_dir" -ge 1 ]; }; then
+  echo "$0: DIRS and FILES_PER_DIR must be >= 1" >&2
+  exit 2
+fi
 if [ -e "$root" ]; then
   echo "$0: $root exists; remove it first" >&2
   exit 2

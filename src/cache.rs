@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
 use crate::clock;
-use crate::decide::{Calibration, SkipReason, SourceVideo};
+use crate::decide::{self, Calibration, SkipReason, SourceVideo};
 use crate::encoder::Quality;
 use crate::probe::MediaInfo;
 use crate::quality::{Metric, Score, Target};
@@ -298,6 +298,15 @@ pub struct Trial {
 }
 
 impl Searched {
+    /// Its predicted size, as the history keeps it when that was too large: a lower bound
+    /// for a search cut short.
+    pub fn too_large(&self) -> TooLarge {
+        TooLarge {
+            bytes: self.predicted_bytes,
+            at_least: self.cut_short,
+        }
+    }
+
     /// Whether the search answers a run's question: the same target, encoder and preset.
     pub fn answers(&self, target: Target, encoder: &str, preset: &str) -> bool {
         self.metric == target.metric
@@ -325,6 +334,32 @@ pub struct NotSmaller {
     pub host: String,
     /// How far it got and why the result was not kept.
     pub detail: String,
+    /// The new file's size that decided it (made by the encode, or predicted by the quality
+    /// search), when known: a run whose `--min-savings` that size meets tries the file again.
+    /// Absent in records written before it existed, and for an encode stopped as it grew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// `bytes` is only a lower bound (a search cut short): the size may be larger still.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub at_least: bool,
+}
+
+impl NotSmaller {
+    /// Whether the new file still misses `min_savings_pct` of the original's `size`: always
+    /// when no size was recorded; else by the recorded size (a lower bound that meets the
+    /// bar may still miss it, and the file is tried again to find out).
+    pub fn misses(&self, size: u64, min_savings_pct: f64) -> bool {
+        self.bytes
+            .is_none_or(|bytes| !decide::saves_enough(size, bytes, min_savings_pct))
+    }
+}
+
+/// The new file's size that made a conversion not worth keeping, for the history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TooLarge {
+    pub bytes: u64,
+    /// Only a lower bound of the size (a search cut short).
+    pub at_least: bool,
 }
 
 /// The failures of a file, on all hosts, since its fingerprint last changed.
@@ -390,8 +425,10 @@ impl Entry {
         }
     }
 
-    /// Whether the history says to leave the file alone: not smaller, or failed too often.
-    pub fn history_skip(&self, retry_failed: bool) -> Option<HistorySkip> {
+    /// Whether the history says to leave the file alone: failed too often, or not smaller
+    /// enough for a run asking `min_savings_pct` (a record made under a higher bar may not
+    /// hold under a lower one).
+    pub fn history_skip(&self, retry_failed: bool, min_savings_pct: f64) -> Option<HistorySkip> {
         if let Some(failed) = &self.failed {
             if failed.attempts >= FAILURE_LIMIT && !retry_failed {
                 return Some(HistorySkip {
@@ -406,14 +443,18 @@ impl Entry {
                 });
             }
         }
-        self.not_smaller.as_ref().map(|not_smaller| HistorySkip {
-            reason: SkipReason::NotSmaller,
-            detail: format!(
-                "{} found it would not shrink enough: {}",
-                not_smaller.host, not_smaller.detail
-            ),
-            host: not_smaller.host.clone(),
-        })
+        let size = self.size;
+        let not_smaller = self.not_smaller.as_ref();
+        not_smaller
+            .filter(|record| record.misses(size, min_savings_pct))
+            .map(|not_smaller| HistorySkip {
+                reason: SkipReason::NotSmaller,
+                detail: format!(
+                    "{} found it would not shrink enough: {}",
+                    not_smaller.host, not_smaller.detail
+                ),
+                host: not_smaller.host.clone(),
+            })
     }
 
     /// Moves the entry to a new fingerprint: facts and the history bound to the old content go.
@@ -857,12 +898,16 @@ fn bounded(text: &str) -> String {
 
 /// What the cache's history says about a file now, read afresh: for a run about to start
 /// long work on a file that it surveyed a while ago.
-pub fn history_now(file: &MediaFile, retry_failed: bool) -> Option<HistorySkip> {
+pub fn history_now(
+    file: &MediaFile,
+    retry_failed: bool,
+    min_savings_pct: f64,
+) -> Option<HistorySkip> {
     let name = file.path.file_name().and_then(key_of)?;
     DirCache::load(&dir_of(&file.path))
         .cache
         .fresh(&name, Fingerprint::of(file))?
-        .history_skip(retry_failed)
+        .history_skip(retry_failed, min_savings_pct)
 }
 
 /// The quality search the cache holds for the file's current content, read afresh.
@@ -1026,12 +1071,15 @@ impl Recorder {
         });
     }
 
-    /// Remembers that converting a file was not worth it, so no host tries again.
-    pub fn not_smaller(&mut self, file: &MediaFile, detail: &str) {
+    /// Remembers that converting a file was not worth it, and by what size, so that no host
+    /// tries again under a bar that size misses.
+    pub fn not_smaller(&mut self, file: &MediaFile, detail: &str, size: Option<TooLarge>) {
         let record = NotSmaller {
             at: clock::now_rfc3339(),
             host: self.host.clone(),
             detail: bounded(detail),
+            bytes: size.map(|s| s.bytes),
+            at_least: size.is_some_and(|s| s.at_least),
         };
         self.push(file, |name, fingerprint| Update::NotSmaller {
             name,
@@ -1298,7 +1346,7 @@ mod tests {
             let entry = loaded.cache.get("bad.mkv").unwrap();
             assert_eq!(entry.failed.as_ref().unwrap().attempts, attempt);
             assert_eq!(
-                entry.history_skip(false).is_some(),
+                entry.history_skip(false, 10.0).is_some(),
                 attempt >= FAILURE_LIMIT
             );
         }
@@ -1307,10 +1355,10 @@ mod tests {
             .get("bad.mkv")
             .cloned()
             .unwrap();
-        let skip = entry.history_skip(false).unwrap();
+        let skip = entry.history_skip(false, 10.0).unwrap();
         assert_eq!(skip.reason, SkipReason::TooManyFailures);
         assert!(skip.detail.contains("--retry-failed"), "{}", skip.detail);
-        assert!(entry.history_skip(true).is_none());
+        assert!(entry.history_skip(true, 10.0).is_none());
 
         // New content (a re-download): the old failures no longer apply.
         let replaced = media(dir.path(), "bad.mkv", b"a new download");
@@ -1369,33 +1417,68 @@ mod tests {
         let file = media(dir.path(), "a.mkv", b"abc");
         let mut recorder = Recorder::new();
         recorder.facts(&file, info("h264"), FactsSource::Ffprobe);
-        recorder.not_smaller(&file, "the new file is bigger");
+        recorder.not_smaller(&file, "the new file is bigger", None);
         recorder.flush(dir.path(), WRITE_PATIENCE);
         let cache = DirCache::load(dir.path()).cache;
         let entry = cache.fresh("a.mkv", Fingerprint::of(&file)).unwrap();
-        let skip = entry.history_skip(false).unwrap();
+        let skip = entry.history_skip(false, 10.0).unwrap();
         assert_eq!(skip.reason, SkipReason::NotSmaller);
         assert_eq!(skip.host, recorder.host());
         assert!(entry.info.is_some(), "facts survive a history record");
+    }
+
+    /// A record with the size that decided it holds only under a bar that size misses; a
+    /// lower bound counts as the size (a file it no longer rules out is tried again); a
+    /// record without a size (older, or an encode stopped as it grew) holds under any bar.
+    #[test]
+    fn not_smaller_holds_while_its_recorded_size_misses_the_bar() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = media(dir.path(), "a.mkv", &[0; 100]);
+        let skips = |size: Option<TooLarge>, pct: f64| {
+            let mut recorder = Recorder::new();
+            recorder.not_smaller(&file, "not smaller", size);
+            recorder.flush(dir.path(), WRITE_PATIENCE);
+            let cache = DirCache::load(dir.path()).cache;
+            let entry = cache.fresh("a.mkv", Fingerprint::of(&file)).unwrap();
+            entry.history_skip(false, pct).is_some()
+        };
+        for at_least in [false, true] {
+            let made = Some(TooLarge {
+                bytes: 60,
+                at_least,
+            });
+            assert!(skips(made, 50.0), "60 of 100 bytes saves less than 50%");
+            assert!(skips(made, 40.5), "nor 40.5%");
+            assert!(!skips(made, 40.0), "it saves 40%");
+            assert!(!skips(made, 0.0));
+        }
+        assert!(skips(None, 0.0));
+        assert!(skips(None, 50.0));
+
+        // Written by a build that recorded no size: held under any bar.
+        let old = r#"{"at": "2024-01-01T00:00:00Z", "host": "nas", "detail": "x"}"#;
+        let old: NotSmaller = serde_json::from_str(old).unwrap();
+        assert_eq!((old.bytes, old.at_least), (None, false));
+        assert!(old.misses(100, 0.0));
     }
 
     #[test]
     fn history_now_sees_what_another_host_recorded_since() {
         let dir = tempfile::tempdir().unwrap();
         let file = media(dir.path(), "a.mkv", b"abc");
-        assert_eq!(history_now(&file, false), None);
+        assert_eq!(history_now(&file, false, 10.0), None);
         // Another host, another recorder.
         let mut other = Recorder::new();
-        other.not_smaller(&file, "bigger");
+        other.not_smaller(&file, "bigger", None);
         other.flush(dir.path(), WRITE_PATIENCE);
-        let skip = history_now(&file, false).unwrap();
+        let skip = history_now(&file, false, 10.0).unwrap();
         assert_eq!(skip.reason, SkipReason::NotSmaller);
         let changed = MediaFile {
             size: 4,
             ..file.clone()
         };
         assert_eq!(
-            history_now(&changed, false),
+            history_now(&changed, false, 10.0),
             None,
             "only for the same content"
         );

@@ -157,6 +157,12 @@ pub struct Rules {
     pub now: SystemTime,
 }
 
+/// Whether a new file of `new_bytes` saves at least `min_savings_pct` of the original's
+/// `original_bytes`: the bar a conversion is kept by.
+pub fn saves_enough(original_bytes: u64, new_bytes: u64, min_savings_pct: f64) -> bool {
+    new_bytes as f64 <= original_bytes as f64 * (1.0 - min_savings_pct / 100.0)
+}
+
 /// Whether a file is too new to touch; checked before probing, so a download in progress
 /// is not even read.
 pub fn too_new(file: &MediaFile, rules: &Rules) -> Option<Decision> {

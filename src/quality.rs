@@ -766,17 +766,20 @@ pub fn sum_packets(csv: &str, window: Option<(f64, f64)>) -> u64 {
 
 /// The achieved score of a new file against its source, over the whole duration: every
 /// frame of a short file, every `n`-th of a long one (at most about 2,000 frames scored;
-/// every frame is still decoded, so timestamps stay aligned).
+/// every frame is still decoded, so timestamps stay aligned). Stops (killing ffmpeg) when
+/// `should_stop` says so, as a trial's scoring does.
 pub fn achieved(
     ffmpeg: &Path,
     source: &Path,
     info: &MediaInfo,
-    crop_to: Option<(u32, u32)>,
-    new_file: &Path,
+    (new_file, crop_to): (&Path, Option<(u32, u32)>),
     metric: Metric,
-) -> Result<Score, String> {
-    let video = info.main_video().ok_or("no video stream")?;
-    let work = WorkDir::new().map_err(|e| format!("a temp folder: {e}"))?;
+    should_stop: &dyn Fn() -> Option<StopReason>,
+) -> Result<Score, SearchError> {
+    let video = info
+        .main_video()
+        .ok_or_else(|| SearchError::Failed("no video stream".into()))?;
+    let work = WorkDir::new().map_err(|e| SearchError::Failed(format!("a temp folder: {e}")))?;
     // A cropped source is scored as the encode saw it.
     let reference = match crop_to {
         None => Reference::Source {
@@ -787,7 +790,7 @@ pub fn achieved(
         Some((w, h)) => {
             let cropped = work.0.join("reference.mkv");
             let args = reference_args(source, video.index, None, Some((w, h)), &cropped);
-            process::run_captured(ffmpeg, &args).map_err(|e| e.to_string())?;
+            run_stoppable(ffmpeg, &args, should_stop)?;
             Reference::Lossless(cropped)
         }
     };
@@ -802,28 +805,27 @@ pub fn achieved(
         metric,
         (video, width),
         subsample,
-        &|| None,
-    )
-    .map_err(|e| match e {
-        SearchError::Failed(e) => e,
-        SearchError::Stopped(_) => "stopped".into(),
-    })?;
+        should_stop,
+    )?;
     Ok(Score { metric, value })
 }
 
 /// [`achieved`] for the conversion of `file` into `new_file` (with the crop the encode
-/// applied), or `None` with a warning: a score that cannot be taken never fails a file.
+/// applied), or `None` with a warning: a score that cannot be taken never fails a file. A
+/// stop from outside is the caller's to act on.
 pub fn achieved_or_warn(
     reporter: &Reporter,
     ffmpeg: &Path,
     file: &MediaFile,
     info: &MediaInfo,
-    (new_file, crop_to): (&Path, Option<(u32, u32)>),
+    new_file: (&Path, Option<(u32, u32)>),
     metric: Metric,
-) -> Option<Score> {
-    match achieved(ffmpeg, &file.path, info, crop_to, new_file, metric) {
-        Ok(score) => Some(score),
-        Err(err) => {
+    should_stop: &dyn Fn() -> Option<StopReason>,
+) -> Result<Option<Score>, StopReason> {
+    match achieved(ffmpeg, &file.path, info, new_file, metric, should_stop) {
+        Ok(score) => Ok(Some(score)),
+        Err(SearchError::Stopped(reason)) => Err(reason),
+        Err(SearchError::Failed(err)) => {
             reporter.emit(Event::Warning {
                 file: Some(file.path.to_string_lossy().into_owned()),
                 message: format!(
@@ -831,7 +833,7 @@ pub fn achieved_or_warn(
                     metric.name()
                 ),
             });
-            None
+            Ok(None)
         }
     }
 }
@@ -985,8 +987,9 @@ impl Drop for WorkDir {
 /// Why a file gets no quality from [`settle`]: how its conversion ends instead.
 #[derive(Debug)]
 pub enum Unsettled {
-    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable).
-    Skip(SkipReason, String),
+    /// Left alone, for a reason the skip names (predicted not smaller, target unreachable),
+    /// with the predicted size that was too large, for the history.
+    Skip(SkipReason, String, Option<cache::TooLarge>),
     /// The search failed on this file.
     Failed(String),
     /// Stopped from outside.
@@ -1154,6 +1157,7 @@ pub fn decide_after_search(
                 searched.predicted_bytes,
                 min_savings_pct
             ),
+            Some(searched.too_large()),
         ));
     }
     let Some(quality) = searched.quality else {
@@ -1168,6 +1172,7 @@ pub fn decide_after_search(
                 "no quality meets {target}: the best tried scored {}; a lower target converts it",
                 metric.format(best)
             ),
+            None,
         ));
     };
     if searched.predicted_bytes as f64 > allowed_size(size, min_savings_pct) {
@@ -1184,6 +1189,7 @@ pub fn decide_after_search(
                 searched.predicted_bytes,
                 min_savings_pct
             ),
+            Some(searched.too_large()),
         ));
     }
     Ok(quality)

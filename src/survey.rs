@@ -222,7 +222,7 @@ impl<F: FnMut(&MediaFile, Known<'_>) -> Next> Surveyor<'_, F> {
                 );
                 continue;
             }
-            match known_by(&loaded.cache, &file, self.options.retry_failed) {
+            match known_by(&loaded.cache, &file, self.options) {
                 Some(known) => match (self.on_known)(&file, known) {
                     Next::Done => self.report.from_cache += 1,
                     // Partial facts from the cache: only ffprobe can complete them.
@@ -363,14 +363,15 @@ impl<F: FnMut(&MediaFile, Known<'_>) -> Next> Surveyor<'_, F> {
     }
 }
 
-/// What a directory's cache says about a file as it is now, if it says anything.
-fn known_by<'c>(cache: &'c DirCache, file: &MediaFile, retry_failed: bool) -> Option<Known<'c>> {
+/// What a directory's cache says about a file as it is now, if it says anything; its history
+/// judged by this run's `--retry-failed` and `--min-savings`.
+fn known_by<'c>(cache: &'c DirCache, file: &MediaFile, options: &Options<'_>) -> Option<Known<'c>> {
     let entry = file
         .path
         .file_name()
         .and_then(cache::key_of)
         .and_then(|key| cache.fresh(&key, Fingerprint::of(file)))?;
-    match entry.history_skip(retry_failed) {
+    match entry.history_skip(options.retry_failed, options.rules.min_savings_pct) {
         Some(HistorySkip {
             reason,
             detail,
@@ -436,7 +437,7 @@ enum Probed {
 /// since, else from its headers where the native reader vouches for them, else by ffprobe.
 fn probe_job(job: &Job, options: &Options<'_>) -> Probed {
     if !job.ffprobe_only {
-        if let Some(known) = learned_meanwhile(job, options.retry_failed) {
+        if let Some(known) = learned_meanwhile(job, options) {
             return Probed::Cached(known);
         }
         if options.native_headers {
@@ -456,7 +457,7 @@ enum Learned {
 
 /// What another host wrote about this file into its directory's cache since this host last
 /// read it. One stat of the cache per file; the cache is read again only when it changed.
-fn learned_meanwhile(job: &Job, retry_failed: bool) -> Option<Learned> {
+fn learned_meanwhile(job: &Job, options: &Options<'_>) -> Option<Learned> {
     let mut seen = lock(&job.dir.seen);
     let now = CacheStamp::of(&job.dir.dir);
     if now.is_some() && now != seen.stamp {
@@ -464,7 +465,7 @@ fn learned_meanwhile(job: &Job, retry_failed: bool) -> Option<Learned> {
         seen.cache = Some(DirCache::load(&job.dir.dir).cache);
     }
     let cache = seen.cache.as_ref()?;
-    Some(match known_by(cache, &job.file, retry_failed)? {
+    Some(match known_by(cache, &job.file, options)? {
         Known::Facts { info, source } => Learned::Facts(info.clone(), source),
         Known::Skip {
             reason,

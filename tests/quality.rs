@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{
-    age_all, cmd, events, ffmpeg, ffmpeg6, mpeg4_clip, of_kind, read_cache, smooth_clip,
-    tool_on_path,
+    age_all, cmd, ctrl_c_while_frozen, events, ffmpeg, ffmpeg6, mpeg4_clip, of_kind, read_cache,
+    smooth_clip, tool_on_path, wait_for_child,
 };
 use serde_json::Value;
 
@@ -753,33 +753,6 @@ fn a_film_rate_file_is_scored_frame_against_its_own_source_frame() {
     );
 }
 
-/// The children of `pid` whose command line contains `needle`, from /proc.
-fn children_with(pid: u32, needle: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-            // "pid (comm) state ppid ...": the parent after the command's closing parenthesis.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
-            ppid == Some(pid) && String::from_utf8_lossy(&cmdline).contains(needle)
-        })
-        .collect()
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name} {pid}");
-}
-
 /// Ctrl-C while a trial is being scored: the scoring ffmpeg is stopped at once, not waited
 /// for. The scorer is frozen (SIGSTOP) before the signal, so a run that waited for it
 /// would never end; one that stops it ends in a moment and leaves no samples behind.
@@ -791,39 +764,12 @@ fn ctrl_c_while_a_trial_is_scored_stops_the_scoring_at_once() {
     age_all(lib.path());
     let mut run = spawn_ssim_99(&file, "ultrafast", Stdio::null());
     let pid = run.id();
-    let started = std::time::Instant::now();
-    let scorer = loop {
-        if let Some(&scorer) = children_with(pid, "-lavfi").first() {
-            break scorer;
-        }
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "the run ended before scoring"
-        );
-        assert!(started.elapsed().as_secs() < 120, "no trial was scored");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    signal(scorer, "STOP");
-    signal(pid, "INT");
-    let signalled = std::time::Instant::now();
-    let code = loop {
-        if let Some(status) = run.try_wait().unwrap() {
-            break status.code();
-        }
-        if signalled.elapsed().as_secs() >= 10 {
-            // Let both go before failing.
-            signal(scorer, "CONT");
-            let _ = run.kill();
-            let _ = run.wait();
-            panic!("still running 10 s after Ctrl-C, waiting for its scoring ffmpeg");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let scorer = wait_for_child(&mut run, &["-lavfi"], 120);
+    let (code, stopped_after) = ctrl_c_while_frozen(&mut run, scorer);
     assert_eq!(code, Some(130));
     assert!(
-        signalled.elapsed().as_secs_f64() < 5.0,
-        "{:?} after Ctrl-C",
-        signalled.elapsed()
+        stopped_after.as_secs_f64() < 5.0,
+        "{stopped_after:?} after Ctrl-C"
     );
     let scorer_state = std::fs::read_to_string(format!("/proc/{scorer}/stat")).unwrap_or_default();
     assert!(

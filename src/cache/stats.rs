@@ -206,7 +206,7 @@ impl Stats {
             self.not_smaller.add(file.size);
             return;
         }
-        if entry.history_skip(false).is_some() {
+        if entry.history_skip(false, rules.min_savings_pct).is_some() {
             return;
         }
         if let Decision::Convert(plan) = decide::decide(file, info, rules) {
@@ -255,13 +255,7 @@ mod tests {
 
     #[test]
     fn stats_count_codecs_history_and_candidates() {
-        let rules = Rules {
-            min_age: Duration::ZERO,
-            min_savings_pct: 10.0,
-            allow_dv_loss: false,
-            allow: Default::default(),
-            now: SystemTime::now(),
-        };
+        let rules = crate::command::cache::stats_rules();
         let mut stats = Stats::new("/lib".into());
 
         let h264 = file("a.mkv", 1000);
@@ -293,6 +287,8 @@ mod tests {
             at: String::new(),
             host: "nas".into(),
             detail: "bigger".into(),
+            bytes: None,
+            at_least: false,
         });
         stats.add(&kept, Some(&not_smaller), &rules);
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
-use crate::cache::{self, FactsSource, Recorder};
+use crate::cache::{self, FactsSource, Recorder, TooLarge};
 use crate::claim::{Claim, ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, MediaType, Target};
 use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
@@ -277,9 +277,8 @@ impl Judge<'_> {
                         .then(|| original_skip(&file.path, file.listing.as_deref(), reporter));
                     if let Some((host, detail)) = held.flatten() {
                         let skip = Skip {
-                            reason: SkipReason::Locked,
-                            detail,
                             host: Some(host),
+                            ..Skip::here(SkipReason::Locked, detail)
                         };
                         skipped(reporter, summary, config, file, &main_codec(info), skip);
                         return Next::Done;
@@ -300,9 +299,8 @@ impl Judge<'_> {
                 host,
             } => {
                 let skip = Skip {
-                    reason,
-                    detail,
                     host,
+                    ..Skip::here(reason, detail)
                 };
                 skipped(reporter, summary, config, file, "?", skip);
                 Next::Done
@@ -692,7 +690,7 @@ fn record(
                 SkipReason::NotSmaller | SkipReason::PredictedNotSmaller
             );
             if not_worth_it && skip.host.is_none() {
-                recorder.not_smaller(file, &skip.detail);
+                recorder.not_smaller(file, &skip.detail, skip.too_large);
             }
             skipped(ctx.reporter, summary, ctx.config, file, codec, skip)
         }
@@ -1081,7 +1079,8 @@ fn unchanged_since_scan(
             )));
         }
     };
-    match cache::history_now(file, ctx.config.retry_failed) {
+    let config = ctx.config;
+    match cache::history_now(file, config.retry_failed, config.min_savings_pct) {
         Some(history) => Err(FileOutcome::skipped_for(
             history.reason,
             history.detail,
@@ -1452,12 +1451,27 @@ impl OneFile<'_> {
         if signal::interrupted() {
             return Err(FileOutcome::Interrupted);
         }
-        let score = config.quality_target.and_then(|target| {
-            claims.file.set_phase("scoring");
-            let new_file = (temp.0.as_path(), self.plan.crop_to);
-            let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
-            quality::achieved_or_warn(reporter, ffmpeg, file, info, new_file, target.metric)
-        });
+        let score = match config.quality_target {
+            None => None,
+            Some(target) => {
+                claims.file.set_phase("scoring");
+                let new_file = (temp.0.as_path(), self.plan.crop_to);
+                let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
+                let metric = target.metric;
+                // A stop here ends the file as during the encode: before the swap, so the
+                // new file goes and the original (and the search's record) stays.
+                quality::achieved_or_warn(
+                    reporter,
+                    ffmpeg,
+                    file,
+                    info,
+                    new_file,
+                    metric,
+                    &should_stop,
+                )
+                .map_err(|reason| stopped_outcome(reason, "scoring its new file"))?
+            }
+        };
         Ok(Made {
             bytes,
             encoded,
@@ -1500,13 +1514,18 @@ impl OneFile<'_> {
 
     fn smaller_enough(&self, bytes: u64) -> Result<(), FileOutcome> {
         let (size, pct) = (self.file.size, self.plan.min_savings_pct);
-        if bytes as f64 > size as f64 * (1.0 - pct / 100.0) {
-            return Err(FileOutcome::skipped(
+        if !decide::saves_enough(size, bytes, pct) {
+            let detail = format!(
+                "the new file ({bytes} bytes) is not {pct}% smaller than the original ({size} \
+                 bytes)"
+            );
+            return Err(FileOutcome::too_large(
                 SkipReason::NotSmaller,
-                format!(
-                    "the new file ({bytes} bytes) is not {pct}% smaller than the original \
-                     ({size} bytes)"
-                ),
+                detail,
+                TooLarge {
+                    bytes,
+                    at_least: false,
+                },
             ));
         }
         Ok(())
@@ -1656,16 +1675,26 @@ impl OneFile<'_> {
 /// How a file whose quality could not be settled ends.
 fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
     match unsettled {
-        quality::Unsettled::Skip(reason, detail) => FileOutcome::skipped(reason, detail),
+        quality::Unsettled::Skip(reason, detail, None) => FileOutcome::skipped(reason, detail),
+        quality::Unsettled::Skip(reason, detail, Some(too_large)) => {
+            FileOutcome::too_large(reason, detail, too_large)
+        }
         quality::Unsettled::Failed(error) => FileOutcome::Failed(error),
-        quality::Unsettled::Stopped(StopReason::Deadline) => FileOutcome::skipped(
+        quality::Unsettled::Stopped(reason) => stopped_outcome(reason, "searching its quality"),
+    }
+}
+
+/// How a file ends that was stopped from outside while `doing` something before its swap.
+fn stopped_outcome(reason: StopReason, doing: &str) -> FileOutcome {
+    match reason {
+        StopReason::Deadline => FileOutcome::skipped(
             SkipReason::Deadline,
-            "stopped at the deadline while searching its quality; left for a later run".into(),
+            format!("stopped at the deadline while {doing}; left for a later run"),
         ),
-        quality::Unsettled::Stopped(StopReason::LockLost) => FileOutcome::Abandoned(
-            "lost the claim while searching its quality (another host took the file over)".into(),
-        ),
-        quality::Unsettled::Stopped(_) => FileOutcome::Interrupted,
+        StopReason::LockLost => FileOutcome::Abandoned(format!(
+            "lost the claim while {doing} (another host took the file over)"
+        )),
+        StopReason::Interrupted | StopReason::WouldNotShrink => FileOutcome::Interrupted,
     }
 }
 
@@ -1743,6 +1772,9 @@ struct Skip {
     reason: SkipReason,
     detail: String,
     host: Option<String>,
+    /// The new file's size that made it not worth converting (made or predicted here), for
+    /// the history.
+    too_large: Option<TooLarge>,
 }
 
 impl Skip {
@@ -1751,6 +1783,7 @@ impl Skip {
             reason,
             detail,
             host: None,
+            too_large: None,
         }
     }
 }
@@ -1761,12 +1794,19 @@ impl FileOutcome {
         FileOutcome::Skipped(Skip::here(reason, detail))
     }
 
+    /// Not worth converting here: the new file made or predicted is `too_large`.
+    fn too_large(reason: SkipReason, detail: String, too_large: TooLarge) -> FileOutcome {
+        FileOutcome::Skipped(Skip {
+            too_large: Some(too_large),
+            ..Skip::here(reason, detail)
+        })
+    }
+
     /// Skipped because of `host`: it holds the file, or its history says so.
     fn skipped_for(reason: SkipReason, detail: String, host: String) -> FileOutcome {
         FileOutcome::Skipped(Skip {
-            reason,
-            detail,
             host: Some(host),
+            ..Skip::here(reason, detail)
         })
     }
 }
@@ -1800,6 +1840,7 @@ fn skipped(
         reason,
         detail,
         host,
+        ..
     } = skip;
     if config.dry_run {
         reporter.emit(Event::Planned {

@@ -789,3 +789,74 @@ pub fn assert_strace_case_skips_only_where_allowed(name: &str) {
         "{name} without strace and not required must skip, loudly:\n{text}"
     );
 }
+
+/// The children of `pid` whose command line contains every one of `needles`, from /proc
+/// (Linux; none elsewhere).
+pub fn children_with(pid: u32, needles: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the parent after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            ppid == Some(pid) && needles.iter().all(|n| cmdline.contains(n))
+        })
+        .collect()
+}
+
+/// Sends signal `name` (`INT`, `STOP`, ...) to `pid` with `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Ctrl-C to `run` while its child `child` is frozen (SIGSTOP): a run that waited for that
+/// child would never end. Returns the run's exit code and how long it took to end after the
+/// signal; fails (letting both go) if it still runs 10 s later.
+pub fn ctrl_c_while_frozen(run: &mut Child, child: u32) -> (Option<i32>, Duration) {
+    signal(child, "STOP");
+    signal(run.id(), "INT");
+    let signalled = std::time::Instant::now();
+    loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            return (status.code(), signalled.elapsed());
+        }
+        if signalled.elapsed().as_secs() >= 10 {
+            signal(child, "CONT");
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("still running 10 s after Ctrl-C, waiting for its frozen child {child}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first child of `run` whose command line contains every one of `needles`, waited for
+/// up to `secs` seconds (the run must not end first).
+pub fn wait_for_child(run: &mut Child, needles: &[&str], secs: u64) -> u32 {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(&child) = children_with(run.id(), needles).first() {
+            return child;
+        }
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before running a child with {needles:?}"
+        );
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "no child with {needles:?} in {secs} s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
