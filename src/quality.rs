@@ -369,6 +369,11 @@ pub fn search(
     let work = WorkDir::new().map_err(|e| SearchError::Failed(format!("a temp folder: {e}")))?;
     let windows = sample_windows(ask.info.duration_secs);
     let whole = windows.len() == 1 && windows[0].0 == 0.0;
+    let origin = if whole {
+        0.0
+    } else {
+        start_time(ask.ffprobe, ask.source)?
+    };
     let mut references = Vec::new();
     let mut source_video_bytes = 0u64;
     let mut sampled_secs = 0.0;
@@ -391,12 +396,18 @@ pub fn search(
             // The whole file is its own sample: its size scales by one, whatever its
             // duration (unknown, for some streams).
             (
-                video_bytes(ask.ffprobe, ask.source, video.index, None)?,
+                video_bytes(ask.ffprobe, ask.source, video.index, None, 0.0)?,
                 ask.info.duration_secs.filter(|d| *d > 0.0).unwrap_or(1.0),
             )
         } else {
             (
-                video_bytes(ask.ffprobe, ask.source, video.index, Some((start, length)))?,
+                video_bytes(
+                    ask.ffprobe,
+                    ask.source,
+                    video.index,
+                    Some((start, length)),
+                    origin,
+                )?,
                 length,
             )
         };
@@ -715,13 +726,16 @@ fn parse_frames(line: &str) -> Option<u64> {
 }
 
 /// The video bytes of stream `index` in a window of the source (or all of it): its packets'
-/// sizes added up, read with ffprobe, without decoding.
+/// sizes added up, read with ffprobe, without decoding. The window's times count from the
+/// file's start, as `-ss` counts them: `origin` ([`start_time`]) is added to them.
 fn video_bytes(
     ffprobe: &Path,
     source: &Path,
     index: u32,
     window: Option<(f64, f64)>,
+    origin: f64,
 ) -> Result<u64, SearchError> {
+    let window = window.map(|(start, length)| (origin + start, length));
     let mut args = os(&[
         "-v",
         "error",
@@ -732,11 +746,8 @@ fn video_bytes(
         "-of",
         "csv=p=0",
     ]);
-    if let Some((start, length)) = window {
-        args.extend(os(&[
-            "-read_intervals",
-            &format!("{start:.3}%+{length:.3}"),
-        ]));
+    if let Some(window) = window {
+        args.extend(os(&["-read_intervals", &read_interval(window)]));
     }
     args.push(media_arg(source));
     let captured = process::run_captured(ffprobe, &args)
@@ -745,6 +756,42 @@ fn video_bytes(
         &String::from_utf8_lossy(&captured.stdout),
         window,
     ))
+}
+
+/// ffprobe's `-read_intervals` for a window (`(start, length)`, in the stream's own times):
+/// from its start to an absolute end a little past its own, which [`sum_packets`] trims.
+/// Not `START%+LENGTH`: ffprobe counts that length from the keyframe it seeks to, which
+/// can be seconds before the window (25 s on a capture with keyframes that far apart: none
+/// of the window's packets was read).
+fn read_interval((start, length): (f64, f64)) -> String {
+    format!("{start:.3}%{:.3}", start + length + 1.0)
+}
+
+/// Where the file's timestamps start (ffprobe's `format=start_time`), which `-ss` counts
+/// from: near zero for most files, anywhere for an MPEG-TS cut from a broadcast. Zero when
+/// unknown.
+fn start_time(ffprobe: &Path, source: &Path) -> Result<f64, SearchError> {
+    let mut args = os(&[
+        "-v",
+        "error",
+        "-show_entries",
+        "format=start_time",
+        "-of",
+        "csv=p=0",
+    ]);
+    args.push(media_arg(source));
+    let captured = process::run_captured(ffprobe, &args)
+        .map_err(|e| SearchError::Failed(format!("reading the source's start time: {e}")))?;
+    Ok(parse_start_time(&String::from_utf8_lossy(&captured.stdout)))
+}
+
+/// ffprobe's `start_time` line: seconds, or `N/A` (zero).
+fn parse_start_time(out: &str) -> f64 {
+    out.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite())
+        .unwrap_or(0.0)
 }
 
 /// Adds up ffprobe's `pts_time,size` csv lines whose time is inside the window; a read
@@ -1662,6 +1709,17 @@ mod tests {
             parse_frames("frame=   96 fps=0.0 q=-0.0 Lsize=N/A time=00:00:04.00"),
             Some(96)
         );
+    }
+
+    #[test]
+    fn the_source_is_read_from_the_window_to_its_own_end() {
+        // To an absolute end past the window's (trimmed by sum_packets), never a length
+        // that ffprobe would count from the keyframe before the window.
+        assert_eq!(read_interval((26.1, 8.0)), "26.100%35.100");
+        assert_eq!(read_interval((1006.0, 8.0)), "1006.000%1015.000");
+        assert_eq!(parse_start_time("1.400000\n"), 1.4);
+        assert_eq!(parse_start_time("N/A\n"), 0.0);
+        assert_eq!(parse_start_time(""), 0.0);
     }
 
     #[test]
