@@ -8,8 +8,10 @@
 # Per sample: its file size, its packets' bytes, its frames, its first (IDR) frame's bytes;
 # the same window in the full encode: its packets' bytes, its frames, its keyframes. Per
 # file: the video the samples predict, by the old rule (the samples' file sizes over their
-# seconds, times the duration) and the new one (`src/quality.rs`, `predicted_video`), against
-# the full encode's video bytes.
+# seconds, times the duration) and the new one (`src/quality.rs`, `predicted_size`: the
+# samples' video packets times the source's video bytes over the source's bytes in the
+# windows), against the full encode's video bytes. Prints the details; one line per file
+# into OUT.
 #
 # Usage: bench/prediction.sh [FILE...]      (default: the files below from the corpus)
 # Environment: CRF (24), PRESET (veryfast), BBB_SECS (120: the stretch of the 10-minute Big
@@ -145,7 +147,7 @@ print(f"  samples' share of the film's bytes: {tot_film / full_bytes:.3f}, of it
       f"of the source's bytes: {tot_src / max(src_bytes, 1):.3f}")
 print(f"  old (sample files / {secs:.0f} s x {duration:.1f} s): {old:.0f} = {old / full_bytes:.3f}; "
       f"packets x time: {tot_pkt * scale / full_bytes:.3f}; "
-      f"packets x source ratio: {ratio:.0f} = {ratio / full_bytes:.3f}")
+      f"new (sample packets x source video / source's window bytes): {ratio:.0f} = {ratio / full_bytes:.3f}")
 with open(out, "a") as f:
     f.write(f"{name}\t{crf}\t{preset}\t{duration:.1f}\t{n}\t{old:.0f}\t{ratio:.0f}\t{full_bytes}\t"
             f"{old / full_bytes:.3f}\t{ratio / full_bytes:.3f}\n")
