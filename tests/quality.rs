@@ -620,6 +620,9 @@ fn the_prediction_holds_on_a_real_file_searched_on_samples() {
 /// the source's bytes they are set against. The source's packets were counted at times
 /// from zero, which this file does not have: none were, and the prediction was the
 /// original's size, a false `predicted_not_smaller` for a file that shrinks to a fifth.
+/// Counted, the prediction still kept the MPEG-TS packets' own bytes (10% of this file),
+/// which Matroska does not carry: 57% over the new file (1,179,088 bytes predicted,
+/// 749,689 made); 1.1% over without them.
 #[test]
 fn the_prediction_holds_on_a_recording_whose_clock_starts_late() {
     let tools = system_tools();
@@ -651,10 +654,10 @@ fn the_prediction_holds_on_a_recording_whose_clock_starts_late() {
     assert!(start >= 1000.0, "the recording starts at {start} s");
     let (searched, converted) = converted_at_ssim_97(&file, "10");
     let predicted = searched["predicted_bytes"].as_f64().unwrap();
-    let before = converted["before_bytes"].as_f64().unwrap();
+    let after = converted["after_bytes"].as_f64().unwrap();
     assert!(
-        predicted < 0.5 * before,
-        "predicted {predicted} bytes of the original's {before}"
+        (predicted / after - 1.0).abs() < 0.1,
+        "predicted {predicted} bytes, made {after}"
     );
 }
 
