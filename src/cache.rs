@@ -510,11 +510,22 @@ impl CacheStamp {
     }
 }
 
-impl DirCache {
-    /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
-    /// with the problem alongside for the caller to report.
-    pub fn load(dir: &Path) -> Loaded {
-        let (bytes, stamp) = match store::read(dir) {
+/// A directory's cache file as read and not yet parsed: the read is I/O and the parse is
+/// CPU, so a walk reads each directory's cache on its own thread while another thread parses
+/// (see [`DirCache::load`]).
+#[derive(Debug)]
+pub struct RawCache(std::io::Result<Option<(Vec<u8>, Option<CacheStamp>)>>);
+
+impl RawCache {
+    /// Reads `dir`'s cache file as the file server has it now (see [`DirCache::load`]).
+    pub fn read(dir: &Path) -> RawCache {
+        RawCache(store::read(dir))
+    }
+
+    /// Parses what was read. Never fails: a missing, unreadable or corrupt cache reads as
+    /// empty, with the problem alongside for the caller to report.
+    pub fn parse(self) -> Loaded {
+        let (bytes, stamp) = match self.0 {
             Ok(Some(read)) => read,
             Ok(None) => {
                 return Loaded {
@@ -560,6 +571,14 @@ impl DirCache {
             problem,
             stamp,
         }
+    }
+}
+
+impl DirCache {
+    /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
+    /// with the problem alongside for the caller to report.
+    pub fn load(dir: &Path) -> Loaded {
+        RawCache::read(dir).parse()
     }
 
     /// The entry for a key (see [`key`]), fresh or not.
