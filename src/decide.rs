@@ -576,15 +576,15 @@ impl Calibration {
     /// The expected size after converting `size` bytes of `source`, when the library has seen
     /// enough conversions of its codec (and, preferably, its resolution class).
     pub fn estimate(&self, source: &SourceVideo, size: u64) -> Option<u64> {
+        let enough = |t: &&Tally| t.files >= CALIBRATION_MIN_FILES;
+        // A class holds no more files than its codec: without enough of the codec there is
+        // no class to look up, and no key to copy (a plan asks this of every file).
+        let by_codec = self.by_codec.get(&source.codec).filter(enough)?;
         let tally = self
             .by_class
             .get(&(source.codec.clone(), source.class()))
-            .filter(|t| t.files >= CALIBRATION_MIN_FILES)
-            .or_else(|| {
-                self.by_codec
-                    .get(&source.codec)
-                    .filter(|t| t.files >= CALIBRATION_MIN_FILES)
-            })?;
+            .filter(enough)
+            .unwrap_or(by_codec);
         Some((size as f64 * tally.after as f64 / tally.before as f64) as u64)
     }
 }
