@@ -254,6 +254,9 @@ warm_one() {
   if [ -z "${cpu_hi[$key]:-}" ] || smaller "${cpu_hi[$key]}" "$c"; then cpu_hi[$key]=$c; fi
 }
 rm -f "$calls"
+# Other work on the machine moves every wall figure: the load is shown as the rounds start
+# and as they end.
+warm_load=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 0; r < runs; r++)); do
   warm_one find find "$lib" -type f -printf '%s %T@\n'
   PATH=$counted_path warm_one dry "$bin" --dir "$lib" --dry-run
@@ -272,8 +275,9 @@ warm_row() {
 }
 if [ "${WARM_ONLY:-0}" = 1 ]; then
   cat <<EOF
-Machine: $(nproc) cores, $(uname -sr), load average at the end $(cut -d' ' -f1-3 /proc/loadavg);
-$runs rounds, page cache warm; wall: the best round; CPU: user + system, lowest-highest.
+Machine: $(nproc) cores, $(uname -sr), load average $warm_load as the rounds started,
+$(cut -d' ' -f1-3 /proc/loadavg) at the end; $runs rounds, page cache warm; wall: the best
+round; CPU: user + system, lowest-highest.
 
 | measurement, $files files in $dirs directories | result |
 |---|---|

@@ -551,11 +551,22 @@ impl CacheStamp {
     }
 }
 
-impl DirCache {
-    /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
-    /// with the problem alongside for the caller to report.
-    pub fn load(dir: &Path) -> Loaded {
-        let (bytes, stamp) = match store::read(dir) {
+/// A directory's cache file as read and not yet parsed: the read is I/O and the parse is
+/// CPU, so a walk reads each directory's cache on its own thread while another thread parses
+/// (see [`DirCache::load`]).
+#[derive(Debug)]
+pub struct RawCache(std::io::Result<Option<(Vec<u8>, Option<CacheStamp>)>>);
+
+impl RawCache {
+    /// Reads `dir`'s cache file as the file server has it now (see [`DirCache::load`]).
+    pub fn read(dir: &Path) -> RawCache {
+        RawCache(store::read(dir))
+    }
+
+    /// Parses what was read. Never fails: a missing, unreadable or corrupt cache reads as
+    /// empty, with the problem alongside for the caller to report.
+    pub fn parse(self) -> Loaded {
+        let (bytes, stamp) = match self.0 {
             Ok(Some(read)) => read,
             Ok(None) => {
                 return Loaded {
@@ -601,6 +612,14 @@ impl DirCache {
             problem,
             stamp,
         }
+    }
+}
+
+impl DirCache {
+    /// Reads `dir`'s cache. Never fails: a missing, unreadable or corrupt cache reads as empty,
+    /// with the problem alongside for the caller to report.
+    pub fn load(dir: &Path) -> Loaded {
+        RawCache::read(dir).parse()
     }
 
     /// The entry for a key (see [`key`]), fresh or not.
@@ -716,7 +735,13 @@ enum Parsed {
 
 fn parse(bytes: &[u8]) -> Parsed {
     // The common case, parsed straight into the typed form: a warm scan reads thousands.
-    let typed_error = match serde_json::from_slice::<CacheFile>(bytes) {
+    // Checked as UTF-8 once, whole, the text's strings are not checked again one by one
+    // (a tenth of the parse); a file that is not UTF-8 takes the byte parser for its error.
+    let typed = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<CacheFile>(text),
+        Err(_) => serde_json::from_slice::<CacheFile>(bytes),
+    };
+    let typed_error = match typed {
         Ok(file) => match (file.marker, file.version) {
             (Some(Marker { version, .. }), _) | (None, Some(version))
                 if version > SCHEMA_VERSION =>
@@ -1594,6 +1619,16 @@ mod tests {
             Parsed::Earlier(f) if f.is_empty()
         ));
         assert!(matches!(parse(b"{}"), Parsed::Legacy(f) if f.is_empty()));
+        // Names beyond ASCII, as they are and escaped, read alike.
+        let entry = r#"{"size":1,"mtime":1.0}"#;
+        for written in [r#""Straße.mkv""#, r#""Stra\u00dfe.mkv""#] {
+            let text =
+                format!(r#"{{"media_converter":{{"version":1}},"files":{{{written}:{entry}}}}}"#);
+            assert!(
+                matches!(parse(text.as_bytes()), Parsed::Current(f) if f.contains_key("Straße.mkv")),
+                "{text}"
+            );
+        }
         for newer in [
             &br#"{"version":2,"files":[]}"#[..],
             br#"{"media_converter":{"version":2},"files":{}}"#,
@@ -1609,6 +1644,8 @@ mod tests {
             b"{\"files\":{}}",
             b"\x00\x01",
             b"{\"a\": 1}",
+            // A name that is not UTF-8 makes the whole file unreadable as JSON.
+            b"{\"media_converter\":{\"version\":1},\"files\":{\"\xff.mkv\":{\"size\":1,\"mtime\":1.0}}}",
         ] {
             assert!(
                 matches!(parse(bad), Parsed::Corrupt(_)),

@@ -1,5 +1,6 @@
 //! Whether a file needs work, and what the work is: the output container and name.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -344,16 +345,24 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
 }
 
 /// Sorts the files to convert into the order `--order` asks for. Ties keep path order, so a
-/// plan is the same on every run and every host.
+/// plan is the same on every run and every host: the order of [`compare`].
 ///
 /// The sort moves indices, then the items into place by swaps: a sort moves its elements
 /// many times over, and a candidate is hundreds of bytes (a warm plan of 70,000 spent a
-/// tenth of its time copying them).
+/// tenth of its time copying them). It sorts by the order's key alone, computed once an
+/// item, and compares paths only among items of one key, most often never: a walk hands
+/// each directory's files over sorted by name, and a stable sort keeps that order among
+/// equals, so each run of equals is only checked (a warm plan of 70,000 spent most of its
+/// sorting time comparing paths and walking to each item's fields).
 pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&MediaFile, &Plan)) {
+    let saving = |f: &MediaFile, p: &Plan| f.size.saturating_sub(p.estimated_bytes);
     // `from[i]`: where the item that belongs at `i` is now.
-    let mut from: Vec<usize> = (0..items.len()).collect();
-    // Paths differ, so no two items compare equal: an unstable sort gives the one order.
-    from.sort_unstable_by(|&a, &b| compare(order, parts(&items[a]), parts(&items[b])));
+    let mut from = match order {
+        Order::Largest => sorted_by_key(items, &parts, |f, p| Reverse((saving(f, p), f.size))),
+        Order::Newest => sorted_by_key(items, &parts, |f, _| Reverse(f.modified)),
+        Order::Oldest => sorted_by_key(items, &parts, |f, _| f.modified),
+        Order::Name => sorted_by_key(items, &parts, |_, _| ()),
+    };
     // Each cycle of the permutation in turn; a place done points at itself.
     for start in 0..items.len() {
         let mut at = start;
@@ -366,6 +375,41 @@ pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&M
             at = source;
         }
     }
+}
+
+/// Where each item goes when sorted by `key`, then by path among equal keys (paths differ,
+/// so this is one order): the index of the item that belongs at each place.
+fn sorted_by_key<T, K: Ord>(
+    items: &[T],
+    parts: &impl Fn(&T) -> (&MediaFile, &Plan),
+    key: impl Fn(&MediaFile, &Plan) -> K,
+) -> Vec<usize> {
+    let mut keyed: Vec<(K, usize)> = items
+        .iter()
+        .map(|item| {
+            let (file, plan) = parts(item);
+            key(file, plan)
+        })
+        .zip(0..)
+        .collect();
+    // Stable: equals stay in the order they came in, most often their paths' order already.
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut from: Vec<usize> = keyed.iter().map(|&(_, at)| at).collect();
+    let by_path = |&a: &usize, &b: &usize| by_path(parts(&items[a]).0, parts(&items[b]).0);
+    let mut start = 0;
+    while start < keyed.len() {
+        let end = start
+            + keyed[start..]
+                .iter()
+                .take_while(|(k, _)| *k == keyed[start].0)
+                .count();
+        let run = &mut from[start..end];
+        if !run.is_sorted_by(|a, b| by_path(a, b).is_lt()) {
+            run.sort_unstable_by(by_path);
+        }
+        start = end;
+    }
+    from
 }
 
 /// Which of two files to convert first by `--order` (`Less`: the first); ties go by path.
@@ -538,15 +582,15 @@ impl Calibration {
     /// The expected size after converting `size` bytes of `source`, when the library has seen
     /// enough conversions of its codec (and, preferably, its resolution class).
     pub fn estimate(&self, source: &SourceVideo, size: u64) -> Option<u64> {
+        let enough = |t: &&Tally| t.files >= CALIBRATION_MIN_FILES;
+        // A class holds no more files than its codec: without enough of the codec there is
+        // no class to look up, and no key to copy (a plan asks this of every file).
+        let by_codec = self.by_codec.get(&source.codec).filter(enough)?;
         let tally = self
             .by_class
             .get(&(source.codec.clone(), source.class()))
-            .filter(|t| t.files >= CALIBRATION_MIN_FILES)
-            .or_else(|| {
-                self.by_codec
-                    .get(&source.codec)
-                    .filter(|t| t.files >= CALIBRATION_MIN_FILES)
-            })?;
+            .filter(enough)
+            .unwrap_or(by_codec);
         Some((size as f64 * tally.after as f64 / tally.before as f64) as u64)
     }
 }
@@ -847,16 +891,31 @@ mod tests {
                 h264_candidate(&name, 100 + 100 * (n % 4), 4000 + 100 * (n % 3), &rules)
             })
             .collect();
-        for order in [Order::Largest, Order::Newest, Order::Oldest, Order::Name] {
-            let mut sorted = items.clone();
+        // Sorted by `sort_by_order` and by a plain sort on `compare`, for every order.
+        let both = |given: &[(MediaFile, Plan)], order: Order| {
+            let mut sorted = given.to_vec();
             sort_by_order(&mut sorted, order, |(f, p)| (f, p));
-            let mut expected = items.clone();
+            let mut expected = given.to_vec();
             expected.sort_by(|a, b| compare(order, (&a.0, &a.1), (&b.0, &b.1)));
+            (sorted, expected)
+        };
+        let orders = [Order::Largest, Order::Newest, Order::Oldest, Order::Name];
+        for order in orders {
+            let (sorted, expected) = both(&items, order);
             assert_eq!(sorted, expected, "{order:?}");
             assert_ne!(
                 sorted, items,
                 "{order:?}: the names were given out of order"
             );
+        }
+        // As a walk hands them over: by path, except one directory's files given in reverse
+        // among others in order, so that some runs of equals are sorted and some are not.
+        let mut walked = items.clone();
+        walked.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        walked[20..40].reverse();
+        for order in orders {
+            let (sorted, expected) = both(&walked, order);
+            assert_eq!(sorted, expected, "{order:?}, in walk order");
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::sync::Mutex;
@@ -373,7 +374,7 @@ impl Reporter {
         if self.config.json {
             self.write_json(&event);
         } else if let Event::Planned { .. } = event {
-            self.write_stdout(&(plan_text(&event) + "\n"), true);
+            self.write_stdout_with(true, |out| write_plan_line(out, &event));
         } else if let Event::CacheStats(stats) = &event {
             self.write_stdout(&stats_text(stats), false);
         } else if self.shown_on_stderr(&event) {
@@ -437,21 +438,29 @@ impl Reporter {
     }
 
     fn write_json(&self, event: &Event) {
-        if let Ok(mut line) = serde_json::to_string(event) {
-            line.push('\n');
-            self.write_stdout(&line, matches!(event, Event::Planned { .. }));
-        }
+        self.write_stdout_with(matches!(event, Event::Planned { .. }), |out| {
+            let start = out.len();
+            if serde_json::to_writer(&mut *out, event).is_ok() {
+                out.push(b'\n');
+            } else {
+                out.truncate(start);
+            }
+        });
     }
 
-    /// Writes to stdout. A dry run's plan is batched: it is one line per file, and one write
-    /// each would cost a 100,000-file plan more than its whole scan. Everything else is
-    /// written at once, so a consumer sees each event as it happens (and after the plan lines
-    /// before it).
     fn write_stdout(&self, text: &str, batch: bool) {
+        self.write_stdout_with(batch, |out| out.extend_from_slice(text.as_bytes()));
+    }
+
+    /// Writes to stdout what `write` puts in the buffer, in place: no line of its own is
+    /// made first. A dry run's plan is batched: it is one line per file, and one write each
+    /// would cost a 100,000-file plan more than its whole scan. Everything else is written at
+    /// once, so a consumer sees each event as it happens (and after the plan lines before it).
+    fn write_stdout_with(&self, batch: bool, write: impl FnOnce(&mut Vec<u8>)) {
         let Ok(mut pending) = self.stdout.lock() else {
             return;
         };
-        pending.extend_from_slice(text.as_bytes());
+        write(&mut pending);
         if !batch || pending.len() >= STDOUT_BATCH_BYTES {
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(&pending);
@@ -614,9 +623,27 @@ impl Reporter {
 /// hundredths are worked out in integers, rounded as the float formatting rounds (half to
 /// even); sizes beyond 2^53 bytes, which a float cannot hold exactly, take the float's way.
 pub fn human_bytes(bytes: u64) -> String {
+    HumanBytes(bytes).to_string()
+}
+
+/// [`human_bytes`] formatted where it is written, with no `String` of its own; a width
+/// (`{:>10}`) pads it as it pads a string.
+#[derive(Debug, Clone, Copy)]
+pub struct HumanBytes(pub u64);
+
+impl fmt::Display for HumanBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // "1023 B" and "1023.99 EiB" are the longest there are.
+        let mut text = ShortText::default();
+        write_human_bytes(&mut text, self.0)?;
+        f.pad(text.as_str())
+    }
+}
+
+fn write_human_bytes(out: &mut impl fmt::Write, bytes: u64) -> fmt::Result {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
-        return format!("{bytes} B");
+        return write!(out, "{bytes} B");
     }
     if bytes >= 1 << 53 {
         let mut value = bytes as f64 / 1024.0;
@@ -625,7 +652,7 @@ pub fn human_bytes(bytes: u64) -> String {
             value /= 1024.0;
             unit += 1;
         }
-        return format!("{value:.2} {}", UNITS[unit]);
+        return write!(out, "{value:.2} {}", UNITS[unit]);
     }
     let mut unit = 0;
     let mut divisor: u64 = 1024;
@@ -638,7 +665,8 @@ pub fn human_bytes(bytes: u64) -> String {
     if 2 * rest > divisor || (2 * rest == divisor && hundredths % 2 == 1) {
         hundredths += 1;
     }
-    format!(
+    write!(
+        out,
         "{}.{:02} {}",
         hundredths / 100,
         hundredths % 100,
@@ -646,8 +674,35 @@ pub fn human_bytes(bytes: u64) -> String {
     )
 }
 
-/// The line `--dry-run` prints on stdout for a planned file.
-fn plan_text(event: &Event) -> String {
+/// A few bytes of text on the stack, for a figure that is then padded.
+#[derive(Default)]
+struct ShortText {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl ShortText {
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever written in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for ShortText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        self.bytes
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes the line `--dry-run` prints on stdout for a planned file, its newline included,
+/// straight into `out`: a plan has one a file.
+fn write_plan_line(out: &mut Vec<u8>, event: &Event) {
     let Event::Planned {
         file,
         codec,
@@ -659,25 +714,31 @@ fn plan_text(event: &Event) -> String {
         ..
     } = event
     else {
-        return String::new();
+        return;
     };
-    match action {
-        PlannedAction::Convert => format!(
-            "convert  {codec:<10} {:>10} -> ~{:<10} {}{}",
-            human_bytes(*size_bytes),
-            human_bytes(*estimated_bytes),
-            shown_name(file),
-            predicted_score
-                .map(|s| format!("  ({detail}; predicted score {s:.4})"))
-                .unwrap_or_default()
+    let (size, file) = (HumanBytes(*size_bytes), shown_name(file));
+    // Writing to memory cannot fail.
+    let _ = match action {
+        PlannedAction::Convert => {
+            let estimate = HumanBytes(*estimated_bytes);
+            match predicted_score {
+                Some(s) => writeln!(
+                    out,
+                    "convert  {codec:<10} {size:>10} -> ~{estimate:<10} {file}  \
+                     ({detail}; predicted score {s:.4})"
+                ),
+                None => writeln!(
+                    out,
+                    "convert  {codec:<10} {size:>10} -> ~{estimate:<10} {file}"
+                ),
+            }
+        }
+        PlannedAction::Skip => writeln!(
+            out,
+            "skip     {codec:<10} {size:>10}    {:<10} {file}  ({detail})",
+            ""
         ),
-        PlannedAction::Skip => format!(
-            "skip     {codec:<10} {:>10}    {:<10} {}  ({detail})",
-            human_bytes(*size_bytes),
-            "",
-            shown_name(file)
-        ),
-    }
+    };
 }
 
 /// The line a person reads for an event; `None` for events with no line of their own.
@@ -1258,6 +1319,49 @@ mod tests {
             "{:?}",
             human_text(&converted)
         );
+    }
+
+    /// The plan's lines, written in place, read as lines formatted from `human_bytes`'
+    /// strings do: each figure padded to its column.
+    #[test]
+    fn plan_lines_pad_their_figures_into_columns() {
+        let planned = |action, size_bytes, predicted_score| Event::Planned {
+            file: "/lib/Show\u{1b}.mkv".into(),
+            codec: "h264".into(),
+            action,
+            reason: None,
+            detail: "hevc, mkv".into(),
+            size_bytes,
+            estimated_bytes: size_bytes / 3,
+            predicted_score,
+        };
+        let line = |event: &Event| {
+            let mut out = Vec::new();
+            write_plan_line(&mut out, event);
+            String::from_utf8(out).unwrap()
+        };
+        for size in [0, 1023, 1536, 7 << 30, u64::MAX] {
+            let (sz, est) = (human_bytes(size), human_bytes(size / 3));
+            assert_eq!(
+                line(&planned(PlannedAction::Convert, size, None)),
+                format!("convert  h264       {sz:>10} -> ~{est:<10} /lib/Show\\u{{1b}}.mkv\n")
+            );
+            assert_eq!(
+                line(&planned(PlannedAction::Convert, size, Some(95.12345))),
+                format!(
+                    "convert  h264       {sz:>10} -> ~{est:<10} /lib/Show\\u{{1b}}.mkv  \
+                     (hevc, mkv; predicted score 95.1235)\n"
+                )
+            );
+            assert_eq!(
+                line(&planned(PlannedAction::Skip, size, None)),
+                format!(
+                    "skip     h264       {sz:>10}               /lib/Show\\u{{1b}}.mkv  (hevc, mkv)\n"
+                )
+            );
+        }
+        assert_eq!(format!("[{:>10}]", HumanBytes(1536)), "[  1.50 KiB]");
+        assert_eq!(format!("[{:<9}]", HumanBytes(u64::MAX)), "[16.00 EiB]");
     }
 
     #[test]

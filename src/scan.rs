@@ -374,7 +374,9 @@ fn list(
             file.listing = Some(Arc::clone(&listing));
         }
     }
-    files.sort_unstable_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+    // Every path is `dir` and a name: their bytes sort as the names do, with no parse of
+    // the paths into components.
+    files.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     subdirs.sort_unstable();
     (files, subdirs)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cache::{
     self, CacheStamp, CacheWarning, DirCache, FactsSource, Fingerprint, HistorySkip, LoadProblem,
-    Loaded, Recorder,
+    Loaded, RawCache, Recorder,
 };
 use crate::config::MediaType;
 use crate::decide::{self, Decision, Rules, SkipReason};
@@ -562,7 +562,13 @@ pub struct DirBatch {
 impl DirBatch {
     /// Reads the cache of `dir` for these files.
     pub fn load(dir: PathBuf, files: Vec<MediaFile>) -> DirBatch {
-        let cache = DirCache::load(&dir);
+        let raw = RawCache::read(&dir);
+        DirBatch::parse(dir, files, raw)
+    }
+
+    /// Parses the cache of `dir`, read already, for these files.
+    fn parse(dir: PathBuf, files: Vec<MediaFile>, raw: RawCache) -> DirBatch {
+        let cache = raw.parse();
         let stamp = cache.stamp;
         DirBatch {
             dir,
@@ -582,12 +588,12 @@ const CHUNK_FILES: usize = 1000;
 /// enough that a huge library is never all in memory.
 const WALK_BACKLOG: usize = 16;
 
-/// Walks a library on another thread while `consume` reads each directory's cache and
-/// surveys its files: the walk is mostly the kernel listing and stat-ing, the survey mostly
-/// parsing and deciding, so on two cores they overlap. Caches are read here, on the
-/// consuming thread, not by the walker: their many small allocations are then freed by the
-/// thread that made them, which glibc's allocator does far faster. What the walk cannot
-/// read is reported as it is found.
+/// Walks a library on another thread while `consume` surveys each directory's files: the
+/// walk is mostly the kernel listing, stat-ing and reading each directory's cache file, the
+/// survey mostly parsing and deciding, so on two cores they overlap. Caches are read by the
+/// walker (one buffer a directory) and parsed here, on the consuming thread: their many
+/// small allocations are then freed by the thread that made them, which glibc's allocator
+/// does far faster. What the walk cannot read is reported as it is found.
 pub fn walk_library<R>(
     root: &Path,
     follow_links: bool,
@@ -614,7 +620,8 @@ pub fn walk_library_in<R>(
     reporter: &Reporter,
     consume: impl FnOnce(&mut dyn Iterator<Item = DirBatch>) -> R,
 ) -> R {
-    let (sender, receiver) = mpsc::sync_channel::<Vec<(PathBuf, Vec<MediaFile>)>>(WALK_BACKLOG);
+    let (sender, receiver) =
+        mpsc::sync_channel::<Vec<(PathBuf, Vec<MediaFile>, RawCache)>>(WALK_BACKLOG);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             let mut chunk = Vec::new();
@@ -630,7 +637,8 @@ pub fn walk_library_in<R>(
                         return;
                     }
                     chunk_files += files.len();
-                    chunk.push((dir, files));
+                    let raw = RawCache::read(&dir);
+                    chunk.push((dir, files, raw));
                     if chunk_files >= CHUNK_FILES {
                         chunk_files = 0;
                         let _ = sender.send(std::mem::take(&mut chunk));
@@ -651,7 +659,7 @@ pub fn walk_library_in<R>(
             &mut receiver
                 .into_iter()
                 .flatten()
-                .map(|(dir, files)| DirBatch::load(dir, files)),
+                .map(|(dir, files, raw)| DirBatch::parse(dir, files, raw)),
         )
     })
 }
