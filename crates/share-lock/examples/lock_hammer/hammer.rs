@@ -72,7 +72,20 @@ struct Options {
     /// Give up (exit 2) when a claim takes longer than this.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
+    /// In `cycle` mode, once one claim of another process has stood this long, look
+    /// at it again only every [`STALL_POLL`] until it changes hands: for NFSv4.1+
+    /// mounts, where a holder's `open()` of the lock can sleep for as long as other
+    /// processes of its host keep opening the file (`docs/locking.md`, "A stall in
+    /// NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
+    #[arg(long)]
+    stall_after_ms: Option<u64>,
 }
+
+/// How often a claim seen standing past `--stall-after-ms` is looked at again: longer
+/// than the 5 s that Linux's NFSv4.1+ client lets an `open()` wait for an out-of-order
+/// open stateid, a wait that starts over whenever the file's open state changes on
+/// that client.
+const STALL_POLL: Duration = Duration::from_millis(6_000);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -152,24 +165,51 @@ fn shifted(offset_secs: f64) -> SystemTime {
     shifted.unwrap_or(now)
 }
 
-/// Claims `media`, retrying while it is held, until `timeout`.
+/// A claim that stood longer than `--stall-after-ms` while we waited.
+struct Stall {
+    /// How long we waited for it.
+    waited: Duration,
+}
+
+/// Claims `media`, retrying while it is held, until `timeout`; with `stall_after`,
+/// a claim that stands that long is polled every [`STALL_POLL`] only, and reported.
 fn acquire(
     locker: &Locker,
     media: &Path,
     timeout: Duration,
+    stall_after: Option<Duration>,
     jitter: &mut Jitter,
-) -> Result<(LockGuard, u64), String> {
-    let deadline = Instant::now() + timeout;
+) -> Result<(LockGuard, u64, Option<Stall>), String> {
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut held = 0;
+    // The claim we are waiting on, and since when we see it.
+    let mut standing: Option<(Option<String>, Instant)> = None;
+    let mut stalled = false;
     loop {
         match locker.try_acquire(media).map_err(|err| error_chain(&err))? {
-            Acquire::Acquired(guard) => return Ok((guard, held)),
+            Acquire::Acquired(guard) => {
+                let stall = stalled.then(|| Stall {
+                    waited: started.elapsed(),
+                });
+                return Ok((guard, held, stall));
+            }
             Acquire::Held(holder) => {
                 held += 1;
-                if Instant::now() >= deadline {
+                let now = Instant::now();
+                if now >= deadline {
                     return Err(format!("still held after {timeout:?}: {holder}"));
                 }
-                thread::sleep(jitter.pause());
+                let since = match &standing {
+                    Some((id, since)) if *id == holder.lock_id => *since,
+                    _ => now,
+                };
+                standing = Some((holder.lock_id.clone(), since));
+                let stuck = holder.lock_id.is_some()
+                    && stall_after.is_some_and(|after| now.duration_since(since) >= after);
+                stalled |= stuck;
+                let pause = if stuck { STALL_POLL } else { jitter.pause() };
+                thread::sleep(pause.min(deadline.saturating_duration_since(now)));
             }
         }
     }
@@ -179,13 +219,16 @@ fn cycle(options: &Options) -> Result<u8, String> {
     let locker = locker(options);
     let media = options.dir.join(&options.file);
     let timeout = Duration::from_millis(options.timeout_ms);
+    let stall_after = options.stall_after_ms.map(Duration::from_millis);
     let mut jitter = Jitter::new();
     let mut intervals = String::new();
     let mut held_total = 0;
+    let mut stalls = Vec::new();
     let started = Instant::now();
     for _ in 0..options.iterations {
-        let (guard, held) = acquire(&locker, &media, timeout, &mut jitter)?;
+        let (guard, held, stall) = acquire(&locker, &media, timeout, stall_after, &mut jitter)?;
         held_total += held;
+        stalls.extend(stall.map(|stall| stall.waited.as_secs_f64()));
         let start = monotonic_ns();
         if let Some(witness) = &options.witness {
             fs::OpenOptions::new()
@@ -207,10 +250,14 @@ fn cycle(options: &Options) -> Result<u8, String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     write_atomically(&options.out, &intervals)?;
+    let stalled: Vec<String> = stalls.iter().map(|secs| format!("{secs:.1}")).collect();
     println!(
-        "cycles={} held_retries={held_total} seconds={elapsed:.3} cycles_per_second={:.0}",
+        "cycles={} held_retries={held_total} seconds={elapsed:.3} cycles_per_second={:.0} \
+         stalls={} stall_waits_s=[{}]",
         options.iterations,
-        f64::from(options.iterations) / elapsed.max(f64::EPSILON)
+        f64::from(options.iterations) / elapsed.max(f64::EPSILON),
+        stalls.len(),
+        stalled.join(",")
     );
     Ok(0)
 }
@@ -219,7 +266,7 @@ fn hold(options: &Options) -> Result<u8, String> {
     let locker = locker(options);
     let media = options.dir.join(&options.file);
     let timeout = Duration::from_millis(options.timeout_ms);
-    let (guard, _) = acquire(&locker, &media, timeout, &mut Jitter::new())?;
+    let (guard, ..) = acquire(&locker, &media, timeout, None, &mut Jitter::new())?;
     let guard = Arc::new(guard);
     let interval = locker.settings().heartbeat;
     let heartbeat = Heartbeat::start(Arc::clone(&guard), interval)

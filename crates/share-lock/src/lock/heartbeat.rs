@@ -6,12 +6,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::error::LockLost;
+use super::error::{LockLost, LostReason};
 use super::record::Progress;
 use super::{LockGuard, PHASE_CLAIMED, lock_ignoring_poison};
 
 /// Heartbeats closer together than this would only load the share.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
+/// How often stopping looks whether a heartbeat under way has ended.
+const STOP_POLL: Duration = Duration::from_millis(5);
 
 /// Heartbeats a [`LockGuard`] every interval on a background thread.
 ///
@@ -20,9 +22,14 @@ const MIN_INTERVAL: Duration = Duration::from_millis(50);
 /// that fails for a reason that may pass (an I/O error, a lock caught mid-write)
 /// is retried; the claim counts as lost once the lock is certainly someone else's,
 /// or no heartbeat has got through for half of `stale_after`, from which point
-/// another host may rightly break it.
+/// another host may rightly break it. That holds for a heartbeat stuck in the file
+/// system too (a share that stopped answering, an NFSv4.1+ `open()` asleep in the
+/// kernel): [`Heartbeat::lost`] says so once the stuck call has kept every heartbeat
+/// out for that long, whatever the thread is waiting on.
 ///
-/// Stopping (or dropping) joins the thread at once, not after an interval.
+/// Stopping (or dropping) joins the thread at once, not after an interval; a thread
+/// stuck in the file system is waited for only until it counts as lost, then left to
+/// end by itself when the call returns, writing nothing more.
 #[derive(Debug)]
 pub struct Heartbeat {
     shared: Arc<Shared>,
@@ -38,6 +45,16 @@ struct Shared {
     /// Held from reading the state to the end of the write, so a write from
     /// [`Heartbeat::beat_now`] is never followed by an older one from the thread.
     beat: Mutex<()>,
+    /// When heartbeats last got through, and since when one is under way.
+    beats: Mutex<Beats>,
+    /// Half of `stale_after`: no heartbeat through for this long and the claim is lost.
+    tolerance: Duration,
+}
+
+#[derive(Debug)]
+struct Beats {
+    last_success: Instant,
+    in_flight_since: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -58,7 +75,6 @@ impl Heartbeat {
             .phase
             .unwrap_or_else(|| PHASE_CLAIMED.to_owned());
         let shared = Arc::new(Shared {
-            guard,
             state: Mutex::new(State {
                 phase,
                 progress: None,
@@ -69,6 +85,12 @@ impl Heartbeat {
             wake: Condvar::new(),
             lost: AtomicBool::new(false),
             beat: Mutex::new(()),
+            beats: Mutex::new(Beats {
+                last_success: Instant::now(),
+                in_flight_since: None,
+            }),
+            tolerance: guard.stale_after() / 2,
+            guard,
         });
         let thread = std::thread::Builder::new()
             .name("lock-heartbeat".to_owned())
@@ -119,9 +141,10 @@ impl Heartbeat {
         result
     }
 
-    /// Whether the claim is lost: stop working on the file.
+    /// Whether the claim is lost: stop working on the file. Also true once a heartbeat
+    /// stuck in the file system has kept every heartbeat out for half of `stale_after`.
     pub fn lost(&self) -> bool {
-        self.shared.lost.load(Ordering::Acquire)
+        self.shared.lost.load(Ordering::Acquire) || self.shared.stuck()
     }
 
     /// Why the claim was lost, once it is.
@@ -137,11 +160,20 @@ impl Heartbeat {
     fn shutdown(&mut self) {
         lock_ignoring_poison(&self.shared.state).stop = true;
         self.shared.wake.notify_all();
-        if let Some(thread) = self.thread.take() {
-            // The thread cannot panic short of a bug; nothing is left to clean up
-            // if it did.
-            let _ = thread.join();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        // A thread between heartbeats wakes at once. One in the middle of a heartbeat is
+        // waited for until that heartbeat counts as stuck; then it is left behind (it
+        // writes nothing more once the call returns: `stop` is set).
+        while !thread.is_finished() {
+            if self.shared.stuck() {
+                return;
+            }
+            std::thread::sleep(STOP_POLL);
         }
+        // The thread cannot panic short of a bug; nothing is left to clean up if it did.
+        let _ = thread.join();
     }
 }
 
@@ -153,19 +185,23 @@ impl Drop for Heartbeat {
 
 impl Shared {
     fn run(&self, interval: Duration) {
-        let tolerance = self.guard.stale_after() / 2;
-        let mut last_success = Instant::now();
-        let mut next_beat = last_success + interval;
+        let mut next_beat = Instant::now() + interval;
         loop {
             if !self.wait_until(next_beat) {
                 return;
             }
-            match self.beat() {
-                Ok(()) => {
-                    last_success = Instant::now();
-                    next_beat = last_success + interval;
-                }
-                Err(lost) if lost.is_definitive() || last_success.elapsed() >= tolerance => {
+            let result = self.beat();
+            // Lost while this heartbeat was stuck, or stopped meanwhile: write nothing more.
+            if self.lost.load(Ordering::Acquire) || lock_ignoring_poison(&self.state).stop {
+                return;
+            }
+            match result {
+                Ok(()) => next_beat = Instant::now() + interval,
+                Err(lost)
+                    if lost.is_definitive()
+                        || lock_ignoring_poison(&self.beats).last_success.elapsed()
+                            >= self.tolerance =>
+                {
                     self.mark_lost(&lost);
                     return;
                 }
@@ -203,15 +239,47 @@ impl Shared {
             let state = lock_ignoring_poison(&self.state);
             (state.phase.clone(), state.progress)
         };
-        self.guard.heartbeat(&phase, progress)
+        lock_ignoring_poison(&self.beats).in_flight_since = Some(Instant::now());
+        let result = self.guard.heartbeat(&phase, progress);
+        let mut beats = lock_ignoring_poison(&self.beats);
+        beats.in_flight_since = None;
+        if result.is_ok() {
+            beats.last_success = Instant::now();
+        }
+        result
     }
 
+    /// Whether a heartbeat under way has not returned while none got through for the
+    /// tolerance; marks the claim lost, with the lock's name, when so.
+    fn stuck(&self) -> bool {
+        let stuck_for = {
+            let beats = lock_ignoring_poison(&self.beats);
+            match beats.in_flight_since {
+                Some(since) if beats.last_success.elapsed() >= self.tolerance => since.elapsed(),
+                _ => return false,
+            }
+        };
+        let why = format!(
+            "a heartbeat has not returned for {:.1} s (the share does not answer), and none \
+             got through for {:.1} s, half of stale_after",
+            stuck_for.as_secs_f64(),
+            self.tolerance.as_secs_f64()
+        );
+        self.mark_lost(&LockLost {
+            path: self.guard.path().to_owned(),
+            reason: LostReason::Io(io::Error::new(io::ErrorKind::TimedOut, why)),
+        });
+        true
+    }
+
+    /// Marks the claim lost; the first reason given is the one kept.
     fn mark_lost(&self, lost: &LockLost) {
         let mut reason = lost.to_string();
         if let Some(source) = std::error::Error::source(lost) {
             reason = format!("{reason}: {source}");
         }
-        lock_ignoring_poison(&self.state).lost_reason = Some(reason);
+        let mut state = lock_ignoring_poison(&self.state);
+        state.lost_reason.get_or_insert(reason);
         self.lost.store(true, Ordering::Release);
     }
 }

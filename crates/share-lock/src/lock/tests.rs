@@ -553,6 +553,62 @@ fn heartbeat_thread_keeps_the_mtime_fresh_and_notices_a_lost_claim() -> TestResu
     Ok(())
 }
 
+/// A heartbeat whose file system call never returns (a share that stopped answering, an
+/// NFSv4.1+ `open()` asleep in the kernel) is the claim lost once no heartbeat has got
+/// through for half of `stale_after`, said with the lock's name, and stopping does not
+/// wait for it. The lock is swapped for a FIFO, which blocks the heartbeat's read in
+/// the kernel as a hung share would, until the test writes to it.
+#[cfg(unix)]
+#[test]
+fn a_heartbeat_stuck_in_the_file_system_is_lost_after_the_tolerance_and_stops_at_once() -> TestResult
+{
+    use std::io::Write;
+    let library = Library::new()?;
+    let guard = Arc::new(acquired(
+        locker("nas-a").try_acquire(&library.media("Movie1.mkv"))?,
+    )?);
+    let lock = guard.path().to_owned();
+    let tolerance = guard.stale_after() / 2;
+    let heartbeat = Heartbeat::start(Arc::clone(&guard), Duration::from_millis(100))?;
+    assert!(wait_until(Duration::from_secs(2), || {
+        phase_on_disk(&lock).is_some() && !heartbeat.lost()
+    }));
+    fs::remove_file(&lock)?;
+    let fifo = std::ffi::CString::new(lock.as_os_str().as_encoded_bytes())?;
+    // SAFETY: `fifo` is a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let stuck_since = std::time::Instant::now();
+    let lost = wait_until(tolerance + Duration::from_secs(2), || heartbeat.lost());
+    let lost_after = stuck_since.elapsed();
+    let reason = heartbeat.lost_reason().unwrap_or_default();
+    let (stopped, stop) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        heartbeat.stop();
+        let _ = stopped.send(());
+    });
+    let stop_waited = stop.recv_timeout(Duration::from_secs(2));
+    // Let the stuck read return before any assertion (the record it gets is not ours:
+    // the thread ends).
+    let mut writer = fs::OpenOptions::new().write(true).open(&lock)?;
+    writer.write_all(&foreign_record("nas-b", &"b".repeat(32)).to_json()?)?;
+    drop(writer);
+
+    assert!(
+        lost,
+        "a heartbeat stuck for {lost_after:?} (tolerance {tolerance:?}) is not reported lost"
+    );
+    assert!(lost_after >= tolerance / 2, "{lost_after:?}");
+    assert!(reason.contains(&*lock.to_string_lossy()), "{reason}");
+    assert!(reason.contains("has not returned"), "{reason}");
+    assert!(
+        stop_waited.is_ok(),
+        "stopping waited for the stuck heartbeat"
+    );
+    Ok(())
+}
+
 /// Plays a kernel CIFS client: the lock's mtime is set to the writer's clock, `skew` off
 /// the server's, after each of its writes.
 fn stamp_with_writers_clock(lock: &Path, skew_secs: i64) -> std::io::Result<()> {
