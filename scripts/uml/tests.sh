@@ -28,7 +28,13 @@ cd "$(dirname "$0")/../.."
 # and the issue. Each still runs, alone, and its failure is shown in a loud
 # banner without failing the run; once it passes, a banner says to take it off.
 # With TEST-FILTERs given, nothing is treated as known.
-KNOWN_DEFECTS=()
+KNOWN_DEFECTS=(
+    # A client open() of the lock kept asleep in update_open_stateid behind nfs-ganesha 4.3's
+    # OPEN/CLOSE race (seen on the wire; its issue #1395) while the other hammer of the guest
+    # polls the lock: 1 hang in 85 runs. The same hammer gates on NFSv4.2 against the
+    # kernel's nfsd (knfsd4.2), which never showed it (40 of 40). docs/locking.md says more.
+    "nfs4.2:hammer_across_two_kernel_clients_never_overlaps nfs-ganesha 4.3's OPEN/CLOSE race (docs/locking.md, \"A stall in NFSv4.1+ open()\")"
+)
 
 banner() {
     {
