@@ -758,26 +758,35 @@ fn video_bytes(
     origin: f64,
 ) -> Result<u64, SearchError> {
     let window = window.map(|(start, length)| (origin + start, length));
-    let mut args = os(&[
-        "-v",
-        "error",
-        "-select_streams",
-        &index.to_string(),
-        "-show_entries",
-        "packet=size,pts_time",
-        "-of",
-        "csv=p=0",
-    ]);
+    let mut args = os(&["-select_streams", &index.to_string()]);
     if let Some(window) = window {
         args.extend(os(&["-read_intervals", &read_interval(window)]));
     }
+    let csv = ffprobe_csv(ffprobe, source, args, "packet=size,pts_time", "packets")?;
+    Ok(sum_packets(&csv, window))
+}
+
+/// ffprobe's `-show_entries ENTRIES` of the source as csv lines, after `args` (a stream's
+/// selection, an interval); `what` names what was read in an error.
+fn ffprobe_csv(
+    ffprobe: &Path,
+    source: &Path,
+    mut args: Vec<OsString>,
+    entries: &str,
+    what: &str,
+) -> Result<String, SearchError> {
+    args.extend(os(&[
+        "-v",
+        "error",
+        "-show_entries",
+        entries,
+        "-of",
+        "csv=p=0",
+    ]));
     args.push(media_arg(source));
     let captured = process::run_captured(ffprobe, &args)
-        .map_err(|e| SearchError::Failed(format!("reading the source's packets: {e}")))?;
-    Ok(sum_packets(
-        &String::from_utf8_lossy(&captured.stdout),
-        window,
-    ))
+        .map_err(|e| SearchError::Failed(format!("reading the source's {what}: {e}")))?;
+    Ok(String::from_utf8_lossy(&captured.stdout).into_owned())
 }
 
 /// The source's [`SourceBytes`]: every packet's size, read with ffprobe without decoding,
@@ -788,18 +797,14 @@ fn source_bytes(
     video_index: u32,
     file: u64,
 ) -> Result<SourceBytes, SearchError> {
-    let mut args = os(&[
-        "-v",
-        "error",
-        "-show_entries",
+    let csv = ffprobe_csv(
+        ffprobe,
+        source,
+        Vec::new(),
         "packet=stream_index,size",
-        "-of",
-        "csv=p=0",
-    ]);
-    args.push(media_arg(source));
-    let captured = process::run_captured(ffprobe, &args)
-        .map_err(|e| SearchError::Failed(format!("reading the source's packets: {e}")))?;
-    let (video, packets) = sum_streams(&String::from_utf8_lossy(&captured.stdout), video_index);
+        "packets",
+    )?;
+    let (video, packets) = sum_streams(&csv, video_index);
     Ok(SourceBytes {
         file,
         video,
@@ -833,18 +838,14 @@ fn read_interval((start, length): (f64, f64)) -> String {
 /// from: near zero for most files, anywhere for an MPEG-TS cut from a broadcast. Zero when
 /// unknown.
 fn start_time(ffprobe: &Path, source: &Path) -> Result<f64, SearchError> {
-    let mut args = os(&[
-        "-v",
-        "error",
-        "-show_entries",
+    let csv = ffprobe_csv(
+        ffprobe,
+        source,
+        Vec::new(),
         "format=start_time",
-        "-of",
-        "csv=p=0",
-    ]);
-    args.push(media_arg(source));
-    let captured = process::run_captured(ffprobe, &args)
-        .map_err(|e| SearchError::Failed(format!("reading the source's start time: {e}")))?;
-    Ok(parse_start_time(&String::from_utf8_lossy(&captured.stdout)))
+        "start time",
+    )?;
+    Ok(parse_start_time(&csv))
 }
 
 /// ffprobe's `start_time` line: seconds, or `N/A` (zero).
