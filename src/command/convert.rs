@@ -167,10 +167,11 @@ fn plan(
     let mut summary = Summary::default();
     // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
     // hold every file's stream list.
-    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut candidates: Vec<Planned> = Vec::new();
     with_target_files(config, options.order, reporter, |groups| {
         survey::survey(groups, options, &recorder, reporter, |file, known| {
-            judge.known(&mut summary, &mut |c| candidates.push(c), file, known)
+            let mut keep = |c: Candidate| candidates.push(Planned::from(c));
+            judge.known(&mut summary, &mut keep, file, known)
         })
     })?;
     let mut recorder = recorder
@@ -185,12 +186,11 @@ fn plan(
     let mut partial = 0;
     // A quality search this content already had predicts its size and score.
     let mut searches = quality::KnownSearches::default();
-    for Candidate {
+    for Planned {
         file,
         codec,
         plan,
         facts,
-        ..
     } in &candidates
     {
         summary.converted += 1;
@@ -542,6 +542,38 @@ struct Candidate {
     /// Its main codec, for the events.
     codec: String,
     plan: Plan,
+}
+
+/// A file a dry run would convert: what its plan line shows and sorts by. Not a
+/// [`Candidate`]: 70,000 of them are held until the plan is sorted, so no room for facts
+/// a dry run does not keep, and no hold on its directory's listing, which the judging
+/// needed and the plan does not.
+struct Planned {
+    file: MediaFile,
+    codec: String,
+    facts: FactsSource,
+    plan: Plan,
+}
+
+impl From<Candidate> for Planned {
+    fn from(candidate: Candidate) -> Planned {
+        let Candidate {
+            file,
+            info: _,
+            facts,
+            codec,
+            plan,
+        } = candidate;
+        Planned {
+            file: MediaFile {
+                listing: None,
+                ..file
+            },
+            codec,
+            facts,
+            plan,
+        }
+    }
 }
 
 impl Candidate {
@@ -1883,4 +1915,50 @@ fn finish(reporter: &Reporter, mut summary: Summary, started: Instant) -> ExitCo
     };
     reporter.emit(Event::Summary(summary));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MediaKind;
+    use std::sync::Arc;
+
+    /// A dry run holds its planned files until the plan is sorted: none of them may keep
+    /// its directory's listing (or the facts it was judged on) alive that long.
+    #[test]
+    fn a_planned_file_lets_its_listing_go() {
+        let listing = Arc::new(scan::Listing::default());
+        let candidate = Candidate {
+            file: MediaFile {
+                path: PathBuf::from("/lib/a.avi"),
+                kind: MediaKind::Video,
+                size: 1000,
+                modified: SystemTime::UNIX_EPOCH,
+                listing: Some(Arc::clone(&listing)),
+            },
+            info: None,
+            facts: FactsSource::Ffprobe,
+            codec: "h264".into(),
+            plan: Plan {
+                container: Container::Matroska,
+                output_path: PathBuf::from("/lib/a.mkv"),
+                estimated_bytes: 400,
+                source: None,
+                min_savings_pct: 10.0,
+                crop_to: None,
+            },
+        };
+        let planned = Planned::from(candidate);
+        assert!(planned.file.listing.is_none());
+        assert_eq!(Arc::strong_count(&listing), 1);
+        assert_eq!(
+            (
+                planned.file.path.as_path(),
+                planned.file.size,
+                planned.codec.as_str()
+            ),
+            (Path::new("/lib/a.avi"), 1000, "h264")
+        );
+        assert_eq!(planned.plan.estimated_bytes, 400);
+    }
 }
