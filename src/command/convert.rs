@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use crate::cache::{self, FactsSource, Recorder, TooLarge};
 use crate::claim::{Claim, ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, MediaType, Target};
-use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
+use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason, SourceVideo};
 use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
@@ -178,9 +178,15 @@ fn plan(
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     for c in &mut candidates {
-        decide::calibrate(&mut c.plan, c.file.size, recorder.calibration());
+        let calibration = recorder.calibration();
+        decide::calibrate_estimate(
+            &mut c.estimated_bytes,
+            c.source.as_ref(),
+            c.file.size,
+            calibration,
+        );
     }
-    decide::sort_by_order(&mut candidates, config.order, |c| (&c.file, &c.plan));
+    decide::sort_by_order(&mut candidates, config.order, |c| c.order_key());
     crate::priority::to_front(&config.target, &mut candidates, |c| &c.file.path);
     let mut estimate = 0;
     let mut partial = 0;
@@ -189,8 +195,11 @@ fn plan(
     for Planned {
         file,
         codec,
-        plan,
         facts,
+        estimated_bytes,
+        container,
+        crop_to,
+        ..
     } in &candidates
     {
         summary.converted += 1;
@@ -199,10 +208,10 @@ fn plan(
             .and_then(|target| searches.lookup(file, target, &config.encode.preset));
         let (estimated_bytes, predicted_score) = match searched {
             Some(s) if s.quality.is_some() => (s.predicted_bytes, Some(s.predicted_score)),
-            _ => (plan.estimated_bytes, None),
+            _ => (*estimated_bytes, None),
         };
         estimate += file.size.saturating_sub(estimated_bytes);
-        let mut detail = plan.describe();
+        let mut detail = decide::describe(*container, *crop_to);
         if let Some(from) = partial_facts(*facts) {
             partial += 1;
             detail +=
@@ -546,13 +555,28 @@ struct Candidate {
 
 /// A file a dry run would convert: what its plan line shows and sorts by. Not a
 /// [`Candidate`]: 70,000 of them are held until the plan is sorted, so no room for facts
-/// a dry run does not keep, and no hold on its directory's listing, which the judging
-/// needed and the plan does not.
+/// a dry run does not keep, no output path, which its lines do not show, and no hold on its
+/// directory's listing, which the judging needed and the plan does not.
 struct Planned {
     file: MediaFile,
     codec: String,
     facts: FactsSource,
-    plan: Plan,
+    /// The plan's, calibrated once the survey is over by its source's video.
+    estimated_bytes: u64,
+    source: Option<SourceVideo>,
+    container: Container,
+    crop_to: Option<(u32, u32)>,
+}
+
+impl Planned {
+    fn order_key(&self) -> decide::OrderKey<'_> {
+        decide::OrderKey {
+            path: &self.file.path,
+            size: self.file.size,
+            modified: self.file.modified,
+            estimated_bytes: self.estimated_bytes,
+        }
+    }
 }
 
 impl From<Candidate> for Planned {
@@ -571,7 +595,10 @@ impl From<Candidate> for Planned {
             },
             codec,
             facts,
-            plan,
+            estimated_bytes: plan.estimated_bytes,
+            source: plan.source,
+            container: plan.container,
+            crop_to: plan.crop_to,
         }
     }
 }
@@ -1959,6 +1986,6 @@ mod tests {
             ),
             (Path::new("/lib/a.avi"), 1000, "h264")
         );
-        assert_eq!(planned.plan.estimated_bytes, 400);
+        assert_eq!(planned.estimated_bytes, 400);
     }
 }
