@@ -155,17 +155,17 @@ pub struct Entry {
     /// The last conversion that produced this file. Kept when the file changes later: it is
     /// history, not a claim about the current content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub converted: Option<Converted>,
+    pub converted: Option<Box<Converted>>,
     /// A conversion was not worth keeping; no host tries again while the fingerprint holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_smaller: Option<NotSmaller>,
+    pub not_smaller: Option<Box<NotSmaller>>,
     /// Probing or converting failed; counts toward [`FAILURE_LIMIT`] while the fingerprint holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<Failed>,
+    pub failed: Option<Box<Failed>>,
     /// A `--target-vmaf`/`--target-ssim` search of this content: no host repeats it while
     /// the fingerprint holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search: Option<Searched>,
+    pub search: Option<Box<Searched>>,
     /// Searches of this content for other questions (another encoder, target or preset)
     /// made before `search`: a GPU host's NVENC search stays beside the libx265 search of
     /// its redone encode, so that a GPU host meeting the file again does not search again.
@@ -399,7 +399,8 @@ impl Entry {
     /// and preset), if a host made one.
     pub fn search_for(&self, target: Target, encoder: &str, preset: &str) -> Option<&Searched> {
         self.search
-            .iter()
+            .as_deref()
+            .into_iter()
             .chain(&self.other_searches)
             .find(|s| s.answers(target, encoder, preset))
     }
@@ -410,10 +411,10 @@ impl Entry {
         let question = searched.question();
         self.other_searches
             .retain(|s| !s.answers(question.0, &question.1, &question.2));
-        if let Some(previous) = self.search.replace(searched)
+        if let Some(previous) = self.search.replace(Box::new(searched))
             && !previous.answers(question.0, &question.1, &question.2)
         {
-            self.other_searches.push(previous);
+            self.other_searches.push(*previous);
         }
     }
 
@@ -661,7 +662,8 @@ impl DirCache {
                 .map(|v| (v.width, v.height));
             let current = entry
                 .search
-                .iter()
+                .as_deref()
+                .into_iter()
                 .chain(&entry.other_searches)
                 .map(move |search| (name.as_str(), video, search));
             let kept = entry.converted.as_ref().and_then(|converted| {
@@ -685,7 +687,7 @@ impl DirCache {
                 before_bytes,
                 after_bytes,
                 ..
-            }) = &entry.converted
+            }) = entry.converted.as_deref()
             {
                 calibration.learn(source, *before_bytes, *after_bytes);
             }
@@ -859,7 +861,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 entry.refingerprint(fingerprint);
                 let before = entry.failed.as_ref().map_or(0, |f| f.attempts);
                 failure.attempts = before.saturating_add(1);
-                entry.failed = Some(failure);
+                entry.failed = Some(Box::new(failure));
             }
             Update::NotSmaller {
                 name,
@@ -868,7 +870,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
             } => {
                 let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
                 entry.refingerprint(fingerprint);
-                entry.not_smaller = Some(record);
+                entry.not_smaller = Some(Box::new(record));
             }
             Update::Converted {
                 original,
@@ -880,10 +882,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 let mut record = record;
                 // The search that was made of the original's content stays, as history.
                 if record.search.is_none() {
-                    record.search = previous
-                        .as_mut()
-                        .and_then(|p| p.search.take())
-                        .map(Box::new);
+                    record.search = previous.as_mut().and_then(|p| p.search.take());
                 }
                 if output != original {
                     // The original name is gone; its entry would only be pruned later.
@@ -897,7 +896,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 });
                 let mut entry = Entry::new(fingerprint);
                 entry.legacy = previous.and_then(|p| p.legacy);
-                entry.converted = Some(record);
+                entry.converted = Some(Box::new(record));
                 files.insert(output, entry);
             }
             Update::Rewrite => {}
@@ -942,7 +941,8 @@ pub fn search_now(file: &MediaFile) -> Option<Searched> {
         .cache
         .fresh(&name, Fingerprint::of(file))?
         .search
-        .clone()
+        .as_deref()
+        .cloned()
 }
 
 /// Writes a quality search into the file's directory cache at once, for every host to use;
@@ -1294,6 +1294,15 @@ mod tests {
             modified: meta.modified().unwrap(),
             listing: None,
         }
+    }
+
+    /// The parse moves every file's entry twice (out of the JSON, into the map): the rare
+    /// records (a conversion, a search, a failure, a conversion not worth keeping) live
+    /// behind a pointer, not inline in every entry (808 bytes with them inline).
+    #[test]
+    fn an_entry_keeps_its_rare_records_out_of_line() {
+        let size = std::mem::size_of::<Entry>();
+        assert!(size <= 256, "Entry is {size} bytes");
     }
 
     #[test]

@@ -101,15 +101,20 @@ pub struct Plan {
 impl Plan {
     /// What the conversion does, for the dry run and the log.
     pub fn describe(&self) -> String {
-        if self.container == Container::Flac {
-            return "to FLAC".into();
-        }
-        let mut text = format!("to HEVC in {}", self.container.muxer());
-        if let Some((w, h)) = self.crop_to {
-            text += &format!(", cropped to {w}x{h} (HEVC needs an even width and height)");
-        }
-        text
+        describe(self.container, self.crop_to)
     }
+}
+
+/// What a conversion into `container`, cropped to `crop_to`, does: [`Plan::describe`].
+pub fn describe(container: Container, crop_to: Option<(u32, u32)>) -> String {
+    if container == Container::Flac {
+        return "to FLAC".into();
+    }
+    let mut text = format!("to HEVC in {}", container.muxer());
+    if let Some((w, h)) = crop_to {
+        text += &format!(", cropped to {w}x{h} (HEVC needs an even width and height)");
+    }
+    text
 }
 
 /// The containers this tool writes.
@@ -354,14 +359,14 @@ fn decide_audio(file: &MediaFile, info: &MediaInfo, rules: &Rules) -> Decision {
 /// each directory's files over sorted by name, and a stable sort keeps that order among
 /// equals, so each run of equals is only checked (a warm plan of 70,000 spent most of its
 /// sorting time comparing paths and walking to each item's fields).
-pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&MediaFile, &Plan)) {
-    let saving = |f: &MediaFile, p: &Plan| f.size.saturating_sub(p.estimated_bytes);
+pub fn sort_by_order<T>(items: &mut [T], order: Order, key_of: impl Fn(&T) -> OrderKey<'_>) {
+    let saving = |k: &OrderKey<'_>| k.size.saturating_sub(k.estimated_bytes);
     // `from[i]`: where the item that belongs at `i` is now.
     let mut from = match order {
-        Order::Largest => sorted_by_key(items, &parts, |f, p| Reverse((saving(f, p), f.size))),
-        Order::Newest => sorted_by_key(items, &parts, |f, _| Reverse(f.modified)),
-        Order::Oldest => sorted_by_key(items, &parts, |f, _| f.modified),
-        Order::Name => sorted_by_key(items, &parts, |_, _| ()),
+        Order::Largest => sorted_by_key(items, &key_of, |k| Reverse((saving(k), k.size))),
+        Order::Newest => sorted_by_key(items, &key_of, |k| Reverse(k.modified)),
+        Order::Oldest => sorted_by_key(items, &key_of, |k| k.modified),
+        Order::Name => sorted_by_key(items, &key_of, |_| ()),
     };
     // Each cycle of the permutation in turn; a place done points at itself.
     for start in 0..items.len() {
@@ -377,25 +382,44 @@ pub fn sort_by_order<T>(items: &mut [T], order: Order, parts: impl Fn(&T) -> (&M
     }
 }
 
+/// What [`sort_by_order`] sorts a file to convert by: what [`compare`] compares.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKey<'a> {
+    pub path: &'a Path,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The plan's estimate of the new file's size.
+    pub estimated_bytes: u64,
+}
+
+impl<'a> OrderKey<'a> {
+    pub fn of(file: &'a MediaFile, plan: &Plan) -> OrderKey<'a> {
+        OrderKey {
+            path: &file.path,
+            size: file.size,
+            modified: file.modified,
+            estimated_bytes: plan.estimated_bytes,
+        }
+    }
+}
+
 /// Where each item goes when sorted by `key`, then by path among equal keys (paths differ,
 /// so this is one order): the index of the item that belongs at each place.
 fn sorted_by_key<T, K: Ord>(
     items: &[T],
-    parts: &impl Fn(&T) -> (&MediaFile, &Plan),
-    key: impl Fn(&MediaFile, &Plan) -> K,
+    key_of: &impl Fn(&T) -> OrderKey<'_>,
+    key: impl Fn(&OrderKey<'_>) -> K,
 ) -> Vec<usize> {
     let mut keyed: Vec<(K, usize)> = items
         .iter()
-        .map(|item| {
-            let (file, plan) = parts(item);
-            key(file, plan)
-        })
+        .map(|item| key(&key_of(item)))
         .zip(0..)
         .collect();
     // Stable: equals stay in the order they came in, most often their paths' order already.
     keyed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut from: Vec<usize> = keyed.iter().map(|&(_, at)| at).collect();
-    let by_path = |&a: &usize, &b: &usize| by_path(parts(&items[a]).0, parts(&items[b]).0);
+    let path_of = |at: usize| key_of(&items[at]).path.as_os_str().as_encoded_bytes();
+    let by_path = |&a: &usize, &b: &usize| path_of(a).cmp(path_of(b));
     let mut start = 0;
     while start < keyed.len() {
         let end = start
@@ -605,12 +629,23 @@ impl Tally {
 
 /// Replaces the model's estimate of `plan` with the library's own figure, where it has one.
 pub fn calibrate(plan: &mut Plan, size: u64, calibration: &Calibration) {
-    if let Some(estimate) = plan
-        .source
-        .as_ref()
-        .and_then(|source| calibration.estimate(source, size))
-    {
-        plan.estimated_bytes = estimate;
+    calibrate_estimate(
+        &mut plan.estimated_bytes,
+        plan.source.as_ref(),
+        size,
+        calibration,
+    );
+}
+
+/// [`calibrate`], for a plan kept as its estimate and its source's video alone.
+pub fn calibrate_estimate(
+    estimated_bytes: &mut u64,
+    source: Option<&SourceVideo>,
+    size: u64,
+    calibration: &Calibration,
+) {
+    if let Some(estimate) = source.and_then(|source| calibration.estimate(source, size)) {
+        *estimated_bytes = estimate;
     }
 }
 
@@ -870,13 +905,13 @@ mod tests {
                 .map(|(f, _)| f.path.file_name().unwrap().to_string_lossy().into_owned())
                 .collect()
         };
-        sort_by_order(&mut items, Order::Largest, |(f, p)| (f, p));
+        sort_by_order(&mut items, Order::Largest, |(f, p)| OrderKey::of(f, p));
         assert_eq!(names(&items), ["a.mkv", "d.mkv", "c.mkv", "b.mkv"]);
-        sort_by_order(&mut items, Order::Newest, |(f, p)| (f, p));
+        sort_by_order(&mut items, Order::Newest, |(f, p)| OrderKey::of(f, p));
         assert_eq!(names(&items), ["c.mkv", "d.mkv", "b.mkv", "a.mkv"]);
-        sort_by_order(&mut items, Order::Oldest, |(f, p)| (f, p));
+        sort_by_order(&mut items, Order::Oldest, |(f, p)| OrderKey::of(f, p));
         assert_eq!(names(&items), ["a.mkv", "b.mkv", "d.mkv", "c.mkv"]);
-        sort_by_order(&mut items, Order::Name, |(f, p)| (f, p));
+        sort_by_order(&mut items, Order::Name, |(f, p)| OrderKey::of(f, p));
         assert_eq!(names(&items), ["a.mkv", "b.mkv", "c.mkv", "d.mkv"]);
     }
 
@@ -894,7 +929,7 @@ mod tests {
         // Sorted by `sort_by_order` and by a plain sort on `compare`, for every order.
         let both = |given: &[(MediaFile, Plan)], order: Order| {
             let mut sorted = given.to_vec();
-            sort_by_order(&mut sorted, order, |(f, p)| (f, p));
+            sort_by_order(&mut sorted, order, |(f, p)| OrderKey::of(f, p));
             let mut expected = given.to_vec();
             expected.sort_by(|a, b| compare(order, (&a.0, &a.1), (&b.0, &b.1)));
             (sorted, expected)

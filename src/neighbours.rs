@@ -9,6 +9,7 @@
 //! side, to never touch a file it holds: the README's "Migrating from the original tool"
 //! says why to stop it first.
 
+use std::cell::RefCell;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,20 @@ fn original_lock_name(media: &Path) -> OsString {
     let mut name = media.file_name().unwrap_or_default().to_os_string();
     name.push(".lock");
     name
+}
+
+/// Whether `listing` may hold [`original_lock_name`] of `media`. The name is only hashed, so
+/// it is put together in a buffer this thread keeps, not a new one a file.
+fn may_hold_original_lock(listing: &Listing, media: &Path) -> bool {
+    thread_local! {
+        static NAME: RefCell<OsString> = RefCell::new(OsString::new());
+    }
+    NAME.with_borrow_mut(|name| {
+        name.clear();
+        name.push(media.file_name().unwrap_or_default());
+        name.push(".lock");
+        listing.may_hold(name)
+    })
 }
 
 /// Whether the original tool holds `media` now, by its own rules, read conservatively: the
@@ -104,7 +119,7 @@ pub fn original_skip(
     warn: impl FnOnce(String),
 ) -> Option<(String, String)> {
     // Only the name for the listing: a plan asks this of every file it would convert.
-    if listing.is_some_and(|l| !l.may_hold(&original_lock_name(media))) {
+    if listing.is_some_and(|l| !may_hold_original_lock(l, media)) {
         return None;
     }
     let hold = held_by_original(media, now)?;
@@ -151,6 +166,41 @@ mod tests {
                 "locked_at": "2027-01-15T08:00:00"}}"#
         )
         .into_bytes()
+    }
+
+    /// The lock's name is put together in one buffer for file after file: each asks the
+    /// listing for its own lock, whatever names came before it.
+    #[test]
+    fn each_file_asks_the_listing_for_its_own_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a long name.mkv", "b.mkv", "c.mkv", "é.mkv"];
+        for name in names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        for held in ["b.mkv.lock", "é.mkv.lock"] {
+            std::fs::write(dir.path().join(held), b"").unwrap();
+        }
+        let mut files = Vec::new();
+        crate::scan::walk(
+            dir.path(),
+            false,
+            crate::scan::WalkOrder::Name,
+            &mut |_, batch| files.extend(batch),
+            &mut |w| panic!("{w:?}"),
+        );
+        let asked: Vec<(String, bool)> = files
+            .iter()
+            .map(|f| {
+                let listing = f.listing.as_deref().expect("the walk's listing");
+                let name = f.path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, may_hold_original_lock(listing, &f.path))
+            })
+            .collect();
+        let expected: Vec<(String, bool)> = names
+            .iter()
+            .map(|n| (n.to_string(), n.starts_with('b') || n.starts_with('é')))
+            .collect();
+        assert_eq!(asked, expected);
     }
 
     #[test]

@@ -1330,7 +1330,8 @@ impl KnownSearches {
         // The latest search first, then those for other encoders.
         entry
             .search
-            .iter()
+            .as_deref()
+            .into_iter()
             .chain(&entry.other_searches)
             .find(|s| s.answers(target, &s.encoder, preset))
     }

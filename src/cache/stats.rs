@@ -263,7 +263,7 @@ mod tests {
 
         let hevc = file("b.mkv", 400);
         let mut converted = entry(&hevc, "hevc");
-        converted.converted = Some(Converted {
+        converted.converted = Some(Box::new(Converted {
             at: "2024-01-01T00:00:00Z".into(),
             host: "nas".into(),
             encoder: "libx265".into(),
@@ -278,29 +278,29 @@ mod tests {
                 value: 95.4,
             }),
             search: None,
-        });
+        }));
         stats.add(&hevc, Some(&converted), &rules);
 
         let kept = file("c.mkv", 500);
         let mut not_smaller = entry(&kept, "h264");
-        not_smaller.not_smaller = Some(NotSmaller {
+        not_smaller.not_smaller = Some(Box::new(NotSmaller {
             at: String::new(),
             host: "nas".into(),
             detail: "bigger".into(),
             bytes: None,
             at_least: false,
-        });
+        }));
         stats.add(&kept, Some(&not_smaller), &rules);
 
         let bad = file("d.mkv", 7);
         let mut failed = Entry::new(Fingerprint::of(&bad));
-        failed.failed = Some(Failed {
+        failed.failed = Some(Box::new(Failed {
             at: String::new(),
             host: "nas".into(),
             error: "unreadable".into(),
             attempts: 3,
             stderr_tail: vec![],
-        });
+        }));
         stats.add(&bad, Some(&failed), &rules);
 
         stats.add(&file("e.mkv", 50), None, &rules);

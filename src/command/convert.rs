@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use crate::cache::{self, FactsSource, Recorder, TooLarge};
 use crate::claim::{Claim, ClaimRefused, Claimer};
 use crate::config::{ConvertConfig, MediaType, Target};
-use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason};
+use crate::decide::{self, Container, Decision, Plan, Rules, SkipReason, SourceVideo};
 use crate::encoder::EncoderSetup;
 use crate::exit_codes::ExitCode;
 use crate::identity::HostIdentity;
@@ -167,29 +167,38 @@ fn plan(
     let mut summary = Summary::default();
     // A dry run keeps only what its plan lines need: a warm survey of a huge library must not
     // hold every file's stream list.
-    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut candidates: Vec<Planned> = Vec::new();
     with_target_files(config, options.order, reporter, |groups| {
         survey::survey(groups, options, &recorder, reporter, |file, known| {
-            judge.known(&mut summary, &mut |c| candidates.push(c), file, known)
+            let mut keep = |c: Candidate| candidates.push(Planned::from(c));
+            judge.known(&mut summary, &mut keep, file, known)
         })
     })?;
     let mut recorder = recorder
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner);
     for c in &mut candidates {
-        decide::calibrate(&mut c.plan, c.file.size, recorder.calibration());
+        let calibration = recorder.calibration();
+        decide::calibrate_estimate(
+            &mut c.estimated_bytes,
+            c.source.as_ref(),
+            c.file.size,
+            calibration,
+        );
     }
-    decide::sort_by_order(&mut candidates, config.order, |c| (&c.file, &c.plan));
+    decide::sort_by_order(&mut candidates, config.order, |c| c.order_key());
     crate::priority::to_front(&config.target, &mut candidates, |c| &c.file.path);
     let mut estimate = 0;
     let mut partial = 0;
     // A quality search this content already had predicts its size and score.
     let mut searches = quality::KnownSearches::default();
-    for Candidate {
+    for Planned {
         file,
         codec,
-        plan,
         facts,
+        estimated_bytes,
+        container,
+        crop_to,
         ..
     } in &candidates
     {
@@ -199,10 +208,10 @@ fn plan(
             .and_then(|target| searches.lookup(file, target, &config.encode.preset));
         let (estimated_bytes, predicted_score) = match searched {
             Some(s) if s.quality.is_some() => (s.predicted_bytes, Some(s.predicted_score)),
-            _ => (plan.estimated_bytes, None),
+            _ => (*estimated_bytes, None),
         };
         estimate += file.size.saturating_sub(estimated_bytes);
-        let mut detail = plan.describe();
+        let mut detail = decide::describe(*container, *crop_to);
         if let Some(from) = partial_facts(*facts) {
             partial += 1;
             detail +=
@@ -542,6 +551,56 @@ struct Candidate {
     /// Its main codec, for the events.
     codec: String,
     plan: Plan,
+}
+
+/// A file a dry run would convert: what its plan line shows and sorts by. Not a
+/// [`Candidate`]: 70,000 of them are held until the plan is sorted, so no room for facts
+/// a dry run does not keep, no output path, which its lines do not show, and no hold on its
+/// directory's listing, which the judging needed and the plan does not.
+struct Planned {
+    file: MediaFile,
+    codec: String,
+    facts: FactsSource,
+    /// The plan's, calibrated once the survey is over by its source's video.
+    estimated_bytes: u64,
+    source: Option<SourceVideo>,
+    container: Container,
+    crop_to: Option<(u32, u32)>,
+}
+
+impl Planned {
+    fn order_key(&self) -> decide::OrderKey<'_> {
+        decide::OrderKey {
+            path: &self.file.path,
+            size: self.file.size,
+            modified: self.file.modified,
+            estimated_bytes: self.estimated_bytes,
+        }
+    }
+}
+
+impl From<Candidate> for Planned {
+    fn from(candidate: Candidate) -> Planned {
+        let Candidate {
+            file,
+            info: _,
+            facts,
+            codec,
+            plan,
+        } = candidate;
+        Planned {
+            file: MediaFile {
+                listing: None,
+                ..file
+            },
+            codec,
+            facts,
+            estimated_bytes: plan.estimated_bytes,
+            source: plan.source,
+            container: plan.container,
+            crop_to: plan.crop_to,
+        }
+    }
 }
 
 impl Candidate {
@@ -1883,4 +1942,50 @@ fn finish(reporter: &Reporter, mut summary: Summary, started: Instant) -> ExitCo
     };
     reporter.emit(Event::Summary(summary));
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MediaKind;
+    use std::sync::Arc;
+
+    /// A dry run holds its planned files until the plan is sorted: none of them may keep
+    /// its directory's listing (or the facts it was judged on) alive that long.
+    #[test]
+    fn a_planned_file_lets_its_listing_go() {
+        let listing = Arc::new(scan::Listing::default());
+        let candidate = Candidate {
+            file: MediaFile {
+                path: PathBuf::from("/lib/a.avi"),
+                kind: MediaKind::Video,
+                size: 1000,
+                modified: SystemTime::UNIX_EPOCH,
+                listing: Some(Arc::clone(&listing)),
+            },
+            info: None,
+            facts: FactsSource::Ffprobe,
+            codec: "h264".into(),
+            plan: Plan {
+                container: Container::Matroska,
+                output_path: PathBuf::from("/lib/a.mkv"),
+                estimated_bytes: 400,
+                source: None,
+                min_savings_pct: 10.0,
+                crop_to: None,
+            },
+        };
+        let planned = Planned::from(candidate);
+        assert!(planned.file.listing.is_none());
+        assert_eq!(Arc::strong_count(&listing), 1);
+        assert_eq!(
+            (
+                planned.file.path.as_path(),
+                planned.file.size,
+                planned.codec.as_str()
+            ),
+            (Path::new("/lib/a.avi"), 1000, "h264")
+        );
+        assert_eq!(planned.estimated_bytes, 400);
+    }
 }
