@@ -166,7 +166,12 @@ pub struct Rules {
 /// Whether a new file of `new_bytes` saves at least `min_savings_pct` of the original's
 /// `original_bytes`: the bar a conversion is kept by.
 pub fn saves_enough(original_bytes: u64, new_bytes: u64, min_savings_pct: f64) -> bool {
-    new_bytes as f64 <= original_bytes as f64 * (1.0 - min_savings_pct / 100.0)
+    new_bytes as f64 <= largest_new_file(original_bytes, min_savings_pct)
+}
+
+/// The largest new file of an `original_bytes` original that saves `min_savings_pct`.
+pub fn largest_new_file(original_bytes: u64, min_savings_pct: f64) -> f64 {
+    original_bytes as f64 * (1.0 - min_savings_pct / 100.0)
 }
 
 /// Whether a file is too new to touch; checked before probing, so a download in progress

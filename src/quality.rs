@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Searched, Trial};
-use crate::decide::SkipReason;
+use crate::decide::{self, SkipReason};
 use crate::encoder::{EncodeSettings, Encoder, EncoderSetup, Quality};
 use crate::output::{Event, Reporter};
 use crate::probe::{MediaInfo, Stream};
@@ -1122,7 +1122,7 @@ pub struct Question<'a> {
 /// `--min-savings`, or whose target no quality meets, is skipped before the long encode.
 pub fn settle(q: &Question<'_>) -> Result<Quality, Unsettled> {
     let ask = &q.ask;
-    let largest = allowed_size(q.file.size, q.min_savings_pct);
+    let largest = decide::largest_new_file(q.file.size, q.min_savings_pct);
     let name = q.file.path.to_string_lossy().into_owned();
     let dir = cache::DirCache::load(&cache::dir_of(&q.file.path)).cache;
     let key = q.file.path.file_name().and_then(cache::key_of);
@@ -1285,7 +1285,7 @@ pub fn decide_after_search(
             None,
         ));
     };
-    if searched.predicted_bytes as f64 > allowed_size(size, min_savings_pct) {
+    if searched.predicted_bytes as f64 > decide::largest_new_file(size, min_savings_pct) {
         return Err(Unsettled::Skip(
             SkipReason::PredictedNotSmaller,
             format!(
@@ -1303,11 +1303,6 @@ pub fn decide_after_search(
         ));
     }
     Ok(quality)
-}
-
-/// The largest new file of a `size`-byte original that saves `--min-savings`.
-fn allowed_size(size: u64, min_savings_pct: f64) -> f64 {
-    size as f64 * (1.0 - min_savings_pct / 100.0)
 }
 
 /// The searches the caches hold, read once per directory: what a dry run shows.
