@@ -378,6 +378,37 @@ fn strings(values: &[&str]) -> Vec<String> {
     values.iter().map(|value| (*value).to_owned()).collect()
 }
 
+/// The harness refuses, before booting anything and without root, a checkout under /tmp,
+/// /var/tmp or /run: the guests mount tmpfs of their own there, so they would not find its
+/// binaries and every test would fail on "No such file or directory". A copy of the
+/// harness in a temporary folder (under /tmp) stands for such a checkout.
+#[test]
+fn the_harness_refuses_a_checkout_the_guests_cannot_see() -> TestResult {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let copy = tempfile::Builder::new().tempdir_in("/tmp")?;
+    fs::create_dir_all(copy.path().join("scripts/uml"))?;
+    fs::copy(
+        root.join("scripts/lib.sh"),
+        copy.path().join("scripts/lib.sh"),
+    )?;
+    for entry in fs::read_dir(root.join("scripts/uml"))? {
+        let entry = entry?;
+        fs::copy(
+            entry.path(),
+            copy.path().join("scripts/uml").join(entry.file_name()),
+        )?;
+    }
+    let out = std::process::Command::new("bash")
+        .arg(copy.path().join("scripts/uml/kernel-clients.sh"))
+        .args(["run", "nfs3", "--", "true"])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("clone it elsewhere"), "{stderr}");
+    assert!(!stderr.contains("ready in"), "guests booted: {stderr}");
+    Ok(())
+}
+
 // ------------------------------------------------------------------------ proofs
 
 /// Two hammer processes in each guest, 100 claims each of one lock: no two ever

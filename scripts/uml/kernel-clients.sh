@@ -519,6 +519,18 @@ main() {
     local action=$1 kind=$2
     shift 2
     case $kind in nfs3 | nfs4.2 | cifs | knfsd3 | knfsd4.2) ;; *) usage ;; esac
+    # The guests see this host's `/` but mount tmpfs of their own on /tmp, /var/tmp and /run
+    # (guest-init.sh): a checkout there, and the binaries built in it, are not theirs to run.
+    local here
+    here=$(cd "$HERE/../.." && pwd -P)
+    case $here/ in
+        /tmp/* | /var/tmp/* | /run/*)
+            echo "kernel-clients.sh: this checkout ($here) is under /tmp, /var/tmp or /run," \
+                "which the guests replace with tmpfs of their own, so they cannot run its" \
+                "binaries; clone it elsewhere (e.g. under /root or /srv) and run this again" >&2
+            exit 2
+            ;;
+    esac
     trap teardown EXIT
     trap 'on_signal INT' INT
     trap 'on_signal TERM' TERM
