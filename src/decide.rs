@@ -500,6 +500,16 @@ fn video_container(path: &Path) -> Container {
     }
 }
 
+/// Whether a video's converted file keeps the source's own container ([`video_container`]:
+/// mkv and webm stay Matroska, mp4, m4v and mov stay theirs); every other becomes Matroska.
+pub fn keeps_video_container(path: &Path) -> bool {
+    match video_container(path) {
+        Container::Matroska => has_extension(path, &["mkv", "webm"]),
+        Container::Mp4 | Container::Mov => true,
+        Container::Flac => false,
+    }
+}
+
 /// The converted file's path: the same name when the container keeps its extension.
 pub fn output_path(original: &Path, container: Container) -> PathBuf {
     let keeps_name = match container {

@@ -403,7 +403,7 @@ pub fn search(
     // All the source's packets, read once more (without decoding): its whole video, which
     // weighs the samples, and what the container adds to them (`predicted_size`).
     let source = source_bytes(ask.ffprobe, ask.source, video.index, ask.size)?;
-    let keeps_container = keeps_its_container(ask.source);
+    let keeps_container = decide::keeps_video_container(ask.source);
     let width = ask.crop_to.map(|c| c.0).or(video.width).unwrap_or(0);
 
     let scale = Scale::of(ask.setup.encoder);
@@ -502,7 +502,7 @@ const MATROSKA_OVERHEAD: f64 = 0.01;
 /// looped, whose six windows all fell on the same 26 s of the loop, 28% more.
 ///
 /// The container's own bytes stay when the new file is in the same one (Matroska, MP4,
-/// QuickTime keep theirs: `keeps_its_container`), where they also carry what no packet
+/// QuickTime keep theirs: `decide::keeps_video_container`), where they also carry what no packet
 /// does (Matroska's attached fonts); the others become Matroska, which adds about
 /// [`MATROSKA_OVERHEAD`] instead: ASF's padding was 7% of demo.asf, MPEG-TS's 188-byte
 /// packets 10% of a low-rate recording. Without the source's bytes (none read), the
@@ -524,17 +524,6 @@ pub fn predicted_size(
         (others + new_video) * MATROSKA_OVERHEAD
     };
     (others + new_video + container) as u64
-}
-
-/// Whether the converted file keeps the source's container, as `decide` chooses it: mkv,
-/// mp4, m4v and mov keep theirs (and webm, Matroska too); every other becomes Matroska.
-fn keeps_its_container(source: &Path) -> bool {
-    let ext = source
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    matches!(ext.as_str(), "mkv" | "webm" | "mp4" | "m4v" | "mov")
 }
 
 /// The frames a trial encodes and is scored against.
@@ -1790,11 +1779,11 @@ mod tests {
         let csv = "0,1000\n1,300\n0,500\n2,7\nx,9\n1,\n";
         assert_eq!(sum_streams(csv, 0), (1500, 1807));
         assert_eq!(sum_streams(csv, 1), (300, 1807));
-        assert!(keeps_its_container(Path::new("/a/film.MKV")));
-        assert!(keeps_its_container(Path::new("clip.m4v")));
-        assert!(!keeps_its_container(Path::new("demo.asf")));
-        assert!(!keeps_its_container(Path::new("recording.ts")));
-        assert!(!keeps_its_container(Path::new("noext")));
+        assert!(decide::keeps_video_container(Path::new("/a/film.MKV")));
+        assert!(decide::keeps_video_container(Path::new("clip.m4v")));
+        assert!(!decide::keeps_video_container(Path::new("demo.asf")));
+        assert!(!decide::keeps_video_container(Path::new("recording.ts")));
+        assert!(!decide::keeps_video_container(Path::new("noext")));
     }
 
     #[test]
