@@ -437,20 +437,9 @@ fn native_facts_match_ffprobe_on_every_kind_of_clip() {
 /// fails the test.
 #[test]
 fn the_real_media_corpus_agrees_or_falls_back() {
-    let corpus = std::env::var_os("MEDIA_CONVERTER_CORPUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .map(|c| c.join("media-converter/corpus"))
-        });
+    let shown = common::corpus_dir();
     let required = std::env::var("MEDIA_CONVERTER_CORPUS_REQUIRED").is_ok_and(|v| v == "1");
-    let Some(files) = corpus
-        .as_deref()
-        .and_then(|dir| std::fs::read_dir(dir).ok())
-    else {
-        let shown = corpus.unwrap_or_default();
+    let Ok(files) = std::fs::read_dir(&shown) else {
         assert!(
             !required,
             "the real-media corpus is absent from {}: run scripts/corpus.sh",

@@ -557,16 +557,7 @@ fn the_prediction_holds_on_a_file_with_keyframes_far_apart() {
 /// A file of the real-media corpus (`scripts/corpus.sh`), or None, said LOUDLY, when the
 /// corpus has not been fetched (a failure where `MEDIA_CONVERTER_CORPUS_REQUIRED=1`).
 fn corpus_file(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("MEDIA_CONVERTER_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(|| PathBuf::from(".cache"))
-                .join("media-converter/corpus")
-        });
-    let file = dir.join(name);
+    let file = common::corpus_dir().join(name);
     if file.is_file() {
         return Some(file);
     }

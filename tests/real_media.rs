@@ -92,17 +92,6 @@ const EXPECTED: &[(&str, Expect)] = &[
 /// Copies standing in for a library's own files: (name in the library, corpus file).
 const COPIES: &[(&str, &str)] = &[("collide.mpg", "blue.mpg"), ("collide.mkv", "10min.mkv")];
 
-fn corpus_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MEDIA_CONVERTER_CORPUS") {
-        return PathBuf::from(dir);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("media-converter").join("corpus")
-}
-
 /// The default set's names, from the manifest.
 fn manifest_names() -> Vec<String> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/manifest.tsv");

@@ -860,3 +860,16 @@ pub fn wait_for_child(run: &mut Child, needles: &[&str], secs: u64) -> u32 {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Where `scripts/corpus.sh` keeps the real-media corpus: `$MEDIA_CONVERTER_CORPUS`, else
+/// `${XDG_CACHE_HOME:-~/.cache}/media-converter/corpus`, as the script itself decides.
+pub fn corpus_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MEDIA_CONVERTER_CORPUS") {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("media-converter").join("corpus")
+}
