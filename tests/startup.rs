@@ -255,6 +255,9 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     long_h264_mkv(&held, 20, "640x360");
     let free = root.join("free.mkv");
     long_h264_mkv(&free, 1, "160x90");
+    // Both known from the cache as B's walk reads the folder: B's first choice is the held
+    // file, whatever the load, not whichever file its survey happened to finish first.
+    build_cache(root);
     let a = as_host("a")
         .arg("--file")
         .arg(&held)
@@ -277,7 +280,7 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
             "--jobs",
             jobs,
         ])
-        .args(["--preset", "ultrafast"])
+        .args(["--order", "largest", "--preset", "ultrafast"])
         .output()
         .unwrap();
     let events = events(&out);
