@@ -29,6 +29,9 @@
 #   SIGINT once searched, bench/search-only.sh):
 #   the trials and CPU seconds each way, the qualities found and their scores (files up to
 #   40 s are searched whole: the score is the whole file's). Prints a Markdown table.
+# CONVERT=0 leaves out our conversion of the file (for a long file: its search is measured by the
+# search-only run, its size and score by the encode at the quality found, with the same command
+# as ab-av1's); Q22_VMAF=0 leaves out the whole-file VMAF of the --quality 22 encode.
 # AB_MAX_PERCENT (default 100) is ab-av1's --max-encoded-percent: past it, ab-av1 gives up on a
 # file that would grow (as ours skips it, `predicted_not_smaller`); 1000 lets it search to the end.
 # Needs: scripts/ffmpeg-6.sh, scripts/corpus.sh, and ab-av1 (AB_AV1, else PATH, else it is
@@ -172,18 +175,13 @@ for name in "${files[@]}"; do
   duration=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$src")
 
   # Ours: a copy, converted in place.
-  cp "$src" "$dir/$name"
-  touch -d '1 hour ago' "$dir/$name"
-  "$bin" --file "$dir/$name" --target-vmaf "$target" --preset "$preset" --min-savings 0 \
-    --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json >"$dir/ours.jsonl" 2>"$dir/ours.err" || true
-  searched=$(grep '"event":"searched"' "$dir/ours.jsonl" | head -n 1)
-  converted=$(grep '"event":"converted"' "$dir/ours.jsonl" | head -n 1 || true)
-  [ -n "$searched" ] || { echo "bench: no search for $name: $(tail -n 3 "$dir/ours.err")" >&2; continue; }
-  q=$(json "$searched" 'e.get("quality")')
-  ours_pred=$(json "$searched" '"%.2f" % e["predicted_score"]')
-  trials=$(json "$searched" 'e["trials"]')
-  ours_search=$(json "$searched" '"%.1f" % e["seconds"]')
-  ours_file=$([ -n "$converted" ] && json "$converted" 'e["after_bytes"]' || echo -)
+  : >"$dir/ours.jsonl"
+  if [ "${CONVERT:-1}" != 0 ]; then
+    cp "$src" "$dir/$name"
+    touch -d '1 hour ago' "$dir/$name"
+    "$bin" --file "$dir/$name" --target-vmaf "$target" --preset "$preset" --min-savings 0 \
+      --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json >"$dir/ours.jsonl" 2>"$dir/ours.err" || true
+  fi
   # The search alone, on a second copy, stopped once searched.
   mkdir -p "$dir/cpu"
   cp "$src" "$dir/cpu/$name"
@@ -193,6 +191,15 @@ for name in "${files[@]}"; do
     --ffmpeg "$ff6/ffmpeg" --ffprobe "$ff6/ffprobe" --json || true
   grep -q '"event":"searched"' "$dir/cpu.jsonl" ||
     echo "bench: the search-only run of $name ended before its search" >&2
+  searched=$(cat "$dir/ours.jsonl" "$dir/cpu.jsonl" | grep '"event":"searched"' | head -n 1)
+  converted=$(grep '"event":"converted"' "$dir/ours.jsonl" | head -n 1 || true)
+  [ -n "$searched" ] || { echo "bench: no search for $name: $(tail -n 3 "$dir/cpu.err")" >&2; continue; }
+  q=$(json "$searched" 'e.get("quality")')
+  ours_pred=$(json "$searched" '"%.2f" % e["predicted_score"]')
+  trials=$(json "$searched" 'e["trials"]')
+  ours_search=$(json "$searched" '"%.1f" % e["seconds"]')
+  ours_pred_bytes=$(json "$searched" 'e["predicted_bytes"]')
+  ours_file=$([ -n "$converted" ] && json "$converted" 'e["after_bytes"]' || echo -)
 
   # ab-av1, same ffmpeg (first on PATH), same encoder, preset and target.
   t0=$(now)
@@ -224,12 +231,13 @@ for name in "${files[@]}"; do
     ab_bytes=-; ab_vmaf=-
   fi
   read -r q22_bytes _ < <(encode "$src" 22 "$dir/q22.mkv")
-  q22_vmaf=$(vmaf "$dir/q22.mkv" "$src")
-  printf '%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\n' \
+  q22_vmaf=nan
+  [ "${Q22_VMAF:-1}" = 0 ] || q22_vmaf=$(vmaf "$dir/q22.mkv" "$src")
+  printf '%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\n' \
     "$name" "$duration" "$q" "$ours_pred" "$ours_vmaf" "$trials" "$ours_search" "$ab_crf" \
     "$ab_pred" "${ab_vmaf:--}" "$ab_search" "$full_s" "$(cat "$dir/ours.cpu")" \
     "$(cat "$dir/ab.cpu")" "$ours_bytes" "$ab_bytes" "$q22_bytes" \
-    "$q22_vmaf" "$ours_file" "$(stat -c %s "$src")" >>"$out"
+    "$q22_vmaf" "$ours_file" "$(stat -c %s "$src")" "$ours_pred_bytes" >>"$out"
   rm -rf "$dir"/*.mkv
 done
 
