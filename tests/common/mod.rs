@@ -285,13 +285,18 @@ pub const SMOOTH_PICTURES: &str = "testsrc2=size=256x144:rate=24";
 /// A 3-second clip of what the `lavfi` `source` describes, nearly lossless MPEG-4 Part 2: a
 /// file every encoder shrinks at any sensible quality, and big enough for a quality search.
 pub fn mpeg4_clip(out: &Path, source: &str) {
+    mpeg4_clip_of(out, source, 3);
+}
+
+/// [`mpeg4_clip`] lasting `secs` seconds.
+pub fn mpeg4_clip_of(out: &Path, source: &str, secs: u32) {
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
         source,
         "-t",
-        "3",
+        &secs.to_string(),
         "-c:v",
         "mpeg4",
         "-q:v",
@@ -872,4 +877,79 @@ pub fn corpus_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(|| PathBuf::from(".cache"));
     cache.join("media-converter").join("corpus")
+}
+
+/// A wrapper of `tool` first on `PATH` that holds the first call whose arguments contain
+/// every one of a set of needles until the test says go: the test makes its change while
+/// the run waits on that exact call, then lets the real tool run (or never does, to prove
+/// the run stops it). Every other call runs the real tool at once.
+pub struct GatedTool {
+    dir: tempfile::TempDir,
+}
+
+impl GatedTool {
+    /// A gated `tool`, holding its first call whose argument line contains all `needles`.
+    pub fn holding(tool: &str, needles: &[&str]) -> GatedTool {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = dir.path();
+        let bin = gate.join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let tests: String = needles
+            .iter()
+            .map(|needle| {
+                assert!(!needle.contains('\''), "a needle with a quote: {needle}");
+                format!(" && case \"$*\" in *'{needle}'*) true ;; *) false ;; esac")
+            })
+            .collect();
+        // `mkdir` is atomic: one call only is held, however many match at once. The held
+        // call's pid is its own to the end (`exec`), so the test can watch it.
+        let script = format!(
+            "#!/bin/sh\nif true{tests} && mkdir '{g}/held' 2>/dev/null; then\n  \
+             echo $$ > '{g}/entered.tmp' && mv '{g}/entered.tmp' '{g}/entered'\n  \
+             while [ ! -e '{g}/go' ]; do sleep 0.05; done\nfi\nexec '{real}' \"$@\"\n",
+            g = gate.display(),
+            real = tool_on_path(tool).display()
+        );
+        write_script(&bin.join(tool), &script);
+        GatedTool { dir }
+    }
+
+    /// `PATH` with the wrapper first.
+    pub fn path_var(&self) -> std::ffi::OsString {
+        path_with_first(&self.dir.path().join("bin"))
+    }
+
+    /// The pid of the held call once it has started, waited for up to `secs` seconds while
+    /// `run` lives (a run that ends first, or a call that never comes, fails the test).
+    pub fn wait_held(&self, run: &mut Child, secs: u64) -> u32 {
+        let entered = self.dir.path().join("entered");
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(pid) = std::fs::read_to_string(&entered) {
+                return pid.trim().parse().unwrap();
+            }
+            if let Some(status) = run.try_wait().unwrap() {
+                panic!("the run ended ({status}) before the held call");
+            }
+            assert!(
+                started.elapsed().as_secs() < secs,
+                "no held call in {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Lets the held call (and any later one) run.
+    pub fn go(&self) {
+        std::fs::write(self.dir.path().join("go"), "").unwrap();
+    }
+}
+
+/// Whether process `pid` still exists (a zombie not yet reaped counts as gone).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }

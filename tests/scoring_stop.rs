@@ -1,0 +1,562 @@
+//! What happens to a `--target-ssim` conversion when, during the achieved-score pass (after
+//! the encode and its verification, before the swap), another host breaks its claim, the
+//! deadline passes, or someone else changes the original; and when the pass's ffmpeg dies.
+//!
+//! The real ffmpeg 5.1 does everything; a wrapper first on `PATH` holds the one call that
+//! scores the new file (SSIM, reading the hidden temp output beside the original) until the
+//! test has made its change, or never lets it run, to prove the run stops it by itself. Each
+//! case asserts the original is byte for byte what it should be, nothing is left beside it,
+//! the JSON stream names the file and the reason, the exit code, that the run goes on with
+//! the next file where it may, and that no wait is unbounded.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{GatedTool, Running, age_all, cmd, of_kind, process_alive, read_cache, signal, walk};
+use media_converter::identity::HostIdentity;
+use media_converter::lock::{Acquire, LockGuard, LockRecord, LockSettings, Locker, lock_path};
+use serde_json::Value;
+
+/// `first.mkv`'s achieved-score pass: ffmpeg's `ssim` filter reading the temp output, whose
+/// hidden name (`.first.mkv.mediabox-ID.partial.mkv`) lies beside the original; a trial's
+/// samples are in a temp folder, and the verification computes no SSIM.
+const SCORING: &[&str] = &["ssim", ".first.mkv.mediabox-"];
+
+/// How long the search, the encode and its verification of one clip may take before the
+/// pass is reached; on an idle machine about 5 s.
+const TO_THE_PASS: u64 = 120;
+
+/// A run's `--max-runtime` where the deadline must pass during the pass: the search, the
+/// encode and the verification fit in it, and the held pass outlasts it.
+const RUNTIME: Duration = Duration::from_secs(15);
+
+/// Two clips a `--target-ssim` run converts: `first.mkv`, whose pass is held, and `next.mkv`,
+/// which the run converts before or after it (`--order name` puts `first.mkv` first, but a
+/// file is started as soon as the survey has probed it, so either may start first).
+struct Library {
+    dir: tempfile::TempDir,
+    first: PathBuf,
+    next: PathBuf,
+}
+
+impl Library {
+    fn new() -> Library {
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("first.mkv");
+        let next = dir.path().join("next.mkv");
+        clip(&first, "256x144");
+        clip(&next, "160x90");
+        age_all(dir.path());
+        Library { dir, first, next }
+    }
+
+    /// Every file in the library is one of the two clips: no temp output, backup or lock.
+    fn assert_nothing_else(&self) {
+        assert_eq!(
+            walk(self.dir.path()),
+            vec![self.first.clone(), self.next.clone()]
+        );
+    }
+}
+
+/// One second of smooth pictures at `size`, nearly lossless: libx265 shrinks it at any
+/// quality a search may choose, and its search takes a few trials of a second each.
+fn clip(out: &Path, size: &str) {
+    common::mpeg4_clip_of(out, &format!("testsrc2=size={size}:rate=24"), 1);
+}
+
+/// A conversion run of the library as host `a` through the gated ffmpeg, its JSON events
+/// read as they come, each with when it came.
+struct Run {
+    child: Running,
+    events: Arc<Mutex<Vec<(Instant, Value)>>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Run {
+    fn start(library: &Library, ffmpeg: &GatedTool, extra: &[&str]) -> Run {
+        let mut child = cmd()
+            .env("PATH", ffmpeg.path_var())
+            .env("MEDIA_CONVERTER_HOSTNAME", "a")
+            .env("MEDIA_CONVERTER_HOST_ID", "a-id")
+            .arg("--dir")
+            .arg(library.dir.path())
+            .args(["--json", "--target-ssim", "0.97", "--min-savings", "0"])
+            .args(["--preset", "ultrafast", "--jobs", "1", "--order", "name"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let read = Arc::clone(&events);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let event = serde_json::from_str(&line.unwrap()).unwrap();
+                read.lock().unwrap().push((Instant::now(), event));
+            }
+        });
+        Run {
+            child: Running(child),
+            events,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits for the held scoring call: its pid.
+    fn held_pass(&mut self, ffmpeg: &GatedTool) -> u32 {
+        ffmpeg.wait_held(&mut self.child.0, TO_THE_PASS)
+    }
+
+    /// When the run's first file had certainly started: its first `searching` event (the
+    /// search begins once the file is claimed).
+    fn first_start_bound(&self) -> Instant {
+        let events = self.events.lock().unwrap();
+        let first = events.iter().find(|(_, e)| e["event"] == "searching");
+        first.expect("no search began").0
+    }
+
+    /// Waits up to `secs` for the run to end (a run still going then is killed and fails
+    /// the test: nothing here may wait for ever), then checks that the scoring call `held`
+    /// did not outlive it. Its exit code and events.
+    fn finish(mut self, secs: u64, held: u32) -> (Option<i32>, Vec<Value>) {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= until {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                kill_held(held);
+                panic!("still running after {secs} s: {:#?}", self.events());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let orphan = process_alive(held);
+        kill_held(held);
+        let events = self.events();
+        assert!(
+            !orphan,
+            "the scoring call {held} outlived the run: {events:#?}"
+        );
+        (status.code(), events)
+    }
+
+    /// Every event, once the run's output has ended.
+    fn events(&mut self) -> Vec<Value> {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let events = self.events.lock().unwrap();
+        events.iter().map(|(_, e)| e.clone()).collect()
+    }
+}
+
+/// Kills the held call if it still runs (a process this test started, through the run).
+fn kill_held(held: u32) {
+    if process_alive(held) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &held.to_string()])
+            .status();
+    }
+}
+
+/// The events of `kind` about `file`.
+fn about<'a>(events: &'a [Value], kind: &str, file: &Path) -> Vec<&'a Value> {
+    let file = file.to_str().unwrap();
+    of_kind(events, kind)
+        .into_iter()
+        .filter(|e| e["file"] == file)
+        .collect()
+}
+
+/// The one `failed` event of `file`: its error.
+fn failure<'a>(events: &'a [Value], file: &Path) -> &'a str {
+    let failed = about(events, "failed", file);
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    failed[0]["error"].as_str().unwrap()
+}
+
+/// `file` was not converted, and no event but a search trial's claims a score for it.
+fn assert_not_converted(events: &[Value], file: &Path) {
+    assert!(about(events, "converted", file).is_empty(), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["file"] == file.to_str().unwrap() && e["event"] != "searching")
+            .all(|e| e.get("score").is_none()),
+        "{events:#?}"
+    );
+}
+
+/// The run went on: `next.mkv` was converted, scored over its whole pass.
+fn assert_next_converted(library: &Library, events: &[Value]) {
+    let converted = about(events, "converted", &library.next);
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert_eq!(converted[0]["score"]["metric"], "ssim", "{events:#?}");
+    assert!(
+        converted[0]["score"]["value"].as_f64().unwrap() > 0.9,
+        "{events:#?}"
+    );
+    assert_eq!(common::video_codec(&library.next), "hevc");
+}
+
+/// The summary's count of `what`.
+fn summary(events: &[Value], what: &str) -> u64 {
+    let summary = of_kind(events, "summary");
+    assert_eq!(summary.len(), 1, "{events:#?}");
+    summary[0][what].as_u64().unwrap()
+}
+
+/// Host `b`, as a run makes it: breaking a dead claim on its way to its own, it settles what
+/// the dead claim left (the temp output goes).
+fn host_b() -> Locker {
+    media_converter::lock::settling(Locker::new(
+        HostIdentity {
+            hostname: "b".into(),
+            host_id: "b-id".into(),
+        },
+        LockSettings {
+            stale_after: LOCK_TIMEOUT,
+            heartbeat: Duration::from_secs(1),
+            ..LockSettings::default()
+        },
+    ))
+}
+
+/// The thresholds of host `a` where host `b` breaks its claim as stale.
+const SHORT_LOCKS: &[&str] = &["--lock-timeout", "3s", "--heartbeat", "1s"];
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Host `a` (the run) stalls, as a host on a share that stops answering does, until host `b`
+/// has judged its claim on `media` stale, broken it and claimed the file; then, after
+/// `meanwhile`, `a` goes on.
+fn stall_until_taken_over(run: &Run, media: &Path, meanwhile: impl FnOnce()) -> LockGuard {
+    let pid = run.child.0.id();
+    signal(pid, "STOP");
+    // However this ends, `a` goes on: a stopped run would hold the test's end.
+    struct Resume(u32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            signal(self.0, "CONT");
+        }
+    }
+    let _resume = Resume(pid);
+    let host_b = host_b();
+    let until = Instant::now() + LOCK_TIMEOUT * 10;
+    loop {
+        match host_b.try_acquire(media).unwrap() {
+            Acquire::Acquired(guard) => {
+                meanwhile();
+                return guard;
+            }
+            Acquire::Held(holder) => assert!(
+                Instant::now() < until,
+                "a's claim never went stale: {holder}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Replaces host `a`'s claim on `media` with host `b`'s while `a` keeps heartbeating (too
+/// rarely to notice before its swap): the real lock module retires the lock, as a break
+/// does, and `b` claims the file. `a`'s temp output is removed where `settle`, as a breaker
+/// settling a dead claim removes it, and left where it is otherwise.
+fn take_over_live(media: &Path, settle: bool) -> LockGuard {
+    let breaker = Locker::new(
+        HostIdentity {
+            hostname: "b".into(),
+            host_id: "b-id".into(),
+        },
+        LockSettings::default(),
+    );
+    let lock = lock_path(media).unwrap();
+    let tidy = |_: &Path, _: &_| {
+        if settle {
+            for temp in temp_outputs(media) {
+                std::fs::remove_file(temp).unwrap();
+            }
+        }
+    };
+    let broken = breaker.break_assumed_dead(&lock, tidy).unwrap();
+    assert!(
+        matches!(broken, share_lock::BreakOutcome::Broken(..)),
+        "host a held no claim to break"
+    );
+    match breaker.try_acquire(media).unwrap() {
+        Acquire::Acquired(guard) => guard,
+        Acquire::Held(holder) => panic!("held again by {holder}"),
+    }
+}
+
+/// The temp outputs beside `media` (`.NAME.mediabox-ID.partial.EXT`).
+fn temp_outputs(media: &Path) -> Vec<PathBuf> {
+    let prefix = format!(
+        ".{}.mediabox-",
+        media.file_name().unwrap().to_str().unwrap()
+    );
+    walk(media.parent().unwrap())
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with(&prefix) && name.contains(".partial.")
+        })
+        .collect()
+}
+
+/// The lock on `media` is still `taken`'s (the run neither released nor removed it); then
+/// host `b` lets it go.
+fn assert_still_taken(media: &Path, taken: LockGuard) {
+    let bytes = std::fs::read(lock_path(media).unwrap()).unwrap();
+    let record = LockRecord::parse(&bytes).unwrap();
+    assert_eq!(record.hostname, "b");
+    assert_eq!(record.lock_id.as_deref(), Some(taken.lock_id()));
+    taken.release().unwrap();
+}
+
+/// After the run: `first.mkv` abandoned with `reason` (lost claim), untouched, its lock
+/// still host `b`'s; the run went on with `next.mkv`; nothing left beside them; exit 1, as
+/// for any file that could not be converted.
+fn assert_abandoned_to_b(
+    library: &Library,
+    before: &[u8],
+    taken: LockGuard,
+    (code, events): (Option<i32>, Vec<Value>),
+    reason: &str,
+) {
+    let error = failure(&events, &library.first);
+    assert!(error.contains(reason), "{error}");
+    assert!(
+        about(&events, "warning", &library.first).is_empty(),
+        "{events:#?}"
+    );
+    assert_not_converted(&events, &library.first);
+    assert_still_taken(&library.first, taken);
+    assert_next_converted(library, &events);
+    assert_eq!(std::fs::read(&library.first).unwrap(), before);
+    library.assert_nothing_else();
+    assert_eq!(summary(&events, "failed"), 1);
+    assert_eq!(summary(&events, "converted"), 1);
+    assert_eq!(code, Some(1), "{events:#?}");
+}
+
+/// Host `a` stalls during the pass long enough for host `b` to break its claim as stale (and
+/// remove its temp output, as a breaker settles a dead claim), then goes on: its heartbeat
+/// finds the claim gone, and the run stops the pass by itself (the scoring call is never let
+/// go), abandons the file without touching it or `b`'s lock, and converts the next one.
+#[test]
+fn a_claim_broken_during_the_pass_stops_it_and_the_run_goes_on() {
+    let library = Library::new();
+    let before = std::fs::read(&library.first).unwrap();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let mut run = Run::start(&library, &ffmpeg, SHORT_LOCKS);
+    let held = run.held_pass(&ffmpeg);
+    assert_eq!(temp_outputs(&library.first).len(), 1);
+    let taken = stall_until_taken_over(&run, &library.first, || ());
+    assert_eq!(temp_outputs(&library.first), Vec::<PathBuf>::new());
+    // The gate stays shut: only a run that watches its claim during the pass ever ends.
+    let ended = run.finish(60, held);
+    let reason = "lost the claim while scoring its new file";
+    assert_abandoned_to_b(&library, &before, taken, ended, reason);
+}
+
+/// Host `b` takes the claim over while host `a`, heartbeating once a minute (the default),
+/// has not noticed: the pass ends with a score, but the fresh look at the claim before the
+/// swap finds it gone, so the new file is discarded, and no event claims its score.
+#[test]
+fn a_claim_taken_over_during_the_pass_is_caught_before_the_swap() {
+    let library = Library::new();
+    let before = std::fs::read(&library.first).unwrap();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let mut run = Run::start(&library, &ffmpeg, &[]);
+    let held = run.held_pass(&ffmpeg);
+    let taken = take_over_live(&library.first, false);
+    ffmpeg.go();
+    let ended = run.finish(60, held);
+    let reason = "lost the claim before the swap";
+    assert_abandoned_to_b(&library, &before, taken, ended, reason);
+}
+
+/// `next.mkv` was either converted before `first.mkv`'s search began, or never started; its
+/// bytes say which.
+fn assert_next_not_started_after_first(library: &Library, events: &[Value], before: &[u8]) {
+    let first = library.first.to_str().unwrap();
+    let next = library.next.to_str().unwrap();
+    let first_began = events.iter().position(|e| e["file"] == first).unwrap();
+    let after: Vec<_> = events[first_began..]
+        .iter()
+        .filter(|e| e["file"] == next)
+        .collect();
+    assert!(after.is_empty(), "started after the deadline: {events:#?}");
+    if about(events, "converted", &library.next).is_empty() {
+        assert_eq!(std::fs::read(&library.next).unwrap(), before);
+    } else {
+        assert_eq!(common::video_codec(&library.next), "hevc");
+    }
+}
+
+/// `--max-runtime` with `--stop-at-deadline`, passing while the pass is held: the run stops
+/// the pass by itself, leaves the file for a later run (its search kept in the cache, so that
+/// run encodes without a trial), starts nothing else, and exits 0 as any deadline does.
+#[test]
+fn the_deadline_during_the_pass_stops_it_with_stop_at_deadline() {
+    let library = Library::new();
+    let (first, next) = (
+        std::fs::read(&library.first).unwrap(),
+        std::fs::read(&library.next).unwrap(),
+    );
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let runtime = format!("{}s", RUNTIME.as_secs());
+    let mut run = Run::start(
+        &library,
+        &ffmpeg,
+        &["--max-runtime", &runtime, "--stop-at-deadline"],
+    );
+    let held = run.held_pass(&ffmpeg);
+    let deadline = run.first_start_bound() + RUNTIME;
+    assert!(
+        Instant::now() < deadline,
+        "the pass began after the deadline: the machine is too slow for --max-runtime {runtime}"
+    );
+    // The gate stays shut: only a run that stops the pass at the deadline ever ends.
+    let (code, events) = run.finish(60, held);
+    let late = Instant::now().saturating_duration_since(deadline);
+    assert!(
+        late < Duration::from_secs(10),
+        "ended {late:?} after the deadline"
+    );
+    let skipped = about(&events, "skipped", &library.first);
+    assert_eq!(skipped.len(), 1, "{events:#?}");
+    assert_eq!(skipped[0]["reason"], "deadline", "{events:#?}");
+    let detail = skipped[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("stopped at the deadline while scoring its new file"),
+        "{detail}"
+    );
+    assert_not_converted(&events, &library.first);
+    assert_eq!(std::fs::read(&library.first).unwrap(), first);
+    assert_next_not_started_after_first(&library, &events, &next);
+    assert_eq!(summary(&events, "failed"), 0);
+    library.assert_nothing_else();
+    let cache = read_cache(library.dir.path());
+    let entry = &cache["files"]["first.mkv"];
+    assert!(entry["search"]["quality"].is_number(), "{cache:#}");
+    assert!(entry.get("converted").is_none(), "{cache:#}");
+    assert_eq!(code, Some(0), "{events:#?}");
+}
+
+/// `--max-runtime` without `--stop-at-deadline`, passing while the pass is held: the
+/// deadline only keeps new files from starting, so the pass ends and the file is converted
+/// with its whole score; nothing else is started.
+#[test]
+fn the_deadline_during_the_pass_lets_it_end_without_stop_at_deadline() {
+    let library = Library::new();
+    let next = std::fs::read(&library.next).unwrap();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let runtime = format!("{}s", RUNTIME.as_secs());
+    let mut run = Run::start(&library, &ffmpeg, &["--max-runtime", &runtime]);
+    let held = run.held_pass(&ffmpeg);
+    let deadline = run.first_start_bound() + RUNTIME;
+    assert!(
+        Instant::now() < deadline,
+        "the pass began after the deadline: the machine is too slow for --max-runtime {runtime}"
+    );
+    std::thread::sleep(deadline - Instant::now() + Duration::from_millis(300));
+    ffmpeg.go();
+    let (code, events) = run.finish(60, held);
+    let converted = about(&events, "converted", &library.first);
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert_eq!(converted[0]["score"]["metric"], "ssim", "{events:#?}");
+    assert!(converted[0]["score"]["value"].as_f64().unwrap() > 0.9);
+    assert_eq!(common::video_codec(&library.first), "hevc");
+    assert_next_not_started_after_first(&library, &events, &next);
+    library.assert_nothing_else();
+    assert_eq!(code, Some(0), "{events:#?}");
+}
+
+/// Someone else changes the original while the pass is held: the pass ends, but the fresh
+/// look at the original before the swap finds it changed, so the new file is discarded and
+/// the original stays as that someone left it; the run converts the next file.
+fn original_changed_during_the_pass(change: impl FnOnce(&Path)) {
+    let library = Library::new();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let mut run = Run::start(&library, &ffmpeg, &[]);
+    let held = run.held_pass(&ffmpeg);
+    change(&library.first);
+    let changed = std::fs::read(&library.first).unwrap();
+    ffmpeg.go();
+    let (code, events) = run.finish(60, held);
+    let error = failure(&events, &library.first);
+    assert!(
+        error.contains("the original changed during conversion") && error.contains("discarded"),
+        "{error}"
+    );
+    assert_not_converted(&events, &library.first);
+    assert_next_converted(&library, &events);
+    assert_eq!(std::fs::read(&library.first).unwrap(), changed);
+    library.assert_nothing_else();
+    assert_eq!(code, Some(1), "{events:#?}");
+}
+
+#[test]
+fn an_original_grown_during_the_pass_is_not_replaced() {
+    original_changed_during_the_pass(|original| {
+        let mut file = std::fs::File::options()
+            .append(true)
+            .open(original)
+            .unwrap();
+        file.write_all(&[0; 4096]).unwrap();
+    });
+}
+
+#[test]
+fn an_original_touched_during_the_pass_is_not_replaced() {
+    original_changed_during_the_pass(|original| {
+        let size = std::fs::metadata(original).unwrap().len();
+        let file = std::fs::File::options().write(true).open(original).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        assert_eq!(std::fs::metadata(original).unwrap().len(), size);
+    });
+}
+
+/// The pass's ffmpeg dies (killed from outside: the OOM killer, a user): the score cannot be
+/// taken, which never fails a file, so the file is converted with a warning naming it, and
+/// its `converted` event claims no score.
+#[test]
+fn a_pass_whose_ffmpeg_dies_converts_without_claiming_a_score() {
+    let library = Library::new();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let mut run = Run::start(&library, &ffmpeg, &[]);
+    let held = run.held_pass(&ffmpeg);
+    kill_held(held);
+    let (code, events) = run.finish(60, held);
+    let converted = about(&events, "converted", &library.first);
+    assert_eq!(converted.len(), 1, "{events:#?}");
+    assert!(converted[0].get("score").is_none(), "{events:#?}");
+    let warnings = about(&events, "warning", &library.first);
+    assert!(
+        warnings.iter().any(|w| w["message"]
+            .as_str()
+            .unwrap()
+            .contains("its achieved SSIM could not be measured")),
+        "{events:#?}"
+    );
+    let cache = read_cache(library.dir.path());
+    let record = &cache["files"]["first.mkv"]["converted"];
+    assert!(record.is_object(), "{cache:#}");
+    assert!(record.get("score").is_none(), "{cache:#}");
+    assert_next_converted(&library, &events);
+    library.assert_nothing_else();
+    assert_eq!(code, Some(0), "{events:#?}");
+}
