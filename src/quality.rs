@@ -909,9 +909,20 @@ pub fn achieved(
     Ok(Score { metric, value })
 }
 
+/// What the achieved-score pass asks of the conversion whose new file it scores.
+pub struct Watch<'a> {
+    /// Why the pass must stop now, if it must (asked every 200 ms): the caller acts on it.
+    pub should_stop: &'a dyn Fn() -> Option<StopReason>,
+    /// Whether the file is no longer the caller's to replace (its claim broken by a host that
+    /// then removed the new file, the original changed or gone), asked when the pass fails:
+    /// the pass failed for that reason, which the caller names.
+    pub no_longer_ours: &'a dyn Fn() -> bool,
+}
+
 /// [`achieved`] for the conversion of `file` into `new_file` (with the crop the encode
 /// applied), or `None` with a warning: a score that cannot be taken never fails a file. A
-/// stop from outside is the caller's to act on.
+/// stop from outside is the caller's to act on, and so is a pass that failed once the file
+/// was no longer the caller's (`None`, without a warning).
 pub fn achieved_or_warn(
     reporter: &Reporter,
     ffmpeg: &Path,
@@ -919,11 +930,19 @@ pub fn achieved_or_warn(
     info: &MediaInfo,
     new_file: (&Path, Option<(u32, u32)>),
     metric: Metric,
-    should_stop: &dyn Fn() -> Option<StopReason>,
+    watch: &Watch<'_>,
 ) -> Result<Option<Score>, StopReason> {
-    match achieved(ffmpeg, &file.path, info, new_file, metric, should_stop) {
+    match achieved(
+        ffmpeg,
+        &file.path,
+        info,
+        new_file,
+        metric,
+        watch.should_stop,
+    ) {
         Ok(score) => Ok(Some(score)),
         Err(SearchError::Stopped(reason)) => Err(reason),
+        Err(SearchError::Failed(_)) if (watch.no_longer_ours)() => Ok(None),
         Err(SearchError::Failed(err)) => {
             reporter.emit(Event::Warning {
                 file: Some(file.path.to_string_lossy().into_owned()),

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -387,6 +387,23 @@ fn a_claim_taken_over_during_the_pass_is_caught_before_the_swap() {
     assert_abandoned_to_b(&library, &before, taken, ended, reason);
 }
 
+/// As above, but host `b` removed the new file as it took the claim over (as a breaker
+/// settles a dead claim): the pass cannot read it. The file is abandoned for its lost claim,
+/// not warned about as a score that could not be measured.
+#[test]
+fn a_claim_taken_over_with_the_new_file_during_the_pass_is_named_as_lost() {
+    let library = Library::new();
+    let before = std::fs::read(&library.first).unwrap();
+    let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
+    let mut run = Run::start(&library, &ffmpeg, &[]);
+    let held = run.held_pass(&ffmpeg);
+    let taken = take_over_live(&library.first, true);
+    assert_eq!(temp_outputs(&library.first), Vec::<PathBuf>::new());
+    ffmpeg.go();
+    let ended = run.finish(60, held);
+    assert_abandoned_to_b(&library, &before, taken, ended, "lost the claim");
+}
+
 /// `next.mkv` was either converted before `first.mkv`'s search began, or never started; its
 /// bytes say which.
 fn assert_next_not_started_after_first(library: &Library, events: &[Value], before: &[u8]) {
@@ -484,50 +501,58 @@ fn the_deadline_during_the_pass_lets_it_end_without_stop_at_deadline() {
     assert_eq!(code, Some(0), "{events:#?}");
 }
 
-/// Someone else changes the original while the pass is held: the pass ends, but the fresh
-/// look at the original before the swap finds it changed, so the new file is discarded and
-/// the original stays as that someone left it; the run converts the next file.
-fn original_changed_during_the_pass(change: impl FnOnce(&Path)) {
+/// Someone else changes the original while the pass is held: the fresh look at the
+/// original before the swap finds it changed (or gone), so the new file is discarded and the
+/// original stays as that someone left it, `after` (`None`: gone); the run converts the next
+/// file.
+fn original_changed_during_the_pass(change: impl FnOnce(&Path), reason: &str) {
     let library = Library::new();
     let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
     let mut run = Run::start(&library, &ffmpeg, &[]);
     let held = run.held_pass(&ffmpeg);
     change(&library.first);
-    let changed = std::fs::read(&library.first).unwrap();
+    let after = std::fs::read(&library.first).ok();
     ffmpeg.go();
     let (code, events) = run.finish(60, held);
     let error = failure(&events, &library.first);
     assert!(
-        error.contains("the original changed during conversion") && error.contains("discarded"),
+        error.contains(reason) && error.contains("the new file was discarded"),
         "{error}"
+    );
+    // A pass that could not read the original failed for that, not as a measurement.
+    assert!(
+        about(&events, "warning", &library.first).is_empty(),
+        "{events:#?}"
     );
     assert_not_converted(&events, &library.first);
     assert_next_converted(&library, &events);
-    assert_eq!(std::fs::read(&library.first).unwrap(), changed);
-    library.assert_nothing_else();
+    assert_eq!(std::fs::read(&library.first).ok(), after);
+    let left = walk(library.dir.path());
+    match after {
+        Some(_) => library.assert_nothing_else(),
+        None => assert_eq!(left, vec![library.next.clone()]),
+    }
     assert_eq!(code, Some(1), "{events:#?}");
 }
 
-#[test]
-fn an_original_grown_during_the_pass_is_not_replaced() {
-    original_changed_during_the_pass(|original| {
-        let mut file = std::fs::File::options()
-            .append(true)
-            .open(original)
-            .unwrap();
-        file.write_all(&[0; 4096]).unwrap();
-    });
-}
-
+/// Its mtime changed, its size not: a rewrite in place of as many bytes, or a tag editor.
 #[test]
 fn an_original_touched_during_the_pass_is_not_replaced() {
-    original_changed_during_the_pass(|original| {
+    let touch = |original: &Path| {
         let size = std::fs::metadata(original).unwrap().len();
         let file = std::fs::File::options().write(true).open(original).unwrap();
         file.set_modified(SystemTime::now() - Duration::from_secs(7200))
             .unwrap();
         assert_eq!(std::fs::metadata(original).unwrap().len(), size);
-    });
+    };
+    original_changed_during_the_pass(touch, "the original changed during conversion");
+}
+
+/// Removed (a user deleting it, another host moving it): no new file takes its place.
+#[test]
+fn an_original_removed_during_the_pass_is_not_replaced() {
+    let remove = |original: &Path| std::fs::remove_file(original).unwrap();
+    original_changed_during_the_pass(remove, "the original vanished during conversion");
 }
 
 /// The pass's ffmpeg dies (killed from outside: the OOM killer, a user): the score cannot be

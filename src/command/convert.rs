@@ -1518,7 +1518,9 @@ impl OneFile<'_> {
                 let (ffmpeg, file, info) = (&tools.ffmpeg, self.file, self.info);
                 let metric = target.metric;
                 // A stop here ends the file as during the encode: before the swap, so the
-                // new file goes and the original (and the search's record) stays.
+                // new file goes and the original (and the search's record) stays. A pass
+                // that fails once the file is no longer ours leaves the reason to the fence
+                // before the swap.
                 quality::achieved_or_warn(
                     reporter,
                     ffmpeg,
@@ -1526,7 +1528,10 @@ impl OneFile<'_> {
                     info,
                     new_file,
                     metric,
-                    &should_stop,
+                    &quality::Watch {
+                        should_stop: &should_stop,
+                        no_longer_ours: &|| self.self_fence(claims).is_err(),
+                    },
                 )
                 .map_err(|reason| stopped_outcome(reason, "scoring its new file"))?
             }
