@@ -1,13 +1,15 @@
 //! What happens to a `--target-ssim` conversion when, during the achieved-score pass (after
 //! the encode and its verification, before the swap), another host breaks its claim, the
-//! deadline passes, or someone else changes the original; and when the pass's ffmpeg dies.
+//! deadline passes, or someone else changes or removes the original; and when the pass's
+//! ffmpeg dies.
 //!
-//! The real ffmpeg 5.1 does everything; a wrapper first on `PATH` holds the one call that
+//! The real ffmpeg (Debian's 5.1: SSIM needs no libvmaf) does everything; a wrapper first on `PATH` holds the one call that
 //! scores the new file (SSIM, reading the hidden temp output beside the original) until the
 //! test has made its change, or never lets it run, to prove the run stops it by itself. Each
 //! case asserts the original is byte for byte what it should be, nothing is left beside it,
 //! the JSON stream names the file and the reason, the exit code, that the run goes on with
-//! the next file where it may, and that no wait is unbounded.
+//! the next file where it may, and that no wait is unbounded. The files' searches are cached
+//! beforehand, once for all cases, so that each run goes straight to its encode and pass.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -15,11 +17,13 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{GatedTool, Running, age_all, cmd, of_kind, process_alive, read_cache, signal, walk};
+use common::{
+    CACHE_FILE, GatedTool, Running, age, cmd, of_kind, process_alive, read_cache, signal, walk,
+};
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockGuard, LockRecord, LockSettings, Locker, lock_path};
 use serde_json::Value;
@@ -29,17 +33,20 @@ use serde_json::Value;
 /// samples are in a temp folder, and the verification computes no SSIM.
 const SCORING: &[&str] = &["ssim", ".first.mkv.mediabox-"];
 
-/// How long the search, the encode and its verification of one clip may take before the
-/// pass is reached; on an idle machine about 5 s.
+/// How long a run may take to reach the pass (its file's search, the encode and its
+/// verification); about 5 s with a search, 1 s without, on an idle machine.
 const TO_THE_PASS: u64 = 120;
 
-/// A run's `--max-runtime` where the deadline must pass during the pass: the search, the
-/// encode and the verification fit in it, and the held pass outlasts it.
-const RUNTIME: Duration = Duration::from_secs(15);
+/// A run's `--max-runtime` where the deadline must pass during the pass: the encode and the
+/// verification (the search is cached), of both files where `next.mkv` goes first, fit in it,
+/// and the held pass outlasts it.
+const RUNTIME: Duration = Duration::from_secs(5);
 
 /// Two clips a `--target-ssim` run converts: `first.mkv`, whose pass is held, and `next.mkv`,
 /// which the run converts before or after it (`--order name` puts `first.mkv` first, but a
-/// file is started as soon as the survey has probed it, so either may start first).
+/// file is started as soon as the survey has probed it, so either may start first). Both
+/// searches are in the folder's cache already ([`template`]): a run goes straight to the
+/// encode and the pass, as after an interrupted run or another host's search.
 struct Library {
     dir: tempfile::TempDir,
     first: PathBuf,
@@ -48,12 +55,19 @@ struct Library {
 
 impl Library {
     fn new() -> Library {
+        let template = template();
         let dir = tempfile::tempdir().unwrap();
+        for name in ["first.mkv", "next.mkv", CACHE_FILE] {
+            let from = template.join(name);
+            let to = dir.path().join(name);
+            std::fs::copy(&from, &to).unwrap();
+            // The same fingerprint (size and mtime), so the cache's searches hold.
+            let modified = std::fs::metadata(&from).unwrap().modified().unwrap();
+            let file = std::fs::File::options().write(true).open(&to).unwrap();
+            file.set_modified(modified).unwrap();
+        }
         let first = dir.path().join("first.mkv");
         let next = dir.path().join("next.mkv");
-        clip(&first, "256x144");
-        clip(&next, "160x90");
-        age_all(dir.path());
         Library { dir, first, next }
     }
 
@@ -66,11 +80,70 @@ impl Library {
     }
 }
 
+/// The folder every [`Library`] is copied from, made once per test process: the two clips,
+/// and a cache holding each one's search, made by a run of each stopped with Ctrl-C during
+/// its pass (the search is recorded when it ends; `tests/interrupt_scoring.rs`).
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("scoring_stop");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Both at once, each its own file: they share the cache as hosts do.
+        let runs: Vec<_> = [("first.mkv", "256x144"), ("next.mkv", "160x90")]
+            .into_iter()
+            .map(|(name, size)| {
+                let clip_path = dir.join(name);
+                clip(&clip_path, size);
+                age(&clip_path);
+                let needle = format!(".{name}.mediabox-");
+                let ffmpeg = GatedTool::holding("ffmpeg", &["ssim", &needle]);
+                let run = cmd()
+                    .env("PATH", ffmpeg.path_var())
+                    .arg("--file")
+                    .arg(&clip_path)
+                    .args(RUN_ARGS)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                (name, ffmpeg, Running(run))
+            })
+            .collect();
+        for (name, ffmpeg, mut run) in runs {
+            let held = ffmpeg.wait_held(&mut run.0, TO_THE_PASS);
+            signal(run.0.id(), "INT");
+            let status = run.wait().unwrap();
+            kill_held(held);
+            assert_eq!(status.code(), Some(130), "the template's run of {name}");
+        }
+        let cache = read_cache(&dir);
+        for name in ["first.mkv", "next.mkv"] {
+            assert!(
+                cache["files"][name]["search"]["quality"].is_number(),
+                "{cache:#}"
+            );
+        }
+        dir
+    })
+}
+
 /// One second of smooth pictures at `size`, nearly lossless: libx265 shrinks it at any
 /// quality a search may choose, and its search takes a few trials of a second each.
 fn clip(out: &Path, size: &str) {
     common::mpeg4_clip_of(out, &format!("testsrc2=size={size}:rate=24"), 1);
 }
+
+/// What every run here converts with, the template's too.
+const RUN_ARGS: &[&str] = &[
+    "--json",
+    "--target-ssim",
+    "0.97",
+    "--min-savings",
+    "0",
+    "--preset",
+    "ultrafast",
+];
 
 /// A conversion run of the library as host `a` through the gated ffmpeg, its JSON events
 /// read as they come, each with when it came.
@@ -88,8 +161,8 @@ impl Run {
             .env("MEDIA_CONVERTER_HOST_ID", "a-id")
             .arg("--dir")
             .arg(library.dir.path())
-            .args(["--json", "--target-ssim", "0.97", "--min-savings", "0"])
-            .args(["--preset", "ultrafast", "--jobs", "1", "--order", "name"])
+            .args(RUN_ARGS)
+            .args(["--jobs", "1", "--order", "name"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -116,12 +189,15 @@ impl Run {
         ffmpeg.wait_held(&mut self.child.0, TO_THE_PASS)
     }
 
-    /// When the run's first file had certainly started: its first `searching` event (the
-    /// search begins once the file is claimed).
+    /// When the run's first file had certainly started: the first event about a claimed file
+    /// (its search, cached or not, begins once it is claimed).
     fn first_start_bound(&self) -> Instant {
         let events = self.events.lock().unwrap();
-        let first = events.iter().find(|(_, e)| e["event"] == "searching");
-        first.expect("no search began").0
+        let claimed = ["searching", "searched", "converting"];
+        let first = events
+            .iter()
+            .find(|(_, e)| claimed.iter().any(|kind| e["event"] == *kind));
+        first.expect("no file was started").0
     }
 
     /// Waits up to `secs` for the run to end (a run still going then is killed and fails
@@ -198,8 +274,12 @@ fn assert_not_converted(events: &[Value], file: &Path) {
     );
 }
 
-/// The run went on: `next.mkv` was converted, scored over its whole pass.
+/// The run went on: `next.mkv` was converted at its cached search's quality, scored over its
+/// whole pass.
 fn assert_next_converted(library: &Library, events: &[Value]) {
+    let searched = about(events, "searched", &library.next);
+    assert_eq!(searched.len(), 1, "{events:#?}");
+    assert_eq!(searched[0]["cached"], true, "{events:#?}");
     let converted = about(events, "converted", &library.next);
     assert_eq!(converted.len(), 1, "{events:#?}");
     assert_eq!(converted[0]["score"]["metric"], "ssim", "{events:#?}");
