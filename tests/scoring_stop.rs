@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{
-    CACHE_FILE, GatedTool, Running, age, cmd, of_kind, process_alive, read_cache, signal, walk,
-};
+use common::{CACHE_FILE, GatedTool, Held, Running, age, cmd, of_kind, read_cache, signal, walk};
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockGuard, LockRecord, LockSettings, Locker, lock_path};
 use serde_json::Value;
@@ -114,7 +112,7 @@ fn template() -> &'static Path {
             let held = ffmpeg.wait_held(&mut run.0, TO_THE_PASS);
             signal(run.0.id(), "INT");
             let status = run.wait().unwrap();
-            kill_held(held);
+            held.kill();
             assert_eq!(status.code(), Some(130), "the template's run of {name}");
         }
         let cache = read_cache(&dir);
@@ -184,8 +182,8 @@ impl Run {
         }
     }
 
-    /// Waits for the held scoring call: its pid.
-    fn held_pass(&mut self, ffmpeg: &GatedTool) -> u32 {
+    /// Waits for the held scoring call.
+    fn held_pass(&mut self, ffmpeg: &GatedTool) -> Held {
         ffmpeg.wait_held(&mut self.child.0, TO_THE_PASS)
     }
 
@@ -203,7 +201,7 @@ impl Run {
     /// Waits up to `secs` for the run to end (a run still going then is killed and fails
     /// the test: nothing here may wait for ever), then checks that the scoring call `held`
     /// did not outlive it. Its exit code and events.
-    fn finish(mut self, secs: u64, held: u32) -> (Option<i32>, Vec<Value>) {
+    fn finish(mut self, secs: u64, held: &Held) -> (Option<i32>, Vec<Value>) {
         let until = Instant::now() + Duration::from_secs(secs);
         let status = loop {
             if let Some(status) = self.child.0.try_wait().unwrap() {
@@ -212,17 +210,18 @@ impl Run {
             if Instant::now() >= until {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                kill_held(held);
+                held.kill();
                 panic!("still running after {secs} s: {:#?}", self.events());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let orphan = process_alive(held);
-        kill_held(held);
+        let orphan = held.running();
+        held.kill();
         let events = self.events();
         assert!(
             !orphan,
-            "the scoring call {held} outlived the run: {events:#?}"
+            "the scoring call {} outlived the run: {events:#?}",
+            held.pid
         );
         (status.code(), events)
     }
@@ -234,15 +233,6 @@ impl Run {
         }
         let events = self.events.lock().unwrap();
         events.iter().map(|(_, e)| e.clone()).collect()
-    }
-}
-
-/// Kills the held call if it still runs (a process this test started, through the run).
-fn kill_held(held: u32) {
-    if process_alive(held) {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &held.to_string()])
-            .status();
     }
 }
 
@@ -445,7 +435,7 @@ fn a_claim_broken_during_the_pass_stops_it_and_the_run_goes_on() {
     let taken = stall_until_taken_over(&run, &library.first, || ());
     assert_eq!(temp_outputs(&library.first), Vec::<PathBuf>::new());
     // The gate stays shut: only a run that watches its claim during the pass ever ends.
-    let ended = run.finish(60, held);
+    let ended = run.finish(60, &held);
     let reason = "lost the claim while scoring its new file";
     assert_abandoned_to_b(&library, &before, taken, ended, reason);
 }
@@ -462,7 +452,7 @@ fn a_claim_taken_over_during_the_pass_is_caught_before_the_swap() {
     let held = run.held_pass(&ffmpeg);
     let taken = take_over_live(&library.first, false);
     ffmpeg.go();
-    let ended = run.finish(60, held);
+    let ended = run.finish(60, &held);
     let reason = "lost the claim before the swap";
     assert_abandoned_to_b(&library, &before, taken, ended, reason);
 }
@@ -480,7 +470,7 @@ fn a_claim_taken_over_with_the_new_file_during_the_pass_is_named_as_lost() {
     let taken = take_over_live(&library.first, true);
     assert_eq!(temp_outputs(&library.first), Vec::<PathBuf>::new());
     ffmpeg.go();
-    let ended = run.finish(60, held);
+    let ended = run.finish(60, &held);
     assert_abandoned_to_b(&library, &before, taken, ended, "lost the claim");
 }
 
@@ -526,7 +516,7 @@ fn the_deadline_during_the_pass_stops_it_with_stop_at_deadline() {
         "the pass began after the deadline: the machine is too slow for --max-runtime {runtime}"
     );
     // The gate stays shut: only a run that stops the pass at the deadline ever ends.
-    let (code, events) = run.finish(60, held);
+    let (code, events) = run.finish(60, &held);
     let late = Instant::now().saturating_duration_since(deadline);
     assert!(
         late < Duration::from_secs(10),
@@ -570,7 +560,7 @@ fn the_deadline_during_the_pass_lets_it_end_without_stop_at_deadline() {
     );
     std::thread::sleep(deadline - Instant::now() + Duration::from_millis(300));
     ffmpeg.go();
-    let (code, events) = run.finish(60, held);
+    let (code, events) = run.finish(60, &held);
     let converted = about(&events, "converted", &library.first);
     assert_eq!(converted.len(), 1, "{events:#?}");
     assert_eq!(converted[0]["score"]["metric"], "ssim", "{events:#?}");
@@ -593,7 +583,7 @@ fn original_changed_during_the_pass(change: impl FnOnce(&Path), reason: &str) {
     change(&library.first);
     let after = std::fs::read(&library.first).ok();
     ffmpeg.go();
-    let (code, events) = run.finish(60, held);
+    let (code, events) = run.finish(60, &held);
     let error = failure(&events, &library.first);
     assert!(
         error.contains(reason) && error.contains("the new file was discarded"),
@@ -644,8 +634,8 @@ fn a_pass_whose_ffmpeg_dies_converts_without_claiming_a_score() {
     let ffmpeg = GatedTool::holding("ffmpeg", SCORING);
     let mut run = Run::start(&library, &ffmpeg, &[]);
     let held = run.held_pass(&ffmpeg);
-    kill_held(held);
-    let (code, events) = run.finish(60, held);
+    held.kill();
+    let (code, events) = run.finish(60, &held);
     let converted = about(&events, "converted", &library.first);
     assert_eq!(converted.len(), 1, "{events:#?}");
     assert!(converted[0].get("score").is_none(), "{events:#?}");

@@ -919,14 +919,21 @@ impl GatedTool {
         path_with_first(&self.dir.path().join("bin"))
     }
 
-    /// The pid of the held call once it has started, waited for up to `secs` seconds while
-    /// `run` lives (a run that ends first, or a call that never comes, fails the test).
-    pub fn wait_held(&self, run: &mut Child, secs: u64) -> u32 {
+    /// The held call once it has started, waited for up to `secs` seconds while `run` lives
+    /// (a run that ends first, or a call that never comes, fails the test).
+    pub fn wait_held(&self, run: &mut Child, secs: u64) -> Held {
         let entered = self.dir.path().join("entered");
         let started = std::time::Instant::now();
         loop {
             if let Ok(pid) = std::fs::read_to_string(&entered) {
-                return pid.trim().parse().unwrap();
+                let pid = pid.trim().parse().unwrap();
+                // `sh WRAPPER ARGS...`: the arguments, which the real tool keeps after `exec`.
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args = cmdline.split_inclusive(|b| *b == 0).skip(2).flatten();
+                return Held {
+                    pid,
+                    args: args.copied().collect(),
+                };
             }
             if let Some(status) = run.try_wait().unwrap() {
                 panic!("the run ended ({status}) before the held call");
@@ -942,6 +949,30 @@ impl GatedTool {
     /// Lets the held call (and any later one) run.
     pub fn go(&self) {
         std::fs::write(self.dir.path().join("go"), "").unwrap();
+    }
+}
+
+/// The call a [`GatedTool`] holds: its pid, and its arguments, which name it whether it still
+/// waits in the wrapper or runs the real tool, and never another process that took its pid.
+pub struct Held {
+    pub pid: u32,
+    args: Vec<u8>,
+}
+
+impl Held {
+    /// Whether it still runs.
+    pub fn running(&self) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        !self.args.is_empty() && cmdline.ends_with(&self.args) && process_alive(self.pid)
+    }
+
+    /// Kills it if it still runs.
+    pub fn kill(&self) {
+        if self.running() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
     }
 }
 
