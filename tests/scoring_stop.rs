@@ -395,8 +395,9 @@ fn assert_still_taken(media: &Path, taken: LockGuard) {
 }
 
 /// After the run: `first.mkv` abandoned with `reason` (lost claim), untouched, its lock
-/// still host `b`'s; the run went on with `next.mkv`; nothing left beside them; exit 1, as
-/// for any file that could not be converted.
+/// still host `b`'s, its search still cached and no failure counted against it; the run
+/// went on with `next.mkv`; nothing left beside them; exit 1, as for any file that could not
+/// be converted.
 fn assert_abandoned_to_b(
     library: &Library,
     before: &[u8],
@@ -415,9 +416,20 @@ fn assert_abandoned_to_b(
     assert_next_converted(library, &events);
     assert_eq!(std::fs::read(&library.first).unwrap(), before);
     library.assert_nothing_else();
+    assert_search_kept_and_no_failure(library);
     assert_eq!(summary(&events, "failed"), 1);
     assert_eq!(summary(&events, "converted"), 1);
     assert_eq!(code, Some(1), "{events:#?}");
+}
+
+/// The cache still holds `first.mkv`'s search for the next run, and neither a conversion
+/// nor a failure: what stopped it was not the file's doing.
+fn assert_search_kept_and_no_failure(library: &Library) {
+    let cache = read_cache(library.dir.path());
+    let entry = &cache["files"]["first.mkv"];
+    assert!(entry["search"]["quality"].is_number(), "{cache:#}");
+    assert!(entry.get("converted").is_none(), "{cache:#}");
+    assert!(entry.get("failed").is_none(), "{cache:#}");
 }
 
 /// Host `a` stalls during the pass long enough for host `b` to break its claim as stale (and
@@ -535,10 +547,7 @@ fn the_deadline_during_the_pass_stops_it_with_stop_at_deadline() {
     assert_next_not_started_after_first(&library, &events, &next);
     assert_eq!(summary(&events, "failed"), 0);
     library.assert_nothing_else();
-    let cache = read_cache(library.dir.path());
-    let entry = &cache["files"]["first.mkv"];
-    assert!(entry["search"]["quality"].is_number(), "{cache:#}");
-    assert!(entry.get("converted").is_none(), "{cache:#}");
+    assert_search_kept_and_no_failure(&library);
     assert_eq!(code, Some(0), "{events:#?}");
 }
 
@@ -597,11 +606,16 @@ fn original_changed_during_the_pass(change: impl FnOnce(&Path), reason: &str) {
     assert_not_converted(&events, &library.first);
     assert_next_converted(&library, &events);
     assert_eq!(std::fs::read(&library.first).ok(), after);
-    let left = walk(library.dir.path());
     match after {
         Some(_) => library.assert_nothing_else(),
-        None => assert_eq!(left, vec![library.next.clone()]),
+        None => assert_eq!(walk(library.dir.path()), vec![library.next.clone()]),
     }
+    // No failure counted against a file someone else changed.
+    let cache = read_cache(library.dir.path());
+    assert!(
+        cache["files"]["first.mkv"].get("failed").is_none(),
+        "{cache:#}"
+    );
     assert_eq!(code, Some(1), "{events:#?}");
 }
 
