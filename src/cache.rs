@@ -1664,6 +1664,63 @@ mod tests {
         }
     }
 
+    /// A cache as the builds before the stream facts' short strings were kept inline wrote
+    /// it reads, and is written back, byte for byte: the inline form changes nothing on the
+    /// share, so older and newer hosts read each other's caches. Every field of a stream,
+    /// strings inline and not (a name of 24 bytes, the inline limit, and of 25), beyond
+    /// ASCII and escaped; and a conversion's source video.
+    #[test]
+    fn a_cache_written_before_the_inline_strings_reads_and_writes_back_the_same() {
+        let written = concat!(
+            r#"{"media_converter":{"version":1,"written_by":"media-converter "#,
+            env!("CARGO_PKG_VERSION"),
+            r#""},"files":{"#,
+            r#""a.mp4":{"size":1000,"mtime":1700000000.5,"info":{"#,
+            r#""container":"mov,mp4,m4a,3gp,3g2,mj2","duration_secs":60.0,"#,
+            r#""bit_rate":4000000,"streams":[{"index":0,"kind":"video","codec":"hevc","#,
+            r#""profile":"Main 10","pix_fmt":"yuv420p10le","bit_depth":10,"width":3840,"#,
+            r#""height":2160,"language":"und","is_default":true,"color":{"#,
+            r#""primaries":"bt2020","transfer":"smpte2084","space":"bt2020nc","range":"tv"},"#,
+            r#""dolby_vision":true},{"index":1,"kind":"audio","codec":"eac3","#,
+            r#""profile":"Dolby Digital Plus + Dolby Atmos","language":"fre","#,
+            r#""forced":true,"hearing_impaired":true},{"index":2,"kind":"video","#,
+            r#""codec":"mjpeg","attached_pic":true,"#,
+            r#""filename":"couverture de l’été \"2\".jpg","mimetype":"image/jpeg"},"#,
+            r#"{"index":3,"kind":"subtitle","codec":"a codec name of 25 bytes!","#,
+            r#""language":"日本語"}],"chapters":12}},"#,
+            r#""b.mkv":{"size":4,"mtime":1700000001.0,"converted":{"#,
+            r#""at":"2026-01-01T00:00:00Z","host":"nas","encoder":"libx265","#,
+            r#""before_bytes":10,"after_bytes":4,"seconds":1.5,"from":"b.avi","#,
+            r#""source":{"codec":"a codec name of 24 bytes","width":720,"height":576}}}}}"#,
+        );
+        let Parsed::Current(files) = parse(written.as_bytes()) else {
+            panic!("not read as a current cache");
+        };
+        let info = files["a.mp4"].info.as_ref().unwrap();
+        assert_eq!(info.streams[3].codec, "a codec name of 25 bytes!");
+        assert!(info.streams[3].codec.is_heap_allocated());
+        assert_eq!(
+            info.streams[2].filename.as_deref(),
+            Some("couverture de l’été \"2\".jpg")
+        );
+        // The point of the type: the names a warm scan reads by the hundred thousand take
+        // no allocation of their own.
+        let video = &info.streams[0];
+        for short in [
+            &info.container,
+            &video.codec,
+            video.profile.as_ref().unwrap(),
+            video.pix_fmt.as_ref().unwrap(),
+            video.language.as_ref().unwrap(),
+            video.color.as_ref().unwrap().transfer.as_ref().unwrap(),
+        ] {
+            assert!(!short.is_heap_allocated(), "{short}");
+        }
+        let source = files["b.mkv"].converted.as_ref().unwrap().source.as_ref();
+        assert!(!source.unwrap().codec.is_heap_allocated());
+        assert_eq!(String::from_utf8(serialize(&files)).unwrap(), written);
+    }
+
     #[test]
     fn a_search_for_another_encoder_keeps_the_first_beside_it() {
         // A GPU host searched with NVENC, its encode missed the target and was redone with

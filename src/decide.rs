@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MediaKind, Order};
@@ -553,7 +554,7 @@ fn estimate_video_bytes(size: u64, info: &MediaInfo, codec: &str) -> u64 {
 /// A source's main video as far as the size of its conversion goes: codec and frame size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceVideo {
-    pub codec: String,
+    pub codec: CompactString,
     pub width: u32,
     pub height: u32,
 }
@@ -587,8 +588,8 @@ impl SourceVideo {
 /// this kind is expected to save, not what a successful one saves.
 #[derive(Debug, Default)]
 pub struct Calibration {
-    by_class: HashMap<(String, u8), Tally>,
-    by_codec: HashMap<String, Tally>,
+    by_class: HashMap<(CompactString, u8), Tally>,
+    by_codec: HashMap<CompactString, Tally>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]

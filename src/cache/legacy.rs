@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
+use compact_str::CompactString;
 use serde_json::{Map, Value};
 
 use super::{Entry, FactsSource, key};
@@ -99,15 +100,15 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
     let mut streams = Vec::new();
     if let Some(codec) = video_codec {
         let color = Color {
-            primaries: text(fields, "color_primaries"),
-            transfer: text(fields, "color_transfer"),
-            space: text(fields, "color_space"),
+            primaries: text(fields, "color_primaries").map(Into::into),
+            transfer: text(fields, "color_transfer").map(Into::into),
+            space: text(fields, "color_space").map(Into::into),
             range: None,
         };
         streams.push(Stream {
             index: 0,
             kind: StreamKind::Video,
-            codec,
+            codec: codec.into(),
             profile: None,
             pix_fmt: None,
             bit_depth: number(fields, "bit_depth")
@@ -133,7 +134,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
     }
     Some(MediaInfo {
         // Not recorded by the legacy tool.
-        container: String::new(),
+        container: CompactString::default(),
         duration_secs: number(fields, "duration").filter(|d| *d > 0.0),
         bit_rate: number(fields, "bitrate")
             .filter(|b| *b > 0.0)

@@ -1819,7 +1819,7 @@ fn partial_facts(facts: FactsSource) -> Option<&'static str> {
 fn main_codec(info: &MediaInfo) -> String {
     info.main_video()
         .or_else(|| info.main_audio())
-        .map_or_else(|| "none".into(), |s| s.codec.clone())
+        .map_or_else(|| "none".into(), |s| s.codec.to_string())
 }
 
 fn shown(path: &Path) -> String {
