@@ -223,9 +223,10 @@ fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
         );
     }
     // The walk's listing answers for a new name beside the file: a stat only where it held it.
-    let beside = plan.output_path.parent() == file.path.parent();
-    let may_be_taken =
-        !beside || file.sibling_may_exist(plan.output_path.file_name().unwrap_or_default());
+    // The new name is the file's own, or its own with another extension ([`output_path`]),
+    // so it is always beside the file: no parent of either is worked out for every file.
+    debug_assert_eq!(plan.output_path.parent(), file.path.parent());
+    let may_be_taken = file.sibling_may_exist(plan.output_path.file_name().unwrap_or_default());
     if let Some(taken) = may_be_taken
         .then(|| output_taken(&file.path, &plan))
         .flatten()
@@ -489,15 +490,15 @@ fn path_bytes(file: &MediaFile) -> &[u8] {
 /// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can
 /// carry any stream those old containers hold.
 fn video_container(path: &Path) -> Container {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "mp4" | "m4v" => Container::Mp4,
-        "mov" => Container::Mov,
-        _ => Container::Matroska,
+    // Compared without a lowercase copy: a plan asks this of every video file.
+    let ext = path.extension().unwrap_or_default();
+    let is = |name: &str| ext.eq_ignore_ascii_case(name);
+    if is("mp4") || is("m4v") {
+        Container::Mp4
+    } else if is("mov") {
+        Container::Mov
+    } else {
+        Container::Matroska
     }
 }
 
@@ -878,6 +879,15 @@ mod tests {
         assert_eq!(video_container(Path::new("x.AVI")), Container::Matroska);
         assert_eq!(video_container(Path::new("x.m4v")), Container::Mp4);
         assert_eq!(video_container(Path::new("x.mov")), Container::Mov);
+        // Whatever the extension's case.
+        assert_eq!(video_container(Path::new("x.MP4")), Container::Mp4);
+        assert_eq!(video_container(Path::new("x.M4v")), Container::Mp4);
+        assert_eq!(video_container(Path::new("x.MoV")), Container::Mov);
+        assert_eq!(
+            video_container(Path::new("x.mp4.part")),
+            Container::Matroska
+        );
+        assert_eq!(video_container(Path::new("mp4")), Container::Matroska);
         assert_eq!(
             output_path(Path::new("/l/x.avi"), Container::Matroska),
             PathBuf::from("/l/x.mkv")
