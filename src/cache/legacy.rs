@@ -42,8 +42,8 @@ const HISTORY_FIELDS: &[&str] = &[
 ///
 /// Every value must be an object naming its file: anything else is not this format, and is
 /// better treated as corrupt than half-read.
-pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<String, Entry>> {
-    let mut files: BTreeMap<String, Entry> = BTreeMap::new();
+pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<CompactString, Entry>> {
+    let mut files: BTreeMap<CompactString, Entry> = BTreeMap::new();
     for value in map.values() {
         let fields = value.as_object()?;
         let name = file_name(fields)?;
@@ -55,10 +55,10 @@ pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<String, Entry>>
             continue;
         };
         let newer = files
-            .get(&name)
+            .get(name.as_str())
             .is_none_or(|existing| entry.mtime > existing.mtime);
         if newer {
-            files.insert(name, entry);
+            files.insert(name.into(), entry);
         }
     }
     Some(files)
