@@ -220,7 +220,7 @@ fn plan(
         }
         reporter.emit(Event::Planned {
             file: shown(&file.path),
-            codec: codec.to_string(),
+            codec: codec.clone(),
             action: PlannedAction::Convert,
             reason: None,
             detail,
