@@ -28,6 +28,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::{UnicodeNormalization, is_nfc};
 
@@ -487,7 +488,7 @@ pub struct HistorySkip {
 /// One directory's cache as read, for lookups.
 #[derive(Debug, Default)]
 pub struct DirCache {
-    files: BTreeMap<String, Entry>,
+    files: BTreeMap<CompactString, Entry>,
     needs_rewrite: bool,
 }
 
@@ -723,14 +724,14 @@ struct CacheFile {
     marker: Option<Marker>,
     /// Where earlier builds kept the schema version.
     version: Option<u32>,
-    files: BTreeMap<String, Entry>,
+    files: BTreeMap<CompactString, Entry>,
 }
 
 enum Parsed {
-    Current(BTreeMap<String, Entry>),
+    Current(BTreeMap<CompactString, Entry>),
     /// Ours, in the earlier shape the original tool cannot read: rewritten at the next write.
-    Earlier(BTreeMap<String, Entry>),
-    Legacy(BTreeMap<String, Entry>),
+    Earlier(BTreeMap<CompactString, Entry>),
+    Legacy(BTreeMap<CompactString, Entry>),
     Newer(u32),
     Corrupt(String),
 }
@@ -783,12 +784,12 @@ fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
-fn serialize(files: &BTreeMap<String, Entry>) -> Vec<u8> {
+fn serialize(files: &BTreeMap<CompactString, Entry>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Out<'a> {
         #[serde(rename = "media_converter")]
         marker: Marker,
-        files: &'a BTreeMap<String, Entry>,
+        files: &'a BTreeMap<CompactString, Entry>,
     }
     let out = Out {
         marker: Marker {
@@ -832,7 +833,7 @@ enum Update {
 
 /// Applies updates to the entries read under the lock. Increments (failure attempts) are
 /// applied here, to the current count, so that two hosts failing at once count two.
-fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
+fn merge(files: &mut BTreeMap<CompactString, Entry>, updates: Vec<Update>) {
     for update in updates {
         match update {
             Update::Facts {
@@ -841,7 +842,9 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 info,
                 source,
             } => {
-                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                let entry = files
+                    .entry(name.into())
+                    .or_insert_with(|| Entry::new(fingerprint));
                 entry.refingerprint(fingerprint);
                 // Full facts are never replaced by the legacy tool's partial ones.
                 if source == FactsSource::Ffprobe
@@ -857,7 +860,9 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 fingerprint,
                 mut failure,
             } => {
-                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                let entry = files
+                    .entry(name.into())
+                    .or_insert_with(|| Entry::new(fingerprint));
                 entry.refingerprint(fingerprint);
                 let before = entry.failed.as_ref().map_or(0, |f| f.attempts);
                 failure.attempts = before.saturating_add(1);
@@ -868,7 +873,9 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 fingerprint,
                 record,
             } => {
-                let entry = files.entry(name).or_insert_with(|| Entry::new(fingerprint));
+                let entry = files
+                    .entry(name.into())
+                    .or_insert_with(|| Entry::new(fingerprint));
                 entry.refingerprint(fingerprint);
                 entry.not_smaller = Some(Box::new(record));
             }
@@ -878,7 +885,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 output_fingerprint,
                 record,
             } => {
-                let mut previous = files.remove(&original);
+                let mut previous = files.remove(original.as_str());
                 let mut record = record;
                 // The search that was made of the original's content stays, as history.
                 if record.search.is_none() {
@@ -886,7 +893,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 }
                 if output != original {
                     // The original name is gone; its entry would only be pruned later.
-                    files.remove(&output);
+                    files.remove(output.as_str());
                 }
                 // An unknown fingerprint never matches a file, so the output is probed next
                 // time; the record survives either way.
@@ -897,7 +904,7 @@ fn merge(files: &mut BTreeMap<String, Entry>, updates: Vec<Update>) {
                 let mut entry = Entry::new(fingerprint);
                 entry.legacy = previous.and_then(|p| p.legacy);
                 entry.converted = Some(Box::new(record));
-                files.insert(output, entry);
+                files.insert(output.into(), entry);
             }
             Update::Rewrite => {}
         }
@@ -955,7 +962,7 @@ pub fn record_search(file: &MediaFile, mut searched: Searched) -> std::io::Resul
     let fingerprint = Fingerprint::of(file);
     store::update(&dir_of(&file.path), FINAL_WRITE_PATIENCE, |files| {
         let entry = files
-            .entry(name.clone())
+            .entry(name.as_str().into())
             .or_insert_with(|| Entry::new(fingerprint));
         entry.refingerprint(fingerprint);
         entry.add_search(searched.clone());
@@ -1662,6 +1669,70 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// A cache as the builds before the short strings were kept inline wrote it reads, and
+    /// is written back, byte for byte: the inline form changes nothing on the share, so
+    /// older and newer hosts read each other's caches. File names short and long, in their
+    /// order; every field of a stream, strings inline and not (a name of 24 bytes, the
+    /// inline limit, and of 25), beyond ASCII and escaped; and a conversion's source video.
+    #[test]
+    fn a_cache_written_before_the_inline_strings_reads_and_writes_back_the_same() {
+        let written = concat!(
+            r#"{"media_converter":{"version":1,"written_by":"media-converter "#,
+            env!("CARGO_PKG_VERSION"),
+            r#""},"files":{"#,
+            r#""Show Name - S01E01 - Pilot.mkv":{"size":1,"mtime":1.0},"#,
+            r#""a.mp4":{"size":1000,"mtime":1700000000.5,"info":{"#,
+            r#""container":"mov,mp4,m4a,3gp,3g2,mj2","duration_secs":60.0,"#,
+            r#""bit_rate":4000000,"streams":[{"index":0,"kind":"video","codec":"hevc","#,
+            r#""profile":"Main 10","pix_fmt":"yuv420p10le","bit_depth":10,"width":3840,"#,
+            r#""height":2160,"language":"und","is_default":true,"color":{"#,
+            r#""primaries":"bt2020","transfer":"smpte2084","space":"bt2020nc","range":"tv"},"#,
+            r#""dolby_vision":true},{"index":1,"kind":"audio","codec":"eac3","#,
+            r#""profile":"Dolby Digital Plus + Dolby Atmos","language":"fre","#,
+            r#""forced":true,"hearing_impaired":true},{"index":2,"kind":"video","#,
+            r#""codec":"mjpeg","attached_pic":true,"#,
+            r#""filename":"couverture de l’été \"2\".jpg","mimetype":"image/jpeg"},"#,
+            r#"{"index":3,"kind":"subtitle","codec":"a codec name of 25 bytes!","#,
+            r#""language":"日本語"}],"chapters":12}},"#,
+            r#""b.mkv":{"size":4,"mtime":1700000001.0,"converted":{"#,
+            r#""at":"2026-01-01T00:00:00Z","host":"nas","encoder":"libx265","#,
+            r#""before_bytes":10,"after_bytes":4,"seconds":1.5,"from":"b.avi","#,
+            r#""source":{"codec":"a codec name of 24 bytes","width":720,"height":576}}}}}"#,
+        );
+        let Parsed::Current(files) = parse(written.as_bytes()) else {
+            panic!("not read as a current cache");
+        };
+        let names: Vec<_> = files.keys().map(|name| name.is_heap_allocated()).collect();
+        assert_eq!(
+            names,
+            [true, false, false],
+            "a long name, and two short ones inline"
+        );
+        let info = files["a.mp4"].info.as_ref().unwrap();
+        assert_eq!(info.streams[3].codec, "a codec name of 25 bytes!");
+        assert!(info.streams[3].codec.is_heap_allocated());
+        assert_eq!(
+            info.streams[2].filename.as_deref(),
+            Some("couverture de l’été \"2\".jpg")
+        );
+        // The point of the type: the names a warm scan reads by the hundred thousand take
+        // no allocation of their own.
+        let video = &info.streams[0];
+        for short in [
+            &info.container,
+            &video.codec,
+            video.profile.as_ref().unwrap(),
+            video.pix_fmt.as_ref().unwrap(),
+            video.language.as_ref().unwrap(),
+            video.color.as_ref().unwrap().transfer.as_ref().unwrap(),
+        ] {
+            assert!(!short.is_heap_allocated(), "{short}");
+        }
+        let source = files["b.mkv"].converted.as_ref().unwrap().source.as_ref();
+        assert!(!source.unwrap().codec.is_heap_allocated());
+        assert_eq!(String::from_utf8(serialize(&files)).unwrap(), written);
     }
 
     #[test]

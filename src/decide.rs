@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MediaKind, Order};
@@ -222,9 +223,10 @@ fn settle_names(file: &MediaFile, info: &MediaInfo, plan: Plan) -> Decision {
         );
     }
     // The walk's listing answers for a new name beside the file: a stat only where it held it.
-    let beside = plan.output_path.parent() == file.path.parent();
-    let may_be_taken =
-        !beside || file.sibling_may_exist(plan.output_path.file_name().unwrap_or_default());
+    // The new name is the file's own, or its own with another extension ([`output_path`]),
+    // so it is always beside the file: no parent of either is worked out for every file.
+    debug_assert_eq!(plan.output_path.parent(), file.path.parent());
+    let may_be_taken = file.sibling_may_exist(plan.output_path.file_name().unwrap_or_default());
     if let Some(taken) = may_be_taken
         .then(|| output_taken(&file.path, &plan))
         .flatten()
@@ -488,15 +490,15 @@ fn path_bytes(file: &MediaFile) -> &[u8] {
 /// mkv, mp4, m4v and mov keep their container; everything else becomes Matroska, which can
 /// carry any stream those old containers hold.
 fn video_container(path: &Path) -> Container {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "mp4" | "m4v" => Container::Mp4,
-        "mov" => Container::Mov,
-        _ => Container::Matroska,
+    // Compared without a lowercase copy: a plan asks this of every video file.
+    let ext = path.extension().unwrap_or_default();
+    let is = |name: &str| ext.eq_ignore_ascii_case(name);
+    if is("mp4") || is("m4v") {
+        Container::Mp4
+    } else if is("mov") {
+        Container::Mov
+    } else {
+        Container::Matroska
     }
 }
 
@@ -553,7 +555,7 @@ fn estimate_video_bytes(size: u64, info: &MediaInfo, codec: &str) -> u64 {
 /// A source's main video as far as the size of its conversion goes: codec and frame size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceVideo {
-    pub codec: String,
+    pub codec: CompactString,
     pub width: u32,
     pub height: u32,
 }
@@ -587,8 +589,8 @@ impl SourceVideo {
 /// this kind is expected to save, not what a successful one saves.
 #[derive(Debug, Default)]
 pub struct Calibration {
-    by_class: HashMap<(String, u8), Tally>,
-    by_codec: HashMap<String, Tally>,
+    by_class: HashMap<(CompactString, u8), Tally>,
+    by_codec: HashMap<CompactString, Tally>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -877,6 +879,15 @@ mod tests {
         assert_eq!(video_container(Path::new("x.AVI")), Container::Matroska);
         assert_eq!(video_container(Path::new("x.m4v")), Container::Mp4);
         assert_eq!(video_container(Path::new("x.mov")), Container::Mov);
+        // Whatever the extension's case.
+        assert_eq!(video_container(Path::new("x.MP4")), Container::Mp4);
+        assert_eq!(video_container(Path::new("x.M4v")), Container::Mp4);
+        assert_eq!(video_container(Path::new("x.MoV")), Container::Mov);
+        assert_eq!(
+            video_container(Path::new("x.mp4.part")),
+            Container::Matroska
+        );
+        assert_eq!(video_container(Path::new("mp4")), Container::Matroska);
         assert_eq!(
             output_path(Path::new("/l/x.avi"), Container::Matroska),
             PathBuf::from("/l/x.mkv")

@@ -492,12 +492,12 @@ impl EncoderSetup {
                 ("colorspace", &color.space, "colormatrix"),
             ] {
                 if let Some(value) = value {
-                    args.extend([spec(flag), value.clone()]);
+                    args.extend([spec(flag), value.to_string()]);
                     x265_params.push(format!("{x265_key}={value}"));
                 }
             }
             if let Some(range) = &color.range {
-                args.extend([spec("color_range"), range.clone()]);
+                args.extend([spec("color_range"), range.to_string()]);
             }
         }
         if self.encoder == Encoder::Libx265 {

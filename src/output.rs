@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use compact_str::CompactString;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
@@ -36,7 +37,8 @@ pub enum Event {
     /// `--dry-run`: what would happen to one file.
     Planned {
         file: String,
-        codec: String,
+        /// Inline, as a stream's codec is: a plan names one for every file.
+        codec: CompactString,
         action: PlannedAction,
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<SkipReason>,

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::process::{CommandFailed, media_arg, run_captured};
@@ -14,7 +15,7 @@ use crate::process::{CommandFailed, media_arg, run_captured};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MediaInfo {
     /// ffprobe's `format_name`, e.g. `matroska,webm` or `mov,mp4,m4a,3gp,3g2,mj2`.
-    pub container: String,
+    pub container: CompactString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,11 +35,11 @@ fn is_zero(n: &u32) -> bool {
 pub struct Stream {
     pub index: u32,
     pub kind: StreamKind,
-    pub codec: String,
+    pub codec: CompactString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+    pub profile: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pix_fmt: Option<String>,
+    pub pix_fmt: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bit_depth: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,7 +47,7 @@ pub struct Stream {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub language: Option<String>,
+    pub language: Option<CompactString>,
     /// The dispositions players act on: the track chosen by default, one shown even with
     /// subtitles off (forced), one for the hard of hearing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -61,9 +62,9 @@ pub struct Stream {
     /// A Matroska attachment's file name and MIME type (cover art read from Matroska is an
     /// attachment shown as a video stream), so a cover can be attached again as it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
+    pub filename: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mimetype: Option<String>,
+    pub mimetype: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<Color>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -81,13 +82,13 @@ pub struct Stream {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Color {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primaries: Option<String>,
+    pub primaries: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<String>,
+    pub transfer: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub space: Option<String>,
+    pub space: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<String>,
+    pub range: Option<CompactString>,
 }
 
 /// What kind of data a stream carries.
@@ -123,14 +124,14 @@ impl MediaInfo {
     /// The languages of the streams of one kind, in order (`und` where untagged).
     pub fn languages(&self, kind: StreamKind) -> Vec<String> {
         self.streams_of(kind)
-            .map(|s| s.language.clone().unwrap_or_else(|| "und".into()))
+            .map(|s| s.language.as_deref().unwrap_or("und").to_owned())
             .collect()
     }
 }
 
 impl Stream {
     /// A stream of `kind` in `codec` about which nothing else is known yet.
-    pub fn new(index: u32, kind: StreamKind, codec: impl Into<String>) -> Stream {
+    pub fn new(index: u32, kind: StreamKind, codec: impl Into<CompactString>) -> Stream {
         Stream {
             index,
             kind,
@@ -278,7 +279,7 @@ struct RawProbe {
 
 #[derive(Deserialize)]
 struct RawFormat {
-    format_name: Option<String>,
+    format_name: Option<CompactString>,
     duration: Option<String>,
     bit_rate: Option<String>,
 }
@@ -287,20 +288,20 @@ struct RawFormat {
 struct RawStream {
     index: u32,
     codec_type: Option<String>,
-    codec_name: Option<String>,
-    profile: Option<String>,
-    pix_fmt: Option<String>,
+    codec_name: Option<CompactString>,
+    profile: Option<CompactString>,
+    pix_fmt: Option<CompactString>,
     bits_per_raw_sample: Option<String>,
     width: Option<u32>,
     height: Option<u32>,
-    color_primaries: Option<String>,
-    color_transfer: Option<String>,
-    color_space: Option<String>,
-    color_range: Option<String>,
+    color_primaries: Option<CompactString>,
+    color_transfer: Option<CompactString>,
+    color_space: Option<CompactString>,
+    color_range: Option<CompactString>,
     #[serde(default)]
     disposition: std::collections::HashMap<String, i64>,
     #[serde(default)]
-    tags: std::collections::HashMap<String, String>,
+    tags: std::collections::HashMap<String, CompactString>,
     #[serde(default)]
     side_data_list: Vec<serde_json::Value>,
     sample_rate: Option<String>,

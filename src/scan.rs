@@ -228,6 +228,15 @@ pub fn seeded_key(seed: u64, name: &[u8]) -> u64 {
     hash ^ (hash >> 31)
 }
 
+/// `dir.join(name)` (what `DirEntry::path` gives) made in one allocation: a join copies
+/// `dir`, then grows the copy for the name, and a walk makes one for every file.
+fn child(dir: &Path, name: &OsStr) -> PathBuf {
+    let mut path = PathBuf::with_capacity(dir.as_os_str().len() + 1 + name.len());
+    path.push(dir);
+    path.push(name);
+    path
+}
+
 /// Walks `root`, handing each directory's media files to `on_dir` in one batch, sorted by
 /// name, before the directory's subdirectories (depth first, in `order`). What cannot be
 /// read goes to `on_warning` and the walk goes on.
@@ -247,6 +256,9 @@ pub fn walk(
     // walked once: its files must not be planned twice.
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut stack = vec![root.to_path_buf()];
+    // The names of the directory listed last: room for as many in the next, whose size no
+    // listing tells beforehand (a library's directories are mostly alike: seasons, films).
+    let mut last_names = 0;
     while let Some(dir) = stack.pop() {
         let walked_before =
             follow_links && std::fs::canonicalize(&dir).is_ok_and(|real| !seen.insert(real));
@@ -257,7 +269,7 @@ pub fn walk(
             });
             continue;
         }
-        let (files, mut subdirs) = list(&dir, follow_links, on_warning);
+        let (files, mut subdirs) = list(&dir, follow_links, &mut last_names, on_warning);
         if !files.is_empty() {
             on_dir(dir, files);
         }
@@ -271,15 +283,20 @@ pub fn walk(
     }
 }
 
-/// One directory's media files and subdirectories, each sorted by name.
+/// One directory's media files and subdirectories, each sorted by name. `names`: how many
+/// names the last directory listed held, room reserved for as many; set to this one's.
 fn list(
     dir: &Path,
     follow_links: bool,
+    names: &mut usize,
     on_warning: &mut dyn FnMut(ScanWarning),
 ) -> (Vec<MediaFile>, Vec<PathBuf>) {
-    let mut files = Vec::new();
+    let mut files = Vec::with_capacity(*names);
     let mut subdirs = Vec::new();
-    let mut listing = Some(Listing::default());
+    let mut listing = Some(Listing {
+        folded: Vec::with_capacity(*names),
+    });
+    *names = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) => {
@@ -303,6 +320,7 @@ fn list(
             }
         };
         let name = entry.file_name();
+        *names += 1;
         if let Some(listing) = &mut listing {
             listing.add(&name);
         }
@@ -339,7 +357,7 @@ fn list(
         };
         let is_dir = followed.as_ref().map_or(file_type.is_dir(), |m| m.is_dir());
         if is_dir {
-            subdirs.push(entry.path());
+            subdirs.push(child(dir, &name));
             continue;
         }
         let is_file = followed
@@ -354,7 +372,7 @@ fn list(
         };
         match meta {
             Ok(meta) => files.push(MediaFile {
-                path: entry.path(),
+                path: child(dir, &name),
                 kind,
                 size: meta.len(),
                 modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
@@ -407,6 +425,30 @@ pub fn scan_file(path: &Path) -> Result<MediaFile, String> {
 mod tests {
     use super::*;
     use std::fs;
+
+    #[test]
+    fn a_child_path_is_the_join_of_its_directory_and_name() {
+        for dir in [
+            "/lib/Show",
+            "/lib/Show/",
+            "lib",
+            ".",
+            "/",
+            "",
+            "//server/share/Films",
+        ] {
+            for name in ["S01E01.mkv", "a b.avi", ".hidden", "été.mp4"] {
+                let (dir, name) = (Path::new(dir), OsStr::new(name));
+                let path = child(dir, name);
+                assert_eq!(path, dir.join(name), "{dir:?} {name:?}");
+                assert_eq!(
+                    path.as_os_str().as_encoded_bytes(),
+                    dir.join(name).as_os_str().as_encoded_bytes(),
+                    "{dir:?} {name:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn a_listing_holds_a_name_whatever_its_case() {

@@ -122,9 +122,12 @@ impl Covers {
                 path,
                 filename: stream
                     .filename
-                    .clone()
-                    .unwrap_or_else(|| format!("cover.{ext}")),
-                mimetype: stream.mimetype.clone().unwrap_or_else(|| mimetype.into()),
+                    .as_ref()
+                    .map_or_else(|| format!("cover.{ext}"), ToString::to_string),
+                mimetype: stream
+                    .mimetype
+                    .as_ref()
+                    .map_or_else(|| mimetype.into(), ToString::to_string),
             });
             process::run_captured(ffmpeg, &args)?;
         }

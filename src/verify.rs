@@ -226,7 +226,7 @@ pub fn compare(
         StreamKind::Audio => new.main_audio(),
         _ => new.main_video(),
     }
-    .map(|s| s.codec.clone())
+    .map(|s| s.codec.to_string())
     .unwrap_or_else(|| "missing".into());
     if found != expected {
         return Err(VerifyError::WrongCodec { expected, found });

@@ -325,7 +325,7 @@ fn assert_agrees(path: &Path, native: &MediaInfo, probed: &MediaInfo) {
     let kinds = |info: &MediaInfo| -> Vec<(u32, StreamKind, String)> {
         info.streams
             .iter()
-            .map(|s| (s.index, s.kind, s.codec.clone()))
+            .map(|s| (s.index, s.kind, s.codec.to_string()))
             .collect()
     };
     assert_eq!(kinds(native), kinds(probed), "{name}: streams");

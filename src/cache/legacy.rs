@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
+use compact_str::CompactString;
 use serde_json::{Map, Value};
 
 use super::{Entry, FactsSource, key};
@@ -41,8 +42,8 @@ const HISTORY_FIELDS: &[&str] = &[
 ///
 /// Every value must be an object naming its file: anything else is not this format, and is
 /// better treated as corrupt than half-read.
-pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<String, Entry>> {
-    let mut files: BTreeMap<String, Entry> = BTreeMap::new();
+pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<CompactString, Entry>> {
+    let mut files: BTreeMap<CompactString, Entry> = BTreeMap::new();
     for value in map.values() {
         let fields = value.as_object()?;
         let name = file_name(fields)?;
@@ -54,10 +55,10 @@ pub(super) fn parse(map: &Map<String, Value>) -> Option<BTreeMap<String, Entry>>
             continue;
         };
         let newer = files
-            .get(&name)
+            .get(name.as_str())
             .is_none_or(|existing| entry.mtime > existing.mtime);
         if newer {
-            files.insert(name, entry);
+            files.insert(name.into(), entry);
         }
     }
     Some(files)
@@ -99,15 +100,15 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
     let mut streams = Vec::new();
     if let Some(codec) = video_codec {
         let color = Color {
-            primaries: text(fields, "color_primaries"),
-            transfer: text(fields, "color_transfer"),
-            space: text(fields, "color_space"),
+            primaries: text(fields, "color_primaries").map(Into::into),
+            transfer: text(fields, "color_transfer").map(Into::into),
+            space: text(fields, "color_space").map(Into::into),
             range: None,
         };
         streams.push(Stream {
             index: 0,
             kind: StreamKind::Video,
-            codec,
+            codec: codec.into(),
             profile: None,
             pix_fmt: None,
             bit_depth: number(fields, "bit_depth")
@@ -133,7 +134,7 @@ fn facts(fields: &Map<String, Value>) -> Option<MediaInfo> {
     }
     Some(MediaInfo {
         // Not recorded by the legacy tool.
-        container: String::new(),
+        container: CompactString::default(),
         duration_secs: number(fields, "duration").filter(|d| *d > 0.0),
         bit_rate: number(fields, "bitrate")
             .filter(|b| *b > 0.0)

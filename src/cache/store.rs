@@ -10,6 +10,7 @@
 //! just created in the same directory, never from this host's clock. Older versions took a
 //! lock *file* of the same name; either kind excludes the other.
 
+use compact_str::CompactString;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -113,7 +114,7 @@ pub(crate) fn lock_exists(dir: &Path) -> bool {
 pub(crate) fn update(
     dir: &Path,
     patience: Duration,
-    apply: impl FnOnce(&mut BTreeMap<String, Entry>),
+    apply: impl FnOnce(&mut BTreeMap<CompactString, Entry>),
 ) -> Result<(), WriteError> {
     let nonce = share_lock::names::unique_hex(16);
     let mut temp = TempFile::create(dir.join(format!("{CACHE_FILE_NAME}.{nonce}.tmp")))?;
@@ -161,7 +162,7 @@ pub(crate) fn update(
 ///
 /// A name missing from the listing is confirmed with a stat before its entry goes: a listing
 /// on a network mount can lag behind a file another host has just created.
-fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime) {
+fn prune(dir: &Path, files: &mut BTreeMap<CompactString, Entry>, server_now: SystemTime) {
     let Ok(listing) = fs::read_dir(dir) else {
         return;
     };
@@ -192,7 +193,7 @@ fn prune(dir: &Path, files: &mut BTreeMap<String, Entry>, server_now: SystemTime
         }
     }
     files.retain(|name, _| {
-        present.contains(name)
+        present.contains(name.as_str())
             || !matches!(
                 fs::symlink_metadata(dir.join(name)),
                 Err(err) if err.kind() == io::ErrorKind::NotFound

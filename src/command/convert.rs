@@ -9,6 +9,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
+use compact_str::CompactString;
 
 use crate::cache::{self, FactsSource, Recorder, TooLarge};
 use crate::claim::{Claim, ClaimRefused, Claimer};
@@ -549,7 +550,7 @@ struct Candidate {
     /// cache) are completed by ffprobe once the file is claimed.
     facts: FactsSource,
     /// Its main codec, for the events.
-    codec: String,
+    codec: CompactString,
     plan: Plan,
 }
 
@@ -559,7 +560,7 @@ struct Candidate {
 /// directory's listing, which the judging needed and the plan does not.
 struct Planned {
     file: MediaFile,
-    codec: String,
+    codec: CompactString,
     facts: FactsSource,
     /// The plan's, calibrated once the survey is over by its source's video.
     estimated_bytes: u64,
@@ -673,7 +674,7 @@ fn convert_all(
 /// How one candidate ended, for the thread that accounts for outcomes.
 struct Finished {
     file: MediaFile,
-    codec: String,
+    codec: CompactString,
     plan: Plan,
     outcome: FileOutcome,
     /// ffprobe's facts, when the worker had ffprobe read the file after claiming it: they
@@ -1821,10 +1822,12 @@ fn partial_facts(facts: FactsSource) -> Option<&'static str> {
     }
 }
 
-fn main_codec(info: &MediaInfo) -> String {
+/// The codec a file's events name: its main video's, else its first audio's. Inline, as
+/// the stream's own name is: a plan names one for every file of the library.
+fn main_codec(info: &MediaInfo) -> CompactString {
     info.main_video()
         .or_else(|| info.main_audio())
-        .map_or_else(|| "none".into(), |s| s.codec.clone())
+        .map_or_else(|| CompactString::const_new("none"), |s| s.codec.clone())
 }
 
 fn shown(path: &Path) -> String {

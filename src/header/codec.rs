@@ -14,8 +14,8 @@ pub(crate) struct VideoConfig {
 
 impl VideoConfig {
     pub(crate) fn apply(self, stream: &mut Stream) {
-        stream.profile = Some(self.profile);
-        stream.pix_fmt = Some(self.pix_fmt);
+        stream.profile = Some(self.profile.into());
+        stream.pix_fmt = Some(self.pix_fmt.into());
         stream.bit_depth = Some(self.bit_depth);
     }
 }

@@ -344,7 +344,7 @@ fn track(entry: &[u8]) -> Result<Stream, CannotVouch> {
     if let Some(config) = config {
         config.apply(&mut stream);
     }
-    stream.language = language;
+    stream.language = language.map(Into::into);
     stream.dolby_vision = dolby_vision;
     if let Some(video) = video {
         for (id, value) in elements(video)? {

@@ -199,7 +199,7 @@ fn parse_trak(trak: &[u8]) -> Result<Stream, CannotVouch> {
             other => return cannot(format!("subtitles {:?}", String::from_utf8_lossy(other))),
         },
     };
-    stream.language = language;
+    stream.language = language.map(Into::into);
     Ok(stream)
 }
 

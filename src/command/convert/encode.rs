@@ -253,7 +253,7 @@ fn encode_once(
     });
     a.reporter.emit(Event::Converting {
         file: shown(&a.file.path),
-        codec: main_codec(a.info),
+        codec: main_codec(a.info).into(),
         encoder: encoder_name(a.plan, setup).into(),
         size_bytes: a.file.size,
         duration_secs: a.info.duration_secs,
