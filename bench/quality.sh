@@ -158,10 +158,15 @@ encode() {
   echo "$(stat -c %s "$dst") $(secs "$t0" "$(now)")"
 }
 
-# The whole file's VMAF against the source, every frame, native resolution.
+# The whole file's VMAF against the source, every frame, native resolution. Both streams'
+# times from zero and rounded to their frame slot, as the tool's own scoring does
+# (src/quality.rs, ALIGN): Matroska stores times to the millisecond, so frame N of a 24 fps
+# encode (N x 41.667 ms, stored 83 ms for 83.333) would otherwise meet the source's frame
+# N-1, and a whole film scores 12 points low.
+align='settb=AVTB,setpts=if(gt(FRAME_RATE\,0)\,round((PTS-STARTPTS)*TB*FRAME_RATE)/(FRAME_RATE*TB)\,PTS-STARTPTS)'
 vmaf() {
   ffmpeg -hide_banner -nostdin -nostats -i "$1" -i "$2" -lavfi \
-    "[0:v]format=yuv420p,setpts=PTS-STARTPTS[d];[1:v:0]format=yuv420p,setpts=PTS-STARTPTS[r];[d][r]libvmaf=n_threads=$(nproc)" \
+    "[0:v]format=yuv420p,$align[d];[1:v:0]format=yuv420p,$align[r];[d][r]libvmaf=n_threads=$(nproc)" \
     -f null - 2>&1 | sed -n 's/.*VMAF score: \([0-9.]*\).*/\1/p' | tail -n 1
 }
 
