@@ -166,7 +166,7 @@ encode() {
 align='settb=AVTB,setpts=if(gt(FRAME_RATE\,0)\,round((PTS-STARTPTS)*TB*FRAME_RATE)/(FRAME_RATE*TB)\,PTS-STARTPTS)'
 vmaf() {
   ffmpeg -hide_banner -nostdin -nostats -i "$1" -i "$2" -lavfi \
-    "[0:v]format=yuv420p,$align[d];[1:v:0]format=yuv420p,$align[r];[d][r]libvmaf=n_threads=$(nproc)" \
+    "[0:v]format=yuv420p,${align}[d];[1:v:0]format=yuv420p,${align}[r];[d][r]libvmaf=n_threads=$(nproc)" \
     -f null - 2>&1 | sed -n 's/.*VMAF score: \([0-9.]*\).*/\1/p' | tail -n 1
 }
 
