@@ -919,19 +919,42 @@ pub struct Watch<'a> {
     pub no_longer_ours: &'a dyn Fn() -> bool,
 }
 
+/// What the achieved-score pass came to, when nothing stopped it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Achieved {
+    /// The new file's score against the original.
+    Scored(Score),
+    /// The pass failed on its own (its ffmpeg killed from outside, out of memory, crashed):
+    /// ffmpeg's failure. Nobody knows whether the new file meets the target.
+    Unmeasured(String),
+    /// The pass failed once the file was no longer the caller's (its claim broken by a host
+    /// that then removed the new file, the original changed or gone): the caller's fence
+    /// before the swap names that reason, and no score is missing for it.
+    NotOurs,
+}
+
+impl Achieved {
+    /// The score, where one was taken.
+    pub fn score(&self) -> Option<Score> {
+        match self {
+            Achieved::Scored(score) => Some(*score),
+            Achieved::Unmeasured(_) | Achieved::NotOurs => None,
+        }
+    }
+}
+
 /// [`achieved`] for the conversion of `file` into `new_file` (with the crop the encode
-/// applied), or `None` with a warning: a score that cannot be taken never fails a file. A
-/// stop from outside is the caller's to act on, and so is a pass that failed once the file
-/// was no longer the caller's (`None`, without a warning).
-pub fn achieved_or_warn(
-    reporter: &Reporter,
+/// applied), watched as `watch` says. A stop from outside is the caller's to act on (`Err`);
+/// a pass that fails is not, and what it means (a warning, or a hardware encode redone) is
+/// the caller's to decide.
+pub fn achieved_watched(
     ffmpeg: &Path,
     file: &MediaFile,
     info: &MediaInfo,
     new_file: (&Path, Option<(u32, u32)>),
     metric: Metric,
     watch: &Watch<'_>,
-) -> Result<Option<Score>, StopReason> {
+) -> Result<Achieved, StopReason> {
     match achieved(
         ffmpeg,
         &file.path,
@@ -940,19 +963,10 @@ pub fn achieved_or_warn(
         metric,
         watch.should_stop,
     ) {
-        Ok(score) => Ok(Some(score)),
+        Ok(score) => Ok(Achieved::Scored(score)),
         Err(SearchError::Stopped(reason)) => Err(reason),
-        Err(SearchError::Failed(_)) if (watch.no_longer_ours)() => Ok(None),
-        Err(SearchError::Failed(err)) => {
-            reporter.emit(Event::Warning {
-                file: Some(file.path.to_string_lossy().into_owned()),
-                message: format!(
-                    "its achieved {} could not be measured: {err}",
-                    metric.name()
-                ),
-            });
-            Ok(None)
-        }
+        Err(SearchError::Failed(_)) if (watch.no_longer_ours)() => Ok(Achieved::NotOurs),
+        Err(SearchError::Failed(err)) => Ok(Achieved::Unmeasured(err)),
     }
 }
 
@@ -1021,11 +1035,13 @@ fn run_stoppable(
         match child.try_wait() {
             Ok(Some(status)) => {
                 let tail = tail.map(StderrTail::finish).unwrap_or_default();
-                return if status.success() {
-                    Ok(tail)
-                } else {
-                    Err(failed(tail))
-                };
+                if status.success() {
+                    return Ok(tail);
+                }
+                // A killed ffmpeg says nothing: its status says what ended it.
+                let mut said = vec![status.to_string()];
+                said.extend(tail);
+                return Err(failed(said));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(200)),
             Err(e) => {

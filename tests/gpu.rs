@@ -30,7 +30,12 @@ struct FakeGpu {
 
 impl FakeGpu {
     fn new() -> FakeGpu {
-        let real_ffmpeg = tool_on_path("ffmpeg");
+        FakeGpu::over(&tool_on_path("ffmpeg"))
+    }
+
+    /// The fake, handing what it does not fake to `real_ffmpeg` (the real one, or a
+    /// [`GatedTool`] in front of it).
+    fn over(real_ffmpeg: &Path) -> FakeGpu {
         let dir = tempfile::tempdir().unwrap();
         let script = format!(
             r#"#!/bin/bash
@@ -39,7 +44,14 @@ impl FakeGpu {
 # CQ as x265's CRF, except the whole-file encode (the one reporting -progress), which gets
 # FAKE_NVENC_WHOLE_CRF when that is set: a hardware encoder whose whole file falls short of
 # what its samples promised. libx265's trial waits FAKE_X265_TRIAL_SECS first when that is
-# set. Anything else runs the real ffmpeg.
+# set. With FAKE_PASS_KILLED set, every achieved-score pass (SSIM against a temp output
+# beside the original) dies as the OOM killer would have it. Anything else runs the real
+# ffmpeg.
+if [ -n "$FAKE_PASS_KILLED" ]; then
+  case " $* " in *ssim*)
+    case " $* " in *.mediabox-*.partial.*) kill -KILL $$ ;; esac ;;
+  esac
+fi
 case " $* " in
   *" lavfi "*" libx265 "*" null "*)
     # libx265's one-frame trial as on a machine too busy to finish it quickly.
@@ -111,6 +123,7 @@ exec '{ffmpeg}' "$@"
             .env_remove("FAKE_NVENC_ENCODES")
             .env_remove("FAKE_NVENC_WHOLE_CRF")
             .env_remove("FAKE_X265_TRIAL_SECS")
+            .env_remove("FAKE_PASS_KILLED")
             .envs(env.iter().copied());
         run_json_with(command, library, extra)
     }
@@ -408,8 +421,7 @@ fn a_hardware_encode_that_misses_the_target_is_redone_with_libx265() {
     );
 
     let converted = only(&events, "converted");
-    assert_eq!(converted["encoder"], "libx265");
-    assert_eq!(converted["fallback"]["from"], "hevc_nvenc");
+    assert_redone_with_libx265(d, converted);
     let missed = converted["fallback"]["score"]["value"].as_f64().unwrap();
     assert!(
         missed < TARGET_SSIM - SSIM_TOLERANCE,
@@ -420,15 +432,25 @@ fn a_hardware_encode_that_misses_the_target_is_redone_with_libx265() {
         achieved >= TARGET_SSIM - SSIM_TOLERANCE,
         "the final file meets the target: {achieved}"
     );
-    assert_eq!(video_codec(&d.join("clip.mkv")), "hevc");
-    assert!(debris(d).is_empty(), "left behind: {:?}", debris(d));
+}
 
-    // The cache records both: the encoder that made the file with its score, and the
-    // hardware encode that missed with its own.
-    let cache = read_cache(d);
+/// `clip.mkv` of `library` was converted by libx265 after NVENC's file was set aside, nothing
+/// is left beside it, and the cache records both, as the `converted` event does: the
+/// encoder that made the file with its score (if it has one), and the hardware encode with
+/// why it was redone and its own score (if it has one).
+fn assert_redone_with_libx265(library: &Path, converted: &Value) {
+    assert_eq!(converted["encoder"], "libx265", "{converted}");
+    assert_eq!(converted["fallback"]["from"], "hevc_nvenc", "{converted}");
+    assert_eq!(video_codec(&library.join("clip.mkv")), "hevc");
+    assert!(
+        debris(library).is_empty(),
+        "left behind: {:?}",
+        debris(library)
+    );
+    let cache = read_cache(library);
     let record = &cache["files"]["clip.mkv"]["converted"];
     assert_eq!(record["encoder"], "libx265", "{cache:#}");
-    assert_eq!(record["score"], converted["score"], "{cache:#}");
+    assert_eq!(record.get("score"), converted.get("score"), "{cache:#}");
     assert_eq!(record["fallback"], converted["fallback"], "{cache:#}");
 }
 
@@ -457,6 +479,162 @@ fn a_hardware_encode_that_meets_the_target_is_kept() {
     let record = &cache["files"]["clip.mkv"]["converted"];
     assert_eq!(record["encoder"], "hevc_nvenc", "{cache:#}");
     assert!(record.get("fallback").is_none(), "{cache:#}");
+}
+
+/// A run of `library` on NVENC (played by libx265, at the quality its samples promised)
+/// whose achieved-score pass's ffmpeg is held, then killed from outside (the OOM killer, a
+/// user): while it is held, the new file waits beside the original, which is untouched. The
+/// exit code and events of the run, which must end within two minutes.
+fn run_with_the_pass_killed(library: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let name = "clip.mkv";
+    let original = library.join(name);
+    let before = fs::read(&original).unwrap();
+    // The pass reads the hidden temp output beside the original; the trials' samples lie in
+    // a temp folder, and the verification computes no SSIM.
+    let gate = GatedTool::holding("ffmpeg", &["ssim", &format!(".{name}.mediabox-")]);
+    let gate_bin = std::env::split_paths(&gate.path_var()).next().unwrap();
+    let gpu = FakeGpu::over(&gate_bin.join("ffmpeg"));
+    let mut run = Running(
+        cmd()
+            .env("PATH", gpu.path())
+            .env("FAKE_NVENC_ENCODES", "1")
+            .env_remove("FAKE_NVENC_WHOLE_CRF")
+            .env_remove("FAKE_PASS_KILLED")
+            .arg("--dir")
+            .arg(library)
+            .arg("--json")
+            .args(target_args())
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = run.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let held = gate.wait_held(&mut run.0, 120);
+    assert_eq!(fs::read(&original).unwrap(), before);
+    let temps: Vec<_> = debris(library)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".partial."))
+        .collect();
+    assert_eq!(
+        temps.len(),
+        1,
+        "the new file beside the original: {temps:?}"
+    );
+    held.kill();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = run.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "the run never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let stdout = reader.join().unwrap();
+    let events = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (status.code(), events)
+}
+
+/// What a fallback or failure says of a hardware encode whose score could not be taken.
+const NOT_MEASURED: &str = "its achieved SSIM could not be measured";
+
+/// NVENC's file may meet the target, but its achieved-score pass dies, so nobody knows: it is
+/// not kept unverified. With --no-fallback the file fails and keeps its original; otherwise
+/// it is redone with libx265 at libx265's own searched quality, scored, and the event and
+/// the cache say that NVENC's file was not measured and what libx265's scored.
+#[cfg(unix)]
+#[test]
+fn a_hardware_encode_whose_score_cannot_be_taken_is_redone_with_libx265() {
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+    let before = fs::read(d.join("clip.mkv")).unwrap();
+
+    // --no-fallback: an encode not known to meet the target fails the file, as a miss does.
+    let (code, events) = run_with_the_pass_killed(d, &["--no-fallback"]);
+    assert_eq!(code, Some(1), "{events:#?}");
+    assert_eq!(encoders_of(&events, "converting"), ["hevc_nvenc"]);
+    assert!(of_kind(&events, "fallback").is_empty(), "{events:#?}");
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    let error = only(&events, "failed")["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!("hevc_nvenc: {NOT_MEASURED}"))
+            && error.ends_with("(not redone with libx265: --no-fallback)"),
+        "{error}"
+    );
+    assert_eq!(fs::read(d.join("clip.mkv")).unwrap(), before);
+    assert_eq!(walk(d), [d.join("clip.mkv")], "nothing left behind");
+
+    // With fallback allowed: redone with libx265 after a search of its own, and scored.
+    let (code, events) = run_with_the_pass_killed(d, &[]);
+    assert_eq!(code, Some(0), "{events:#?}");
+    assert_eq!(
+        encoders_of(&events, "converting"),
+        ["hevc_nvenc", "libx265"]
+    );
+    assert_eq!(encoders_of(&events, "searched"), ["hevc_nvenc", "libx265"]);
+    let fallback = only(&events, "fallback");
+    assert_eq!(
+        (fallback["from"].as_str(), fallback["to"].as_str()),
+        (Some("hevc_nvenc"), Some("libx265"))
+    );
+    let why = fallback["error"].as_str().unwrap();
+    assert!(why.starts_with(NOT_MEASURED), "{why}");
+    assert!(why.contains("target 0.9800"), "{why}");
+    let converted = only(&events, "converted");
+    assert_redone_with_libx265(d, converted);
+    assert_eq!(converted["fallback"]["error"], fallback["error"]);
+    assert!(
+        converted["fallback"].get("score").is_none(),
+        "no score claimed for NVENC's file: {converted}"
+    );
+    assert_eq!(converted["score"]["metric"], "ssim");
+    let achieved = converted["score"]["value"].as_f64().unwrap();
+    assert!(achieved >= TARGET_SSIM - SSIM_TOLERANCE, "{achieved}");
+}
+
+/// Every achieved-score pass dies, NVENC's and then libx265's: the libx265 file is kept as
+/// any libx265 encode whose score cannot be taken (its quality rests on its search), with a
+/// warning naming the file, and no score is claimed for either file.
+#[cfg(unix)]
+#[test]
+fn when_libx265s_redo_cannot_be_scored_either_it_is_kept_on_its_search() {
+    let gpu = FakeGpu::new();
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    smooth_clip(&d.join("clip.mkv"));
+    age_all(d);
+
+    let env = [("FAKE_NVENC_ENCODES", "1"), ("FAKE_PASS_KILLED", "1")];
+    let (out, events) = gpu.run_with(&env, d, &target_args());
+    assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    assert_eq!(
+        encoders_of(&events, "converting"),
+        ["hevc_nvenc", "libx265"]
+    );
+    let why = only(&events, "fallback")["error"].as_str().unwrap();
+    assert!(why.starts_with(NOT_MEASURED), "{why}");
+    // A killed ffmpeg prints nothing: its exit status names what ended it.
+    assert!(why.ends_with("failed: signal: 9 (SIGKILL)"), "{why}");
+    let warning = only(&events, "warning");
+    assert_eq!(warning["file"], d.join("clip.mkv").to_str().unwrap());
+    assert!(
+        warning["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(NOT_MEASURED),
+        "{warning}"
+    );
+    let converted = only(&events, "converted");
+    assert_redone_with_libx265(d, converted);
+    assert!(converted.get("score").is_none(), "{converted}");
+    assert!(converted["fallback"].get("score").is_none(), "{converted}");
 }
 
 /// Under a target, a hardware encoder that fails (here already in the search's trial

@@ -22,7 +22,7 @@ use crate::lock::{self, Locker};
 use crate::output::{Event, Fallback, PlannedAction, Reporter, Summary};
 use crate::probe::{self, HdrMetadata, MediaInfo};
 use crate::process::Tools;
-use crate::quality::{self, Score};
+use crate::quality::{self, Achieved, Score};
 use crate::scan::{self, MediaFile, WalkOrder};
 use crate::signal;
 use crate::space;
@@ -1279,16 +1279,21 @@ struct NewFile {
 struct Made {
     bytes: u64,
     encoded: encode::Encoded,
-    score: Option<Score>,
+    /// What its achieved-score pass came to (`--target-*` runs).
+    achieved: Option<Achieved>,
 }
 
 impl Made {
+    fn score(&self) -> Option<Score> {
+        self.achieved.as_ref().and_then(Achieved::score)
+    }
+
     fn in_place_of(self, temp: TempOutput) -> NewFile {
         NewFile {
             temp,
             bytes: self.bytes,
+            score: self.score(),
             encoded: self.encoded,
-            score: self.score,
         }
     }
 }
@@ -1373,8 +1378,8 @@ impl OneFile<'_> {
 
     /// Encodes the file into a temp output beside it and verifies the result; a new file
     /// that is not smaller enough is discarded here. With a `--target-*`, a hardware encode
-    /// whose file misses the target by more than the tolerance is redone with libx265 at
-    /// libx265's own searched quality, as a failed one is.
+    /// whose file misses the target by more than the tolerance, or whose score could not be
+    /// taken, is redone with libx265 at libx265's own searched quality, as a failed one is.
     fn encode_and_verify(&self, claims: &Claims) -> Result<NewFile, FileOutcome> {
         let temp = TempOutput(self.file.path.with_file_name(lock::temp_output_name(
             self.file_name(),
@@ -1391,13 +1396,13 @@ impl OneFile<'_> {
             ));
         }
         let first = self.encode_scored(claims, &temp, setup, hdr.as_ref())?;
-        let Some(missed) = self.missed_target(&first) else {
-            return Ok(first.in_place_of(temp));
+        let Some(unverified) = self.not_known_to_meet(&first) else {
+            return Ok(self.kept(first, temp));
         };
         let config = self.ctx.config;
         if !config.fallback {
             return Err(FileOutcome::Failed(format!(
-                "{}: {missed} (not redone with libx265: --no-fallback)",
+                "{}: {unverified} (not redone with libx265: --no-fallback)",
                 first.encoded.encoder
             )));
         }
@@ -1406,41 +1411,70 @@ impl OneFile<'_> {
             file: shown(&self.file.path),
             from: first.encoded.encoder.clone(),
             to: software.encoder.name().into(),
-            error: missed.clone(),
+            error: unverified.clone(),
         });
         let mut redone = self.encode_scored(claims, &temp, software, hdr.as_ref())?;
         redone.encoded.fallback = Some(Fallback {
+            score: first.score(),
             from: first.encoded.encoder,
-            error: missed,
-            score: first.score,
+            error: unverified,
         });
-        Ok(redone.in_place_of(temp))
+        Ok(self.kept(redone, temp))
     }
 
     /// Why a hardware encode's file is not kept though it was made and verified: its
     /// achieved score is short of the target by more than the metric's tolerance (the
-    /// same tolerance the search's prediction is held to, `docs/quality.md`). `None` for a
-    /// hit, for software, and where no score could be taken.
-    fn missed_target(&self, made: &Made) -> Option<String> {
+    /// same tolerance the search's prediction is held to, `docs/quality.md`), or its score
+    /// could not be taken, so that nobody knows whether it meets the target. `None` for a
+    /// hit, for software (whose quality rests on its search when it cannot be scored), and
+    /// for a pass that failed because the file is no longer ours (the fence before the swap
+    /// says so).
+    fn not_known_to_meet(&self, made: &Made) -> Option<String> {
         let target = self.ctx.config.quality_target?;
-        let score = made.score?;
         // After a failed hardware encode libx265 made the file: nothing left to redo.
         let hardware = (made.encoded.encoder.parse::<crate::encoder::Encoder>())
             .is_ok_and(|e| e.is_hardware());
-        let tolerance = target.metric.tolerance();
-        let short = target.score - score.value;
-        (hardware && short > tolerance).then(|| {
-            let metric = target.metric;
-            format!(
-                "its file scored {} {} against the original, short of the target {} by {} \
-                 (more than the tolerance of {})",
-                metric.name(),
-                metric.format(score.value),
-                metric.format(target.score),
-                metric.format(short),
-                metric.format(tolerance)
-            )
-        })
+        if !hardware {
+            return None;
+        }
+        let metric = target.metric;
+        match made.achieved.as_ref()? {
+            Achieved::Scored(score) => {
+                let tolerance = metric.tolerance();
+                let short = target.score - score.value;
+                (short > tolerance).then(|| {
+                    format!(
+                        "its file scored {} {} against the original, short of the target {} \
+                         by {} (more than the tolerance of {})",
+                        metric.name(),
+                        metric.format(score.value),
+                        metric.format(target.score),
+                        metric.format(short),
+                        metric.format(tolerance)
+                    )
+                })
+            }
+            Achieved::Unmeasured(error) => Some(format!(
+                "{}, so its file is not known to meet the target {}: {error}",
+                not_measured(metric),
+                metric.format(target.score)
+            )),
+            Achieved::NotOurs => None,
+        }
+    }
+
+    /// `made` as the new file, with a warning naming the file where its score could not
+    /// be taken: a score that cannot be taken never fails a file its search vouches for.
+    fn kept(&self, made: Made, temp: TempOutput) -> NewFile {
+        if let (Some(Achieved::Unmeasured(error)), Some(target)) =
+            (&made.achieved, self.ctx.config.quality_target)
+        {
+            self.ctx.reporter.emit(Event::Warning {
+                file: Some(self.file.path.to_string_lossy().into_owned()),
+                message: format!("{}: {error}", not_measured(target.metric)),
+            });
+        }
+        made.in_place_of(temp)
     }
 
     /// One encode of the file into `temp` with `setup` (and its fallback to libx265 if it
@@ -1511,7 +1545,7 @@ impl OneFile<'_> {
         if signal::interrupted() {
             return Err(FileOutcome::Interrupted);
         }
-        let score = match config.quality_target {
+        let achieved = match config.quality_target {
             None => None,
             Some(target) => {
                 claims.file.set_phase("scoring");
@@ -1522,8 +1556,7 @@ impl OneFile<'_> {
                 // new file goes and the original (and the search's record) stays. A pass
                 // that fails once the file is no longer ours leaves the reason to the fence
                 // before the swap.
-                quality::achieved_or_warn(
-                    reporter,
+                let achieved = quality::achieved_watched(
                     ffmpeg,
                     file,
                     info,
@@ -1534,13 +1567,14 @@ impl OneFile<'_> {
                         no_longer_ours: &|| self.self_fence(claims).is_err(),
                     },
                 )
-                .map_err(|reason| stopped_outcome(reason, "scoring its new file"))?
+                .map_err(|reason| stopped_outcome(reason, "scoring its new file"))?;
+                Some(achieved)
             }
         };
         Ok(Made {
             bytes,
             encoded,
-            score,
+            achieved,
         })
     }
 
@@ -1738,6 +1772,12 @@ impl OneFile<'_> {
 }
 
 /// How a file whose quality could not be settled ends.
+/// The start of what a warning or a fallback says of a new file whose `metric` could not be
+/// measured.
+fn not_measured(metric: quality::Metric) -> String {
+    format!("its achieved {} could not be measured", metric.name())
+}
+
 fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
     match unsettled {
         quality::Unsettled::Skip(reason, detail, None) => FileOutcome::skipped(reason, detail),
