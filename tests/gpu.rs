@@ -483,9 +483,20 @@ fn a_hardware_encode_that_meets_the_target_is_kept() {
 
 /// A run of `library` on NVENC (played by libx265, at the quality its samples promised)
 /// whose achieved-score pass's ffmpeg is held, then killed from outside (the OOM killer, a
-/// user): while it is held, the new file waits beside the original, which is untouched. The
-/// exit code and events of the run, which must end within two minutes.
+/// user). The exit code and events of the run.
 fn run_with_the_pass_killed(library: &Path, extra: &[&str]) -> (Option<i32>, Vec<Value>) {
+    run_with_the_pass_held(library, extra, |_, held| held.kill())
+}
+
+/// A run of `library` as host `a` on NVENC (played by libx265, at the quality its samples
+/// promised) whose achieved-score pass's ffmpeg is held while `meanwhile` acts: while it is
+/// held, the new file waits beside the original, which is untouched. The exit code and
+/// events of the run, which must end within two minutes.
+fn run_with_the_pass_held(
+    library: &Path,
+    extra: &[&str],
+    meanwhile: impl FnOnce(&GatedTool, &Held),
+) -> (Option<i32>, Vec<Value>) {
     let name = "clip.mkv";
     let original = library.join(name);
     let before = fs::read(&original).unwrap();
@@ -500,6 +511,8 @@ fn run_with_the_pass_killed(library: &Path, extra: &[&str]) -> (Option<i32>, Vec
             .env("FAKE_NVENC_ENCODES", "1")
             .env_remove("FAKE_NVENC_WHOLE_CRF")
             .env_remove("FAKE_PASS_KILLED")
+            .env("MEDIA_CONVERTER_HOSTNAME", "a")
+            .env("MEDIA_CONVERTER_HOST_ID", "a-id")
             .arg("--dir")
             .arg(library)
             .arg("--json")
@@ -523,15 +536,19 @@ fn run_with_the_pass_killed(library: &Path, extra: &[&str]) -> (Option<i32>, Vec
         1,
         "the new file beside the original: {temps:?}"
     );
-    held.kill();
+    meanwhile(&gate, &held);
     let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let status = loop {
         if let Some(status) = run.0.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < until, "the run never ended");
+        if std::time::Instant::now() >= until {
+            held.kill();
+            panic!("the run never ended");
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
+    held.kill();
     let stdout = reader.join().unwrap();
     let events = stdout
         .lines()
@@ -597,6 +614,66 @@ fn a_hardware_encode_whose_score_cannot_be_taken_is_redone_with_libx265() {
     assert_eq!(converted["score"]["metric"], "ssim");
     let achieved = converted["score"]["value"].as_f64().unwrap();
     assert!(achieved >= TARGET_SSIM - SSIM_TOLERANCE, "{achieved}");
+}
+
+/// Host `b` takes `a`'s claim on NVENC's file over during its pass and removes the new file
+/// (as a breaker settles a dead claim), so the pass fails: that is no score missing, and the
+/// file is no longer `a`'s to redo. It is abandoned for its lost claim, with no libx265
+/// encode in a file another host now owns, the original untouched and `b`'s lock left alone.
+#[cfg(unix)]
+#[test]
+fn a_hardware_encode_whose_pass_fails_with_its_claim_lost_is_not_redone() {
+    use media_converter::identity::HostIdentity;
+    use media_converter::lock::{Acquire, LockRecord, LockSettings, Locker, lock_path};
+    let library = tempfile::tempdir().unwrap();
+    let d = library.path();
+    let original = d.join("clip.mkv");
+    smooth_clip(&original);
+    age_all(d);
+    let before = fs::read(&original).unwrap();
+    let host_b = Locker::new(
+        HostIdentity {
+            hostname: "b".into(),
+            host_id: "b-id".into(),
+        },
+        LockSettings::default(),
+    );
+    let mut taken = None;
+    let (code, events) = run_with_the_pass_held(d, &[], |gate, _| {
+        let lock = lock_path(&original).unwrap();
+        let broken = host_b
+            .break_assumed_dead(&lock, |_: &Path, _: &_| {
+                for temp in debris(d)
+                    .into_iter()
+                    .filter(|p| p.to_string_lossy().contains(".partial."))
+                {
+                    fs::remove_file(temp).unwrap();
+                }
+            })
+            .unwrap();
+        assert!(
+            matches!(broken, share_lock::BreakOutcome::Broken(..)),
+            "host a held no claim to break"
+        );
+        match host_b.try_acquire(&original).unwrap() {
+            Acquire::Acquired(guard) => taken = Some(guard),
+            Acquire::Held(holder) => panic!("held again by {holder}"),
+        }
+        gate.go();
+    });
+    let taken = taken.unwrap();
+    assert_eq!(code, Some(1), "{events:#?}");
+    assert_eq!(encoders_of(&events, "converting"), ["hevc_nvenc"]);
+    assert!(of_kind(&events, "fallback").is_empty(), "{events:#?}");
+    assert!(of_kind(&events, "warning").is_empty(), "{events:#?}");
+    assert!(of_kind(&events, "converted").is_empty(), "{events:#?}");
+    let error = only(&events, "failed")["error"].as_str().unwrap();
+    assert!(error.contains("lost the claim"), "{error}");
+    assert_eq!(fs::read(&original).unwrap(), before);
+    let record = LockRecord::parse(&fs::read(lock_path(&original).unwrap()).unwrap()).unwrap();
+    assert_eq!(record.lock_id.as_deref(), Some(taken.lock_id()));
+    taken.release().unwrap();
+    assert_eq!(walk(d), [original], "nothing left behind");
 }
 
 /// Every achieved-score pass dies, NVENC's and then libx265's: the libx265 file is kept as
