@@ -4,8 +4,10 @@
 //! where one is needed: it passes `hevc_nvenc` trial encodes (or fails them, on request) and
 //! fails every real `hevc_nvenc` encode the way a driver out of sessions does, or, on
 //! request, has the real ffmpeg's libx265 play NVENC (at a deliberately poor quality for the
-//! whole file where a test needs a hardware encode that misses its quality target);
-//! everything else it hands to the real ffmpeg.
+//! whole file where a test needs a hardware encode that misses its quality target), or
+//! kills every achieved-score pass as the OOM killer would; everything else it hands to the
+//! real ffmpeg, or to a `GatedTool` in front of it that holds one call (a pass the test then
+//! kills, or lets run once it has taken the file's claim over).
 //!
 //! Unix only: the fake ffmpeg is a bash script.
 #![cfg(unix)]

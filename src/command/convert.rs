@@ -1771,13 +1771,13 @@ impl OneFile<'_> {
     }
 }
 
-/// How a file whose quality could not be settled ends.
 /// The start of what a warning or a fallback says of a new file whose `metric` could not be
 /// measured.
 fn not_measured(metric: quality::Metric) -> String {
     format!("its achieved {} could not be measured", metric.name())
 }
 
+/// How a file whose quality could not be settled ends.
 fn unsettled_outcome(unsettled: quality::Unsettled) -> FileOutcome {
     match unsettled {
         quality::Unsettled::Skip(reason, detail, None) => FileOutcome::skipped(reason, detail),
