@@ -398,6 +398,21 @@ impl Running {
     pub fn kill(&mut self) -> std::io::Result<()> {
         self.0.kill()
     }
+
+    /// Its stdout (piped at its spawn) to the end, and its status once it ends; its stderr
+    /// is not collected.
+    pub fn output(mut self) -> std::io::Result<Output> {
+        let mut stdout = Vec::new();
+        if let Some(mut pipe) = self.0.stdout.take() {
+            std::io::Read::read_to_end(&mut pipe, &mut stdout)?;
+        }
+        let status = self.0.wait()?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr: Vec::new(),
+        })
+    }
 }
 
 impl Drop for Running {
