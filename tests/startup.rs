@@ -277,18 +277,6 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     assert_eq!(converted[0]["file"], free.to_str().unwrap());
 }
 
-/// Surveys `dir` into its caches: a run then knows every file as its walk reads the
-/// folder, and its first choice is among them all, whatever the load.
-fn build_cache(dir: &Path) {
-    let built = cmd()
-        .args(["cache", "build"])
-        .arg(dir)
-        .args(["--min-age", "0s", "-q"])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-}
-
 #[test]
 fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     let library = tempfile::tempdir().unwrap();

@@ -85,6 +85,19 @@ pub fn run_json_with(mut command: Command, dir: &Path, extra: &[&str]) -> (Outpu
     (out, events)
 }
 
+/// Surveys `dir` into its caches (`cache build`, ffprobe's facts): a run then knows every
+/// file as its walk reads the folder, and its first choice is among them all by `--order`,
+/// whatever the load; on a cold library it is among those surveyed so far.
+pub fn build_cache(dir: &Path) {
+    let built = cmd()
+        .args(["cache", "build"])
+        .arg(dir)
+        .args(["--min-age", "0s", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+}
+
 /// `status DIR --json`, which must succeed: its one object.
 pub fn status_json(dir: &Path) -> Value {
     let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
