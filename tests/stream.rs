@@ -29,6 +29,9 @@ fn mp3_links(dir: &Path, count: usize) {
 fn the_first_conversion_starts_while_the_survey_goes_on() {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
+    // At the root, the movie is surveyed before `music/` (the walk hands a directory's files
+    // over before its subdirectories; one probe worker takes them in that order): the case
+    // measures whether its conversion waits for the survey, not where the survey finds it.
     let movie = root.join("movie.mkv");
     long_h264_mkv(&movie, 1, "160x90");
     age(&movie);
