@@ -461,7 +461,10 @@ fn wait_until(run: &mut std::process::Child, secs: u64, what: &str, done: impl F
         if let Some(status) = run.try_wait().unwrap() {
             panic!("the run ended ({status}) before {what}");
         }
-        assert!(started.elapsed().as_secs() < secs, "no {what} in {secs} s");
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "{what} did not come in {secs} s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
