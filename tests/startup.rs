@@ -112,6 +112,10 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
         .unwrap();
     let mut b = Running(b);
     ffprobe.wait_held(&mut b.0, 60);
+    let held: Vec<_> = (0..files)
+        .filter(|n| root.join(format!("clip{n}.mkv.mediabox.lock")).exists())
+        .collect();
+    assert_eq!(held.len(), 1, "the held ffprobe is not B's first claim's");
     let a = as_host("a")
         .arg("--dir")
         .arg(root)
