@@ -501,6 +501,16 @@ fn a_real_browser_sees_a_host_convert_and_pauses_the_library() {
     age(&d.join("Movies/long.mkv"));
     // Still being written as far as --min-age can tell: no host surveys it yet.
     h264_aac_srt_mkv(&d.join("Movies/arriving.mkv"));
+    // long.mkv known from the cache (arriving.mkv, too new, is not surveyed): den-pc's first
+    // choice is among long.mkv, Movies/broken.mkv (known, tried again) and whatever else it
+    // has surveyed, and `--order largest` takes long.mkv whatever the load, so the job the
+    // page shows is long.mkv, not a smaller file the survey happened to find first.
+    let built = cmd()
+        .args(["cache", "build", "-q"])
+        .arg(d.join("Movies"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
     let worker = convert_as(d, "den-pc");
 
     // Without --allow-control the page offers nothing, and the server refuses a forged request.

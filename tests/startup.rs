@@ -85,26 +85,14 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
     // Host B's first ffprobe (the one it runs on the first file it claims) waits for the
     // test's word: meanwhile host A converts every other file, which B's survey has already
     // found to be candidates.
-    let gate = tempfile::tempdir().unwrap();
-    let gate = gate.path();
-    let wrappers = gate.join("bin");
-    std::fs::create_dir(&wrappers).unwrap();
-    let real = which::which("ffprobe").unwrap();
-    write_script(
-        &wrappers.join("ffprobe"),
-        &format!(
-            "#!/bin/sh\nif mkdir '{g}/first' 2>/dev/null; then\n  : > '{g}/entered'\n  \
-             while [ ! -e '{g}/go' ]; do sleep 0.05; done\nfi\nexec '{real}' \"$@\"\n",
-            g = gate.display(),
-            real = real.display()
-        ),
-    );
-    let trace = gate.join("b.trace");
+    let ffprobe = GatedTool::holding("ffprobe", &[]);
+    let traces = tempfile::tempdir().unwrap();
+    let trace = traces.path().join("b.trace");
     let b = std::process::Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=mkdir", "-o"])
         .arg(&trace)
         .arg(bin())
-        .env("PATH", path_with_first(&wrappers))
+        .env("PATH", ffprobe.path_var())
         .env("MEDIA_CONVERTER_HOSTNAME", "b")
         .env("MEDIA_CONVERTER_HOST_ID", "b-id")
         .arg("--dir")
@@ -122,24 +110,20 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let b = Running(b);
-    wait_for(&gate.join("entered"));
+    let mut b = Running(b);
+    ffprobe.wait_held(&mut b.0, 60);
+    let held: Vec<_> = (0..files)
+        .filter(|n| root.join(format!("clip{n}.mkv.mediabox.lock")).exists())
+        .collect();
+    assert_eq!(held.len(), 1, "the held ffprobe is not B's first claim's");
     let a = as_host("a")
         .arg("--dir")
         .arg(root)
         .args(["--json", "--min-age", "0s", "--preset", "ultrafast"])
         .output()
         .unwrap();
-    std::fs::write(gate.join("go"), "").unwrap();
-    let mut b = b;
-    let mut stdout = Vec::new();
-    std::io::Read::read_to_end(&mut b.0.stdout.take().unwrap(), &mut stdout).unwrap();
-    let status = b.wait().unwrap();
-    let b = std::process::Output {
-        status,
-        stdout,
-        stderr: Vec::new(),
-    };
+    ffprobe.go();
+    let b = b.output().unwrap();
     let (a, b) = (events(&a), events(&b));
     let converted = |events: &[serde_json::Value]| of_kind(events, "converted").len();
     assert_eq!(converted(&a) + converted(&b), files, "{a:#?}\n{b:#?}");
@@ -297,38 +281,11 @@ fn another_host_holds_the_first_of_two_with_max_files_1(jobs: &str) {
     assert_eq!(converted[0]["file"], free.to_str().unwrap());
 }
 
-/// Surveys `dir` into its caches: a run then knows every file as its walk reads the
-/// folder, and its first choice is among them all, whatever the load.
-fn build_cache(dir: &Path) {
-    let built = cmd()
-        .args(["cache", "build"])
-        .arg(dir)
-        .args(["--min-age", "0s", "-q"])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-}
-
-/// An `ffmpeg` that holds every call naming `needle` until `gate` exists (a minute at most),
-/// then runs the real one: a run's conversion of that file waits for the test.
-fn gated_ffmpeg(dir: &Path, needle: &str, gate: &Path) -> std::ffi::OsString {
-    let real = tool_on_path("ffmpeg");
-    let script = format!(
-        "#!/bin/sh\ncase \"$*\" in *{needle}*)\n  n=0\n  while [ ! -e '{}' ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done;;\nesac\nexec '{}' \"$@\"\n",
-        gate.display(),
-        real.display()
-    );
-    write_script(&dir.join("ffmpeg"), &script);
-    path_with_first(dir)
-}
-
 #[test]
 fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
-    let tools = tempfile::tempdir().unwrap();
-    let gate = tools.path().join("gate");
-    // Host B surveys both and starts on the larger; its encode waits for the gate.
+    // Host B surveys both and starts on the larger; its encode waits for the test's word.
     let big = root.join("big.mkv");
     long_h264_mkv(&big, 10, "640x360");
     let movie = root.join("Movie.avi");
@@ -338,18 +295,23 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
     // Both known from the cache as B's walk reads the folder: Movie.avi is surveyed before
     // B's first claim, whatever the load.
     build_cache(root);
+    let ffmpeg = GatedTool::holding("ffmpeg", &[big.to_str().unwrap()]);
     let b = as_host("b")
-        .env("PATH", gated_ffmpeg(tools.path(), "big.mkv", &gate))
+        .env("PATH", ffmpeg.path_var())
         .arg("--dir")
         .arg(root)
         .args(["--json", "--min-age", "0s", "--jobs", "1"])
         .args(["--order", "largest", "--preset", "ultrafast"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut b = Running(b);
-    wait_for(&root.join("big.mkv.mediabox.lock"));
+    ffmpeg.wait_held(&mut b.0, 60);
+    assert!(
+        root.join("big.mkv.mediabox.lock").exists(),
+        "host B ran ffmpeg on big.mkv without its claim"
+    );
     // Meanwhile host A converts Movie.avi into Movie.mkv: the .avi is gone.
     let a = as_host("a")
         .arg("--file")
@@ -359,15 +321,9 @@ fn a_file_another_host_converted_under_a_new_name_is_a_skip_not_a_failure() {
         .unwrap();
     assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     assert!(!movie.exists() && root.join("Movie.mkv").exists());
-    std::fs::write(&gate, "").unwrap();
-    let status = b.wait().unwrap();
-    let mut stdout = Vec::new();
-    std::io::Read::read_to_end(b.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let out = std::process::Output {
-        status,
-        stdout,
-        stderr: Vec::new(),
-    };
+    ffmpeg.go();
+    let out = b.output().unwrap();
+    let status = out.status;
     let events = events(&out);
     assert!(of_kind(&events, "failed").is_empty(), "{events:#?}");
     let skipped = of_kind(&events, "skipped");

@@ -15,6 +15,10 @@ fn status_shows_another_hosts_conversion_and_the_totals_after() {
     long_h264_mkv(&d.join("long.mkv"), 20, "640x360");
     h264_aac_srt_mkv(&d.join("short.mkv"));
     age_all(d);
+    // Both known from the cache as the walk reads the folder: the first file converted is
+    // long.mkv, the larger saving, whatever the load, not whichever file the survey happened
+    // to read first (short.mkv, converted first, is the job seen).
+    build_cache(d);
 
     let mut worker = cmd()
         .env("MEDIA_CONVERTER_HOSTNAME", "den-pc")

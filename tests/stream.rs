@@ -29,6 +29,9 @@ fn mp3_links(dir: &Path, count: usize) {
 fn the_first_conversion_starts_while_the_survey_goes_on() {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
+    // At the root, the movie is surveyed before `music/` (the walk hands a directory's files
+    // over before its subdirectories; one probe worker takes them in that order): the case
+    // measures whether its conversion waits for the survey, not where the survey finds it.
     let movie = root.join("movie.mkv");
     long_h264_mkv(&movie, 1, "160x90");
     age(&movie);
@@ -244,17 +247,24 @@ fn on_a_warm_library_order_and_the_priority_file_choose_among_every_file() {
 struct Calls {
     _dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The `PATH` after the wrappers: where they find the tools they run.
+    rest: std::ffi::OsString,
     log: PathBuf,
 }
 
 impl Calls {
     fn new() -> Calls {
+        Calls::over(&std::env::var_os("PATH").unwrap_or_default())
+    }
+
+    /// The wrappers in front of the tools found on `path` (which may be other wrappers).
+    fn over(path: &std::ffi::OsStr) -> Calls {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin");
         std::fs::create_dir(&bin).unwrap();
         let log = dir.path().join("calls.log");
         for tool in ["ffprobe", "ffmpeg"] {
-            let real = which::which(tool).unwrap();
+            let next = which::which_in(tool, Some(path), "/").unwrap();
             let claimed = if tool == "ffprobe" {
                 r#"for last; do :; done
 last=${last#file:}
@@ -266,22 +276,21 @@ if [ -e "$last.mediabox.lock" ]; then state=claimed; else state=unclaimed; fi
             let script = format!(
                 "#!/bin/sh\n{claimed}printf '%s %s %s\\n' {tool} \"$state\" \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
                 log.display(),
-                real.display()
+                next.display()
             );
             write_script(&bin.join(tool), &script);
         }
         Calls {
             _dir: dir,
             bin,
+            rest: path.to_owned(),
             log,
         }
     }
 
     fn path_var(&self) -> std::ffi::OsString {
         let mut paths = vec![self.bin.clone()];
-        paths.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
+        paths.extend(std::env::split_paths(&self.rest));
         std::env::join_paths(paths).unwrap()
     }
 
@@ -420,39 +429,112 @@ fn a_candidate_read_from_its_headers_is_probed_once_after_its_claim_and_before_i
     );
 }
 
+/// An H.264 clip with PCM audio in Matroska: a candidate whose headers the native reader does
+/// not vouch for (PCM), so that its survey is an ffprobe.
+fn h264_pcm_mkv(out: &Path) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=160x90:r=24:d=1",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=f=440:d=1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-crf",
+        "8",
+        "-c:a",
+        "pcm_s16le",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// Waits up to `secs` seconds for `done` while `run` lives (a run that ends first, or a
+/// condition never met, fails the test).
+fn wait_until(run: &mut std::process::Child, secs: u64, what: &str, done: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        if let Some(status) = run.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(
+            started.elapsed().as_secs() < secs,
+            "{what} did not come in {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded() {
     let library = tempfile::tempdir().unwrap();
     let root = library.path();
-    // The captioned file is the larger, so `--order largest` takes it first; the movie is in
-    // a subdirectory, surveyed after it (one probe worker: in that order).
-    let captioned = root.join("captioned.mkv");
-    captioned_h264_mkv(&captioned, 3, "320x180");
-    let movie = root.join("sub/movie.mkv");
+    // The worker must take the captioned file first, for `--max-files 1` to show that it
+    // does not count. Neither the walk nor `--order` decides that here: the movie is walked
+    // first (the root's files come before `sub/`'s) and is read by ffprobe (its PCM audio is
+    // not read natively), and that survey waits until the worker has claimed the captioned
+    // file, so that the captioned file is the only candidate at the worker's first choice,
+    // whatever the load.
+    let movie = root.join("movie.mkv");
+    h264_pcm_mkv(&movie);
+    let captioned = root.join("sub/captioned.mkv");
     std::fs::create_dir(root.join("sub")).unwrap();
-    long_h264_mkv(&movie, 1, "160x90");
+    captioned_h264_mkv(&captioned, 3, "320x180");
     age_all(root);
     let native = header::read(&captioned).expect("its headers are read natively");
     assert!(
         !native.main_video().unwrap().closed_captions,
         "the headers cannot show captions inside the video"
     );
+    assert!(
+        header::read(&movie).is_err(),
+        "the movie's headers are read natively: its survey would not wait on ffprobe"
+    );
     let original = std::fs::read(&captioned).unwrap();
 
-    let calls = Calls::new();
+    let gate = GatedTool::holding("ffprobe", &[movie.to_str().unwrap()]);
+    let calls = Calls::over(&gate.path_var());
+    // Two probe workers: the one held on the movie leaves the other to read the captioned
+    // file.
     let run = || {
-        cmd()
+        let mut command = cmd();
+        command
             .env("PATH", calls.path_var())
             .arg("--dir")
             .arg(root)
-            .args(["--json", "--jobs", "1", "--probe-jobs", "1"])
-            .args(["--max-files", "1"])
-            .output()
-            .unwrap()
+            .args(["--json", "--jobs", "1", "--probe-jobs", "2"])
+            .args(["--max-files", "1"]);
+        command
     };
-    let out = run();
+    let mut first = Running(
+        run()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    gate.wait_held(&mut first.0, 60);
+    wait_until(&mut first.0, 60, "the captioned file's claim", || {
+        calls
+            .on("ffprobe", &captioned)
+            .iter()
+            .any(|(_, call)| call.starts_with("ffprobe claimed "))
+    });
+    gate.go();
+    let out = first.output().unwrap();
     let events = events(&out);
     assert_eq!(out.status.code(), Some(0), "{events:#?}");
+    let surveyed = calls.on("ffprobe", &movie);
+    assert!(
+        surveyed
+            .first()
+            .is_some_and(|(_, call)| call.starts_with("ffprobe unclaimed ")),
+        "the held call was not the movie's survey: {surveyed:#?}"
+    );
     let log = calls.lines();
     let skipped = of_kind(&events, "skipped");
     assert!(
@@ -470,7 +552,7 @@ fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded(
     assert!(probes[0].1.starts_with("ffprobe claimed "), "{log:#?}");
     assert_eq!(std::fs::read(&captioned).unwrap(), original);
     assert!(
-        !root.join("captioned.mkv.mediabox.lock").exists(),
+        !root.join("sub/captioned.mkv.mediabox.lock").exists(),
         "its claim was not released"
     );
     // Nothing was started on it: `--max-files 1` still converts the next file.
@@ -480,7 +562,7 @@ fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded(
     assert_eq!(summary["skipped"], 1, "{summary}");
 
     // ffprobe's facts are in the cache: the next run knows the skip without ffprobe.
-    let cache = read_cache(root);
+    let cache = read_cache(&root.join("sub"));
     let entry = &cache["files"]["captioned.mkv"];
     assert_eq!(
         entry["info"]["streams"][0]["closed_captions"], true,
@@ -488,7 +570,7 @@ fn a_file_its_headers_call_a_candidate_and_ffprobe_a_skip_is_released_unencoded(
     );
     assert!(entry.get("facts").is_none(), "not ffprobe's facts: {entry}");
     let before = calls.lines().len();
-    let events = common::events(&run());
+    let events = common::events(&run().output().unwrap());
     assert!(
         of_kind(&events, "skipped")
             .iter()

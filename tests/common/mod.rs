@@ -85,6 +85,19 @@ pub fn run_json_with(mut command: Command, dir: &Path, extra: &[&str]) -> (Outpu
     (out, events)
 }
 
+/// Surveys `dir` into its caches (`cache build`, ffprobe's facts): a run then knows every
+/// file as its walk reads the folder, and its first choice is among them all by `--order`,
+/// whatever the load; on a cold library it is among those surveyed so far.
+pub fn build_cache(dir: &Path) {
+    let built = cmd()
+        .args(["cache", "build"])
+        .arg(dir)
+        .args(["--min-age", "0s", "-q"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+}
+
 /// `status DIR --json`, which must succeed: its one object.
 pub fn status_json(dir: &Path) -> Value {
     let out = cmd().arg("status").arg(dir).arg("--json").output().unwrap();
@@ -397,6 +410,21 @@ impl Running {
     /// Kills it now.
     pub fn kill(&mut self) -> std::io::Result<()> {
         self.0.kill()
+    }
+
+    /// Its stdout (piped at its spawn) to the end, and its status once it ends; its stderr
+    /// is not collected.
+    pub fn output(mut self) -> std::io::Result<Output> {
+        let mut stdout = Vec::new();
+        if let Some(mut pipe) = self.0.stdout.take() {
+            std::io::Read::read_to_end(&mut pipe, &mut stdout)?;
+        }
+        let status = self.0.wait()?;
+        Ok(Output {
+            status,
+            stdout,
+            stderr: Vec::new(),
+        })
     }
 }
 
