@@ -72,11 +72,12 @@ struct Options {
     /// Give up (exit 2) when a claim takes longer than this.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
-    /// In `cycle` mode, once one claim of another process has stood this long, look
-    /// at it again only every [`STALL_POLL`] until it changes hands: for NFSv4.1+
-    /// mounts, where a holder's `open()` of the lock can sleep for as long as other
-    /// processes of its host keep opening the file (`docs/locking.md`, "A stall in
-    /// NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
+    /// In `cycle` mode, once one claim of another process has stood this long, or the
+    /// lock has read as changing hands (no claim to name: its acquire guard busy) for
+    /// this long, look at it again only every [`STALL_POLL`] until that changes: for
+    /// NFSv4.1+ mounts, where a holder's `open()` of the lock can sleep for as long as
+    /// other processes of its host keep opening the file (`docs/locking.md`, "A stall
+    /// in NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
     #[arg(long)]
     stall_after_ms: Option<u64>,
 }
@@ -165,7 +166,8 @@ fn shifted(offset_secs: f64) -> SystemTime {
     shifted.unwrap_or(now)
 }
 
-/// A claim that stood longer than `--stall-after-ms` while we waited.
+/// A claim (or a lock changing hands) that stood longer than `--stall-after-ms` while
+/// we waited.
 struct Stall {
     /// How long we waited for it.
     waited: Duration,
@@ -173,6 +175,9 @@ struct Stall {
 
 /// Claims `media`, retrying while it is held, until `timeout`; with `stall_after`,
 /// a claim that stands that long is polled every [`STALL_POLL`] only, and reported.
+/// A lock read as changing hands has no claim id: readings of it in a row count as one
+/// claim standing, so a holder stuck under the acquire guard (in its `open()` of the
+/// lock, say) is polled as slowly as one stuck holding the lock.
 fn acquire(
     locker: &Locker,
     media: &Path,
@@ -183,7 +188,7 @@ fn acquire(
     let started = Instant::now();
     let deadline = started + timeout;
     let mut held = 0;
-    // The claim we are waiting on, and since when we see it.
+    // The claim we are waiting on (`None`: changing hands), and since when we see it.
     let mut standing: Option<(Option<String>, Instant)> = None;
     let mut stalled = false;
     loop {
@@ -205,8 +210,7 @@ fn acquire(
                     _ => now,
                 };
                 standing = Some((holder.lock_id.clone(), since));
-                let stuck = holder.lock_id.is_some()
-                    && stall_after.is_some_and(|after| now.duration_since(since) >= after);
+                let stuck = stall_after.is_some_and(|after| now.duration_since(since) >= after);
                 stalled |= stuck;
                 let pause = if stuck { STALL_POLL } else { jitter.pause() };
                 thread::sleep(pause.min(deadline.saturating_duration_since(now)));
