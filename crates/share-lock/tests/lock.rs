@@ -141,6 +141,7 @@ fn a_lock_changing_hands_past_stall_after_is_polled_every_6_s_and_counted() -> T
     let log = waiter.log();
     assert!(status.success(), "{status}; log:\n{log}");
     assert!(log.contains(" stalls=1 "), "one stall counted: {log}");
+    assert!(log.contains(" unnamed_stalls=1 "), "on no claim id: {log}");
     // Polled at about 0.3 s and then 6 s later only: not at once after the 3 s.
     let waited: f64 = log
         .split_whitespace()

@@ -171,6 +171,9 @@ fn shifted(offset_secs: f64) -> SystemTime {
 struct Stall {
     /// How long we waited for it.
     waited: Duration,
+    /// Whether what stood had no claim id (changing hands, or a record not yet
+    /// readable) when we first polled it slowly.
+    unnamed: bool,
 }
 
 /// Claims `media`, retrying while it is held, until `timeout`; with `stall_after`,
@@ -190,12 +193,14 @@ fn acquire(
     let mut held = 0;
     // The claim we are waiting on (`None`: changing hands), and since when we see it.
     let mut standing: Option<(Option<String>, Instant)> = None;
-    let mut stalled = false;
+    // Set once a reading stood past `stall_after`: whether that one had no claim id.
+    let mut stalled: Option<bool> = None;
     loop {
         match locker.try_acquire(media).map_err(|err| error_chain(&err))? {
             Acquire::Acquired(guard) => {
-                let stall = stalled.then(|| Stall {
+                let stall = stalled.map(|unnamed| Stall {
                     waited: started.elapsed(),
+                    unnamed,
                 });
                 return Ok((guard, held, stall));
             }
@@ -211,7 +216,9 @@ fn acquire(
                 };
                 standing = Some((holder.lock_id.clone(), since));
                 let stuck = stall_after.is_some_and(|after| now.duration_since(since) >= after);
-                stalled |= stuck;
+                if stuck && stalled.is_none() {
+                    stalled = Some(holder.lock_id.is_none());
+                }
                 let pause = if stuck { STALL_POLL } else { jitter.pause() };
                 thread::sleep(pause.min(deadline.saturating_duration_since(now)));
             }
@@ -228,11 +235,15 @@ fn cycle(options: &Options) -> Result<u8, String> {
     let mut intervals = String::new();
     let mut held_total = 0;
     let mut stalls = Vec::new();
+    let mut unnamed_stalls = 0;
     let started = Instant::now();
     for _ in 0..options.iterations {
         let (guard, held, stall) = acquire(&locker, &media, timeout, stall_after, &mut jitter)?;
         held_total += held;
-        stalls.extend(stall.map(|stall| stall.waited.as_secs_f64()));
+        if let Some(stall) = stall {
+            stalls.push(stall.waited.as_secs_f64());
+            unnamed_stalls += usize::from(stall.unnamed);
+        }
         let start = monotonic_ns();
         if let Some(witness) = &options.witness {
             fs::OpenOptions::new()
@@ -257,7 +268,7 @@ fn cycle(options: &Options) -> Result<u8, String> {
     let stalled: Vec<String> = stalls.iter().map(|secs| format!("{secs:.1}")).collect();
     println!(
         "cycles={} held_retries={held_total} seconds={elapsed:.3} cycles_per_second={:.0} \
-         stalls={} stall_waits_s=[{}]",
+         stalls={} unnamed_stalls={unnamed_stalls} stall_waits_s=[{}]",
         options.iterations,
         f64::from(options.iterations) / elapsed.max(f64::EPSILON),
         stalls.len(),
