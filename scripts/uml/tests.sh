@@ -101,6 +101,8 @@ if [[ ${1:-} == --inner ]]; then
         ((failed == 0))
     }
     (($#)) && { repeat "$@"; exit; }
+    [[ ${MC_KC_REPEAT:-1} == 1 ]] ||
+        banner "MC_KC_REPEAT=$MC_KC_REPEAT is for TEST-FILTERs: the whole suite runs once"
     known=() skips=()
     for entry in "${KNOWN_DEFECTS[@]}"; do
         [[ ${entry%%:*} == "$kind" ]] || continue

@@ -73,8 +73,9 @@ struct Options {
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
     /// In `cycle` mode, once one claim of another process has stood this long, or the
-    /// lock has read as changing hands (no claim to name: its acquire guard busy) for
-    /// this long, look at it again only every [`STALL_POLL`] until that changes: for
+    /// lock has read with no claim id (changing hands: its acquire guard busy; or a
+    /// record not yet readable) for this long, look at it again only every
+    /// [`STALL_POLL`] until that changes: for
     /// NFSv4.1+ mounts, where a holder's `open()` of the lock can sleep for as long as
     /// other processes of its host keep opening the file (`docs/locking.md`, "A stall
     /// in NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
