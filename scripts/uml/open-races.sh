@@ -5,12 +5,15 @@
 # Usage: scripts/uml/open-races.sh CAPTURE...   (pcap files, in the order they were written)
 #
 # The race (docs/locking.md, "A stall in NFSv4.1+ `open()`"): an OPEN answered with an open
-# stateid whose state its client had closed (CLOSE answered OK) before that answer came.
+# stateid whose state its client had already sent a CLOSE for (answered OK, before or just
+# after that OPEN's answer: ganesha sends the two answers in either order).
 # Linux's NFSv4.1+ client holds such an answer until the missing update arrives, 5 s at a
 # time. For each instance this prints its time, the client, the stateid's seqid, how long
 # until that client next named the state in a call (how long the open slept), whether the
 # client held the lock's acquire guard the whole time (taken by CREATE, given up by
-# RENAME), and how many OPENs and guard LOOKUPs that client sent meanwhile; then the count.
+# RENAME), and how many OPENs and guard LOOKUPs that client sent meanwhile; then the count,
+# and how many were followed by no use of the state within 1 s: an open asleep. (An OPEN
+# answered before the CLOSE it raced often returns at once.)
 # Compounds of several RPCs in one frame are left out, and counted. Needs tshark and python3.
 set -euo pipefail
 
@@ -28,11 +31,11 @@ import bisect, collections, sys
 
 GUARD = ".mediabox.lock.acquire"
 CLOSE, CREATE, LOOKUP, OPEN, RENAME = "4", "6", "15", "18", "29"
-calls, closed, races = {}, {}, []
+calls, closed, opened = {}, {}, []
 uses = collections.defaultdict(list)        # (client, state) -> times of calls naming it
 sent = collections.defaultdict(list)        # (client, "open" | "guard lookup") -> times
 guard = []                                  # (time, client or None): who holds the guard
-skipped = 0
+skipped, last = 0, 0.0
 for line in sys.stdin:
     f = line.rstrip("\n").split("|")
     if len(f) < 10:
@@ -42,6 +45,7 @@ for line in sys.stdin:
         skipped += 1
         continue
     t, ops = float(t), ops.split(",")
+    last = max(last, t)
     seqids, others = seqids.split(",") if seqids else [], others.split(",") if others else []
     names = names.split(",") if names else []
     if typ == "0":
@@ -59,15 +63,17 @@ for line in sys.stdin:
     if not status or any(s != "0" for s in status.split(",")):
         continue
     if CLOSE in cops and cothers:
-        closed[(client, cothers[-1])] = t
+        key = (client, cothers[-1])
+        closed[key] = min(closed.get(key, sent_at), sent_at)
     if CREATE in cops and any(name.endswith(GUARD) for name in cnames):
         guard.append((t, client))
     if RENAME in cops and cnames and cnames[0].endswith(GUARD):
         guard.append((t, None))
     if OPEN in cops and others:
-        state = others[-1]
-        if closed.get((client, state), t + 1) <= t:
-            races.append((t, client, state, seqids[-1] if seqids else "?"))
+        opened.append((t, client, others[-1], seqids[-1] if seqids else "?"))
+
+# A CLOSE sent before the answer to an OPEN left the server: the server had closed the state.
+races = [o for o in opened if closed.get((o[1], o[2]), o[0] + 1) < o[0]]
 
 def count(times, start, end):
     return bisect.bisect_left(times, end) - bisect.bisect_right(times, start)
@@ -77,10 +83,9 @@ guard_times = [g[0] for g in guard]
 for t, client, state, seqid in races:
     later = [u for u in uses[(client, state)] if u > t]
     slept = later[0] - t if later else None
-    end = t + (slept or 0)
+    end = last if slept is None else t + slept
     i = bisect.bisect_right(guard_times, t) - 1
-    held = i >= 0 and guard[i][1] == client and (
-        slept is None or bisect.bisect_right(guard_times, end - 0.001) - 1 == i)
+    held = i >= 0 and guard[i][1] == client and bisect.bisect_right(guard_times, end - 0.001) - 1 == i
     opens = count(sent[(client, "open")], t, end)
     lookups = count(sent[(client, "guard lookup")], t, end)
     throughout = "yes" if held else "no"
@@ -88,5 +93,8 @@ for t, client, state, seqid in races:
     print(f"{t:.3f} client {client} seqid {seqid}: slept {asleep}; held the acquire guard "
           f"throughout: {throughout}; its OPENs meanwhile {opens}, "
           f"guard LOOKUPs {lookups}")
-print(f"{len(races)} races; {skipped} frames of several RPCs left out")
+asleep = sum(1 for t, client, state, _ in races
+             if not [u for u in uses[(client, state)] if t < u < t + 1])
+print(f"{len(races)} races, {asleep} of them followed by no use of the state within 1 s "
+      f"(an open asleep); {skipped} frames of several RPCs left out")
 '
