@@ -22,6 +22,7 @@
 #   MC_KC_GUESTS   "a b"
 #   MC_KC_SHARE    /run/kc/share: the export as each guest's kernel client shows it
 #   MC_KC_EXPORT   the export directory on this host (the server's view)
+#   MC_KC_CAPTURE  KC_CAPTURE, when the bridge is captured (see the knobs)
 # Every guest's root is this host's `/`, read-only, so the project's binaries
 # run in them by their absolute paths; results come back through MC_KC_CTL.
 # The exit code of COMMAND is the exit code of the script; 75 when the servers or
@@ -57,7 +58,11 @@
 #        cache, and COMMAND with what it runs), KC_DISK (its ext4 disk, default 4G),
 #        KC_SMB_LOG_LEVEL (smbd's `log level`, default 0; its log is among those
 #        shown on a failure and kept with KC_KEEP_FAILED=1),
-#        KC_SMB_SHARE_OPTS (more lines for the share's section of smb.conf).
+#        KC_SMB_SHARE_OPTS (more lines for the share's section of smb.conf),
+#        KC_CAPTURE (a directory: every packet on the namespace's bridge is written
+#        there by tcpdump, the first 512 bytes of each, to a ring of 10 files of
+#        100 MB, bridge.pcap0 to bridge.pcap9, the newest last written; read them with
+#        `tshark -r FILE -Y nfs`; its log is bridge.log there).
 set -euo pipefail
 
 readonly PROG=kernel-clients
@@ -185,6 +190,27 @@ setup_network() {
     ip -n "$NS" link add br0 type bridge
     ip -n "$NS" addr add "$NET.1/24" dev br0
     ip -n "$NS" link set br0 up
+}
+
+# start_capture DIR: tcpdump on the bridge into a ring of files in DIR (KC_CAPTURE).
+start_capture() {
+    local dir=$1
+    ensure_packages tcpdump
+    mkdir -p "$dir" || die "cannot create KC_CAPTURE's $dir"
+    # -U: each packet is written as it comes, so a capture cut short loses none; -Z root:
+    # it keeps writing to DIR (it would drop to its own user, who may not).
+    start_bg "$dir/bridge.log" ip netns exec "$NS" \
+        tcpdump -i br0 -n -U -s 512 -C 100 -W 10 -Z root -w "$dir/bridge.pcap"
+    SERVER_PIDS+=("$BG_PID")
+    local i
+    for ((i = 0; i < 50; i++)); do
+        grep -q 'listening on' "$dir/bridge.log" 2>/dev/null && break
+        alive "$BG_PID" || break
+        sleep 0.1
+    done
+    grep -q 'listening on' "$dir/bridge.log" 2>/dev/null ||
+        die "tcpdump did not start: $(cat "$dir/bridge.log" 2>/dev/null)"
+    say "capturing the bridge into $dir/bridge.pcap*"
 }
 
 add_tap() {
@@ -439,6 +465,7 @@ setup() {
         die "cannot build xstate-shim.so"
     local started=$SECONDS
     setup_network
+    [[ -z ${KC_CAPTURE:-} ]] || start_capture "$KC_CAPTURE"
     local fstype source options modules
     case $kind in
         nfs3 | nfs4.2)
@@ -488,6 +515,7 @@ setup() {
     [[ -z $KNFSD_SINCE ]] || wait_grace
     export MC_KC_KIND=$kind MC_KC_CTL=$WORK/ctl MC_KC_GUESTS="a b"
     export MC_KC_SHARE=$GUEST_SHARE MC_KC_EXPORT=$WORK/export
+    [[ -z ${KC_CAPTURE:-} ]] || export MC_KC_CAPTURE=$KC_CAPTURE
     say "$kind ready in $((SECONDS - started)) s: guests a and b mount it on $GUEST_SHARE"
 }
 

@@ -112,6 +112,48 @@ fn four_processes_hammering_one_lock_never_overlap() -> TestResult {
     Ok(())
 }
 
+/// `lock_hammer --stall-after-ms` polls a lock that reads as changing hands (its acquire
+/// guard busy, no claim to name) as slowly as a claim that stands: once it has lasted
+/// that long, every 6 s, and the wait is counted. A guard held by a process stuck in
+/// its `open()` of the lock is what NFSv4.1+ against nfs-ganesha can leave, and polling
+/// it every few milliseconds keeps that `open()` asleep (`docs/locking.md`, "A stall
+/// in NFSv4.1+ `open()`"). Here the guard is a directory made by hand, removed after 3 s.
+#[test]
+fn a_lock_changing_hands_past_stall_after_is_polled_every_6_s_and_counted() -> TestResult {
+    let scene = Scene::new()?;
+    let guard = share_lock::names::acquire_guard_path(&scene.lock());
+    fs::create_dir(&guard)?;
+    let mut waiter = scene.spawn(
+        "waiter",
+        "nas-b",
+        &[
+            "--iterations",
+            "1",
+            "--stall-after-ms",
+            "300",
+            "--timeout-ms",
+            "30000",
+        ],
+    )?;
+    thread::sleep(Duration::from_secs(3));
+    fs::remove_dir(&guard)?;
+    let status = waiter.wait(Duration::from_secs(30))?;
+    let log = waiter.log();
+    assert!(status.success(), "{status}; log:\n{log}");
+    assert!(log.contains(" stalls=1 "), "one stall counted: {log}");
+    assert!(log.contains(" unnamed_stalls=1 "), "on no claim id: {log}");
+    // Polled at about 0.3 s and then 6 s later only: not at once after the 3 s.
+    let waited: f64 = log
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("stall_waits_s=["))
+        .and_then(|wait| wait.strip_suffix(']'))
+        .ok_or("no stall_waits_s")?
+        .parse()?;
+    assert!(waited >= 6.0, "claimed after {waited} s: {log}");
+    assert_eq!(waiter.output().lines().count(), 1, "the claim was held");
+    Ok(())
+}
+
 #[test]
 fn a_killed_holder_is_taken_over_at_once_by_its_own_host() -> TestResult {
     let scene = Scene::new()?;

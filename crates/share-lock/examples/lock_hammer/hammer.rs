@@ -72,11 +72,13 @@ struct Options {
     /// Give up (exit 2) when a claim takes longer than this.
     #[arg(long, default_value_t = 60_000)]
     timeout_ms: u64,
-    /// In `cycle` mode, once one claim of another process has stood this long, look
-    /// at it again only every [`STALL_POLL`] until it changes hands: for NFSv4.1+
-    /// mounts, where a holder's `open()` of the lock can sleep for as long as other
-    /// processes of its host keep opening the file (`docs/locking.md`, "A stall in
-    /// NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
+    /// In `cycle` mode, once one claim of another process has stood this long, or the
+    /// lock has read with no claim id (changing hands: its acquire guard busy; or a
+    /// record not yet readable) for this long, look at it again only every
+    /// [`STALL_POLL`] until that changes: for
+    /// NFSv4.1+ mounts, where a holder's `open()` of the lock can sleep for as long as
+    /// other processes of its host keep opening the file (`docs/locking.md`, "A stall
+    /// in NFSv4.1+ `open()`"). Off by default: every retry waits 0.2 to 2 ms.
     #[arg(long)]
     stall_after_ms: Option<u64>,
 }
@@ -165,14 +167,21 @@ fn shifted(offset_secs: f64) -> SystemTime {
     shifted.unwrap_or(now)
 }
 
-/// A claim that stood longer than `--stall-after-ms` while we waited.
+/// A claim (or a lock changing hands) that stood longer than `--stall-after-ms` while
+/// we waited.
 struct Stall {
     /// How long we waited for it.
     waited: Duration,
+    /// Whether what stood had no claim id (changing hands, or a record not yet
+    /// readable) when we first polled it slowly.
+    unnamed: bool,
 }
 
 /// Claims `media`, retrying while it is held, until `timeout`; with `stall_after`,
 /// a claim that stands that long is polled every [`STALL_POLL`] only, and reported.
+/// A lock read as changing hands has no claim id: readings of it in a row count as one
+/// claim standing, so a holder stuck under the acquire guard (in its `open()` of the
+/// lock, say) is polled as slowly as one stuck holding the lock.
 fn acquire(
     locker: &Locker,
     media: &Path,
@@ -183,14 +192,16 @@ fn acquire(
     let started = Instant::now();
     let deadline = started + timeout;
     let mut held = 0;
-    // The claim we are waiting on, and since when we see it.
+    // The claim we are waiting on (`None`: changing hands), and since when we see it.
     let mut standing: Option<(Option<String>, Instant)> = None;
-    let mut stalled = false;
+    // Set once a reading stood past `stall_after`: whether that one had no claim id.
+    let mut stalled: Option<bool> = None;
     loop {
         match locker.try_acquire(media).map_err(|err| error_chain(&err))? {
             Acquire::Acquired(guard) => {
-                let stall = stalled.then(|| Stall {
+                let stall = stalled.map(|unnamed| Stall {
                     waited: started.elapsed(),
+                    unnamed,
                 });
                 return Ok((guard, held, stall));
             }
@@ -205,9 +216,10 @@ fn acquire(
                     _ => now,
                 };
                 standing = Some((holder.lock_id.clone(), since));
-                let stuck = holder.lock_id.is_some()
-                    && stall_after.is_some_and(|after| now.duration_since(since) >= after);
-                stalled |= stuck;
+                let stuck = stall_after.is_some_and(|after| now.duration_since(since) >= after);
+                if stuck && stalled.is_none() {
+                    stalled = Some(holder.lock_id.is_none());
+                }
                 let pause = if stuck { STALL_POLL } else { jitter.pause() };
                 thread::sleep(pause.min(deadline.saturating_duration_since(now)));
             }
@@ -224,11 +236,15 @@ fn cycle(options: &Options) -> Result<u8, String> {
     let mut intervals = String::new();
     let mut held_total = 0;
     let mut stalls = Vec::new();
+    let mut unnamed_stalls = 0;
     let started = Instant::now();
     for _ in 0..options.iterations {
         let (guard, held, stall) = acquire(&locker, &media, timeout, stall_after, &mut jitter)?;
         held_total += held;
-        stalls.extend(stall.map(|stall| stall.waited.as_secs_f64()));
+        if let Some(stall) = stall {
+            stalls.push(stall.waited.as_secs_f64());
+            unnamed_stalls += usize::from(stall.unnamed);
+        }
         let start = monotonic_ns();
         if let Some(witness) = &options.witness {
             fs::OpenOptions::new()
@@ -253,7 +269,7 @@ fn cycle(options: &Options) -> Result<u8, String> {
     let stalled: Vec<String> = stalls.iter().map(|secs| format!("{secs:.1}")).collect();
     println!(
         "cycles={} held_retries={held_total} seconds={elapsed:.3} cycles_per_second={:.0} \
-         stalls={} stall_waits_s=[{}]",
+         stalls={} unnamed_stalls={unnamed_stalls} stall_waits_s=[{}]",
         options.iterations,
         f64::from(options.iterations) / elapsed.max(f64::EPSILON),
         stalls.len(),
