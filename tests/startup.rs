@@ -82,6 +82,10 @@ fn a_candidate_another_host_converted_since_the_survey_is_skipped_without_a_clai
     for n in 1..files {
         std::fs::copy(&first, root.join(format!("clip{n}.mkv"))).unwrap();
     }
+    // All six known from the cache as B's walk reads the folder: B's survey has found every
+    // one a candidate before its first claim, whatever the load (read from their headers
+    // instead, a file read after A converted it would never be a candidate of B's).
+    build_cache(root);
     // Host B's first ffprobe (the one it runs on the first file it claims) waits for the
     // test's word: meanwhile host A converts every other file, which B's survey has already
     // found to be candidates.
