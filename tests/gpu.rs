@@ -16,7 +16,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use common::*;
 use serde_json::Value;
@@ -118,6 +118,11 @@ exec '{ffmpeg}' "$@"
         library: &Path,
         extra: &[&str],
     ) -> (Output, Vec<Value>) {
+        run_json_with(self.command(env), library, extra)
+    }
+
+    /// The binary through the fake, with only the fake's `FAKE_*` settings in `env`.
+    fn command(&self, env: &[(&str, &str)]) -> Command {
         let mut command = cmd();
         command
             .env("PATH", self.path())
@@ -127,7 +132,7 @@ exec '{ffmpeg}' "$@"
             .env_remove("FAKE_X265_TRIAL_SECS")
             .env_remove("FAKE_PASS_KILLED")
             .envs(env.iter().copied());
-        run_json_with(command, library, extra)
+        command
     }
 }
 
@@ -508,11 +513,7 @@ fn run_with_the_pass_held(
     let gate_bin = std::env::split_paths(&gate.path_var()).next().unwrap();
     let gpu = FakeGpu::over(&gate_bin.join("ffmpeg"));
     let mut run = Running(
-        cmd()
-            .env("PATH", gpu.path())
-            .env("FAKE_NVENC_ENCODES", "1")
-            .env_remove("FAKE_NVENC_WHOLE_CRF")
-            .env_remove("FAKE_PASS_KILLED")
+        gpu.command(&[("FAKE_NVENC_ENCODES", "1")])
             .env("MEDIA_CONVERTER_HOSTNAME", "a")
             .env("MEDIA_CONVERTER_HOST_ID", "a-id")
             .arg("--dir")
@@ -529,10 +530,7 @@ fn run_with_the_pass_held(
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
     let held = gate.wait_held(&mut run.0, 120);
     assert_eq!(fs::read(&original).unwrap(), before);
-    let temps: Vec<_> = debris(library)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(".partial."))
-        .collect();
+    let temps = temp_outputs(&original);
     assert_eq!(
         temps.len(),
         1,
@@ -625,42 +623,16 @@ fn a_hardware_encode_whose_score_cannot_be_taken_is_redone_with_libx265() {
 #[cfg(unix)]
 #[test]
 fn a_hardware_encode_whose_pass_fails_with_its_claim_lost_is_not_redone() {
-    use media_converter::identity::HostIdentity;
-    use media_converter::lock::{Acquire, LockRecord, LockSettings, Locker, lock_path};
+    use media_converter::lock::{LockRecord, lock_path};
     let library = tempfile::tempdir().unwrap();
     let d = library.path();
     let original = d.join("clip.mkv");
     smooth_clip(&original);
     age_all(d);
     let before = fs::read(&original).unwrap();
-    let host_b = Locker::new(
-        HostIdentity {
-            hostname: "b".into(),
-            host_id: "b-id".into(),
-        },
-        LockSettings::default(),
-    );
     let mut taken = None;
     let (code, events) = run_with_the_pass_held(d, &[], |gate, _| {
-        let lock = lock_path(&original).unwrap();
-        let broken = host_b
-            .break_assumed_dead(&lock, |_: &Path, _: &_| {
-                for temp in debris(d)
-                    .into_iter()
-                    .filter(|p| p.to_string_lossy().contains(".partial."))
-                {
-                    fs::remove_file(temp).unwrap();
-                }
-            })
-            .unwrap();
-        assert!(
-            matches!(broken, share_lock::BreakOutcome::Broken(..)),
-            "host a held no claim to break"
-        );
-        match host_b.try_acquire(&original).unwrap() {
-            Acquire::Acquired(guard) => taken = Some(guard),
-            Acquire::Held(holder) => panic!("held again by {holder}"),
-        }
+        taken = Some(take_over_live(&original, true));
         gate.go();
     });
     let taken = taken.unwrap();

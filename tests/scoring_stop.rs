@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{CACHE_FILE, GatedTool, Held, Running, age, cmd, of_kind, read_cache, signal, walk};
+use common::{
+    CACHE_FILE, GatedTool, Held, Running, age, cmd, of_kind, read_cache, signal, take_over_live,
+    temp_outputs, walk,
+};
 use media_converter::identity::HostIdentity;
 use media_converter::lock::{Acquire, LockGuard, LockRecord, LockSettings, Locker, lock_path};
 use serde_json::Value;
@@ -336,52 +339,6 @@ fn stall_until_taken_over(run: &Run, media: &Path, meanwhile: impl FnOnce()) -> 
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// Replaces host `a`'s claim on `media` with host `b`'s while `a` keeps heartbeating (too
-/// rarely to notice before its swap): the real lock module retires the lock, as a break
-/// does, and `b` claims the file. `a`'s temp output is removed where `settle`, as a breaker
-/// settling a dead claim removes it, and left where it is otherwise.
-fn take_over_live(media: &Path, settle: bool) -> LockGuard {
-    let breaker = Locker::new(
-        HostIdentity {
-            hostname: "b".into(),
-            host_id: "b-id".into(),
-        },
-        LockSettings::default(),
-    );
-    let lock = lock_path(media).unwrap();
-    let tidy = |_: &Path, _: &_| {
-        if settle {
-            for temp in temp_outputs(media) {
-                std::fs::remove_file(temp).unwrap();
-            }
-        }
-    };
-    let broken = breaker.break_assumed_dead(&lock, tidy).unwrap();
-    assert!(
-        matches!(broken, share_lock::BreakOutcome::Broken(..)),
-        "host a held no claim to break"
-    );
-    match breaker.try_acquire(media).unwrap() {
-        Acquire::Acquired(guard) => guard,
-        Acquire::Held(holder) => panic!("held again by {holder}"),
-    }
-}
-
-/// The temp outputs beside `media` (`.NAME.mediabox-ID.partial.EXT`).
-fn temp_outputs(media: &Path) -> Vec<PathBuf> {
-    let prefix = format!(
-        ".{}.mediabox-",
-        media.file_name().unwrap().to_str().unwrap()
-    );
-    walk(media.parent().unwrap())
-        .into_iter()
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap();
-            name.starts_with(&prefix) && name.contains(".partial.")
-        })
-        .collect()
 }
 
 /// The lock on `media` is still `taken`'s (the run neither released nor removed it); then

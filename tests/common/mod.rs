@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use media_converter::identity::HostIdentity;
+use media_converter::lock::{Acquire, LockGuard, LockSettings, Locker, lock_path};
 use serde_json::Value;
 
 /// The binary under test.
@@ -1011,4 +1013,50 @@ pub fn process_alive(pid: u32) -> bool {
             .and_then(|(_, rest)| rest.split_whitespace().next())
             .is_some_and(|state| state != "Z" && state != "X")
     })
+}
+
+/// The temp outputs beside `media` (`.NAME.mediabox-ID.partial.EXT`).
+pub fn temp_outputs(media: &Path) -> Vec<PathBuf> {
+    let prefix = format!(
+        ".{}.mediabox-",
+        media.file_name().unwrap().to_str().unwrap()
+    );
+    walk(media.parent().unwrap())
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with(&prefix) && name.contains(".partial.")
+        })
+        .collect()
+}
+
+/// Replaces host `a`'s claim on `media` with host `b`'s while `a` keeps heartbeating (too
+/// rarely to notice before its swap): the real lock module retires the lock, as a break
+/// does, and `b` claims the file. `a`'s temp output is removed where `settle`, as a breaker
+/// settling a dead claim removes it, and left where it is otherwise.
+pub fn take_over_live(media: &Path, settle: bool) -> LockGuard {
+    let breaker = Locker::new(
+        HostIdentity {
+            hostname: "b".into(),
+            host_id: "b-id".into(),
+        },
+        LockSettings::default(),
+    );
+    let lock = lock_path(media).unwrap();
+    let tidy = |_: &Path, _: &_| {
+        if settle {
+            for temp in temp_outputs(media) {
+                std::fs::remove_file(temp).unwrap();
+            }
+        }
+    };
+    let broken = breaker.break_assumed_dead(&lock, tidy).unwrap();
+    assert!(
+        matches!(broken, share_lock::BreakOutcome::Broken(..)),
+        "host a held no claim to break"
+    );
+    match breaker.try_acquire(media).unwrap() {
+        Acquire::Acquired(guard) => guard,
+        Acquire::Held(holder) => panic!("held again by {holder}"),
+    }
 }
